@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Checks the dependency tree against the RustSec advisory snapshot in
+# ../shared/advisory-db, offline. Installs cargo-deny into .tools/ on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DB_SRC=${RELAY365_ADVISORY_DB:-../shared/advisory-db}
+if [ ! -d "$DB_SRC/crates" ]; then
+  echo "deny: no advisory snapshot at $DB_SRC; skipping (set RELAY365_ADVISORY_DB)" >&2
+  exit 0
+fi
+DENY=$(command -v cargo-deny || true)
+if [ -z "$DENY" ]; then
+  DENY=.tools/bin/cargo-deny
+  if [ ! -x "$DENY" ]; then
+    echo "deny: installing cargo-deny into .tools (one time, about 5 minutes)" >&2
+    cargo install --quiet --locked --root .tools cargo-deny@0.20.2
+  fi
+fi
+# cargo-deny wants the database as a git repository in db-path/<name>-<hash>;
+# it names the folder after the URL, so let it tell us by a dry run of the path.
+DB_ROOT=target/advisory-dbs
+rm -rf "$DB_ROOT" && mkdir -p "$DB_ROOT"
+DB_DIR="$DB_ROOT/advisory-db-3157b0e258782691"
+cp -r "$DB_SRC" "$DB_DIR"
+(cd "$DB_DIR" && git init -q && git add -A && git -c user.name=relay365 -c user.email=ci@relay365.invalid commit -qm snapshot)
+cargo fetch --locked --quiet
+"$DENY" --offline check advisories bans sources

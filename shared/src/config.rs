@@ -1,0 +1,320 @@
+//! Settings, read once from the environment at cold start.
+//!
+//! Everything a function needs to know about its deployment comes from here,
+//! validated up front: a mistyped cloud or a URL override with a path fails
+//! the first invocation with a message that names the variable and the fix,
+//! instead of failing later at Microsoft with an opaque error.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use url::Url;
+
+use crate::cloud::Cloud;
+
+/// Where secrets are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// AWS Secrets Manager.
+    Aws,
+    /// A local directory (`file:DIR`).
+    File(PathBuf),
+}
+
+/// Where events of a subscription go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An HTTPS webhook (or a loopback `http://` URL in local runs).
+    Webhook(Url),
+    /// An EventBridge bus, by name or ARN.
+    EventBridge(String),
+}
+
+impl Target {
+    /// Parses `https://…` or `eventbridge:BUS`.
+    ///
+    /// # Errors
+    /// A message that says which forms are accepted.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if let Some(bus) = raw.strip_prefix("eventbridge:") {
+            if bus.is_empty() || bus.len() > 1600 || bus.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "target {raw:?}: name the bus after eventbridge:, e.g. eventbridge:default"
+                ));
+            }
+            return Ok(Target::EventBridge(bus.to_string()));
+        }
+        let url = Url::parse(raw)
+            .map_err(|_| format!("target {raw:?} is neither an https:// URL nor eventbridge:BUS"))?;
+        check_public_url(&url).map_err(|e| format!("target {raw:?}: {e}"))?;
+        Ok(Target::Webhook(url))
+    }
+
+    /// The string form.
+    pub fn to_string_form(&self) -> String {
+        match self {
+            Target::Webhook(u) => u.to_string(),
+            Target::EventBridge(b) => format!("eventbridge:{b}"),
+        }
+    }
+}
+
+/// True for `127.0.0.0/8`, `::1` and `localhost`.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Targets and public URLs must be HTTPS, except loopback hosts for local runs.
+///
+/// # Errors
+/// Why the URL is refused.
+pub fn check_public_url(url: &Url) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        _ => Err("must be an https:// URL (plain http is allowed only for 127.0.0.1 or localhost)".into()),
+    }
+}
+
+/// A setting is missing or invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting {name}: {message}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub name: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// The settings of a deployment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `RELAY365_CLOUD`.
+    pub cloud: Cloud,
+    /// `RELAY365_APP_SECRET_ID`.
+    pub app_secret_id: String,
+    /// `RELAY365_SIGNING_KEY_SECRET_ID`.
+    pub signing_key_secret_id: String,
+    /// `RELAY365_SECRET_PREFIX`.
+    pub secret_prefix: String,
+    /// `RELAY365_PUBLIC_URL`, without a trailing slash.
+    pub public_url: Option<Url>,
+    /// `RELAY365_QUEUE_URL`.
+    pub queue_url: Option<String>,
+    /// `RELAY365_DEFAULT_TARGET`.
+    pub default_target: Option<Target>,
+    /// `RELAY365_LOGIN_URL`: the identity host override (scheme, host, port).
+    pub login_url: Option<Url>,
+    /// `RELAY365_GRAPH_URL`: the Graph host override (scheme, host, port).
+    pub graph_url: Option<Url>,
+    /// `RELAY365_ATTACHMENTS_BUCKET`.
+    pub attachments_bucket: Option<String>,
+    /// `RELAY365_SECRET_STORE`.
+    pub secret_store: StoreKind,
+}
+
+fn host_override(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    let bad = |why: &str| ConfigError {
+        name,
+        message: format!("{raw:?} {why}; give scheme and host (and port) only, e.g. http://127.0.0.1:8443"),
+    };
+    let url = Url::parse(raw).map_err(|_| bad("is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("is not http or https"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("has a path, query or fragment"));
+    }
+    Ok(url)
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// The first setting that is missing or invalid, with its fix.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads settings from a map (the environment, or a test's).
+    ///
+    /// # Errors
+    /// The first setting that is missing or invalid, with its fix.
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| env.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let required = |k: &'static str| {
+            get(k).ok_or(ConfigError {
+                name: k,
+                message: "is required; the SAM template sets it".into(),
+            })
+        };
+        let cloud = match get("RELAY365_CLOUD") {
+            None => Cloud::Global,
+            Some(v) => v.parse().map_err(|e: crate::cloud::UnknownCloud| ConfigError {
+                name: "RELAY365_CLOUD",
+                message: e.to_string(),
+            })?,
+        };
+        let public_url = get("RELAY365_PUBLIC_URL")
+            .map(|raw| {
+                let url = Url::parse(raw.trim_end_matches('/')).map_err(|_| ConfigError {
+                    name: "RELAY365_PUBLIC_URL",
+                    message: format!("{raw:?} is not a URL"),
+                })?;
+                check_public_url(&url).map_err(|m| ConfigError {
+                    name: "RELAY365_PUBLIC_URL",
+                    message: m,
+                })?;
+                Ok(url)
+            })
+            .transpose()?;
+        let default_target = get("RELAY365_DEFAULT_TARGET")
+            .map(|raw| {
+                Target::parse(&raw).map_err(|m| ConfigError {
+                    name: "RELAY365_DEFAULT_TARGET",
+                    message: m,
+                })
+            })
+            .transpose()?;
+        let secret_store = match get("RELAY365_SECRET_STORE").as_deref() {
+            None | Some("aws") => StoreKind::Aws,
+            Some(v) => match v.strip_prefix("file:") {
+                Some(dir) if !dir.is_empty() => StoreKind::File(PathBuf::from(dir)),
+                _ => {
+                    return Err(ConfigError {
+                        name: "RELAY365_SECRET_STORE",
+                        message: format!("{v:?}: use aws or file:DIR"),
+                    });
+                }
+            },
+        };
+        let secret_prefix = get("RELAY365_SECRET_PREFIX").unwrap_or_else(|| "relay365/".into());
+        Ok(Self {
+            cloud,
+            app_secret_id: required("RELAY365_APP_SECRET_ID")?,
+            signing_key_secret_id: required("RELAY365_SIGNING_KEY_SECRET_ID")?,
+            secret_prefix,
+            public_url,
+            queue_url: get("RELAY365_QUEUE_URL"),
+            default_target,
+            login_url: get("RELAY365_LOGIN_URL")
+                .map(|v| host_override("RELAY365_LOGIN_URL", &v))
+                .transpose()?,
+            graph_url: get("RELAY365_GRAPH_URL")
+                .map(|v| host_override("RELAY365_GRAPH_URL", &v))
+                .transpose()?,
+            attachments_bucket: get("RELAY365_ATTACHMENTS_BUCKET"),
+            secret_store,
+        })
+    }
+
+    /// The public base URL, for functions that build redirect and notification URLs.
+    ///
+    /// # Errors
+    /// When `RELAY365_PUBLIC_URL` is not set.
+    pub fn require_public_url(&self) -> Result<&Url, ConfigError> {
+        self.public_url.as_ref().ok_or(ConfigError {
+            name: "RELAY365_PUBLIC_URL",
+            message: "is required by this function: the HTTP API's base URL".into(),
+        })
+    }
+
+    /// The identity platform base for a cloud: the override, or the cloud's login host.
+    pub fn login_base(&self, cloud: Cloud) -> String {
+        match &self.login_url {
+            Some(u) => u.as_str().trim_end_matches('/').to_string(),
+            None => cloud.login_host().to_string(),
+        }
+    }
+
+    /// The Graph base for a cloud: the override, or the cloud's Graph root.
+    pub fn graph_base(&self, cloud: Cloud) -> String {
+        match &self.graph_url {
+            Some(u) => u.as_str().trim_end_matches('/').to_string(),
+            None => cloud.graph_root().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut m: HashMap<String, String> = [
+            ("RELAY365_APP_SECRET_ID", "app"),
+            ("RELAY365_SIGNING_KEY_SECRET_ID", "key"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            m.insert(k.to_string(), v.to_string());
+        }
+        m
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_map(&env(&[])).unwrap();
+        assert_eq!(c.cloud, Cloud::Global);
+        assert_eq!(c.secret_prefix, "relay365/");
+        assert_eq!(c.secret_store, StoreKind::Aws);
+        assert_eq!(c.login_base(Cloud::UsGovL4), "https://login.microsoftonline.us");
+        assert_eq!(
+            c.graph_base(Cloud::China),
+            "https://microsoftgraph.chinacloudapi.cn"
+        );
+    }
+
+    #[test]
+    fn overrides_replace_hosts_but_not_scopes() {
+        let c = Config::from_map(&env(&[
+            ("RELAY365_CLOUD", "usgov-l4"),
+            ("RELAY365_LOGIN_URL", "http://127.0.0.1:8443"),
+            ("RELAY365_GRAPH_URL", "http://127.0.0.1:8443/"),
+        ]))
+        .unwrap();
+        assert_eq!(c.login_base(c.cloud), "http://127.0.0.1:8443");
+        assert_eq!(c.graph_base(c.cloud), "http://127.0.0.1:8443");
+        assert_eq!(c.cloud.default_scope(), "https://graph.microsoft.us/.default");
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable_and_the_fix() {
+        let e = Config::from_map(&env(&[("RELAY365_CLOUD", "azure")])).unwrap_err();
+        assert_eq!(e.name, "RELAY365_CLOUD");
+        assert!(e.message.contains("usgov-l4"));
+        let e = Config::from_map(&env(&[("RELAY365_GRAPH_URL", "http://127.0.0.1:1/v1.0")])).unwrap_err();
+        assert_eq!(e.name, "RELAY365_GRAPH_URL");
+        let e = Config::from_map(&env(&[("RELAY365_PUBLIC_URL", "http://example.com")])).unwrap_err();
+        assert!(e.message.contains("https"));
+        let e = Config::from_map(&env(&[("RELAY365_SECRET_STORE", "s3")])).unwrap_err();
+        assert!(e.message.contains("file:DIR"));
+        let mut m = env(&[]);
+        m.remove("RELAY365_APP_SECRET_ID");
+        assert_eq!(Config::from_map(&m).unwrap_err().name, "RELAY365_APP_SECRET_ID");
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse("eventbridge:default").unwrap(),
+            Target::EventBridge("default".into())
+        );
+        assert!(matches!(
+            Target::parse("https://flow.example/hook").unwrap(),
+            Target::Webhook(_)
+        ));
+        assert!(Target::parse("http://127.0.0.1:9/x").is_ok());
+        assert!(Target::parse("http://flow.example/hook").is_err());
+        assert!(Target::parse("eventbridge:").is_err());
+        assert!(Target::parse("ftp://x").is_err());
+    }
+}

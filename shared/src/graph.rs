@@ -1,0 +1,369 @@
+//! Calls to Microsoft Graph with bearer tokens, retried the way Microsoft asks.
+//!
+//! 429, 503 and 504 are retried, waiting what `Retry-After` says (whole or
+//! fractional seconds, or an HTTP date) or backing off exponentially when it
+//! says nothing, but never past an overall deadline: a Lambda invocation has
+//! a time limit, and a caller is better served by a clear "throttled, retry
+//! after N s" than by a timeout. Graph's error JSON becomes a typed error that
+//! keeps the code, the message and the request id for support cases.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::de::DeserializeOwned;
+
+use crate::sensitive::Sensitive;
+
+/// How hard to retry.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// No retry starts after this much time since the first attempt.
+    pub deadline: Duration,
+    /// At most this many attempts in all.
+    pub max_attempts: u32,
+    /// The first back-off when Graph gives no `Retry-After`; doubled each time.
+    pub base_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(20),
+            max_attempts: 6,
+            base_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A Graph call that did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GraphError {
+    /// Graph refused the request; retrying the same request will not help.
+    #[error("Microsoft Graph answered {status} {code}: {message} (request-id {})", request_id.as_deref().unwrap_or("none"))]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// Graph's error code (`ErrorSendAsDenied`, `Authorization_RequestDenied`, …).
+        code: String,
+        /// Graph's message.
+        message: String,
+        /// The request id, for a Microsoft support case.
+        request_id: Option<String>,
+    },
+    /// Still throttled or unavailable when the deadline came: retry later.
+    #[error("Microsoft Graph is throttling or unavailable ({status}); retry after {}", retry_after.map_or_else(|| "a short wait".to_string(), |d| format!("{:.1} s", d.as_secs_f64())))]
+    Throttled {
+        /// The last status (429, 503 or 504).
+        status: u16,
+        /// The last `Retry-After`, if Graph sent one.
+        retry_after: Option<Duration>,
+        /// The request id of the last attempt.
+        request_id: Option<String>,
+    },
+    /// The network failed (connect, timeout, TLS): retry later.
+    #[error("could not reach Microsoft Graph: {0}")]
+    Transport(String),
+    /// The answer was not what Graph documents.
+    #[error("unexpected answer from Microsoft Graph: {0}")]
+    Decode(String),
+}
+
+impl GraphError {
+    /// True when the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, GraphError::Throttled { .. } | GraphError::Transport(_))
+            || matches!(self, GraphError::Api { status, .. } if *status >= 500)
+    }
+
+    /// The HTTP status Graph answered, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            GraphError::Api { status, .. } | GraphError::Throttled { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Graph's error code, if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            GraphError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub struct GraphResponse {
+    /// The status (2xx).
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl GraphResponse {
+    /// Decodes the body as JSON.
+    ///
+    /// # Errors
+    /// [`GraphError::Decode`] when it is not the expected shape.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, GraphError> {
+        serde_json::from_slice(&self.body).map_err(|e| GraphError::Decode(e.to_string()))
+    }
+}
+
+/// Parses `Retry-After`: delta seconds (Graph sends fractional ones, `2.128`) or an HTTP date.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A Graph client for one Graph host.
+#[derive(Debug, Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    base: String,
+    policy: RetryPolicy,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    error: ErrorInner,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorInner {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default, rename = "innerError")]
+    inner: Option<serde_json::Value>,
+}
+
+impl GraphClient {
+    /// A client for `graph_base` (scheme and host, e.g. `https://graph.microsoft.com`); calls go to `{base}/v1.0/…`.
+    pub fn new(http: reqwest::Client, graph_base: &str, policy: RetryPolicy) -> Self {
+        Self {
+            http,
+            base: format!("{}/v1.0", graph_base.trim_end_matches('/')),
+            policy,
+        }
+    }
+
+    /// The versioned base (`https://graph.microsoft.com/v1.0`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Resolves a path (`/me`) or an absolute link Graph returned (`@odata.nextLink`).
+    /// Absolute links must point at this Graph host: the bearer token is never sent elsewhere.
+    fn url(&self, path: &str) -> Result<String, GraphError> {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+            if origin(path).is_some() && origin(path) == origin(&self.base) {
+                Ok(path.to_string())
+            } else {
+                Err(GraphError::Decode(
+                    "a link that points outside Microsoft Graph was refused".into(),
+                ))
+            }
+        } else {
+            Ok(format!("{}{}", self.base, path))
+        }
+    }
+
+    /// Sends one request, retrying 429/503/504 and network failures within the policy.
+    ///
+    /// # Errors
+    /// [`GraphError`] saying whether to retry, re-authorise or fix the request.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &Sensitive,
+        body: Option<&serde_json::Value>,
+        extra_headers: &[(&'static str, String)],
+    ) -> Result<GraphResponse, GraphError> {
+        let url = self.url(path)?;
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(token.expose())
+                .header("Prefer", HeaderValue::from_static("IdType=\"ImmutableId\""));
+            for (name, value) in extra_headers {
+                req = req.header(*name, value);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let outcome = req.send().await;
+            let (wait, last) = match outcome {
+                Err(e) => {
+                    let err = GraphError::Transport(describe_transport(&e));
+                    (None, err)
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    let request_id = headers
+                        .get("request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    if matches!(status, 429 | 503 | 504) {
+                        let retry_after = headers
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                        (
+                            retry_after,
+                            GraphError::Throttled {
+                                status,
+                                retry_after,
+                                request_id,
+                            },
+                        )
+                    } else {
+                        let body = resp
+                            .bytes()
+                            .await
+                            .map_err(|e| GraphError::Transport(describe_transport(&e)))?;
+                        if (200..300).contains(&status) {
+                            return Ok(GraphResponse {
+                                status,
+                                headers,
+                                body: body.to_vec(),
+                            });
+                        }
+                        return Err(api_error(status, &body, request_id));
+                    }
+                }
+            };
+            let wait = wait.unwrap_or_else(|| self.policy.base_backoff * 2u32.saturating_pow(attempt - 1));
+            if attempt >= self.policy.max_attempts || started.elapsed() + wait > self.policy.deadline {
+                tracing::warn!(attempts = attempt, error = %last, "giving up on a Graph call");
+                return Err(last);
+            }
+            tracing::info!(
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "Graph asked us to wait; retrying"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// `GET` decoded as JSON.
+    ///
+    /// # Errors
+    /// As [`GraphClient::send`], or [`GraphError::Decode`].
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &Sensitive,
+    ) -> Result<T, GraphError> {
+        self.send(reqwest::Method::GET, path, token, None, &[])
+            .await?
+            .json()
+    }
+}
+
+fn describe_transport(e: &reqwest::Error) -> String {
+    // reqwest's Display can include the URL; Graph URLs carry no secrets, but
+    // an upload URL does (authtoken=…), so keep only the kind of failure.
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else if e.is_body() || e.is_decode() {
+        "the answer was cut off".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+fn api_error(status: u16, body: &[u8], request_id: Option<String>) -> GraphError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => {
+            let inner_id = b
+                .error
+                .inner
+                .as_ref()
+                .and_then(|i| i.get("request-id"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            GraphError::Api {
+                status,
+                code: b.error.code,
+                message: b.error.message,
+                request_id: request_id.or(inner_id),
+            }
+        }
+        Err(_) => GraphError::Api {
+            status,
+            code: "unknown".into(),
+            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            request_id,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("2.128", now), Some(Duration::from_millis(2128)));
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn graph_error_json_keeps_code_message_and_request_id() {
+        let body = br#"{"error":{"code":"ErrorSendAsDenied","message":"no rights","innerError":{"request-id":"r-1"}}}"#;
+        match api_error(403, body, None) {
+            GraphError::Api {
+                status,
+                code,
+                message,
+                request_id,
+            } => {
+                assert_eq!(
+                    (status, code.as_str(), message.as_str()),
+                    (403, "ErrorSendAsDenied", "no rights")
+                );
+                assert_eq!(request_id.as_deref(), Some("r-1"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn links_outside_graph_are_refused() {
+        let c = GraphClient::new(
+            crate::http::client().unwrap(),
+            "https://graph.microsoft.com",
+            RetryPolicy::default(),
+        );
+        assert!(
+            c.url("https://graph.microsoft.com/v1.0/me/messages?$skiptoken=x")
+                .is_ok()
+        );
+        assert!(c.url("https://evil.example/v1.0/me").is_err());
+        assert_eq!(c.url("/me").unwrap(), "https://graph.microsoft.com/v1.0/me");
+    }
+}

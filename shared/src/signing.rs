@@ -1,0 +1,244 @@
+//! HMAC-SHA256 signing with one deployment key: OAuth `state`, connect links,
+//! subscription `clientState` and signatures on delivered events.
+//!
+//! Every use signs a purpose label along with the data, so a value minted for
+//! one purpose (a connect link) can never be replayed as another (an OAuth
+//! state). Verification is constant time (`aws_lc_rs::hmac::verify`).
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::sensitive::Sensitive;
+
+/// The shortest signing key accepted, in bytes.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// Why a signed value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// Not in the `payload.signature` shape, or the payload is not what was expected.
+    #[error("the signed value is malformed")]
+    Malformed,
+    /// The signature does not match: forged, altered, or made for another purpose or key.
+    #[error("the signature does not match")]
+    BadSignature,
+    /// Valid but past its expiry.
+    #[error("the signed value has expired")]
+    Expired,
+}
+
+/// The key is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the signing key must be at least {MIN_KEY_LEN} characters long (it has {0}); the template generates one of 64"
+)]
+pub struct WeakKey(pub usize);
+
+/// An HMAC-SHA256 signer holding the deployment's signing key.
+#[derive(Clone)]
+pub struct Signer {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(**key redacted**)")
+    }
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct Envelope<T> {
+    exp: i64,
+    #[serde(flatten)]
+    body: T,
+}
+
+impl Signer {
+    /// A signer over the UTF-8 bytes of the key secret.
+    ///
+    /// # Errors
+    /// [`WeakKey`] when the key is shorter than [`MIN_KEY_LEN`].
+    pub fn new(key: &Sensitive) -> Result<Self, WeakKey> {
+        let bytes = key.expose().as_bytes();
+        if bytes.len() < MIN_KEY_LEN {
+            return Err(WeakKey(bytes.len()));
+        }
+        Ok(Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+        })
+    }
+
+    fn tag(&self, purpose: &str, data: &[u8]) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(purpose.as_bytes());
+        ctx.update(b"\n");
+        ctx.update(data);
+        ctx.sign()
+    }
+
+    fn verify(&self, purpose: &str, data: &[u8], tag: &[u8]) -> bool {
+        let mut msg = Vec::with_capacity(purpose.len() + 1 + data.len());
+        msg.extend_from_slice(purpose.as_bytes());
+        msg.push(b'\n');
+        msg.extend_from_slice(data);
+        hmac::verify(&self.key, &msg, tag).is_ok()
+    }
+
+    /// Signs `body` with an expiry, as `base64url(json).base64url(mac)`:
+    /// URL-safe, so it fits a query parameter or a cookie.
+    pub fn seal<T: Serialize>(&self, purpose: &str, body: &T, expires_at_unix: i64) -> String {
+        let json = serde_json::to_vec(&Envelope {
+            exp: expires_at_unix,
+            body,
+        })
+        .unwrap_or_default();
+        let payload = B64.encode(json);
+        let tag = self.tag(purpose, payload.as_bytes());
+        format!("{payload}.{}", B64.encode(tag.as_ref()))
+    }
+
+    /// Verifies and decodes a value made by [`Signer::seal`] for the same purpose.
+    ///
+    /// # Errors
+    /// [`SignError`] saying whether it was malformed, forged or expired.
+    pub fn open<T: DeserializeOwned>(
+        &self,
+        purpose: &str,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<T, SignError> {
+        let (payload, sig) = token.split_once('.').ok_or(SignError::Malformed)?;
+        let sig = B64.decode(sig).map_err(|_| SignError::Malformed)?;
+        if !self.verify(purpose, payload.as_bytes(), &sig) {
+            return Err(SignError::BadSignature);
+        }
+        let json = B64.decode(payload).map_err(|_| SignError::Malformed)?;
+        let env: Envelope<T> = serde_json::from_slice(&json).map_err(|_| SignError::Malformed)?;
+        if env.exp <= now_unix {
+            return Err(SignError::Expired);
+        }
+        Ok(env.body)
+    }
+
+    /// The `clientState` of a connection's subscriptions:
+    /// `{connection_id}.{mac}`, at most 64 + 1 + 43 characters (Graph allows 128).
+    /// The webhook verifies it without reading any store.
+    pub fn client_state(&self, connection_id: &str) -> Sensitive {
+        let tag = self.tag("client-state", connection_id.as_bytes());
+        Sensitive::new(format!("{connection_id}.{}", B64.encode(tag.as_ref())))
+    }
+
+    /// Verifies a `clientState` in constant time and returns its connection id.
+    pub fn verify_client_state<'a>(&self, client_state: &'a str) -> Option<&'a str> {
+        let (id, mac) = client_state.rsplit_once('.')?;
+        let mac = B64.decode(mac).ok()?;
+        self.verify("client-state", id.as_bytes(), &mac).then_some(id)
+    }
+
+    /// The `Relay365-Signature` header of a delivered event:
+    /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
+    ///
+    /// This one is keyed without a purpose label, so recipients can verify it
+    /// with any HMAC library exactly as documented.
+    pub fn event_signature(&self, unix_seconds: i64, body: &[u8]) -> String {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(unix_seconds.to_string().as_bytes());
+        ctx.update(b".");
+        ctx.update(body);
+        let tag = ctx.sign();
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("t={unix_seconds},v1={hex}")
+    }
+}
+
+/// SHA-256 of `data`, base64url without padding (PKCE challenges, certificate thumbprints).
+pub fn sha256_b64url(data: &[u8]) -> String {
+    B64.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Signer {
+        Signer::new(&Sensitive::new("k".repeat(40))).unwrap()
+    }
+
+    #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Body {
+        c: String,
+    }
+
+    #[test]
+    fn seal_and_open_round_trip() {
+        let s = signer();
+        let tok = s.seal("link", &Body { c: "support".into() }, 2_000);
+        assert_eq!(
+            s.open::<Body>("link", &tok, 1_000).unwrap(),
+            Body { c: "support".into() }
+        );
+        assert_eq!(
+            s.open::<Body>("link", &tok, 2_000).unwrap_err(),
+            SignError::Expired
+        );
+        assert_eq!(
+            s.open::<Body>("state", &tok, 1_000).unwrap_err(),
+            SignError::BadSignature
+        );
+        let other = Signer::new(&Sensitive::new("z".repeat(40))).unwrap();
+        assert_eq!(
+            other.open::<Body>("link", &tok, 1_000).unwrap_err(),
+            SignError::BadSignature
+        );
+    }
+
+    #[test]
+    fn tampered_payload_is_refused() {
+        let s = signer();
+        let tok = s.seal("link", &Body { c: "support".into() }, 2_000);
+        let (_, sig) = tok.split_once('.').unwrap();
+        let forged = format!("{}.{sig}", B64.encode(br#"{"exp":2000,"c":"other"}"#));
+        assert_eq!(
+            s.open::<Body>("link", &forged, 1_000).unwrap_err(),
+            SignError::BadSignature
+        );
+        assert_eq!(
+            s.open::<Body>("link", "garbage", 1_000).unwrap_err(),
+            SignError::Malformed
+        );
+        assert_eq!(
+            s.open::<Body>("link", "a.b!c", 1_000).unwrap_err(),
+            SignError::Malformed
+        );
+    }
+
+    #[test]
+    fn client_state_fits_graph_and_verifies() {
+        let s = signer();
+        let id = "c".repeat(64);
+        let cs = s.client_state(&id);
+        assert!(cs.expose().len() <= 128);
+        assert_eq!(s.verify_client_state(cs.expose()), Some(id.as_str()));
+        let forged = cs.expose().replacen('c', "d", 1);
+        assert_eq!(s.verify_client_state(&forged), None);
+        assert_eq!(s.verify_client_state("no-dot"), None);
+    }
+
+    #[test]
+    fn event_signature_matches_a_plain_hmac() {
+        let s = signer();
+        let sig = s.event_signature(1_700_000_000, b"{}");
+        let key = hmac::Key::new(hmac::HMAC_SHA256, "k".repeat(40).as_bytes());
+        let expect = hmac::sign(&key, b"1700000000.{}");
+        let hex: String = expect.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(sig, format!("t=1700000000,v1={hex}"));
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert_eq!(Signer::new(&Sensitive::new("short")).unwrap_err(), WeakKey(5));
+    }
+}

@@ -1,0 +1,769 @@
+//! Access tokens for connections, in the three ways a connection can sign in,
+//! with a per-container cache.
+//!
+//! * delegated: authorization code with PKCE, then the refresh-token grant;
+//! * app-only with the client secret (client credentials);
+//! * app-only with a certificate (client credentials with a signed assertion).
+//!
+//! The cache renews a token a few minutes before it expires and lets at most
+//! one request per connection go to Microsoft at a time, however many
+//! invocations ask at once. Microsoft rotates refresh tokens on every use but
+//! keeps the old ones valid, so a rotated token is written back to the store
+//! at most once every ten minutes (Secrets Manager's guidance for one secret)
+//! and kept in memory in between. When Microsoft says the grant is gone
+//! (`invalid_grant`: revoked, expired after 90 days idle, password reset) the
+//! connection is marked `reauth_required` and its refresh token dropped, so
+//! nothing keeps hammering a dead grant (pitfall 12).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse, TokenUrl,
+};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::aadsts;
+use crate::certificate::{Certificate, CertificateError};
+use crate::cloud::Cloud;
+use crate::connection::{AuthMode, Connection, Status, secret_name};
+use crate::scopes;
+use crate::secrets::{SecretError, SecretStore, new_request_token};
+use crate::sensitive::Sensitive;
+
+const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Why no token could be had. Each variant says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The user must sign in again (revoked, expired, password reset, MFA or consent needed).
+    #[error("the mailbox must be connected again: {reason}")]
+    ReauthRequired {
+        /// The AADSTS code, when Microsoft gave one.
+        code: Option<String>,
+        /// What happened and what to do, for a person.
+        reason: String,
+    },
+    /// Microsoft refused the app's own credentials: the operator must fix the app secret.
+    #[error("Microsoft refused the app's credentials ({code}): {title} {fix}")]
+    AppCredentials {
+        /// The AADSTS code or OAuth error.
+        code: String,
+        /// What happened.
+        title: String,
+        /// What to do.
+        fix: String,
+    },
+    /// Microsoft refused the request for another reason; the explanation says what to change.
+    #[error("Microsoft refused the token request ({code}): {title} {fix}")]
+    Refused {
+        /// The OAuth `error`.
+        error: String,
+        /// The AADSTS code or OAuth error.
+        code: String,
+        /// What happened.
+        title: String,
+        /// What to do.
+        fix: String,
+    },
+    /// The sign-in service could not be reached or failed: retry later.
+    #[error("Microsoft's sign-in service is unavailable ({0}); retry later")]
+    Unavailable(String),
+    /// The deployment's app secret is missing something this connection needs.
+    #[error("the app secret is not usable: {0}")]
+    Misconfigured(String),
+    /// No connection has this id.
+    #[error("connection {0} does not exist")]
+    UnknownConnection(String),
+    /// The connection has not been consented yet.
+    #[error("connection {0} is waiting for sign-in or admin consent: open its connect link first")]
+    NotConnected(String),
+    /// The secret store failed.
+    #[error(transparent)]
+    Store(#[from] SecretError),
+}
+
+impl TokenError {
+    /// True when retrying later may succeed without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TokenError::Unavailable(_) => true,
+            TokenError::Store(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// The app registration's credentials: the deployment's app secret.
+pub struct AppCredentials {
+    /// The application (client) id.
+    pub client_id: String,
+    /// The home tenant of the app registration.
+    pub tenant_id: String,
+    client_secret: Option<Sensitive>,
+    certificate: Option<Certificate>,
+}
+
+impl std::fmt::Debug for AppCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCredentials")
+            .field("client_id", &self.client_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("has_client_secret", &self.client_secret.is_some())
+            .field("certificate", &self.certificate)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct AppSecretJson {
+    client_id: String,
+    tenant_id: String,
+    #[serde(default)]
+    client_secret: Option<Sensitive>,
+    #[serde(default)]
+    certificate: Option<CertJson>,
+}
+
+#[derive(Deserialize)]
+struct CertJson {
+    pfx_base64: Sensitive,
+    #[serde(default)]
+    password: Sensitive,
+}
+
+/// Which credential proves the app's identity on a token request.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    Secret(&'a Sensitive),
+    Certificate(&'a Certificate),
+}
+
+impl AppCredentials {
+    /// Builds credentials directly (tests, local runs).
+    pub fn new(
+        client_id: String,
+        tenant_id: String,
+        client_secret: Option<Sensitive>,
+        certificate: Option<Certificate>,
+    ) -> Self {
+        Self {
+            client_id,
+            tenant_id,
+            client_secret,
+            certificate,
+        }
+    }
+
+    /// Parses the app secret's JSON:
+    /// `{"client_id", "tenant_id", "client_secret"?, "certificate"?: {"pfx_base64", "password"}}`.
+    ///
+    /// # Errors
+    /// [`TokenError::Misconfigured`] saying which field is wrong.
+    pub fn from_secret_json(raw: &str) -> Result<Self, TokenError> {
+        let parsed: AppSecretJson = serde_json::from_str(raw).map_err(|e| {
+            // serde's message names the field and position, never a value of a string field.
+            TokenError::Misconfigured(format!(
+                "expected {{\"client_id\", \"tenant_id\", \"client_secret\"?, \"certificate\"?: {{\"pfx_base64\", \"password\"}}}} ({})",
+                e.classify_message()
+            ))
+        })?;
+        let certificate = parsed
+            .certificate
+            .map(|c| Certificate::from_pfx_base64(c.pfx_base64.expose(), c.password.expose()))
+            .transpose()
+            .map_err(|e: CertificateError| TokenError::Misconfigured(e.to_string()))?;
+        let client_secret = parsed.client_secret.filter(|s| !s.is_empty());
+        if client_secret.is_none() && certificate.is_none() {
+            return Err(TokenError::Misconfigured(
+                "it has neither client_secret nor certificate: add one with infra/set-app-secret.sh".into(),
+            ));
+        }
+        if parsed.client_id.trim().is_empty() {
+            return Err(TokenError::Misconfigured("client_id is empty".into()));
+        }
+        Ok(Self {
+            client_id: parsed.client_id,
+            tenant_id: parsed.tenant_id,
+            client_secret,
+            certificate,
+        })
+    }
+
+    fn credential(&self, mode: AuthMode) -> Result<Credential<'_>, TokenError> {
+        let secret = self.client_secret.as_ref().map(Credential::Secret);
+        let cert = self.certificate.as_ref().map(Credential::Certificate);
+        match mode {
+            AuthMode::AppSecret => secret.ok_or_else(|| {
+                TokenError::Misconfigured(
+                    "this connection uses app_secret but the app secret has no client_secret".into(),
+                )
+            }),
+            AuthMode::AppCertificate => cert.ok_or_else(|| {
+                TokenError::Misconfigured(
+                    "this connection uses app_certificate but the app secret has no certificate".into(),
+                )
+            }),
+            AuthMode::Delegated => secret
+                .or(cert)
+                .ok_or_else(|| TokenError::Misconfigured("no credential".into())),
+        }
+    }
+}
+
+trait ClassifyMessage {
+    fn classify_message(&self) -> String;
+}
+
+impl ClassifyMessage for serde_json::Error {
+    fn classify_message(&self) -> String {
+        format!(
+            "{:?} error at line {} column {}",
+            self.classify(),
+            self.line(),
+            self.column()
+        )
+    }
+}
+
+/// Tokens Microsoft issued.
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    /// The bearer token for Graph.
+    pub access_token: Sensitive,
+    /// When it stops working (monotonic clock).
+    pub expires_at: Instant,
+    /// The new refresh token (delegated only).
+    pub refresh_token: Option<Sensitive>,
+    /// The permissions granted, as Microsoft reports them.
+    pub scopes: Vec<String>,
+}
+
+/// Extra parameters of an authorize request.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizeOptions {
+    /// Pre-fills the account (`login_hint`).
+    pub login_hint: Option<String>,
+    /// Skips home-realm discovery (`domain_hint`).
+    pub domain_hint: Option<String>,
+    /// `login`, `consent`, `select_account` or `none`.
+    pub prompt: Option<String>,
+}
+
+/// An oauth2 client with its authorize and token endpoints set.
+type MsClient = oauth2::Client<
+    oauth2::basic::BasicErrorResponse,
+    BasicTokenResponse,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+    oauth2::EndpointSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+>;
+
+/// Talks to the identity platform's token and authorize endpoints.
+#[derive(Clone)]
+pub struct TokenClient {
+    http: reqwest::Client,
+    login_base: String,
+    app: Arc<AppCredentials>,
+}
+
+impl std::fmt::Debug for TokenClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenClient")
+            .field("login_base", &self.login_base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenClient {
+    /// A client for the login host `login_base` (`https://login.microsoftonline.com`, or an override).
+    pub fn new(http: reqwest::Client, login_base: &str, app: Arc<AppCredentials>) -> Self {
+        Self {
+            http,
+            login_base: login_base.trim_end_matches('/').to_string(),
+            app,
+        }
+    }
+
+    /// The app's credentials.
+    pub fn app(&self) -> &AppCredentials {
+        &self.app
+    }
+
+    /// `{login}/{tenant}/oauth2/v2.0/token`; also the `aud` of certificate assertions.
+    pub fn token_url(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/token", self.login_base)
+    }
+
+    /// `{login}/{tenant}/oauth2/v2.0/authorize`.
+    pub fn authorize_endpoint(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/authorize", self.login_base)
+    }
+
+    /// `{login}/{tenant}/v2.0/adminconsent?client_id=…&scope=…/.default&redirect_uri=…&state=…`.
+    pub fn admin_consent_url(&self, tenant: &str, cloud: Cloud, redirect_uri: &str, state: &str) -> String {
+        let mut url = match url::Url::parse(&format!("{}/{tenant}/v2.0/adminconsent", self.login_base)) {
+            Ok(u) => u,
+            Err(_) => return String::new(),
+        };
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.app.client_id)
+            .append_pair("scope", &cloud.default_scope())
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("state", state);
+        url.to_string()
+    }
+
+    fn oauth(&self, tenant: &str, credential: Credential<'_>) -> Result<MsClient, TokenError> {
+        let auth = AuthUrl::new(self.authorize_endpoint(tenant))
+            .map_err(|_| TokenError::Misconfigured(format!("tenant {tenant:?} makes an invalid URL")))?;
+        let token = TokenUrl::new(self.token_url(tenant))
+            .map_err(|_| TokenError::Misconfigured(format!("tenant {tenant:?} makes an invalid URL")))?;
+        let mut client = BasicClient::new(ClientId::new(self.app.client_id.clone()))
+            .set_auth_uri(auth)
+            .set_token_uri(token)
+            // Microsoft wants client credentials in the form body, not HTTP Basic.
+            .set_auth_type(AuthType::RequestBody);
+        if let Credential::Secret(s) = credential {
+            client = client.set_client_secret(ClientSecret::new(s.expose().to_string()));
+        }
+        Ok(client)
+    }
+
+    fn assertion(&self, tenant: &str, credential: Credential<'_>) -> Result<Option<String>, TokenError> {
+        match credential {
+            Credential::Secret(_) => Ok(None),
+            Credential::Certificate(cert) => cert
+                .client_assertion(
+                    &self.app.client_id,
+                    &self.token_url(tenant),
+                    OffsetDateTime::now_utc(),
+                )
+                .map(Some)
+                .map_err(|e| TokenError::Misconfigured(e.to_string())),
+        }
+    }
+
+    /// Builds the authorize URL of a delegated sign-in, with PKCE (S256).
+    /// The verifier is returned to be kept server-side; it never goes in a URL.
+    ///
+    /// # Errors
+    /// [`TokenError::Misconfigured`] when the tenant or redirect URI make no valid URL.
+    pub fn authorize_url(
+        &self,
+        tenant: &str,
+        redirect_uri: &str,
+        scope_param: &str,
+        state: &str,
+        options: &AuthorizeOptions,
+    ) -> Result<(url::Url, PkceCodeVerifier), TokenError> {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|_| TokenError::Misconfigured("invalid redirect URI".into()))?;
+        let client = self
+            .oauth(tenant, Credential::Secret(&Sensitive::default()))?
+            .set_redirect_uri(redirect);
+        let state = state.to_string();
+        let mut req = client
+            .authorize_url(move || CsrfToken::new(state))
+            .add_scopes(scope_param.split(' ').map(|s| Scope::new(s.to_string())))
+            .set_pkce_challenge(challenge)
+            .add_extra_param("response_mode", "query");
+        if let Some(h) = &options.login_hint {
+            req = req.add_extra_param("login_hint", h.clone());
+        }
+        if let Some(h) = &options.domain_hint {
+            req = req.add_extra_param("domain_hint", h.clone());
+        }
+        if let Some(p) = &options.prompt {
+            req = req.add_extra_param("prompt", p.clone());
+        }
+        Ok((req.url().0, verifier))
+    }
+
+    /// Redeems an authorization code (delegated sign-in).
+    ///
+    /// # Errors
+    /// [`TokenError`] explaining Microsoft's refusal.
+    pub async fn exchange_code(
+        &self,
+        tenant: &str,
+        code: &Sensitive,
+        verifier: &Sensitive,
+        redirect_uri: &str,
+        scope_param: &str,
+    ) -> Result<TokenSet, TokenError> {
+        let cred = self.app.credential(AuthMode::Delegated)?;
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|_| TokenError::Misconfigured("invalid redirect URI".into()))?;
+        let client = self.oauth(tenant, cred)?.set_redirect_uri(redirect);
+        let mut req = client
+            .exchange_code(AuthorizationCode::new(code.expose().to_string()))
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose().to_string()))
+            .add_extra_param("scope", scope_param.to_string());
+        if let Some(a) = self.assertion(tenant, cred)? {
+            req = req
+                .add_extra_param("client_assertion_type", CLIENT_ASSERTION_TYPE)
+                .add_extra_param("client_assertion", a);
+        }
+        finish(req.request_async(&self.http).await, false)
+    }
+
+    /// Uses a refresh token (delegated).
+    ///
+    /// # Errors
+    /// [`TokenError::ReauthRequired`] when the grant is gone; others as they come.
+    pub async fn refresh(
+        &self,
+        tenant: &str,
+        refresh_token: &Sensitive,
+        scope_param: &str,
+    ) -> Result<TokenSet, TokenError> {
+        let cred = self.app.credential(AuthMode::Delegated)?;
+        let client = self.oauth(tenant, cred)?;
+        let rt = RefreshToken::new(refresh_token.expose().to_string());
+        let mut req = client
+            .exchange_refresh_token(&rt)
+            .add_scopes(scope_param.split(' ').map(|s| Scope::new(s.to_string())));
+        if let Some(a) = self.assertion(tenant, cred)? {
+            req = req
+                .add_extra_param("client_assertion_type", CLIENT_ASSERTION_TYPE)
+                .add_extra_param("client_assertion", a);
+        }
+        finish(req.request_async(&self.http).await, false)
+    }
+
+    /// Client credentials (app-only) for a tenant, with the secret or the certificate.
+    ///
+    /// # Errors
+    /// [`TokenError::AppCredentials`] when the app's secret or certificate is refused.
+    pub async fn client_credentials(
+        &self,
+        tenant: &str,
+        cloud: Cloud,
+        mode: AuthMode,
+    ) -> Result<TokenSet, TokenError> {
+        let cred = self.app.credential(mode)?;
+        let client = self.oauth(tenant, cred)?;
+        let mut req = client
+            .exchange_client_credentials()
+            .add_scope(Scope::new(scopes::app_only_scope(cloud)));
+        if let Some(a) = self.assertion(tenant, cred)? {
+            req = req
+                .add_extra_param("client_assertion_type", CLIENT_ASSERTION_TYPE)
+                .add_extra_param("client_assertion", a);
+        }
+        finish(req.request_async(&self.http).await, true)
+    }
+}
+
+type OauthResult = Result<
+    BasicTokenResponse,
+    RequestTokenError<oauth2::HttpClientError<reqwest::Error>, oauth2::basic::BasicErrorResponse>,
+>;
+
+fn finish(result: OauthResult, app_only: bool) -> Result<TokenSet, TokenError> {
+    match result {
+        Ok(resp) => Ok(TokenSet {
+            access_token: Sensitive::new(resp.access_token().secret().clone()),
+            expires_at: Instant::now() + resp.expires_in().unwrap_or(Duration::from_secs(3599)),
+            refresh_token: resp.refresh_token().map(|r| Sensitive::new(r.secret().clone())),
+            scopes: resp
+                .scopes()
+                .map(|s| s.iter().map(|x| x.to_string()).collect())
+                .unwrap_or_default(),
+        }),
+        Err(RequestTokenError::ServerResponse(err)) => {
+            let description = err.error_description().cloned().unwrap_or_default();
+            Err(classify(&error_name(err.error()), &description, app_only))
+        }
+        Err(RequestTokenError::Request(e)) => Err(TokenError::Unavailable(match &e {
+            oauth2::HttpClientError::Reqwest(r) if r.is_timeout() => "timed out".into(),
+            oauth2::HttpClientError::Reqwest(r) if r.is_connect() => "connection failed".into(),
+            _ => "request failed".into(),
+        })),
+        // The raw body of a parse error may hold tokens: it is dropped, never shown.
+        Err(RequestTokenError::Parse(_, _)) => Err(TokenError::Unavailable(
+            "the token endpoint answered something that is not a token response".into(),
+        )),
+        Err(RequestTokenError::Other(_)) => Err(TokenError::Unavailable(
+            "the token endpoint answered with an unexpected status".into(),
+        )),
+    }
+}
+
+fn error_name(e: &BasicErrorResponseType) -> String {
+    match e {
+        BasicErrorResponseType::InvalidClient => "invalid_client".into(),
+        BasicErrorResponseType::InvalidGrant => "invalid_grant".into(),
+        BasicErrorResponseType::InvalidRequest => "invalid_request".into(),
+        BasicErrorResponseType::InvalidScope => "invalid_scope".into(),
+        BasicErrorResponseType::UnauthorizedClient => "unauthorized_client".into(),
+        BasicErrorResponseType::UnsupportedGrantType => "unsupported_grant_type".into(),
+        BasicErrorResponseType::Extension(s) => s.clone(),
+    }
+}
+
+/// Turns Microsoft's `error` and `error_description` into a [`TokenError`].
+pub fn classify(error: &str, description: &str, app_only: bool) -> TokenError {
+    let e = aadsts::explain(error, description, &aadsts::Context::default());
+    match error {
+        "invalid_grant" | "interaction_required" | "consent_required" | "login_required" if !app_only => {
+            TokenError::ReauthRequired {
+                code: aadsts::code_of(description),
+                reason: format!("{} {}", e.title, e.fix),
+            }
+        }
+        "invalid_client" | "unauthorized_client" => TokenError::AppCredentials {
+            code: e.code,
+            title: e.title,
+            fix: e.fix,
+        },
+        "temporarily_unavailable" | "server_error" => TokenError::Unavailable(e.code),
+        _ => TokenError::Refused {
+            error: error.to_string(),
+            code: e.code,
+            title: e.title,
+            fix: e.fix,
+        },
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    access: Option<(Sensitive, Instant)>,
+    newest_refresh: Option<Sensitive>,
+}
+
+/// Access tokens for connections, cached per container.
+pub struct TokenProvider {
+    client: TokenClient,
+    store: Arc<dyn SecretStore>,
+    prefix: String,
+    renew_before: Duration,
+    write_interval: time::Duration,
+    slots: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenProvider")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenProvider {
+    /// A provider reading connections under `prefix` in `store`.
+    pub fn new(client: TokenClient, store: Arc<dyn SecretStore>, prefix: &str) -> Self {
+        Self {
+            client,
+            store,
+            prefix: prefix.to_string(),
+            renew_before: Duration::from_secs(300),
+            write_interval: time::Duration::minutes(10),
+            slots: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Changes how long before expiry a cached token is renewed (default five minutes).
+    pub fn with_renew_before(mut self, d: Duration) -> Self {
+        self.renew_before = d;
+        self
+    }
+
+    /// Changes the least time between two refresh-token writes (default ten minutes).
+    pub fn with_write_interval(mut self, d: time::Duration) -> Self {
+        self.write_interval = d;
+        self
+    }
+
+    /// The token client.
+    pub fn client(&self) -> &TokenClient {
+        &self.client
+    }
+
+    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut map = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Forgets the cached access token of a connection (after Graph answered 401).
+    pub async fn invalidate(&self, id: &str) {
+        self.slot(id).lock().await.access = None;
+    }
+
+    /// Loads a connection record.
+    ///
+    /// # Errors
+    /// [`TokenError::UnknownConnection`] or a store failure.
+    pub async fn load(&self, id: &str) -> Result<Connection, TokenError> {
+        let raw = self
+            .store
+            .get(&secret_name(&self.prefix, id))
+            .await?
+            .ok_or_else(|| TokenError::UnknownConnection(id.to_string()))?;
+        Connection::from_json(&raw).map_err(|e| {
+            TokenError::Misconfigured(format!(
+                "the record of connection {id} is damaged ({})",
+                e.classify_message()
+            ))
+        })
+    }
+
+    async fn save(&self, conn: &Connection) -> Result<(), TokenError> {
+        self.store
+            .put(
+                &secret_name(&self.prefix, &conn.id),
+                &conn.to_json(),
+                &new_request_token(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A valid access token for the connection, from the cache when it has
+    /// more than the renewal margin left.
+    ///
+    /// # Errors
+    /// [`TokenError`]; on `ReauthRequired` the connection has already been
+    /// marked `reauth_required` and its refresh token dropped.
+    pub async fn access_token(&self, id: &str) -> Result<Sensitive, TokenError> {
+        let slot = self.slot(id);
+        let mut slot = slot.lock().await;
+        if let Some((token, expires)) = &slot.access
+            && *expires > Instant::now() + self.renew_before
+        {
+            return Ok(token.clone());
+        }
+        let mut conn = self.load(id).await?;
+        match conn.status {
+            Status::PendingConsent => return Err(TokenError::NotConnected(id.to_string())),
+            Status::ReauthRequired => {
+                return Err(TokenError::ReauthRequired {
+                    code: None,
+                    reason: conn
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "connect the mailbox again".into()),
+                });
+            }
+            Status::Active => {}
+        }
+        let tokens = if conn.auth.is_app_only() {
+            self.client
+                .client_credentials(&conn.tenant_id, conn.cloud, conn.auth)
+                .await?
+        } else {
+            self.refresh_delegated(&mut conn, &mut slot).await?
+        };
+        slot.access = Some((tokens.access_token.clone(), tokens.expires_at));
+        tracing::info!(connection = id, "obtained a new access token");
+        Ok(tokens.access_token)
+    }
+
+    async fn refresh_delegated(
+        &self,
+        conn: &mut Connection,
+        slot: &mut Slot,
+    ) -> Result<TokenSet, TokenError> {
+        let Some(rt) = slot.newest_refresh.clone().or_else(|| conn.refresh_token.clone()) else {
+            let reason =
+                "no refresh token is stored: connect the mailbox again from its connect link".to_string();
+            return Err(TokenError::ReauthRequired { code: None, reason });
+        };
+        let scope = scopes::delegated_scope_param(conn.cloud, &conn.scopes);
+        match self.client.refresh(&conn.tenant_id, &rt, &scope).await {
+            Ok(tokens) => {
+                if let Some(new_rt) = &tokens.refresh_token {
+                    slot.newest_refresh = Some(new_rt.clone());
+                    let now = OffsetDateTime::now_utc();
+                    let due = conn
+                        .refresh_token_written_at
+                        .is_none_or(|at| now - at >= self.write_interval);
+                    if due {
+                        conn.refresh_token = Some(new_rt.clone());
+                        conn.refresh_token_written_at = Some(now);
+                        conn.updated_at = now;
+                        // The old refresh token stays valid, so a failed write loses nothing.
+                        if let Err(e) = self.save(conn).await {
+                            tracing::warn!(connection = %conn.id, error = %e, "could not store the rotated refresh token");
+                        }
+                    }
+                }
+                Ok(tokens)
+            }
+            Err(TokenError::ReauthRequired { code, reason }) => {
+                tracing::warn!(connection = %conn.id, code = code.as_deref().unwrap_or(""), "the grant is gone; the connection needs a new sign-in");
+                slot.newest_refresh = None;
+                conn.mark_reauth_required(&reason);
+                self.save(conn).await?;
+                Err(TokenError::ReauthRequired { code, reason })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_grant_codes_become_reauth_with_words() {
+        for (code, words) in [
+            ("AADSTS700082", "long time without use"),
+            ("AADSTS50173", "password change"),
+            ("AADSTS70008", "long time without use"),
+        ] {
+            match classify(
+                "invalid_grant",
+                &format!("{code}: The refresh token has expired."),
+                false,
+            ) {
+                TokenError::ReauthRequired { code: c, reason } => {
+                    assert_eq!(c.as_deref(), Some(code));
+                    assert!(reason.contains(words), "{reason}");
+                    assert!(reason.contains("Connect the mailbox again"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_app_secret_is_an_operator_problem() {
+        let e = classify(
+            "invalid_client",
+            "AADSTS7000215: Invalid client secret provided.",
+            true,
+        );
+        assert!(matches!(e, TokenError::AppCredentials { .. }));
+        assert!(e.to_string().contains("set-app-secret"), "{e}");
+        assert!(classify("temporarily_unavailable", "", true).is_retryable());
+    }
+
+    #[test]
+    fn app_secret_json_needs_a_credential() {
+        let e = AppCredentials::from_secret_json(r#"{"client_id":"c","tenant_id":"t"}"#).unwrap_err();
+        assert!(e.to_string().contains("neither client_secret nor certificate"));
+        let e = AppCredentials::from_secret_json("{not json").unwrap_err();
+        assert!(matches!(e, TokenError::Misconfigured(_)));
+        let ok = AppCredentials::from_secret_json(
+            r#"{"client_id":"c","tenant_id":"t","client_secret":"s3cr3t-value"}"#,
+        )
+        .unwrap();
+        assert!(!format!("{ok:?}").contains("s3cr3t-value"));
+        assert!(ok.credential(AuthMode::AppCertificate).is_err());
+        assert!(ok.credential(AuthMode::AppSecret).is_ok());
+    }
+}

@@ -1,0 +1,461 @@
+//! Token flows end to end: the shared crate against moto (Secrets Manager)
+//! and the identity simulator, over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use relay365::connection::{AuthMode, Status};
+use relay365::scopes::{self, FeatureScope};
+use relay365::tokens::{AppCredentials, AuthorizeOptions, TokenError};
+use relay365::{Cloud, Sensitive};
+use relay365_testkit::LogCapture;
+
+#[tokio::test]
+async fn pkce_authorization_code_exchange_gives_a_refresh_token_once() {
+    let w = World::start().await;
+    let client = w.token_client(w.secret_app());
+    let features = [FeatureScope::MailReadOnly, FeatureScope::MailSend];
+    let scope = scopes::delegated_scope_param(Cloud::Global, &features);
+    let opts = AuthorizeOptions {
+        login_hint: Some(UPN.into()),
+        ..Default::default()
+    };
+    let (url, verifier) = client
+        .authorize_url("organizations", REDIRECT, &scope, "state-xyz", &opts)
+        .unwrap();
+    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["response_mode"], "query");
+    assert_eq!(q["login_hint"], UPN);
+    assert!(
+        !url.as_str().contains(verifier.secret()),
+        "the PKCE verifier must never be in a URL"
+    );
+
+    let code = w.follow_authorize(url.as_str()).await.unwrap();
+    // A wrong verifier is refused, as Microsoft does (and burns the code).
+    let wrong = Sensitive::new("x".repeat(43));
+    let err = client
+        .exchange_code(
+            "organizations",
+            &Sensitive::new(code.clone()),
+            &wrong,
+            REDIRECT,
+            &scope,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("AADSTS501481") || matches!(err, TokenError::ReauthRequired { .. }),
+        "{err}"
+    );
+
+    let code = w.follow_authorize(url.as_str()).await.unwrap();
+    let verifier = Sensitive::new(verifier.secret().clone());
+    let tokens = client
+        .exchange_code(
+            "organizations",
+            &Sensitive::new(code.clone()),
+            &verifier,
+            REDIRECT,
+            &scope,
+        )
+        .await
+        .unwrap();
+    assert!(
+        tokens.refresh_token.is_some(),
+        "offline_access was asked, so a refresh token comes back"
+    );
+    assert!(
+        tokens.scopes.iter().any(|s| s == "Mail.Read"),
+        "{:?}",
+        tokens.scopes
+    );
+
+    // Codes are single use.
+    match client
+        .exchange_code(
+            "organizations",
+            &Sensitive::new(code),
+            &verifier,
+            REDIRECT,
+            &scope,
+        )
+        .await
+        .unwrap_err()
+    {
+        TokenError::ReauthRequired { code, reason } => {
+            assert_eq!(code.as_deref(), Some("AADSTS54005"));
+            assert!(reason.contains("already used"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The token is good at Graph.
+    let graph = relay365::graph::GraphClient::new(w.http.clone(), &w.sim.url(), Default::default());
+    let me: serde_json::Value = graph.get_json("/me", &tokens.access_token).await.unwrap();
+    assert_eq!(me["userPrincipalName"], UPN);
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_writes_back_at_most_every_ten_minutes() {
+    let w = World::start().await;
+    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
+    let rt0 = first.refresh_token.clone().unwrap();
+    let mut conn = active("support", AuthMode::Delegated, Some(&rt0));
+    conn.refresh_token_written_at = Some(time::OffsetDateTime::now_utc() - time::Duration::minutes(11));
+    w.put_connection(&conn).await;
+
+    let provider = w.provider(w.secret_app());
+    provider.access_token("support").await.unwrap();
+    let stored = w.get_connection("support").await;
+    let rt1 = stored.refresh_token.clone().unwrap();
+    assert_ne!(rt1, rt0, "the rotated refresh token is written back");
+    assert_eq!(w.aws.count("secretsmanager.PutSecretValue"), 1);
+
+    // An hour later (access token expired) the next refresh uses the newest
+    // token, but the last write is recent: no second write.
+    w.sim.expire_access_tokens();
+    provider.invalidate("support").await;
+    provider.access_token("support").await.unwrap();
+    assert_eq!(w.sim.stats().by_grant["refresh_token"], 2);
+    assert_eq!(
+        w.aws.count("secretsmanager.PutSecretValue"),
+        1,
+        "no write-back within ten minutes"
+    );
+    assert_eq!(w.get_connection("support").await.refresh_token.unwrap(), rt1);
+}
+
+#[tokio::test]
+async fn cached_tokens_call_neither_secrets_manager_nor_the_token_endpoint() {
+    let w = World::start().await;
+    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
+    w.put_connection(&active(
+        "support",
+        AuthMode::Delegated,
+        first.refresh_token.as_ref(),
+    ))
+    .await;
+    let provider = w.provider(w.secret_app());
+    let token_calls = w.sim.stats().token_requests;
+    let gets = w.aws.count("secretsmanager.GetSecretValue");
+
+    let a = provider.access_token("support").await.unwrap();
+    let b = provider.access_token("support").await.unwrap();
+    let c = provider.access_token("support").await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(b, c);
+    assert_eq!(
+        w.sim.stats().token_requests,
+        token_calls + 1,
+        "one refresh for three calls"
+    );
+    // The record was written through the cache at create time, so not even one read reached AWS.
+    assert_eq!(w.aws.count("secretsmanager.GetSecretValue"), gets);
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_refresh() {
+    let w = World::start().await;
+    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
+    w.put_connection(&active(
+        "support",
+        AuthMode::Delegated,
+        first.refresh_token.as_ref(),
+    ))
+    .await;
+    let provider = Arc::new(w.provider(w.secret_app()));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let p = provider.clone();
+        set.spawn(async move { p.access_token("support").await.unwrap() });
+    }
+    let tokens = set.join_all().await;
+    assert_eq!(tokens.len(), 10);
+    assert!(tokens.windows(2).all(|p| p[0] == p[1]));
+    assert_eq!(
+        w.sim.stats().by_grant["refresh_token"],
+        1,
+        "ten callers at once, one refresh"
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_with_a_secret() {
+    let w = World::start().await;
+    w.put_connection(&active("app", AuthMode::AppSecret, None)).await;
+    let provider = w.provider(w.secret_app());
+    let token = provider.access_token("app").await.unwrap();
+    assert!(!token.is_empty());
+    assert_eq!(w.sim.stats().by_grant["client_credentials"], 1);
+    provider.access_token("app").await.unwrap();
+    assert_eq!(w.sim.stats().by_grant["client_credentials"], 1, "cached");
+
+    // A wrong secret is the operator's problem, said so.
+    let bad = AppCredentials::new(
+        CLIENT_ID.into(),
+        TENANT.into(),
+        Some(Sensitive::new("wrong")),
+        None,
+    );
+    let err = w.provider(bad).access_token("app").await.unwrap_err();
+    assert!(
+        matches!(err, TokenError::AppCredentials { ref code, .. } if code == "AADSTS7000215"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Value (not its Secret ID)"), "{err}");
+}
+
+/// A self-signed RSA certificate in a password-protected PFX, made fresh for the test.
+fn make_pfx(password: &str) -> (String, Vec<u8>) {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["relay365-test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let chain = p12_keystore::PrivateKeyChain::new(
+        vec![1u8, 2, 3, 4],
+        p12_keystore::PrivateKey::from_der(&key.serialize_der()).unwrap(),
+        [p12_keystore::Certificate::from_der(cert.der()).unwrap()],
+    );
+    let mut ks = p12_keystore::KeyStore::new();
+    ks.add_entry("relay365", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+    let pfx = ks.writer(password).write().unwrap();
+    (
+        base64::engine::general_purpose::STANDARD.encode(pfx),
+        cert.der().to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn client_credentials_with_a_certificate_assertion() {
+    let w = World::start().await;
+    let (pfx_b64, cert_der) = make_pfx("pfx-pass-word");
+    w.sim.register_app(graph_sim::App {
+        client_id: CLIENT_ID.into(),
+        home_tenant: TENANT.into(),
+        client_secret: None,
+        certificate_der: Some(cert_der),
+        redirect_uris: vec![REDIRECT.into()],
+    });
+    let secret_json = serde_json::json!({
+        "client_id": CLIENT_ID, "tenant_id": TENANT,
+        "certificate": {"pfx_base64": pfx_b64, "password": "pfx-pass-word"}
+    })
+    .to_string();
+    w.put_connection(&active("cert", AuthMode::AppCertificate, None))
+        .await;
+    let app = AppCredentials::from_secret_json(&secret_json).unwrap();
+    let token = w.provider(app).access_token("cert").await.unwrap();
+    assert!(!token.is_empty());
+    assert_eq!(w.sim.stats().by_grant["client_credentials"], 1);
+
+    // Another certificate than the one uploaded is refused with the reason.
+    let (other_b64, _) = make_pfx("x");
+    let other = serde_json::json!({"client_id": CLIENT_ID, "tenant_id": TENANT, "certificate": {"pfx_base64": other_b64, "password": "x"}});
+    let app = AppCredentials::from_secret_json(&other.to_string()).unwrap();
+    let err = w.provider(app).access_token("cert").await.unwrap_err();
+    assert!(
+        matches!(err, TokenError::AppCredentials { ref code, .. } if code == "AADSTS700027"),
+        "{err}"
+    );
+
+    // A wrong PFX password is caught before any request.
+    let wrong = serde_json::json!({"client_id": CLIENT_ID, "tenant_id": TENANT, "certificate": {"pfx_base64": pfx_b64, "password": "nope"}});
+    let err = AppCredentials::from_secret_json(&wrong.to_string()).unwrap_err();
+    assert!(err.to_string().contains("password"), "{err}");
+}
+
+#[tokio::test]
+async fn invalid_grant_requires_reauthorisation_and_drops_the_refresh_token() {
+    let w = World::start().await;
+    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
+    w.put_connection(&active(
+        "support",
+        AuthMode::Delegated,
+        first.refresh_token.as_ref(),
+    ))
+    .await;
+    w.sim.revoke_refresh_tokens(UPN, 50173);
+    let provider = w.provider(w.secret_app());
+    match provider.access_token("support").await.unwrap_err() {
+        TokenError::ReauthRequired { code, reason } => {
+            assert_eq!(code.as_deref(), Some("AADSTS50173"));
+            assert!(reason.contains("password change or reset"), "{reason}");
+            assert!(reason.contains("Connect the mailbox again"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let stored = w.get_connection("support").await;
+    assert_eq!(stored.status, Status::ReauthRequired);
+    assert!(
+        stored.refresh_token.is_none(),
+        "the dead refresh token is dropped"
+    );
+    assert!(stored.last_error.unwrap().contains("password"));
+
+    // No more calls to Microsoft for a dead grant.
+    let before = w.sim.stats().token_requests;
+    assert!(matches!(
+        provider.access_token("support").await,
+        Err(TokenError::ReauthRequired { .. })
+    ));
+    assert_eq!(w.sim.stats().token_requests, before);
+}
+
+#[tokio::test]
+async fn inactivity_expiry_is_explained() {
+    let w = World::start().await;
+    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
+    w.put_connection(&active("idle", AuthMode::Delegated, first.refresh_token.as_ref()))
+        .await;
+    w.sim.revoke_refresh_tokens(UPN, 700082);
+    let err = w.provider(w.secret_app()).access_token("idle").await.unwrap_err();
+    assert!(err.to_string().contains("long time without use"), "{err}");
+}
+
+#[tokio::test]
+async fn graph_429_is_retried_after_retry_after_and_a_storm_gives_up_at_the_deadline() {
+    let w = World::start().await;
+    let tokens = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
+    let policy = relay365::graph::RetryPolicy {
+        deadline: Duration::from_millis(800),
+        max_attempts: 50,
+        base_backoff: Duration::from_millis(10),
+    };
+    let graph = relay365::graph::GraphClient::new(w.http.clone(), &w.sim.url(), policy);
+
+    w.sim.throttle_graph(2, Some("0.05"));
+    let me: serde_json::Value = graph.get_json("/me", &tokens.access_token).await.unwrap();
+    assert_eq!(me["userPrincipalName"], UPN);
+    assert_eq!(w.sim.stats().throttled, 2);
+
+    // Without Retry-After: exponential back-off, still succeeds.
+    w.sim.throttle_graph(3, None);
+    assert!(
+        graph
+            .get_json::<serde_json::Value>("/me", &tokens.access_token)
+            .await
+            .is_ok()
+    );
+
+    // A storm: Retry-After of 0.3 s against a 0.8 s deadline gives up after a few tries.
+    let before = w.sim.stats().graph_requests;
+    w.sim.throttle_graph(1000, Some("0.3"));
+    match graph
+        .get_json::<serde_json::Value>("/me", &tokens.access_token)
+        .await
+        .unwrap_err()
+    {
+        relay365::graph::GraphError::Throttled {
+            status, retry_after, ..
+        } => {
+            assert_eq!(status, 429);
+            assert_eq!(retry_after, Some(Duration::from_millis(300)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let attempts = w.sim.stats().graph_requests - before;
+    assert!(
+        (2..=4).contains(&attempts),
+        "{attempts} attempts within the deadline"
+    );
+
+    // A Retry-After beyond the deadline is not waited for at all.
+    let before = w.sim.stats().graph_requests;
+    w.sim.throttle_graph(5, Some("30"));
+    let err = graph
+        .get_json::<serde_json::Value>("/me", &tokens.access_token)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("retry after 30.0 s"), "{err}");
+    assert_eq!(w.sim.stats().graph_requests - before, 1);
+}
+
+#[tokio::test]
+async fn no_secret_reaches_a_log_line_or_an_error_message() {
+    let logs = LogCapture::start();
+    let w = World::start().await;
+    let (pfx_b64, cert_der) = make_pfx("pfx-pass-word-42");
+    let mut errors: Vec<String> = Vec::new();
+
+    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
+    w.put_connection(&active(
+        "support",
+        AuthMode::Delegated,
+        first.refresh_token.as_ref(),
+    ))
+    .await;
+    w.put_connection(&active("app", AuthMode::AppSecret, None)).await;
+    w.put_connection(&active("cert", AuthMode::AppCertificate, None))
+        .await;
+    let provider = w.provider(w.secret_app());
+    provider.access_token("support").await.unwrap();
+    provider.access_token("app").await.unwrap();
+    w.sim.expire_access_tokens();
+    provider.invalidate("support").await;
+    provider.access_token("support").await.unwrap();
+    w.sim.throttle_graph(2, Some("0.01"));
+    let graph = relay365::graph::GraphClient::new(w.http.clone(), &w.sim.url(), Default::default());
+    let _ = graph
+        .get_json::<serde_json::Value>("/me", &first.access_token)
+        .await;
+    errors.push(
+        graph
+            .get_json::<serde_json::Value>("/me", &Sensitive::new("forged"))
+            .await
+            .unwrap_err()
+            .to_string(),
+    );
+
+    w.sim.register_app(graph_sim::App {
+        client_id: CLIENT_ID.into(),
+        home_tenant: TENANT.into(),
+        client_secret: Some(CLIENT_SECRET.into()),
+        certificate_der: Some(cert_der),
+        redirect_uris: vec![REDIRECT.into()],
+    });
+    let cert_app = serde_json::json!({"client_id": CLIENT_ID, "tenant_id": TENANT, "certificate": {"pfx_base64": pfx_b64, "password": "pfx-pass-word-42"}});
+    let cert_provider = w.provider(AppCredentials::from_secret_json(&cert_app.to_string()).unwrap());
+    cert_provider.access_token("cert").await.unwrap();
+    let bad = AppCredentials::new(
+        CLIENT_ID.into(),
+        TENANT.into(),
+        Some(Sensitive::new("wrong-secret-value-77")),
+        None,
+    );
+    errors.push(w.provider(bad).access_token("app").await.unwrap_err().to_string());
+    w.sim.revoke_refresh_tokens(UPN, 700082);
+    w.sim.expire_access_tokens();
+    provider.invalidate("support").await;
+    errors.push(provider.access_token("support").await.unwrap_err().to_string());
+    errors.push(format!("{:?}", provider.load("support").await.unwrap()));
+
+    let text = logs.text();
+    assert!(
+        text.contains("obtained a new access token"),
+        "the capture works: {text}"
+    );
+    let mut secrets = w.sim.issued_secrets();
+    secrets.extend([
+        CLIENT_SECRET.to_string(),
+        "pfx-pass-word-42".into(),
+        "wrong-secret-value-77".into(),
+        pfx_b64[..40].to_string(),
+    ]);
+    assert!(secrets.len() > 8, "there is something to look for");
+    for secret in &secrets {
+        assert!(!text.contains(secret.as_str()), "a secret reached the logs");
+        for e in &errors {
+            assert!(
+                !e.contains(secret.as_str()),
+                "a secret reached an error message: {e}"
+            );
+        }
+    }
+}

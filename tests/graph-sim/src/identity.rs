@@ -1,0 +1,876 @@
+//! Microsoft identity platform v2: authorize, token and admin consent.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+use crate::state::{Access, AuthorizeOutcome, Code, Refresh, State, Subject};
+
+type Shared = Arc<Mutex<State>>;
+
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/{tenant}/v2.0/adminconsent", get(admin_consent))
+}
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const OIDC: [&str; 4] = ["offline_access", "openid", "email", "profile"];
+
+/// Microsoft's token-endpoint error JSON.
+fn aad_error(status: StatusCode, error: &str, code: u32, message: &str) -> Response {
+    let trace = uuid::Uuid::new_v4();
+    let now = time::OffsetDateTime::now_utc();
+    let ts = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let description =
+        format!("AADSTS{code}: {message} Trace ID: {trace} Correlation ID: {trace} Timestamp: {ts}");
+    let body = serde_json::json!({
+        "error": error,
+        "error_description": description,
+        "error_codes": [code],
+        "timestamp": ts,
+        "trace_id": trace.to_string(),
+        "correlation_id": trace.to_string(),
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Microsoft's own error page, shown instead of redirecting (unknown app, unregistered redirect URI).
+fn error_page(code: u32, message: &str) -> Response {
+    let html = format!(
+        "<!doctype html><title>Sign in to your account</title><h1>Sorry, but we’re having trouble signing you in.</h1><p>AADSTS{code}: {}</p>",
+        message.replace('&', "&amp;").replace('<', "&lt;")
+    );
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
+}
+
+fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
+    let mut url = match url::Url::parse(redirect_uri) {
+        Ok(u) => u,
+        Err(_) => return error_page(50011, "The redirect URI is not a valid URL."),
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response()
+}
+
+fn known_tenant(st: &State, tenant: &str) -> bool {
+    matches!(tenant, "common" | "organizations")
+        || st.users.iter().any(|u| u.tenant == tenant)
+        || st.apps.iter().any(|a| a.home_tenant == tenant)
+}
+
+async fn authorize(
+    AxState(state): AxState<Shared>,
+    Path(tenant): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut st = lock(&state);
+    st.stats.authorize_requests += 1;
+    let param = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    if !known_tenant(&st, &tenant) {
+        return error_page(
+            90002,
+            &format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
+        );
+    }
+    let Some(app) = st.app(param("client_id")).cloned() else {
+        return error_page(
+            700016,
+            &format!(
+                "Application with identifier '{}' was not found in the directory.",
+                param("client_id")
+            ),
+        );
+    };
+    let redirect_uri = param("redirect_uri").to_string();
+    if !app.redirect_uris.contains(&redirect_uri) {
+        return error_page(
+            50011,
+            &format!(
+                "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{}'.",
+                app.client_id
+            ),
+        );
+    }
+    let state_param = param("state").to_string();
+    let fail = |error: &str, code: u32, msg: &str| {
+        redirect_with(
+            &redirect_uri,
+            &[
+                ("error", error),
+                ("error_description", &format!("AADSTS{code}: {msg}")),
+                ("state", &state_param),
+            ],
+        )
+    };
+    if param("response_type") != "code" {
+        return fail(
+            "unsupported_response_type",
+            700054,
+            "response_type 'code' is required.",
+        );
+    }
+    if !matches!(param("response_mode"), "" | "query") {
+        return fail(
+            "invalid_request",
+            900144,
+            "Only response_mode=query is supported by this simulator.",
+        );
+    }
+    let scopes: Vec<String> = param("scope")
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if scopes.is_empty() {
+        return fail(
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'scope'.",
+        );
+    }
+    if let Some(bad) = scopes
+        .iter()
+        .find(|s| s.starts_with("https://") && !s.starts_with(&format!("{}/", st.graph_root)))
+    {
+        return fail(
+            "invalid_resource",
+            500011,
+            &format!("The resource principal named {bad} was not found in the tenant."),
+        );
+    }
+    let challenge = match (q.get("code_challenge"), param("code_challenge_method")) {
+        (None, "") => None,
+        (Some(c), "S256") if c.len() == 43 => Some((c.clone(), "S256".to_string())),
+        (Some(c), "plain") => Some((c.clone(), "plain".to_string())),
+        _ => {
+            return fail(
+                "invalid_request",
+                501491,
+                "Invalid size of Code_Challenge parameter or unsupported code_challenge_method.",
+            );
+        }
+    };
+    let outcome = std::mem::take(&mut st.authorize_outcome);
+    let upn = match outcome {
+        AuthorizeOutcome::Error {
+            error,
+            aadsts,
+            message,
+            ..
+        } => {
+            let description = if aadsts == 0 {
+                message
+            } else {
+                format!("AADSTS{aadsts}: {message}")
+            };
+            return redirect_with(
+                &redirect_uri,
+                &[
+                    ("error", &error),
+                    ("error_description", &description),
+                    ("state", &state_param),
+                ],
+            );
+        }
+        AuthorizeOutcome::ConsentAs(upn) => upn,
+        AuthorizeOutcome::Consent => match st
+            .users
+            .iter()
+            .find(|u| tenant == "common" || tenant == "organizations" || u.tenant == tenant)
+        {
+            Some(u) => u.upn.clone(),
+            None => {
+                return fail(
+                    "invalid_request",
+                    50034,
+                    "The user account does not exist in this directory.",
+                );
+            }
+        },
+    };
+    let Some(user) = st.user(&upn).cloned() else {
+        return fail(
+            "invalid_request",
+            50034,
+            "The user account does not exist in this directory.",
+        );
+    };
+    if tenant != "common" && tenant != "organizations" && user.tenant != tenant {
+        return fail(
+            "access_denied",
+            90072,
+            "The user account does not exist in the tenant and cannot access the application.",
+        );
+    }
+    let code = format!("sim-code-{}", uuid::Uuid::new_v4().simple());
+    st.codes.insert(
+        code.clone(),
+        Code {
+            client_id: app.client_id.clone(),
+            redirect_uri: redirect_uri.clone(),
+            upn: user.upn.clone(),
+            tenant: user.tenant.clone(),
+            scopes,
+            challenge,
+            issued: Instant::now(),
+            used: false,
+        },
+    );
+    redirect_with(
+        &redirect_uri,
+        &[
+            ("code", &code),
+            ("state", &state_param),
+            ("session_state", "sim-session"),
+        ],
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+    scope: Option<String>,
+}
+
+async fn token(
+    AxState(state): AxState<Shared>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut st = lock(&state);
+    st.stats.token_requests += 1;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        );
+    }
+    let Ok(form) = serde_urlencoded::from_bytes::<TokenForm>(&body) else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            9002313,
+            "Invalid request. Request is malformed or invalid.",
+        );
+    };
+    let grant = form.grant_type.clone().unwrap_or_default();
+    *st.stats.by_grant.entry(grant.clone()).or_default() += 1;
+    if let Some((error, code, message)) = st.fail_next_token.take() {
+        let status = if error == "invalid_client" {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return aad_error(status, &error, code, &message);
+    }
+    if !known_tenant(&st, &tenant) {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            &format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
+        );
+    }
+    let client_id = form.client_id.clone().unwrap_or_default();
+    let Some(app) = st.app(&client_id).cloned() else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
+        );
+    };
+    // Client authentication: exactly one of secret or assertion.
+    let token_url = format!("{}/{tenant}/oauth2/v2.0/token", st.base_url);
+    match (&form.client_secret, &form.client_assertion) {
+        (Some(_), Some(_)) => {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                90015,
+                "Requested query string is too long or both client_secret and client_assertion were sent.",
+            );
+        }
+        (None, None) => {
+            return aad_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            );
+        }
+        (Some(secret), None) => {
+            if app.client_secret.as_deref() != Some(secret.as_str()) {
+                return aad_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    7000215,
+                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+                );
+            }
+        }
+        (None, Some(assertion)) => {
+            if form.client_assertion_type.as_deref()
+                != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            {
+                return aad_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    700027,
+                    "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+                );
+            }
+            if let Err((code, msg)) = verify_assertion(&mut st, &app, assertion, &token_url) {
+                return aad_error(StatusCode::UNAUTHORIZED, "invalid_client", code, &msg);
+            }
+        }
+    }
+    match grant.as_str() {
+        "authorization_code" => redeem_code(&mut st, &app.client_id, &form),
+        "refresh_token" => redeem_refresh(&mut st, &app.client_id, &form),
+        "client_credentials" => client_credentials(&mut st, &app.client_id, &tenant, &form),
+        "" => aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        ),
+        other => aad_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            &format!("The app requested an unsupported grant type '{other}'."),
+        ),
+    }
+}
+
+fn verify_assertion(
+    st: &mut State,
+    app: &crate::App,
+    jwt: &str,
+    token_url: &str,
+) -> Result<(), (u32, String)> {
+    let bad = |m: &str| {
+        (
+            700027,
+            format!("Client assertion failed signature validation. [Reason - {m}]"),
+        )
+    };
+    let Some(cert_der) = &app.certificate_der else {
+        return Err(bad("The key was not found."));
+    };
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return Err(bad("The assertion is not a JWT."));
+    }
+    let decode = |p: &str| {
+        B64.decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    };
+    let (Some(hdr), Some(claims), Ok(sig)) = (decode(parts[0]), decode(parts[1]), B64.decode(parts[2]))
+    else {
+        return Err(bad("The assertion is not a JWT."));
+    };
+    let sha256 = B64.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert_der));
+    let sha1 = B64.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        cert_der,
+    ));
+    let thumb_ok = hdr.get("x5t#S256").and_then(|v| v.as_str()) == Some(sha256.as_str())
+        || hdr.get("x5t").and_then(|v| v.as_str()) == Some(sha1.as_str());
+    if !thumb_ok {
+        return Err(bad(
+            "The key used to sign the assertion was not found on the app (x5t#S256 does not match an uploaded certificate).",
+        ));
+    }
+    let alg: &'static dyn aws_lc_rs::signature::VerificationAlgorithm =
+        match hdr.get("alg").and_then(|v| v.as_str()) {
+            Some("PS256") => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
+            Some("RS256") => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+            _ => return Err(bad("Unsupported alg; use PS256.")),
+        };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
+        return Err(bad("The registered certificate is unreadable."));
+    };
+    let public_key = cert.public_key().subject_public_key.data.to_vec();
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    if aws_lc_rs::signature::UnparsedPublicKey::new(alg, &public_key)
+        .verify(signed.as_bytes(), &sig)
+        .is_err()
+    {
+        return Err(bad(
+            "The signature does not verify with the uploaded certificate.",
+        ));
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claim = |k: &str| claims.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let num = |k: &str| claims.get(k).and_then(|v| v.as_i64());
+    if claim("aud") != token_url {
+        return Err((
+            700212,
+            format!(
+                "No matching federated identity record found for presented assertion audience '{}'. Expected {token_url}.",
+                claim("aud")
+            ),
+        ));
+    }
+    if claim("iss") != app.client_id || claim("sub") != app.client_id {
+        return Err((
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter.".into(),
+        ));
+    }
+    match (num("nbf"), num("exp")) {
+        (Some(nbf), Some(exp)) if nbf <= now + 60 && exp > now && exp - nbf <= 600 => {}
+        _ => {
+            return Err((
+                700024,
+                "Client assertion is not within its valid time range.".into(),
+            ));
+        }
+    }
+    let jti = claim("jti");
+    if jti.is_empty() || !st.seen_jti.insert(jti.to_string()) {
+        return Err(bad("The assertion's jti is missing or was already used."));
+    }
+    Ok(())
+}
+
+fn token_response(
+    st: &mut State,
+    subject: Subject,
+    tenant: &str,
+    scopes: &[String],
+    with_refresh: Option<(&str, &str)>,
+) -> Response {
+    let access = st.issue_access(subject, tenant);
+    let mut body = serde_json::json!({
+        "token_type": "Bearer",
+        "expires_in": 3599,
+        "ext_expires_in": 3599,
+        "access_token": access,
+    });
+    let granted: Vec<String> = scopes
+        .iter()
+        .filter(|s| *s != "offline_access")
+        .cloned()
+        .collect();
+    body["scope"] = serde_json::Value::String(granted.join(" "));
+    if let Some((client_id, upn)) = with_refresh
+        && scopes.iter().any(|s| s == "offline_access")
+    {
+        let rt = format!("sim-rt-{}", uuid::Uuid::new_v4().simple());
+        st.refresh_tokens.insert(
+            rt.clone(),
+            Refresh {
+                client_id: client_id.to_string(),
+                upn: upn.to_string(),
+                tenant: tenant.to_string(),
+                scopes: scopes.to_vec(),
+                revoked: None,
+            },
+        );
+        body["refresh_token"] = serde_json::Value::String(rt);
+    }
+    if scopes.iter().any(|s| s == "openid") {
+        let claims = serde_json::json!({"tid": tenant, "preferred_username": with_refresh.map(|r| r.1)});
+        body["id_token"] = serde_json::Value::String(format!(
+            "{}.{}.sim",
+            B64.encode(r#"{"alg":"none"}"#),
+            B64.encode(claims.to_string())
+        ));
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn normalized(st: &State, raw: &str) -> Vec<String> {
+    raw.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(|s| st.normalize_scope(s))
+        .collect()
+}
+
+fn redeem_code(st: &mut State, client_id: &str, form: &TokenForm) -> Response {
+    let code_value = form.code.clone().unwrap_or_default();
+    let Some(code) = st.codes.get_mut(&code_value) else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            9002313,
+            "Invalid request. Request is malformed or invalid. The code is not valid.",
+        );
+    };
+    if code.used {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            54005,
+            "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+        );
+    }
+    code.used = true;
+    if code.issued.elapsed() > Duration::from_secs(600) {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity.",
+        );
+    }
+    if code.client_id != client_id {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70000,
+            "The provided grant was issued to another client.",
+        );
+    }
+    if form.redirect_uri.as_deref() != Some(code.redirect_uri.as_str()) {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            500112,
+            "The reply address does not match the reply address provided when requesting Authorization code.",
+        );
+    }
+    if let Some((challenge, method)) = &code.challenge {
+        let Some(verifier) = &form.code_verifier else {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                501481,
+                "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+            );
+        };
+        let computed = if method == "S256" {
+            B64.encode(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                verifier.as_bytes(),
+            ))
+        } else {
+            verifier.clone()
+        };
+        if &computed != challenge || verifier.len() < 43 || verifier.len() > 128 {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                501481,
+                "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+            );
+        }
+    } else if form.code_verifier.is_some() {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            501481,
+            "A code_verifier was sent but no code_challenge was supplied in the authorization request.",
+        );
+    }
+    let (upn, tenant, scopes) = (code.upn.clone(), code.tenant.clone(), code.scopes.clone());
+    let scopes: Vec<String> = scopes.iter().map(|s| st.normalize_scope(s)).collect();
+    token_response(
+        st,
+        Subject::User(upn.clone()),
+        &tenant,
+        &scopes,
+        Some((client_id, &upn)),
+    )
+}
+
+fn redeem_refresh(st: &mut State, client_id: &str, form: &TokenForm) -> Response {
+    let rt_value = form.refresh_token.clone().unwrap_or_default();
+    let Some(rt) = st.refresh_tokens.get(&rt_value) else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70000,
+            "The provided value for the input parameter 'refresh_token' or 'assertion' is not valid.",
+        );
+    };
+    if let Some(code) = rt.revoked {
+        let message = match code {
+            700082 => {
+                "The refresh token has expired due to inactivity. The token was issued on 2026-08-01 and was inactive for 90.00:00:00."
+            }
+            50173 => {
+                "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password."
+            }
+            70008 => "The provided authorization code or refresh token has expired due to inactivity.",
+            _ => "The refresh token has been revoked.",
+        };
+        return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", code, message);
+    }
+    if rt.client_id != client_id {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70000,
+            "The refresh token was issued to a different client.",
+        );
+    }
+    let granted = rt.scopes.clone();
+    let (upn, tenant) = (rt.upn.clone(), rt.tenant.clone());
+    let requested = form
+        .scope
+        .as_deref()
+        .map(|s| normalized(st, s))
+        .unwrap_or_else(|| granted.clone());
+    if let Some(extra) = requested
+        .iter()
+        .find(|s| !granted.contains(s) && !OIDC.contains(&s.as_str()))
+    {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            65001,
+            &format!(
+                "The user or administrator has not consented to use the application with ID '{client_id}' for scope '{extra}'. Send an interactive authorization request for this user and resource."
+            ),
+        );
+    }
+    // Microsoft rotates the refresh token on every use and leaves the old one valid.
+    let mut scopes = requested;
+    if !scopes.iter().any(|s| s == "offline_access") && granted.iter().any(|s| s == "offline_access") {
+        scopes.push("offline_access".into());
+    }
+    token_response(
+        st,
+        Subject::User(upn.clone()),
+        &tenant,
+        &scopes,
+        Some((client_id, &upn)),
+    )
+}
+
+fn client_credentials(st: &mut State, client_id: &str, tenant: &str, form: &TokenForm) -> Response {
+    let expected = format!("{}/.default", st.graph_root);
+    if form.scope.as_deref() != Some(expected.as_str()) {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            1002012,
+            &format!(
+                "The provided value for scope {} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier ({expected}).",
+                form.scope.as_deref().unwrap_or("")
+            ),
+        );
+    }
+    if tenant == "common" || tenant == "organizations" {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            50194,
+            "Application is not configured as a multi-tenant application for this endpoint. Use a tenant-specific endpoint.",
+        );
+    }
+    if !st.consented(client_id, tenant) {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant."
+            ),
+        );
+    }
+    let access = st.issue_access(Subject::App(client_id.to_string()), tenant);
+    let body = serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": access});
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn admin_consent(
+    AxState(state): AxState<Shared>,
+    Path(tenant): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut st = lock(&state);
+    st.stats.admin_consent_requests += 1;
+    let param = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    if tenant == "common" {
+        return error_page(
+            90009,
+            "The admin consent endpoint needs a tenant id or 'organizations', not 'common'.",
+        );
+    }
+    if !known_tenant(&st, &tenant) {
+        return error_page(90002, &format!("Tenant '{tenant}' not found."));
+    }
+    let Some(app) = st.app(param("client_id")).cloned() else {
+        return error_page(
+            700016,
+            &format!(
+                "Application with identifier '{}' was not found in the directory.",
+                param("client_id")
+            ),
+        );
+    };
+    let redirect_uri = param("redirect_uri").to_string();
+    if !app.redirect_uris.contains(&redirect_uri) {
+        return error_page(
+            50011,
+            &format!(
+                "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application."
+            ),
+        );
+    }
+    let state_param = param("state").to_string();
+    let expected = format!("{}/.default", st.graph_root);
+    if param("scope") != expected {
+        return redirect_with(
+            &redirect_uri,
+            &[
+                ("error", "invalid_request"),
+                (
+                    "error_description",
+                    &format!(
+                        "AADSTS70011: The provided value for the input parameter 'scope' is not valid. Use {expected}."
+                    ),
+                ),
+                ("state", &state_param),
+            ],
+        );
+    }
+    match std::mem::take(&mut st.admin_consent_outcome) {
+        AuthorizeOutcome::Error {
+            error,
+            aadsts,
+            message,
+            admin_consent_flag,
+        } => {
+            let description = if aadsts == 0 {
+                message
+            } else {
+                format!("AADSTS{aadsts}: {message}")
+            };
+            let mut params = vec![
+                ("error", error.as_str()),
+                ("error_description", description.as_str()),
+                ("state", state_param.as_str()),
+            ];
+            if admin_consent_flag {
+                params.insert(0, ("admin_consent", "True"));
+            }
+            redirect_with(&redirect_uri, &params)
+        }
+        outcome => {
+            let consenting_tenant = match (&outcome, tenant.as_str()) {
+                (AuthorizeOutcome::ConsentAs(upn), _) => {
+                    st.user(upn).map(|u| u.tenant.clone()).unwrap_or(tenant.clone())
+                }
+                (_, "organizations") => st
+                    .users
+                    .first()
+                    .map(|u| u.tenant.clone())
+                    .unwrap_or(tenant.clone()),
+                _ => tenant.clone(),
+            };
+            st.consents
+                .insert((app.client_id.clone(), consenting_tenant.clone()));
+            redirect_with(
+                &redirect_uri,
+                &[
+                    ("admin_consent", "True"),
+                    ("tenant", &consenting_tenant),
+                    ("scope", &expected),
+                    ("state", &state_param),
+                ],
+            )
+        }
+    }
+}
+
+/// Resolves a bearer token to its subject, or answers Graph's 401.
+#[allow(clippy::result_large_err)]
+pub(crate) fn bearer(st: &State, headers: &HeaderMap) -> Result<Access, Response> {
+    let unauthorized = |msg: &str| {
+        let body = serde_json::json!({"error": {"code": "InvalidAuthenticationToken", "message": msg, "innerError": {"request-id": uuid::Uuid::new_v4().to_string()}}});
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Err(unauthorized("Access token is empty."));
+    };
+    let Some(token) = value.strip_prefix("Bearer ") else {
+        return Err(unauthorized("Access token is empty."));
+    };
+    match st.access_tokens.get(token) {
+        None => Err(unauthorized("IDX14100: JWT is not well formed.")),
+        Some(a) if a.expires <= Instant::now() => {
+            Err(unauthorized("Lifetime validation failed, the token is expired."))
+        }
+        Some(a) => Ok(a.clone()),
+    }
+}

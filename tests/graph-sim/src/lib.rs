@@ -1,0 +1,169 @@
+//! A strict local simulator of the Microsoft identity platform v2 and of the
+//! parts of Microsoft Graph relay365 uses, served over real HTTP on 127.0.0.1.
+//!
+//! It exists so tests and `make demo` exercise the same requests real
+//! Microsoft receives, and it is deliberately as strict as Microsoft: token
+//! requests must be form-encoded, redirect URIs must match exactly, codes are
+//! single use and bound to their PKCE challenge, client assertions are
+//! verified (RSA-PSS or RSA PKCS#1 signature against the registered
+//! certificate, audience, issuer, lifetime), and every failure answers
+//! Microsoft's error JSON with its AADSTS code. A lenient fake would hide the
+//! bugs real Microsoft finds.
+//!
+//! Tests drive it through [`Sim`]: register apps and users, choose what the
+//! next sign-in does, revoke grants, throttle Graph, and read request counts.
+
+mod graph;
+mod identity;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use state::State;
+pub use state::{App, AuthorizeOutcome, Stats, User};
+
+/// A running simulator. Dropping it stops the server.
+pub struct Sim {
+    state: Arc<Mutex<State>>,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim").field("addr", &self.addr).finish()
+    }
+}
+
+/// The simulator could not start.
+#[derive(Debug)]
+pub struct StartError(pub std::io::Error);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the Graph simulator could not bind 127.0.0.1: {}", self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Sim {
+    /// Starts on a free port of 127.0.0.1, simulating the global cloud.
+    ///
+    /// # Errors
+    /// When no port can be bound.
+    pub async fn start() -> Result<Self, StartError> {
+        Self::start_on(0, "https://graph.microsoft.com").await
+    }
+
+    /// Starts on `port` (0 for any), simulating the cloud whose Graph root is
+    /// `graph_root` (scopes and `/.default` must be spelled with it).
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub async fn start_on(port: u16, graph_root: &str) -> Result<Self, StartError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(StartError)?;
+        let addr = listener.local_addr().map_err(StartError)?;
+        let state = Arc::new(Mutex::new(State::new(
+            format!("http://{addr}"),
+            graph_root.to_string(),
+        )));
+        let app = graph::with_middleware(
+            axum::Router::new()
+                .merge(identity::routes())
+                .merge(graph::routes()),
+            state.clone(),
+        )
+        .with_state(state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            state,
+            addr,
+            shutdown: Some(tx),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: the value for `RELAY365_LOGIN_URL` and `RELAY365_GRAPH_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// Registers an app (its home tenant counts as consented).
+    pub fn register_app(&self, app: App) {
+        self.with(|s| s.register_app(app));
+    }
+
+    /// Adds a user who can sign in.
+    pub fn add_user(&self, user: User) {
+        self.with(|s| s.users.push(user));
+    }
+
+    /// Decides what the next authorize request does (default: the first user signs in and consents).
+    pub fn set_authorize_outcome(&self, outcome: AuthorizeOutcome) {
+        self.with(|s| s.authorize_outcome = outcome);
+    }
+
+    /// Decides what the next admin-consent request does (default: granted).
+    pub fn set_admin_consent_outcome(&self, outcome: AuthorizeOutcome) {
+        self.with(|s| s.admin_consent_outcome = outcome);
+    }
+
+    /// Makes the next token request fail with this OAuth error and AADSTS description.
+    pub fn fail_next_token(&self, error: &str, aadsts: u32, message: &str) {
+        self.with(|s| s.fail_next_token = Some((error.to_string(), aadsts, message.to_string())));
+    }
+
+    /// Revokes every refresh token of a user, as a password reset does;
+    /// later refreshes fail with `invalid_grant` and this AADSTS code.
+    pub fn revoke_refresh_tokens(&self, upn: &str, aadsts: u32) {
+        self.with(|s| s.revoke_user(upn, aadsts));
+    }
+
+    /// Expires every access token now (as if an hour had passed).
+    pub fn expire_access_tokens(&self) {
+        self.with(|s| s.expire_access_tokens());
+    }
+
+    /// The next `count` Graph requests answer 429, with `Retry-After: retry_after` when given.
+    pub fn throttle_graph(&self, count: u32, retry_after: Option<&str>) {
+        self.with(|s| s.throttle = Some((count, retry_after.map(str::to_string))));
+    }
+
+    /// Counts of what reached the simulator.
+    pub fn stats(&self) -> Stats {
+        self.with(|s| s.stats.clone())
+    }
+
+    /// Whether an admin has consented `client_id` in `tenant`.
+    pub fn is_consented(&self, client_id: &str, tenant: &str) -> bool {
+        self.with(|s| s.consented(client_id, tenant))
+    }
+
+    /// Every access and refresh token the simulator issued so far, to search logs for.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        self.with(|s| s.issued_secrets())
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The simulator's memory: registered apps, users, issued codes and tokens,
+//! what the next request should do, and counters.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// An app registration.
+#[derive(Debug, Clone, Default)]
+pub struct App {
+    /// Application (client) id.
+    pub client_id: String,
+    /// The tenant it is registered in (consented there from the start).
+    pub home_tenant: String,
+    /// Its client secret, if it has one.
+    pub client_secret: Option<String>,
+    /// The DER of its uploaded certificate, if it has one.
+    pub certificate_der: Option<Vec<u8>>,
+    /// Registered Web redirect URIs, matched exactly.
+    pub redirect_uris: Vec<String>,
+}
+
+/// A user who can sign in.
+#[derive(Debug, Clone, Default)]
+pub struct User {
+    /// Object id.
+    pub id: String,
+    /// User principal name (also the mail address).
+    pub upn: String,
+    /// Display name.
+    pub display_name: String,
+    /// Tenant id.
+    pub tenant: String,
+}
+
+/// What the next sign-in (or admin consent) does.
+#[derive(Debug, Clone, Default)]
+pub enum AuthorizeOutcome {
+    /// The first registered user signs in and consents.
+    #[default]
+    Consent,
+    /// This user (by UPN) signs in and consents.
+    ConsentAs(String),
+    /// Microsoft redirects back with an error (or, when `redirect` is false,
+    /// shows its own error page and never redirects, as for AADSTS50011).
+    Error {
+        /// The OAuth error (`access_denied`, `invalid_request`, …).
+        error: String,
+        /// The AADSTS number (0 for none).
+        aadsts: u32,
+        /// The message after the code.
+        message: String,
+        /// Admin consent only: also send `admin_consent=True`, as Microsoft sometimes does on errors.
+        admin_consent_flag: bool,
+    },
+}
+
+/// Counts of requests that reached the simulator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests to the token endpoint, of any kind.
+    pub token_requests: u32,
+    /// Token requests by `grant_type`.
+    pub by_grant: BTreeMap<String, u32>,
+    /// Requests to the authorize endpoint.
+    pub authorize_requests: u32,
+    /// Requests to the admin-consent endpoint.
+    pub admin_consent_requests: u32,
+    /// Requests to Graph (`/v1.0/…`).
+    pub graph_requests: u32,
+    /// Graph requests answered 429.
+    pub throttled: u32,
+}
+
+pub(crate) struct Code {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) upn: String,
+    pub(crate) tenant: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) challenge: Option<(String, String)>,
+    pub(crate) issued: Instant,
+    pub(crate) used: bool,
+}
+
+pub(crate) struct Refresh {
+    pub(crate) client_id: String,
+    pub(crate) upn: String,
+    pub(crate) tenant: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) revoked: Option<u32>,
+}
+
+#[derive(Clone)]
+pub(crate) enum Subject {
+    User(String),
+    App(#[allow(dead_code)] String),
+}
+
+#[derive(Clone)]
+pub(crate) struct Access {
+    pub(crate) subject: Subject,
+    #[allow(dead_code)]
+    pub(crate) tenant: String,
+    pub(crate) expires: Instant,
+}
+
+pub(crate) struct State {
+    pub(crate) base_url: String,
+    pub(crate) graph_root: String,
+    pub(crate) apps: Vec<App>,
+    pub(crate) users: Vec<User>,
+    pub(crate) consents: HashSet<(String, String)>,
+    pub(crate) codes: HashMap<String, Code>,
+    pub(crate) refresh_tokens: HashMap<String, Refresh>,
+    pub(crate) access_tokens: HashMap<String, Access>,
+    pub(crate) seen_jti: HashSet<String>,
+    pub(crate) authorize_outcome: AuthorizeOutcome,
+    pub(crate) admin_consent_outcome: AuthorizeOutcome,
+    pub(crate) fail_next_token: Option<(String, u32, String)>,
+    pub(crate) throttle: Option<(u32, Option<String>)>,
+    pub(crate) stats: Stats,
+}
+
+impl State {
+    pub(crate) fn new(base_url: String, graph_root: String) -> Self {
+        Self {
+            base_url,
+            graph_root,
+            apps: Vec::new(),
+            users: Vec::new(),
+            consents: HashSet::new(),
+            codes: HashMap::new(),
+            refresh_tokens: HashMap::new(),
+            access_tokens: HashMap::new(),
+            seen_jti: HashSet::new(),
+            authorize_outcome: AuthorizeOutcome::default(),
+            admin_consent_outcome: AuthorizeOutcome::default(),
+            fail_next_token: None,
+            throttle: None,
+            stats: Stats::default(),
+        }
+    }
+
+    pub(crate) fn register_app(&mut self, app: App) {
+        self.consents
+            .insert((app.client_id.clone(), app.home_tenant.clone()));
+        self.apps.retain(|a| a.client_id != app.client_id);
+        self.apps.push(app);
+    }
+
+    pub(crate) fn app(&self, client_id: &str) -> Option<&App> {
+        self.apps.iter().find(|a| a.client_id == client_id)
+    }
+
+    pub(crate) fn consented(&self, client_id: &str, tenant: &str) -> bool {
+        self.consents
+            .contains(&(client_id.to_string(), tenant.to_string()))
+    }
+
+    pub(crate) fn user(&self, upn: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.upn.eq_ignore_ascii_case(upn))
+    }
+
+    pub(crate) fn revoke_user(&mut self, upn: &str, aadsts: u32) {
+        for r in self.refresh_tokens.values_mut() {
+            if r.upn.eq_ignore_ascii_case(upn) {
+                r.revoked = Some(aadsts);
+            }
+        }
+    }
+
+    pub(crate) fn expire_access_tokens(&mut self) {
+        let now = Instant::now();
+        for a in self.access_tokens.values_mut() {
+            a.expires = now;
+        }
+    }
+
+    pub(crate) fn issue_access(&mut self, subject: Subject, tenant: &str) -> String {
+        let token = format!("sim-at-{}", uuid::Uuid::new_v4().simple());
+        self.access_tokens.insert(
+            token.clone(),
+            Access {
+                subject,
+                tenant: tenant.to_string(),
+                expires: Instant::now() + Duration::from_secs(3599),
+            },
+        );
+        token
+    }
+
+    pub(crate) fn issued_secrets(&self) -> Vec<String> {
+        self.access_tokens
+            .keys()
+            .chain(self.refresh_tokens.keys())
+            .chain(self.codes.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// Spells the Graph resource for scope checks: `Mail.Read` and
+    /// `https://graph.microsoft.com/Mail.Read` are the same permission.
+    pub(crate) fn normalize_scope(&self, scope: &str) -> String {
+        let prefix = format!("{}/", self.graph_root);
+        scope.strip_prefix(&prefix).unwrap_or(scope).to_string()
+    }
+}

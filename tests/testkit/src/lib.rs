@@ -1,0 +1,254 @@
+//! Test helpers shared by every crate's integration tests.
+//!
+//! * [`Aws`] starts a real moto server (the AWS API emulator, installed into
+//!   `.venv` by `make test`) on a free loopback port, behind a small HTTP
+//!   proxy that counts each AWS operation that reaches it and can play dead.
+//!   Counting at the server is how tests prove that a cache made no call.
+//! * [`LogCapture`] records every log line a test produces, so tests can
+//!   search them for secrets.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Default)]
+struct ProxyState {
+    counts: Mutex<BTreeMap<String, u32>>,
+    down: AtomicBool,
+}
+
+/// A moto server behind a counting proxy. Dropping it stops both.
+pub struct Aws {
+    _moto: tokio::process::Child,
+    proxy: SocketAddr,
+    state: Arc<ProxyState>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn moto_binary() -> String {
+    if let Ok(p) = std::env::var("RELAY365_MOTO_SERVER") {
+        return p;
+    }
+    // Integration tests run with the crate's folder as working directory; find the workspace's .venv.
+    let mut dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        let candidate = dir.join(".venv/bin/moto_server");
+        if candidate.exists() {
+            return candidate.to_string_lossy().into_owned();
+        }
+        if !dir.pop() {
+            panic!(
+                "moto_server not found: run `make venv` (or `make test`) first, or set RELAY365_MOTO_SERVER"
+            );
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Aws {
+    /// Starts moto and the proxy; returns once moto answers.
+    pub async fn start() -> Self {
+        let port = free_port();
+        let moto = tokio::process::Command::new(moto_binary())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start moto_server");
+        let moto_url = format!("http://127.0.0.1:{port}");
+        let probe: Client<_, http_body_util::Empty<axum::body::Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let mut ready = false;
+        for _ in 0..200 {
+            if let Ok(r) = probe.get(format!("{moto_url}/moto-api/").parse().unwrap()).await
+                && r.status().is_success()
+            {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ready, "moto_server did not start on port {port}");
+
+        let state = Arc::new(ProxyState::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state((state.clone(), moto_url));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self {
+            _moto: moto,
+            proxy,
+            state,
+            _stop: tx,
+        }
+    }
+
+    /// The endpoint to give the AWS SDK (`AWS_ENDPOINT_URL`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.proxy)
+    }
+
+    /// An SDK config for this server: region us-east-1, test credentials.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        sdk_config(&self.url()).await
+    }
+
+    /// How many times an operation (`secretsmanager.GetSecretValue`, `AmazonSQS.SendMessageBatch`) reached the server.
+    pub fn count(&self, operation: &str) -> u32 {
+        self.state
+            .counts
+            .lock()
+            .unwrap()
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every operation counted so far.
+    pub fn counts(&self) -> BTreeMap<String, u32> {
+        self.state.counts.lock().unwrap().clone()
+    }
+
+    /// While down, every request is answered 503, as an unreachable service would be.
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+}
+
+/// An SDK config for an endpoint: region us-east-1, test credentials, no retries' long waits.
+pub async fn sdk_config(url: &str) -> aws_config::SdkConfig {
+    let creds = aws_sdk_secretsmanager::config::Credentials::new("test", "test", None, None, "testkit");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(creds)
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(2)
+                .with_initial_backoff(Duration::from_millis(10)),
+        )
+        .load()
+        .await
+}
+
+async fn forward(State((state, moto)): State<(Arc<ProxyState>, String)>, req: Request) -> Response {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{} {}", req.method(), req.uri().path()));
+    let (parts, body) = req.into_parts();
+    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    // SQS's query protocol names the operation in the form body.
+    let op = if target.starts_with("POST") {
+        form_action(&bytes).map_or(target, |a| format!("AmazonSQS.{a}"))
+    } else {
+        target
+    };
+    *state.counts.lock().unwrap().entry(op).or_default() += 1;
+    if state.down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();
+    }
+    let client: Client<_, http_body_util::Full<axum::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let uri = format!(
+        "{moto}{}",
+        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let mut out = hyper::Request::builder().method(parts.method).uri(uri);
+    for (k, v) in &parts.headers {
+        out = out.header(k, v);
+    }
+    match client
+        .request(out.body(http_body_util::Full::new(bytes)).unwrap())
+        .await
+    {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+fn form_action(body: &[u8]) -> Option<String> {
+    std::str::from_utf8(body)
+        .ok()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
+}
+
+/// Records every log line written while it is alive (on this thread's subscriber).
+pub struct LogCapture {
+    buf: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct BufWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for BufWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BufWriter {
+    type Writer = BufWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl LogCapture {
+    /// Captures at TRACE level, the most a misconfigured deployment could log.
+    pub fn start() -> Self {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(BufWriter(buf.clone()))
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        Self { buf, _guard: guard }
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+}
