@@ -121,6 +121,11 @@ pub struct Connection {
     /// The last problem, in words a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The nonce of the one sign-in in progress: `/oauth/start` sets it, the
+    /// callback must present it and clears it, so each OAuth state is usable
+    /// once, whichever container serves the callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_auth_nonce: Option<String>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -177,6 +182,7 @@ impl Connection {
             subscriptions: Vec::new(),
             delta_links: BTreeMap::new(),
             last_error: None,
+            pending_auth_nonce: None,
             created_at: now,
             updated_at: now,
         }
@@ -200,6 +206,7 @@ impl Connection {
             map.remove("refresh_token");
             map.remove("refresh_token_written_at");
             map.remove("delta_links");
+            map.remove("pending_auth_nonce");
         }
         v
     }

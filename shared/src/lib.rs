@@ -7,12 +7,15 @@
 //! its handler.
 
 pub mod aadsts;
+pub mod api;
 pub mod certificate;
 pub mod cloud;
 pub mod config;
 pub mod connection;
 pub mod graph;
 pub mod http;
+pub mod links;
+pub mod runtime;
 pub mod scopes;
 pub mod secrets;
 pub mod sensitive;

@@ -112,7 +112,7 @@ fn map_sdk<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
             SecretError::AccessDenied { name, detail: code }
         }
         // Scheduled for deletion: reads see nothing; creates under that name fail.
-        "InvalidRequestException" if message.contains("deletion") => SecretError::AlreadyExists {
+        "InvalidRequestException" if message.contains("delet") => SecretError::AlreadyExists {
             name,
             detail: ": it is scheduled for deletion; restore it or use another id".into(),
         },

@@ -123,6 +123,71 @@ impl Signer {
         Ok(env.body)
     }
 
+    /// Like [`Signer::seal`], but encrypted (AES-256-GCM with a key derived
+    /// from the signing key): for values the browser must carry but not read,
+    /// such as the PKCE verifier in the OAuth cookie.
+    pub fn seal_private<T: Serialize>(&self, purpose: &str, body: &T, expires_at_unix: i64) -> String {
+        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+        let json = serde_json::to_vec(&Envelope {
+            exp: expires_at_unix,
+            body,
+        })
+        .unwrap_or_default();
+        let key_bytes = self.tag("aead-key", purpose.as_bytes());
+        let Ok(unbound) = UnboundKey::new(&AES_256_GCM, key_bytes.as_ref()) else {
+            return String::new();
+        };
+        let key = LessSafeKey::new(unbound);
+        let mut nonce = [0u8; NONCE_LEN];
+        if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+            return String::new();
+        }
+        let mut in_out = json;
+        if key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(purpose.as_bytes()),
+                &mut in_out,
+            )
+            .is_err()
+        {
+            return String::new();
+        }
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&in_out);
+        B64.encode(out)
+    }
+
+    /// Decrypts and checks a value made by [`Signer::seal_private`].
+    ///
+    /// # Errors
+    /// [`SignError`]: malformed, forged (any change fails authentication) or expired.
+    pub fn open_private<T: DeserializeOwned>(
+        &self,
+        purpose: &str,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<T, SignError> {
+        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+        let raw = B64.decode(token).map_err(|_| SignError::Malformed)?;
+        if raw.len() < NONCE_LEN + 16 {
+            return Err(SignError::Malformed);
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let key_bytes = self.tag("aead-key", purpose.as_bytes());
+        let unbound = UnboundKey::new(&AES_256_GCM, key_bytes.as_ref()).map_err(|_| SignError::Malformed)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SignError::Malformed)?;
+        let mut in_out = sealed.to_vec();
+        let plain = LessSafeKey::new(unbound)
+            .open_in_place(nonce, Aad::from(purpose.as_bytes()), &mut in_out)
+            .map_err(|_| SignError::BadSignature)?;
+        let env: Envelope<T> = serde_json::from_slice(plain).map_err(|_| SignError::Malformed)?;
+        if env.exp <= now_unix {
+            return Err(SignError::Expired);
+        }
+        Ok(env.body)
+    }
+
     /// The `clientState` of a connection's subscriptions:
     /// `{connection_id}.{mac}`, at most 64 + 1 + 43 characters (Graph allows 128).
     /// The webhook verifies it without reading any store.
@@ -211,6 +276,43 @@ mod tests {
         );
         assert_eq!(
             s.open::<Body>("link", "a.b!c", 1_000).unwrap_err(),
+            SignError::Malformed
+        );
+    }
+
+    #[test]
+    fn private_values_are_unreadable_and_tamper_proof() {
+        let s = signer();
+        let tok = s.seal_private(
+            "cookie",
+            &Body {
+                c: "verifier-secret".into(),
+            },
+            2_000,
+        );
+        assert!(!tok.contains("verifier"));
+        assert!(!String::from_utf8_lossy(&B64.decode(&tok).unwrap()).contains("verifier-secret"));
+        assert_eq!(
+            s.open_private::<Body>("cookie", &tok, 1_000).unwrap().c,
+            "verifier-secret"
+        );
+        assert_eq!(
+            s.open_private::<Body>("cookie", &tok, 3_000).unwrap_err(),
+            SignError::Expired
+        );
+        assert_eq!(
+            s.open_private::<Body>("other", &tok, 1_000).unwrap_err(),
+            SignError::BadSignature
+        );
+        let mut raw = B64.decode(&tok).unwrap();
+        raw[20] ^= 1;
+        assert_eq!(
+            s.open_private::<Body>("cookie", &B64.encode(raw), 1_000)
+                .unwrap_err(),
+            SignError::BadSignature
+        );
+        assert_eq!(
+            s.open_private::<Body>("cookie", "!!", 1_000).unwrap_err(),
             SignError::Malformed
         );
     }

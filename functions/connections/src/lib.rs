@@ -1,0 +1,367 @@
+//! The admin API of relay365 (IAM-authorised by API Gateway):
+//! create, list, read and delete connections.
+//!
+//! A connection is created `pending_consent` and answered with the link that
+//! completes it: a signed connect link for delegated sign-in, or Microsoft's
+//! admin-consent URL for app-only. Requests that could never work (an unknown
+//! scope, app-only without a mailbox, a delegated subscription to someone
+//! else's mailbox, another cloud than the deployment's) are refused here, with
+//! the reason, before anything is stored.
+
+use lambda_http::Request;
+use relay365::api::{self, HttpResponse};
+use relay365::config::Target;
+use relay365::connection::{self, AuthMode, Connection, Status, Subscription, secret_name};
+use relay365::links;
+use relay365::runtime::Services;
+use relay365::scopes::{self, Resource};
+use relay365::secrets::SecretError;
+use relay365::{Cloud, Sensitive};
+use serde::Deserialize;
+
+/// Answers one API request.
+pub async fn handle(req: Request, s: &Services) -> HttpResponse {
+    let path = api::path(&req);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().as_str().to_string();
+    match (method.as_str(), segments.as_slice()) {
+        ("POST", ["connections"]) => create(&req, s).await,
+        ("GET", ["connections"]) => list(s).await,
+        ("GET", ["connections", id]) => read(s, id).await,
+        ("DELETE", ["connections", id]) => delete(s, id).await,
+        (_, ["connections"]) => api::error(405, "method_not_allowed", "use GET or POST on /connections"),
+        (_, ["connections", _]) => api::error(
+            405,
+            "method_not_allowed",
+            "use GET or DELETE on /connections/{id}",
+        ),
+        _ => api::error(404, "not_found", format!("no route {method} {path}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    id: Option<String>,
+    auth: AuthMode,
+    mailbox: Option<String>,
+    tenant_id: Option<String>,
+    cloud: Option<Cloud>,
+    scopes: Vec<String>,
+    #[serde(default)]
+    subscriptions: Vec<SubscriptionBody>,
+}
+
+/// A subscription request, at creation or later.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionBody {
+    /// `mail` or `calendar`.
+    pub resource: Resource,
+    /// `inbox` or a folder id (mail only).
+    pub folder: Option<String>,
+    /// `https://…` or `eventbridge:BUS`.
+    pub target: Option<String>,
+    /// The mailbox to watch; only the connection's own is possible.
+    pub mailbox: Option<String>,
+}
+
+fn bad(message: impl Into<String>) -> HttpResponse {
+    api::error(400, "invalid_request", message)
+}
+
+/// Checks a mailbox address: what a UPN or SMTP address can look like.
+pub fn validate_mailbox(m: &str) -> Result<(), String> {
+    let ok = m.len() <= 320
+        && m.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && !m
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>\"(),;:[]\\".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("mailbox {m:?} is not an e-mail address (user@domain)"))
+    }
+}
+
+fn validate_tenant(t: &str) -> Result<(), String> {
+    let ok = !t.is_empty()
+        && t.len() <= 253
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tenant_id {t:?} is not a tenant id (a GUID), a domain, or organizations"
+        ))
+    }
+}
+
+fn validate_folder(f: &str) -> Result<(), String> {
+    let ok = !f.is_empty()
+        && f.len() <= 512
+        && f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "=+/_-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("folder {f:?} is neither inbox nor a Graph folder id"))
+    }
+}
+
+/// Validates a subscription request for a connection and turns it into a record.
+///
+/// # Errors
+/// A 400 response that says what to change.
+#[allow(clippy::result_large_err)]
+pub fn subscription_from_body(
+    s: &Services,
+    conn: &Connection,
+    b: SubscriptionBody,
+) -> Result<Subscription, HttpResponse> {
+    let own = match (&b.mailbox, &conn.mailbox) {
+        (None, _) => true,
+        (Some(m), Some(own)) => m.eq_ignore_ascii_case(own),
+        (Some(_), None) => false,
+    };
+    if conn.auth.is_app_only() && !own {
+        return Err(bad(format!(
+            "this connection is for {}; create another app-only connection for {}",
+            conn.mailbox.as_deref().unwrap_or("its mailbox"),
+            b.mailbox.as_deref().unwrap_or("that mailbox")
+        )));
+    }
+    scopes::check_subscription(conn.auth, &conn.scopes, b.resource, b.mailbox.as_deref(), own)
+        .map_err(|e| bad(e.to_string()))?;
+    if let Some(f) = &b.folder {
+        if b.resource == Resource::Calendar {
+            return Err(bad(
+                "folder applies to mail subscriptions only; calendar subscriptions watch the primary calendar",
+            ));
+        }
+        validate_folder(f).map_err(bad)?;
+    }
+    let target = match (&b.target, &s.config.default_target) {
+        (Some(t), _) => Some(Target::parse(t).map_err(bad)?.to_string_form()),
+        (None, Some(_)) => None,
+        (None, None) => {
+            return Err(bad(
+                "name a target (https://… or eventbridge:BUS): this deployment has no RELAY365_DEFAULT_TARGET",
+            ));
+        }
+    };
+    Ok(Subscription {
+        id: String::new(),
+        resource: b.resource,
+        folder: b
+            .folder
+            .or_else(|| (b.resource == Resource::Mail).then(|| "inbox".to_string())),
+        target,
+        expires_at: None,
+        last_error: None,
+    })
+}
+
+fn store_error(e: &SecretError) -> HttpResponse {
+    match e {
+        SecretError::AccessDenied { .. } => {
+            tracing::error!(error = %e, "secret store access denied");
+            api::error(
+                500,
+                "misconfigured",
+                "the function may not use its secrets: check its IAM policy",
+            )
+        }
+        _ => {
+            tracing::warn!(error = %e, "secret store unavailable");
+            api::error(
+                503,
+                "store_unavailable",
+                "the secret store is unavailable: retry shortly",
+            )
+        }
+    }
+}
+
+/// The API view of a connection, with the link that completes or renews it.
+pub fn view(s: &Services, conn: &Connection) -> serde_json::Value {
+    let mut v = conn.public_view();
+    if let Some(public) = &s.config.public_url {
+        if conn.auth == AuthMode::Delegated {
+            v["connect_url"] = links::connect_url(public, &s.signer, &conn.id).into();
+        } else if conn.status != Status::Active {
+            v["admin_consent_url"] =
+                links::admin_consent_url(public, &s.signer, s.tokens.client(), conn).into();
+        }
+    }
+    v
+}
+
+async fn create(req: &Request, s: &Services) -> HttpResponse {
+    let body: CreateBody = match api::json_body(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let id = body
+        .id
+        .unwrap_or_else(|| format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..10]));
+    if let Err(m) = connection::validate_id(&id) {
+        return bad(m);
+    }
+    let cloud = body.cloud.unwrap_or(s.config.cloud);
+    if cloud != s.config.cloud {
+        return bad(format!(
+            "this deployment talks to {} ({}); an app registration works in one cloud only, so a {} connection needs a deployment with RELAY365_CLOUD={}",
+            s.config.cloud.display_name(),
+            s.config.cloud,
+            cloud.display_name(),
+            cloud
+        ));
+    }
+    let features = match scopes::parse_scopes(&body.scopes) {
+        Ok(f) => f,
+        Err(e) => return bad(e.to_string()),
+    };
+    if let Err(e) = scopes::check_scopes_for_auth(body.auth, &features) {
+        return bad(e.to_string());
+    }
+    if let Some(m) = &body.mailbox
+        && let Err(msg) = validate_mailbox(m)
+    {
+        return bad(msg);
+    }
+    let tenant = body
+        .tenant_id
+        .unwrap_or_else(|| s.tokens.client().app().tenant_id.clone());
+    if let Err(m) = validate_tenant(&tenant) {
+        return bad(m);
+    }
+    if body.auth.is_app_only() {
+        if body.mailbox.is_none() {
+            return bad("app-only connections have no signed-in user: give the mailbox (its UPN) to act on");
+        }
+        if matches!(
+            tenant.to_ascii_lowercase().as_str(),
+            "common" | "organizations" | "consumers"
+        ) {
+            return bad(format!(
+                "app-only connections need the tenant id or domain of the mailbox's organisation, not {tenant:?}"
+            ));
+        }
+    }
+    let mut conn = Connection::new(id, body.auth, cloud, tenant, body.mailbox, features);
+    for sb in body.subscriptions {
+        match subscription_from_body(s, &conn, sb) {
+            Ok(sub) => conn.subscriptions.push(sub),
+            Err(r) => return r,
+        }
+    }
+    match s
+        .store
+        .create(&secret_name(&s.config.secret_prefix, &conn.id), &conn.to_json())
+        .await
+    {
+        Ok(()) => {}
+        Err(SecretError::AlreadyExists { detail, .. }) => {
+            return api::error(
+                409,
+                "conflict",
+                format!("connection {} already exists{detail}", conn.id),
+            );
+        }
+        Err(e) => return store_error(&e),
+    }
+    tracing::info!(connection = %conn.id, auth = conn.auth.name(), "connection created");
+    api::json(201, &view(s, &conn))
+}
+
+/// Loads a connection for the API.
+///
+/// # Errors
+/// 400 for an invalid id, 404 when missing, 5xx when the store fails.
+#[allow(clippy::result_large_err)]
+pub async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
+    connection::validate_id(id).map_err(bad)?;
+    match s.store.get(&secret_name(&s.config.secret_prefix, id)).await {
+        Ok(Some(raw)) => Connection::from_json(&raw).map_err(|_| {
+            api::error(
+                500,
+                "damaged_record",
+                format!("the record of connection {id} cannot be read"),
+            )
+        }),
+        Ok(None) => Err(api::error(
+            404,
+            "not_found",
+            format!("connection {id} does not exist"),
+        )),
+        Err(e) => Err(store_error(&e)),
+    }
+}
+
+async fn read(s: &Services, id: &str) -> HttpResponse {
+    match load(s, id).await {
+        Ok(conn) => api::json(200, &view(s, &conn)),
+        Err(r) => r,
+    }
+}
+
+async fn list(s: &Services) -> HttpResponse {
+    let prefix = format!("{}connections/", s.config.secret_prefix);
+    let names = match s.store.list(&prefix).await {
+        Ok(n) => n,
+        Err(e) => return store_error(&e),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        match s.store.get(&name).await {
+            Ok(Some(raw)) => {
+                if let Ok(conn) = Connection::from_json(&raw) {
+                    out.push(view(s, &conn));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return store_error(&e),
+        }
+    }
+    api::json(200, &serde_json::json!({ "connections": out }))
+}
+
+async fn delete(s: &Services, id: &str) -> HttpResponse {
+    let conn = match load(s, id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let with_ids: Vec<&Subscription> = conn.subscriptions.iter().filter(|x| !x.id.is_empty()).collect();
+    if !with_ids.is_empty() {
+        match s.tokens.access_token(id).await {
+            Ok(token) => {
+                for sub in with_ids {
+                    delete_subscription(s, &token, &sub.id).await;
+                }
+            }
+            // Without a token the subscriptions cannot be removed; Graph drops them when they expire.
+            Err(e) => tracing::warn!(connection = id, error = %e, "could not delete subscriptions at Graph"),
+        }
+    }
+    match s.store.delete(&secret_name(&s.config.secret_prefix, id)).await {
+        Ok(()) | Err(SecretError::NotFound { .. }) => api::empty(204),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// Deletes one Graph subscription; a missing one counts as deleted.
+pub async fn delete_subscription(s: &Services, token: &Sensitive, id: &str) {
+    let path = format!("/subscriptions/{id}");
+    match s
+        .graph
+        .send(reqwest::Method::DELETE, &path, token, None, &[])
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.status() == Some(404) => {}
+        Err(e) => tracing::warn!(subscription = id, error = %e, "could not delete a subscription at Graph"),
+    }
+}

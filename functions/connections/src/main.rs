@@ -1,0 +1,14 @@
+//! The `connections` Lambda function: reads settings and secrets once, then serves the admin API.
+
+use lambda_http::{Error, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let services = relay365::runtime::Services::from_env().await?;
+    let services = &services;
+    run(service_fn(move |req| async move {
+        Ok::<_, Error>(connections::handle(req, services).await)
+    }))
+    .await
+}

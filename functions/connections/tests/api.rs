@@ -1,0 +1,288 @@
+//! The admin API through the handler, with API Gateway v2 events, against
+//! moto (the secret store) and the Microsoft simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use relay365_harness::*;
+use serde_json::json;
+
+async fn call(
+    s: &Stack,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let body = body.map(|b| b.to_string());
+    let resp = connections::handle(request(method, path, body.as_deref(), &[]), &s.services).await;
+    (resp.status().as_u16(), body_json(&resp))
+}
+
+#[tokio::test]
+async fn delegated_connection_is_created_pending_with_a_connect_link() {
+    let s = Stack::start().await;
+    let (status, v) = call(
+        &s,
+        "POST",
+        "/connections",
+        Some(json!({
+            "id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly", "Mail.Send"], "mailbox": UPN,
+            "subscriptions": [{"resource": "mail", "target": "https://flow.example/hook"}]
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["id"], "support");
+    assert_eq!(v["status"], "pending_consent");
+    assert_eq!(v["auth"], "delegated");
+    assert_eq!(v["scopes"], json!(["Mail.ReadOnly", "Mail.Send"]));
+    assert_eq!(v["subscriptions"][0]["folder"], "inbox");
+    assert!(
+        v["connect_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://relay.example/oauth/start?link=")
+    );
+    assert!(v.get("refresh_token").is_none() && v.get("admin_consent_url").is_none());
+    let stored = s.stored("support").await.unwrap();
+    assert_eq!(stored.tenant_id, TENANT, "defaults to the app's tenant");
+
+    let (status, v) = call(&s, "GET", "/connections/support", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["mailbox"], UPN);
+    let (status, v) = call(&s, "GET", "/connections", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["connections"].as_array().unwrap().len(), 1);
+
+    let (status, v) = call(
+        &s,
+        "POST",
+        "/connections",
+        Some(json!({"id": "support", "auth": "delegated", "scopes": ["Mail.Send"]})),
+    )
+    .await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"]["code"], "conflict");
+}
+
+#[tokio::test]
+async fn app_only_connection_gets_an_admin_consent_url() {
+    let s = Stack::start().await;
+    let (status, v) = call(
+        &s,
+        "POST",
+        "/connections",
+        Some(json!({
+            "id": "fabrikam", "auth": "app_secret", "scopes": ["Mail.ReadOnly"],
+            "mailbox": SHARED_UPN, "tenant_id": CUSTOMER_TENANT
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let url = url::Url::parse(v["admin_consent_url"].as_str().unwrap()).unwrap();
+    assert!(
+        url.path()
+            .ends_with(&format!("/{CUSTOMER_TENANT}/v2.0/adminconsent"))
+    );
+    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], CLIENT_ID);
+    assert_eq!(q["scope"], "https://graph.microsoft.com/.default");
+    assert_eq!(q["redirect_uri"], "https://relay.example/oauth/admin-consent");
+    assert!(v.get("connect_url").is_none());
+}
+
+#[tokio::test]
+async fn delete_removes_the_connection() {
+    let s = Stack::start().await;
+    let (status, _) = call(
+        &s,
+        "POST",
+        "/connections",
+        Some(json!({"id": "gone", "auth": "delegated", "scopes": ["Mail.Send"]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let resp = connections::handle(request("DELETE", "/connections/gone", None, &[]), &s.services).await;
+    assert_eq!(resp.status(), 204);
+    assert!(s.stored("gone").await.is_none());
+    let (status, v) = call(&s, "GET", "/connections/gone", None).await;
+    assert_eq!(status, 404);
+    assert!(v["error"]["message"].as_str().unwrap().contains("gone"));
+    let (status, _) = call(&s, "DELETE", "/connections/gone", None).await;
+    assert_eq!(status, 404);
+}
+
+/// Requests that cannot work, each refused with the words that say why.
+#[tokio::test]
+async fn impossible_requests_are_refused_with_the_reason() {
+    let s = Stack::start().await;
+    let cases: Vec<(serde_json::Value, u16, &str)> = vec![
+        (
+            json!({"auth": "delegated", "scopes": ["Mail.Read"]}),
+            400,
+            "valid scopes are Mail.ReadOnly",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": []}),
+            400,
+            "no scopes requested",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": ["Mail.Send"], "colour": "red"}),
+            400,
+            "unknown field `colour`",
+        ),
+        (
+            json!({"auth": "password", "scopes": ["Mail.Send"]}),
+            400,
+            "unknown variant `password`",
+        ),
+        (json!({"scopes": ["Mail.Send"]}), 400, "missing field `auth`"),
+        (
+            json!({"id": "Bad Id", "auth": "delegated", "scopes": ["Mail.Send"]}),
+            400,
+            "lowercase letters",
+        ),
+        (
+            json!({"auth": "app_secret", "scopes": ["Mail.Send"]}),
+            400,
+            "give the mailbox",
+        ),
+        (
+            json!({"auth": "app_secret", "scopes": ["Mail.Send"], "mailbox": SHARED_UPN, "tenant_id": "organizations"}),
+            400,
+            "tenant id or domain",
+        ),
+        (
+            json!({"auth": "app_certificate", "scopes": ["Mail.Send.Shared"], "mailbox": SHARED_UPN}),
+            400,
+            "application Mail.Send",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": ["Mail.Send"], "mailbox": "not-an-address"}),
+            400,
+            "not an e-mail address",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": ["Mail.Send"], "cloud": "usgov-l4"}),
+            400,
+            "RELAY365_CLOUD=usgov-l4",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": ["Mail.Send"], "cloud": "mars"}),
+            400,
+            "unknown variant `mars`",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": ["Mail.ReadOnly"], "mailbox": UPN,
+                "subscriptions": [{"resource": "mail", "mailbox": SHARED_UPN, "target": "https://f.example/h"}]}),
+            400,
+            ".Shared",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": ["Mail.Send"], "subscriptions": [{"resource": "mail", "target": "https://f.example/h"}]}),
+            400,
+            "add Mail.ReadOnly",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": ["Mail.ReadOnly"], "subscriptions": [{"resource": "mail"}]}),
+            400,
+            "RELAY365_DEFAULT_TARGET",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": ["Mail.ReadOnly"], "subscriptions": [{"resource": "mail", "target": "http://flow.example/h"}]}),
+            400,
+            "https://",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": ["Calendar.ReadOnly"], "subscriptions": [{"resource": "calendar", "folder": "inbox", "target": "https://f.example/h"}]}),
+            400,
+            "mail subscriptions only",
+        ),
+        (
+            json!({"auth": "delegated", "scopes": ["Mail.ReadOnly"], "subscriptions": [{"resource": "contacts", "target": "https://f.example/h"}]}),
+            400,
+            "unknown variant `contacts`",
+        ),
+    ];
+    for (body, want, words) in cases {
+        let (status, v) = call(&s, "POST", "/connections", Some(body.clone())).await;
+        assert_eq!(status, want, "{body} -> {v}");
+        assert_eq!(v["error"]["code"], "invalid_request", "{body} -> {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(words), "{body}: {msg:?} should say {words:?}");
+    }
+    let (_, v) = call(&s, "GET", "/connections", None).await;
+    assert_eq!(v["connections"], json!([]), "nothing was stored");
+}
+
+/// Malformed input at every route: always a 4xx JSON error, never a panic or 5xx.
+#[tokio::test]
+async fn malformed_requests_get_4xx_json_errors() {
+    let s = Stack::start().await;
+    let bodies = [
+        "",
+        " ",
+        "{",
+        "[]",
+        "null",
+        "42",
+        "\"x\"",
+        "{\"auth\":",
+        "{\"auth\": 1}",
+        "{\"scopes\": \"Mail.Send\"}",
+        "{\"auth\":\"delegated\",\"scopes\":[1,2]}",
+        "\u{0}\u{1}",
+        "{\"auth\":\"delegated\",\"scopes\":[\"Mail.Send\"],\"subscriptions\":{}}",
+        &"{\"a\":".repeat(300),
+        &format!(
+            "{{\"id\":\"{}\",\"auth\":\"delegated\",\"scopes\":[\"Mail.Send\"]}}",
+            "x".repeat(70)
+        ),
+        &format!("{{\"junk\":\"{}\"}}", "y".repeat(300_000)),
+    ];
+    for b in bodies {
+        let resp = connections::handle(request("POST", "/connections", Some(b), &[]), &s.services).await;
+        let status = resp.status().as_u16();
+        assert!(
+            (400..500).contains(&status),
+            "{:?} -> {status}",
+            &b[..b.len().min(40)]
+        );
+        assert!(
+            body_json(&resp)["error"]["code"].is_string(),
+            "{:?}",
+            &b[..b.len().min(40)]
+        );
+    }
+    let wrong_type = connections::handle(
+        request_with_headers(
+            "POST",
+            "/connections",
+            Some("auth=delegated"),
+            &[],
+            &[("content-type", "application/x-www-form-urlencoded")],
+        ),
+        &s.services,
+    )
+    .await;
+    assert_eq!(wrong_type.status(), 415);
+    for (method, path) in [
+        ("GET", "/connections/UPPER"),
+        ("GET", "/connections/a%2Fb"),
+        ("GET", "/connections/..%2F..%2Fapp"),
+        ("GET", "/connections/x/y/z"),
+        ("PUT", "/connections"),
+        ("PATCH", "/connections/x"),
+        ("GET", "/"),
+        ("GET", "/nope"),
+        ("DELETE", "/connections/%00"),
+        ("GET", &format!("/connections/{}", "a".repeat(100))),
+    ] {
+        let resp = connections::handle(request(method, path, None, &[]), &s.services).await;
+        let status = resp.status().as_u16();
+        assert!((400..500).contains(&status), "{method} {path} -> {status}");
+        assert!(
+            body_json(&resp)["error"]["message"].is_string(),
+            "{method} {path}"
+        );
+    }
+}

@@ -1,0 +1,478 @@
+//! Sign-in for connections: `GET /oauth/start`, `/oauth/callback` and
+//! `/oauth/admin-consent`.
+//!
+//! A person meets these pages, so every failure is a page that says what
+//! happened and what to change, keyed on Microsoft's AADSTS code where there
+//! is one, with every value from the request escaped.
+//!
+//! Security: the connect link is signed and expires; `/oauth/start` creates a
+//! nonce, stores it in the connection record, and sends it both in the signed
+//! `state` and in an encrypted, HttpOnly cookie that also carries the PKCE
+//! verifier. The callback accepts only a state whose signature, expiry, nonce
+//! and cookie all match, then clears the nonce: a state works once, in the
+//! browser that started it, for the connection it names.
+
+use lambda_http::Request;
+use relay365::Sensitive;
+use relay365::aadsts;
+use relay365::api::{self, HttpResponse};
+use relay365::connection::{AuthMode, Connection, Status, secret_name};
+use relay365::links;
+use relay365::runtime::Services;
+use relay365::scopes;
+use relay365::secrets::new_request_token;
+use relay365::signing::SignError;
+use relay365::tokens::{AuthorizeOptions, TokenError};
+
+/// Answers one request.
+pub async fn handle(req: Request, s: &Services) -> HttpResponse {
+    let path = api::path(&req);
+    let method = req.method().as_str();
+    match (method, path.trim_end_matches('/')) {
+        ("GET", "/oauth/start") => start(&req, s).await,
+        ("GET", "/oauth/callback") => callback(&req, s).await,
+        ("GET", "/oauth/admin-consent") => admin_consent(&req, s).await,
+        (_, "/oauth/start" | "/oauth/callback" | "/oauth/admin-consent") => {
+            api::error(405, "method_not_allowed", "these sign-in pages answer GET only")
+        }
+        _ => api::error(404, "not_found", format!("no route {method} {path}")),
+    }
+}
+
+fn clear_cookie() -> String {
+    api::set_cookie(links::OAUTH_COOKIE, "", "/oauth", 0)
+}
+
+fn page(status: u16, title: &str, lines: Vec<String>) -> HttpResponse {
+    api::html_page(status, title, &lines, &[clear_cookie()])
+}
+
+fn sign_error_words(e: SignError, what: &str) -> String {
+    match e {
+        SignError::Expired => format!("This {what} has expired."),
+        SignError::BadSignature | SignError::Malformed => {
+            format!("This {what} is not valid: it was changed, or it was not made by this deployment.")
+        }
+    }
+}
+
+fn start_again() -> String {
+    "Ask the person who manages the connection for a new connect link, and open it in this browser.".into()
+}
+
+async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
+    match s.tokens.load(id).await {
+        Ok(c) => Ok(c),
+        Err(TokenError::UnknownConnection(_)) => Err(page(
+            404,
+            "Connection not found",
+            vec![
+                format!("The connection {id} no longer exists."),
+                "Ask for a new connect link.".into(),
+            ],
+        )),
+        Err(e) => {
+            tracing::warn!(connection = id, error = %e, "could not load a connection");
+            Err(page(
+                503,
+                "Please try again",
+                vec![
+                    "The service could not read the connection just now. Reload this page in a moment."
+                        .into(),
+                ],
+            ))
+        }
+    }
+}
+
+async fn save(s: &Services, conn: &Connection) -> Result<(), HttpResponse> {
+    s.store
+        .put(&secret_name(&s.config.secret_prefix, &conn.id), &conn.to_json(), &new_request_token())
+        .await
+        .map_err(|e| {
+            tracing::warn!(connection = %conn.id, error = %e, "could not store a connection");
+            page(503, "Please try again", vec!["The service could not save the connection just now. Start again from the connect link in a moment.".into()])
+        })
+}
+
+async fn start(req: &Request, s: &Services) -> HttpResponse {
+    let q = api::query(req);
+    let Some(link) = api::query_param(&q, "link") else {
+        return page(
+            400,
+            "Connect link incomplete",
+            vec!["The address is missing its link parameter.".into(), start_again()],
+        );
+    };
+    let body = match links::open_connect_link(&s.signer, link) {
+        Ok(b) => b,
+        Err(e) => {
+            return page(
+                400,
+                "Connect link not valid",
+                vec![sign_error_words(e, "connect link"), start_again()],
+            );
+        }
+    };
+    let Some(public) = s.config.public_url.clone() else {
+        return page(
+            500,
+            "Not configured",
+            vec!["RELAY365_PUBLIC_URL is not set on this deployment.".into()],
+        );
+    };
+    let mut conn = match load(s, &body.c).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if conn.auth != AuthMode::Delegated {
+        return page(
+            400,
+            "Wrong kind of link",
+            vec![format!(
+                "Connection {} is app-only: an administrator grants it with the admin-consent link, not by signing in.",
+                conn.id
+            )],
+        );
+    }
+    let prompt =
+        api::query_param(&q, "prompt").filter(|p| matches!(*p, "login" | "consent" | "select_account"));
+    let options = AuthorizeOptions {
+        login_hint: conn.mailbox.clone(),
+        domain_hint: api::query_param(&q, "domain_hint")
+            .filter(|d| {
+                d.len() < 254
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            })
+            .map(str::to_string),
+        prompt: prompt.map(str::to_string),
+    };
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let scope = scopes::delegated_scope_param(conn.cloud, &conn.scopes);
+    let redirect = links::callback_uri(&public);
+    let state = links::sign_in_state(&s.signer, &conn.id, &nonce);
+    let (url, verifier) =
+        match s
+            .tokens
+            .client()
+            .authorize_url(&conn.tenant_id, &redirect, &scope, &state, &options)
+        {
+            Ok(v) => v,
+            Err(e) => return page(500, "Not configured", vec![e.to_string()]),
+        };
+    // The verifier goes only into the encrypted cookie; the URL carries its challenge.
+    let cookie = links::sign_in_cookie(&s.signer, &conn.id, &nonce, verifier.secret());
+    conn.pending_auth_nonce = Some(nonce);
+    if let Err(r) = save(s, &conn).await {
+        return r;
+    }
+    tracing::info!(connection = %conn.id, "sign-in started");
+    api::redirect(
+        url.as_str(),
+        &[api::set_cookie(
+            links::OAUTH_COOKIE,
+            &cookie,
+            "/oauth",
+            links::SIGN_IN_TTL_SECS,
+        )],
+    )
+}
+
+fn explained(
+    s: &Services,
+    conn: &Connection,
+    redirect: &str,
+    error: &str,
+    description: &str,
+) -> (aadsts::Explanation, HttpResponse) {
+    let ctx = aadsts::Context {
+        redirect_uri: Some(redirect),
+        cloud: Some(conn.cloud),
+        client_id: Some(s.client_id()),
+    };
+    let e = aadsts::explain(error, description, &ctx);
+    let resp = page(
+        400,
+        &e.title,
+        vec![e.fix.clone(), format!("Microsoft's code: {}.", e.code)],
+    );
+    (e, resp)
+}
+
+fn token_error_page(e: &TokenError) -> HttpResponse {
+    match e {
+        TokenError::ReauthRequired { code, reason } => page(400, "Sign-in not completed", vec![
+            reason.clone(),
+            format!("Microsoft's code: {}.", code.as_deref().unwrap_or("invalid_grant")),
+        ]),
+        TokenError::AppCredentials { code, title, fix } | TokenError::Refused { code, title, fix, .. } => {
+            page(400, title, vec![fix.clone(), format!("Microsoft's code: {code}.")])
+        }
+        TokenError::Unavailable(_) | TokenError::Store(_) => page(503, "Please try again", vec![
+            "Microsoft's sign-in service or our storage did not answer. Start again from the connect link in a moment.".into(),
+        ]),
+        other => page(500, "Not configured", vec![other.to_string()]),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Me {
+    #[serde(rename = "userPrincipalName")]
+    upn: Option<String>,
+    mail: Option<String>,
+}
+
+async fn callback(req: &Request, s: &Services) -> HttpResponse {
+    let q = api::query(req);
+    let Some(public) = s.config.public_url.clone() else {
+        return page(
+            500,
+            "Not configured",
+            vec!["RELAY365_PUBLIC_URL is not set on this deployment.".into()],
+        );
+    };
+    let redirect = links::callback_uri(&public);
+    let Some(state) = api::query_param(&q, "state") else {
+        return page(
+            400,
+            "Sign-in incomplete",
+            vec!["Microsoft's answer has no state parameter.".into(), start_again()],
+        );
+    };
+    let st = match links::open_state(&s.signer, state) {
+        Ok(st) => st,
+        Err(e) => {
+            return page(
+                400,
+                "Sign-in not valid",
+                vec![sign_error_words(e, "sign-in"), start_again()],
+            );
+        }
+    };
+    let other_browser = || {
+        page(
+            400,
+            "Finish in the same browser",
+            vec![
+                "This sign-in was started in another browser, or this browser blocked the sign-in cookie."
+                    .into(),
+                "Open the connect link again in this browser and finish there.".into(),
+            ],
+        )
+    };
+    let Some(raw_cookie) = api::cookie(req, links::OAUTH_COOKIE) else {
+        return other_browser();
+    };
+    let Ok(cookie) = links::open_cookie(&s.signer, &raw_cookie) else {
+        return other_browser();
+    };
+    if cookie.c != st.c || cookie.n != st.n {
+        return other_browser();
+    }
+    let mut conn = match load(s, &st.c).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if conn.pending_auth_nonce.as_deref() != Some(st.n.as_str()) {
+        return page(
+            400,
+            "Sign-in already used",
+            vec![
+                "This sign-in was already completed, or a newer one was started since.".into(),
+                "Start again from the connect link if the connection is not working.".into(),
+            ],
+        );
+    }
+    // From here the state is spent, whatever the outcome.
+    conn.pending_auth_nonce = None;
+    if let Some(error) = api::query_param(&q, "error") {
+        let description = api::query_param(&q, "error_description").unwrap_or("");
+        let (e, resp) = explained(s, &conn, &redirect, error, description);
+        tracing::warn!(connection = %conn.id, code = %e.code, "sign-in refused by Microsoft");
+        conn.last_error = Some(format!("{} {} ({})", e.title, e.fix, e.code));
+        let _ = save(s, &conn).await;
+        return resp;
+    }
+    let Some(code) = api::query_param(&q, "code").filter(|c| !c.is_empty()) else {
+        let _ = save(s, &conn).await;
+        return page(
+            400,
+            "Sign-in incomplete",
+            vec![
+                "Microsoft's answer has neither a code nor an error.".into(),
+                start_again(),
+            ],
+        );
+    };
+    let scope = scopes::delegated_scope_param(conn.cloud, &conn.scopes);
+    let tokens = match s
+        .tokens
+        .client()
+        .exchange_code(
+            &conn.tenant_id,
+            &Sensitive::new(code),
+            &Sensitive::new(cookie.v),
+            &redirect,
+            &scope,
+        )
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(connection = %conn.id, error = %e, "code exchange failed");
+            conn.last_error = Some(e.to_string());
+            let _ = save(s, &conn).await;
+            return token_error_page(&e);
+        }
+    };
+    let Some(refresh) = tokens.refresh_token.clone() else {
+        let _ = save(s, &conn).await;
+        return page(
+            400,
+            "Sign-in not completed",
+            vec![
+                "Microsoft did not grant offline access, so the connection could not stay signed in.".into(),
+                "Sign in again and accept all requested permissions.".into(),
+            ],
+        );
+    };
+    let me: Me = match s.graph.get_json("/me", &tokens.access_token).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(connection = %conn.id, error = %e, "reading /me failed");
+            let _ = save(s, &conn).await;
+            return page(502, "Please try again", vec!["Microsoft signed you in but did not say which mailbox it is. Start again from the connect link.".into()]);
+        }
+    };
+    let mailbox = me.upn.or(me.mail).unwrap_or_default();
+    let mut lines = vec![format!(
+        "{mailbox} is connected to relay365 as connection {}.",
+        conn.id
+    )];
+    if let Some(hint) = &conn.mailbox
+        && !hint.eq_ignore_ascii_case(&mailbox)
+    {
+        lines.push(format!(
+            "Note: the connection was created for {hint}, but you signed in as {mailbox}."
+        ));
+    }
+    lines.push("You can close this window.".into());
+    let now = time::OffsetDateTime::now_utc();
+    conn.mailbox = Some(mailbox);
+    conn.refresh_token = Some(refresh);
+    conn.refresh_token_written_at = Some(now);
+    conn.granted_scopes = tokens.scopes;
+    conn.status = Status::Active;
+    conn.last_error = None;
+    conn.updated_at = now;
+    if let Err(r) = save(s, &conn).await {
+        return r;
+    }
+    s.tokens.invalidate(&conn.id).await;
+    tracing::info!(connection = %conn.id, "mailbox connected");
+    page(200, "Connected", lines)
+}
+
+async fn admin_consent(req: &Request, s: &Services) -> HttpResponse {
+    let q = api::query(req);
+    let Some(public) = s.config.public_url.clone() else {
+        return page(
+            500,
+            "Not configured",
+            vec!["RELAY365_PUBLIC_URL is not set on this deployment.".into()],
+        );
+    };
+    let Some(state) = api::query_param(&q, "state") else {
+        return page(
+            400,
+            "Consent incomplete",
+            vec![
+                "Microsoft's answer has no state parameter.".into(),
+                "Open the admin-consent link again.".into(),
+            ],
+        );
+    };
+    let body = match links::open_admin_state(&s.signer, state) {
+        Ok(b) => b,
+        Err(e) => {
+            return page(
+                400,
+                "Consent link not valid",
+                vec![
+                    sign_error_words(e, "admin-consent link"),
+                    "Ask for a new admin-consent link.".into(),
+                ],
+            );
+        }
+    };
+    let mut conn = match load(s, &body.c).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !conn.auth.is_app_only() {
+        return page(
+            400,
+            "Wrong kind of link",
+            vec![format!(
+                "Connection {} signs in as a user: use its connect link.",
+                conn.id
+            )],
+        );
+    }
+    // Microsoft can send admin_consent=True together with an error: the error wins.
+    if let Some(error) = api::query_param(&q, "error") {
+        let description = api::query_param(&q, "error_description").unwrap_or("");
+        let (e, resp) = explained(s, &conn, &links::admin_consent_uri(&public), error, description);
+        conn.last_error = Some(format!("{} {} ({})", e.title, e.fix, e.code));
+        let _ = save(s, &conn).await;
+        return resp;
+    }
+    if !api::query_param(&q, "admin_consent").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return page(
+            400,
+            "Consent not granted",
+            vec![
+                "Microsoft did not report that an administrator consented.".into(),
+                "Open the admin-consent link again.".into(),
+            ],
+        );
+    }
+    // Never trust the tenant parameter: prove consent with a real token for the connection's tenant.
+    match s
+        .tokens
+        .client()
+        .client_credentials(&conn.tenant_id, conn.cloud, conn.auth)
+        .await
+    {
+        Ok(_) => {
+            conn.status = Status::Active;
+            conn.last_error = None;
+            conn.updated_at = time::OffsetDateTime::now_utc();
+            if let Err(r) = save(s, &conn).await {
+                return r;
+            }
+            s.tokens.invalidate(&conn.id).await;
+            tracing::info!(connection = %conn.id, "admin consent verified");
+            page(
+                200,
+                "Consent granted",
+                vec![
+                    format!(
+                        "Connection {} for {} is active: relay365 obtained an app-only token for tenant {}.",
+                        conn.id,
+                        conn.mailbox.as_deref().unwrap_or("the mailbox"),
+                        conn.tenant_id
+                    ),
+                    "You can close this window.".into(),
+                ],
+            )
+        }
+        Err(e) => {
+            tracing::warn!(connection = %conn.id, error = %e, "admin consent could not be proven");
+            conn.last_error = Some(e.to_string());
+            let _ = save(s, &conn).await;
+            token_error_page(&e)
+        }
+    }
+}

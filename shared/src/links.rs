@@ -1,0 +1,162 @@
+//! The signed values that carry a connection through sign-in: connect links,
+//! OAuth `state`, the browser-binding cookie, and admin-consent `state`.
+//!
+//! `connections` mints them and `oauth-callback` checks them; keeping both
+//! sides here means the purposes, lifetimes and shapes cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::connection::Connection;
+use crate::signing::{SignError, Signer};
+use crate::tokens::TokenClient;
+
+/// How long a connect link works.
+pub const CONNECT_LINK_TTL_SECS: i64 = 7 * 24 * 3600;
+/// How long a sign-in may take, from `/oauth/start` to the callback.
+pub const SIGN_IN_TTL_SECS: i64 = 15 * 60;
+/// How long an admin-consent link works.
+pub const ADMIN_CONSENT_TTL_SECS: i64 = 7 * 24 * 3600;
+/// The cookie that binds a sign-in to the browser that started it.
+pub const OAUTH_COOKIE: &str = "relay365_oauth";
+
+/// Signing purpose.
+pub const CONNECT_LINK: &str = "connect-link";
+/// Signing purpose.
+pub const OAUTH_STATE: &str = "oauth-state";
+/// Signing purpose.
+pub const OAUTH_COOKIE_PURPOSE: &str = "oauth-cookie";
+/// Signing purpose.
+pub const ADMIN_STATE: &str = "admin-consent-state";
+
+/// What a connect link names.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkBody {
+    /// The connection id.
+    pub c: String,
+}
+
+/// What the OAuth `state` carries (it travels through Microsoft and the URL bar).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateBody {
+    /// The connection id.
+    pub c: String,
+    /// The sign-in's nonce.
+    pub n: String,
+}
+
+/// What the encrypted cookie carries (never readable by the browser).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CookieBody {
+    /// The connection id.
+    pub c: String,
+    /// The sign-in's nonce.
+    pub n: String,
+    /// The PKCE verifier.
+    pub v: String,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// `{public_url}/oauth/start?link=…` for a delegated connection.
+pub fn connect_url(public_url: &url::Url, signer: &Signer, connection_id: &str) -> String {
+    let link = signer.seal(
+        CONNECT_LINK,
+        &LinkBody {
+            c: connection_id.to_string(),
+        },
+        now() + CONNECT_LINK_TTL_SECS,
+    );
+    format!(
+        "{}/oauth/start?link={link}",
+        public_url.as_str().trim_end_matches('/')
+    )
+}
+
+/// The redirect URI of delegated sign-in: `{public_url}/oauth/callback`.
+pub fn callback_uri(public_url: &url::Url) -> String {
+    format!("{}/oauth/callback", public_url.as_str().trim_end_matches('/'))
+}
+
+/// The redirect URI of admin consent: `{public_url}/oauth/admin-consent`.
+pub fn admin_consent_uri(public_url: &url::Url) -> String {
+    format!(
+        "{}/oauth/admin-consent",
+        public_url.as_str().trim_end_matches('/')
+    )
+}
+
+/// Microsoft's admin-consent URL for an app-only connection.
+pub fn admin_consent_url(
+    public_url: &url::Url,
+    signer: &Signer,
+    tokens: &TokenClient,
+    conn: &Connection,
+) -> String {
+    let state = signer.seal(
+        ADMIN_STATE,
+        &LinkBody { c: conn.id.clone() },
+        now() + ADMIN_CONSENT_TTL_SECS,
+    );
+    tokens.admin_consent_url(
+        &conn.tenant_id,
+        conn.cloud,
+        &admin_consent_uri(public_url),
+        &state,
+    )
+}
+
+/// Checks a connect link.
+///
+/// # Errors
+/// [`SignError`] when forged, altered or expired.
+pub fn open_connect_link(signer: &Signer, link: &str) -> Result<LinkBody, SignError> {
+    signer.open(CONNECT_LINK, link, now())
+}
+
+/// The OAuth `state` of a new sign-in.
+pub fn sign_in_state(signer: &Signer, connection_id: &str, nonce: &str) -> String {
+    signer.seal(
+        OAUTH_STATE,
+        &StateBody {
+            c: connection_id.into(),
+            n: nonce.into(),
+        },
+        now() + SIGN_IN_TTL_SECS,
+    )
+}
+
+/// The encrypted cookie value of a new sign-in, carrying the PKCE verifier.
+pub fn sign_in_cookie(signer: &Signer, connection_id: &str, nonce: &str, verifier: &str) -> String {
+    let body = CookieBody {
+        c: connection_id.into(),
+        n: nonce.into(),
+        v: verifier.into(),
+    };
+    signer.seal_private(OAUTH_COOKIE_PURPOSE, &body, now() + SIGN_IN_TTL_SECS)
+}
+
+/// Checks an OAuth `state`.
+///
+/// # Errors
+/// [`SignError`] when forged, altered or expired.
+pub fn open_state(signer: &Signer, state: &str) -> Result<StateBody, SignError> {
+    signer.open(OAUTH_STATE, state, now())
+}
+
+/// Opens the sign-in cookie.
+///
+/// # Errors
+/// [`SignError`] when forged, altered or expired.
+pub fn open_cookie(signer: &Signer, cookie: &str) -> Result<CookieBody, SignError> {
+    signer.open_private(OAUTH_COOKIE_PURPOSE, cookie, now())
+}
+
+/// Checks an admin-consent `state`.
+///
+/// # Errors
+/// [`SignError`] when forged, altered or expired.
+pub fn open_admin_state(signer: &Signer, state: &str) -> Result<LinkBody, SignError> {
+    signer.open(ADMIN_STATE, state, now())
+}

@@ -1,0 +1,147 @@
+//! What a function loads once per container, before its first request:
+//! settings, the secret store (with its cache), the signing key, the app
+//! registration's credentials, and the HTTP, token and Graph clients.
+//!
+//! Loading it all up front means a misconfigured deployment fails its first
+//! invocation with a message that names the setting or secret to fix, and a
+//! warm container never repeats the work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, StoreKind};
+use crate::graph::{GraphClient, RetryPolicy};
+use crate::secrets::{AwsSecretStore, CachedSecretStore, FileSecretStore, SecretError, SecretStore};
+use crate::sensitive::Sensitive;
+use crate::signing::{Signer, WeakKey};
+use crate::tokens::{AppCredentials, TokenClient, TokenError, TokenProvider};
+
+/// How long secrets are cached in a warm container.
+pub const SECRET_TTL: Duration = Duration::from_secs(300);
+
+/// The function cannot start; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A setting is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A secret could not be read.
+    #[error("could not read a secret at start-up: {0}")]
+    Secret(#[from] SecretError),
+    /// A required secret is empty or missing.
+    #[error("secret {0} has no value: {1}")]
+    Missing(String, &'static str),
+    /// The signing key is too short.
+    #[error("the signing key secret is unusable: {0}")]
+    SigningKey(#[from] WeakKey),
+    /// The app secret is unusable.
+    #[error("the app secret is unusable: {0}")]
+    App(#[from] TokenError),
+    /// The local secret directory cannot be used.
+    #[error("RELAY365_SECRET_STORE directory cannot be used: {0}")]
+    Directory(String),
+    /// The HTTP client could not be built.
+    #[error("the HTTP client could not be built")]
+    Http,
+}
+
+/// The services a handler uses, built once.
+pub struct Services {
+    /// Settings.
+    pub config: Config,
+    /// Secrets, cached.
+    pub store: Arc<dyn SecretStore>,
+    /// The deployment's signing key.
+    pub signer: Signer,
+    /// Access tokens for connections.
+    pub tokens: Arc<TokenProvider>,
+    /// Graph.
+    pub graph: GraphClient,
+    /// The shared HTTP client (also for delivering events).
+    pub http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the secret store the settings name.
+///
+/// # Errors
+/// When the local directory cannot be created.
+pub async fn secret_store(config: &Config) -> Result<Arc<dyn SecretStore>, StartupError> {
+    Ok(match &config.secret_store {
+        StoreKind::Aws => {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            Arc::new(CachedSecretStore::new(
+                AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&sdk)),
+                SECRET_TTL,
+            ))
+        }
+        StoreKind::File(dir) => Arc::new(CachedSecretStore::new(
+            FileSecretStore::new(dir).map_err(|e| StartupError::Directory(e.kind().to_string()))?,
+            SECRET_TTL,
+        )),
+    })
+}
+
+impl Services {
+    /// Loads everything from the environment.
+    ///
+    /// # Errors
+    /// [`StartupError`] naming what to fix.
+    pub async fn from_env() -> Result<Self, StartupError> {
+        let config = Config::from_env()?;
+        let store = secret_store(&config).await?;
+        Self::with_store(config, store).await
+    }
+
+    /// Loads everything with a given store (tests, local runs).
+    ///
+    /// # Errors
+    /// [`StartupError`] naming what to fix.
+    pub async fn with_store(config: Config, store: Arc<dyn SecretStore>) -> Result<Self, StartupError> {
+        let key = store
+            .get(&config.signing_key_secret_id)
+            .await?
+            .ok_or(StartupError::Missing(
+                config.signing_key_secret_id.clone(),
+                "the template generates it",
+            ))?;
+        let signer = Signer::new(&Sensitive::new(key))?;
+        let app_raw = store.get(&config.app_secret_id).await?.ok_or(StartupError::Missing(
+            config.app_secret_id.clone(),
+            "fill it in with infra/set-app-secret.sh (client_id, tenant_id, client_secret or certificate)",
+        ))?;
+        let app = AppCredentials::from_secret_json(&app_raw)?;
+        let http = crate::http::client().map_err(|_| StartupError::Http)?;
+        let token_client = TokenClient::new(http.clone(), &config.login_base(config.cloud), Arc::new(app));
+        let tokens = Arc::new(TokenProvider::new(
+            token_client,
+            store.clone(),
+            &config.secret_prefix,
+        ));
+        let graph = GraphClient::new(
+            http.clone(),
+            &config.graph_base(config.cloud),
+            RetryPolicy::default(),
+        );
+        Ok(Self {
+            config,
+            store,
+            signer,
+            tokens,
+            graph,
+            http,
+        })
+    }
+
+    /// The app registration's client id.
+    pub fn client_id(&self) -> &str {
+        &self.tokens.client().app().client_id
+    }
+}
