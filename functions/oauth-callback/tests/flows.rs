@@ -1,0 +1,400 @@
+//! Connecting mailboxes end to end: the connections API mints the link, the
+//! sign-in handlers run the flow against the Microsoft simulator over HTTP,
+//! moto keeps the records. Assertions are on what a person reads.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use graph_sim::AuthorizeOutcome;
+use relay365::connection::Status;
+use relay365_harness::*;
+use serde_json::json;
+
+async fn create(s: &Stack, body: serde_json::Value) -> serde_json::Value {
+    let resp = connections::handle(
+        request("POST", "/connections", Some(&body.to_string()), &[]),
+        &s.services,
+    )
+    .await;
+    assert_eq!(resp.status(), 201, "{}", body_text(&resp));
+    body_json(&resp)
+}
+
+async fn get(s: &Stack, path: &str, cookies: &[&str]) -> lambda_http::Response<lambda_http::Body> {
+    oauth_callback::handle(request("GET", path, None, cookies), &s.services).await
+}
+
+/// Opens the connect link: returns Microsoft's authorize URL and the cookie set.
+async fn start(s: &Stack, connect_url: &str) -> (String, String) {
+    let resp = get(s, &path_and_query(connect_url), &[]).await;
+    assert_eq!(resp.status(), 302, "{}", body_text(&resp));
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/oauth"] {
+        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
+    }
+    (location(&resp), cookies(&resp).remove(0))
+}
+
+/// The whole delegated flow; returns the callback's response.
+async fn connect(s: &Stack, connect_url: &str) -> lambda_http::Response<lambda_http::Body> {
+    let (authorize, cookie) = start(s, connect_url).await;
+    let back = s.follow(&authorize).await;
+    assert!(
+        back.starts_with("https://relay.example/oauth/callback?"),
+        "{back}"
+    );
+    get(s, &path_and_query(&back), &[&cookie]).await
+}
+
+#[tokio::test]
+async fn delegated_connect_end_to_end() {
+    let logs = relay365_testkit::LogCapture::start();
+    let s = Stack::start().await;
+    let v = create(&s, json!({"id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly", "Mail.Send"], "mailbox": UPN})).await;
+    let connect_url = v["connect_url"].as_str().unwrap();
+    let (authorize, _) = start(&s, connect_url).await;
+    let q: std::collections::HashMap<_, _> = url::Url::parse(&authorize)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert!(
+        authorize.starts_with(&format!("{}/{TENANT}/oauth2/v2.0/authorize?", s.sim.url())),
+        "{authorize}"
+    );
+    assert_eq!(q["redirect_uri"], "https://relay.example/oauth/callback");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["login_hint"], UPN);
+    assert_eq!(
+        q["scope"],
+        "offline_access openid email profile User.Read MailboxSettings.Read Mail.Read Mail.Send"
+    );
+    assert!(!q.contains_key("code_verifier"));
+
+    let resp = connect(&s, connect_url).await;
+    let page = body_text(&resp);
+    assert_eq!(resp.status(), 200, "{page}");
+    assert!(
+        page.contains("ann@contoso.com is connected to relay365 as connection support"),
+        "{page}"
+    );
+    let stored = s.stored("support").await.unwrap();
+    assert_eq!(stored.status, Status::Active);
+    assert!(stored.refresh_token.is_some());
+    assert!(
+        stored.granted_scopes.iter().any(|p| p == "Mail.Send"),
+        "{:?}",
+        stored.granted_scopes
+    );
+    assert!(stored.pending_auth_nonce.is_none());
+    // The connection works: a token for it comes from the stored refresh token.
+    s.services.tokens.invalidate("support").await;
+    assert!(s.services.tokens.access_token("support").await.is_ok());
+    let api = connections::handle(request("GET", "/connections/support", None, &[]), &s.services).await;
+    let view = body_json(&api);
+    assert_eq!(view["status"], "active");
+    assert!(!body_text(&api).contains(stored.refresh_token.unwrap().expose()));
+
+    // Nothing secret in the logs: codes, tokens, the state, the cookie, the keys.
+    let text = logs.text();
+    assert!(text.contains("mailbox connected"), "the capture works");
+    let mut secrets = s.sim.issued_secrets();
+    secrets.extend([CLIENT_SECRET.to_string(), SIGNING_KEY.to_string()]);
+    let link = connect_url.split("link=").nth(1).unwrap().to_string();
+    secrets.push(link);
+    assert!(secrets.len() >= 5);
+    for secret in secrets {
+        assert!(!text.contains(&secret), "a secret reached the logs");
+    }
+}
+
+async fn app_only_flow(s: &Stack, auth: &str) {
+    let v = create(s, json!({"id": "fabrikam", "auth": auth, "scopes": ["Mail.ReadOnly", "Mail.Send"], "mailbox": SHARED_UPN, "tenant_id": CUSTOMER_TENANT})).await;
+    let consent_url = v["admin_consent_url"].as_str().unwrap();
+    assert!(!s.sim.is_consented(CLIENT_ID, CUSTOMER_TENANT));
+    let back = s.follow(consent_url).await;
+    assert!(
+        back.starts_with("https://relay.example/oauth/admin-consent?admin_consent=True"),
+        "{back}"
+    );
+    let resp = get(s, &path_and_query(&back), &[]).await;
+    let page = body_text(&resp);
+    assert_eq!(resp.status(), 200, "{page}");
+    assert!(
+        page.contains("Connection fabrikam for support@fabrikam.com is active"),
+        "{page}"
+    );
+    assert_eq!(s.stored("fabrikam").await.unwrap().status, Status::Active);
+    assert!(s.services.tokens.access_token("fabrikam").await.is_ok());
+}
+
+#[tokio::test]
+async fn app_only_with_a_client_secret() {
+    let s = Stack::start().await;
+    app_only_flow(&s, "app_secret").await;
+    assert_eq!(
+        s.sim.stats().by_grant["client_credentials"],
+        2,
+        "one to prove consent, one for the token"
+    );
+}
+
+#[tokio::test]
+async fn app_only_with_a_certificate() {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["relay365".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let chain = p12_keystore::PrivateKeyChain::new(
+        vec![7u8],
+        p12_keystore::PrivateKey::from_der(&key.serialize_der()).unwrap(),
+        [p12_keystore::Certificate::from_der(cert.der()).unwrap()],
+    );
+    let mut ks = p12_keystore::KeyStore::new();
+    ks.add_entry("relay365", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+    let pfx = base64::engine::general_purpose::STANDARD.encode(ks.writer("pw").write().unwrap());
+    let s = Stack::start_with(Options {
+        certificate: Some((cert.der().to_vec(), json!({"pfx_base64": pfx, "password": "pw"}))),
+        ..Default::default()
+    })
+    .await;
+    app_only_flow(&s, "app_certificate").await;
+}
+
+#[tokio::test]
+async fn admin_consent_is_proven_not_trusted() {
+    let s = Stack::start().await;
+    let v = create(&s, json!({"id": "fabrikam", "auth": "app_secret", "scopes": ["Mail.ReadOnly"], "mailbox": SHARED_UPN, "tenant_id": CUSTOMER_TENANT})).await;
+    // A forged callback claiming consent, with the real state: no token can be had, so it is refused.
+    let consent = url::Url::parse(v["admin_consent_url"].as_str().unwrap()).unwrap();
+    let state = consent
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let forged = format!("/oauth/admin-consent?admin_consent=True&tenant={CUSTOMER_TENANT}&state={state}");
+    let resp = get(&s, &forged, &[]).await;
+    let page = body_text(&resp);
+    assert_eq!(resp.status(), 400, "{page}");
+    assert!(page.contains("not found in this tenant"), "{page}");
+    assert_eq!(s.stored("fabrikam").await.unwrap().status, Status::PendingConsent);
+
+    // Microsoft can report admin_consent=True with an error: the error wins.
+    s.sim.set_admin_consent_outcome(AuthorizeOutcome::Error {
+        error: "consent_required".into(),
+        aadsts: 65004,
+        message: "User declined to consent to access the app.".into(),
+        admin_consent_flag: true,
+    });
+    let back = s.follow(consent.as_str()).await;
+    assert!(
+        back.contains("admin_consent=True") && back.contains("error=consent_required"),
+        "{back}"
+    );
+    let resp = get(&s, &path_and_query(&back), &[]).await;
+    assert_eq!(resp.status(), 400);
+    assert!(
+        body_text(&resp).contains("consent was declined"),
+        "{}",
+        body_text(&resp)
+    );
+}
+
+#[tokio::test]
+async fn reconnect_after_invalid_grant_keeps_id_and_subscriptions() {
+    let s = Stack::start().await;
+    let v = create(
+        &s,
+        json!({"id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly"],
+        "subscriptions": [{"resource": "mail", "target": "https://flow.example/hook"}]}),
+    )
+    .await;
+    let connect_url = v["connect_url"].as_str().unwrap().to_string();
+    assert_eq!(connect(&s, &connect_url).await.status(), 200);
+    s.sim.revoke_refresh_tokens(UPN, 50173);
+    s.services.tokens.invalidate("support").await;
+    assert!(s.services.tokens.access_token("support").await.is_err());
+    let api =
+        body_json(&connections::handle(request("GET", "/connections/support", None, &[]), &s.services).await);
+    assert_eq!(api["status"], "reauth_required");
+    assert!(api["last_error"].as_str().unwrap().contains("password"), "{api}");
+
+    // The same link (or a fresh one from the API) connects it again.
+    let fresh = api["connect_url"].as_str().unwrap();
+    let resp = connect(&s, fresh).await;
+    assert_eq!(resp.status(), 200, "{}", body_text(&resp));
+    let stored = s.stored("support").await.unwrap();
+    assert_eq!(stored.status, Status::Active);
+    assert_eq!(stored.id, "support");
+    assert_eq!(stored.subscriptions.len(), 1);
+    assert!(stored.last_error.is_none());
+    s.services.tokens.invalidate("support").await;
+    assert!(s.services.tokens.access_token("support").await.is_ok());
+}
+
+/// Every error Microsoft can send back: a 400 page in plain words with the fix.
+#[tokio::test]
+async fn each_microsoft_error_has_its_explanation_page() {
+    let s = Stack::start().await;
+    let v = create(
+        &s,
+        json!({"id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly"]}),
+    )
+    .await;
+    let connect_url = v["connect_url"].as_str().unwrap().to_string();
+    let cases: [(&str, u32, &str); 14] = [
+        ("invalid_request", 50011, "https://relay.example/oauth/callback"),
+        ("unauthorized_client", 700016, "not found in this tenant"),
+        ("invalid_client", 7000222, "client secret has expired"),
+        ("consent_required", 65001, "Nobody has consented"),
+        ("access_denied", 65004, "consent was declined"),
+        ("consent_required", 90094, "administrator must approve"),
+        (
+            "interaction_required",
+            50076,
+            "Multi-factor authentication is required",
+        ),
+        ("interaction_required", 50079, "register for multi-factor"),
+        ("access_denied", 90072, "not in this tenant"),
+        ("invalid_request", 50194, "single-tenant"),
+        ("invalid_request", 90002, "another Microsoft cloud"),
+        ("invalid_request", 90038, "RELAY365_CLOUD"),
+        ("access_denied", 53003, "Conditional Access"),
+        ("access_denied", 0, "cancelled"),
+    ];
+    for (error, code, words) in cases {
+        s.sim.set_authorize_outcome(AuthorizeOutcome::Error {
+            error: error.into(),
+            aadsts: code,
+            message: "<script>alert('x')</script> as Microsoft says".into(),
+            admin_consent_flag: false,
+        });
+        let resp = connect(&s, &connect_url).await;
+        let page = body_text(&resp);
+        assert_eq!(resp.status(), 400, "{code}: {page}");
+        assert!(
+            page.contains(words),
+            "AADSTS{code}: page should say {words:?}: {page}"
+        );
+        assert!(!page.contains("<script>"), "raw query text must be escaped");
+        if code != 0 {
+            assert!(page.contains(&format!("AADSTS{code}")), "{page}");
+        }
+        assert_eq!(s.stored("support").await.unwrap().status, Status::PendingConsent);
+    }
+    // A failed code exchange (wrong client secret) is explained too.
+    s.sim
+        .fail_next_token("invalid_client", 7000215, "Invalid client secret provided.");
+    let resp = connect(&s, &connect_url).await;
+    assert_eq!(resp.status(), 400);
+    assert!(
+        body_text(&resp).contains("client secret is wrong"),
+        "{}",
+        body_text(&resp)
+    );
+}
+
+#[tokio::test]
+async fn forged_expired_replayed_and_cookieless_states_are_refused() {
+    let s = Stack::start().await;
+    let a = create(
+        &s,
+        json!({"id": "alpha", "auth": "delegated", "scopes": ["Mail.ReadOnly"]}),
+    )
+    .await;
+    let b = create(
+        &s,
+        json!({"id": "beta", "auth": "delegated", "scopes": ["Mail.ReadOnly"]}),
+    )
+    .await;
+    let (authorize, cookie) = start(&s, a["connect_url"].as_str().unwrap()).await;
+    let back = path_and_query(&s.follow(&authorize).await);
+
+    // No cookie: another browser.
+    let resp = get(&s, &back, &[]).await;
+    assert_eq!(resp.status(), 400);
+    assert!(body_text(&resp).contains("same browser"));
+    // A forged state.
+    let forged = back.replace("state=", "state=x");
+    assert!(body_text(&get(&s, &forged, &[&cookie]).await).contains("not valid"));
+    // An expired state, correctly signed.
+    let expired = s.services.signer.seal(
+        relay365::links::OAUTH_STATE,
+        &relay365::links::StateBody {
+            c: "alpha".into(),
+            n: "n".into(),
+        },
+        time::OffsetDateTime::now_utc().unix_timestamp() - 1,
+    );
+    let resp = get(&s, &format!("/oauth/callback?code=x&state={expired}"), &[&cookie]).await;
+    assert!(body_text(&resp).contains("has expired"), "{}", body_text(&resp));
+    // beta's cookie with alpha's state: the flows don't mix.
+    let (_, beta_cookie) = start(&s, b["connect_url"].as_str().unwrap()).await;
+    let resp = get(&s, &back, &[&beta_cookie]).await;
+    assert_eq!(resp.status(), 400);
+    assert!(body_text(&resp).contains("same browser"));
+    // A link for one connection cannot be turned into one for another.
+    let link_a = a["connect_url"].as_str().unwrap().split("link=").nth(1).unwrap();
+    let (payload, sig) = link_a.split_once('.').unwrap();
+    let link_b = b["connect_url"].as_str().unwrap().split("link=").nth(1).unwrap();
+    let mixed = format!("/oauth/start?link={}.{sig}", link_b.split_once('.').unwrap().0);
+    assert_ne!(payload, link_b.split_once('.').unwrap().0);
+    let resp = get(&s, &mixed, &[]).await;
+    assert_eq!(resp.status(), 400);
+    assert!(body_text(&resp).contains("not valid"));
+
+    // The genuine callback works once; the replay is refused.
+    let ok = get(&s, &back, &[&cookie]).await;
+    assert_eq!(ok.status(), 200, "{}", body_text(&ok));
+    let replay = get(&s, &back, &[&cookie]).await;
+    assert_eq!(replay.status(), 400);
+    assert!(
+        body_text(&replay).contains("already completed"),
+        "{}",
+        body_text(&replay)
+    );
+    assert!(s.stored("beta").await.unwrap().refresh_token.is_none());
+}
+
+#[tokio::test]
+async fn malformed_queries_get_4xx_never_5xx() {
+    let s = Stack::start().await;
+    let queries = [
+        "",
+        "?",
+        "?link",
+        "?link=",
+        "?link=%",
+        "?link=%zz",
+        "?link=a.b",
+        "?link=....",
+        "?state=&code=",
+        "?state=%00%01",
+        "?error=access_denied",
+        "?error=x&error_description=%3Cb%3E&state=bad",
+        "?code=abc",
+        "?admin_consent=True",
+        "?admin_consent=True&tenant=x&state=y",
+        &format!("?link={}", "A".repeat(5000)),
+        "?link=eyJ.eyJ&&&&",
+        "?%%%%=%%%%",
+    ];
+    for route in ["/oauth/start", "/oauth/callback", "/oauth/admin-consent"] {
+        for q in queries {
+            let resp = get(&s, &format!("{route}{q}"), &["relay365_oauth=garbage", "other=1"]).await;
+            let status = resp.status().as_u16();
+            assert!((400..500).contains(&status), "{route}{q} -> {status}");
+            assert!(!body_text(&resp).contains("<b>"), "{route}{q}");
+        }
+    }
+    for (m, p) in [
+        ("POST", "/oauth/start"),
+        ("GET", "/oauth"),
+        ("GET", "/oauth/start/x"),
+    ] {
+        let resp = oauth_callback::handle(request(m, p, None, &[]), &s.services).await;
+        assert!((400..500).contains(&resp.status().as_u16()), "{m} {p}");
+        assert!(body_json(&resp)["error"]["code"].is_string());
+    }
+}
