@@ -194,6 +194,37 @@ pub fn set_cookie(name: &str, value: &str, path: &str, max_age_secs: i64) -> Str
     format!("{name}={value}; Path={path}; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite=Lax")
 }
 
+/// The API Gateway HTTP API (2.0) response JSON for a response: what
+/// lambda_http sends back for API Gateway events, for functions that take
+/// more than one kind of event.
+pub fn to_apigw_v2(resp: HttpResponse) -> serde_json::Value {
+    let (parts, body) = resp.into_parts();
+    let mut headers = serde_json::Map::new();
+    let mut cookies = Vec::new();
+    for (name, value) in &parts.headers {
+        let Ok(v) = value.to_str() else { continue };
+        if name == lambda_http::http::header::SET_COOKIE {
+            cookies.push(serde_json::Value::String(v.to_string()));
+        } else {
+            headers.insert(name.as_str().to_string(), v.into());
+        }
+    }
+    use base64::Engine;
+    let (body, b64) = match body {
+        Body::Empty => (String::new(), false),
+        Body::Text(t) => (t, false),
+        Body::Binary(b) => (base64::engine::general_purpose::STANDARD.encode(b), true),
+        _ => (String::new(), false),
+    };
+    serde_json::json!({
+        "statusCode": parts.status.as_u16(),
+        "headers": headers,
+        "cookies": cookies,
+        "body": body,
+        "isBase64Encoded": b64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,6 +121,11 @@ pub struct Connection {
     /// The last problem, in words a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Ids of the messages most recently delivered (at most
+    /// [`RECENT_DELIVERIES`]), so a resync after `missed` and a late duplicate
+    /// notification deliver nothing twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_deliveries: Vec<String>,
     /// The nonce of the one sign-in in progress: `/oauth/start` sets it, the
     /// callback must present it and clears it, so each OAuth state is usable
     /// once, whichever container serves the callback.
@@ -133,6 +138,9 @@ pub struct Connection {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
+
+/// How many delivered message ids a connection remembers.
+pub const RECENT_DELIVERIES: usize = 500;
 
 /// The secret name of a connection's record.
 pub fn secret_name(prefix: &str, id: &str) -> String {
@@ -183,6 +191,7 @@ impl Connection {
             delta_links: BTreeMap::new(),
             last_error: None,
             pending_auth_nonce: None,
+            recent_deliveries: Vec::new(),
             created_at: now,
             updated_at: now,
         }
@@ -207,8 +216,21 @@ impl Connection {
             map.remove("refresh_token_written_at");
             map.remove("delta_links");
             map.remove("pending_auth_nonce");
+            map.remove("recent_deliveries");
         }
         v
+    }
+
+    /// True when this message was delivered recently.
+    pub fn was_delivered(&self, message_id: &str) -> bool {
+        self.recent_deliveries.iter().any(|m| m == message_id)
+    }
+
+    /// Remembers a delivered message, forgetting the oldest beyond the bound.
+    pub fn remember_delivery(&mut self, message_id: &str) {
+        self.recent_deliveries.push(message_id.to_string());
+        let excess = self.recent_deliveries.len().saturating_sub(RECENT_DELIVERIES);
+        self.recent_deliveries.drain(..excess);
     }
 
     /// Marks the connection as needing a new sign-in and forgets its refresh

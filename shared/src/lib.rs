@@ -15,11 +15,13 @@ pub mod connection;
 pub mod graph;
 pub mod http;
 pub mod links;
+pub mod queue;
 pub mod runtime;
 pub mod scopes;
 pub mod secrets;
 pub mod sensitive;
 pub mod signing;
+pub mod subscriptions;
 pub mod tokens;
 
 pub use cloud::Cloud;

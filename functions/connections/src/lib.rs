@@ -16,6 +16,7 @@ use relay365::links;
 use relay365::runtime::Services;
 use relay365::scopes::{self, Resource};
 use relay365::secrets::SecretError;
+use relay365::subscriptions;
 use relay365::{Cloud, Sensitive};
 use serde::Deserialize;
 
@@ -29,6 +30,12 @@ pub async fn handle(req: Request, s: &Services) -> HttpResponse {
         ("GET", ["connections"]) => list(s).await,
         ("GET", ["connections", id]) => read(s, id).await,
         ("DELETE", ["connections", id]) => delete(s, id).await,
+        ("POST", ["connections", id, "subscriptions"]) => add_subscription(&req, s, id).await,
+        (_, ["connections", _, "subscriptions"]) => api::error(
+            405,
+            "method_not_allowed",
+            "use POST on /connections/{id}/subscriptions",
+        ),
         (_, ["connections"]) => api::error(405, "method_not_allowed", "use GET or POST on /connections"),
         (_, ["connections", _]) => api::error(
             405,
@@ -299,6 +306,61 @@ pub async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
         )),
         Err(e) => Err(store_error(&e)),
     }
+}
+
+async fn add_subscription(req: &Request, s: &Services, id: &str) -> HttpResponse {
+    let body: SubscriptionBody = match api::json_body(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut conn = match load(s, id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let sub = match subscription_from_body(s, &conn, body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    conn.subscriptions.push(sub);
+    let index = conn.subscriptions.len() - 1;
+    // Active connections subscribe now; others when consent completes.
+    if conn.status == Status::Active {
+        let token = match s.tokens.access_token(id).await {
+            Ok(t) => t,
+            Err(e) if e.is_retryable() => return api::error(503, "unavailable", format!("{e}")),
+            Err(e) => return api::error(409, "reauth_required", format!("{e}")),
+        };
+        if let Err(e) = subscriptions::create(s, &mut conn, index, &token).await {
+            let status = if e.is_retryable() { 503 } else { 502 };
+            return api::error(status, "graph_refused", subscriptions::explain(&e));
+        }
+    }
+    if let Err(e) = subscriptions::save(s, &conn).await {
+        return store_error(&e);
+    }
+    api::json(
+        201,
+        &serde_json::to_value(&conn.subscriptions[index]).unwrap_or_default(),
+    )
+}
+
+/// Handles any invocation: an API Gateway HTTP event, or the renewal schedule.
+pub async fn handle_event(payload: serde_json::Value, s: &Services) -> serde_json::Value {
+    if payload.get("requestContext").is_some() {
+        return match lambda_http::request::from_str(&payload.to_string()) {
+            Ok(req) => api::to_apigw_v2(handle(req, s).await),
+            Err(_) => api::to_apigw_v2(api::error(400, "invalid_request", "unreadable HTTP event")),
+        };
+    }
+    let report = subscriptions::renew_due(s, time::Duration::days(1)).await;
+    tracing::info!(
+        connections = report.connections,
+        renewed = report.renewed,
+        recreated = report.recreated,
+        failed = report.failed.len(),
+        "subscription renewal run"
+    );
+    serde_json::to_value(&report).unwrap_or_default()
 }
 
 async fn read(s: &Services, id: &str) -> HttpResponse {

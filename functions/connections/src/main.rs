@@ -1,14 +1,17 @@
-//! The `connections` Lambda function: reads settings and secrets once, then serves the admin API.
+//! The `connections` Lambda function: the admin API (API Gateway events) and
+//! the scheduled subscription renewal (EventBridge events), one binary.
 
-use lambda_http::{Error, run, service_fn};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    lambda_runtime::tracing::init_default_subscriber();
     let services = relay365::runtime::Services::from_env().await?;
     let services = &services;
-    run(service_fn(move |req| async move {
-        Ok::<_, Error>(connections::handle(req, services).await)
-    }))
+    run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            Ok::<_, Error>(connections::handle_event(event.payload, services).await)
+        },
+    ))
     .await
 }

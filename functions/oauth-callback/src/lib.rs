@@ -22,6 +22,7 @@ use relay365::runtime::Services;
 use relay365::scopes;
 use relay365::secrets::new_request_token;
 use relay365::signing::SignError;
+use relay365::subscriptions;
 use relay365::tokens::{AuthorizeOptions, TokenError};
 
 /// Answers one request.
@@ -177,6 +178,22 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
             links::SIGN_IN_TTL_SECS,
         )],
     )
+}
+
+/// Creates the subscriptions asked for at connection time; returns lines for the page.
+async fn create_subscriptions(s: &Services, conn: &mut Connection) -> Vec<String> {
+    if !subscriptions::ensure(s, conn).await {
+        return Vec::new();
+    }
+    let _ = save(s, conn).await;
+    conn.subscriptions
+        .iter()
+        .filter_map(|x| {
+            x.last_error
+                .as_ref()
+                .map(|e| format!("A subscription could not be created yet: {e}"))
+        })
+        .collect()
 }
 
 fn explained(
@@ -371,6 +388,7 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
     }
     s.tokens.invalidate(&conn.id).await;
     tracing::info!(connection = %conn.id, "mailbox connected");
+    lines.extend(create_subscriptions(s, &mut conn).await);
     page(200, "Connected", lines)
 }
 

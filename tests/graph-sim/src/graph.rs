@@ -1,27 +1,41 @@
 //! Microsoft Graph v1.0: the endpoints relay365 calls, with Graph's
-//! throttling (429 with `Retry-After`) and error shapes.
+//! throttling (429 with `Retry-After`, four concurrent requests per mailbox),
+//! error shapes, subscription rules (the validation handshake on create,
+//! lifetime limits, `clientState` at most 128 characters) and change
+//! notifications delivered over HTTP with retries, as Graph does.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Request, State as AxState};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::identity::bearer;
-use crate::state::{State, Subject};
+use crate::state::{Access, Event, Lifecycle, Message, SimSubscription, State, Subject};
 
 type Shared = Arc<Mutex<State>>;
 
+/// Graph's maximum lifetime for Outlook subscriptions without resource data.
+const MAX_LIFETIME_MINUTES: i64 = 10_080;
+
 pub(crate) fn routes() -> Router<Shared> {
-    Router::new().route("/v1.0/me", get(me))
+    Router::new().route("/v1.0/{*rest}", axum::routing::any(dispatch))
+}
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
-    let body = serde_json::json!({"error": {"code": code, "message": message, "innerError": {"request-id": id, "date": "2026-11-22T00:00:00"}}});
+    let body = json!({"error": {"code": code, "message": message, "innerError": {"request-id": id, "date": "2026-11-22T00:00:00"}}});
     (
         status,
         [
@@ -33,14 +47,41 @@ pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Resp
         .into_response()
 }
 
-/// Counts Graph requests and answers 429 while a throttle is set.
+fn ok_json(status: StatusCode, v: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn mailbox_key(path: &str, headers: &HeaderMap) -> Option<String> {
+    let rest = path.strip_prefix("/v1.0/")?;
+    let mut seg = rest.split('/');
+    match seg.next()? {
+        "users" => seg.next().map(|u| u.to_ascii_lowercase()),
+        "me" => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|t| format!("me:{t}")),
+        _ => None,
+    }
+}
+
+/// Counts Graph requests, answers 429 while a throttle is set, and enforces
+/// Outlook's four concurrent requests per app and mailbox.
 pub(crate) async fn count_and_throttle(
     AxState(state): AxState<Shared>,
     req: Request,
     next: Next,
 ) -> Response {
-    if req.uri().path().starts_with("/v1.0/") {
-        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    if !req.uri().path().starts_with("/v1.0/") {
+        return next.run(req).await;
+    }
+    let key = mailbox_key(req.uri().path(), req.headers());
+    {
+        let mut st = lock(&state);
         st.stats.graph_requests += 1;
         if let Some((left, retry_after)) = st.throttle.take() {
             if left > 1 {
@@ -60,36 +101,192 @@ pub(crate) async fn count_and_throttle(
             }
             return resp;
         }
+        if let Some(k) = &key {
+            let n = st.in_flight.entry(k.clone()).or_default();
+            if *n >= 4 {
+                st.stats.throttled += 1;
+                drop(st);
+                let mut resp = graph_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "ApplicationThrottled",
+                    "Application is over its MailboxConcurrency limit.",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return resp;
+            }
+            *n += 1;
+        }
     }
-    next.run(req).await
+    let resp = next.run(req).await;
+    if let Some(k) = key {
+        let mut st = lock(&state);
+        if let Some(n) = st.in_flight.get_mut(&k) {
+            *n = n.saturating_sub(1);
+        }
+    }
+    resp
 }
 
 pub(crate) fn with_middleware(router: Router<Shared>, state: Shared) -> Router<Shared> {
     router.layer(middleware::from_fn_with_state(state, count_and_throttle))
 }
 
-async fn me(AxState(state): AxState<Shared>, headers: axum::http::HeaderMap) -> Response {
-    let st = state.lock().unwrap_or_else(|p| p.into_inner());
-    let access = match bearer(&st, &headers) {
-        Ok(a) => a,
-        Err(r) => return r,
+fn decode(seg: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", seg.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn recipient((name, address): &(String, String)) -> Value {
+    json!({"emailAddress": {"name": name, "address": address}})
+}
+
+pub(crate) fn message_json(m: &Message, upn: &str) -> Value {
+    let preview: String = strip_tags(&m.body_html).chars().take(255).collect();
+    json!({
+        "@odata.etag": format!("W/\"{}\"", m.seq),
+        "id": m.id,
+        "internetMessageId": m.internet_message_id,
+        "conversationId": m.conversation_id,
+        "subject": m.subject,
+        "from": recipient(&m.from),
+        "sender": recipient(&m.from),
+        "toRecipients": m.to.iter().map(recipient).collect::<Vec<_>>(),
+        "ccRecipients": m.cc.iter().map(recipient).collect::<Vec<_>>(),
+        "receivedDateTime": m.received,
+        "body": {"contentType": "html", "content": m.body_html},
+        "bodyPreview": preview,
+        "hasAttachments": !m.attachments.is_empty(),
+        "parentFolderId": m.folder,
+        "isRead": false,
+        "webLink": format!("https://outlook.office365.com/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem&mailbox={upn}", m.id),
+    })
+}
+
+fn strip_tags(html: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for c in html.chars() {
+        match c {
+            '<' => inside = true,
+            '>' => inside = false,
+            c if !inside => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+pub(crate) fn event_json(e: &Event) -> Value {
+    json!({
+        "@odata.etag": "W/\"1\"",
+        "id": e.id,
+        "subject": e.subject,
+        "organizer": recipient(&e.organizer),
+        "attendees": e.attendees.iter().map(|a| json!({"type": "required", "status": {"response": "none"}, "emailAddress": {"name": a.0, "address": a.1}})).collect::<Vec<_>>(),
+        "start": {"dateTime": e.start, "timeZone": e.time_zone},
+        "end": {"dateTime": e.end, "timeZone": e.time_zone},
+        "location": {"displayName": e.location},
+        "onlineMeeting": e.online_meeting_url.as_ref().map(|u| json!({"joinUrl": u})),
+        "isCancelled": e.is_cancelled,
+    })
+}
+
+fn select(v: Value, query: &[(String, String)]) -> Value {
+    let Some((_, sel)) = query.iter().find(|(k, _)| k == "$select") else {
+        return v;
     };
-    match access.subject {
+    let wanted: Vec<&str> = sel.split(',').map(str::trim).collect();
+    let Value::Object(map) = v else { return v };
+    Value::Object(
+        map.into_iter()
+            .filter(|(k, _)| k == "id" || k.starts_with('@') || wanted.contains(&k.as_str()))
+            .collect(),
+    )
+}
+
+/// Which mailbox a request addresses, checked against the token.
+#[allow(clippy::result_large_err)]
+fn resolve_mailbox(st: &State, access: &Access, user: Option<&str>) -> Result<String, Response> {
+    match (user, &access.subject) {
+        (None, Subject::User(upn)) => Ok(upn.clone()),
+        (None, Subject::App(_)) => Err(graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "/me request is only valid with delegated authentication flow.",
+        )),
+        (Some(u), subject) => {
+            let Some(found) = st
+                .users
+                .iter()
+                .find(|x| x.id.eq_ignore_ascii_case(u) || x.upn.eq_ignore_ascii_case(u))
+            else {
+                return Err(graph_error(
+                    StatusCode::NOT_FOUND,
+                    "ErrorInvalidUser",
+                    &format!("The requested user '{u}' is invalid."),
+                ));
+            };
+            match subject {
+                Subject::User(own) if !own.eq_ignore_ascii_case(&found.upn) => Err(graph_error(
+                    StatusCode::FORBIDDEN,
+                    "ErrorAccessDenied",
+                    "Access is denied. Check credentials and try again.",
+                )),
+                _ => Ok(found.upn.clone()),
+            }
+        }
+    }
+}
+
+async fn dispatch(
+    AxState(state): AxState<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().trim_start_matches("/v1.0/").to_string();
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(decode).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let access = {
+        let st = lock(&state);
+        match bearer(&st, &headers) {
+            Ok(a) => a,
+            Err(r) => return r,
+        }
+    };
+    match (method.as_str(), segs.as_slice()) {
+        ("GET", ["me"]) => me(&state, &access),
+        ("POST", ["subscriptions"]) => create_subscription(&state, &access, &body).await,
+        ("GET", ["subscriptions"]) => list_subscriptions(&state, &access),
+        ("PATCH", ["subscriptions", id]) => renew_subscription(&state, &access, id, &body),
+        ("DELETE", ["subscriptions", id]) => delete_subscription(&state, &access, id),
+        ("POST", ["subscriptions", id, "reauthorize"]) => reauthorize(&state, &access, id),
+        ("GET", ["subscriptions", id]) => get_subscription(&state, &access, id),
+        _ => mailbox_route(&state, &access, method.as_str(), &segs, &query, &headers, &body).await,
+    }
+}
+
+fn me(state: &Shared, access: &Access) -> Response {
+    let st = lock(state);
+    match &access.subject {
         Subject::App(_) => graph_error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "/me request is only valid with delegated authentication flow.",
         ),
-        Subject::User(upn) => match st.user(&upn) {
-            Some(u) => {
-                let body = serde_json::json!({"id": u.id, "userPrincipalName": u.upn, "mail": u.upn, "displayName": u.display_name});
-                (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body.to_string(),
-                )
-                    .into_response()
-            }
+        Subject::User(upn) => match st.user(upn) {
+            Some(u) => ok_json(
+                StatusCode::OK,
+                json!({"id": u.id, "userPrincipalName": u.upn, "mail": u.upn, "displayName": u.display_name}),
+            ),
             None => graph_error(
                 StatusCode::NOT_FOUND,
                 "Request_ResourceNotFound",
@@ -97,4 +294,526 @@ async fn me(AxState(state): AxState<Shared>, headers: axum::http::HeaderMap) -> 
             ),
         },
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn mailbox_route(
+    state: &Shared,
+    access: &Access,
+    method: &str,
+    segs: &[&str],
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let (user, rest): (Option<&str>, &[&str]) = match segs {
+        ["me", rest @ ..] => (None, rest),
+        ["users", u, rest @ ..] => (Some(*u), rest),
+        _ => {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Resource not found for the segment.",
+            );
+        }
+    };
+    let upn = {
+        let st = lock(state);
+        match resolve_mailbox(&st, access, user) {
+            Ok(u) => u,
+            Err(r) => return r,
+        }
+    };
+    let _ = (headers, body);
+    let (folder, rest): (Option<String>, &[&str]) = match rest {
+        [f, rest @ ..] if f.starts_with("mailFolders('") => (
+            Some(
+                f.trim_start_matches("mailFolders('")
+                    .trim_end_matches("')")
+                    .to_ascii_lowercase(),
+            ),
+            rest,
+        ),
+        ["mailFolders", f, rest @ ..] => (Some(f.to_ascii_lowercase()), rest),
+        rest => (None, rest),
+    };
+    let st = lock(state);
+    let mbox = st.mailboxes.get(&upn.to_ascii_lowercase());
+    match (method, rest) {
+        ("GET", ["messages", "delta"]) => delta(&st, &upn, folder.as_deref().unwrap_or("inbox"), user, query),
+        ("GET", ["messages", id]) => match mbox.and_then(|m| m.messages.iter().find(|x| x.id == *id)) {
+            Some(m) => ok_json(StatusCode::OK, select(message_json(m, &upn), query)),
+            None => graph_error(
+                StatusCode::NOT_FOUND,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            ),
+        },
+        ("GET", ["messages", id, "attachments"]) => {
+            match mbox.and_then(|m| m.messages.iter().find(|x| x.id == *id)) {
+                Some(m) => ok_json(
+                    StatusCode::OK,
+                    json!({"value": m.attachments.iter().enumerate().map(|(i, a)| json!({"@odata.type": "#microsoft.graph.fileAttachment", "id": format!("att{i}"), "name": a.0, "contentType": a.1, "size": a.2, "isInline": false})).collect::<Vec<_>>()}),
+                ),
+                None => graph_error(
+                    StatusCode::NOT_FOUND,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                ),
+            }
+        }
+        ("GET", ["events", id]) => match mbox.and_then(|m| m.events.iter().find(|x| x.id == *id)) {
+            Some(e) => ok_json(StatusCode::OK, select(event_json(e), query)),
+            None => graph_error(
+                StatusCode::NOT_FOUND,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            ),
+        },
+        _ => graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("Unsupported request {method} /{}", rest.join("/")),
+        ),
+    }
+}
+
+fn delta(st: &State, upn: &str, folder: &str, user: Option<&str>, query: &[(String, String)]) -> Response {
+    let since: u64 = query
+        .iter()
+        .find(|(k, _)| k == "$deltatoken")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let skip: usize = query
+        .iter()
+        .find(|(k, _)| k == "$skiptoken")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let all: Vec<&Message> = st
+        .mailboxes
+        .get(&upn.to_ascii_lowercase())
+        .map(|m| {
+            m.messages
+                .iter()
+                .filter(|x| x.folder == folder && x.seq > since)
+                .collect()
+        })
+        .unwrap_or_default();
+    const PAGE: usize = 3;
+    let page: Vec<Value> = all
+        .iter()
+        .skip(skip)
+        .take(PAGE)
+        .map(|m| json!({"id": m.id, "receivedDateTime": m.received, "subject": m.subject}))
+        .collect();
+    let prefix = match user {
+        Some(u) => format!("users/{u}"),
+        None => "me".into(),
+    };
+    let base = format!(
+        "{}/v1.0/{prefix}/mailFolders('{folder}')/messages/delta",
+        st.base_url
+    );
+    let mut body = json!({"value": page});
+    if skip + PAGE < all.len() {
+        body["@odata.nextLink"] = format!("{base}?$deltatoken={since}&$skiptoken={}", skip + PAGE).into();
+    } else {
+        body["@odata.deltaLink"] = format!("{base}?$deltatoken={}", st.seq).into();
+    }
+    ok_json(StatusCode::OK, body)
+}
+
+fn app_of(access: &Access, st: &State) -> String {
+    match &access.subject {
+        Subject::App(a) => a.clone(),
+        Subject::User(_) => st.apps.first().map(|a| a.client_id.clone()).unwrap_or_default(),
+    }
+}
+
+fn sub_json(s: &SimSubscription) -> Value {
+    json!({
+        "id": s.id, "resource": s.resource, "changeType": s.change_types.join(","),
+        "notificationUrl": s.notification_url, "lifecycleNotificationUrl": s.lifecycle_url,
+        "expirationDateTime": s.expires.format(&Rfc3339).unwrap_or_default(),
+        "clientState": s.client_state, "applicationId": s.app_id, "latestSupportedTlsVersion": "v1_2",
+    })
+}
+
+fn url_ok(u: &str) -> bool {
+    match url::Url::parse(u) {
+        Ok(url) => {
+            url.scheme() == "https"
+                || (url.scheme() == "http" && matches!(url.host_str(), Some("127.0.0.1") | Some("localhost")))
+        }
+        Err(_) => false,
+    }
+}
+
+async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Invalid JSON in the request body.",
+        );
+    };
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let (Some(change), Some(url), Some(resource), Some(exp)) = (
+        s("changeType"),
+        s("notificationUrl"),
+        s("resource"),
+        s("expirationDateTime"),
+    ) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "changeType, notificationUrl, resource and expirationDateTime are required.",
+        );
+    };
+    let lifecycle = s("lifecycleNotificationUrl");
+    if !url_ok(&url) || lifecycle.as_deref().is_some_and(|l| !url_ok(l)) {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "The notification URL must be HTTPS (the simulator also delivers to http://127.0.0.1 and localhost).",
+        );
+    }
+    let client_state = s("clientState");
+    if client_state.as_deref().is_some_and(|c| c.len() > 128) {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "clientState can be at most 128 characters.",
+        );
+    }
+    let change_types: Vec<String> = change.split(',').map(|c| c.trim().to_string()).collect();
+    if change_types
+        .iter()
+        .any(|c| !matches!(c.as_str(), "created" | "updated" | "deleted"))
+    {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "changeType must be created, updated, deleted or a comma-separated list of them.",
+        );
+    }
+    let Ok(expires) = OffsetDateTime::parse(&exp, &Rfc3339) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "expirationDateTime is not a valid date.",
+        );
+    };
+    let now = OffsetDateTime::now_utc();
+    if expires <= now || expires > now + time::Duration::minutes(MAX_LIFETIME_MINUTES) {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            &format!("Subscription expiration can only be {MAX_LIFETIME_MINUTES} minutes in the future."),
+        );
+    }
+    // Parse the resource: /me or /users/{x}, then messages (optionally in a folder) or events.
+    let segs: Vec<String> = resource.trim_start_matches('/').split('/').map(decode).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let (user, rest): (Option<&str>, &[&str]) = match segs.as_slice() {
+        ["me", rest @ ..] => (None, rest),
+        ["users", u, rest @ ..] => (Some(*u), rest),
+        _ => return graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", "Unsupported resource."),
+    };
+    let (events, folder) = match rest {
+        ["messages"] => (false, String::new()),
+        [f, "messages"] if f.starts_with("mailFolders('") => (
+            false,
+            f.trim_start_matches("mailFolders('")
+                .trim_end_matches("')")
+                .to_ascii_lowercase(),
+        ),
+        ["mailFolders", f, "messages"] => (false, f.to_ascii_lowercase()),
+        ["events"] => (true, String::new()),
+        _ => {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "Unsupported resource for change notifications.",
+            );
+        }
+    };
+    let (mailbox, app_id) = {
+        let st = lock(state);
+        match resolve_mailbox(&st, access, user) {
+            Ok(m) => (m, app_of(access, &st)),
+            Err(r) => return r,
+        }
+    };
+    // The validation handshake, on both URLs, before the subscription exists.
+    let mut urls = vec![url.clone()];
+    if let Some(l) = &lifecycle {
+        urls.push(l.clone());
+    }
+    for u in urls {
+        let token = format!(
+            "Validation: Testing client application reachability for subscription Request-Id: {} +&%=",
+            uuid::Uuid::new_v4()
+        );
+        let ok = handshake(&u, &token).await;
+        let mut st = lock(state);
+        st.stats.handshakes.0 += 1;
+        if ok {
+            st.stats.handshakes.1 += 1;
+        } else {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "ValidationError",
+                "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.",
+            );
+        }
+    }
+    let mut st = lock(state);
+    *st.stats.subscription_calls.entry("create".into()).or_default() += 1;
+    let sub = SimSubscription {
+        id: uuid::Uuid::new_v4().to_string(),
+        app_id,
+        mailbox,
+        events,
+        folder,
+        change_types,
+        notification_url: url,
+        lifecycle_url: lifecycle,
+        client_state,
+        resource,
+        expires,
+    };
+    let body = sub_json(&sub);
+    st.subscriptions.insert(sub.id.clone(), sub);
+    ok_json(StatusCode::CREATED, body)
+}
+
+fn owned<'a>(st: &'a mut State, access: &Access, id: &str) -> Result<&'a mut SimSubscription, Response> {
+    let app = app_of(access, st);
+    match st.subscriptions.get_mut(id) {
+        Some(s) if s.app_id == app => Ok(s),
+        _ => Err(graph_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!("The object was not found. Subscription '{id}'"),
+        )),
+    }
+}
+
+fn list_subscriptions(state: &Shared, access: &Access) -> Response {
+    let st = lock(state);
+    let app = app_of(access, &st);
+    let value: Vec<Value> = st
+        .subscriptions
+        .values()
+        .filter(|s| s.app_id == app)
+        .map(sub_json)
+        .collect();
+    ok_json(StatusCode::OK, json!({"value": value}))
+}
+
+fn get_subscription(state: &Shared, access: &Access, id: &str) -> Response {
+    let mut st = lock(state);
+    match owned(&mut st, access, id) {
+        Ok(s) => ok_json(StatusCode::OK, sub_json(s)),
+        Err(r) => r,
+    }
+}
+
+fn renew_subscription(state: &Shared, access: &Access, id: &str, body: &Bytes) -> Response {
+    let exp = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        v.get("expirationDateTime")
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+    });
+    let Some(expires) = exp.and_then(|e| OffsetDateTime::parse(&e, &Rfc3339).ok()) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "expirationDateTime is required.",
+        );
+    };
+    let now = OffsetDateTime::now_utc();
+    if expires <= now || expires > now + time::Duration::minutes(MAX_LIFETIME_MINUTES) {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            &format!("Subscription expiration can only be {MAX_LIFETIME_MINUTES} minutes in the future."),
+        );
+    }
+    let mut st = lock(state);
+    *st.stats.subscription_calls.entry("renew".into()).or_default() += 1;
+    match owned(&mut st, access, id) {
+        Ok(s) => {
+            s.expires = expires;
+            let body = sub_json(s);
+            ok_json(StatusCode::OK, body)
+        }
+        Err(r) => r,
+    }
+}
+
+fn delete_subscription(state: &Shared, access: &Access, id: &str) -> Response {
+    let mut st = lock(state);
+    *st.stats.subscription_calls.entry("delete".into()).or_default() += 1;
+    if let Err(r) = owned(&mut st, access, id) {
+        return r;
+    }
+    st.subscriptions.remove(id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn reauthorize(state: &Shared, access: &Access, id: &str) -> Response {
+    let mut st = lock(state);
+    *st.stats
+        .subscription_calls
+        .entry("reauthorize".into())
+        .or_default() += 1;
+    match owned(&mut st, access, id) {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(r) => r,
+    }
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<Bytes>,
+>;
+
+fn client() -> HttpClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// Graph's handshake: POST `url?validationToken=…` (text/plain), expect 200
+/// `text/plain` with exactly the decoded token, within 10 seconds.
+async fn handshake(url: &str, token: &str) -> bool {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return false;
+    };
+    u.query_pairs_mut().append_pair("validationToken", token);
+    let Ok(req) = hyper::Request::post(u.as_str())
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(http_body_util::Full::new(Bytes::new()))
+    else {
+        return false;
+    };
+    let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(10), client().request(req)).await else {
+        return false;
+    };
+    let ct_ok = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    let status_ok = resp.status() == StatusCode::OK;
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    status_ok && ct_ok && body.as_ref() == token.as_bytes()
+}
+
+/// POSTs a notification collection, retrying like Graph (here: quickly, a bounded number of times).
+pub(crate) fn send_notifications(state: Shared, url: String, payload: Value, copies: u32) {
+    tokio::spawn(async move {
+        for _ in 0..copies {
+            for attempt in 0..20 {
+                let Ok(req) = hyper::Request::post(url.as_str())
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(http_body_util::Full::new(Bytes::from(payload.to_string())))
+                else {
+                    return;
+                };
+                let status = match tokio::time::timeout(Duration::from_secs(3), client().request(req)).await {
+                    Ok(Ok(r)) => r.status().as_u16(),
+                    _ => 0,
+                };
+                lock(&state).stats.notification_statuses.push(status);
+                if (200..300).contains(&status) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(150 + 50 * attempt)).await;
+            }
+        }
+    });
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+}
+
+/// Notifies every matching subscription of a change.
+pub(crate) fn notify_change(
+    state: &Shared,
+    upn: &str,
+    events: bool,
+    folder: &str,
+    change: &str,
+    item_id: &str,
+) {
+    let mut st = lock(state);
+    if st.drop_notifications {
+        return;
+    }
+    let copies = if st.duplicate_notifications { 2 } else { 1 };
+    let user_id = st.user(upn).map(|u| u.id.clone()).unwrap_or_default();
+    let tenant = st.user(upn).map(|u| u.tenant.clone()).unwrap_or_default();
+    let targets: Vec<(String, Value)> = st
+        .subscriptions
+        .values()
+        .filter(|s| s.mailbox.eq_ignore_ascii_case(upn) && s.events == events && (events || s.folder.is_empty() || s.folder == folder) && s.change_types.iter().any(|c| c == change))
+        .map(|s| {
+            let kind = if events { "Events" } else { "Messages" };
+            let odata = if events { "#Microsoft.Graph.Event" } else { "#Microsoft.Graph.Message" };
+            let item = json!({
+                "id": uuid::Uuid::new_v4().to_string(),
+                "subscriptionId": s.id,
+                "subscriptionExpirationDateTime": s.expires.format(&Rfc3339).unwrap_or_default(),
+                "clientState": s.client_state,
+                "changeType": change,
+                "resource": format!("Users/{user_id}/{kind}/{item_id}"),
+                "tenantId": tenant,
+                "resourceData": {"@odata.type": odata, "@odata.id": format!("Users/{user_id}/{kind}/{item_id}"), "@odata.etag": "W/\"CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf\"", "id": item_id},
+            });
+            (s.notification_url.clone(), json!({"value": [item]}))
+        })
+        .collect();
+    st.stats.subscription_calls.entry("notified".into()).or_default();
+    drop(st);
+    for (url, payload) in targets {
+        send_notifications(state.clone(), url, payload, copies);
+    }
+}
+
+/// Sends a lifecycle notification for a subscription.
+pub(crate) fn lifecycle(state: &Shared, id: &str, event: Lifecycle) -> bool {
+    let mut st = lock(state);
+    let Some(sub) = st.subscriptions.get(id).cloned() else {
+        return false;
+    };
+    let Some(url) = sub.lifecycle_url.clone() else {
+        return false;
+    };
+    let name = match event {
+        Lifecycle::ReauthorizationRequired => "reauthorizationRequired",
+        Lifecycle::SubscriptionRemoved => "subscriptionRemoved",
+        Lifecycle::Missed => "missed",
+    };
+    if event == Lifecycle::SubscriptionRemoved {
+        st.subscriptions.remove(id);
+    }
+    let tenant = st
+        .user(&sub.mailbox)
+        .map(|u| u.tenant.clone())
+        .unwrap_or_default();
+    drop(st);
+    let item = json!({
+        "subscriptionId": sub.id,
+        "subscriptionExpirationDateTime": sub.expires.format(&Rfc3339).unwrap_or_default(),
+        "tenantId": tenant,
+        "clientState": sub.client_state,
+        "lifecycleEvent": name,
+    });
+    send_notifications(state.clone(), url, json!({"value": [item]}), 1);
+    true
 }

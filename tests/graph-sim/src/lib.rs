@@ -13,6 +13,8 @@
 //! Tests drive it through [`Sim`]: register apps and users, choose what the
 //! next sign-in does, revoke grants, throttle Graph, and read request counts.
 
+#![allow(clippy::result_large_err)]
+
 mod graph;
 mod identity;
 mod state;
@@ -21,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use state::State;
-pub use state::{App, AuthorizeOutcome, Stats, User};
+pub use state::{App, AuthorizeOutcome, Event, Lifecycle, Message, Stats, User};
 
 /// A running simulator. Dropping it stops the server.
 pub struct Sim {
@@ -152,6 +154,110 @@ impl Sim {
     /// Whether an admin has consented `client_id` in `tenant`.
     pub fn is_consented(&self, client_id: &str, tenant: &str) -> bool {
         self.with(|s| s.consented(client_id, tenant))
+    }
+
+    /// Puts a new message in a mailbox and notifies its subscriptions, as
+    /// Exchange does when mail arrives. Returns the message id.
+    pub fn deliver_message(&self, upn: &str, mut message: Message) -> String {
+        let folder = self.with(|s| {
+            s.seq += 1;
+            message.seq = s.seq;
+            if message.id.is_empty() {
+                message.id = format!("AAMkAD{}", uuid::Uuid::new_v4().simple());
+            }
+            if message.internet_message_id.is_empty() {
+                message.internet_message_id = format!("<{}@sim.example>", uuid::Uuid::new_v4().simple());
+            }
+            if message.conversation_id.is_empty() {
+                message.conversation_id = format!("AAQkAD{}", uuid::Uuid::new_v4().simple());
+            }
+            if message.received.is_empty() {
+                message.received = graph::now_rfc3339();
+            }
+            if message.folder.is_empty() {
+                message.folder = "inbox".into();
+            }
+            let folder = message.folder.clone();
+            s.mailboxes
+                .entry(upn.to_ascii_lowercase())
+                .or_default()
+                .messages
+                .push(message.clone());
+            folder
+        });
+        graph::notify_change(&self.state, upn, false, &folder, "created", &message.id);
+        message.id
+    }
+
+    /// Creates a calendar event and notifies. Returns its id.
+    pub fn create_event(&self, upn: &str, mut event: Event) -> String {
+        if event.id.is_empty() {
+            event.id = format!("AAMkEv{}", uuid::Uuid::new_v4().simple());
+        }
+        self.with(|s| {
+            s.mailboxes
+                .entry(upn.to_ascii_lowercase())
+                .or_default()
+                .events
+                .push(event.clone())
+        });
+        graph::notify_change(&self.state, upn, true, "", "created", &event.id);
+        event.id
+    }
+
+    /// Changes a calendar event and notifies `updated`.
+    pub fn update_event(&self, upn: &str, id: &str, change: impl FnOnce(&mut Event)) {
+        self.with(|s| {
+            if let Some(e) = s
+                .mailboxes
+                .get_mut(&upn.to_ascii_lowercase())
+                .and_then(|m| m.events.iter_mut().find(|e| e.id == id))
+            {
+                change(e);
+            }
+        });
+        graph::notify_change(&self.state, upn, true, "", "updated", id);
+    }
+
+    /// Deletes a calendar event and notifies `deleted`.
+    pub fn delete_event(&self, upn: &str, id: &str) {
+        self.with(|s| {
+            if let Some(m) = s.mailboxes.get_mut(&upn.to_ascii_lowercase()) {
+                m.events.retain(|e| e.id != id);
+            }
+        });
+        graph::notify_change(&self.state, upn, true, "", "deleted", id);
+    }
+
+    /// Sends a lifecycle notification to a subscription's lifecycle URL
+    /// (`SubscriptionRemoved` also deletes it). False when there is no such subscription.
+    pub fn send_lifecycle(&self, subscription_id: &str, event: Lifecycle) -> bool {
+        graph::lifecycle(&self.state, subscription_id, event)
+    }
+
+    /// Sends every notification twice from now on, as Graph sometimes does.
+    pub fn set_duplicate_notifications(&self, on: bool) {
+        self.with(|s| s.duplicate_notifications = on);
+    }
+
+    /// Stops sending notifications (mail still arrives): what `missed` is about.
+    pub fn set_drop_notifications(&self, on: bool) {
+        self.with(|s| s.drop_notifications = on);
+    }
+
+    /// The subscriptions that exist: (id, mailbox, resource, expiry).
+    pub fn subscriptions(&self) -> Vec<(String, String, String, time::OffsetDateTime)> {
+        self.with(|s| {
+            s.subscriptions
+                .values()
+                .map(|x| (x.id.clone(), x.mailbox.clone(), x.resource.clone(), x.expires))
+                .collect()
+        })
+    }
+
+    /// Deletes a subscription without telling anyone (as Graph does when it gives up on one).
+    pub fn remove_subscription_silently(&self, id: &str) {
+        self.with(|s| s.subscriptions.remove(id));
     }
 
     /// Every access and refresh token the simulator issued so far, to search logs for.

@@ -54,6 +54,92 @@ pub enum AuthorizeOutcome {
     },
 }
 
+/// A message in a simulated mailbox.
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    /// Graph id (set by the simulator when empty).
+    pub id: String,
+    /// RFC 5322 Message-ID.
+    pub internet_message_id: String,
+    /// Conversation id.
+    pub conversation_id: String,
+    /// Subject.
+    pub subject: String,
+    /// Sender (name, address).
+    pub from: (String, String),
+    /// To recipients.
+    pub to: Vec<(String, String)>,
+    /// Cc recipients.
+    pub cc: Vec<(String, String)>,
+    /// HTML body.
+    pub body_html: String,
+    /// Attachments (name, content type, size).
+    pub attachments: Vec<(String, String, u64)>,
+    /// Received time (RFC 3339; set by the simulator when empty).
+    pub received: String,
+    /// Folder (`inbox` by default).
+    pub folder: String,
+    /// Order of arrival (set by the simulator).
+    pub seq: u64,
+}
+
+/// A calendar event in a simulated mailbox.
+#[derive(Debug, Clone, Default)]
+pub struct Event {
+    /// Graph id (set by the simulator when empty).
+    pub id: String,
+    /// Subject.
+    pub subject: String,
+    /// Organizer (name, address).
+    pub organizer: (String, String),
+    /// Attendees (name, address).
+    pub attendees: Vec<(String, String)>,
+    /// Start (local date-time, e.g. `2026-11-23T09:00:00.0000000`).
+    pub start: String,
+    /// End.
+    pub end: String,
+    /// Time zone of start and end.
+    pub time_zone: String,
+    /// Location display name.
+    pub location: String,
+    /// Teams or other online meeting URL.
+    pub online_meeting_url: Option<String>,
+    /// Cancelled.
+    pub is_cancelled: bool,
+}
+
+/// A lifecycle event Graph can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// `reauthorizationRequired`.
+    ReauthorizationRequired,
+    /// `subscriptionRemoved` (the simulator also deletes the subscription).
+    SubscriptionRemoved,
+    /// `missed`.
+    Missed,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SimSubscription {
+    pub(crate) id: String,
+    pub(crate) app_id: String,
+    pub(crate) mailbox: String,
+    pub(crate) events: bool,
+    pub(crate) folder: String,
+    pub(crate) change_types: Vec<String>,
+    pub(crate) notification_url: String,
+    pub(crate) lifecycle_url: Option<String>,
+    pub(crate) client_state: Option<String>,
+    pub(crate) resource: String,
+    pub(crate) expires: time::OffsetDateTime,
+}
+
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    pub(crate) messages: Vec<Message>,
+    pub(crate) events: Vec<Event>,
+}
+
 /// Counts of requests that reached the simulator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -69,6 +155,12 @@ pub struct Stats {
     pub graph_requests: u32,
     /// Graph requests answered 429.
     pub throttled: u32,
+    /// Validation handshakes sent, and how many were answered correctly.
+    pub handshakes: (u32, u32),
+    /// Notification POSTs sent and the status each got (0: no answer).
+    pub notification_statuses: Vec<u16>,
+    /// Subscriptions created, renewed (PATCH), deleted, reauthorized.
+    pub subscription_calls: BTreeMap<String, u32>,
 }
 
 pub(crate) struct Code {
@@ -119,6 +211,13 @@ pub(crate) struct State {
     pub(crate) fail_next_token: Option<(String, u32, String)>,
     pub(crate) throttle: Option<(u32, Option<String>)>,
     pub(crate) stats: Stats,
+    pub(crate) mailboxes: HashMap<String, Mailbox>,
+    pub(crate) subscriptions: HashMap<String, SimSubscription>,
+    /// Order of arrival (set by the simulator).
+    pub seq: u64,
+    pub(crate) duplicate_notifications: bool,
+    pub(crate) drop_notifications: bool,
+    pub(crate) in_flight: HashMap<String, u32>,
 }
 
 impl State {
@@ -138,6 +237,12 @@ impl State {
             fail_next_token: None,
             throttle: None,
             stats: Stats::default(),
+            mailboxes: HashMap::new(),
+            subscriptions: HashMap::new(),
+            seq: 0,
+            duplicate_notifications: false,
+            drop_notifications: false,
+            in_flight: HashMap::new(),
         }
     }
 

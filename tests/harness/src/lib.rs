@@ -40,6 +40,8 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
     /// A certificate (DER) registered on the app, and the app secret's certificate JSON.
     pub certificate: Option<(Vec<u8>, serde_json::Value)>,
+    /// The public URL (default: https://relay.example); use a [`Gateway`]'s URL for flows that need Graph to call back.
+    pub public_url: Option<String>,
 }
 
 impl Stack {
@@ -50,14 +52,15 @@ impl Stack {
     pub async fn start_with(opts: Options) -> Self {
         let aws = Aws::start().await;
         let sim = Sim::start().await.unwrap();
+        let public = opts.public_url.clone().unwrap_or_else(|| PUBLIC_URL.to_string());
         sim.register_app(App {
             client_id: CLIENT_ID.into(),
             home_tenant: TENANT.into(),
             client_secret: Some(CLIENT_SECRET.into()),
             certificate_der: opts.certificate.as_ref().map(|c| c.0.clone()),
             redirect_uris: vec![
-                format!("{PUBLIC_URL}/oauth/callback"),
-                format!("{PUBLIC_URL}/oauth/admin-consent"),
+                format!("{public}/oauth/callback"),
+                format!("{public}/oauth/admin-consent"),
             ],
         });
         sim.add_user(User {
@@ -87,7 +90,7 @@ impl Stack {
                 "RELAY365_SIGNING_KEY_SECRET_ID",
                 "relay365/signing-key".to_string(),
             ),
-            ("RELAY365_PUBLIC_URL", PUBLIC_URL.to_string()),
+            ("RELAY365_PUBLIC_URL", public.clone()),
             ("RELAY365_LOGIN_URL", sim.url()),
             ("RELAY365_GRAPH_URL", sim.url()),
         ]
@@ -216,4 +219,298 @@ pub fn path_and_query(url: &str) -> String {
         Some(q) => format!("{}?{q}", u.path()),
         None => u.path().to_string(),
     }
+}
+
+// ---------------------------------------------------------------------------
+// An HTTP front for handlers, a flow receiver, and the SQS event source.
+
+type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
+type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
+
+/// A loopback HTTP server that turns each request into an API Gateway v2
+/// event and hands it to a handler, as API Gateway would. Start it first (its
+/// URL is the public URL), set the handler once the services exist.
+pub struct Gateway {
+    pub url: String,
+    handler: Arc<std::sync::RwLock<Option<Handler>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Gateway {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handler: Arc<std::sync::RwLock<Option<Handler>>> = Arc::new(std::sync::RwLock::new(None));
+        let h = handler.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let h = h.clone();
+            async move { Self::serve(h, req).await }
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self {
+            url,
+            handler,
+            _stop: tx,
+        }
+    }
+
+    pub fn set_handler<F, Fut>(&self, f: F)
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+    {
+        let boxed: Handler = Arc::new(move |r| Box::pin(f(r)));
+        *self.handler.write().unwrap() = Some(boxed);
+    }
+
+    async fn serve(
+        h: Arc<std::sync::RwLock<Option<Handler>>>,
+        req: axum::extract::Request,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 8 * 1024 * 1024)
+            .await
+            .unwrap_or_default();
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let headers: Vec<(String, String)> = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+            .collect();
+        let hdr_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        let req = request_with_headers(
+            parts.method.as_str(),
+            &pq,
+            (!body.is_empty()).then_some(body.as_str()),
+            &[],
+            &hdr_refs,
+        );
+        let handler = h.read().unwrap().clone();
+        let Some(handler) = handler else {
+            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "no handler yet").into_response();
+        };
+        let resp = handler(req).await;
+        let (parts, body) = resp.into_parts();
+        let bytes = match body {
+            Body::Text(t) => t.into_bytes(),
+            Body::Binary(b) => b,
+            _ => Vec::new(),
+        };
+        axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+    }
+}
+
+/// What a flow receiver got: headers and body of each POST.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+/// A local flow endpoint that records every event and can fail on purpose.
+pub struct Receiver {
+    pub url: String,
+    events: Arc<std::sync::Mutex<Vec<Received>>>,
+    fail_next: Arc<std::sync::atomic::AtomicU32>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fail_next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (e, f) = (events.clone(), fail_next.clone());
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
+            let (e, f) = (e.clone(), f.clone());
+            async move {
+                let left = f.load(std::sync::atomic::Ordering::SeqCst);
+                if left > 0 {
+                    f.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let headers = headers
+                    .iter()
+                    .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.to_string(), v.to_string())))
+                    .collect();
+                e.lock().unwrap().push(Received { headers, body });
+                axum::http::StatusCode::OK
+            }
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self {
+            url,
+            events,
+            fail_next,
+            _stop: tx,
+        }
+    }
+
+    /// The next `n` deliveries are answered 500.
+    pub fn fail_next(&self, n: u32) {
+        self.fail_next.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn events(&self) -> Vec<Received> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+/// An SQS FIFO queue in moto with a dead-letter queue, and the event source
+/// mapping Lambda would run: receive a batch, hand it to the handler as an
+/// `SqsEvent`, delete what succeeded, leave the rest to reappear after the
+/// visibility timeout.
+pub struct Fifo {
+    pub client: aws_sdk_sqs::Client,
+    pub url: String,
+    pub dlq_url: String,
+}
+
+impl Fifo {
+    pub async fn create(aws: &Aws, max_receives: u32) -> Self {
+        let client = aws_sdk_sqs::Client::new(&aws.sdk_config().await);
+        let dlq = client
+            .create_queue()
+            .queue_name("relay365-dlq.fifo")
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+            .send()
+            .await
+            .unwrap();
+        let dlq_url = dlq.queue_url().unwrap().to_string();
+        let dlq_arn = client
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes()
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        let q = client
+            .create_queue()
+            .queue_name("relay365.fifo")
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "1")
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        Self {
+            client,
+            url: q.queue_url().unwrap().to_string(),
+            dlq_url,
+        }
+    }
+
+    /// One receive-and-dispatch round; returns how many records were handed over.
+    pub async fn pump<F, Fut>(&self, handler: F) -> usize
+    where
+        F: Fn(aws_lambda_events::sqs::SqsEvent) -> Fut,
+        Fut: std::future::Future<Output = aws_lambda_events::sqs::SqsBatchResponse>,
+    {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .unwrap();
+        let messages = out.messages().to_vec();
+        if messages.is_empty() {
+            return 0;
+        }
+        let records: Vec<serde_json::Value> = messages.iter().map(|m| {
+            let attrs: serde_json::Map<String, serde_json::Value> = m.attributes().map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), serde_json::Value::String(v.clone()))).collect()).unwrap_or_default();
+            serde_json::json!({
+                "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                "attributes": attrs, "messageAttributes": {}, "md5OfBody": m.md5_of_body(),
+                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:relay365.fifo", "awsRegion": "us-east-1"
+            })
+        }).collect();
+        let event: aws_lambda_events::sqs::SqsEvent =
+            serde_json::from_value(serde_json::json!({"Records": records})).unwrap();
+        let resp = handler(event).await;
+        let failed: Vec<String> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        for m in &messages {
+            if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                self.client
+                    .delete_message()
+                    .queue_url(&self.url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        messages.len()
+    }
+
+    /// Messages waiting in the dead-letter queue.
+    pub async fn dead_letters(&self) -> usize {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.dlq_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        out.messages().len()
+    }
+}
+
+/// Polls `check` every 50 ms for at most `secs` seconds.
+pub async fn eventually<F: FnMut() -> bool>(secs: u64, mut check: F) -> bool {
+    for _ in 0..secs * 20 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    check()
 }

@@ -1,0 +1,502 @@
+//! The inbound pipeline end to end, over real HTTP: the simulator performs
+//! the validation handshake and posts change notifications to the webhook
+//! (behind a loopback API gateway), the webhook queues them in moto's SQS
+//! FIFO queue, an event-source pump hands batches to dispatch, and a local
+//! flow receiver records what arrives.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use graph_sim::{Event, Lifecycle, Message};
+use mail_dispatch::Dispatcher;
+use mail_webhook::Webhook;
+use relay365::queue::SqsQueue;
+use relay365::secrets::SecretStore;
+use relay365_harness::*;
+use serde_json::json;
+
+struct Pipe {
+    stack: Arc<Stack>,
+    _gateway: Gateway,
+    fifo: Fifo,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+}
+
+impl Pipe {
+    async fn start() -> Self {
+        let gateway = Gateway::start().await;
+        let stack = Arc::new(
+            Stack::start_with(Options {
+                public_url: Some(gateway.url.clone()),
+                ..Default::default()
+            })
+            .await,
+        );
+        let fifo = Fifo::create(&stack.aws, 5).await;
+        let receiver = Receiver::start().await;
+        let queue = Arc::new(SqsQueue::new(fifo.client.clone(), fifo.url.clone()));
+        let webhook = Arc::new(Webhook::new(
+            stack.services.store.clone(),
+            "relay365/signing-key".into(),
+            queue,
+        ));
+        let st = stack.clone();
+        gateway.set_handler(move |req| {
+            let (st, webhook) = (st.clone(), webhook.clone());
+            async move {
+                let path = req.uri().path().to_string();
+                if path.starts_with("/notifications") {
+                    mail_webhook::handle(req, &webhook).await
+                } else if path.starts_with("/oauth") {
+                    oauth_callback::handle(req, &st.services).await
+                } else {
+                    connections::handle(req, &st.services).await
+                }
+            }
+        });
+        // Dispatch runs in its own "container": its own services and caches.
+        let services = relay365::runtime::Services::with_store(
+            stack.services.config.clone(),
+            stack.services.store.clone(),
+        )
+        .await
+        .unwrap();
+        let dispatcher = Dispatcher::new(services, None);
+        Self {
+            stack,
+            _gateway: gateway,
+            fifo,
+            receiver,
+            dispatcher,
+        }
+    }
+
+    /// Creates a delegated connection with subscriptions and connects it.
+    async fn connect(&self, subs: serde_json::Value, scopes: serde_json::Value) -> String {
+        let body = json!({"id": "support", "auth": "delegated", "scopes": scopes, "subscriptions": subs});
+        let resp = connections::handle(
+            request("POST", "/connections", Some(&body.to_string()), &[]),
+            &self.stack.services,
+        )
+        .await;
+        assert_eq!(resp.status(), 201, "{}", body_text(&resp));
+        let link = body_json(&resp)["connect_url"].as_str().unwrap().to_string();
+        let start = oauth_callback::handle(
+            request("GET", &path_and_query(&link), None, &[]),
+            &self.stack.services,
+        )
+        .await;
+        let cookie = cookies(&start).remove(0);
+        let back = self.stack.follow(&location(&start)).await;
+        let done = oauth_callback::handle(
+            request("GET", &path_and_query(&back), None, &[&cookie]),
+            &self.stack.services,
+        )
+        .await;
+        let page = body_text(&done);
+        assert_eq!(done.status(), 200, "{page}");
+        assert!(!page.contains("could not be created"), "{page}");
+        let stored = self.stack.stored("support").await.unwrap();
+        assert!(
+            stored.subscriptions.iter().all(|s| !s.id.is_empty()),
+            "{:?}",
+            stored.subscriptions
+        );
+        stored.subscriptions[0].id.clone()
+    }
+
+    /// Runs the event source for a while (past one visibility timeout) and returns what arrived.
+    async fn settle(&self) -> Vec<Received> {
+        for _ in 0..15 {
+            self.fifo
+                .pump(|e| mail_dispatch::handle(e, &self.dispatcher))
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.receiver.events()
+    }
+
+    /// Runs the event source until `n` events arrived (or a few seconds passed), then a little longer.
+    async fn pump_until(&self, n: usize) -> Vec<Received> {
+        for _ in 0..100 {
+            self.fifo
+                .pump(|e| mail_dispatch::handle(e, &self.dispatcher))
+                .await;
+            if self.receiver.events().len() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Anything extra would show up now.
+        for _ in 0..5 {
+            self.fifo
+                .pump(|e| mail_dispatch::handle(e, &self.dispatcher))
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        self.receiver.events()
+    }
+}
+
+fn mail(subject: &str) -> Message {
+    Message {
+        subject: subject.into(),
+        from: ("Bo Customer".into(), "bo@example.com".into()),
+        to: vec![("Support".into(), UPN.into())],
+        cc: vec![("Cy".into(), "cy@example.com".into())],
+        body_html: format!("<p>{subject}: my order is late</p>"),
+        ..Default::default()
+    }
+}
+
+fn check_signature(r: &Received) {
+    let sig = r.header("relay365-signature").unwrap();
+    let (t, v1) = sig.split_once(",v1=").unwrap();
+    let t = t.strip_prefix("t=").unwrap();
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SIGNING_KEY.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, format!("{t}.{}", r.body).as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(v1, hex, "the signature verifies with the signing key");
+    assert_eq!(
+        r.header("relay365-event-id").unwrap(),
+        r.json()["id"].as_str().unwrap()
+    );
+    assert_eq!(r.header("content-type").unwrap(), "application/json");
+}
+
+#[tokio::test]
+async fn new_mail_becomes_one_signed_event() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    assert_eq!(
+        p.stack.sim.stats().handshakes,
+        (2, 2),
+        "notification and lifecycle URLs validated"
+    );
+    let mut m = mail("Case 4411");
+    m.attachments = vec![("invoice.pdf".into(), "application/pdf".into(), 48_213)];
+    let id = p.stack.sim.deliver_message(UPN, m);
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    check_signature(&events[0]);
+    let e = events[0].json();
+    assert_eq!(e["type"], "mail.received");
+    assert_eq!(e["connection_id"], "support");
+    assert_eq!(e["mailbox"], UPN);
+    assert!(e["id"].as_str().unwrap().starts_with("evt_"));
+    let mail = &e["mail"];
+    assert_eq!(mail["id"], id);
+    assert_eq!(mail["subject"], "Case 4411");
+    assert_eq!(
+        mail["from"],
+        json!({"name": "Bo Customer", "address": "bo@example.com"})
+    );
+    assert_eq!(mail["to"], json!([{"name": "Support", "address": UPN}]));
+    assert_eq!(mail["cc"], json!([{"name": "Cy", "address": "cy@example.com"}]));
+    assert_eq!(mail["body"]["content_type"], "html");
+    assert_eq!(mail["body"]["content"], "<p>Case 4411: my order is late</p>");
+    assert_eq!(mail["body_preview"], "Case 4411: my order is late");
+    assert_eq!(mail["has_attachments"], true);
+    assert_eq!(
+        mail["attachments"],
+        json!([{"name": "invoice.pdf", "content_type": "application/pdf", "size": 48213}])
+    );
+    assert!(mail["internet_message_id"].as_str().unwrap().starts_with('<'));
+    assert!(
+        mail["web_link"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://outlook.office365.com/")
+    );
+}
+
+#[tokio::test]
+async fn calendar_changes_become_events() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "calendar", "target": p.receiver.url}]),
+        json!(["Calendar.ReadOnly"]),
+    )
+    .await;
+    let id = p.stack.sim.create_event(
+        UPN,
+        Event {
+            subject: "Callback with Bo".into(),
+            organizer: ("Ann".into(), UPN.into()),
+            attendees: vec![("Bo".into(), "bo@example.com".into())],
+            start: "2026-11-23T09:00:00.0000000".into(),
+            end: "2026-11-23T09:30:00.0000000".into(),
+            time_zone: "UTC".into(),
+            location: "Phone".into(),
+            online_meeting_url: Some("https://teams.microsoft.com/l/meetup-join/x".into()),
+            ..Default::default()
+        },
+    );
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1);
+    check_signature(&events[0]);
+    let e = events[0].json();
+    assert_eq!(e["type"], "calendar.event.created");
+    assert_eq!(e["event"]["id"], id);
+    assert_eq!(e["event"]["subject"], "Callback with Bo");
+    assert_eq!(e["event"]["organizer"], json!({"name": "Ann", "address": UPN}));
+    assert_eq!(
+        e["event"]["attendees"],
+        json!([{"name": "Bo", "address": "bo@example.com"}])
+    );
+    assert_eq!(e["event"]["start"], "2026-11-23T09:00:00.0000000");
+    assert_eq!(e["event"]["time_zone"], "UTC");
+    assert_eq!(e["event"]["location"], "Phone");
+    assert_eq!(
+        e["event"]["online_meeting_url"],
+        "https://teams.microsoft.com/l/meetup-join/x"
+    );
+    assert_eq!(e["event"]["is_cancelled"], false);
+    p.stack
+        .sim
+        .update_event(UPN, &id, |e| e.subject = "Callback moved".into());
+    let events = p.pump_until(2).await;
+    assert_eq!(events[1].json()["type"], "calendar.event.updated");
+    assert_eq!(events[1].json()["event"]["subject"], "Callback moved");
+    p.stack.sim.delete_event(UPN, &id);
+    let events = p.pump_until(3).await;
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2].json()["type"], "calendar.event.deleted");
+    assert_eq!(events[2].json()["event"]["id"], id);
+}
+
+#[tokio::test]
+async fn duplicate_notifications_deliver_one_event_and_forged_ones_none() {
+    let p = Pipe::start().await;
+    let sub = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    p.stack.sim.set_duplicate_notifications(true);
+    p.stack.sim.deliver_message(UPN, mail("twice"));
+    assert!(
+        eventually(5, || p
+            .stack
+            .sim
+            .stats()
+            .notification_statuses
+            .iter()
+            .filter(|s| **s == 202)
+            .count()
+            >= 2)
+        .await
+    );
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1, "Graph sent it twice; the flow gets it once");
+
+    // A forged notification through the real HTTP front: accepted (202), never delivered.
+    let forged = json!({"value": [{"subscriptionId": sub, "clientState": "support.Zm9yZ2VkLXN0YXRl", "changeType": "created",
+        "resource": "Users/u/Messages/x", "resourceData": {"id": "x"}}]});
+    let resp = p
+        .stack
+        .services
+        .http
+        .post(format!("{}/notifications", p._gateway.url))
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(p.settle().await.len(), 1);
+}
+
+#[tokio::test]
+async fn queue_outage_answers_5xx_and_the_retried_notification_is_delivered() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.stack.aws.set_down(true);
+    p.stack.sim.deliver_message(UPN, mail("during the outage"));
+    assert!(
+        eventually(5, || p.stack.sim.stats().notification_statuses.contains(&503)).await,
+        "the webhook said 503"
+    );
+    p.stack.aws.set_down(false);
+    assert!(
+        eventually(10, || p.stack.sim.stats().notification_statuses.contains(&202)).await,
+        "Graph's retry was accepted"
+    );
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].json()["mail"]["subject"], "during the outage");
+}
+
+#[tokio::test]
+async fn a_failing_flow_gets_the_event_once_it_recovers() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.receiver.fail_next(2);
+    p.stack.sim.deliver_message(UPN, mail("retry me"));
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1, "delivered exactly once after two failures");
+    assert_eq!(p.fifo.dead_letters().await, 0);
+}
+
+#[tokio::test]
+async fn missed_notifications_are_resynced_without_duplicates() {
+    let p = Pipe::start().await;
+    let sub = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    p.stack.sim.deliver_message(UPN, mail("A: notified"));
+    assert_eq!(p.pump_until(1).await.len(), 1);
+    p.stack.sim.set_drop_notifications(true);
+    for s in ["B: missed", "C: missed", "D: missed", "E: missed"] {
+        p.stack.sim.deliver_message(UPN, mail(s));
+    }
+    p.stack.sim.set_drop_notifications(false);
+    assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
+    let events = p.pump_until(5).await;
+    let subjects: Vec<String> = events
+        .iter()
+        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["A: notified", "B: missed", "C: missed", "D: missed", "E: missed"],
+        "each once, in order"
+    );
+    // A second `missed` finds nothing new.
+    assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
+    assert_eq!(p.settle().await.len(), 5);
+}
+
+#[tokio::test]
+async fn removed_subscription_is_recreated_and_reauthorization_renews() {
+    let p = Pipe::start().await;
+    let sub = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    assert!(
+        p.stack
+            .sim
+            .send_lifecycle(&sub, Lifecycle::ReauthorizationRequired)
+    );
+    assert!(eventually(5, || p.stack.sim.stats().notification_statuses.contains(&202)).await);
+    p.settle().await;
+    assert_eq!(p.stack.sim.stats().subscription_calls.get("renew"), Some(&1));
+
+    assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::SubscriptionRemoved));
+    p.stack.sim.deliver_message(UPN, mail("while removed"));
+    let events = p.pump_until(1).await;
+    let stored = p.stack.stored("support").await.unwrap();
+    assert_ne!(
+        stored.subscriptions[0].id, sub,
+        "a new subscription replaced the removed one"
+    );
+    assert_eq!(p.stack.sim.subscriptions().len(), 1);
+    assert_eq!(
+        events.len(),
+        1,
+        "the mail that arrived meanwhile came through the resync"
+    );
+    assert_eq!(events[0].json()["mail"]["subject"], "while removed");
+    p.stack.sim.deliver_message(UPN, mail("after"));
+    assert_eq!(p.pump_until(2).await.len(), 2, "the new subscription delivers");
+}
+
+#[tokio::test]
+async fn scheduled_run_renews_expiring_and_recreates_lost_subscriptions() {
+    let p = Pipe::start().await;
+    let sub = p.connect(json!([{"resource": "mail", "target": p.receiver.url}, {"resource": "calendar", "target": p.receiver.url}]), json!(["Mail.ReadOnly", "Calendar.ReadOnly"])).await;
+    // Our record says the mail subscription expires in two hours; Graph lost the calendar one.
+    let mut conn = p.stack.stored("support").await.unwrap();
+    conn.subscriptions[0].expires_at = Some(time::OffsetDateTime::now_utc() + time::Duration::hours(2));
+    let lost = conn.subscriptions[1].id.clone();
+    p.stack
+        .direct
+        .put(
+            "relay365/connections/support",
+            &conn.to_json(),
+            "00000000-0000-0000-0000-000000000001",
+        )
+        .await
+        .unwrap();
+    p.stack.sim.remove_subscription_silently(&lost);
+    let services = relay365::runtime::Services::with_store(
+        p.stack.services.config.clone(),
+        Arc::new(relay365::secrets::CachedSecretStore::new(
+            p.stack.direct.clone(),
+            std::time::Duration::from_secs(1),
+        )),
+    )
+    .await
+    .unwrap();
+    let schedule = json!({"version": "0", "id": "e", "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
+        "time": "2026-11-22T20:00:00Z", "region": "us-east-1", "resources": [], "detail": {}});
+    let report = connections::handle_event(schedule, &services).await;
+    assert_eq!(report["renewed"], 1, "{report}");
+    assert_eq!(report["recreated"], 1, "{report}");
+    assert_eq!(report["failed"], json!([]));
+    let stored = p.stack.stored("support").await.unwrap();
+    assert_eq!(stored.subscriptions[0].id, sub);
+    let left = stored.subscriptions[0].expires_at.unwrap() - time::OffsetDateTime::now_utc();
+    assert!(
+        left > time::Duration::days(6),
+        "renewed to the full lifetime: {left}"
+    );
+    assert_ne!(stored.subscriptions[1].id, lost);
+    assert_eq!(p.stack.sim.subscriptions().len(), 2);
+    // Nothing due: a second run changes nothing.
+    let again = connections::handle_event(
+        json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}),
+        &services,
+    )
+    .await;
+    assert_eq!(
+        (again["renewed"].as_u64(), again["recreated"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn revoked_grant_sends_one_reauth_event() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.stack.sim.revoke_refresh_tokens(UPN, 700082);
+    p.dispatcher.services.tokens.invalidate("support").await;
+    p.stack.sim.deliver_message(UPN, mail("after revocation 1"));
+    p.stack.sim.deliver_message(UPN, mail("after revocation 2"));
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    check_signature(&events[0]);
+    let e = events[0].json();
+    assert_eq!(e["type"], "connection.reauth_required");
+    assert!(
+        e["reason"].as_str().unwrap().contains("long time without use"),
+        "{e}"
+    );
+    assert!(e["connect_url"].as_str().unwrap().contains("/oauth/start?link="));
+    let stored = p.stack.stored("support").await.unwrap();
+    assert_eq!(stored.status, relay365::Status::ReauthRequired);
+    assert!(stored.refresh_token.is_none());
+}

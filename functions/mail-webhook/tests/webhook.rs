@@ -1,0 +1,142 @@
+//! The webhook through its handler with API Gateway v2 events.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use mail_webhook::Webhook;
+use relay365::Sensitive;
+use relay365::queue::{Queue, QueueError, QueuedNotification, SqsQueue};
+use relay365::secrets::AwsSecretStore;
+use relay365::signing::Signer;
+use relay365_harness::{body_json, body_text, request, request_with_headers};
+
+/// A webhook whose store and queue point at a closed port: nothing is reachable.
+async fn unreachable_webhook() -> Webhook {
+    let dead = "http://127.0.0.1:9"; // discard port: connection refused
+    let sdk = relay365_testkit::sdk_config(dead).await;
+    let store = Arc::new(AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&sdk)));
+    let queue = Arc::new(SqsQueue::new(
+        aws_sdk_sqs::Client::new(&sdk),
+        format!("{dead}/123/q.fifo"),
+    ));
+    Webhook::new(store, "relay365/signing-key".into(), queue)
+}
+
+#[tokio::test]
+async fn handshake_is_answered_with_nothing_reachable() {
+    let w = unreachable_webhook().await;
+    let token = "Validation: Testing client application reachability for subscription Request-Id: 3a6b+&%=";
+    let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    for path in ["/notifications", "/notifications/lifecycle"] {
+        let req = request_with_headers(
+            "POST",
+            &format!("{path}?validationToken={encoded}"),
+            None,
+            &[],
+            &[("content-type", "text/plain; charset=utf-8")],
+        );
+        let resp = mail_webhook::handle(req, &w).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(
+            body_text(&resp),
+            token,
+            "the token comes back URL-decoded, byte for byte"
+        );
+    }
+    // `+` in a query string is a space.
+    let resp = mail_webhook::handle(
+        request("POST", "/notifications?validationToken=a+b%2Bc", None, &[]),
+        &w,
+    )
+    .await;
+    assert_eq!(body_text(&resp), "a b+c");
+    // A real notification needs the key: unreachable store means 503, so Graph retries.
+    let body = r#"{"value":[{"subscriptionId":"s","clientState":"x.y","changeType":"created"}]}"#;
+    let resp = mail_webhook::handle(request("POST", "/notifications", Some(body), &[]), &w).await;
+    assert_eq!(resp.status(), 503);
+}
+
+#[derive(Default)]
+struct Recording(Mutex<Vec<QueuedNotification>>);
+
+#[async_trait::async_trait]
+impl Queue for Recording {
+    async fn send(&self, items: &[QueuedNotification]) -> Result<(), QueueError> {
+        self.0.lock().unwrap().extend_from_slice(items);
+        Ok(())
+    }
+}
+
+fn signer() -> Signer {
+    Signer::new(&Sensitive::new(relay365_harness::SIGNING_KEY)).unwrap()
+}
+
+#[tokio::test]
+async fn only_genuine_items_are_queued_and_forged_ones_are_dropped() {
+    let q = Arc::new(Recording::default());
+    let w = Webhook::with_signer(signer(), q.clone());
+    let good = signer().client_state("support");
+    let body = serde_json::json!({"value": [
+        {"subscriptionId": "s1", "clientState": good.expose(), "changeType": "created", "resource": "Users/u/Messages/m1", "resourceData": {"id": "m1"}},
+        {"subscriptionId": "s1", "clientState": "support.Zm9yZ2Vk", "changeType": "created", "resource": "Users/u/Messages/m2", "resourceData": {"id": "m2"}},
+        {"subscriptionId": "s1", "changeType": "created", "resource": "Users/u/Messages/m3"},
+        {"subscriptionId": "s1", "clientState": good.expose(), "lifecycleEvent": "missed"}
+    ]});
+    let resp = mail_webhook::handle(
+        request("POST", "/notifications", Some(&body.to_string()), &[]),
+        &w,
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+    let queued = q.0.lock().unwrap().clone();
+    assert_eq!(queued.len(), 2);
+    assert_eq!(queued[0].connection_id, "support");
+    assert_eq!(queued[0].resource_id.as_deref(), Some("m1"));
+    assert_eq!(queued[1].lifecycle_event.as_deref(), Some("missed"));
+    // All forged: still 202 (Graph must not retry garbage), nothing queued.
+    let forged = r#"{"value":[{"subscriptionId":"s","clientState":"support.AAAA","changeType":"created"}]}"#;
+    let resp = mail_webhook::handle(request("POST", "/notifications", Some(forged), &[]), &w).await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(q.0.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn malformed_input_gets_4xx() {
+    let w = Webhook::with_signer(signer(), Arc::new(Recording::default()));
+    for body in [
+        "",
+        "{",
+        "[]",
+        "{\"value\": 1}",
+        "{\"value\":[{\"x\":1}]}",
+        "null",
+        "\u{0}",
+    ] {
+        let resp = mail_webhook::handle(request("POST", "/notifications", Some(body), &[]), &w).await;
+        assert_eq!(resp.status(), 400, "{body:?}");
+        assert_eq!(body_json(&resp)["error"]["code"], "invalid_request");
+    }
+    let huge = format!(
+        "{{\"value\":[],\"pad\":\"{}\"}}",
+        "x".repeat(mail_webhook::MAX_BODY)
+    );
+    assert_eq!(
+        mail_webhook::handle(request("POST", "/notifications", Some(&huge), &[]), &w)
+            .await
+            .status(),
+        413
+    );
+    assert_eq!(
+        mail_webhook::handle(request("GET", "/notifications", None, &[]), &w)
+            .await
+            .status(),
+        405
+    );
+    assert_eq!(
+        mail_webhook::handle(request("POST", "/other", None, &[]), &w)
+            .await
+            .status(),
+        404
+    );
+}

@@ -1,0 +1,163 @@
+//! The hand-off between the webhook and dispatch: one SQS FIFO message per
+//! genuine change notification.
+//!
+//! The message group is the connection, so one mailbox's changes are handled
+//! in order and never by more than one dispatch at a time (Graph allows four
+//! concurrent requests per mailbox). The deduplication id is derived from the
+//! subscription, the resource and the change type, so the duplicates Graph
+//! sends within SQS's five-minute window collapse into one message.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// A change notification, as queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedNotification {
+    /// The connection (from the verified `clientState`).
+    pub connection_id: String,
+    /// Graph's subscription id.
+    pub subscription_id: String,
+    /// `created`, `updated` or `deleted` (resource notifications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_type: Option<String>,
+    /// The resource path Graph named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The changed item's id (`resourceData.id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    /// `missed`, `subscriptionRemoved` or `reauthorizationRequired` (lifecycle notifications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_event: Option<String>,
+    /// When the webhook received it (RFC 3339).
+    pub received_at: String,
+}
+
+impl QueuedNotification {
+    /// The FIFO deduplication id: SHA-256 of what makes two notifications the same.
+    pub fn dedup_id(&self) -> String {
+        let key = format!(
+            "{}|{}|{}|{}|{}",
+            self.subscription_id,
+            self.resource.as_deref().unwrap_or(""),
+            self.resource_id.as_deref().unwrap_or(""),
+            self.change_type.as_deref().unwrap_or(""),
+            self.lifecycle_event.as_deref().unwrap_or("")
+        );
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The queue did not take every message: the webhook must answer 5xx so Graph retries.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the queue did not accept {failed} of {total} notifications ({detail})")]
+pub struct QueueError {
+    /// How many were refused or unsent.
+    pub failed: usize,
+    /// How many were offered.
+    pub total: usize,
+    /// Why, without message contents.
+    pub detail: String,
+}
+
+/// Where genuine notifications go.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Sends all of them, or fails.
+    async fn send(&self, items: &[QueuedNotification]) -> Result<(), QueueError>;
+}
+
+/// [`Queue`] on an SQS FIFO queue.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    /// A queue at `url`, with a client built once per container.
+    pub fn new(client: aws_sdk_sqs::Client, url: String) -> Self {
+        Self { client, url }
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send(&self, items: &[QueuedNotification]) -> Result<(), QueueError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let total = items.len();
+        for chunk in items.chunks(10) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, item) in chunk.iter().enumerate() {
+                let body = serde_json::to_string(item).unwrap_or_default();
+                let entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .message_group_id(&item.connection_id)
+                    .message_deduplication_id(item.dedup_id())
+                    .build()
+                    .map_err(|e| QueueError {
+                        failed: chunk.len(),
+                        total,
+                        detail: e.to_string(),
+                    })?;
+                entries.push(entry);
+            }
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| QueueError {
+                    failed: chunk.len(),
+                    total,
+                    detail: aws_sdk_sqs::error::ProvideErrorMetadata::code(&e)
+                        .unwrap_or("unreachable")
+                        .to_string(),
+                })?;
+            if !out.failed().is_empty() {
+                let codes: Vec<&str> = out.failed().iter().map(|f| f.code()).collect();
+                return Err(QueueError {
+                    failed: out.failed().len(),
+                    total,
+                    detail: codes.join(","),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(change: &str, id: &str) -> QueuedNotification {
+        QueuedNotification {
+            connection_id: "support".into(),
+            subscription_id: "sub-1".into(),
+            change_type: Some(change.into()),
+            resource: Some(format!("Users/u/Messages/{id}")),
+            resource_id: Some(id.into()),
+            lifecycle_event: None,
+            received_at: "2026-11-22T18:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn duplicates_share_a_dedup_id_and_changes_do_not() {
+        let a = n("created", "m1");
+        let mut b = n("created", "m1");
+        b.received_at = "2026-11-22T18:00:01Z".into();
+        assert_eq!(a.dedup_id(), b.dedup_id());
+        assert_ne!(a.dedup_id(), n("updated", "m1").dedup_id());
+        assert_ne!(a.dedup_id(), n("created", "m2").dedup_id());
+        assert_eq!(a.dedup_id().len(), 64);
+    }
+}
