@@ -147,6 +147,15 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
 /// The response to send back.
 #[allow(clippy::result_large_err)]
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, HttpResponse> {
+    json_body_limited(req, MAX_JSON_BODY)
+}
+
+/// [`json_body`] with another size limit (send-mail takes up to Lambda's 6 MB).
+///
+/// # Errors
+/// The response to send back.
+#[allow(clippy::result_large_err)]
+pub fn json_body_limited<T: DeserializeOwned>(req: &Request, limit: usize) -> Result<T, HttpResponse> {
     let ct = req
         .headers()
         .get(lambda_http::http::header::CONTENT_TYPE)
@@ -160,11 +169,11 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, HttpResponse> 
         ));
     }
     let bytes: &[u8] = req.body().as_ref();
-    if bytes.len() > MAX_JSON_BODY {
+    if bytes.len() > limit {
         return Err(error(
             413,
             "body_too_large",
-            format!("the body is larger than {MAX_JSON_BODY} bytes"),
+            format!("the body is larger than {limit} bytes"),
         ));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {

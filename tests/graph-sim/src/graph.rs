@@ -26,7 +26,11 @@ type Shared = Arc<Mutex<State>>;
 const MAX_LIFETIME_MINUTES: i64 = 10_080;
 
 pub(crate) fn routes() -> Router<Shared> {
-    Router::new().route("/v1.0/{*rest}", axum::routing::any(dispatch))
+    Router::new()
+        .route("/v1.0/{*rest}", axum::routing::any(dispatch))
+        .route("/upload/{session}", axum::routing::put(upload))
+        // Graph answers 413 itself above 4 MB; let bodies reach the handlers to see it.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
 }
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
@@ -274,6 +278,20 @@ async fn dispatch(
     }
 }
 
+async fn upload(
+    AxState(state): AxState<Shared>,
+    axum::extract::Path(session): axum::extract::Path<String>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    crate::mail::upload(&state, &session, &query, &headers, &body)
+}
+
 fn me(state: &Shared, access: &Access) -> Response {
     let st = lock(state);
     match &access.subject {
@@ -324,7 +342,22 @@ async fn mailbox_route(
             Err(r) => return r,
         }
     };
-    let _ = (headers, body);
+    let _ = headers;
+    match (method, rest) {
+        ("POST", ["sendMail"]) => return crate::mail::send_mail(state, &upn, body),
+        ("POST", ["messages"]) => return crate::mail::create_draft(state, &upn, body),
+        ("PATCH", ["messages", id]) => return crate::mail::update_draft(state, &upn, id, body),
+        ("POST", ["messages", id, "attachments"]) => {
+            return crate::mail::add_attachment(state, &upn, id, body);
+        }
+        ("POST", ["messages", id, "attachments", "createUploadSession"]) => {
+            return crate::mail::create_upload_session(state, &upn, id, body);
+        }
+        ("POST", ["messages", id, "send"]) => return crate::mail::send_draft(state, &upn, id),
+        ("POST", ["messages", id, "reply"]) => return crate::mail::reply(state, &upn, id, body),
+        ("POST", ["messages", id, "createReply"]) => return crate::mail::create_reply(state, &upn, id),
+        _ => {}
+    }
     let (folder, rest): (Option<String>, &[&str]) = match rest {
         [f, rest @ ..] if f.starts_with("mailFolders('") => (
             Some(

@@ -17,13 +17,14 @@
 
 mod graph;
 mod identity;
+mod mail;
 mod state;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use state::State;
-pub use state::{App, AuthorizeOutcome, Event, Lifecycle, Message, Stats, User};
+pub use state::{App, AuthorizeOutcome, Event, Lifecycle, Message, SentMail, Stats, User};
 
 /// A running simulator. Dropping it stops the server.
 pub struct Sim {
@@ -258,6 +259,24 @@ impl Sim {
     /// Deletes a subscription without telling anyone (as Graph does when it gives up on one).
     pub fn remove_subscription_silently(&self, id: &str) {
         self.with(|s| s.subscriptions.remove(id));
+    }
+
+    /// Every message sent so far.
+    pub fn sent(&self) -> Vec<SentMail> {
+        self.with(|s| s.sent.clone())
+    }
+
+    /// Gives `user` Send As rights on `address` (an Exchange admin's job).
+    pub fn grant_send_as(&self, user: &str, address: &str) {
+        self.with(|s| {
+            s.send_as
+                .insert((user.to_ascii_lowercase(), address.to_ascii_lowercase()))
+        });
+    }
+
+    /// The largest upload range received so far, in bytes.
+    pub fn max_upload_chunk(&self) -> usize {
+        self.with(|s| s.max_upload_chunk)
     }
 
     /// Every access and refresh token the simulator issued so far, to search logs for.

@@ -108,6 +108,53 @@ pub struct Event {
     pub is_cancelled: bool,
 }
 
+/// A message the simulator sent, as Graph would have put it on the wire.
+#[derive(Debug, Clone, Default)]
+pub struct SentMail {
+    /// The mailbox whose sendMail (or send) was called.
+    pub mailbox: String,
+    /// `from`, when set (send as / on behalf).
+    pub from: Option<String>,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Cc.
+    pub cc: Vec<String>,
+    /// Bcc.
+    pub bcc: Vec<String>,
+    /// Reply-To.
+    pub reply_to: Vec<String>,
+    /// Subject.
+    pub subject: String,
+    /// `text` or `html`.
+    pub content_type: String,
+    /// Body.
+    pub body: String,
+    /// Attachments: name, content type, bytes (reassembled from upload sessions).
+    pub attachments: Vec<(String, String, Vec<u8>)>,
+    /// Whether a copy was saved to Sent Items.
+    pub save_to_sent_items: bool,
+    /// For replies: the message replied to.
+    pub in_reply_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Draft {
+    pub(crate) mailbox: String,
+    pub(crate) message: serde_json::Value,
+    pub(crate) attachments: Vec<(String, String, Vec<u8>)>,
+    pub(crate) in_reply_to: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Upload {
+    pub(crate) draft: String,
+    pub(crate) name: String,
+    pub(crate) content_type: String,
+    pub(crate) size: u64,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) token: String,
+}
+
 /// A lifecycle event Graph can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
@@ -218,6 +265,11 @@ pub(crate) struct State {
     pub(crate) duplicate_notifications: bool,
     pub(crate) drop_notifications: bool,
     pub(crate) in_flight: HashMap<String, u32>,
+    pub(crate) sent: Vec<SentMail>,
+    pub(crate) drafts: HashMap<String, Draft>,
+    pub(crate) uploads: HashMap<String, Upload>,
+    pub(crate) send_as: HashSet<(String, String)>,
+    pub(crate) max_upload_chunk: usize,
 }
 
 impl State {
@@ -243,6 +295,11 @@ impl State {
             duplicate_notifications: false,
             drop_notifications: false,
             in_flight: HashMap::new(),
+            sent: Vec::new(),
+            drafts: HashMap::new(),
+            uploads: HashMap::new(),
+            send_as: HashSet::new(),
+            max_upload_chunk: 0,
         }
     }
 

@@ -1,0 +1,36 @@
+//! The `send-mail` Lambda function: API Gateway events and direct invocations
+//! (Amazon Connect, JSON) through one handler.
+
+#![recursion_limit = "256"]
+use std::sync::Arc;
+
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use send_mail::Sender;
+use send_mail::idempotency::{DynamoStore, IdempotencyStore};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let services = relay365::runtime::Services::from_env().await?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let s3 = services
+        .config
+        .attachments_bucket
+        .as_ref()
+        .map(|_| aws_sdk_s3::Client::new(&sdk));
+    let idempotency = services.config.idempotency_table.clone().map(|t| {
+        Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), t)) as Arc<dyn IdempotencyStore>
+    });
+    let sender = Sender {
+        services: &services,
+        s3,
+        idempotency,
+    };
+    let sender = &sender;
+    run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            Ok::<_, Error>(send_mail::handle_event(event.payload, sender).await)
+        },
+    ))
+    .await
+}
