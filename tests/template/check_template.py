@@ -1,0 +1,152 @@
+"""Checks that template.yaml, the functions/ folder and the route table of
+ARCHITECTURE.md cannot drift apart, and that every function's IAM policy is
+least-privilege for secrets. Prints 'N passed, M failed' and exits non-zero
+on any failure. Run by `make check-template-lint` (part of `make test`)."""
+
+import pathlib
+import re
+import sys
+
+from cfnlint.decode import decode_str
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append((name, bool(ok), detail))
+
+
+def load_template():
+    template, matches = decode_str((ROOT / "template.yaml").read_text())
+    if matches:
+        sys.exit(f"template.yaml does not parse: {matches}")
+    return template
+
+
+def routes_from_architecture():
+    """(method path, function, iam) for every row of the contract's route table."""
+    for candidate in (ROOT.parent / "shared" / "ARCHITECTURE.md", ROOT / "docs" / "architecture.md"):
+        if candidate.exists():
+            text = candidate.read_text()
+            break
+    else:
+        sys.exit("no ARCHITECTURE.md found")
+    section = text.split("### HTTP routes", 1)[1].strip("\n").split("\n\n", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        for route in re.findall(r"`([A-Z]+ /[^`?]*)(?:\?[^`]*)?`", cells[0]):
+            rows.append((route, cells[1], cells[2] == "IAM"))
+    return rows
+
+
+def ref_name(value):
+    """Logical id behind a !Ref or !GetAtt X.Arn."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return value["Ref"]
+        if "Fn::GetAtt" in value:
+            att = value["Fn::GetAtt"]
+            return att[0] if isinstance(att, list) else att.split(".")[0]
+    return None
+
+
+def statements(fn):
+    out = []
+    for policy in fn["Properties"].get("Policies", []):
+        if isinstance(policy, dict) and "Fn::If" in policy:
+            policy = policy["Fn::If"][1]
+        if isinstance(policy, dict):
+            out.extend(policy.get("Statement", []))
+    return out
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def main():
+    t = load_template()
+    resources = t["Resources"]
+    functions = {
+        r["Metadata"]["BuildProperties"]["Binary"]: (lid, r)
+        for lid, r in resources.items()
+        if r["Type"] == "AWS::Serverless::Function"
+    }
+    crates = sorted(p.parent.name for p in (ROOT / "functions").glob("*/Cargo.toml"))
+    check("every function crate is in the template", sorted(functions) == crates, f"{crates} vs {sorted(functions)}")
+    for name, (lid, fn) in functions.items():
+        check(f"{name}: Metadata BuildMethod rust-cargolambda", fn["Metadata"].get("BuildMethod") == "rust-cargolambda")
+    g = t["Globals"]["Function"]
+    check("provided.al2023 / arm64 / bootstrap", g["Runtime"] == "provided.al2023" and g["Architectures"] == ["arm64"] and g["Handler"] == "bootstrap")
+
+    integrations = {lid: ref_name(r["Properties"]["IntegrationUri"]) for lid, r in resources.items() if r["Type"] == "AWS::ApiGatewayV2::Integration"}
+    binary_of = {lid: name for name, (lid, _) in functions.items()}
+    routes = {}
+    for lid, r in resources.items():
+        if r["Type"] == "AWS::ApiGatewayV2::Route":
+            target = r["Properties"]["Target"]["Fn::Sub"]
+            integration = re.search(r"\$\{(\w+)\}", target).group(1)
+            routes[r["Properties"]["RouteKey"]] = (binary_of.get(integrations.get(integration)), r["Properties"]["AuthorizationType"])
+    contract = routes_from_architecture()
+    check("the contract lists routes", len(contract) >= 11, str(contract))
+    for route, function, iam in contract:
+        key = re.sub(r"\{[^}]+\}", lambda m: m.group(0), route)
+        got = routes.get(key)
+        want = (function, "AWS_IAM" if iam else "NONE")
+        check(f"route {route} -> {want}", got == want, f"template has {got}")
+    check("no route beyond the contract", set(routes) == {r for r, _, _ in contract}, str(set(routes) ^ {r for r, _, _ in contract}))
+    for name, (lid, _) in functions.items():
+        if name == "mail-dispatch":
+            continue
+        perm = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Permission" and ref_name(r["Properties"]["FunctionName"]) == lid]
+        check(f"{name}: API Gateway may invoke it", len(perm) == 1)
+
+    # Secrets: only the deployment's two secrets and the connection prefix; writes only where tokens are written.
+    writers = {"oauth-callback", "connections", "mail-dispatch", "send-mail"}
+    prefix = "secret:${SecretPrefix}connections/*"
+    for name, (lid, fn) in functions.items():
+        wrote = False
+        for st in statements(fn):
+            actions = as_list(st["Action"])
+            sm = [a for a in actions if a.startswith("secretsmanager:")]
+            check(f"{name}/{st.get('Sid')}: no wildcard actions", not any(a.endswith("*") for a in actions))
+            if not sm:
+                continue
+            check(f"{name}/{st.get('Sid')}: Allow only", st["Effect"] == "Allow")
+            if sm == ["secretsmanager:ListSecrets"]:
+                check(f"{name}: ListSecrets only in connections", name == "connections")
+                continue
+            for res in as_list(st["Resource"]):
+                allowed = ref_name(res) in ("AppSecret", "SigningKey") or (isinstance(res, dict) and "Fn::Sub" in res and res["Fn::Sub"].endswith(prefix))
+                check(f"{name}/{st.get('Sid')}: resource inside the deployment's secrets", allowed, str(res))
+                if ref_name(res) in ("AppSecret", "SigningKey"):
+                    check(f"{name}: deployment secrets are read-only", sm == ["secretsmanager:GetSecretValue"], str(sm))
+            if any(a in ("secretsmanager:PutSecretValue", "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret") for a in sm):
+                wrote = True
+        check(f"{name}: writes tokens only if it must", wrote == (name in writers), f"writes={wrote}")
+    webhook = functions["mail-webhook"][1]
+    read = [ref_name(r) for st in statements(webhook) for r in as_list(st["Resource"]) if any(a.startswith("secretsmanager:") for a in as_list(st["Action"]))]
+    check("mail-webhook reads only the signing key", read == ["SigningKey"], str(read))
+    s3_users = sorted(name for name, (_, fn) in functions.items() for st in statements(fn) if any(a.startswith("s3:") for a in as_list(st["Action"])))
+    check("only send-mail reads the attachments bucket", s3_users == ["send-mail"], str(s3_users))
+    dispatch_events = functions["mail-dispatch"][1]["Properties"]["Events"]
+    check("dispatch reports partial batch failures", any(e["Properties"].get("FunctionResponseTypes") == ["ReportBatchItemFailures"] for e in dispatch_events.values()))
+    q = resources["NotificationQueue"]["Properties"]
+    check("the queue is FIFO with a dead-letter queue", q["FifoQueue"] is True and "RedrivePolicy" in q)
+    outputs = t["Outputs"]
+    for o in ("ApiUrl", "RedirectUri", "AdminConsentRedirectUri", "NotificationUrl"):
+        check(f"output {o}", o in outputs)
+
+    failed = [r for r in results if not r[1]]
+    for name, _, detail in failed:
+        print(f"FAIL {name}: {detail}")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
