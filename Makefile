@@ -52,6 +52,10 @@ $(VENV)/.build-installed: requirements-build.txt $(STAMP)
 deny:
 	scripts/deny.sh
 
+## Criterion benchmarks; writes BENCHMARKS.md.
+bench:
+	python3 scripts/bench.py
+
 ## The whole stack locally (issue 7). Not built yet in this revision.
 demo:
 	@echo "make demo is not built yet: the functions it runs come with the open issues (see README)."; exit 1

@@ -459,3 +459,35 @@ async fn no_secret_reaches_a_log_line_or_an_error_message() {
         }
     }
 }
+
+#[tokio::test]
+async fn more_than_four_concurrent_requests_per_mailbox_are_throttled_and_retried() {
+    let w = World::start().await;
+    let tokens = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
+    w.sim.set_latency(Duration::from_millis(300));
+    let graph = Arc::new(relay365::graph::GraphClient::new(
+        w.http.clone(),
+        &w.sim.url(),
+        Default::default(),
+    ));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (g, t) = (graph.clone(), tokens.access_token.clone());
+        set.spawn(async move {
+            g.get_json::<serde_json::Value>(&format!("/users/{UPN}"), &t)
+                .await
+                .map(|_| ())
+                .or_else(|e| match e.status() {
+                    Some(400) | Some(404) => Ok(()),
+                    _ => Err(e),
+                })
+        });
+    }
+    let results = set.join_all().await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        w.sim.stats().throttled >= 4,
+        "four were over the MailboxConcurrency limit: {:?}",
+        w.sim.stats()
+    );
+}

@@ -84,6 +84,7 @@ pub(crate) async fn count_and_throttle(
         return next.run(req).await;
     }
     let key = mailbox_key(req.uri().path(), req.headers());
+    let latency;
     {
         let mut st = lock(&state);
         st.stats.graph_requests += 1;
@@ -121,6 +122,10 @@ pub(crate) async fn count_and_throttle(
             }
             *n += 1;
         }
+        latency = st.latency;
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     let resp = next.run(req).await;
     if let Some(k) = key {

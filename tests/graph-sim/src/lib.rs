@@ -261,6 +261,11 @@ impl Sim {
         self.with(|s| s.subscriptions.remove(id));
     }
 
+    /// Makes every Graph request take at least this long (to make concurrency visible).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.with(|s| s.latency = latency);
+    }
+
     /// Every message sent so far.
     pub fn sent(&self) -> Vec<SentMail> {
         self.with(|s| s.sent.clone())

@@ -270,6 +270,7 @@ pub(crate) struct State {
     pub(crate) uploads: HashMap<String, Upload>,
     pub(crate) send_as: HashSet<(String, String)>,
     pub(crate) max_upload_chunk: usize,
+    pub(crate) latency: std::time::Duration,
 }
 
 impl State {
@@ -300,6 +301,7 @@ impl State {
             uploads: HashMap::new(),
             send_as: HashSet::new(),
             max_upload_chunk: 0,
+            latency: std::time::Duration::ZERO,
         }
     }
 

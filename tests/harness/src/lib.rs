@@ -238,22 +238,14 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let handler: Arc<std::sync::RwLock<Option<Handler>>> = Arc::new(std::sync::RwLock::new(None));
         let h = handler.clone();
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let h = h.clone();
             async move { Self::serve(h, req).await }
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (addr, tx) = relay365_testkit::serve(app).await;
+        let url = format!("http://{addr}");
         Self {
             url,
             handler,
@@ -342,8 +334,6 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let events = Arc::new(std::sync::Mutex::new(Vec::new()));
         let fail_next = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let (e, f) = (events.clone(), fail_next.clone());
@@ -363,14 +353,8 @@ impl Receiver {
                 axum::http::StatusCode::OK
             }
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (addr, tx) = relay365_testkit::serve(app).await;
+        let url = format!("http://{addr}/hook");
         Self {
             url,
             events,

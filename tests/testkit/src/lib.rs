@@ -37,6 +37,21 @@ pub struct Aws {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Serves `app` on a free 127.0.0.1 port until the returned sender is dropped.
+pub async fn serve(app: axum::Router) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (addr, tx)
+}
+
 fn moto_binary() -> String {
     if let Ok(p) = std::env::var("RELAY365_MOTO_SERVER") {
         return p;
@@ -91,19 +106,10 @@ impl Aws {
         assert!(ready, "moto_server did not start on port {port}");
 
         let state = Arc::new(ProxyState::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = listener.local_addr().unwrap();
         let app = axum::Router::new()
             .fallback(forward)
             .with_state((state.clone(), moto_url));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (proxy, tx) = serve(app).await;
         Self {
             _moto: moto,
             proxy,

@@ -1,0 +1,62 @@
+"""Runs the criterion benchmarks and writes BENCHMARKS.md from their results
+(median of criterion's samples), with the command and the machine."""
+
+import json
+import pathlib
+import platform
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCHES = [("mail-webhook", "webhook"), ("mail-dispatch", "normalise"), ("send-mail", "build_request")]
+
+
+def run(cmd):
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def median_ns(path):
+    est = json.loads(path.read_text())
+    return est["median"]["point_estimate"]
+
+
+def human(ns):
+    return f"{ns / 1000:.1f} µs" if ns >= 1000 else f"{ns:.0f} ns"
+
+
+def main():
+    if "--no-run" not in sys.argv:
+        for pkg, bench in BENCHES:
+            run(["cargo", "bench", "-p", pkg, "--bench", bench, "--", "--warm-up-time", "1", "--measurement-time", "3"])
+    rows = []
+    for est in sorted((ROOT / "target" / "criterion").glob("**/new/estimates.json")):
+        bench = json.loads((est.parent / "benchmark.json").read_text())
+        rows.append((bench["full_id"], median_ns(est)))
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    lines = [
+        "# Benchmarks",
+        "",
+        "Measured by `make bench` (criterion, medians; `scripts/bench.py` writes this file).",
+        f"Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores; {rustc}; "
+        "bench profile = release with thin LTO.",
+        "",
+        "## Per-request cost of our code",
+        "",
+        "| benchmark | median |",
+        "|---|---|",
+    ]
+    for name, ns in rows:
+        lines.append(f"| {name} | {human(ns)} |")
+        if "100-notification" in name:
+            lines.append(f"| … per notification (÷100) | {human(ns / 100)} |")
+    extra = ROOT / "BENCHMARKS.extra.md"
+    if extra.exists():
+        lines += ["", extra.read_text().strip()]
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
+    print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
