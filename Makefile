@@ -52,8 +52,11 @@ $(VENV)/.build-installed: requirements-build.txt $(STAMP)
 deny:
 	scripts/deny.sh
 
-## Criterion benchmarks; writes BENCHMARKS.md.
-bench:
+## Criterion benchmarks and cold starts of the release binaries; writes BENCHMARKS.md.
+bench: venv
+	$(PIP) install --quiet --disable-pip-version-check -r requirements-bench.txt
+	cargo build --release --locked --bins
+	$(PY) scripts/coldstart.py --out BENCHMARKS.coldstart.md
 	python3 scripts/bench.py
 
 ## The whole stack locally (issue 7). Not built yet in this revision.
