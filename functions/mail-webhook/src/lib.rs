@@ -27,6 +27,7 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// notification, never for a handshake.
 pub struct Webhook {
     store: Option<Arc<dyn SecretStore>>,
+    config: Option<relay365::Config>,
     signing_key_secret_id: String,
     signer: tokio::sync::OnceCell<Signer>,
     queue: Arc<dyn Queue>,
@@ -37,6 +38,21 @@ impl Webhook {
     pub fn new(store: Arc<dyn SecretStore>, signing_key_secret_id: String, queue: Arc<dyn Queue>) -> Self {
         Self {
             store: Some(store),
+            config: None,
+            signing_key_secret_id,
+            signer: tokio::sync::OnceCell::new(),
+            queue,
+        }
+    }
+
+    /// A webhook that builds its secret store from the settings only when the
+    /// first real notification arrives, so a cold start that only answers the
+    /// validation handshake constructs no AWS client at all.
+    pub fn lazy(config: relay365::Config, queue: Arc<dyn Queue>) -> Self {
+        let signing_key_secret_id = config.signing_key_secret_id.clone();
+        Self {
+            store: None,
+            config: Some(config),
             signing_key_secret_id,
             signer: tokio::sync::OnceCell::new(),
             queue,
@@ -47,6 +63,7 @@ impl Webhook {
     pub fn with_signer(signer: Signer, queue: Arc<dyn Queue>) -> Self {
         Self {
             store: None,
+            config: None,
             signing_key_secret_id: String::new(),
             signer: tokio::sync::OnceCell::new_with(Some(signer)),
             queue,
@@ -56,7 +73,13 @@ impl Webhook {
     async fn signer(&self) -> Result<&Signer, String> {
         self.signer
             .get_or_try_init(|| async {
-                let store = self.store.as_ref().ok_or("no secret store")?;
+                let store = match (&self.store, &self.config) {
+                    (Some(s), _) => s.clone(),
+                    (None, Some(c)) => relay365::runtime::secret_store(c)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    (None, None) => return Err("no secret store".to_string()),
+                };
                 let key = store
                     .get(&self.signing_key_secret_id)
                     .await
@@ -65,6 +88,36 @@ impl Webhook {
                 Signer::new(&Sensitive::new(key)).map_err(|e| e.to_string())
             })
             .await
+    }
+}
+
+/// [`Queue`] on SQS, with the client built on first use (not at cold start).
+pub struct LazySqs {
+    url: String,
+    queue: tokio::sync::OnceCell<relay365::queue::SqsQueue>,
+}
+
+impl LazySqs {
+    /// A queue at `url`.
+    pub fn new(url: String) -> Self {
+        Self {
+            url,
+            queue: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Queue for LazySqs {
+    async fn send(&self, items: &[QueuedNotification]) -> Result<(), relay365::queue::QueueError> {
+        let queue = self
+            .queue
+            .get_or_init(|| async {
+                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                relay365::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), self.url.clone())
+            })
+            .await;
+        queue.send(items).await
     }
 }
 

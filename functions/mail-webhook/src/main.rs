@@ -1,14 +1,14 @@
 //! The `mail-webhook` Lambda function.
 //!
-//! Start-up does no network I/O: settings come from the environment and the
-//! AWS clients connect lazily, so the validation handshake is answered on a
-//! cold start without touching Secrets Manager or SQS.
+//! Start-up does no network I/O and builds no AWS client: settings come from
+//! the environment, and the SQS client and the secret store are built when
+//! the first real notification arrives. A cold start that only answers Graph's
+//! validation handshake touches nothing but the request.
 
 use std::sync::Arc;
 
 use lambda_http::{Error, run, service_fn};
-use mail_webhook::Webhook;
-use relay365::queue::SqsQueue;
+use mail_webhook::{LazySqs, Webhook};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -18,10 +18,7 @@ async fn main() -> Result<(), Error> {
         .queue_url
         .clone()
         .ok_or("RELAY365_QUEUE_URL is required by mail-webhook")?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queue_url));
-    let store = relay365::runtime::secret_store(&config).await?;
-    let webhook = Webhook::new(store, config.signing_key_secret_id.clone(), queue);
+    let webhook = Webhook::lazy(config, Arc::new(LazySqs::new(queue_url)));
     let webhook = &webhook;
     run(service_fn(move |req| async move {
         Ok::<_, Error>(mail_webhook::handle(req, webhook).await)

@@ -140,3 +140,43 @@ async fn malformed_input_gets_4xx() {
         404
     );
 }
+
+#[tokio::test]
+async fn the_deployed_webhook_builds_nothing_until_a_real_notification() {
+    let dir = std::env::temp_dir().join(format!("relay365-lazy-{}", std::process::id()));
+    let env: std::collections::HashMap<String, String> = [
+        ("RELAY365_APP_SECRET_ID", "relay365/app".to_string()),
+        (
+            "RELAY365_SIGNING_KEY_SECRET_ID",
+            "relay365/signing-key".to_string(),
+        ),
+        ("RELAY365_SECRET_STORE", format!("file:{}", dir.display())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = relay365::Config::from_map(&env).unwrap();
+    let w = Webhook::lazy(
+        config,
+        Arc::new(mail_webhook::LazySqs::new("http://127.0.0.1:9/123/q.fifo".into())),
+    );
+    let resp = mail_webhook::handle(
+        request("POST", "/notifications?validationToken=abc", None, &[]),
+        &w,
+    )
+    .await;
+    assert_eq!(
+        (resp.status().as_u16(), body_text(&resp)),
+        (200, "abc".to_string())
+    );
+    assert!(!dir.exists(), "the handshake did not even create the store");
+    let body = r#"{"value":[{"subscriptionId":"s","clientState":"x.y","changeType":"created"}]}"#;
+    let resp = mail_webhook::handle(request("POST", "/notifications", Some(body), &[]), &w).await;
+    assert_eq!(
+        resp.status(),
+        503,
+        "no signing key in the store yet: Graph must retry"
+    );
+    assert!(dir.exists(), "the store was built for the real notification");
+    std::fs::remove_dir_all(dir).unwrap();
+}
