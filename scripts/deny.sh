@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the dependency tree against the RustSec advisory snapshot in
-# ../shared/advisory-db, offline. Installs cargo-deny into .tools/ on first use.
+# ../shared/advisory-db, offline. Installs cargo-deny on first use into a
+# per-machine cache outside the checkout, so fresh clones (CI) reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB_SRC=${RELAY365_ADVISORY_DB:-../shared/advisory-db}
@@ -10,10 +11,11 @@ if [ ! -d "$DB_SRC/crates" ]; then
 fi
 DENY=$(command -v cargo-deny || true)
 if [ -z "$DENY" ]; then
-  DENY=.tools/bin/cargo-deny
+  TOOLS=${RELAY365_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/relay365-tools}
+  DENY=$TOOLS/bin/cargo-deny
   if [ ! -x "$DENY" ]; then
-    echo "deny: installing cargo-deny into .tools (one time, about 5 minutes)" >&2
-    cargo install --quiet --locked --root .tools cargo-deny@0.20.2
+    echo "deny: installing cargo-deny into $TOOLS (once per machine, about 5 minutes)" >&2
+    cargo install --quiet --locked --root "$TOOLS" cargo-deny@0.20.2
   fi
 fi
 # cargo-deny wants the database as a git repository in db-path/<name>-<hash>;
