@@ -72,6 +72,12 @@ pub trait SecretStore: Send + Sync {
     async fn delete(&self, name: &str) -> Result<(), SecretError>;
     /// Names of the secrets that start with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError>;
+    /// Reads a secret from the store itself, past any cache (and refreshes
+    /// the cache): for answers a person acts on, such as a connection's status
+    /// just after another function changed it.
+    async fn get_fresh(&self, name: &str) -> Result<Option<String>, SecretError> {
+        self.get(name).await
+    }
 }
 
 /// A new idempotency token for [`SecretStore::put`] (Secrets Manager wants 32 to 64 characters).
@@ -426,6 +432,12 @@ impl<S: SecretStore> SecretStore for CachedSecretStore<S> {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError> {
         self.inner.list(prefix).await
     }
+
+    async fn get_fresh(&self, name: &str) -> Result<Option<String>, SecretError> {
+        let value = self.inner.get(name).await?;
+        self.remember(name, value.clone());
+        Ok(value)
+    }
 }
 
 #[async_trait]
@@ -444,6 +456,9 @@ impl<T: SecretStore + ?Sized> SecretStore for std::sync::Arc<T> {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError> {
         (**self).list(prefix).await
+    }
+    async fn get_fresh(&self, name: &str) -> Result<Option<String>, SecretError> {
+        (**self).get_fresh(name).await
     }
 }
 
@@ -493,6 +508,43 @@ mod tests {
         }
         store.delete("relay365/connections/a").await.unwrap();
         assert_eq!(store.get("relay365/connections/a").await.unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_fresh_read_sees_another_containers_write_that_the_cache_hides() {
+        let dir = tmpdir();
+        let other_container = FileSecretStore::new(&dir).unwrap();
+        let cached = CachedSecretStore::new(FileSecretStore::new(&dir).unwrap(), Duration::from_secs(300));
+        other_container
+            .create("relay365/connections/a", "pending")
+            .await
+            .unwrap();
+        assert_eq!(
+            cached.get("relay365/connections/a").await.unwrap().as_deref(),
+            Some("pending")
+        );
+        other_container
+            .put("relay365/connections/a", "active", "t1")
+            .await
+            .unwrap();
+        assert_eq!(
+            cached.get("relay365/connections/a").await.unwrap().as_deref(),
+            Some("pending")
+        );
+        assert_eq!(
+            cached
+                .get_fresh("relay365/connections/a")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("active")
+        );
+        // The fresh read refreshed the cache too.
+        assert_eq!(
+            cached.get("relay365/connections/a").await.unwrap().as_deref(),
+            Some("active")
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -291,7 +291,7 @@ async fn create(req: &Request, s: &Services) -> HttpResponse {
 #[allow(clippy::result_large_err)]
 pub async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
     connection::validate_id(id).map_err(bad)?;
-    match s.store.get(&secret_name(&s.config.secret_prefix, id)).await {
+    match s.store.get_fresh(&secret_name(&s.config.secret_prefix, id)).await {
         Ok(Some(raw)) => Connection::from_json(&raw).map_err(|_| {
             api::error(
                 500,
@@ -378,7 +378,7 @@ async fn list(s: &Services) -> HttpResponse {
     };
     let mut out = Vec::new();
     for name in names {
-        match s.store.get(&name).await {
+        match s.store.get_fresh(&name).await {
             Ok(Some(raw)) => {
                 if let Ok(conn) = Connection::from_json(&raw) {
                     out.push(view(s, &conn));

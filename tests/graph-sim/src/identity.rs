@@ -85,6 +85,63 @@ fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response()
 }
 
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The "Permissions requested" page a browser sees in interactive mode: the
+/// app, what it asks for, who signs in, and Accept / Cancel. The form repeats
+/// the authorize request's own parameters, so accepting continues it exactly.
+fn consent_page(
+    st: &State,
+    app: &crate::state::App,
+    tenant: &str,
+    q: &HashMap<String, String>,
+    scopes: &[String],
+) -> Response {
+    let hidden: String = q
+        .iter()
+        .filter(|(k, _)| !k.starts_with("sim_"))
+        .map(|(k, v)| format!("<input type=hidden name=\"{}\" value=\"{}\">", esc(k), esc(v)))
+        .collect();
+    let users: String = st
+        .users
+        .iter()
+        .filter(|u| matches!(tenant, "common" | "organizations") || u.tenant == tenant)
+        .map(|u| {
+            let selected = if q
+                .get("login_hint")
+                .is_some_and(|h| h.eq_ignore_ascii_case(&u.upn))
+            {
+                " selected"
+            } else {
+                ""
+            };
+            format!("<option value=\"{0}\"{selected}>{0}</option>", esc(&u.upn))
+        })
+        .collect();
+    let asks: String = scopes.iter().map(|s| format!("<li>{}</li>", esc(s))).collect();
+    let html = format!(
+        "<!doctype html><meta charset=utf-8><title>Permissions requested</title>\
+<body style=\"font-family:sans-serif;max-width:32em;margin:3em auto\">\
+<p style=\"color:#666\">Microsoft (simulated by relay365's graph-sim)</p>\
+<h1>Permissions requested</h1><p>App <b>{}</b> wants to:</p><ul>{asks}</ul>\
+<form method=get action=\"\">{hidden}<p><label>Sign in as <select name=sim_user>{users}</select></label></p>\
+<p><button name=sim_consent value=accept>Accept</button> <button name=sim_consent value=deny>Cancel</button></p></form>",
+        esc(&app.client_id)
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
+}
+
 fn known_tenant(st: &State, tenant: &str) -> bool {
     matches!(tenant, "common" | "organizations")
         || st.users.iter().any(|u| u.tenant == tenant)
@@ -185,6 +242,25 @@ async fn authorize(
             );
         }
     };
+    // In a browser (the demo), show a consent page first; its buttons come
+    // back here with `sim_consent` and the user chosen.
+    if st.interactive_consent {
+        match q.get("sim_consent").map(String::as_str) {
+            None => return consent_page(&st, &app, &tenant, &q, &scopes),
+            Some("accept") => {
+                if let Some(upn) = q.get("sim_user").filter(|u| !u.is_empty()) {
+                    st.authorize_outcome = AuthorizeOutcome::ConsentAs(upn.clone());
+                }
+            }
+            Some(_) => {
+                return fail(
+                    "access_denied",
+                    65004,
+                    "User declined to consent to access the app.",
+                );
+            }
+        }
+    }
     let outcome = std::mem::take(&mut st.authorize_outcome);
     let upn = match outcome {
         AuthorizeOutcome::Error {

@@ -12,9 +12,12 @@
 //!
 //! Tests drive it through [`Sim`]: register apps and users, choose what the
 //! next sign-in does, revoke grants, throttle Graph, and read request counts.
+//! People (and the demo's walk-through) drive it over HTTP under `/_sim/`:
+//! deliver a mail into a mailbox, read what was sent.
 
 #![allow(clippy::result_large_err)]
 
+mod control;
 mod graph;
 mod identity;
 mod mail;
@@ -77,7 +80,8 @@ impl Sim {
         let app = graph::with_middleware(
             axum::Router::new()
                 .merge(identity::routes())
-                .merge(graph::routes()),
+                .merge(graph::routes())
+                .merge(control::routes()),
             state.clone(),
         )
         .with_state(state.clone());
@@ -159,35 +163,14 @@ impl Sim {
 
     /// Puts a new message in a mailbox and notifies its subscriptions, as
     /// Exchange does when mail arrives. Returns the message id.
-    pub fn deliver_message(&self, upn: &str, mut message: Message) -> String {
-        let folder = self.with(|s| {
-            s.seq += 1;
-            message.seq = s.seq;
-            if message.id.is_empty() {
-                message.id = format!("AAMkAD{}", uuid::Uuid::new_v4().simple());
-            }
-            if message.internet_message_id.is_empty() {
-                message.internet_message_id = format!("<{}@sim.example>", uuid::Uuid::new_v4().simple());
-            }
-            if message.conversation_id.is_empty() {
-                message.conversation_id = format!("AAQkAD{}", uuid::Uuid::new_v4().simple());
-            }
-            if message.received.is_empty() {
-                message.received = graph::now_rfc3339();
-            }
-            if message.folder.is_empty() {
-                message.folder = "inbox".into();
-            }
-            let folder = message.folder.clone();
-            s.mailboxes
-                .entry(upn.to_ascii_lowercase())
-                .or_default()
-                .messages
-                .push(message.clone());
-            folder
-        });
-        graph::notify_change(&self.state, upn, false, &folder, "created", &message.id);
-        message.id
+    pub fn deliver_message(&self, upn: &str, message: Message) -> String {
+        deliver(&self.state, upn, message)
+    }
+
+    /// Shows a consent page at authorize (for a person in a browser) instead
+    /// of consenting at once (for tests).
+    pub fn set_interactive_consent(&self, on: bool) {
+        self.with(|s| s.interactive_consent = on);
     }
 
     /// Creates a calendar event and notifies. Returns its id.
@@ -288,6 +271,40 @@ impl Sim {
     pub fn issued_secrets(&self) -> Vec<String> {
         self.with(|s| s.issued_secrets())
     }
+}
+
+/// Puts `message` in `upn`'s mailbox and notifies its subscriptions (the
+/// body of [`Sim::deliver_message`], shared with the `/_sim` control routes).
+pub(crate) fn deliver(state: &Arc<Mutex<State>>, upn: &str, mut message: Message) -> String {
+    let folder = {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.seq += 1;
+        message.seq = s.seq;
+        if message.id.is_empty() {
+            message.id = format!("AAMkAD{}", uuid::Uuid::new_v4().simple());
+        }
+        if message.internet_message_id.is_empty() {
+            message.internet_message_id = format!("<{}@sim.example>", uuid::Uuid::new_v4().simple());
+        }
+        if message.conversation_id.is_empty() {
+            message.conversation_id = format!("AAQkAD{}", uuid::Uuid::new_v4().simple());
+        }
+        if message.received.is_empty() {
+            message.received = graph::now_rfc3339();
+        }
+        if message.folder.is_empty() {
+            message.folder = "inbox".into();
+        }
+        let folder = message.folder.clone();
+        s.mailboxes
+            .entry(upn.to_ascii_lowercase())
+            .or_default()
+            .messages
+            .push(message.clone());
+        folder
+    };
+    graph::notify_change(state, upn, false, &folder, "created", &message.id);
+    message.id
 }
 
 impl Drop for Sim {

@@ -271,6 +271,7 @@ pub(crate) struct State {
     pub(crate) send_as: HashSet<(String, String)>,
     pub(crate) max_upload_chunk: usize,
     pub(crate) latency: std::time::Duration,
+    pub(crate) interactive_consent: bool,
 }
 
 impl State {
@@ -302,6 +303,7 @@ impl State {
             send_as: HashSet::new(),
             max_upload_chunk: 0,
             latency: std::time::Duration::ZERO,
+            interactive_consent: false,
         }
     }
 

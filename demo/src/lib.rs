@@ -1,0 +1,661 @@
+//! `make demo`: the whole relay365 stack on one machine, with the very
+//! release binaries that deploy.
+//!
+//! [`Demo::start`] starts moto (Secrets Manager, SQS, DynamoDB, S3) with the
+//! resources `template.yaml` creates, the Microsoft simulator (or nothing,
+//! against a real tenant), each function's release binary under its own
+//! local Lambda Runtime API ([`runtime`]), an HTTP front that routes and
+//! shapes requests as API Gateway does ([`apigw`]), the SQS event source
+//! mapping of `mail-dispatch` (batches of 10, partial batch failures), the
+//! 6-hourly renewal schedule, and a flow receiver ([`receiver`]).
+//!
+//! The same [`Demo`] runs the binary end-to-end tests, so what the tests
+//! check is what a user sees with `make demo`.
+
+pub mod apigw;
+pub mod receiver;
+pub mod runtime;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::Request;
+use axum::response::{IntoResponse, Response};
+use relay365::cloud::Cloud;
+use relay365_testkit::Aws;
+use serde_json::{Value, json};
+
+pub use receiver::{Received, Receiver};
+pub use runtime::{Function, InvokeError, Spec};
+
+/// The functions, with the timeouts `template.yaml` gives them.
+pub const FUNCTIONS: [(&str, u64); 5] = [
+    ("connections", 120),
+    ("oauth-callback", 30),
+    ("mail-webhook", 10),
+    ("mail-dispatch", 60),
+    ("send-mail", 30),
+];
+
+/// The simulated app registration and mailbox.
+pub const DEMO_CLIENT_ID: &str = "00000000-0000-0000-0000-0000000d3e30";
+/// The simulated tenant.
+pub const DEMO_TENANT: &str = "6d3e0000-0000-4000-8000-00000000de30";
+/// The simulated mailbox that signs in.
+pub const DEMO_USER: &str = "support@demo.example";
+
+/// Which Microsoft the stack talks to.
+#[derive(Debug, Clone)]
+pub enum Microsoft {
+    /// The local simulator (`graph-sim`), on this port (0 for any).
+    Simulated {
+        /// Port of the simulator.
+        port: u16,
+        /// Show a consent page at sign-in (for a browser) instead of consenting at once.
+        interactive: bool,
+    },
+    /// A real tenant with an app registration (docs/development.md).
+    Real {
+        /// The app's client id.
+        client_id: String,
+        /// Its home tenant.
+        tenant_id: String,
+        /// A client secret's value (kept in moto's Secrets Manager only).
+        client_secret: String,
+        /// The cloud.
+        cloud: Cloud,
+    },
+}
+
+/// How to run the stack.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the release binaries are (`target/release`).
+    pub bin_dir: PathBuf,
+    /// Port of the HTTP front (the API), 0 for any.
+    pub api_port: u16,
+    /// Port of the flow receiver, 0 for any.
+    pub receiver_port: u16,
+    /// The URL the outside world reaches the API at, when not the front's own
+    /// (a tunnel, for a real tenant: Graph needs HTTPS).
+    pub public_url: Option<String>,
+    /// Microsoft.
+    pub microsoft: Microsoft,
+    /// A folder for each function's log (`<name>.log`).
+    pub log_dir: Option<PathBuf>,
+    /// Copy function logs to stderr too.
+    pub echo_logs: bool,
+    /// Print each event the receiver gets.
+    pub print_events: bool,
+    /// How often the renewal schedule runs (the template says 6 hours).
+    pub renew_every: Duration,
+}
+
+impl Options {
+    /// Test defaults: any free ports, the simulator consenting at once, quiet.
+    pub fn for_tests(bin_dir: PathBuf) -> Self {
+        Self {
+            bin_dir,
+            api_port: 0,
+            receiver_port: 0,
+            public_url: None,
+            microsoft: Microsoft::Simulated {
+                port: 0,
+                interactive: false,
+            },
+            log_dir: None,
+            echo_logs: false,
+            print_events: false,
+            renew_every: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+/// The stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A release binary is missing.
+    #[error(
+        "{0} not found: build the functions with `make demo` (or `cargo build --release` of each function)"
+    )]
+    MissingBinary(String),
+    /// A port or a resource could not be set up.
+    #[error("{0}")]
+    Setup(String),
+    /// A function failed to start.
+    #[error(transparent)]
+    Function(#[from] InvokeError),
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> DemoError + '_ {
+    move |e| DemoError::Setup(format!("{what}: {e}"))
+}
+
+/// Names of the resources the stack created in moto.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    /// The notifications queue (FIFO).
+    pub queue_url: String,
+    /// Its dead-letter queue.
+    pub dlq_url: String,
+    /// The attachments bucket.
+    pub bucket: String,
+    /// The idempotency table.
+    pub table: String,
+}
+
+/// The running stack. Dropping it stops everything it started.
+pub struct Demo {
+    /// The HTTP front (API Gateway's role).
+    pub api_url: String,
+    /// What the functions believe their public URL is.
+    pub public_url: String,
+    /// The simulator, when simulated.
+    pub sim: Option<graph_sim::Sim>,
+    /// moto.
+    pub aws: Aws,
+    /// The flow receiver.
+    pub receiver: Receiver,
+    /// The resources in moto.
+    pub resources: Resources,
+    functions: Arc<HashMap<&'static str, Function>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _api_stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Demo {
+    /// Starts everything and returns once every function has finished its init.
+    ///
+    /// # Errors
+    /// When a binary is missing, a port is taken, or a function fails its init.
+    pub async fn start(opts: Options) -> Result<Self, DemoError> {
+        for (name, _) in FUNCTIONS {
+            let path = opts.bin_dir.join(name);
+            if !path.is_file() {
+                return Err(DemoError::MissingBinary(path.display().to_string()));
+            }
+        }
+        let aws = Aws::start().await;
+        let sdk = aws.sdk_config().await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.api_port))
+            .await
+            .map_err(setup("the API cannot listen"))?;
+        let api_addr = listener.local_addr().map_err(setup("the API's address"))?;
+        let api_url = format!("http://{api_addr}");
+        let public_url = opts
+            .public_url
+            .clone()
+            .unwrap_or_else(|| api_url.clone())
+            .trim_end_matches('/')
+            .to_string();
+
+        let (sim, app, cloud) = match &opts.microsoft {
+            Microsoft::Simulated { port, interactive } => {
+                let sim = graph_sim::Sim::start_on(*port, Cloud::Global.graph_root())
+                    .await
+                    .map_err(setup("the Microsoft simulator"))?;
+                let secret = format!("demo~{}", uuid::Uuid::new_v4().simple());
+                sim.register_app(graph_sim::App {
+                    client_id: DEMO_CLIENT_ID.into(),
+                    home_tenant: DEMO_TENANT.into(),
+                    client_secret: Some(secret.clone()),
+                    certificate_der: None,
+                    redirect_uris: vec![
+                        format!("{public_url}/oauth/callback"),
+                        format!("{public_url}/oauth/admin-consent"),
+                    ],
+                });
+                sim.add_user(graph_sim::User {
+                    id: "u-support".into(),
+                    upn: DEMO_USER.into(),
+                    display_name: "Demo Support".into(),
+                    tenant: DEMO_TENANT.into(),
+                });
+                sim.set_interactive_consent(*interactive);
+                let app =
+                    json!({"client_id": DEMO_CLIENT_ID, "tenant_id": DEMO_TENANT, "client_secret": secret});
+                (Some(sim), app, Cloud::Global)
+            }
+            Microsoft::Real {
+                client_id,
+                tenant_id,
+                client_secret,
+                cloud,
+            } => (
+                None,
+                json!({"client_id": client_id, "tenant_id": tenant_id, "client_secret": client_secret}),
+                *cloud,
+            ),
+        };
+
+        let signing_key = {
+            let mut bytes = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut bytes).map_err(setup("random signing key"))?;
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let resources = create_resources(&sdk, &app.to_string(), &signing_key).await?;
+        let receiver = Receiver::start(opts.receiver_port, &signing_key, opts.print_events)
+            .await
+            .map_err(DemoError::Setup)?;
+
+        let mut env: Vec<(String, String)> = [
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_ENDPOINT_URL", aws.url()),
+            ("RUST_LOG", "info".into()),
+            ("RELAY365_CLOUD", cloud.name().into()),
+            ("RELAY365_APP_SECRET_ID", "relay365/app".into()),
+            ("RELAY365_SIGNING_KEY_SECRET_ID", "relay365/signing-key".into()),
+            ("RELAY365_PUBLIC_URL", public_url.clone()),
+            ("RELAY365_QUEUE_URL", resources.queue_url.clone()),
+            ("RELAY365_DEFAULT_TARGET", receiver.url.clone()),
+            ("RELAY365_ATTACHMENTS_BUCKET", resources.bucket.clone()),
+            ("RELAY365_IDEMPOTENCY_TABLE", resources.table.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(sim) = &sim {
+            env.push(("RELAY365_LOGIN_URL".into(), sim.url()));
+            env.push(("RELAY365_GRAPH_URL".into(), sim.url()));
+        }
+
+        let mut functions = HashMap::new();
+        for (name, timeout) in FUNCTIONS {
+            let spec = Spec {
+                name: name.to_string(),
+                binary: opts.bin_dir.join(name),
+                env: env.clone(),
+                timeout: Duration::from_secs(timeout),
+                log_file: opts.log_dir.as_ref().map(|d| d.join(format!("{name}.log"))),
+                echo: opts.echo_logs,
+            };
+            let f = Function::new(spec)
+                .await
+                .map_err(setup("a Runtime API cannot listen"))?;
+            f.start().await?;
+            functions.insert(name, f);
+        }
+        let functions = Arc::new(functions);
+
+        let front = Front {
+            functions: functions.clone(),
+            domain: url::Url::parse(&public_url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| "127.0.0.1".into()),
+        };
+        let app = axum::Router::new()
+            .fallback(gateway)
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(Arc::new(front));
+        let (api_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut tasks = vec![tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        })];
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        tasks.push(tokio::spawn(event_source(
+            sqs,
+            resources.queue_url.clone(),
+            functions.clone(),
+        )));
+        let f = functions.clone();
+        let every = opts.renew_every;
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                if let Some(c) = f.get("connections") {
+                    match c.invoke(&scheduled_event()).await {
+                        Ok(report) => eprintln!("renewal schedule: {report}"),
+                        Err(e) => eprintln!("renewal schedule: {e}"),
+                    }
+                }
+            }
+        }));
+        Ok(Self {
+            api_url,
+            public_url,
+            sim,
+            aws,
+            receiver,
+            resources,
+            functions,
+            tasks,
+            _api_stop: api_stop,
+        })
+    }
+
+    /// A function by name.
+    pub fn function(&self, name: &str) -> Option<&Function> {
+        self.functions.get(name)
+    }
+
+    /// Runs the renewal schedule once now (what EventBridge does every 6 hours).
+    ///
+    /// # Errors
+    /// When `connections` fails.
+    pub async fn run_schedule(&self) -> Result<Value, InvokeError> {
+        match self.functions.get("connections") {
+            Some(f) => f.invoke(&scheduled_event()).await,
+            None => Ok(Value::Null),
+        }
+    }
+
+    /// Invokes send-mail directly, as Amazon Connect or another function would.
+    ///
+    /// # Errors
+    /// When send-mail fails.
+    pub async fn invoke_send_mail(&self, event: &Value) -> Result<Value, InvokeError> {
+        match self.functions.get("send-mail") {
+            Some(f) => f.invoke(event).await,
+            None => Ok(Value::Null),
+        }
+    }
+}
+
+/// What `template.yaml` creates: the two secrets, the FIFO queue and its
+/// dead-letter queue, the idempotency table and the attachments bucket.
+async fn create_resources(
+    sdk: &aws_config::SdkConfig,
+    app_secret: &str,
+    signing_key: &str,
+) -> Result<Resources, DemoError> {
+    let sm = aws_sdk_secretsmanager::Client::new(sdk);
+    for (name, value) in [
+        ("relay365/app", app_secret),
+        ("relay365/signing-key", signing_key),
+    ] {
+        sm.create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(|e| DemoError::Setup(format!("secret {name}: {}", aws_config_error(&e))))?;
+    }
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name("relay365-dlq.fifo")
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .map_err(setup("the dead-letter queue"))?
+        .queue_url
+        .unwrap_or_default();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(setup("the dead-letter queue's ARN"))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .unwrap_or_default();
+    // The template's visibility timeout is 180 s (3× dispatch's timeout); the
+    // demo retries a failed delivery after 10 s so a person sees it happen.
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("relay365-notifications.fifo")
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::VisibilityTimeout, "10")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).to_string(),
+        )
+        .send()
+        .await
+        .map_err(setup("the notifications queue"))?
+        .queue_url
+        .unwrap_or_default();
+    let table = "relay365-idempotency".to_string();
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let key = |kind| {
+        aws_sdk_dynamodb::types::KeySchemaElement::builder()
+            .attribute_name("pk")
+            .key_type(kind)
+            .build()
+    };
+    ddb.create_table()
+        .table_name(&table)
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .key_schema(key(aws_sdk_dynamodb::types::KeyType::Hash).map_err(setup("key"))?)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .map_err(setup("attribute"))?,
+        )
+        .send()
+        .await
+        .map_err(setup("the idempotency table"))?;
+    let bucket = "relay365-attachments".to_string();
+    aws_sdk_s3::Client::new(sdk)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .map_err(setup("the attachments bucket"))?;
+    Ok(Resources {
+        queue_url,
+        dlq_url,
+        bucket,
+        table,
+    })
+}
+
+fn aws_config_error<E: std::error::Error>(e: &E) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// EventBridge's scheduled event, as the renewal rule sends it.
+pub fn scheduled_event() -> Value {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/relay365-renewal"],
+        "detail": {}
+    })
+}
+
+struct Front {
+    functions: Arc<HashMap<&'static str, Function>>,
+    domain: String,
+}
+
+/// API Gateway's payload limit.
+const MAX_BODY: usize = 10 * 1024 * 1024;
+
+async fn gateway(
+    State(front): State<Arc<Front>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    req: Request<axum::body::Body>,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let answer = |(status, headers, body): (u16, Vec<(String, String)>, Vec<u8>)| {
+        let mut resp = Response::builder().status(status);
+        for (k, v) in headers {
+            resp = resp.header(k, v);
+        }
+        resp.body(axum::body::Body::from(body))
+            .unwrap_or_else(|_| axum::http::StatusCode::BAD_GATEWAY.into_response())
+    };
+    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return answer(apigw::gateway_error(413)),
+    };
+    let path = parts.uri.path().to_string();
+    let Some((route, params)) = apigw::find(parts.method.as_str(), &path) else {
+        return answer(apigw::gateway_error(404));
+    };
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    let access_key = headers
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .and_then(|(_, v)| apigw::sigv4_access_key(v));
+    if route.iam && access_key.is_none() {
+        return answer(apigw::gateway_error(403));
+    }
+    let http = apigw::HttpRequest {
+        method: parts.method.as_str().to_string(),
+        path,
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers,
+        body: body.to_vec(),
+        source_ip: peer.ip().to_string(),
+    };
+    let event = apigw::event(
+        &route.key(),
+        &params,
+        &http,
+        access_key.as_deref().filter(|_| route.iam),
+        &front.domain,
+    );
+    let Some(function) = front.functions.get(route.function) else {
+        return answer(apigw::gateway_error(500));
+    };
+    match function.invoke(&event).await {
+        Ok(payload) => answer(apigw::response(&payload)),
+        Err(InvokeError::Timeout { .. }) => answer(apigw::gateway_error(503)),
+        Err(e) => {
+            eprintln!("{e}");
+            answer(apigw::gateway_error(500))
+        }
+    }
+}
+
+/// Lambda's SQS event source mapping for mail-dispatch: long-poll batches of
+/// up to 10, hand them over as an `SqsEvent`, delete what succeeded (all of
+/// it unless `batchItemFailures` names some), and leave the rest to come back
+/// after the visibility timeout (and to the dead-letter queue after 5 tries).
+async fn event_source(
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    functions: Arc<HashMap<&'static str, Function>>,
+) {
+    let Some(dispatch) = functions.get("mail-dispatch") else {
+        return;
+    };
+    let arn = format!(
+        "arn:aws:sqs:us-east-1:123456789012:{}",
+        queue_url.rsplit('/').next().unwrap_or("queue")
+    );
+    loop {
+        let out = match sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .wait_time_seconds(1)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                let attributes: serde_json::Map<String, Value> = m
+                    .attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| (k.as_str().to_string(), Value::String(v.clone())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({
+                    "messageId": m.message_id(),
+                    "receiptHandle": m.receipt_handle(),
+                    "body": m.body(),
+                    "attributes": attributes,
+                    "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body(),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn,
+                    "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        let failed: Vec<String> = match dispatch.invoke(&json!({ "Records": records })).await {
+            Ok(resp) => resp["batchItemFailures"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(e) => {
+                eprintln!("{e}");
+                messages
+                    .iter()
+                    .filter_map(|m| m.message_id().map(str::to_string))
+                    .collect()
+            }
+        };
+        for m in &messages {
+            if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                continue;
+            }
+            if let Some(handle) = m.receipt_handle() {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await;
+            }
+        }
+    }
+}

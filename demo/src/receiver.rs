@@ -1,0 +1,138 @@
+//! The demo's flow endpoint: what a contact-center flow's webhook would be.
+//! It checks each event's `Relay365-Signature` the way docs/notifications.md
+//! tells recipients to (HMAC-SHA256 of `t.body` with the signing key), keeps
+//! every event for `GET /events`, and prints it when asked to.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use relay365::sensitive::Sensitive;
+use relay365::signing::Signer;
+
+/// One event as it arrived.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The event JSON (or the raw body when it is not JSON).
+    pub event: serde_json::Value,
+    /// `Relay365-Event-Id`.
+    pub event_id: Option<String>,
+    /// Whether `Relay365-Signature` matched the body.
+    pub signature_ok: bool,
+}
+
+struct Inner {
+    signer: Signer,
+    events: Mutex<Vec<Received>>,
+    print: bool,
+}
+
+/// A running receiver; dropping it stops the server.
+pub struct Receiver {
+    /// Where dispatch delivers (`RELAY365_DEFAULT_TARGET`).
+    pub url: String,
+    inner: Arc<Inner>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Receiver {
+    /// Serves on `127.0.0.1:port` (0 for any).
+    ///
+    /// # Errors
+    /// When the port cannot be bound or the key is too weak.
+    pub async fn start(port: u16, signing_key: &str, print: bool) -> Result<Self, String> {
+        let signer = Signer::new(&Sensitive::new(signing_key.to_string())).map_err(|e| e.to_string())?;
+        let inner = Arc::new(Inner {
+            signer,
+            events: Mutex::new(Vec::new()),
+            print,
+        });
+        let app = axum::Router::new()
+            .route("/events", axum::routing::post(receive).get(list))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("the flow receiver cannot listen on 127.0.0.1:{port}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            url: format!("http://{addr}/events"),
+            inner,
+            _stop: tx,
+        })
+    }
+
+    /// Every event received so far.
+    pub fn events(&self) -> Vec<Received> {
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn verify(signer: &Signer, header: Option<&str>, body: &[u8]) -> bool {
+    let Some(t) = header
+        .and_then(|h| h.split(',').find_map(|p| p.trim().strip_prefix("t=")))
+        .and_then(|t| t.parse::<i64>().ok())
+    else {
+        return false;
+    };
+    let expected = signer.event_signature(t, body);
+    let given = header.unwrap_or_default();
+    // Equal length and constant time: what a recipient should do.
+    expected.len() == given.len()
+        && aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), given.as_bytes()).is_ok()
+}
+
+async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let signature_ok = verify(&inner.signer, get("relay365-signature"), &body);
+    let event = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let received = Received {
+        event,
+        event_id: get("relay365-event-id").map(str::to_string),
+        signature_ok,
+    };
+    if inner.print {
+        let kind = received.event["type"].as_str().unwrap_or("event");
+        println!(
+            "\n==> flow receiver: {kind} (signature {})\n{}",
+            if signature_ok { "verified" } else { "INVALID" },
+            serde_json::to_string_pretty(&received.event).unwrap_or_default()
+        );
+    }
+    inner
+        .events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(received);
+    StatusCode::OK
+}
+
+async fn list(State(inner): State<Arc<Inner>>) -> impl IntoResponse {
+    let events: Vec<serde_json::Value> = inner
+        .events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(
+            |r| serde_json::json!({"event_id": r.event_id, "signature_ok": r.signature_ok, "event": r.event}),
+        )
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "events": events }).to_string(),
+    )
+}
