@@ -7,10 +7,20 @@ STAMP := $(VENV)/.installed-v1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export RELAY365_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: test venv unit fmt clippy deny demo bench check-template lint-template build-venv
+.PHONY: test venv unit fmt clippy deny demo bench check-template lint-template build-venv release
 
-## Everything CI checks: formatting, lints, every test.
-test: venv fmt clippy unit lint-template deny
+FUNCTIONS := connections oauth-callback mail-webhook mail-dispatch send-mail
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+# One command for every release build (tests, demo, bench), so all three share
+# one set of compiled dependencies.
+RELEASE_BUILD := cargo build --release --locked $(addprefix -p ,$(FUNCTIONS))
+
+## Everything CI checks: formatting, lints, every test (the end-to-end ones on the release binaries).
+test: venv fmt clippy release unit lint-template deny
+
+## The five functions as they deploy (release profile), for the end-to-end tests, the demo and the benchmarks.
+release:
+	$(RELEASE_BUILD)
 
 ## The Python tools tests need (moto's AWS server), in a project-local virtualenv.
 venv: $(STAMP)
@@ -25,8 +35,8 @@ fmt:
 clippy:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-unit: venv
-	cargo nextest run --workspace --locked --no-fail-fast
+unit: venv release
+	RELAY365_BIN_DIR=$(TARGET_DIR)/release cargo nextest run --workspace --locked --no-fail-fast
 
 SAM_ENV := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test SAM_CLI_TELEMETRY=0
 
@@ -55,10 +65,14 @@ deny:
 ## Criterion benchmarks and cold starts of the release binaries; writes BENCHMARKS.md.
 bench: venv
 	$(PIP) install --quiet --disable-pip-version-check -r requirements-bench.txt
-	cargo build --release --locked --bins
+	$(RELEASE_BUILD)
 	$(PY) scripts/coldstart.py --out BENCHMARKS.coldstart.md
 	python3 scripts/bench.py
 
-## The whole stack locally (issue 7). Not built yet in this revision.
-demo:
-	@echo "make demo is not built yet: the functions it runs come with the open issues (see README)."; exit 1
+## The whole stack on this machine: moto, the Microsoft simulator, the five release
+## binaries under a local Lambda Runtime API, an API Gateway front, the SQS event
+## source, the renewal schedule and a flow receiver. Ctrl-C stops it all.
+## DEMO_ARGS passes options (e.g. DEMO_ARGS="--verbose --api-port 8080").
+demo: venv release
+	cargo build --locked -p relay365-demo
+	$(TARGET_DIR)/debug/relay365-demo --bin-dir $(TARGET_DIR)/release $(DEMO_ARGS)

@@ -3,9 +3,10 @@
 //! Microsoft simulator with a registered app and a user, and relay365's
 //! `Services` loaded from them exactly as a function loads at cold start.
 //!
-//! Requests are API Gateway HTTP API (payload 2.0) events written as JSON the
-//! way AWS sends them and parsed by lambda_http's own deserializer, so the
-//! tests cross the same boundary a deployed function does.
+//! Requests are API Gateway HTTP API (payload 2.0) events built by the demo's
+//! gateway (`relay365_demo::apigw`, checked against AWS's own fixtures) and
+//! parsed by lambda_http's own deserializer, so the tests cross the same
+//! boundary a deployed function does.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
@@ -151,38 +152,37 @@ pub fn request_with_headers(
     headers: &[(&str, &str)],
 ) -> Request {
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-    let mut hdrs = serde_json::Map::new();
-    hdrs.insert("host".into(), "relay.example".into());
-    hdrs.insert("user-agent".into(), "relay365-tests".into());
-    for (k, v) in headers {
-        hdrs.insert(k.to_string(), (*v).into());
+    let mut hdrs: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (name, default) in [("host", "relay.example"), ("user-agent", "relay365-tests")] {
+        if !hdrs.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            hdrs.push((name.into(), default.into()));
+        }
     }
-    let mut event = serde_json::json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": hdrs,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "abc123",
-            "domainName": "relay.example",
-            "domainPrefix": "relay",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "relay365-tests"},
-            "requestId": "req-1",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "22/Nov/2026:19:03:58 +0000",
-            "timeEpoch": 1_795_000_000_000u64
-        },
-        "isBase64Encoded": false
-    });
     if !cookies.is_empty() {
-        event["cookies"] = serde_json::json!(cookies);
+        hdrs.push(("cookie".into(), cookies.join("; ")));
     }
-    if let Some(b) = body {
-        event["body"] = b.into();
-    }
+    let http = relay365_demo::apigw::HttpRequest {
+        method: method.to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        headers: hdrs,
+        body: body.unwrap_or("").as_bytes().to_vec(),
+        source_ip: "203.0.113.9".into(),
+    };
+    // The route API Gateway would match (and its path parameters), as deployed.
+    let (route_key, params, iam) = relay365_demo::apigw::find(method, path)
+        .map(|(r, p)| (r.key(), p, r.iam))
+        .unwrap_or_else(|| ("$default".to_string(), Vec::new(), false));
+    let event = relay365_demo::apigw::event(
+        &route_key,
+        &params,
+        &http,
+        iam.then_some("AKIDTEST"),
+        "relay.example",
+    );
     lambda_http::request::from_str(&event.to_string()).expect("a valid API Gateway v2 event")
 }
 
