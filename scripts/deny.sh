@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the dependency tree against the RustSec advisory snapshot in
-# ../shared/advisory-db, offline. Installs cargo-deny on first use into a
-# per-machine cache outside the checkout, so fresh clones (CI) reuse it.
+# ../shared/advisory-db, offline. cargo-deny comes from .venv (a prebuilt
+# binary from PyPI, requirements-dev.txt); without it, it is built once per
+# machine into a cache outside the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB_SRC=${RELAY365_ADVISORY_DB:-../shared/advisory-db}
@@ -9,6 +10,7 @@ if [ ! -d "$DB_SRC/crates" ]; then
   echo "deny: no advisory snapshot at $DB_SRC; skipping (set RELAY365_ADVISORY_DB)" >&2
   exit 0
 fi
+# .venv/bin (requirements-dev.txt) comes first on make's PATH.
 DENY=$(command -v cargo-deny || true)
 if [ -z "$DENY" ]; then
   TOOLS=${RELAY365_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/relay365-tools}

@@ -387,6 +387,16 @@ async fn the_webhook_answers_the_handshake_cold_without_touching_aws_and_never_a
         1,
         "the process should have survived"
     );
+
+    // A sandbox that went away is replaced on the next invocation: a second cold start.
+    webhook.stop().await;
+    let answer = webhook
+        .invoke(&notifications_event("validationToken=again", ""))
+        .await
+        .unwrap();
+    assert_eq!(answer["body"], "again");
+    assert_eq!(webhook.timings().cold_starts, 2);
+    assert!(webhook.timings().ready.is_some());
 }
 
 #[tokio::test]

@@ -4,15 +4,16 @@
 //! ```text
 //! graph-sim [--port 8443] [--cloud-graph-root https://graph.microsoft.com]
 //!           [--client-id ID] [--client-secret SECRET] [--tenant TENANT]
-//!           [--redirect-uri URL]... [--user UPN]...
+//!           [--redirect-uri URL]... [--user UPN]... [--auto-consent]
 //! ```
 //! Every flag has a demo default; it prints its URL and runs until Ctrl-C.
+//! Sign-ins show a consent page unless `--auto-consent` is given.
 
 use graph_sim::{App, Sim, User};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: graph-sim [--port N] [--cloud-graph-root URL] [--client-id ID] [--client-secret S] [--tenant T] [--redirect-uri URL]... [--user UPN]..."
+        "usage: graph-sim [--port N] [--cloud-graph-root URL] [--client-id ID] [--client-secret S] [--tenant T] [--redirect-uri URL]... [--user UPN]... [--auto-consent]"
     );
     std::process::exit(2)
 }
@@ -29,6 +30,7 @@ async fn main() {
         redirect_uris: Vec::new(),
     };
     let mut users: Vec<String> = Vec::new();
+    let mut interactive = true;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -40,6 +42,7 @@ async fn main() {
             "--tenant" => app.home_tenant = value(),
             "--redirect-uri" => app.redirect_uris.push(value()),
             "--user" => users.push(value()),
+            "--auto-consent" => interactive = false,
             _ => usage(),
         }
     }
@@ -60,6 +63,7 @@ async fn main() {
         app.client_id
     );
     sim.register_app(app);
+    sim.set_interactive_consent(interactive);
     for (i, upn) in users.iter().enumerate() {
         println!("  user {upn}");
         sim.add_user(User {

@@ -1,0 +1,150 @@
+//! The simulator's people-facing parts: the consent page of interactive
+//! sign-ins, and the `/_sim/` routes the demo's walk-through uses.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use graph_sim::{App, Sim, User};
+use serde_json::{Value, json};
+
+const CLIENT: &str = "11111111-2222-3333-4444-555555555555";
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
+
+async fn sim() -> Sim {
+    let sim = Sim::start().await.unwrap();
+    sim.register_app(App {
+        client_id: CLIENT.into(),
+        home_tenant: TENANT.into(),
+        client_secret: Some("s".into()),
+        certificate_der: None,
+        redirect_uris: vec![REDIRECT.into()],
+    });
+    sim.add_user(User {
+        id: "u1".into(),
+        upn: "ann@contoso.com".into(),
+        display_name: "Ann".into(),
+        tenant: TENANT.into(),
+    });
+    sim
+}
+
+fn authorize(sim: &Sim, extra: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(&format!("{}/{TENANT}/oauth2/v2.0/authorize", sim.url())).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_id", CLIENT)
+        .append_pair("response_type", "code")
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", "offline_access Mail.Read")
+        .append_pair("state", "st\"<x>")
+        .append_pair("login_hint", "ann@contoso.com");
+    for (k, v) in extra {
+        url.query_pairs_mut().append_pair(k, v);
+    }
+    url.to_string()
+}
+
+fn client() -> reqwest::Client {
+    relay365::http::client().unwrap()
+}
+
+#[tokio::test]
+async fn an_interactive_sign_in_asks_first_and_cancel_is_a_declined_consent() {
+    let sim = sim().await;
+    sim.set_interactive_consent(true);
+    let page = client().get(authorize(&sim, &[])).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Permissions requested") && html.contains("Mail.Read"),
+        "{html}"
+    );
+    // Request values are escaped, never markup.
+    assert!(
+        html.contains("st&quot;&lt;x&gt;") && !html.contains("st\"<x>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<option value="ann@contoso.com" selected>"#),
+        "{html}"
+    );
+
+    let cancel = client()
+        .get(authorize(&sim, &[("sim_consent", "deny")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 302);
+    let to = url::Url::parse(cancel.headers()["location"].to_str().unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+    assert_eq!(q["error"], "access_denied");
+    assert!(q["error_description"].starts_with("AADSTS65004"), "{q:?}");
+    assert_eq!(q["state"], "st\"<x>");
+
+    let accept = client()
+        .get(authorize(
+            &sim,
+            &[("sim_consent", "accept"), ("sim_user", "ann@contoso.com")],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accept.status(), 302);
+    let to = accept.headers()["location"].to_str().unwrap().to_string();
+    assert!(to.starts_with(REDIRECT) && to.contains("code=sim-code-"), "{to}");
+}
+
+#[tokio::test]
+async fn mail_can_be_delivered_and_sent_mail_read_over_http() {
+    let sim = sim().await;
+    let base = format!("{}/_sim/mailboxes", sim.url());
+    let post = |upn: &str, body: String| {
+        client()
+            .post(format!("{base}/{upn}/messages"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let unknown = post(
+        "nobody@contoso.com",
+        json!({"from": "a@b.c", "subject": "s"}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let bad = post("ann@contoso.com", "{\"subject\": 1}".into()).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let err: Value = bad.json().await.unwrap();
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("\"from\""),
+        "{err}"
+    );
+    let not_an_address = post(
+        "ann@contoso.com",
+        json!({"from": "nobody", "subject": "s"}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(not_an_address.status(), 400);
+
+    let ok = post(
+        "ann@contoso.com",
+        json!({"from": "bo@example.org", "subject": "Hello", "body": "<p>Hi</p>"}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 201);
+    let id = ok.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(id.starts_with("AAMkAD"));
+
+    let sent: Value = client()
+        .get(format!("{base}/ann@contoso.com/sent"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent, json!({"value": []}));
+}
