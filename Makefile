@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-v1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export RELAY365_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: test venv unit fmt clippy deny demo bench check-template lint-template build-venv release
+.PHONY: test venv unit fmt clippy deny demo bench check-template lint-template build-venv release build-tests
 
 FUNCTIONS := connections oauth-callback mail-webhook mail-dispatch send-mail
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -16,7 +16,15 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 RELEASE_BUILD := cargo build --release --locked $(addprefix -p ,$(FUNCTIONS))
 
 ## Everything CI checks: formatting, lints, every test (the end-to-end ones on the release binaries).
-test: venv fmt clippy release unit lint-template deny
+## The release build and the lint + test build run side by side: the release
+## build's LTO links leave a core idle that clippy and the test build fill.
+test: venv fmt
+	$(MAKE) --no-print-directory -j2 --output-sync=line release build-tests
+	$(MAKE) --no-print-directory unit lint-template deny
+
+## clippy, then the test binaries (debug profile).
+build-tests: clippy
+	cargo nextest run --workspace --locked --no-run
 
 ## The five functions as they deploy (release profile), for the end-to-end tests, the demo and the benchmarks.
 release:

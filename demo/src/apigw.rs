@@ -104,11 +104,14 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
+/// Path parameters by name.
+pub type Params = Vec<(String, String)>;
+
 /// The route for a request and its path parameters, as API Gateway picks it
 /// (a literal segment wins over a parameter; no match is API Gateway's 404).
-pub fn find(method: &str, path: &str) -> Option<(Route, Vec<(String, String)>)> {
+pub fn find(method: &str, path: &str) -> Option<(Route, Params)> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let mut best: Option<(Route, Vec<(String, String)>, usize)> = None;
+    let mut best: Option<(Route, Params, usize)> = None;
     for route in ROUTES.iter().filter(|r| r.method == method) {
         let tmpl: Vec<&str> = route.path.trim_start_matches('/').split('/').collect();
         if tmpl.len() != segs.len() {
