@@ -69,6 +69,21 @@ impl std::fmt::Debug for Services {
     }
 }
 
+static AWS_SDK: std::sync::OnceLock<aws_config::SdkConfig> = std::sync::OnceLock::new();
+
+/// The AWS SDK configuration, loaded once per container and shared by every
+/// AWS client of the function. Each load builds its own HTTPS client, and
+/// building one reads and parses the system's root certificates (146 files on
+/// the development machine: milliseconds of every cold start), so a second
+/// load would pay that again.
+pub async fn aws_sdk_config() -> &'static aws_config::SdkConfig {
+    if let Some(sdk) = AWS_SDK.get() {
+        return sdk;
+    }
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    AWS_SDK.get_or_init(|| sdk)
+}
+
 /// Builds the secret store the settings name.
 ///
 /// # Errors
@@ -76,9 +91,9 @@ impl std::fmt::Debug for Services {
 pub async fn secret_store(config: &Config) -> Result<Arc<dyn SecretStore>, StartupError> {
     Ok(match &config.secret_store {
         StoreKind::Aws => {
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let sdk = aws_sdk_config().await;
             Arc::new(CachedSecretStore::new(
-                AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&sdk)),
+                AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(sdk)),
                 SECRET_TTL,
             ))
         }
@@ -143,5 +158,18 @@ impl Services {
     /// The app registration's client id.
     pub fn client_id(&self) -> &str {
         &self.tokens.client().app().client_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn every_aws_client_of_a_container_shares_one_sdk_configuration() {
+        let first = super::aws_sdk_config().await;
+        let second = super::aws_sdk_config().await;
+        assert!(
+            std::ptr::eq(first, second),
+            "the SDK configuration was loaded twice"
+        );
     }
 }

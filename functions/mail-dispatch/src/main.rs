@@ -8,8 +8,9 @@ use mail_dispatch::Dispatcher;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let services = relay365::runtime::Services::from_env().await?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let dispatcher = Dispatcher::new(services, Some(aws_sdk_eventbridge::Client::new(&sdk)));
+    // The same SDK configuration (and HTTPS client) the secret store uses.
+    let sdk = relay365::runtime::aws_sdk_config().await;
+    let dispatcher = Dispatcher::new(services, Some(aws_sdk_eventbridge::Client::new(sdk)));
     let dispatcher = &dispatcher;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(mail_dispatch::handle(event.payload, dispatcher).await)

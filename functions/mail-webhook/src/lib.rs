@@ -113,8 +113,8 @@ impl Queue for LazySqs {
         let queue = self
             .queue
             .get_or_init(|| async {
-                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                relay365::queue::SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), self.url.clone())
+                let sdk = relay365::runtime::aws_sdk_config().await;
+                relay365::queue::SqsQueue::new(aws_sdk_sqs::Client::new(sdk), self.url.clone())
             })
             .await;
         queue.send(items).await

@@ -12,14 +12,15 @@ use send_mail::idempotency::{DynamoStore, IdempotencyStore};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let services = relay365::runtime::Services::from_env().await?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    // The same SDK configuration (and HTTPS client) the secret store uses.
+    let sdk = relay365::runtime::aws_sdk_config().await;
     let s3 = services
         .config
         .attachments_bucket
         .as_ref()
-        .map(|_| aws_sdk_s3::Client::new(&sdk));
+        .map(|_| aws_sdk_s3::Client::new(sdk));
     let idempotency = services.config.idempotency_table.clone().map(|t| {
-        Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), t)) as Arc<dyn IdempotencyStore>
+        Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), t)) as Arc<dyn IdempotencyStore>
     });
     let sender = Sender {
         services: &services,
