@@ -84,6 +84,58 @@ pub async fn aws_sdk_config() -> &'static aws_config::SdkConfig {
     AWS_SDK.get_or_init(|| sdk)
 }
 
+/// An AWS client built on first use from [`aws_sdk_config`], so a cold start
+/// that never needs it (send-mail without S3 attachments or idempotency keys,
+/// dispatch without EventBridge targets) does not pay for loading the SDK
+/// configuration and its HTTPS client.
+pub struct LazyClient<T> {
+    cell: tokio::sync::OnceCell<T>,
+    make: fn(&aws_config::SdkConfig) -> T,
+}
+
+impl<T> LazyClient<T> {
+    /// A client `make` builds when first used.
+    pub fn new(make: fn(&aws_config::SdkConfig) -> T) -> Self {
+        Self {
+            cell: tokio::sync::OnceCell::new(),
+            make,
+        }
+    }
+
+    /// A client that is already built (tests, or a custom endpoint).
+    pub fn ready(client: T) -> Self {
+        Self {
+            cell: tokio::sync::OnceCell::new_with(Some(client)),
+            make: |_| unreachable_client(),
+        }
+    }
+
+    /// The client, built now if this is its first use.
+    pub async fn get(&self) -> &T {
+        self.cell
+            .get_or_init(|| async { (self.make)(aws_sdk_config().await) })
+            .await
+    }
+
+    /// Whether the client has been built.
+    pub fn is_built(&self) -> bool {
+        self.cell.initialized()
+    }
+}
+
+impl<T> std::fmt::Debug for LazyClient<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyClient")
+            .field("built", &self.is_built())
+            .finish()
+    }
+}
+
+/// `LazyClient::ready` is initialised at construction, so its builder never runs.
+fn unreachable_client<T>() -> T {
+    unreachable!("a ready LazyClient is never built again")
+}
+
 /// Builds the secret store the settings name.
 ///
 /// # Errors

@@ -38,12 +38,15 @@ pub const MESSAGE_SELECT: &str = "id,internetMessageId,conversationId,subject,fr
 pub struct Dispatcher {
     /// Shared services.
     pub services: Services,
-    eventbridge: Option<aws_sdk_eventbridge::Client>,
+    eventbridge: Option<relay365::runtime::LazyClient<aws_sdk_eventbridge::Client>>,
 }
 
 impl Dispatcher {
     /// Wraps services; `eventbridge` is needed only for `eventbridge:` targets.
-    pub fn new(services: Services, eventbridge: Option<aws_sdk_eventbridge::Client>) -> Self {
+    pub fn new(
+        services: Services,
+        eventbridge: Option<relay365::runtime::LazyClient<aws_sdk_eventbridge::Client>>,
+    ) -> Self {
         Self {
             services,
             eventbridge,
@@ -447,7 +450,7 @@ pub async fn deliver(d: &Dispatcher, target: &Target, event: &Value) -> Result<(
                 .detail_type(event["type"].as_str().unwrap_or("relay365.event"))
                 .detail(String::from_utf8_lossy(&body))
                 .build();
-            match eb.put_events().entries(entry).send().await {
+            match eb.get().await.put_events().entries(entry).send().await {
                 Ok(out) if out.failed_entry_count() == 0 => Ok(()),
                 Ok(_) => Err(Delivery::Retry("EventBridge refused the entry".into())),
                 Err(_) => Err(Delivery::Retry("EventBridge unreachable".into())),

@@ -8,9 +8,10 @@ use mail_dispatch::Dispatcher;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let services = relay365::runtime::Services::from_env().await?;
-    // The same SDK configuration (and HTTPS client) the secret store uses.
-    let sdk = relay365::runtime::aws_sdk_config().await;
-    let dispatcher = Dispatcher::new(services, Some(aws_sdk_eventbridge::Client::new(sdk)));
+    // Built on the first event for an `eventbridge:` target, from the SDK
+    // configuration the secret store shares; HTTPS targets never pay for it.
+    let eventbridge = relay365::runtime::LazyClient::new(aws_sdk_eventbridge::Client::new);
+    let dispatcher = Dispatcher::new(services, Some(eventbridge));
     let dispatcher = &dispatcher;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(mail_dispatch::handle(event.payload, dispatcher).await)

@@ -42,14 +42,26 @@ pub trait IdempotencyStore: Send + Sync {
 /// [`IdempotencyStore`] on DynamoDB.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
-    client: aws_sdk_dynamodb::Client,
+    client: std::sync::Arc<relay365::runtime::LazyClient<aws_sdk_dynamodb::Client>>,
     table: String,
 }
 
 impl DynamoStore {
-    /// A store in `table`.
+    /// A store in `table` with this client.
     pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
-        Self { client, table }
+        Self {
+            client: std::sync::Arc::new(relay365::runtime::LazyClient::ready(client)),
+            table,
+        }
+    }
+
+    /// A store in `table` whose client is built on the first request with an
+    /// idempotency key (not at cold start).
+    pub fn lazy(table: String) -> Self {
+        Self {
+            client: std::sync::Arc::new(relay365::runtime::LazyClient::new(aws_sdk_dynamodb::Client::new)),
+            table,
+        }
     }
 }
 
@@ -62,6 +74,8 @@ impl IdempotencyStore for DynamoStore {
     async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, String> {
         let put = self
             .client
+            .get()
+            .await
             .put_item()
             .table_name(&self.table)
             .item("pk", AttributeValue::S(key.into()))
@@ -80,6 +94,8 @@ impl IdempotencyStore for DynamoStore {
             {
                 let item = self
                     .client
+                    .get()
+                    .await
                     .get_item()
                     .table_name(&self.table)
                     .key("pk", AttributeValue::S(key.into()))
@@ -116,6 +132,8 @@ impl IdempotencyStore for DynamoStore {
 
     async fn sent(&self, key: &str) -> Result<(), String> {
         self.client
+            .get()
+            .await
             .update_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(key.into()))
@@ -136,6 +154,8 @@ impl IdempotencyStore for DynamoStore {
 
     async fn release(&self, key: &str) -> Result<(), String> {
         self.client
+            .get()
+            .await
             .delete_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(key.into()))

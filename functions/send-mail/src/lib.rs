@@ -42,8 +42,8 @@ pub const CHUNK: u64 = 4 * 1024 * 1024;
 pub struct Sender<'a> {
     /// Shared services.
     pub services: &'a Services,
-    /// For attachments by reference.
-    pub s3: Option<aws_sdk_s3::Client>,
+    /// For attachments by reference (built on first use).
+    pub s3: Option<relay365::runtime::LazyClient<aws_sdk_s3::Client>>,
     /// For idempotency keys.
     pub idempotency: Option<Arc<dyn IdempotencyStore>>,
 }
@@ -534,6 +534,8 @@ async fn s3_size(sender: &Sender<'_>, bucket: &str, key: &str) -> Result<u64, Se
         .as_ref()
         .ok_or_else(|| SendError::new(500, "misconfigured", "no S3 client"))?;
     let head = s3
+        .get()
+        .await
         .head_object()
         .bucket(bucket)
         .key(key)
@@ -569,6 +571,8 @@ async fn s3_range(
         .as_ref()
         .ok_or_else(|| SendError::new(500, "misconfigured", "no S3 client"))?;
     let obj = s3
+        .get()
+        .await
         .get_object()
         .bucket(bucket)
         .key(key)

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use relay365::runtime::LazyClient;
 use send_mail::Sender;
 use send_mail::idempotency::{DynamoStore, IdempotencyStore};
 
@@ -12,16 +13,19 @@ use send_mail::idempotency::{DynamoStore, IdempotencyStore};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let services = relay365::runtime::Services::from_env().await?;
-    // The same SDK configuration (and HTTPS client) the secret store uses.
-    let sdk = relay365::runtime::aws_sdk_config().await;
+    // S3 and DynamoDB clients are built on first use, from the SDK
+    // configuration the secret store shares: a cold start that sends a plain
+    // mail does not pay for them.
     let s3 = services
         .config
         .attachments_bucket
         .as_ref()
-        .map(|_| aws_sdk_s3::Client::new(sdk));
-    let idempotency = services.config.idempotency_table.clone().map(|t| {
-        Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), t)) as Arc<dyn IdempotencyStore>
-    });
+        .map(|_| LazyClient::new(aws_sdk_s3::Client::new));
+    let idempotency = services
+        .config
+        .idempotency_table
+        .clone()
+        .map(|t| Arc::new(DynamoStore::lazy(t)) as Arc<dyn IdempotencyStore>);
     let sender = Sender {
         services: &services,
         s3,

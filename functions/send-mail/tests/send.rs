@@ -73,7 +73,7 @@ impl World {
     fn sender(&self) -> Sender<'_> {
         Sender {
             services: &self.stack.services,
-            s3: Some(self.s3.clone()),
+            s3: Some(relay365::runtime::LazyClient::ready(self.s3.clone())),
             idempotency: Some(Arc::new(DynamoStore::new(self.dynamo.clone(), TABLE.into()))),
         }
     }
