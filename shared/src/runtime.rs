@@ -224,4 +224,15 @@ mod tests {
             "the SDK configuration was loaded twice"
         );
     }
+
+    #[tokio::test]
+    async fn a_lazy_client_is_built_on_first_use_only() {
+        let lazy = super::LazyClient::new(|_| 7u32);
+        assert!(!lazy.is_built());
+        assert_eq!(*lazy.get().await, 7);
+        assert!(lazy.is_built());
+        let ready = super::LazyClient::<u32>::ready(3);
+        assert!(ready.is_built());
+        assert_eq!(*ready.get().await, 3);
+    }
 }
