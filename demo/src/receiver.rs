@@ -52,18 +52,9 @@ impl Receiver {
         let app = axum::Router::new()
             .route("/events", axum::routing::post(receive).get(list))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        let (addr, tx) = relay365_testkit::serve_on(port, app)
             .await
             .map_err(|e| format!("the flow receiver cannot listen on 127.0.0.1:{port}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
         Ok(Self {
             url: format!("http://{addr}/events"),
             inner,

@@ -159,16 +159,7 @@ impl Function {
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .layer(axum::extract::DefaultBodyLimit::max(7 * 1024 * 1024))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let (addr, stop) = relay365_testkit::serve_on(0, app).await?;
         Ok(Self {
             spec,
             addr,

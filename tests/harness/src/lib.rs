@@ -488,13 +488,4 @@ impl Fifo {
     }
 }
 
-/// Polls `check` every 50 ms for at most `secs` seconds.
-pub async fn eventually<F: FnMut() -> bool>(secs: u64, mut check: F) -> bool {
-    for _ in 0..secs * 20 {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    check()
-}
+pub use relay365_testkit::eventually;

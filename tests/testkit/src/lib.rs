@@ -39,8 +39,19 @@ pub struct Aws {
 
 /// Serves `app` on a free 127.0.0.1 port until the returned sender is dropped.
 pub async fn serve(app: axum::Router) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    serve_on(0, app).await.unwrap()
+}
+
+/// Serves `app` on `127.0.0.1:port` (0 for any) until the returned sender is dropped.
+///
+/// # Errors
+/// When the port cannot be bound.
+pub async fn serve_on(
+    port: u16,
+    app: axum::Router,
+) -> std::io::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -49,7 +60,18 @@ pub async fn serve(app: axum::Router) -> (SocketAddr, tokio::sync::oneshot::Send
             })
             .await;
     });
-    (addr, tx)
+    Ok((addr, tx))
+}
+
+/// Polls `check` every 50 ms for at most `secs` seconds.
+pub async fn eventually<F: FnMut() -> bool>(secs: u64, mut check: F) -> bool {
+    for _ in 0..secs * 20 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
 }
 
 fn moto_binary() -> String {
