@@ -111,9 +111,10 @@ fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
         .map(|d| d.display().to_string())
         .unwrap_or_else(|| "(not kept)".into());
     let mut out = format!(
-        "\nrelay365 demo: ready in {:.1} s (five release binaries under a local Lambda Runtime API)\n\n\
+        "\nrelay365 demo: ready in {:.1} s (the five functions from {}, each under a local Lambda Runtime API)\n\n\
          \x20 API (as API Gateway)   {api}\n",
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        opts.bin_dir.display()
     );
     let mailbox = match (&demo.sim, &opts.microsoft) {
         (Some(sim), _) => {
