@@ -67,7 +67,12 @@ fn options() -> Options {
                     .unwrap_or_else(|| usage("--renew-every takes a number of seconds"));
                 opts.renew_every = Duration::from_secs(secs);
             }
-            "-h" | "--help" => usage("relay365-demo: the whole stack on this machine"),
+            "-h" | "--help" => {
+                println!(
+                    "relay365-demo: the whole stack on this machine (docs/demo.md)\nusage: relay365-demo [--bin-dir DIR] [--api-port N] [--sim-port N] [--receiver-port N] [--log-dir DIR] [--verbose] [--renew-every SECONDS]"
+                );
+                std::process::exit(0)
+            }
             other => usage(&format!("unknown option {other}")),
         }
     }
