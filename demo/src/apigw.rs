@@ -136,10 +136,9 @@ pub fn find(method: &str, path: &str) -> Option<(Route, Params)> {
 }
 
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The SigV4 access key of an `Authorization` header for `execute-api`, if it is one.

@@ -132,8 +132,19 @@ pub enum DemoError {
     Function(#[from] InvokeError),
 }
 
-fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> DemoError + '_ {
-    move |e| DemoError::Setup(format!("{what}: {e}"))
+/// A set-up error with its whole cause chain: the AWS SDK's own message
+/// ("service error") says nothing until its sources are added.
+fn setup<E: std::error::Error>(what: &str) -> impl FnOnce(E) -> DemoError + '_ {
+    move |e| {
+        let mut out = format!("{what}: {e}");
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        DemoError::Setup(out)
+    }
 }
 
 /// Names of the resources the stack created in moto.
@@ -327,11 +338,9 @@ impl Demo {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tick.tick().await;
-                if let Some(c) = f.get("connections") {
-                    match c.invoke(&scheduled_event()).await {
-                        Ok(report) => eprintln!("renewal schedule: {report}"),
-                        Err(e) => eprintln!("renewal schedule: {e}"),
-                    }
+                match renew(&f).await {
+                    Ok(report) => eprintln!("renewal schedule: {report}"),
+                    Err(e) => eprintln!("renewal schedule: {e}"),
                 }
             }
         }));
@@ -358,10 +367,7 @@ impl Demo {
     /// # Errors
     /// When `connections` fails.
     pub async fn run_schedule(&self) -> Result<Value, InvokeError> {
-        match self.functions.get("connections") {
-            Some(f) => f.invoke(&scheduled_event()).await,
-            None => Ok(Value::Null),
-        }
+        renew(&self.functions).await
     }
 
     /// Invokes send-mail directly, as Amazon Connect or another function would.
@@ -393,7 +399,7 @@ async fn create_resources(
             .secret_string(value)
             .send()
             .await
-            .map_err(|e| DemoError::Setup(format!("secret {name}: {}", aws_config_error(&e))))?;
+            .map_err(setup(name))?;
     }
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let dlq_url = sqs
@@ -468,15 +474,12 @@ async fn create_resources(
     })
 }
 
-fn aws_config_error<E: std::error::Error>(e: &E) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
+/// One run of the renewal rule: `connections` with a scheduled event.
+async fn renew(functions: &HashMap<&'static str, Function>) -> Result<Value, InvokeError> {
+    match functions.get("connections") {
+        Some(f) => f.invoke(&scheduled_event()).await,
+        None => Ok(Value::Null),
     }
-    out
 }
 
 /// EventBridge's scheduled event, as the renewal rule sends it.
