@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-v1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export RELAY365_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: test venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release
+.PHONY: test venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release cold-check
 
 FUNCTIONS := connections oauth-callback mail-webhook mail-dispatch send-mail
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -76,10 +76,24 @@ bench: venv
 	$(PY) scripts/coldstart.py --out BENCHMARKS.coldstart.md
 	python3 scripts/bench.py
 
-## The whole stack on this machine: moto, the Microsoft simulator, the five release
-## binaries under a local Lambda Runtime API, an API Gateway front, the SQS event
-## source, the renewal schedule and a flow receiver. Ctrl-C stops it all.
+## The whole stack on this machine: moto, the Microsoft simulator, the five
+## function binaries under a local Lambda Runtime API, an API Gateway front, the
+## SQS event source, the renewal schedule and a flow receiver. Ctrl-C stops it all.
+## The functions are built with the dev profile (optimised dependencies, our
+## crates unoptimised: the same build `make test` uses, so either command makes
+## the other one fast); `make demo PROFILE=release` runs the deploy build instead.
 ## DEMO_ARGS passes options (e.g. DEMO_ARGS="--verbose --api-port 8080").
-demo: venv release
-	cargo build --locked -p relay365-demo
-	$(TARGET_DIR)/debug/relay365-demo --bin-dir $(TARGET_DIR)/release $(DEMO_ARGS)
+PROFILE ?= dev
+DEMO_BIN_DIR := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+demo: venv
+	@case "$(PROFILE)" in dev|release) ;; *) echo "PROFILE must be dev or release, not $(PROFILE)" >&2; exit 2;; esac
+	cargo build --locked -p relay365-demo $(if $(filter dev,$(PROFILE)),$(addprefix -p ,$(FUNCTIONS)))
+	$(if $(filter dev,$(PROFILE)),,$(RELEASE_BUILD))
+	$(TARGET_DIR)/debug/relay365-demo --bin-dir $(DEMO_BIN_DIR) $(DEMO_ARGS)
+
+## Proves `make test` and `make demo` on a cold machine: a fresh clone in a new
+## folder with empty CARGO_HOME and target directory and a new .venv (see
+## docs/development.md). COLD_DIR keeps the clone; WARM_CARGO_HOME=1 reuses
+## this machine's package cache for the demo timing.
+cold-check:
+	scripts/cold-check.sh
