@@ -4,10 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-v1
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 export RELAY365_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: test venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release cold-check
+.PHONY: test venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release cold-check nextest
 
 FUNCTIONS := connections oauth-callback mail-webhook mail-dispatch send-mail
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -26,7 +26,7 @@ release:
 	$(RELEASE_BUILD)
 
 ## The binary end-to-end tests and the walk-through on the release binaries.
-e2e-release: venv release
+e2e-release: venv nextest release
 	RELAY365_BIN_DIR=$(TARGET_DIR)/release cargo nextest run -p relay365-demo --locked --no-fail-fast
 
 ## The Python tools tests need (moto's AWS server), in a project-local virtualenv.
@@ -42,7 +42,11 @@ fmt:
 clippy:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-unit: venv
+## cargo-nextest comes with this machine kind; elsewhere it is built once into .tools/.
+nextest:
+	@command -v cargo-nextest >/dev/null || cargo install --locked --root $(CURDIR)/.tools cargo-nextest@0.9.143
+
+unit: venv nextest
 	RELAY365_BIN_DIR=$(TARGET_DIR)/debug cargo nextest run --workspace --locked --no-fail-fast
 
 SAM_ENV := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test SAM_CLI_TELEMETRY=0

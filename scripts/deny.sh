@@ -7,6 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DB_SRC=${RELAY365_ADVISORY_DB:-../shared/advisory-db}
 if [ ! -d "$DB_SRC/crates" ]; then
+  # In CI the snapshot is always laid beside the checkout: its absence is a fault, not a skip.
+  if [ -n "${CI:-}" ]; then
+    echo "deny: no advisory snapshot at $DB_SRC (CI expects ../shared/advisory-db beside the checkout)" >&2
+    exit 1
+  fi
   echo "deny: no advisory snapshot at $DB_SRC; skipping (set RELAY365_ADVISORY_DB)" >&2
   exit 0
 fi

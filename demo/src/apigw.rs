@@ -67,6 +67,12 @@ pub const ROUTES: &[Route] = &[
         iam: true,
     },
     Route {
+        method: "POST",
+        path: "/connections/{id}/resubscribe",
+        function: "connections",
+        iam: true,
+    },
+    Route {
         method: "GET",
         path: "/oauth/start",
         function: "oauth-callback",

@@ -156,7 +156,7 @@ pub struct Resources {
     pub dlq_url: String,
     /// The attachments bucket.
     pub bucket: String,
-    /// The idempotency table.
+    /// The state table.
     pub table: String,
 }
 
@@ -276,7 +276,7 @@ impl Demo {
             ("RELAY365_QUEUE_URL", resources.queue_url.clone()),
             ("RELAY365_DEFAULT_TARGET", receiver.url.clone()),
             ("RELAY365_ATTACHMENTS_BUCKET", resources.bucket.clone()),
-            ("RELAY365_IDEMPOTENCY_TABLE", resources.table.clone()),
+            ("RELAY365_STATE_TABLE", resources.table.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -383,7 +383,7 @@ impl Demo {
 }
 
 /// What `template.yaml` creates: the two secrets, the FIFO queue and its
-/// dead-letter queue, the idempotency table and the attachments bucket.
+/// dead-letter queue, the state table and the attachments bucket.
 async fn create_resources(
     sdk: &aws_config::SdkConfig,
     app_secret: &str,
@@ -437,28 +437,10 @@ async fn create_resources(
         .map_err(setup("the notifications queue"))?
         .queue_url
         .unwrap_or_default();
-    let table = "relay365-idempotency".to_string();
-    let ddb = aws_sdk_dynamodb::Client::new(sdk);
-    let key = |kind| {
-        aws_sdk_dynamodb::types::KeySchemaElement::builder()
-            .attribute_name("pk")
-            .key_type(kind)
-            .build()
-    };
-    ddb.create_table()
-        .table_name(&table)
-        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-        .key_schema(key(aws_sdk_dynamodb::types::KeyType::Hash).map_err(setup("key"))?)
-        .attribute_definitions(
-            aws_sdk_dynamodb::types::AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
-                .build()
-                .map_err(setup("attribute"))?,
-        )
-        .send()
+    let table = "relay365-state".to_string();
+    relay365_testkit::create_state_table(sdk, &table)
         .await
-        .map_err(setup("the idempotency table"))?;
+        .map_err(DemoError::Setup)?;
     let bucket = "relay365-attachments".to_string();
     aws_sdk_s3::Client::new(sdk)
         .create_bucket()

@@ -1,8 +1,8 @@
 //! `relay365-demo` (what `make demo` runs): starts the whole stack with the
-//! release binaries, prints the walk-through, and runs until Ctrl-C.
+//! function binaries, prints the walk-through, and runs until Ctrl-C.
 //!
 //! ```text
-//! relay365-demo [--bin-dir target/release] [--api-port 9365] [--sim-port 9366]
+//! relay365-demo [--bin-dir target/debug] [--api-port 9365] [--sim-port 9366]
 //!               [--receiver-port 9367] [--log-dir target/demo/logs] [--verbose]
 //!               [--renew-every SECONDS]
 //! ```
@@ -27,7 +27,7 @@ fn usage(why: &str) -> ! {
 fn options() -> Options {
     let mut sim_port = 9366;
     let mut opts = Options {
-        bin_dir: PathBuf::from("target/release"),
+        bin_dir: PathBuf::from("target/debug"),
         api_port: 9365,
         receiver_port: 9367,
         public_url: std::env::var("RELAY365_PUBLIC_URL")

@@ -402,7 +402,10 @@ async fn the_webhook_answers_the_handshake_cold_without_touching_aws_and_never_a
 #[tokio::test]
 async fn api_gateway_events_have_the_fields_aws_sends() {
     // The fixture aws_lambda_events tests itself against, from the crate's source.
-    let fixture_path = dependency_file("aws_lambda_events", "src/fixtures/example-apigw-v2-request-iam.json");
+    let fixture_path = dependency_file(
+        "aws_lambda_events",
+        "src/fixtures/example-apigw-v2-request-iam.json",
+    );
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&fixture_path).unwrap())
         .unwrap_or_else(|e| panic!("{} is not the JSON fixture it was: {e}", fixture_path.display()));
 
@@ -526,17 +529,19 @@ fn the_demo_routes_are_the_templates() {
 
 #[test]
 fn a_missing_dependency_file_is_named_with_where_it_was_looked_for() {
-    let err = std::panic::catch_unwind(|| dependency_file("aws_lambda_events", "src/fixtures/no-such-fixture.json"))
-        .expect_err("a file the crate does not ship cannot be found");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let err = std::panic::catch_unwind(|| {
+        dependency_file("aws_lambda_events", "src/fixtures/no-such-fixture.json")
+    })
+    .expect_err("a file the crate does not ship cannot be found");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("src/fixtures/no-such-fixture.json"), "{msg}");
     assert!(msg.contains("aws_lambda_events"), "{msg}");
     assert!(msg.contains("dep-info"), "{msg}");
     assert!(msg.contains("cargo metadata"), "{msg}");
     // And the real one is found the same way, from the copy the build compiled.
-    let found = dependency_file("aws_lambda_events", "src/fixtures/example-apigw-v2-request-iam.json");
+    let found = dependency_file(
+        "aws_lambda_events",
+        "src/fixtures/example-apigw-v2-request-iam.json",
+    );
     assert!(found.is_file(), "{}", found.display());
 }

@@ -116,8 +116,10 @@ pub struct Config {
     pub attachments_bucket: Option<String>,
     /// `RELAY365_SECRET_STORE`.
     pub secret_store: StoreKind,
-    /// `RELAY365_IDEMPOTENCY_TABLE`: the DynamoDB table send-mail keeps idempotency keys in.
-    pub idempotency_table: Option<String>,
+    /// `RELAY365_STATE_TABLE`: the DynamoDB table of connections,
+    /// subscriptions, deliveries and idempotency keys. Without it (a local
+    /// run with `RELAY365_SECRET_STORE=file:DIR` only) state is kept in memory.
+    pub state_table: Option<String>,
 }
 
 fn host_override(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
@@ -213,7 +215,7 @@ impl Config {
                 .transpose()?,
             attachments_bucket: get("RELAY365_ATTACHMENTS_BUCKET"),
             secret_store,
-            idempotency_table: get("RELAY365_IDEMPOTENCY_TABLE"),
+            state_table: get("RELAY365_STATE_TABLE"),
         })
     }
 

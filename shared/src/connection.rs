@@ -1,18 +1,16 @@
-//! The record kept per connected mailbox, one secret each
-//! (`{SECRET_PREFIX}connections/{id}`).
+//! The record kept per connected mailbox and its subscriptions, as the state
+//! table holds them (see [`crate::store`]).
 //!
-//! It holds the refresh token of a delegated connection, so it lives in Secrets
-//! Manager; [`Connection::public_view`] is the only shape that leaves the
-//! service, and it never carries a token.
-
-use std::collections::BTreeMap;
+//! No token is part of it: a delegated connection's refresh token lives in
+//! its own secret (`{SECRET_PREFIX}tokens/{id}`), and the record only says which
+//! `generation` of sign-in that secret must come from.
+//! [`Connection::public_view`] is the only shape that leaves the service.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::cloud::Cloud;
 use crate::scopes::{FeatureScope, Resource};
-use crate::sensitive::Sensitive;
 
 /// How a connection authenticates to Microsoft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -57,6 +55,10 @@ pub enum Status {
 /// A Graph change-notification subscription owned by a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
+    /// Its key within the connection: stable while Graph's id changes on
+    /// every recreation.
+    #[serde(default)]
+    pub key: String,
     /// Graph's subscription id (empty until created at Graph).
     #[serde(default)]
     pub id: String,
@@ -78,6 +80,42 @@ pub struct Subscription {
     /// The last problem met creating or renewing it, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Mail: the delta link a resync starts from (never shown by the API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_link: Option<String>,
+    /// The `receivedDateTime` of the newest mail delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    /// When the last notification for it was handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_notification_at: Option<String>,
+    /// When the last event was delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery_at: Option<String>,
+    /// When it was added, which orders a connection's subscriptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+impl Subscription {
+    /// A subscription not yet created at Graph, with a new key.
+    pub fn new(resource: Resource, folder: Option<String>, target: Option<String>) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            key: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            id: String::new(),
+            resource,
+            folder,
+            target,
+            expires_at: None,
+            last_error: None,
+            delta_link: None,
+            watermark: None,
+            last_notification_at: None,
+            last_delivery_at: None,
+            created_at: now.format(&time::format_description::well_known::Rfc3339).ok(),
+        }
+    }
 }
 
 /// A connected mailbox.
@@ -99,33 +137,23 @@ pub struct Connection {
     /// The Graph permissions Microsoft reported as granted.
     #[serde(default)]
     pub granted_scopes: Vec<String>,
-    /// Delegated only: the newest refresh token written to the store.
+    /// Delegated only: which sign-in the stored refresh token comes from.
+    /// Every sign-in or reconnect adds one, in this record and in the token
+    /// secret, so a container holding an older rotated token knows to drop it.
+    #[serde(default)]
+    pub generation: u64,
+    /// When the refresh token was last written (unix seconds), so it is
+    /// written at most once per ten minutes whatever the number of containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<Sensitive>,
-    /// When the refresh token was last written, to respect Secrets Manager's
-    /// guidance of at most one write per secret every ten minutes.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub refresh_token_written_at: Option<OffsetDateTime>,
+    pub token_written_at: Option<i64>,
     /// Where the connection stands.
     pub status: Status,
-    /// Its subscriptions.
-    #[serde(default)]
+    /// Its subscriptions (items of their own in the table, read with it).
+    #[serde(default, skip_serializing)]
     pub subscriptions: Vec<Subscription>,
-    /// Delta links per subscription id, for resyncs after `missed`.
-    #[serde(default)]
-    pub delta_links: BTreeMap<String, String>,
     /// The last problem, in words a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Ids of the messages most recently delivered (at most
-    /// [`RECENT_DELIVERIES`]), so a resync after `missed` and a late duplicate
-    /// notification deliver nothing twice.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub recent_deliveries: Vec<String>,
     /// The nonce of the one sign-in in progress: `/oauth/start` sets it, the
     /// callback must present it and clears it, so each OAuth state is usable
     /// once, whichever container serves the callback.
@@ -137,14 +165,14 @@ pub struct Connection {
     /// When it last changed.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// Grows with every write; a read-modify-write is conditional on it.
+    #[serde(default)]
+    pub version: u64,
 }
 
-/// How many delivered message ids a connection remembers.
-pub const RECENT_DELIVERIES: usize = 500;
-
-/// The secret name of a connection's record.
-pub fn secret_name(prefix: &str, id: &str) -> String {
-    format!("{prefix}connections/{id}")
+/// The name of a delegated connection's token secret.
+pub fn token_secret_name(prefix: &str, id: &str) -> String {
+    format!("{prefix}tokens/{id}")
 }
 
 /// Checks a connection id: 1 to 64 characters of `a-z`, `0-9` and `-`,
@@ -184,62 +212,41 @@ impl Connection {
             mailbox,
             scopes,
             granted_scopes: Vec::new(),
-            refresh_token: None,
-            refresh_token_written_at: None,
+            generation: 0,
+            token_written_at: None,
             status: Status::PendingConsent,
             subscriptions: Vec::new(),
-            delta_links: BTreeMap::new(),
             last_error: None,
             pending_auth_nonce: None,
-            recent_deliveries: Vec::new(),
             created_at: now,
             updated_at: now,
+            version: 0,
         }
     }
 
-    /// Parses a stored record.
-    pub fn from_json(raw: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(raw)
-    }
-
-    /// The stored form (with the refresh token).
-    pub fn to_json(&self) -> String {
-        // Serialising this struct cannot fail: every field is a plain value.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// The form the API returns: everything but tokens and delta links.
+    /// The form the API returns: no nonce, no delta links, no bookkeeping.
     pub fn public_view(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(map) = v.as_object_mut() {
-            map.remove("refresh_token");
-            map.remove("refresh_token_written_at");
-            map.remove("delta_links");
-            map.remove("pending_auth_nonce");
-            map.remove("recent_deliveries");
+            for k in ["pending_auth_nonce", "token_written_at", "generation", "version"] {
+                map.remove(k);
+            }
+            let subs: Vec<serde_json::Value> =
+                self.subscriptions.iter().map(Subscription::public_view).collect();
+            map.insert("subscriptions".into(), subs.into());
         }
         v
     }
+}
 
-    /// True when this message was delivered recently.
-    pub fn was_delivered(&self, message_id: &str) -> bool {
-        self.recent_deliveries.iter().any(|m| m == message_id)
-    }
-
-    /// Remembers a delivered message, forgetting the oldest beyond the bound.
-    pub fn remember_delivery(&mut self, message_id: &str) {
-        self.recent_deliveries.push(message_id.to_string());
-        let excess = self.recent_deliveries.len().saturating_sub(RECENT_DELIVERIES);
-        self.recent_deliveries.drain(..excess);
-    }
-
-    /// Marks the connection as needing a new sign-in and forgets its refresh
-    /// token, so no later call keeps retrying a dead grant.
-    pub fn mark_reauth_required(&mut self, reason: &str) {
-        self.status = Status::ReauthRequired;
-        self.refresh_token = None;
-        self.last_error = Some(reason.to_string());
-        self.updated_at = OffsetDateTime::now_utc();
+impl Subscription {
+    /// The form the API returns: everything but the delta link.
+    pub fn public_view(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = v.as_object_mut() {
+            map.remove("delta_link");
+        }
+        v
     }
 }
 
@@ -248,7 +255,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn public_view_never_carries_the_refresh_token() {
+    fn public_view_hides_the_nonce_and_delta_links() {
         let mut c = Connection::new(
             "support".into(),
             AuthMode::Delegated,
@@ -257,15 +264,16 @@ mod tests {
             None,
             vec![FeatureScope::MailReadOnly],
         );
-        c.refresh_token = Some(Sensitive::new("RT-very-secret"));
-        assert!(c.to_json().contains("RT-very-secret"));
+        c.pending_auth_nonce = Some("nonce-very-secret".into());
+        let mut sub = Subscription::new(Resource::Mail, Some("inbox".into()), None);
+        sub.delta_link = Some("https://graph/delta?$deltatoken=secret-link".into());
+        c.subscriptions.push(sub);
         let view = c.public_view().to_string();
-        assert!(!view.contains("RT-very-secret"), "{view}");
+        assert!(!view.contains("nonce-very-secret"), "{view}");
+        assert!(!view.contains("secret-link"), "{view}");
         assert!(view.contains("\"status\":\"pending_consent\""), "{view}");
         assert!(view.contains("\"scopes\":[\"Mail.ReadOnly\"]"), "{view}");
-        assert!(!format!("{c:?}").contains("RT-very-secret"));
-        let back = Connection::from_json(&c.to_json()).unwrap();
-        assert_eq!(back, c);
+        assert!(view.contains("\"resource\":\"mail\""), "{view}");
     }
 
     #[test]
@@ -276,23 +284,5 @@ mod tests {
         for bad in ["", "-x", "Support", "a/b", "a b", "é", &"x".repeat(65)] {
             assert!(validate_id(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn reauth_drops_the_refresh_token() {
-        let mut c = Connection::new(
-            "x".into(),
-            AuthMode::Delegated,
-            Cloud::Global,
-            "t".into(),
-            None,
-            vec![],
-        );
-        c.refresh_token = Some(Sensitive::new("rt"));
-        c.status = Status::Active;
-        c.mark_reauth_required("revoked");
-        assert_eq!(c.status, Status::ReauthRequired);
-        assert!(c.refresh_token.is_none());
-        assert_eq!(c.last_error.as_deref(), Some("revoked"));
     }
 }

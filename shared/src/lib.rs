@@ -21,6 +21,7 @@ pub mod scopes;
 pub mod secrets;
 pub mod sensitive;
 pub mod signing;
+pub mod store;
 pub mod subscriptions;
 pub mod tokens;
 

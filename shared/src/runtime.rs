@@ -1,6 +1,7 @@
 //! What a function loads once per container, before its first request:
-//! settings, the secret store (with its cache), the signing key, the app
-//! registration's credentials, and the HTTP, token and Graph clients.
+//! settings, the secret store (with its cache), the state store, the signing
+//! key, the app registration's credentials, and the HTTP, token and Graph
+//! clients.
 //!
 //! Loading it all up front means a misconfigured deployment fails its first
 //! invocation with a message that names the setting or secret to fix, and a
@@ -14,6 +15,7 @@ use crate::graph::{GraphClient, RetryPolicy};
 use crate::secrets::{AwsSecretStore, CachedSecretStore, FileSecretStore, SecretError, SecretStore};
 use crate::sensitive::Sensitive;
 use crate::signing::{Signer, WeakKey};
+use crate::store::Store;
 use crate::tokens::{AppCredentials, TokenClient, TokenError, TokenProvider};
 
 /// How long secrets are cached in a warm container.
@@ -51,6 +53,8 @@ pub struct Services {
     pub config: Config,
     /// Secrets, cached.
     pub store: Arc<dyn SecretStore>,
+    /// Connections, subscriptions, deliveries, idempotency keys: read fresh.
+    pub state: Store,
     /// The deployment's signing key.
     pub signer: Signer,
     /// Access tokens for connections.
@@ -156,6 +160,26 @@ pub async fn secret_store(config: &Config) -> Result<Arc<dyn SecretStore>, Start
     })
 }
 
+/// Builds the state store the settings name: the DynamoDB table, with its
+/// client built on first use; in memory for a local run on a secret directory
+/// without a table (state then lives as long as the process).
+///
+/// # Errors
+/// When the table is not set for a deployment on AWS.
+pub fn state_store(config: &Config) -> Result<Store, StartupError> {
+    match (&config.state_table, &config.secret_store) {
+        (Some(table), _) => Ok(Store::dynamo(
+            Arc::new(LazyClient::new(aws_sdk_dynamodb::Client::new)),
+            table.clone(),
+        )),
+        (None, StoreKind::File(_)) => Ok(Store::memory()),
+        (None, StoreKind::Aws) => Err(StartupError::Config(ConfigError {
+            name: "RELAY365_STATE_TABLE",
+            message: "is required; the SAM template sets it to the state table".into(),
+        })),
+    }
+}
+
 impl Services {
     /// Loads everything from the environment.
     ///
@@ -164,14 +188,19 @@ impl Services {
     pub async fn from_env() -> Result<Self, StartupError> {
         let config = Config::from_env()?;
         let store = secret_store(&config).await?;
-        Self::with_store(config, store).await
+        let state = state_store(&config)?;
+        Self::with_stores(config, store, state).await
     }
 
-    /// Loads everything with a given store (tests, local runs).
+    /// Loads everything with given stores (tests, local runs).
     ///
     /// # Errors
     /// [`StartupError`] naming what to fix.
-    pub async fn with_store(config: Config, store: Arc<dyn SecretStore>) -> Result<Self, StartupError> {
+    pub async fn with_stores(
+        config: Config,
+        store: Arc<dyn SecretStore>,
+        state: Store,
+    ) -> Result<Self, StartupError> {
         let key = store
             .get(&config.signing_key_secret_id)
             .await?
@@ -190,6 +219,7 @@ impl Services {
         let tokens = Arc::new(TokenProvider::new(
             token_client,
             store.clone(),
+            state.clone(),
             &config.secret_prefix,
         ));
         let graph = GraphClient::new(
@@ -200,6 +230,7 @@ impl Services {
         Ok(Self {
             config,
             store,
+            state,
             signer,
             tokens,
             graph,

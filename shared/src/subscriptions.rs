@@ -6,9 +6,12 @@
 //! Subscriptions are created for the longest lifetime Graph allows Outlook
 //! resources (10,080 minutes; we ask for 10,070 to stay clear of the edge) and
 //! renewed by the scheduled run when less than a day is left, not every few
-//! minutes (pitfall 3). The reconcile step compares our records with
-//! `GET /subscriptions`, because lifecycle events alone cannot be relied on
-//! (pitfall 5).
+//! minutes. The reconcile step compares our records with `GET /subscriptions`,
+//! because lifecycle events alone cannot be relied on.
+//!
+//! Each subscription is its own item in the state table, and these functions
+//! write only the attributes the renewal owns (Graph's id, the expiry, the
+//! last error, and the delta link when there is none yet).
 
 use std::collections::HashSet;
 
@@ -16,22 +19,50 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::connection::{AuthMode, Connection, Status, Subscription, secret_name};
+use crate::connection::{AuthMode, Connection, Status, Subscription};
 use crate::graph::GraphError;
 use crate::runtime::Services;
 use crate::scopes::Resource;
-use crate::secrets::new_request_token;
 use crate::sensitive::Sensitive;
+use crate::store::{StoreError, SubscriptionChange};
 
 /// The lifetime asked for, just under Graph's 10,080-minute maximum for Outlook resources.
 pub const LIFETIME_MINUTES: i64 = 10_070;
 
+/// What must be escaped in one segment of a Graph path (an address keeps its
+/// `@` and `.`, which Graph reads as they are).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'?')
+    .add(b'\'')
+    .add(b'(')
+    .add(b')')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// The Graph path of the connection's mailbox: `/me` for delegated
+/// connections, `/users/{mailbox}` for app-only ones.
+pub fn owner(conn: &Connection) -> String {
+    match (conn.auth, &conn.mailbox) {
+        (AuthMode::Delegated, _) | (_, None) => "/me".to_string(),
+        (_, Some(m)) => format!(
+            "/users/{}",
+            percent_encoding::utf8_percent_encode(m, PATH_SEGMENT)
+        ),
+    }
+}
+
 /// The Graph resource path a subscription watches.
 pub fn graph_resource(conn: &Connection, sub: &Subscription) -> String {
-    let owner = match (conn.auth, &conn.mailbox) {
-        (AuthMode::Delegated, _) | (_, None) => "/me".to_string(),
-        (_, Some(m)) => format!("/users/{m}"),
-    };
+    let owner = owner(conn);
     match sub.resource {
         Resource::Mail => format!(
             "{owner}/mailFolders('{}')/messages",
@@ -99,28 +130,65 @@ pub async fn delta(
     Err(GraphError::Decode("the delta query did not end".into()))
 }
 
-/// Creates one subscription at Graph and records its id and expiry; for mail,
-/// also records the delta link from which a resync starts.
+/// A subscription could not be created or renewed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    /// Graph refused or failed.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The state table failed.
+    #[error(transparent)]
+    State(#[from] StoreError),
+    /// The deployment cannot create subscriptions.
+    #[error("{0}")]
+    Misconfigured(String),
+}
+
+impl SubscriptionError {
+    /// True when trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SubscriptionError::Graph(e) => e.is_retryable(),
+            SubscriptionError::State(e) => e.is_retryable(),
+            SubscriptionError::Misconfigured(_) => false,
+        }
+    }
+
+    /// Graph's HTTP status, when Graph answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            SubscriptionError::Graph(e) => e.status(),
+            _ => None,
+        }
+    }
+}
+
+/// Creates one subscription at Graph and records its id and expiry in the
+/// state table the moment Graph returns them; for mail without a delta link
+/// yet, then runs the delta query to its end and records the link from which
+/// a resync starts. A subscription recreated after Graph lost it keeps its
+/// old link, so a resync covers the gap.
 ///
 /// # Errors
-/// [`GraphError`]; a failed validation handshake comes back as a 400.
+/// [`SubscriptionError`]; a failed validation handshake comes back as a 400.
 pub async fn create(
     s: &Services,
-    conn: &mut Connection,
-    index: usize,
+    conn: &Connection,
+    sub: &Subscription,
     token: &Sensitive,
-) -> Result<(), GraphError> {
+) -> Result<String, SubscriptionError> {
     let Some(public) = &s.config.public_url else {
-        return Err(GraphError::Decode("RELAY365_PUBLIC_URL is not set".into()));
+        return Err(SubscriptionError::Misconfigured(
+            "RELAY365_PUBLIC_URL is not set".into(),
+        ));
     };
     let base = public.as_str().trim_end_matches('/');
-    let sub = conn.subscriptions[index].clone();
     let expires = OffsetDateTime::now_utc() + time::Duration::minutes(LIFETIME_MINUTES);
     let body = serde_json::json!({
         "changeType": change_types(sub.resource),
         "notificationUrl": format!("{base}/notifications"),
         "lifecycleNotificationUrl": format!("{base}/notifications/lifecycle"),
-        "resource": graph_resource(conn, &sub),
+        "resource": graph_resource(conn, sub),
         "expirationDateTime": expires.format(&Rfc3339).unwrap_or_default(),
         "clientState": s.signer.client_state(&conn.id).expose(),
         "latestSupportedTlsVersion": "v1_2",
@@ -130,115 +198,190 @@ pub async fn create(
         .send(reqwest::Method::POST, "/subscriptions", token, Some(&body), &[])
         .await?
         .json()?;
-    let delta_link = if sub.resource == Resource::Mail {
-        let start = format!("{}/delta", graph_resource(conn, &sub));
-        Some(delta(s, token, &start).await?.1)
-    } else {
-        None
-    };
-    let entry = &mut conn.subscriptions[index];
-    if !entry.id.is_empty() {
-        conn.delta_links.remove(&entry.id);
-    }
-    entry.id = created.id.clone();
-    entry.expires_at = OffsetDateTime::parse(&created.expiration, &Rfc3339).ok();
-    entry.last_error = None;
-    if let Some(link) = delta_link {
-        conn.delta_links.insert(created.id.clone(), link);
-    }
+    s.state
+        .update_subscription(
+            &conn.id,
+            &sub.key,
+            SubscriptionChange::new()
+                .graph_id(&created.id)
+                .expires_at(OffsetDateTime::parse(&created.expiration, &Rfc3339).ok())
+                .last_error(None),
+        )
+        .await?;
     tracing::info!(connection = %conn.id, subscription = %created.id, "subscription created");
-    Ok(())
+    if sub.resource == Resource::Mail && sub.delta_link.is_none() {
+        let start = format!("{}/delta", graph_resource(conn, sub));
+        let link = delta(s, token, &start).await?.1;
+        s.state
+            .update_subscription(
+                &conn.id,
+                &sub.key,
+                SubscriptionChange::new().delta_link_if_missing(&link),
+            )
+            .await?;
+    }
+    Ok(created.id)
 }
 
 /// Extends a subscription to the full lifetime (this also reauthorizes it).
 ///
 /// # Errors
-/// [`GraphError`]; 404 when Graph no longer has it.
+/// [`SubscriptionError`]; Graph's 404 when it no longer has it.
 pub async fn renew(
     s: &Services,
-    conn: &mut Connection,
-    index: usize,
+    conn: &Connection,
+    sub: &Subscription,
     token: &Sensitive,
-) -> Result<(), GraphError> {
-    let id = conn.subscriptions[index].id.clone();
+) -> Result<(), SubscriptionError> {
     let expires = OffsetDateTime::now_utc() + time::Duration::minutes(LIFETIME_MINUTES);
     let body = serde_json::json!({"expirationDateTime": expires.format(&Rfc3339).unwrap_or_default()});
     let renewed: GraphSubscription = s
         .graph
         .send(
             reqwest::Method::PATCH,
-            &format!("/subscriptions/{id}"),
+            &format!("/subscriptions/{}", sub.id),
             token,
             Some(&body),
             &[],
         )
         .await?
         .json()?;
-    let entry = &mut conn.subscriptions[index];
-    entry.expires_at = OffsetDateTime::parse(&renewed.expiration, &Rfc3339).ok();
-    entry.last_error = None;
+    s.state
+        .update_subscription(
+            &conn.id,
+            &sub.key,
+            SubscriptionChange::new()
+                .expires_at(OffsetDateTime::parse(&renewed.expiration, &Rfc3339).ok())
+                .last_error(None),
+        )
+        .await?;
     Ok(())
 }
 
+/// Renews a subscription, or creates it again when Graph no longer has it.
+/// Returns true when it was recreated.
+///
+/// # Errors
+/// [`SubscriptionError`].
+pub async fn renew_or_recreate(
+    s: &Services,
+    conn: &Connection,
+    sub: &Subscription,
+    token: &Sensitive,
+) -> Result<bool, SubscriptionError> {
+    match renew(s, conn, sub, token).await {
+        Ok(()) => Ok(false),
+        Err(e) if e.status() == Some(404) => create(s, conn, sub, token).await.map(|_| true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes one Graph subscription; a missing one counts as deleted.
+pub async fn delete_at_graph(s: &Services, token: &Sensitive, id: &str) {
+    let path = format!("/subscriptions/{id}");
+    match s
+        .graph
+        .send(reqwest::Method::DELETE, &path, token, None, &[])
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.status() == Some(404) => {}
+        Err(e) => tracing::warn!(subscription = id, error = %e, "could not delete a subscription at Graph"),
+    }
+}
+
 /// Words for a person about a failed subscription call.
-pub fn explain(e: &GraphError) -> String {
+pub fn explain(e: &SubscriptionError) -> String {
     match e {
-        GraphError::Api {
+        SubscriptionError::Graph(GraphError::Api {
             status: 400,
             code,
             message,
             ..
-        } if code == "ValidationError" || message.contains("validation") => format!(
+        }) if code == "ValidationError" || message.contains("validation") => format!(
             "Graph could not validate the notification URL (it must answer within 10 seconds): {message}. Check that RELAY365_PUBLIC_URL is this deployment's API URL and reachable from the internet."
         ),
-        GraphError::Api {
+        SubscriptionError::Graph(GraphError::Api {
             status: 403, message, ..
-        } => format!(
+        }) => format!(
             "Graph refused the subscription ({message}): the connection lacks the read permission, or the mailbox has reached 1,000 subscriptions."
         ),
         other => other.to_string(),
     }
 }
 
-/// Creates every subscription of the connection that has no Graph id yet.
-/// Returns true when the record changed (the caller saves it).
-pub async fn ensure(s: &Services, conn: &mut Connection) -> bool {
-    let pending: Vec<usize> = (0..conn.subscriptions.len())
-        .filter(|i| conn.subscriptions[*i].id.is_empty())
-        .collect();
-    if pending.is_empty() || conn.status != Status::Active {
-        return false;
-    }
-    let token = match s.tokens.access_token(&conn.id).await {
-        Ok(t) => t,
-        Err(e) => {
-            for i in &pending {
-                conn.subscriptions[*i].last_error = Some(e.to_string());
-            }
-            return true;
-        }
-    };
-    for i in pending {
-        if let Err(e) = create(s, conn, i, &token).await {
-            tracing::warn!(connection = %conn.id, error = %e, "could not create a subscription");
-            conn.subscriptions[i].last_error = Some(explain(&e));
-        }
-    }
-    true
-}
-
-/// Saves a connection record.
-///
-/// # Errors
-/// The store's error.
-pub async fn save(s: &Services, conn: &Connection) -> Result<(), crate::secrets::SecretError> {
-    s.store
-        .put(
-            &secret_name(&s.config.secret_prefix, &conn.id),
-            &conn.to_json(),
-            &new_request_token(),
+/// Records a subscription's last error; a failure to record is logged, as
+/// the error itself is already being reported to the caller.
+async fn record_error(s: &Services, conn: &Connection, sub: &Subscription, reason: &str) {
+    if let Err(e) = s
+        .state
+        .update_subscription(
+            &conn.id,
+            &sub.key,
+            SubscriptionChange::new().last_error(Some(reason)),
         )
         .await
+    {
+        tracing::warn!(connection = %conn.id, subscription = %sub.key, error = %e, "could not record a subscription error");
+    }
+}
+
+/// Creates every subscription of an active connection that has no Graph id
+/// yet. Returns the problems met, in words, one per subscription that failed.
+pub async fn ensure(s: &Services, conn: &Connection) -> Vec<String> {
+    let pending: Vec<&Subscription> = conn.subscriptions.iter().filter(|x| x.id.is_empty()).collect();
+    if pending.is_empty() || conn.status != Status::Active {
+        return Vec::new();
+    }
+    let token = match s.tokens.access_token(conn).await {
+        Ok(t) => t,
+        Err(e) => {
+            let reason = e.to_string();
+            for sub in &pending {
+                record_error(s, conn, sub, &reason).await;
+            }
+            return vec![reason];
+        }
+    };
+    let mut problems = Vec::new();
+    for sub in pending {
+        if let Err(e) = create(s, conn, sub, &token).await {
+            tracing::warn!(connection = %conn.id, error = %e, "could not create a subscription");
+            let reason = explain(&e);
+            record_error(s, conn, sub, &reason).await;
+            problems.push(reason);
+        }
+    }
+    problems
+}
+
+/// Creates every subscription of a connection again at Graph (with the
+/// current signing key's clientState) and deletes the old ones. Returns how
+/// many were recreated.
+///
+/// # Errors
+/// The first [`SubscriptionError`]; subscriptions before it are recreated.
+pub async fn resubscribe(
+    s: &Services,
+    conn: &Connection,
+    token: &Sensitive,
+) -> Result<usize, SubscriptionError> {
+    let mut done = 0;
+    for sub in &conn.subscriptions {
+        match create(s, conn, sub, token).await {
+            Ok(_) => {
+                if !sub.id.is_empty() {
+                    delete_at_graph(s, token, &sub.id).await;
+                }
+                done += 1;
+            }
+            Err(e) => {
+                record_error(s, conn, sub, &explain(&e)).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// What the scheduled run did.
@@ -254,29 +397,59 @@ pub struct RenewReport {
     pub failed: Vec<serde_json::Value>,
 }
 
+/// The ids of the subscriptions Graph has for this token, following every page.
+async fn listed(s: &Services, token: &Sensitive) -> Result<HashSet<String>, GraphError> {
+    let mut ids = HashSet::new();
+    let mut next = "/subscriptions".to_string();
+    for _ in 0..100 {
+        let page: serde_json::Value = s.graph.get_json(&next, token).await?;
+        ids.extend(
+            page["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x["id"].as_str().map(str::to_string)),
+        );
+        match page["@odata.nextLink"].as_str() {
+            Some(n) => next = n.to_string(),
+            None => return Ok(ids),
+        }
+    }
+    Ok(ids)
+}
+
 /// Renews every subscription expiring within `within`, recreates the ones
-/// Graph does not list, and reports what it could not fix.
+/// Graph does not list, and reports what it could not fix. Each connection is
+/// read fresh and each subscription is written by itself, so the run never
+/// undoes what dispatch or a sign-in wrote meanwhile.
 pub async fn renew_due(s: &Services, within: time::Duration) -> RenewReport {
     let mut report = RenewReport::default();
-    let prefix = format!("{}connections/", s.config.secret_prefix);
-    let names = match s.store.list(&prefix).await {
-        Ok(n) => n,
+    let ids = match s.state.connection_ids().await {
+        Ok(ids) => ids,
         Err(e) => {
             report.failed.push(serde_json::json!({"reason": e.to_string()}));
             return report;
         }
     };
     let horizon = OffsetDateTime::now_utc() + within;
-    for name in names {
-        let id = name.trim_start_matches(&prefix).to_string();
-        let Ok(mut conn) = s.tokens.load(&id).await else {
-            continue;
+    for id in ids {
+        let conn = match s.state.connection(&id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => {
+                // A damaged item is reported and skipped; the others are served.
+                tracing::error!(connection = %id, error = %e, "connection unreadable");
+                report
+                    .failed
+                    .push(serde_json::json!({"connection": id, "reason": e.to_string()}));
+                continue;
+            }
         };
         report.connections += 1;
         if conn.status != Status::Active || conn.subscriptions.is_empty() {
             continue;
         }
-        let token = match s.tokens.access_token(&id).await {
+        let token = match s.tokens.access_token(&conn).await {
             Ok(t) => t,
             Err(e) => {
                 report
@@ -285,68 +458,34 @@ pub async fn renew_due(s: &Services, within: time::Duration) -> RenewReport {
                 continue;
             }
         };
-        let listed: Option<HashSet<String>> = match s
-            .graph
-            .get_json::<serde_json::Value>("/subscriptions", &token)
-            .await
-        {
-            Ok(v) => Some(
-                v["value"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x["id"].as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            ),
+        let listed = match listed(s, &token).await {
+            Ok(l) => Some(l),
             Err(e) => {
                 tracing::warn!(connection = %id, error = %e, "could not list subscriptions; renewing by our records");
                 None
             }
         };
-        let mut changed = false;
-        for i in 0..conn.subscriptions.len() {
-            let sub = conn.subscriptions[i].clone();
+        for sub in &conn.subscriptions {
             let missing = sub.id.is_empty() || listed.as_ref().is_some_and(|l| !l.contains(&sub.id));
             let result = if missing {
-                let r = create(s, &mut conn, i, &token).await;
-                if r.is_ok() {
-                    report.recreated += 1;
-                }
-                r
+                create(s, &conn, sub, &token).await.map(|_| true)
             } else if sub.expires_at.is_none_or(|e| e <= horizon) {
-                match renew(s, &mut conn, i, &token).await {
-                    Ok(()) => {
-                        report.renewed += 1;
-                        Ok(())
-                    }
-                    Err(e) if e.status() == Some(404) => {
-                        let r = create(s, &mut conn, i, &token).await;
-                        if r.is_ok() {
-                            report.recreated += 1;
-                        }
-                        r
-                    }
-                    Err(e) => Err(e),
-                }
+                renew_or_recreate(s, &conn, sub, &token).await
             } else {
                 continue;
             };
-            changed = true;
-            if let Err(e) = result {
-                let reason = explain(&e);
-                tracing::error!(connection = %id, subscription = %sub.id, reason = %reason, "subscription could not be renewed or recreated");
-                conn.subscriptions[i].last_error = Some(reason.clone());
-                report
-                    .failed
-                    .push(serde_json::json!({"connection": id, "subscription": sub.id, "reason": reason}));
+            match result {
+                Ok(true) => report.recreated += 1,
+                Ok(false) => report.renewed += 1,
+                Err(e) => {
+                    let reason = explain(&e);
+                    tracing::error!(connection = %id, subscription = %sub.id, reason = %reason, "subscription could not be renewed or recreated");
+                    record_error(s, &conn, sub, &reason).await;
+                    report.failed.push(
+                        serde_json::json!({"connection": id, "subscription": sub.id, "reason": reason}),
+                    );
+                }
             }
-        }
-        if changed && let Err(e) = save(s, &conn).await {
-            report
-                .failed
-                .push(serde_json::json!({"connection": id, "reason": e.to_string()}));
         }
     }
     report

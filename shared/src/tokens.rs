@@ -8,12 +8,16 @@
 //! The cache renews a token a few minutes before it expires and lets at most
 //! one request per connection go to Microsoft at a time, however many
 //! invocations ask at once. Microsoft rotates refresh tokens on every use but
-//! keeps the old ones valid, so a rotated token is written back to the store
-//! at most once every ten minutes (Secrets Manager's guidance for one secret)
-//! and kept in memory in between. When Microsoft says the grant is gone
-//! (`invalid_grant`: revoked, expired after 90 days idle, password reset) the
-//! connection is marked `reauth_required` and its refresh token dropped, so
-//! nothing keeps hammering a dead grant (pitfall 12).
+//! keeps the old ones valid, so a rotated token is written back to its secret
+//! at most once every ten minutes per connection across all containers
+//! (Secrets Manager's guidance for one secret) and kept in memory in between.
+//! Every sign-in bumps the connection's `generation`; a token held in memory
+//! is used only while the record still has the generation it came from. When
+//! Microsoft says the grant is gone (`invalid_grant`: revoked, expired after
+//! 90 days idle, password reset) the record and the secret are read again past
+//! every cache, and only when no newer sign-in exists is the connection marked
+//! `reauth_required`, so nothing keeps hammering a dead grant and a fresh
+//! sign-in is never undone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,10 +34,11 @@ use time::OffsetDateTime;
 use crate::aadsts;
 use crate::certificate::{Certificate, CertificateError};
 use crate::cloud::Cloud;
-use crate::connection::{AuthMode, Connection, Status, secret_name};
+use crate::connection::{AuthMode, Connection, Status, token_secret_name};
 use crate::scopes;
 use crate::secrets::{SecretError, SecretStore, new_request_token};
 use crate::sensitive::Sensitive;
+use crate::store::{ConnectionChange, Store, StoreError};
 
 const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -85,6 +90,9 @@ pub enum TokenError {
     /// The secret store failed.
     #[error(transparent)]
     Store(#[from] SecretError),
+    /// The state table failed.
+    #[error(transparent)]
+    State(#[from] StoreError),
 }
 
 impl TokenError {
@@ -93,6 +101,7 @@ impl TokenError {
         match self {
             TokenError::Unavailable(_) => true,
             TokenError::Store(e) => e.is_retryable(),
+            TokenError::State(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -538,16 +547,34 @@ pub fn classify(error: &str, description: &str, app_only: bool) -> TokenError {
     }
 }
 
+/// A delegated connection's token secret: the refresh token and the sign-in
+/// generation it belongs to.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct StoredToken {
+    /// The newest refresh token written.
+    pub refresh_token: Sensitive,
+    /// The sign-in it comes from (the connection record's `generation`).
+    pub generation: u64,
+}
+
 #[derive(Default)]
 struct Slot {
-    access: Option<(Sensitive, Instant)>,
-    newest_refresh: Option<Sensitive>,
+    /// The access token, its expiry and the generation it was obtained for.
+    access: Option<(Sensitive, Instant, u64)>,
+    /// The newest rotated refresh token, and the generation it comes from.
+    newest_refresh: Option<(Sensitive, u64)>,
 }
 
 /// Access tokens for connections, cached per container.
+///
+/// A cached token (access or rotated refresh token) is used only while the
+/// connection record, read fresh by the caller, still has the generation it
+/// came from: after a reconnect in any container, every other container
+/// drops what it holds and reads the new grant.
 pub struct TokenProvider {
     client: TokenClient,
-    store: Arc<dyn SecretStore>,
+    secrets: Arc<dyn SecretStore>,
+    state: Store,
     prefix: String,
     renew_before: Duration,
     write_interval: time::Duration,
@@ -563,11 +590,13 @@ impl std::fmt::Debug for TokenProvider {
 }
 
 impl TokenProvider {
-    /// A provider reading connections under `prefix` in `store`.
-    pub fn new(client: TokenClient, store: Arc<dyn SecretStore>, prefix: &str) -> Self {
+    /// A provider with token secrets under `prefix` in `secrets` and
+    /// connection records in `state`.
+    pub fn new(client: TokenClient, secrets: Arc<dyn SecretStore>, state: Store, prefix: &str) -> Self {
         Self {
             client,
-            store,
+            secrets,
+            state,
             prefix: prefix.to_string(),
             renew_before: Duration::from_secs(300),
             write_interval: time::Duration::minutes(10),
@@ -597,57 +626,122 @@ impl TokenProvider {
         map.entry(id.to_string()).or_default().clone()
     }
 
+    fn secret_name(&self, id: &str) -> String {
+        token_secret_name(&self.prefix, id)
+    }
+
     /// Forgets the cached access token of a connection (after Graph answered 401).
     pub async fn invalidate(&self, id: &str) {
         self.slot(id).lock().await.access = None;
     }
 
-    /// Loads a connection record.
+    /// Reads a connection record fresh from the state table.
     ///
     /// # Errors
     /// [`TokenError::UnknownConnection`] or a store failure.
     pub async fn load(&self, id: &str) -> Result<Connection, TokenError> {
-        let raw = self
-            .store
-            .get(&secret_name(&self.prefix, id))
-            .await?
-            .ok_or_else(|| TokenError::UnknownConnection(id.to_string()))?;
-        Connection::from_json(&raw).map_err(|e| {
-            TokenError::Misconfigured(format!(
-                "the record of connection {id} is damaged ({})",
-                e.classify_message()
-            ))
-        })
+        match self.state.connection(id).await? {
+            Some(c) => Ok(c),
+            None => Err(TokenError::UnknownConnection(id.to_string())),
+        }
     }
 
-    async fn save(&self, conn: &Connection) -> Result<(), TokenError> {
-        self.store
-            .put(
-                &secret_name(&self.prefix, &conn.id),
-                &conn.to_json(),
-                &new_request_token(),
-            )
-            .await?;
+    /// Stores the refresh token of a new sign-in under `generation` (the
+    /// secret is created on a connection's first sign-in). The record's
+    /// generation is moved by the caller afterwards, so a container never sees
+    /// a generation whose token is not stored yet.
+    ///
+    /// # Errors
+    /// The secret store's error.
+    pub async fn store_sign_in(
+        &self,
+        id: &str,
+        refresh: &Sensitive,
+        generation: u64,
+    ) -> Result<(), TokenError> {
+        let name = self.secret_name(id);
+        let value = serde_json::to_string(&StoredToken {
+            refresh_token: refresh.clone(),
+            generation,
+        })
+        .unwrap_or_default();
+        match self.secrets.put(&name, &value, &new_request_token()).await {
+            Ok(()) => {}
+            Err(SecretError::NotFound { .. }) => self.secrets.create(&name, &value).await?,
+            Err(e) => return Err(e.into()),
+        }
+        // This container's rotated token, if any, belongs to the old sign-in.
+        let slot = self.slot(id);
+        let mut slot = slot.lock().await;
+        *slot = Slot::default();
         Ok(())
     }
 
-    /// A valid access token for the connection, from the cache when it has
-    /// more than the renewal margin left.
+    /// Schedules a deleted connection's token secret for deletion (missing is fine).
+    ///
+    /// # Errors
+    /// The secret store's error.
+    pub async fn delete_tokens(&self, id: &str) -> Result<(), TokenError> {
+        match self.secrets.delete(&self.secret_name(id)).await {
+            Ok(()) | Err(SecretError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The stored refresh token for the record's generation; past the cache
+    /// when the cached copy is older than the record.
+    async fn stored_token(&self, conn: &Connection, fresh: bool) -> Result<Option<StoredToken>, TokenError> {
+        let name = self.secret_name(&conn.id);
+        let parse = |raw: Option<String>| -> Result<Option<StoredToken>, TokenError> {
+            raw.map(|r| {
+                serde_json::from_str::<StoredToken>(&r).map_err(|e| {
+                    TokenError::Misconfigured(format!(
+                        "the token secret of connection {} is damaged ({}); connect the mailbox again",
+                        conn.id,
+                        e.classify_message()
+                    ))
+                })
+            })
+            .transpose()
+        };
+        let cached = if fresh {
+            None
+        } else {
+            parse(self.secrets.get(&name).await?)?
+        };
+        match cached {
+            Some(t) if t.generation >= conn.generation => Ok(Some(t)),
+            _ => parse(self.secrets.get_fresh(&name).await?),
+        }
+    }
+
+    /// [`TokenProvider::access_token`] for a connection read fresh by id.
+    ///
+    /// # Errors
+    /// [`TokenError`].
+    pub async fn token_for(&self, id: &str) -> Result<Sensitive, TokenError> {
+        let conn = self.load(id).await?;
+        self.access_token(&conn).await
+    }
+
+    /// A valid access token for the connection (as just read from the state
+    /// table), from the cache when it has more than the renewal margin left
+    /// and comes from the record's generation.
     ///
     /// # Errors
     /// [`TokenError`]; on `ReauthRequired` the connection has already been
-    /// marked `reauth_required` and its refresh token dropped.
-    pub async fn access_token(&self, id: &str) -> Result<Sensitive, TokenError> {
-        let slot = self.slot(id);
+    /// marked `reauth_required` (unless a newer sign-in happened meanwhile).
+    pub async fn access_token(&self, conn: &Connection) -> Result<Sensitive, TokenError> {
+        let slot = self.slot(&conn.id);
         let mut slot = slot.lock().await;
-        if let Some((token, expires)) = &slot.access
+        if let Some((token, expires, generation)) = &slot.access
+            && *generation == conn.generation
             && *expires > Instant::now() + self.renew_before
         {
             return Ok(token.clone());
         }
-        let mut conn = self.load(id).await?;
         match conn.status {
-            Status::PendingConsent => return Err(TokenError::NotConnected(id.to_string())),
+            Status::PendingConsent => return Err(TokenError::NotConnected(conn.id.clone())),
             Status::ReauthRequired => {
                 return Err(TokenError::ReauthRequired {
                     code: None,
@@ -659,57 +753,120 @@ impl TokenProvider {
             }
             Status::Active => {}
         }
-        let tokens = if conn.auth.is_app_only() {
-            self.client
+        let (tokens, generation) = if conn.auth.is_app_only() {
+            let t = self
+                .client
                 .client_credentials(&conn.tenant_id, conn.cloud, conn.auth)
-                .await?
+                .await?;
+            (t, conn.generation)
         } else {
-            self.refresh_delegated(&mut conn, &mut slot).await?
+            self.refresh_delegated(conn, &mut slot).await?
         };
-        slot.access = Some((tokens.access_token.clone(), tokens.expires_at));
-        tracing::info!(connection = id, "obtained a new access token");
+        slot.access = Some((tokens.access_token.clone(), tokens.expires_at, generation));
+        tracing::info!(connection = %conn.id, "obtained a new access token");
         Ok(tokens.access_token)
     }
 
     async fn refresh_delegated(
         &self,
-        conn: &mut Connection,
+        conn: &Connection,
         slot: &mut Slot,
-    ) -> Result<TokenSet, TokenError> {
-        let Some(rt) = slot.newest_refresh.clone().or_else(|| conn.refresh_token.clone()) else {
-            let reason =
-                "no refresh token is stored: connect the mailbox again from its connect link".to_string();
-            return Err(TokenError::ReauthRequired { code: None, reason });
-        };
-        let scope = scopes::delegated_scope_param(conn.cloud, &conn.scopes);
-        match self.client.refresh(&conn.tenant_id, &rt, &scope).await {
-            Ok(tokens) => {
-                if let Some(new_rt) = &tokens.refresh_token {
-                    slot.newest_refresh = Some(new_rt.clone());
-                    let now = OffsetDateTime::now_utc();
-                    let due = conn
-                        .refresh_token_written_at
-                        .is_none_or(|at| now - at >= self.write_interval);
-                    if due {
-                        conn.refresh_token = Some(new_rt.clone());
-                        conn.refresh_token_written_at = Some(now);
-                        conn.updated_at = now;
-                        // The old refresh token stays valid, so a failed write loses nothing.
-                        if let Err(e) = self.save(conn).await {
-                            tracing::warn!(connection = %conn.id, error = %e, "could not store the rotated refresh token");
+    ) -> Result<(TokenSet, u64), TokenError> {
+        let mut conn = conn.clone();
+        let mut fresh = false;
+        loop {
+            let from_memory = slot
+                .newest_refresh
+                .as_ref()
+                .filter(|(_, g)| *g == conn.generation && !fresh)
+                .map(|(t, _)| t.clone());
+            let rt = match from_memory {
+                Some(t) => t,
+                None => match self.stored_token(&conn, fresh).await? {
+                    Some(t) if t.generation >= conn.generation && !t.refresh_token.is_empty() => {
+                        t.refresh_token
+                    }
+                    _ => {
+                        let reason =
+                            "no refresh token is stored: connect the mailbox again from its connect link"
+                                .to_string();
+                        return Err(TokenError::ReauthRequired { code: None, reason });
+                    }
+                },
+            };
+            let scope = scopes::delegated_scope_param(conn.cloud, &conn.scopes);
+            match self.client.refresh(&conn.tenant_id, &rt, &scope).await {
+                Ok(tokens) => {
+                    if let Some(new_rt) = &tokens.refresh_token {
+                        slot.newest_refresh = Some((new_rt.clone(), conn.generation));
+                        self.write_rotated(&conn, new_rt).await;
+                    }
+                    return Ok((tokens, conn.generation));
+                }
+                Err(TokenError::ReauthRequired { code, reason }) => {
+                    slot.newest_refresh = None;
+                    if !fresh {
+                        // Someone may have reconnected since this record was
+                        // read: look again, past every cache, and try once more
+                        // if there is a newer grant.
+                        let newer = self.load(&conn.id).await?;
+                        let stored = self.stored_token(&newer, true).await?;
+                        let changed = newer.generation != conn.generation
+                            || stored.as_ref().is_some_and(|t| t.refresh_token != rt);
+                        if changed && newer.status == Status::Active {
+                            conn = newer;
+                            fresh = true;
+                            continue;
                         }
                     }
+                    tracing::warn!(connection = %conn.id, code = code.as_deref().unwrap_or(""), "the grant is gone; the connection needs a new sign-in");
+                    let change = ConnectionChange::new()
+                        .status(Status::ReauthRequired)
+                        .last_error(Some(&reason))
+                        .if_generation(conn.generation);
+                    return match self.state.update_connection(&conn.id, change).await {
+                        Ok(()) => Err(TokenError::ReauthRequired { code, reason }),
+                        // A newer sign-in landed meanwhile: it is not ours to undo.
+                        Err(StoreError::Conflict { .. }) => Err(TokenError::Unavailable(
+                            "the connection was connected again meanwhile".into(),
+                        )),
+                        Err(e) => Err(e.into()),
+                    };
                 }
-                Ok(tokens)
+                Err(e) => return Err(e),
             }
-            Err(TokenError::ReauthRequired { code, reason }) => {
-                tracing::warn!(connection = %conn.id, code = code.as_deref().unwrap_or(""), "the grant is gone; the connection needs a new sign-in");
-                slot.newest_refresh = None;
-                conn.mark_reauth_required(&reason);
-                self.save(conn).await?;
-                Err(TokenError::ReauthRequired { code, reason })
+        }
+    }
+
+    /// Writes a rotated refresh token if none was written in the last
+    /// interval, by any container: the interval is claimed in the record
+    /// first, conditionally, so only one container writes. The old token
+    /// stays valid, so a skipped or failed write loses nothing.
+    async fn write_rotated(&self, conn: &Connection, new_rt: &Sensitive) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claim = ConnectionChange::new()
+            .token_written_at(now)
+            .if_generation(conn.generation)
+            .if_token_written_before(now - self.write_interval.whole_seconds() + 1);
+        match self.state.update_connection(&conn.id, claim).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => return,
+            Err(e) => {
+                tracing::warn!(connection = %conn.id, error = %e, "could not claim the refresh-token write");
+                return;
             }
-            Err(e) => Err(e),
+        }
+        let value = serde_json::to_string(&StoredToken {
+            refresh_token: new_rt.clone(),
+            generation: conn.generation,
+        })
+        .unwrap_or_default();
+        if let Err(e) = self
+            .secrets
+            .put(&self.secret_name(&conn.id), &value, &new_request_token())
+            .await
+        {
+            tracing::warn!(connection = %conn.id, error = %e, "could not store the rotated refresh token");
         }
     }
 }

@@ -106,13 +106,13 @@ async fn refresh_rotates_and_writes_back_at_most_every_ten_minutes() {
     let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
     let rt0 = first.refresh_token.clone().unwrap();
     let mut conn = active("support", AuthMode::Delegated, Some(&rt0));
-    conn.refresh_token_written_at = Some(time::OffsetDateTime::now_utc() - time::Duration::minutes(11));
+    conn.conn.token_written_at =
+        Some((time::OffsetDateTime::now_utc() - time::Duration::minutes(11)).unix_timestamp());
     w.put_connection(&conn).await;
 
     let provider = w.provider(w.secret_app());
-    provider.access_token("support").await.unwrap();
-    let stored = w.get_connection("support").await;
-    let rt1 = stored.refresh_token.clone().unwrap();
+    provider.token_for("support").await.unwrap();
+    let rt1 = w.stored_refresh("support").await.unwrap();
     assert_ne!(rt1, rt0, "the rotated refresh token is written back");
     assert_eq!(w.aws.count("secretsmanager.PutSecretValue"), 1);
 
@@ -120,14 +120,14 @@ async fn refresh_rotates_and_writes_back_at_most_every_ten_minutes() {
     // token, but the last write is recent: no second write.
     w.sim.expire_access_tokens();
     provider.invalidate("support").await;
-    provider.access_token("support").await.unwrap();
+    provider.token_for("support").await.unwrap();
     assert_eq!(w.sim.stats().by_grant["refresh_token"], 2);
     assert_eq!(
         w.aws.count("secretsmanager.PutSecretValue"),
         1,
         "no write-back within ten minutes"
     );
-    assert_eq!(w.get_connection("support").await.refresh_token.unwrap(), rt1);
+    assert_eq!(w.stored_refresh("support").await.unwrap(), rt1);
 }
 
 #[tokio::test]
@@ -144,9 +144,9 @@ async fn cached_tokens_call_neither_secrets_manager_nor_the_token_endpoint() {
     let token_calls = w.sim.stats().token_requests;
     let gets = w.aws.count("secretsmanager.GetSecretValue");
 
-    let a = provider.access_token("support").await.unwrap();
-    let b = provider.access_token("support").await.unwrap();
-    let c = provider.access_token("support").await.unwrap();
+    let a = provider.token_for("support").await.unwrap();
+    let b = provider.token_for("support").await.unwrap();
+    let c = provider.token_for("support").await.unwrap();
     assert_eq!(a, b);
     assert_eq!(b, c);
     assert_eq!(
@@ -172,7 +172,7 @@ async fn concurrent_callers_share_one_refresh() {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..10 {
         let p = provider.clone();
-        set.spawn(async move { p.access_token("support").await.unwrap() });
+        set.spawn(async move { p.token_for("support").await.unwrap() });
     }
     let tokens = set.join_all().await;
     assert_eq!(tokens.len(), 10);
@@ -189,10 +189,10 @@ async fn client_credentials_with_a_secret() {
     let w = World::start().await;
     w.put_connection(&active("app", AuthMode::AppSecret, None)).await;
     let provider = w.provider(w.secret_app());
-    let token = provider.access_token("app").await.unwrap();
+    let token = provider.token_for("app").await.unwrap();
     assert!(!token.is_empty());
     assert_eq!(w.sim.stats().by_grant["client_credentials"], 1);
-    provider.access_token("app").await.unwrap();
+    provider.token_for("app").await.unwrap();
     assert_eq!(w.sim.stats().by_grant["client_credentials"], 1, "cached");
 
     // A wrong secret is the operator's problem, said so.
@@ -202,7 +202,7 @@ async fn client_credentials_with_a_secret() {
         Some(Sensitive::new("wrong")),
         None,
     );
-    let err = w.provider(bad).access_token("app").await.unwrap_err();
+    let err = w.provider(bad).token_for("app").await.unwrap_err();
     assert!(
         matches!(err, TokenError::AppCredentials { ref code, .. } if code == "AADSTS7000215"),
         "{err}"
@@ -251,7 +251,7 @@ async fn client_credentials_with_a_certificate_assertion() {
     w.put_connection(&active("cert", AuthMode::AppCertificate, None))
         .await;
     let app = AppCredentials::from_secret_json(&secret_json).unwrap();
-    let token = w.provider(app).access_token("cert").await.unwrap();
+    let token = w.provider(app).token_for("cert").await.unwrap();
     assert!(!token.is_empty());
     assert_eq!(w.sim.stats().by_grant["client_credentials"], 1);
 
@@ -259,7 +259,7 @@ async fn client_credentials_with_a_certificate_assertion() {
     let (other_b64, _) = make_pfx("x");
     let other = serde_json::json!({"client_id": CLIENT_ID, "tenant_id": TENANT, "certificate": {"pfx_base64": other_b64, "password": "x"}});
     let app = AppCredentials::from_secret_json(&other.to_string()).unwrap();
-    let err = w.provider(app).access_token("cert").await.unwrap_err();
+    let err = w.provider(app).token_for("cert").await.unwrap_err();
     assert!(
         matches!(err, TokenError::AppCredentials { ref code, .. } if code == "AADSTS700027"),
         "{err}"
@@ -272,7 +272,7 @@ async fn client_credentials_with_a_certificate_assertion() {
 }
 
 #[tokio::test]
-async fn invalid_grant_requires_reauthorisation_and_drops_the_refresh_token() {
+async fn invalid_grant_requires_reauthorisation_and_stops_using_the_refresh_token() {
     let w = World::start().await;
     let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
     w.put_connection(&active(
@@ -283,7 +283,7 @@ async fn invalid_grant_requires_reauthorisation_and_drops_the_refresh_token() {
     .await;
     w.sim.revoke_refresh_tokens(UPN, 50173);
     let provider = w.provider(w.secret_app());
-    match provider.access_token("support").await.unwrap_err() {
+    match provider.token_for("support").await.unwrap_err() {
         TokenError::ReauthRequired { code, reason } => {
             assert_eq!(code.as_deref(), Some("AADSTS50173"));
             assert!(reason.contains("password change or reset"), "{reason}");
@@ -293,16 +293,12 @@ async fn invalid_grant_requires_reauthorisation_and_drops_the_refresh_token() {
     }
     let stored = w.get_connection("support").await;
     assert_eq!(stored.status, Status::ReauthRequired);
-    assert!(
-        stored.refresh_token.is_none(),
-        "the dead refresh token is dropped"
-    );
     assert!(stored.last_error.unwrap().contains("password"));
 
     // No more calls to Microsoft for a dead grant.
     let before = w.sim.stats().token_requests;
     assert!(matches!(
-        provider.access_token("support").await,
+        provider.token_for("support").await,
         Err(TokenError::ReauthRequired { .. })
     ));
     assert_eq!(w.sim.stats().token_requests, before);
@@ -315,7 +311,7 @@ async fn inactivity_expiry_is_explained() {
     w.put_connection(&active("idle", AuthMode::Delegated, first.refresh_token.as_ref()))
         .await;
     w.sim.revoke_refresh_tokens(UPN, 700082);
-    let err = w.provider(w.secret_app()).access_token("idle").await.unwrap_err();
+    let err = w.provider(w.secret_app()).token_for("idle").await.unwrap_err();
     assert!(err.to_string().contains("long time without use"), "{err}");
 }
 
@@ -395,11 +391,11 @@ async fn no_secret_reaches_a_log_line_or_an_error_message() {
     w.put_connection(&active("cert", AuthMode::AppCertificate, None))
         .await;
     let provider = w.provider(w.secret_app());
-    provider.access_token("support").await.unwrap();
-    provider.access_token("app").await.unwrap();
+    provider.token_for("support").await.unwrap();
+    provider.token_for("app").await.unwrap();
     w.sim.expire_access_tokens();
     provider.invalidate("support").await;
-    provider.access_token("support").await.unwrap();
+    provider.token_for("support").await.unwrap();
     w.sim.throttle_graph(2, Some("0.01"));
     let graph = relay365::graph::GraphClient::new(w.http.clone(), &w.sim.url(), Default::default());
     let _ = graph
@@ -422,18 +418,18 @@ async fn no_secret_reaches_a_log_line_or_an_error_message() {
     });
     let cert_app = serde_json::json!({"client_id": CLIENT_ID, "tenant_id": TENANT, "certificate": {"pfx_base64": pfx_b64, "password": "pfx-pass-word-42"}});
     let cert_provider = w.provider(AppCredentials::from_secret_json(&cert_app.to_string()).unwrap());
-    cert_provider.access_token("cert").await.unwrap();
+    cert_provider.token_for("cert").await.unwrap();
     let bad = AppCredentials::new(
         CLIENT_ID.into(),
         TENANT.into(),
         Some(Sensitive::new("wrong-secret-value-77")),
         None,
     );
-    errors.push(w.provider(bad).access_token("app").await.unwrap_err().to_string());
+    errors.push(w.provider(bad).token_for("app").await.unwrap_err().to_string());
     w.sim.revoke_refresh_tokens(UPN, 700082);
     w.sim.expire_access_tokens();
     provider.invalidate("support").await;
-    errors.push(provider.access_token("support").await.unwrap_err().to_string());
+    errors.push(provider.token_for("support").await.unwrap_err().to_string());
     errors.push(format!("{:?}", provider.load("support").await.unwrap()));
 
     let text = logs.text();

@@ -107,7 +107,7 @@ def main():
 
     # Secrets: only the deployment's two secrets and the connection prefix; writes only where tokens are written.
     writers = {"oauth-callback", "connections", "mail-dispatch", "send-mail"}
-    prefix = "secret:${SecretPrefix}connections/*"
+    prefix = "secret:${SecretPrefix}tokens/*"
     for name, (lid, fn) in functions.items():
         wrote = False
         for st in statements(fn):
@@ -128,6 +128,31 @@ def main():
             if any(a in ("secretsmanager:PutSecretValue", "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret") for a in sm):
                 wrote = True
         check(f"{name}: writes tokens only if it must", wrote == (name in writers), f"writes={wrote}")
+    # The state table: its shape, and who may touch which items.
+    table = resources.get("StateTable", {}).get("Properties", {})
+    check("state table on demand", table.get("BillingMode") == "PAY_PER_REQUEST")
+    check("state table keys pk/sk", [k["AttributeName"] for k in table.get("KeySchema", [])] == ["pk", "sk"])
+    check("state table TTL on ttl", table.get("TimeToLiveSpecification") == {"AttributeName": "ttl", "Enabled": True})
+    check("state table point-in-time recovery", table.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled") is True)
+    check("state table kind-index", [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])] == ["kind-index"])
+    check("every function but the webhook knows the state table", ref_name(g["Environment"]["Variables"].get("RELAY365_STATE_TABLE")) == "StateTable")
+    check("no separate idempotency table", "IdempotencyTable" not in resources)
+    for name, (lid, fn) in functions.items():
+        prefixes = set()
+        for st in statements(fn):
+            ddb = [a for a in as_list(st["Action"]) if a.startswith("dynamodb:")]
+            if not ddb:
+                continue
+            check(f"{name}/{st.get('Sid')}: no table scans", "dynamodb:Scan" not in ddb, str(ddb))
+            on_table = all(ref_name(r) == "StateTable" or (isinstance(r, dict) and "StateTable.Arn" in str(r)) for r in as_list(st["Resource"]))
+            check(f"{name}/{st.get('Sid')}: only the state table", on_table, str(st["Resource"]))
+            keys = st.get("Condition", {}).get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys", [])
+            check(f"{name}/{st.get('Sid')}: limited to its item types by partition key", bool(keys), str(st.get("Condition")))
+            prefixes.update(keys)
+            if any(a in ("dynamodb:DeleteItem", "dynamodb:BatchWriteItem") for a in ddb) and "conn#*" in keys:
+                check(f"{name}: only connections deletes connection items", name == "connections")
+        want = {"mail-webhook": set(), "send-mail": {"conn#*", "idem#*"}}.get(name, {"conn#*"})
+        check(f"{name}: state items it may reach", prefixes == want, str(prefixes))
     webhook = functions["mail-webhook"][1]
     read = [ref_name(r) for st in statements(webhook) for r in as_list(st["Resource"]) if any(a.startswith("secretsmanager:") for a in as_list(st["Action"]))]
     check("mail-webhook reads only the signing key", read == ["SigningKey"], str(read))

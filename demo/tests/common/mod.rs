@@ -121,7 +121,8 @@ pub fn dependency_file(krate: &str, file: &str) -> PathBuf {
 
 /// The version of `krate` in the workspace's Cargo.lock.
 fn locked_version(krate: &str) -> Option<String> {
-    let lock = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock")).ok()?;
+    let lock =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock")).ok()?;
     let needle = format!("name = \"{krate}\"\nversion = \"");
     let at = lock.find(&needle)? + needle.len();
     Some(lock[at..].split('"').next()?.to_string())
@@ -140,14 +141,26 @@ fn from_dep_info(krate: &str, version: Option<&str>, file: &str) -> Result<PathB
             continue;
         }
         seen += 1;
-        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
         // Make syntax: "out: src1 src2 …", spaces in paths escaped as "\ ".
-        let sources = text.lines().next().and_then(|l| l.split_once(": ")).map(|(_, s)| s).unwrap_or("");
+        let sources = text
+            .lines()
+            .next()
+            .and_then(|l| l.split_once(": "))
+            .map(|(_, s)| s)
+            .unwrap_or("");
         for source in sources.replace("\\ ", "\u{0}").split(' ') {
             let source = source.replace('\u{0}', " ");
-            let Some((root, _)) = source.split_once("/src/") else { continue };
+            let Some((root, _)) = source.split_once("/src/") else {
+                continue;
+            };
             let root = PathBuf::from(root);
-            let folder = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let folder = root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let matches = match &dir_name {
                 Some(d) => folder == *d,
                 None => folder.starts_with(&format!("{krate}-")),
@@ -160,7 +173,10 @@ fn from_dep_info(krate: &str, version: Option<&str>, file: &str) -> Result<PathB
     Err(if seen == 0 {
         format!("no {lib}-*.d in {}", deps.display())
     } else {
-        format!("{seen} {lib}-*.d in {} name no source folder holding {file}", deps.display())
+        format!(
+            "{seen} {lib}-*.d in {} name no source folder holding {file}",
+            deps.display()
+        )
     })
 }
 
@@ -173,7 +189,11 @@ fn from_cargo_metadata(krate: &str, file: &str) -> Result<PathBuf, String> {
         .map_err(|e| format!("{cargo} could not be run ({e})"))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
         return Err(format!("it exited with {} ({})", out.status, last.trim()));
     }
     let meta: serde_json::Value =

@@ -9,15 +9,16 @@
 //! the reason, before anything is stored.
 
 use lambda_http::Request;
+use relay365::Cloud;
 use relay365::api::{self, HttpResponse};
 use relay365::config::Target;
-use relay365::connection::{self, AuthMode, Connection, Status, Subscription, secret_name};
+use relay365::connection::{self, AuthMode, Connection, Status, Subscription};
 use relay365::links;
 use relay365::runtime::Services;
 use relay365::scopes::{self, Resource};
-use relay365::secrets::SecretError;
+use relay365::store::StoreError;
 use relay365::subscriptions;
-use relay365::{Cloud, Sensitive};
+use relay365::tokens::TokenError;
 use serde::Deserialize;
 
 /// Answers one API request.
@@ -31,10 +32,16 @@ pub async fn handle(req: Request, s: &Services) -> HttpResponse {
         ("GET", ["connections", id]) => read(s, id).await,
         ("DELETE", ["connections", id]) => delete(s, id).await,
         ("POST", ["connections", id, "subscriptions"]) => add_subscription(&req, s, id).await,
+        ("POST", ["connections", id, "resubscribe"]) => resubscribe(s, id).await,
         (_, ["connections", _, "subscriptions"]) => api::error(
             405,
             "method_not_allowed",
             "use POST on /connections/{id}/subscriptions",
+        ),
+        (_, ["connections", _, "resubscribe"]) => api::error(
+            405,
+            "method_not_allowed",
+            "use POST on /connections/{id}/resubscribe",
         ),
         (_, ["connections"]) => api::error(405, "method_not_allowed", "use GET or POST on /connections"),
         (_, ["connections", _]) => api::error(
@@ -159,36 +166,43 @@ pub fn subscription_from_body(
             ));
         }
     };
-    Ok(Subscription {
-        id: String::new(),
-        resource: b.resource,
-        folder: b
-            .folder
+    Ok(Subscription::new(
+        b.resource,
+        b.folder
             .or_else(|| (b.resource == Resource::Mail).then(|| "inbox".to_string())),
         target,
-        expires_at: None,
-        last_error: None,
-    })
+    ))
 }
 
-fn store_error(e: &SecretError) -> HttpResponse {
+fn store_error(e: &StoreError) -> HttpResponse {
     match e {
-        SecretError::AccessDenied { .. } => {
-            tracing::error!(error = %e, "secret store access denied");
-            api::error(
-                500,
-                "misconfigured",
-                "the function may not use its secrets: check its IAM policy",
-            )
+        StoreError::NotFound { what } => api::error(404, "not_found", format!("{what} does not exist")),
+        StoreError::AlreadyExists { what } => api::error(409, "conflict", format!("{what} already exists")),
+        StoreError::Conflict { .. } => api::error(409, "conflict", e.to_string()),
+        StoreError::Damaged { .. } => {
+            tracing::error!(error = %e, "damaged item in the state table");
+            api::error(500, "damaged_record", e.to_string())
         }
-        _ => {
-            tracing::warn!(error = %e, "secret store unavailable");
+        StoreError::AccessDenied { .. } | StoreError::Misconfigured { .. } => {
+            tracing::error!(error = %e, "state table unusable");
+            api::error(500, "misconfigured", e.to_string())
+        }
+        StoreError::Unavailable { .. } => {
+            tracing::warn!(error = %e, "state table unavailable");
             api::error(
                 503,
                 "store_unavailable",
-                "the secret store is unavailable: retry shortly",
+                "the state table is unavailable: retry shortly",
             )
         }
+    }
+}
+
+fn token_error(e: &TokenError) -> HttpResponse {
+    if e.is_retryable() {
+        api::error(503, "unavailable", e.to_string())
+    } else {
+        api::error(409, "reauth_required", e.to_string())
     }
 }
 
@@ -265,40 +279,23 @@ async fn create(req: &Request, s: &Services) -> HttpResponse {
             Err(r) => return r,
         }
     }
-    match s
-        .store
-        .create(&secret_name(&s.config.secret_prefix, &conn.id), &conn.to_json())
-        .await
-    {
+    match s.state.create_connection(&conn).await {
         Ok(()) => {}
-        Err(SecretError::AlreadyExists { detail, .. }) => {
-            return api::error(
-                409,
-                "conflict",
-                format!("connection {} already exists{detail}", conn.id),
-            );
-        }
         Err(e) => return store_error(&e),
     }
     tracing::info!(connection = %conn.id, auth = conn.auth.name(), "connection created");
     api::json(201, &view(s, &conn))
 }
 
-/// Loads a connection for the API.
+/// Loads a connection for the API, fresh from the state table.
 ///
 /// # Errors
 /// 400 for an invalid id, 404 when missing, 5xx when the store fails.
 #[allow(clippy::result_large_err)]
 pub async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
     connection::validate_id(id).map_err(bad)?;
-    match s.store.get_fresh(&secret_name(&s.config.secret_prefix, id)).await {
-        Ok(Some(raw)) => Connection::from_json(&raw).map_err(|_| {
-            api::error(
-                500,
-                "damaged_record",
-                format!("the record of connection {id} cannot be read"),
-            )
-        }),
+    match s.state.connection(id).await {
+        Ok(Some(c)) => Ok(c),
         Ok(None) => Err(api::error(
             404,
             "not_found",
@@ -313,7 +310,7 @@ async fn add_subscription(req: &Request, s: &Services, id: &str) -> HttpResponse
         Ok(b) => b,
         Err(r) => return r,
     };
-    let mut conn = match load(s, id).await {
+    let conn = match load(s, id).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -321,27 +318,60 @@ async fn add_subscription(req: &Request, s: &Services, id: &str) -> HttpResponse
         Ok(x) => x,
         Err(r) => return r,
     };
-    conn.subscriptions.push(sub);
-    let index = conn.subscriptions.len() - 1;
+    if let Err(e) = s.state.add_subscription(id, &sub).await {
+        return store_error(&e);
+    }
     // Active connections subscribe now; others when consent completes.
     if conn.status == Status::Active {
-        let token = match s.tokens.access_token(id).await {
+        let token = match s.tokens.access_token(&conn).await {
             Ok(t) => t,
-            Err(e) if e.is_retryable() => return api::error(503, "unavailable", format!("{e}")),
-            Err(e) => return api::error(409, "reauth_required", format!("{e}")),
+            Err(e) => {
+                let _ = s.state.remove_subscription(id, &sub.key).await;
+                return token_error(&e);
+            }
         };
-        if let Err(e) = subscriptions::create(s, &mut conn, index, &token).await {
+        if let Err(e) = subscriptions::create(s, &conn, &sub, &token).await {
+            // Nothing half-made stays behind: the caller sees the error and may try again.
+            let _ = s.state.remove_subscription(id, &sub.key).await;
             let status = if e.is_retryable() { 503 } else { 502 };
             return api::error(status, "graph_refused", subscriptions::explain(&e));
         }
     }
-    if let Err(e) = subscriptions::save(s, &conn).await {
-        return store_error(&e);
+    let stored = match s.state.connection(id).await {
+        Ok(Some(c)) => c
+            .subscriptions
+            .into_iter()
+            .find(|x| x.key == sub.key)
+            .unwrap_or(sub),
+        _ => sub,
+    };
+    api::json(201, &stored.public_view())
+}
+
+async fn resubscribe(s: &Services, id: &str) -> HttpResponse {
+    let conn = match load(s, id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if conn.status != Status::Active {
+        return api::error(
+            409,
+            "not_active",
+            format!("connection {id} is not active: connect it first, then resubscribe"),
+        );
     }
-    api::json(
-        201,
-        &serde_json::to_value(&conn.subscriptions[index]).unwrap_or_default(),
-    )
+    let token = match s.tokens.access_token(&conn).await {
+        Ok(t) => t,
+        Err(e) => return token_error(&e),
+    };
+    if let Err(e) = subscriptions::resubscribe(s, &conn, &token).await {
+        let status = if e.is_retryable() { 503 } else { 502 };
+        return api::error(status, "graph_refused", subscriptions::explain(&e));
+    }
+    match load(s, id).await {
+        Ok(c) => api::json(200, &view(s, &c)),
+        Err(r) => r,
+    }
 }
 
 /// Handles any invocation: an API Gateway HTTP event, or the renewal schedule.
@@ -371,59 +401,71 @@ async fn read(s: &Services, id: &str) -> HttpResponse {
 }
 
 async fn list(s: &Services) -> HttpResponse {
-    let prefix = format!("{}connections/", s.config.secret_prefix);
-    let names = match s.store.list(&prefix).await {
+    let ids = match s.state.connection_ids().await {
         Ok(n) => n,
         Err(e) => return store_error(&e),
     };
     let mut out = Vec::new();
-    for name in names {
-        match s.store.get_fresh(&name).await {
-            Ok(Some(raw)) => {
-                if let Ok(conn) = Connection::from_json(&raw) {
-                    out.push(view(s, &conn));
-                }
-            }
+    let mut unreadable = Vec::new();
+    for id in ids {
+        match s.state.connection(&id).await {
+            Ok(Some(conn)) => out.push(view(s, &conn)),
             Ok(None) => {}
+            // One damaged item does not hide the others: it is listed with what to do.
+            Err(e @ StoreError::Damaged { .. }) => {
+                tracing::error!(connection = %id, error = %e, "damaged connection item");
+                unreadable.push(serde_json::json!({"id": id, "error": {"code": "damaged_record", "message": e.to_string()}}));
+            }
             Err(e) => return store_error(&e),
         }
     }
-    api::json(200, &serde_json::json!({ "connections": out }))
+    let mut body = serde_json::json!({ "connections": out });
+    if !unreadable.is_empty() {
+        body["unreadable"] = unreadable.into();
+    }
+    api::json(200, &body)
 }
 
 async fn delete(s: &Services, id: &str) -> HttpResponse {
-    let conn = match load(s, id).await {
-        Ok(c) => c,
-        Err(r) => return r,
+    if let Err(m) = connection::validate_id(id) {
+        return bad(m);
+    }
+    let conn = match s.state.connection(id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return api::error(404, "not_found", format!("connection {id} does not exist")),
+        // A damaged record can still be deleted: that is the fix its error names.
+        // Its Graph subscriptions expire by themselves within three days.
+        Err(StoreError::Damaged { .. }) => {
+            tracing::warn!(connection = id, "deleting a damaged connection record");
+            if let Err(e) = s.state.delete_connection(id).await {
+                return store_error(&e);
+            }
+            if let Err(e) = s.tokens.delete_tokens(id).await {
+                tracing::error!(connection = id, error = %e, "the token secret could not be scheduled for deletion");
+            }
+            return api::empty(204);
+        }
+        Err(e) => return store_error(&e),
     };
     let with_ids: Vec<&Subscription> = conn.subscriptions.iter().filter(|x| !x.id.is_empty()).collect();
     if !with_ids.is_empty() {
-        match s.tokens.access_token(id).await {
+        match s.tokens.access_token(&conn).await {
             Ok(token) => {
                 for sub in with_ids {
-                    delete_subscription(s, &token, &sub.id).await;
+                    subscriptions::delete_at_graph(s, &token, &sub.id).await;
                 }
             }
             // Without a token the subscriptions cannot be removed; Graph drops them when they expire.
             Err(e) => tracing::warn!(connection = id, error = %e, "could not delete subscriptions at Graph"),
         }
     }
-    match s.store.delete(&secret_name(&s.config.secret_prefix, id)).await {
-        Ok(()) | Err(SecretError::NotFound { .. }) => api::empty(204),
-        Err(e) => store_error(&e),
+    if let Err(e) = s.state.delete_connection(id).await {
+        return store_error(&e);
     }
-}
-
-/// Deletes one Graph subscription; a missing one counts as deleted.
-pub async fn delete_subscription(s: &Services, token: &Sensitive, id: &str) {
-    let path = format!("/subscriptions/{id}");
-    match s
-        .graph
-        .send(reqwest::Method::DELETE, &path, token, None, &[])
-        .await
+    if conn.auth == AuthMode::Delegated
+        && let Err(e) = s.tokens.delete_tokens(id).await
     {
-        Ok(_) => {}
-        Err(e) if e.status() == Some(404) => {}
-        Err(e) => tracing::warn!(subscription = id, error = %e, "could not delete a subscription at Graph"),
+        tracing::error!(connection = id, error = %e, "the connection is deleted, but its token secret could not be scheduled for deletion");
     }
+    api::empty(204)
 }

@@ -286,3 +286,55 @@ async fn malformed_requests_get_4xx_json_errors() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_damaged_record_is_named_with_its_fix_and_the_others_are_served() {
+    let s = Stack::start().await;
+    let (status, _) = call(
+        &s,
+        "POST",
+        "/connections",
+        Some(json!({"id": "good", "auth": "delegated", "scopes": ["Mail.Send"]})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // An item of the wrong shape: written by hand, or by a future version.
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    aws_sdk_dynamodb::Client::new(&s.aws.sdk_config().await)
+        .put_item()
+        .table_name(STATE_TABLE)
+        .item("pk", A::S("conn#broken".into()))
+        .item("sk", A::S("conn".into()))
+        .item("kind", A::S("connection".into()))
+        .item("id", A::S("broken".into()))
+        .item("auth", A::S("carrier_pigeon".into()))
+        .send()
+        .await
+        .unwrap();
+    let (status, v) = call(&s, "GET", "/connections/broken", None).await;
+    assert_eq!(status, 500, "{v}");
+    assert_eq!(v["error"]["code"], "damaged_record");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("connection broken"), "{message}");
+    assert!(message.contains("DELETE /connections/broken"), "{message}");
+
+    let (status, v) = call(&s, "GET", "/connections", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["connections"][0]["id"], "good");
+    assert_eq!(v["unreadable"][0]["id"], "broken");
+
+    // The renewal run reports it and goes on.
+    let report = connections::handle_event(
+        json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}),
+        &s.services,
+    )
+    .await;
+    assert_eq!(report["connections"], 1, "{report}");
+    assert_eq!(report["failed"][0]["connection"], "broken", "{report}");
+
+    // And the fix the message names works.
+    let resp = connections::handle(request("DELETE", "/connections/broken", None, &[]), &s.services).await;
+    assert_eq!(resp.status(), 204, "{}", body_text(&resp));
+    let (_, v) = call(&s, "GET", "/connections", None).await;
+    assert!(v.get("unreadable").is_none(), "{v}");
+}

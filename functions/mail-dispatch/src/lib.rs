@@ -11,9 +11,13 @@
 //!
 //! Lifecycle notifications are acted on here: `reauthorizationRequired`
 //! renews the subscription, `subscriptionRemoved` recreates it and resyncs,
-//! `missed` resyncs with a delta query from the stored delta link, skipping
-//! messages already delivered. A revoked grant produces one
-//! `connection.reauth_required` event with the link to reconnect.
+//! `missed` resyncs with a delta query from the stored delta link. The
+//! delivery ledger in the state table (one item per delivered mail, or per
+//! version of a calendar event) is checked before fetching and written as
+//! soon as the target took the event, so a duplicate notification, a
+//! resync or a redelivered record never delivers the same item twice. A
+//! revoked grant produces one `connection.reauth_required` event with the
+//! link to reconnect.
 
 pub mod normalise;
 
@@ -22,11 +26,12 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use relay365::config::Target;
-use relay365::connection::{AuthMode, Connection, Status};
+use relay365::connection::{Connection, Status, Subscription};
 use relay365::graph::GraphError;
 use relay365::queue::QueuedNotification;
 use relay365::runtime::Services;
 use relay365::scopes::Resource;
+use relay365::store::SubscriptionChange;
 use relay365::tokens::TokenError;
 use relay365::{Sensitive, links, subscriptions};
 use serde_json::Value;
@@ -57,8 +62,10 @@ impl Dispatcher {
 /// What became of one record.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    /// Done (delivered, or nothing to deliver): delete it.
+    /// Done (nothing to deliver, or delivered earlier): delete it.
     Done,
+    /// Delivered now, and the notification time recorded with it: delete it.
+    Delivered,
     /// Try again later: report it as a batch item failure.
     Retry(String),
 }
@@ -71,7 +78,9 @@ fn retry(what: impl std::fmt::Display) -> Outcome {
 pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
     let mut failures = Vec::new();
     let mut failed_groups: Vec<String> = Vec::new();
-    let mut connections: HashMap<String, (Connection, bool)> = HashMap::new();
+    // Each connection is read fresh once per batch (one invocation); nothing
+    // outlives it.
+    let mut connections: HashMap<String, Connection> = HashMap::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let group = record
@@ -102,23 +111,6 @@ pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
             }
         }
     }
-    for (conn, dirty) in connections.values() {
-        if !*dirty {
-            continue;
-        }
-        // Merge only what dispatch owns into the newest record, so a token
-        // write-back or a sign-in that happened meanwhile is never undone.
-        let mut fresh = match d.services.tokens.load(&conn.id).await {
-            Ok(f) => f,
-            Err(_) => continue,
-        };
-        fresh.recent_deliveries = conn.recent_deliveries.clone();
-        fresh.delta_links = conn.delta_links.clone();
-        fresh.subscriptions = conn.subscriptions.clone();
-        if let Err(e) = subscriptions::save(&d.services, &fresh).await {
-            tracing::error!(connection = %conn.id, error = %e, "could not save the connection after dispatch");
-        }
-    }
     let mut resp = SqsBatchResponse::default();
     resp.batch_item_failures = failures
         .into_iter()
@@ -131,58 +123,49 @@ pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
     resp
 }
 
-async fn process(
-    d: &Dispatcher,
-    n: &QueuedNotification,
-    cache: &mut HashMap<String, (Connection, bool)>,
-) -> Outcome {
+async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<String, Connection>) -> Outcome {
     let s = &d.services;
-    let stored_status = match cache.get(&n.connection_id) {
-        Some((c, _)) => c.status,
-        None => match s.tokens.load(&n.connection_id).await {
-            Ok(c) => c.status,
-            Err(TokenError::UnknownConnection(_)) => {
+    if !cache.contains_key(&n.connection_id) {
+        match s.state.connection(&n.connection_id).await {
+            Ok(Some(c)) => {
+                cache.insert(n.connection_id.clone(), c);
+            }
+            Ok(None) => {
                 tracing::info!(connection = %n.connection_id, "notification for a deleted connection dropped");
                 return Outcome::Done;
             }
-            Err(e) if e.is_retryable() => return retry(e),
-            Err(e) => {
-                tracing::error!(connection = %n.connection_id, error = %e, "connection unreadable");
-                return Outcome::Done;
-            }
-        },
-    };
-    if stored_status != Status::Active {
-        // Already reported when it stopped working; nothing can be fetched.
-        return Outcome::Done;
-    }
-    let token = s.tokens.access_token(&n.connection_id).await;
-    // Load after the token: a refresh may have rewritten the record.
-    if !cache.contains_key(&n.connection_id) {
-        match s.tokens.load(&n.connection_id).await {
-            Ok(c) => {
-                cache.insert(n.connection_id.clone(), (c, false));
-            }
+            // A damaged record is for a person to fix: keep the notification
+            // (it ends in the dead-letter queue), serve the other connections.
             Err(e) => return retry(e),
         }
     }
-    let Some((conn, dirty)) = cache.get_mut(&n.connection_id) else {
+    let Some(conn) = cache.get(&n.connection_id).cloned() else {
         return Outcome::Done;
     };
-    let Some(index) = conn.subscriptions.iter().position(|x| x.id == n.subscription_id) else {
+    if conn.status != Status::Active {
+        // Already reported when it stopped working; nothing can be fetched.
+        return Outcome::Done;
+    }
+    let Some(sub) = conn
+        .subscriptions
+        .iter()
+        .find(|x| x.id == n.subscription_id)
+        .cloned()
+    else {
         tracing::info!(connection = %conn.id, subscription = %n.subscription_id, "notification for an unknown subscription dropped");
         return Outcome::Done;
     };
-    let Some(target) = target_of(s, conn, index) else {
+    let Some(target) = target_of(s, &sub) else {
         tracing::error!(connection = %conn.id, "no target for events: set the subscription's target or RELAY365_DEFAULT_TARGET");
         return Outcome::Done;
     };
-    let token = match token {
+    let token = match s.tokens.access_token(&conn).await {
         Ok(t) => t,
         Err(TokenError::ReauthRequired { reason, .. }) => {
-            conn.mark_reauth_required(&reason);
+            // The token code has marked the connection; tell the flow once.
+            cache.remove(&conn.id);
             let event = normalise::reauth_event(
-                conn,
+                &conn,
                 &reason,
                 s.config
                     .public_url
@@ -200,31 +183,25 @@ async fn process(
             return Outcome::Done;
         }
     };
-    match n.lifecycle_event.as_deref() {
+    let outcome = match n.lifecycle_event.as_deref() {
         Some("reauthorizationRequired") => {
-            let r = match subscriptions::renew(s, conn, index, &token).await {
-                Err(e) if e.status() == Some(404) => subscriptions::create(s, conn, index, &token).await,
-                other => other,
-            };
-            *dirty = true;
-            graph_outcome(r)
+            cache.remove(&conn.id);
+            sub_outcome(
+                subscriptions::renew_or_recreate(s, &conn, &sub, &token)
+                    .await
+                    .map(|_| ()),
+            )
         }
         Some("subscriptionRemoved") => {
-            // Resync from where the removed subscription left off, not from the new one's start.
-            let old_link = conn.delta_links.get(&n.subscription_id).cloned();
-            if let Err(e) = subscriptions::create(s, conn, index, &token).await {
-                conn.subscriptions[index].last_error = Some(subscriptions::explain(&e));
-                *dirty = true;
-                return graph_outcome(Err(e));
+            cache.remove(&conn.id);
+            // The item keeps the removed subscription's delta link, so the
+            // resync starts where it left off, not at the new one's start.
+            if let Err(e) = subscriptions::create(s, &conn, &sub, &token).await {
+                return sub_outcome(Err(e));
             }
-            if let Some(link) = old_link {
-                conn.delta_links
-                    .insert(conn.subscriptions[index].id.clone(), link);
-            }
-            *dirty = true;
-            resync(d, conn, dirty, index, &token, &target).await
+            resync(d, &conn, &sub, &token, &target).await
         }
-        Some("missed") => resync(d, conn, dirty, index, &token, &target).await,
+        Some("missed") => resync(d, &conn, &sub, &token, &target).await,
         Some(other) => {
             tracing::warn!(event = other, "unknown lifecycle event ignored");
             Outcome::Done
@@ -233,12 +210,13 @@ async fn process(
             let Some(item) = n.resource_id.as_deref() else {
                 return Outcome::Done;
             };
-            match conn.subscriptions[index].resource {
-                Resource::Mail => deliver_message(d, conn, dirty, &token, &target, item).await,
+            match sub.resource {
+                Resource::Mail => deliver_message(d, &conn, &sub, &token, &target, item).await,
                 Resource::Calendar => {
                     deliver_calendar(
                         d,
-                        conn,
+                        &conn,
+                        &sub,
                         &token,
                         &target,
                         item,
@@ -248,11 +226,18 @@ async fn process(
                 }
             }
         }
+    };
+    if outcome != Outcome::Delivered {
+        let seen = SubscriptionChange::new().last_notification_at(time::OffsetDateTime::now_utc());
+        if let Err(e) = s.state.update_subscription(&conn.id, &sub.key, seen).await {
+            tracing::warn!(connection = %conn.id, error = %e, "could not record the notification time");
+        }
     }
+    outcome
 }
 
-fn target_of(s: &Services, conn: &Connection, index: usize) -> Option<Target> {
-    match &conn.subscriptions[index].target {
+fn target_of(s: &Services, sub: &Subscription) -> Option<Target> {
+    match &sub.target {
         Some(t) => Target::parse(t).ok(),
         None => s.config.default_target.clone(),
     }
@@ -269,26 +254,62 @@ fn graph_outcome(r: Result<(), GraphError>) -> Outcome {
     }
 }
 
-fn owner(conn: &Connection) -> String {
-    match (conn.auth, &conn.mailbox) {
-        (AuthMode::Delegated, _) | (_, None) => "/me".into(),
-        (_, Some(m)) => format!("/users/{m}"),
+fn sub_outcome(r: Result<(), subscriptions::SubscriptionError>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Done,
+        Err(e) if e.is_retryable() => retry(e),
+        Err(e) => {
+            tracing::error!(error = %subscriptions::explain(&e), "subscription could not be fixed; not retrying");
+            Outcome::Done
+        }
+    }
+}
+
+/// After the target took an event: the ledger entry (so nothing is
+/// delivered twice, whoever sees the item next) and the subscription's
+/// delivery time and watermark. A failure here is logged, not retried: the
+/// event is delivered, and a retry would deliver it again.
+async fn delivered(
+    d: &Dispatcher,
+    conn: &Connection,
+    sub: &Subscription,
+    item: &str,
+    event: &Value,
+    received: Option<&str>,
+) {
+    let s = &d.services;
+    let event_id = event["id"].as_str().unwrap_or_default();
+    if let Err(e) = s.state.mark_delivered(&conn.id, item, event_id).await {
+        tracing::error!(connection = %conn.id, event = event_id, error = %e, "delivered, but the ledger could not record it");
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let change = SubscriptionChange::new()
+        .last_delivery_at(now)
+        .last_notification_at(now);
+    if let Err(e) = s
+        .state
+        .record_delivery(&conn.id, &sub.key, change, received)
+        .await
+    {
+        tracing::warn!(connection = %conn.id, error = %e, "could not record the delivery time");
     }
 }
 
 async fn deliver_message(
     d: &Dispatcher,
-    conn: &mut Connection,
-    dirty: &mut bool,
+    conn: &Connection,
+    sub: &Subscription,
     token: &Sensitive,
     target: &Target,
     id: &str,
 ) -> Outcome {
-    if conn.was_delivered(id) {
-        return Outcome::Done;
-    }
     let s = &d.services;
-    let base = format!("{}/messages/{id}", owner(conn));
+    match s.state.is_delivered(&conn.id, id).await {
+        Ok(true) => return Outcome::Done,
+        Ok(false) => {}
+        Err(e) => return retry(e),
+    }
+    let base = format!("{}/messages/{id}", subscriptions::owner(conn));
     let message: Value = match s
         .graph
         .get_json(&format!("{base}?$select={MESSAGE_SELECT}"), token)
@@ -316,9 +337,8 @@ async fn deliver_message(
     let event = normalise::mail_event(conn, &message, &attachments);
     match deliver(d, target, &event).await {
         Ok(()) | Err(Delivery::Drop(_)) => {
-            conn.remember_delivery(id);
-            *dirty = true;
-            Outcome::Done
+            delivered(d, conn, sub, id, &event, message["receivedDateTime"].as_str()).await;
+            Outcome::Delivered
         }
         Err(Delivery::Retry(why)) => retry(why),
     }
@@ -327,6 +347,7 @@ async fn deliver_message(
 async fn deliver_calendar(
     d: &Dispatcher,
     conn: &Connection,
+    sub: &Subscription,
     token: &Sensitive,
     target: &Target,
     id: &str,
@@ -338,7 +359,7 @@ async fn deliver_calendar(
     } else {
         match s
             .graph
-            .get_json::<Value>(&format!("{}/events/{id}", owner(conn)), token)
+            .get_json::<Value>(&format!("{}/events/{id}", subscriptions::owner(conn)), token)
             .await
         {
             Ok(v) => Some(v),
@@ -347,43 +368,61 @@ async fn deliver_calendar(
             Err(e) => return graph_outcome(Err(e)),
         }
     };
+    // One ledger entry per version of the event: two edits are two events,
+    // the same edit announced twice is one.
+    let version = item
+        .as_ref()
+        .and_then(|v| v["changeKey"].as_str().or_else(|| v["@odata.etag"].as_str()))
+        .unwrap_or(change);
+    let ledger_key = format!("{id}#{version}");
+    match s.state.is_delivered(&conn.id, &ledger_key).await {
+        Ok(true) => return Outcome::Done,
+        Ok(false) => {}
+        Err(e) => return retry(e),
+    }
     let event = normalise::calendar_event(conn, change, id, item.as_ref());
     match deliver(d, target, &event).await {
-        Ok(()) | Err(Delivery::Drop(_)) => Outcome::Done,
+        Ok(()) | Err(Delivery::Drop(_)) => {
+            delivered(d, conn, sub, &ledger_key, &event, None).await;
+            Outcome::Delivered
+        }
         Err(Delivery::Retry(why)) => retry(why),
     }
 }
 
 async fn resync(
     d: &Dispatcher,
-    conn: &mut Connection,
-    dirty: &mut bool,
-    index: usize,
+    conn: &Connection,
+    sub: &Subscription,
     token: &Sensitive,
     target: &Target,
 ) -> Outcome {
-    let sub = conn.subscriptions[index].clone();
     if sub.resource != Resource::Mail {
         tracing::info!(connection = %conn.id, "calendar resync is not supported; the next change will be delivered");
         return Outcome::Done;
     }
-    let start = conn
-        .delta_links
-        .get(&sub.id)
-        .cloned()
-        .unwrap_or_else(|| format!("{}/delta", subscriptions::graph_resource(conn, &sub)));
+    let start = sub
+        .delta_link
+        .clone()
+        .unwrap_or_else(|| format!("{}/delta", subscriptions::graph_resource(conn, sub)));
     let (ids, link) = match subscriptions::delta(&d.services, token, &start).await {
         Ok(x) => x,
         Err(e) => return graph_outcome(Err(e)),
     };
     tracing::info!(connection = %conn.id, changes = ids.len(), "resync");
     for id in ids {
-        if let Outcome::Retry(why) = deliver_message(d, conn, dirty, token, target, &id).await {
+        if let Outcome::Retry(why) = deliver_message(d, conn, sub, token, target, &id).await {
             return Outcome::Retry(why);
         }
     }
-    conn.delta_links.insert(sub.id, link);
-    *dirty = true;
+    if let Err(e) = d
+        .services
+        .state
+        .update_subscription(&conn.id, &sub.key, SubscriptionChange::new().delta_link(&link))
+        .await
+    {
+        return retry(e);
+    }
     Outcome::Done
 }
 

@@ -11,7 +11,6 @@ use graph_sim::{Event, Lifecycle, Message};
 use mail_dispatch::Dispatcher;
 use mail_webhook::Webhook;
 use relay365::queue::SqsQueue;
-use relay365::secrets::SecretStore;
 use relay365_harness::*;
 use serde_json::json;
 
@@ -56,13 +55,7 @@ impl Pipe {
             }
         });
         // Dispatch runs in its own "container": its own services and caches.
-        let services = relay365::runtime::Services::with_store(
-            stack.services.config.clone(),
-            stack.services.store.clone(),
-        )
-        .await
-        .unwrap();
-        let dispatcher = Dispatcher::new(services, None);
+        let dispatcher = Dispatcher::new(stack.container().await, None);
         Self {
             stack,
             _gateway: gateway,
@@ -82,8 +75,20 @@ impl Pipe {
         .await;
         assert_eq!(resp.status(), 201, "{}", body_text(&resp));
         let link = body_json(&resp)["connect_url"].as_str().unwrap().to_string();
+        self.sign_in(&link).await;
+        let stored = self.stack.stored("support").await.unwrap();
+        assert!(
+            stored.subscriptions.iter().all(|s| !s.id.is_empty()),
+            "{:?}",
+            stored.subscriptions
+        );
+        stored.subscriptions[0].id.clone()
+    }
+
+    /// A person opens the connect link and signs in (oauth-callback in the stack's container).
+    async fn sign_in(&self, link: &str) {
         let start = oauth_callback::handle(
-            request("GET", &path_and_query(&link), None, &[]),
+            request("GET", &path_and_query(link), None, &[]),
             &self.stack.services,
         )
         .await;
@@ -97,13 +102,6 @@ impl Pipe {
         let page = body_text(&done);
         assert_eq!(done.status(), 200, "{page}");
         assert!(!page.contains("could not be created"), "{page}");
-        let stored = self.stack.stored("support").await.unwrap();
-        assert!(
-            stored.subscriptions.iter().all(|s| !s.id.is_empty()),
-            "{:?}",
-            stored.subscriptions
-        );
-        stored.subscriptions[0].id.clone()
     }
 
     /// Runs the event source for a while (past one visibility timeout) and returns what arrived.
@@ -425,28 +423,21 @@ async fn scheduled_run_renews_expiring_and_recreates_lost_subscriptions() {
     let p = Pipe::start().await;
     let sub = p.connect(json!([{"resource": "mail", "target": p.receiver.url}, {"resource": "calendar", "target": p.receiver.url}]), json!(["Mail.ReadOnly", "Calendar.ReadOnly"])).await;
     // Our record says the mail subscription expires in two hours; Graph lost the calendar one.
-    let mut conn = p.stack.stored("support").await.unwrap();
-    conn.subscriptions[0].expires_at = Some(time::OffsetDateTime::now_utc() + time::Duration::hours(2));
-    let lost = conn.subscriptions[1].id.clone();
+    let conn = p.stack.stored("support").await.unwrap();
     p.stack
-        .direct
-        .put(
-            "relay365/connections/support",
-            &conn.to_json(),
-            "00000000-0000-0000-0000-000000000001",
+        .services
+        .state
+        .update_subscription(
+            "support",
+            &conn.subscriptions[0].key,
+            relay365::store::SubscriptionChange::new()
+                .expires_at(Some(time::OffsetDateTime::now_utc() + time::Duration::hours(2))),
         )
         .await
         .unwrap();
+    let lost = conn.subscriptions[1].id.clone();
     p.stack.sim.remove_subscription_silently(&lost);
-    let services = relay365::runtime::Services::with_store(
-        p.stack.services.config.clone(),
-        Arc::new(relay365::secrets::CachedSecretStore::new(
-            p.stack.direct.clone(),
-            std::time::Duration::from_secs(1),
-        )),
-    )
-    .await
-    .unwrap();
+    let services = p.stack.container().await;
     let schedule = json!({"version": "0", "id": "e", "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
         "time": "2026-11-22T20:00:00Z", "region": "us-east-1", "resources": [], "detail": {}});
     let report = connections::handle_event(schedule, &services).await;
@@ -498,5 +489,225 @@ async fn revoked_grant_sends_one_reauth_event() {
     assert!(e["connect_url"].as_str().unwrap().contains("/oauth/start?link="));
     let stored = p.stack.stored("support").await.unwrap();
     assert_eq!(stored.status, relay365::Status::ReauthRequired);
-    assert!(stored.refresh_token.is_none());
+}
+
+// ---------------------------------------------------------------------------
+// Two containers, one truth: independent services (own caches) on one moto.
+
+#[tokio::test]
+async fn a_reconnect_in_one_container_wins_over_the_old_token_another_holds() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    // Container B (dispatch) refreshes and keeps the rotated token in memory.
+    p.stack.sim.expire_access_tokens();
+    p.stack.sim.deliver_message(UPN, mail("before the reset"));
+    assert_eq!(p.pump_until(1).await.len(), 1);
+    let (_, first_generation) = p.stack.stored_refresh_token("support").await.unwrap();
+
+    // A password reset revokes every grant; the person reconnects in container A.
+    p.stack.sim.revoke_refresh_tokens(UPN, 50173);
+    p.stack.sim.expire_access_tokens();
+    let view = connections::handle(
+        request("GET", "/connections/support", None, &[]),
+        &p.stack.services,
+    )
+    .await;
+    let link = body_json(&view)["connect_url"].as_str().unwrap().to_string();
+    p.sign_in(&link).await;
+    let (_, generation) = p.stack.stored_refresh_token("support").await.unwrap();
+    assert_eq!(
+        generation,
+        first_generation + 1,
+        "the sign-in bumped the generation"
+    );
+
+    // B fetches the next mail with the new grant, not the revoked token it holds.
+    p.stack.sim.deliver_message(UPN, mail("after the reconnect"));
+    let events = p.pump_until(2).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].json()["mail"]["subject"], "after the reconnect");
+    assert_eq!(
+        p.stack.sim.stats().revoked_refresh_uses,
+        0,
+        "a revoked refresh token reached Microsoft"
+    );
+    let stored = p.stack.stored("support").await.unwrap();
+    assert_eq!(stored.status, relay365::Status::Active);
+}
+
+#[tokio::test]
+async fn renewal_in_one_container_and_dispatch_in_another_keep_both_writes() {
+    let p = Pipe::start().await;
+    let old = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    // A mail is queued for the subscription, then Graph loses it.
+    p.stack.sim.deliver_message(UPN, mail("in flight"));
+    assert!(eventually(5, || p.stack.sim.stats().notification_statuses.contains(&202)).await);
+    p.stack.sim.remove_subscription_silently(&old);
+    // Dispatch (container B) reads the record and waits on a slow flow...
+    p.receiver.set_delay(std::time::Duration::from_millis(1500));
+    let pump = p.fifo.pump(|e| mail_dispatch::handle(e, &p.dispatcher));
+    let renewal = async {
+        assert!(
+            eventually(10, || p.receiver.in_flight() > 0).await,
+            "dispatch never reached the flow"
+        );
+        // ...while the renewal run (container A) recreates the subscription.
+        let schedule = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+        connections::handle_event(schedule, &p.stack.container().await).await
+    };
+    let (_, report) = tokio::join!(pump, renewal);
+    assert_eq!(report["recreated"], 1, "{report}");
+    p.receiver.set_delay(std::time::Duration::ZERO);
+
+    let stored = p.stack.stored("support").await.unwrap();
+    let sub = &stored.subscriptions[0];
+    assert_ne!(sub.id, old, "the renewal's new subscription id was undone");
+    assert!(
+        sub.last_delivery_at.is_some(),
+        "dispatch's delivery time was undone: {sub:?}"
+    );
+    assert!(
+        sub.watermark.is_some(),
+        "dispatch's watermark was undone: {sub:?}"
+    );
+    assert!(sub.delta_link.is_some(), "the delta link was lost: {sub:?}");
+    let item = p.receiver.events()[0].json()["mail"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        p.stack
+            .services
+            .state
+            .is_delivered("support", &item)
+            .await
+            .unwrap()
+    );
+
+    // A notification for the new subscription is delivered.
+    p.stack.sim.deliver_message(UPN, mail("to the new subscription"));
+    let events = p.pump_until(2).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].json()["mail"]["subject"], "to the new subscription");
+}
+
+#[tokio::test]
+async fn a_sign_in_is_seen_at_once_by_every_other_container() {
+    let p = Pipe::start().await;
+    let body = json!({"id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly"],
+                      "subscriptions": [{"resource": "mail", "target": p.receiver.url}]});
+    let created = connections::handle(
+        request("POST", "/connections", Some(&body.to_string()), &[]),
+        &p.stack.services,
+    )
+    .await;
+    // Container B serves the admin API and has read the pending record already.
+    let b = p.stack.container().await;
+    let before = connections::handle(request("GET", "/connections/support", None, &[]), &b).await;
+    assert_eq!(body_json(&before)["status"], "pending_consent");
+    // The sign-in completes in container A...
+    p.sign_in(body_json(&created)["connect_url"].as_str().unwrap())
+        .await;
+    // ...B shows it at once, and dispatch (container C) delivers the next mail.
+    let after = connections::handle(request("GET", "/connections/support", None, &[]), &b).await;
+    assert_eq!(body_json(&after)["status"], "active", "{}", body_text(&after));
+    p.stack.sim.deliver_message(UPN, mail("first"));
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].json()["mail"]["subject"], "first");
+}
+
+#[tokio::test]
+async fn a_thousand_mails_write_no_secret() {
+    let p = Pipe::start().await;
+    let sub = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    let writes_before = p.stack.aws.count("secretsmanager.PutSecretValue");
+    let creates_before = p.stack.aws.count("secretsmanager.CreateSecret");
+    // Dispatch takes the notifications as the queue would hand them over, in batches of 10.
+    p.stack.sim.set_drop_notifications(true);
+    let ids: Vec<String> = (0..1000)
+        .map(|i| p.stack.sim.deliver_message(UPN, mail(&format!("mail {i}"))))
+        .collect();
+    for id in &ids {
+        let n = json!({"connection_id": "support", "subscription_id": sub, "change_type": "created",
+                       "resource_id": id, "received_at": "2026-11-22T18:00:00Z"});
+        p.fifo
+            .client
+            .send_message()
+            .queue_url(&p.fifo.url)
+            .message_body(n.to_string())
+            .message_group_id("support")
+            .message_deduplication_id(id.replace(['=', '+', '/'], "-"))
+            .send()
+            .await
+            .unwrap();
+    }
+    for _ in 0..300 {
+        if p.fifo.pump(|e| mail_dispatch::handle(e, &p.dispatcher)).await == 0
+            && p.receiver.events().len() >= 1000
+        {
+            break;
+        }
+    }
+    assert_eq!(p.receiver.events().len(), 1000);
+    assert_eq!(
+        p.stack.aws.count("secretsmanager.PutSecretValue") - writes_before,
+        0,
+        "delivering mail wrote a secret"
+    );
+    assert_eq!(
+        p.stack.aws.count("secretsmanager.CreateSecret") - creates_before,
+        0,
+        "delivering mail created a secret"
+    );
+    // Each mail is in the ledger once.
+    let mut ids: Vec<String> = p
+        .receiver
+        .events()
+        .iter()
+        .map(|e| e.json()["mail"]["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1000, "a mail was delivered twice");
+}
+
+#[tokio::test]
+async fn resubscribe_recreates_every_subscription_and_keeps_delivering() {
+    let p = Pipe::start().await;
+    let old = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    let resp = connections::handle(
+        request("POST", "/connections/support/resubscribe", Some("{}"), &[]),
+        &p.stack.container().await,
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", body_text(&resp));
+    let view = body_json(&resp);
+    let new = view["subscriptions"][0]["id"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    let at_graph: Vec<String> = p.stack.sim.subscriptions().into_iter().map(|s| s.0).collect();
+    assert_eq!(at_graph, vec![new], "the old subscription is deleted at Graph");
+    p.stack.sim.deliver_message(UPN, mail("after resubscribe"));
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].json()["mail"]["subject"], "after resubscribe");
 }

@@ -16,12 +16,12 @@ use lambda_http::Request;
 use relay365::Sensitive;
 use relay365::aadsts;
 use relay365::api::{self, HttpResponse};
-use relay365::connection::{AuthMode, Connection, Status, secret_name};
+use relay365::connection::{AuthMode, Connection, Status};
 use relay365::links;
 use relay365::runtime::Services;
 use relay365::scopes;
-use relay365::secrets::new_request_token;
 use relay365::signing::SignError;
+use relay365::store::{ConnectionChange, StoreError};
 use relay365::subscriptions;
 use relay365::tokens::{AuthorizeOptions, TokenError};
 
@@ -86,14 +86,25 @@ async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
     }
 }
 
-async fn save(s: &Services, conn: &Connection) -> Result<(), HttpResponse> {
-    s.store
-        .put(&secret_name(&s.config.secret_prefix, &conn.id), &conn.to_json(), &new_request_token())
-        .await
-        .map_err(|e| {
-            tracing::warn!(connection = %conn.id, error = %e, "could not store a connection");
-            page(503, "Please try again", vec!["The service could not save the connection just now. Start again from the connect link in a moment.".into()])
-        })
+fn save_failed() -> HttpResponse {
+    page(
+        503,
+        "Please try again",
+        vec!["The service could not save the connection just now. Start again from the connect link in a moment.".into()],
+    )
+}
+
+/// Writes the attributes the sign-in owns (and nothing else of the record).
+async fn save(s: &Services, id: &str, change: ConnectionChange) -> Result<(), HttpResponse> {
+    s.state.update_connection(id, change).await.map_err(|e| {
+        tracing::warn!(connection = id, error = %e, "could not store a connection");
+        save_failed()
+    })
+}
+
+/// Records why a sign-in failed; the page already says it, so a failed write is only logged.
+async fn note_error(s: &Services, id: &str, error: &str) {
+    let _ = save(s, id, ConnectionChange::new().last_error(Some(error))).await;
 }
 
 async fn start(req: &Request, s: &Services) -> HttpResponse {
@@ -122,7 +133,7 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
             vec!["RELAY365_PUBLIC_URL is not set on this deployment.".into()],
         );
     };
-    let mut conn = match load(s, &body.c).await {
+    let conn = match load(s, &body.c).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -164,8 +175,14 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
         };
     // The verifier goes only into the encrypted cookie; the URL carries its challenge.
     let cookie = links::sign_in_cookie(&s.signer, &conn.id, &nonce, verifier.secret());
-    conn.pending_auth_nonce = Some(nonce);
-    if let Err(r) = save(s, &conn).await {
+    // A newer start replaces the nonce: only the latest sign-in can complete.
+    if let Err(r) = save(
+        s,
+        &conn.id,
+        ConnectionChange::new().pending_auth_nonce(Some(&nonce)),
+    )
+    .await
+    {
         return r;
     }
     tracing::info!(connection = %conn.id, "sign-in started");
@@ -181,18 +198,16 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
 }
 
 /// Creates the subscriptions asked for at connection time; returns lines for the page.
-async fn create_subscriptions(s: &Services, conn: &mut Connection) -> Vec<String> {
-    if !subscriptions::ensure(s, conn).await {
-        return Vec::new();
-    }
-    let _ = save(s, conn).await;
-    conn.subscriptions
-        .iter()
-        .filter_map(|x| {
-            x.last_error
-                .as_ref()
-                .map(|e| format!("A subscription could not be created yet: {e}"))
-        })
+async fn create_subscriptions(s: &Services, id: &str) -> Vec<String> {
+    // Read again: the record now has the new status and generation.
+    let conn = match s.state.connection(id).await {
+        Ok(Some(c)) => c,
+        _ => return vec!["The subscriptions will be created by the next scheduled run.".into()],
+    };
+    subscriptions::ensure(s, &conn)
+        .await
+        .into_iter()
+        .map(|e| format!("A subscription could not be created yet: {e}"))
         .collect()
 }
 
@@ -287,32 +302,48 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
     if cookie.c != st.c || cookie.n != st.n {
         return other_browser();
     }
-    let mut conn = match load(s, &st.c).await {
+    let conn = match load(s, &st.c).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if conn.pending_auth_nonce.as_deref() != Some(st.n.as_str()) {
-        return page(
+    let used = || {
+        page(
             400,
             "Sign-in already used",
             vec![
                 "This sign-in was already completed, or a newer one was started since.".into(),
                 "Start again from the connect link if the connection is not working.".into(),
             ],
-        );
+        )
+    };
+    if conn.pending_auth_nonce.as_deref() != Some(st.n.as_str()) {
+        return used();
     }
-    // From here the state is spent, whatever the outcome.
-    conn.pending_auth_nonce = None;
+    // Spend the state, whatever the outcome: conditionally, so of two
+    // containers serving the same callback only one gets past here.
+    match s
+        .state
+        .update_connection(
+            &conn.id,
+            ConnectionChange::new().pending_auth_nonce(None).if_nonce(&st.n),
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict { .. }) => return used(),
+        Err(e) => {
+            tracing::warn!(connection = %conn.id, error = %e, "could not spend the sign-in state");
+            return save_failed();
+        }
+    }
     if let Some(error) = api::query_param(&q, "error") {
         let description = api::query_param(&q, "error_description").unwrap_or("");
         let (e, resp) = explained(s, &conn, &redirect, error, description);
         tracing::warn!(connection = %conn.id, code = %e.code, "sign-in refused by Microsoft");
-        conn.last_error = Some(format!("{} {} ({})", e.title, e.fix, e.code));
-        let _ = save(s, &conn).await;
+        note_error(s, &conn.id, &format!("{} {} ({})", e.title, e.fix, e.code)).await;
         return resp;
     }
     let Some(code) = api::query_param(&q, "code").filter(|c| !c.is_empty()) else {
-        let _ = save(s, &conn).await;
         return page(
             400,
             "Sign-in incomplete",
@@ -338,13 +369,11 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(connection = %conn.id, error = %e, "code exchange failed");
-            conn.last_error = Some(e.to_string());
-            let _ = save(s, &conn).await;
+            note_error(s, &conn.id, &e.to_string()).await;
             return token_error_page(&e);
         }
     };
     let Some(refresh) = tokens.refresh_token.clone() else {
-        let _ = save(s, &conn).await;
         return page(
             400,
             "Sign-in not completed",
@@ -358,7 +387,6 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(connection = %conn.id, error = %e, "reading /me failed");
-            let _ = save(s, &conn).await;
             return page(502, "Please try again", vec!["Microsoft signed you in but did not say which mailbox it is. Start again from the connect link.".into()]);
         }
     };
@@ -375,20 +403,41 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
         ));
     }
     lines.push("You can close this window.".into());
-    let now = time::OffsetDateTime::now_utc();
-    conn.mailbox = Some(mailbox);
-    conn.refresh_token = Some(refresh);
-    conn.refresh_token_written_at = Some(now);
-    conn.granted_scopes = tokens.scopes;
-    conn.status = Status::Active;
-    conn.last_error = None;
-    conn.updated_at = now;
-    if let Err(r) = save(s, &conn).await {
-        return r;
+    // The token first, under the next generation; then the record names that
+    // generation. A container that reads the record can always find its token.
+    let generation = conn.generation + 1;
+    if let Err(e) = s.tokens.store_sign_in(&conn.id, &refresh, generation).await {
+        tracing::warn!(connection = %conn.id, error = %e, "could not store the refresh token");
+        return save_failed();
+    }
+    let change = ConnectionChange::new()
+        .status(Status::Active)
+        .mailbox(&mailbox)
+        .granted_scopes(&tokens.scopes)
+        .generation(generation)
+        .token_written_at(time::OffsetDateTime::now_utc().unix_timestamp())
+        .last_error(None)
+        .if_generation(conn.generation);
+    match s.state.update_connection(&conn.id, change).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { .. }) => {
+            return page(
+                409,
+                "Signed in elsewhere meanwhile",
+                vec![
+                    "Another sign-in for this connection completed at the same time; that one is kept."
+                        .into(),
+                ],
+            );
+        }
+        Err(e) => {
+            tracing::warn!(connection = %conn.id, error = %e, "could not store a connection");
+            return save_failed();
+        }
     }
     s.tokens.invalidate(&conn.id).await;
     tracing::info!(connection = %conn.id, "mailbox connected");
-    lines.extend(create_subscriptions(s, &mut conn).await);
+    lines.extend(create_subscriptions(s, &conn.id).await);
     page(200, "Connected", lines)
 }
 
@@ -424,7 +473,7 @@ async fn admin_consent(req: &Request, s: &Services) -> HttpResponse {
             );
         }
     };
-    let mut conn = match load(s, &body.c).await {
+    let conn = match load(s, &body.c).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -442,8 +491,7 @@ async fn admin_consent(req: &Request, s: &Services) -> HttpResponse {
     if let Some(error) = api::query_param(&q, "error") {
         let description = api::query_param(&q, "error_description").unwrap_or("");
         let (e, resp) = explained(s, &conn, &links::admin_consent_uri(&public), error, description);
-        conn.last_error = Some(format!("{} {} ({})", e.title, e.fix, e.code));
-        let _ = save(s, &conn).await;
+        note_error(s, &conn.id, &format!("{} {} ({})", e.title, e.fix, e.code)).await;
         return resp;
     }
     if !api::query_param(&q, "admin_consent").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
@@ -464,14 +512,13 @@ async fn admin_consent(req: &Request, s: &Services) -> HttpResponse {
         .await
     {
         Ok(_) => {
-            conn.status = Status::Active;
-            conn.last_error = None;
-            conn.updated_at = time::OffsetDateTime::now_utc();
-            if let Err(r) = save(s, &conn).await {
+            let change = ConnectionChange::new().status(Status::Active).last_error(None);
+            if let Err(r) = save(s, &conn.id, change).await {
                 return r;
             }
             s.tokens.invalidate(&conn.id).await;
             tracing::info!(connection = %conn.id, "admin consent verified");
+            let problems = create_subscriptions(s, &conn.id).await;
             page(
                 200,
                 "Consent granted",
@@ -483,13 +530,15 @@ async fn admin_consent(req: &Request, s: &Services) -> HttpResponse {
                         conn.tenant_id
                     ),
                     "You can close this window.".into(),
-                ],
+                ]
+                .into_iter()
+                .chain(problems)
+                .collect(),
             )
         }
         Err(e) => {
             tracing::warn!(connection = %conn.id, error = %e, "admin consent could not be proven");
-            conn.last_error = Some(e.to_string());
-            let _ = save(s, &conn).await;
+            note_error(s, &conn.id, &e.to_string()).await;
             token_error_page(&e)
         }
     }

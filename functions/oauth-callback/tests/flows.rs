@@ -78,7 +78,12 @@ async fn delegated_connect_end_to_end() {
     );
     let stored = s.stored("support").await.unwrap();
     assert_eq!(stored.status, Status::Active);
-    assert!(stored.refresh_token.is_some());
+    let (refresh, generation) = s.stored_refresh_token("support").await.expect("a token secret");
+    assert_eq!(
+        (stored.generation, generation),
+        (1, 1),
+        "the sign-in is generation 1, in the record and the secret"
+    );
     assert!(
         stored.granted_scopes.iter().any(|p| p == "Mail.Send"),
         "{:?}",
@@ -87,11 +92,11 @@ async fn delegated_connect_end_to_end() {
     assert!(stored.pending_auth_nonce.is_none());
     // The connection works: a token for it comes from the stored refresh token.
     s.services.tokens.invalidate("support").await;
-    assert!(s.services.tokens.access_token("support").await.is_ok());
+    assert!(s.services.tokens.token_for("support").await.is_ok());
     let api = connections::handle(request("GET", "/connections/support", None, &[]), &s.services).await;
     let view = body_json(&api);
     assert_eq!(view["status"], "active");
-    assert!(!body_text(&api).contains(stored.refresh_token.unwrap().expose()));
+    assert!(!body_text(&api).contains(&refresh));
 
     // Nothing secret in the logs: codes, tokens, the state, the cookie, the keys.
     let text = logs.text();
@@ -123,7 +128,16 @@ async fn app_only_flow(s: &Stack, auth: &str) {
         "{page}"
     );
     assert_eq!(s.stored("fabrikam").await.unwrap().status, Status::Active);
-    assert!(s.services.tokens.access_token("fabrikam").await.is_ok());
+    assert!(
+        s.stored_refresh_token("fabrikam").await.is_none(),
+        "an app-only connection owns no secret"
+    );
+    assert_eq!(
+        s.aws.count("secretsmanager.CreateSecret"),
+        2,
+        "only the app secret and the signing key exist"
+    );
+    assert!(s.services.tokens.token_for("fabrikam").await.is_ok());
 }
 
 #[tokio::test]
@@ -214,7 +228,7 @@ async fn reconnect_after_invalid_grant_keeps_id_and_subscriptions() {
     assert_eq!(connect(&s, &connect_url).await.status(), 200);
     s.sim.revoke_refresh_tokens(UPN, 50173);
     s.services.tokens.invalidate("support").await;
-    assert!(s.services.tokens.access_token("support").await.is_err());
+    assert!(s.services.tokens.token_for("support").await.is_err());
     let api =
         body_json(&connections::handle(request("GET", "/connections/support", None, &[]), &s.services).await);
     assert_eq!(api["status"], "reauth_required");
@@ -230,7 +244,7 @@ async fn reconnect_after_invalid_grant_keeps_id_and_subscriptions() {
     assert_eq!(stored.subscriptions.len(), 1);
     assert!(stored.last_error.is_none());
     s.services.tokens.invalidate("support").await;
-    assert!(s.services.tokens.access_token("support").await.is_ok());
+    assert!(s.services.tokens.token_for("support").await.is_ok());
 }
 
 /// Every error Microsoft can send back: a 400 page in plain words with the fix.
@@ -354,7 +368,10 @@ async fn forged_expired_replayed_and_cookieless_states_are_refused() {
         "{}",
         body_text(&replay)
     );
-    assert!(s.stored("beta").await.unwrap().refresh_token.is_none());
+    assert!(
+        s.stored_refresh_token("beta").await.is_none(),
+        "a refused sign-in stores no token"
+    );
 }
 
 #[tokio::test]

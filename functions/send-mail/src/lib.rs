@@ -361,7 +361,7 @@ pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendEr
             return Err(SendError::new(
                 500,
                 "misconfigured",
-                "idempotency keys need RELAY365_IDEMPOTENCY_TABLE on this deployment",
+                "idempotency keys need RELAY365_STATE_TABLE on this deployment",
             ));
         }
         (Some(k), Some(store)) => {
@@ -404,7 +404,7 @@ pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendEr
     };
     let token = s
         .tokens
-        .access_token(&req.connection_id)
+        .access_token(&conn)
         .await
         .map_err(|e| token_error(e, s, &req.connection_id));
     let result = match token {

@@ -8,26 +8,21 @@ use std::sync::Arc;
 use base64::Engine;
 use relay365_harness::*;
 use send_mail::Sender;
-use send_mail::idempotency::DynamoStore;
+use send_mail::idempotency::StateKeys;
 use serde_json::{Value, json};
 
 const BUCKET: &str = "relay365-attachments";
-const TABLE: &str = "relay365-idempotency";
 const SHARED: &str = "helpdesk@contoso.com";
 
 struct World {
     stack: Stack,
     s3: aws_sdk_s3::Client,
-    dynamo: aws_sdk_dynamodb::Client,
 }
 
 impl World {
     async fn start() -> Self {
         let stack = Stack::start_with(Options {
-            env: vec![
-                ("RELAY365_ATTACHMENTS_BUCKET", BUCKET.into()),
-                ("RELAY365_IDEMPOTENCY_TABLE", TABLE.into()),
-            ],
+            env: vec![("RELAY365_ATTACHMENTS_BUCKET", BUCKET.into())],
             ..Default::default()
         })
         .await;
@@ -44,37 +39,14 @@ impl World {
                 .build(),
         );
         s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-        use aws_sdk_dynamodb::types::*;
-        dynamo
-            .create_table()
-            .table_name(TABLE)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-        Self { stack, s3, dynamo }
+        Self { stack, s3 }
     }
 
     fn sender(&self) -> Sender<'_> {
         Sender {
             services: &self.stack.services,
             s3: Some(relay365::runtime::LazyClient::ready(self.s3.clone())),
-            idempotency: Some(Arc::new(DynamoStore::new(self.dynamo.clone(), TABLE.into()))),
+            idempotency: Some(Arc::new(StateKeys::new(self.stack.services.state.clone()))),
         }
     }
 
@@ -100,16 +72,12 @@ impl World {
         )
         .await;
         assert_eq!(resp.status(), 201);
-        let mut conn = self.stack.stored(id).await.unwrap();
-        conn.status = relay365::Status::Active;
-        use relay365::secrets::SecretStore;
         self.stack
             .services
-            .store
-            .put(
-                &format!("relay365/connections/{id}"),
-                &conn.to_json(),
-                "00000000-0000-0000-0000-00000000000a",
+            .state
+            .update_connection(
+                id,
+                relay365::store::ConnectionChange::new().status(relay365::Status::Active),
             )
             .await
             .unwrap();

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use graph_sim::{App, Sim, User};
-use relay365::connection::{AuthMode, Connection, Status, secret_name};
+use relay365::connection::{AuthMode, Connection, Status};
 use relay365::scopes::{self, FeatureScope};
 use relay365::secrets::{AwsSecretStore, CachedSecretStore, SecretStore};
+use relay365::store::Store;
 use relay365::tokens::{AppCredentials, AuthorizeOptions, TokenClient, TokenProvider, TokenSet};
 use relay365::{Cloud, Sensitive};
 use relay365_testkit::Aws;
@@ -26,7 +27,14 @@ pub(crate) struct World {
     pub(crate) aws: Aws,
     pub(crate) sim: Sim,
     pub(crate) store: Arc<dyn SecretStore>,
+    pub(crate) state: Store,
     pub(crate) http: reqwest::Client,
+}
+
+/// A connection to seed the state with, and the refresh token its secret holds.
+pub(crate) struct Seed {
+    pub(crate) conn: Connection,
+    pub(crate) refresh: Option<Sensitive>,
 }
 
 impl World {
@@ -46,15 +54,26 @@ impl World {
             display_name: "Ann".into(),
             tenant: TENANT.into(),
         });
-        let sm = aws_sdk_secretsmanager::Client::new(&aws.sdk_config().await);
+        let sdk = aws.sdk_config().await;
+        let sm = aws_sdk_secretsmanager::Client::new(&sdk);
         let store: Arc<dyn SecretStore> = Arc::new(CachedSecretStore::new(
             AwsSecretStore::new(sm),
             Duration::from_secs(300),
         ));
+        relay365_testkit::create_state_table(&sdk, "relay365-state")
+            .await
+            .unwrap();
+        let state = Store::dynamo(
+            Arc::new(relay365::runtime::LazyClient::ready(
+                aws_sdk_dynamodb::Client::new(&sdk),
+            )),
+            "relay365-state".into(),
+        );
         Self {
             aws,
             sim,
             store,
+            state,
             http: relay365::http::client().unwrap(),
         }
     }
@@ -73,7 +92,12 @@ impl World {
     }
 
     pub(crate) fn provider(&self, app: AppCredentials) -> TokenProvider {
-        TokenProvider::new(self.token_client(app), self.store.clone(), PREFIX)
+        TokenProvider::new(
+            self.token_client(app),
+            self.store.clone(),
+            self.state.clone(),
+            PREFIX,
+        )
     }
 
     /// Runs a real sign-in against the simulator: authorize (302 with a code), then the PKCE exchange.
@@ -118,26 +142,38 @@ impl World {
             .map(|(_, v)| v.into_owned())
     }
 
-    pub(crate) async fn put_connection(&self, conn: &Connection) {
-        self.store
-            .create(&secret_name(PREFIX, &conn.id), &conn.to_json())
-            .await
-            .unwrap();
+    /// Stores a connection (and, when it has one, its refresh token under generation 1).
+    pub(crate) async fn put_connection(&self, seed: &Seed) {
+        let mut conn = seed.conn.clone();
+        if let Some(rt) = &seed.refresh {
+            conn.generation = 1;
+            let value = serde_json::json!({"refresh_token": rt.expose(), "generation": 1}).to_string();
+            self.store
+                .create(&format!("{PREFIX}tokens/{}", conn.id), &value)
+                .await
+                .unwrap();
+        }
+        self.state.create_connection(&conn).await.unwrap();
     }
 
+    /// What is really stored for a connection.
     pub(crate) async fn get_connection(&self, id: &str) -> Connection {
-        // Read past the cache: what is really stored.
+        self.state.connection(id).await.unwrap().unwrap()
+    }
+
+    /// The refresh token in the connection's secret, past the cache.
+    pub(crate) async fn stored_refresh(&self, id: &str) -> Option<Sensitive> {
         let sm = aws_sdk_secretsmanager::Client::new(&self.aws.sdk_config().await);
         let raw = AwsSecretStore::new(sm)
-            .get(&secret_name(PREFIX, id))
+            .get(&format!("{PREFIX}tokens/{id}"))
             .await
-            .unwrap()
-            .unwrap();
-        Connection::from_json(&raw).unwrap()
+            .unwrap()?;
+        let t: relay365::tokens::StoredToken = serde_json::from_str(&raw).unwrap();
+        Some(t.refresh_token)
     }
 }
 
-pub(crate) fn active(id: &str, auth: AuthMode, refresh: Option<&Sensitive>) -> Connection {
+pub(crate) fn active(id: &str, auth: AuthMode, refresh: Option<&Sensitive>) -> Seed {
     let mut c = Connection::new(
         id.into(),
         auth,
@@ -147,6 +183,8 @@ pub(crate) fn active(id: &str, auth: AuthMode, refresh: Option<&Sensitive>) -> C
         FEATURES.to_vec(),
     );
     c.status = Status::Active;
-    c.refresh_token = refresh.cloned();
-    c
+    Seed {
+        conn: c,
+        refresh: refresh.cloned(),
+    }
 }

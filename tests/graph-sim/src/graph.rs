@@ -190,7 +190,8 @@ fn strip_tags(html: &str) -> String {
 
 pub(crate) fn event_json(e: &Event) -> Value {
     json!({
-        "@odata.etag": "W/\"1\"",
+        "@odata.etag": format!("W/\"{}\"", e.change_key),
+        "changeKey": e.change_key,
         "id": e.id,
         "subject": e.subject,
         "organizer": recipient(&e.organizer),

@@ -728,6 +728,7 @@ fn redeem_refresh(st: &mut State, client_id: &str, form: &TokenForm) -> Response
         );
     };
     if let Some(code) = rt.revoked {
+        st.stats.revoked_refresh_uses += 1;
         let message = match code {
             700082 => {
                 "The refresh token has expired due to inactivity. The token was issued on 2026-08-01 and was inactive for 90.00:00:00."

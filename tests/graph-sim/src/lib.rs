@@ -178,6 +178,7 @@ impl Sim {
         if event.id.is_empty() {
             event.id = format!("AAMkEv{}", uuid::Uuid::new_v4().simple());
         }
+        event.change_key = new_change_key();
         self.with(|s| {
             s.mailboxes
                 .entry(upn.to_ascii_lowercase())
@@ -198,6 +199,7 @@ impl Sim {
                 .and_then(|m| m.events.iter_mut().find(|e| e.id == id))
             {
                 change(e);
+                e.change_key = new_change_key();
             }
         });
         graph::notify_change(&self.state, upn, true, "", "updated", id);
@@ -313,4 +315,9 @@ impl Drop for Sim {
             let _ = tx.send(());
         }
     }
+}
+
+/// A fresh `changeKey`, in the base64 shape Graph gives them.
+fn new_change_key() -> String {
+    format!("CQAAABYAAAD{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }

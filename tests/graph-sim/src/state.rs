@@ -106,6 +106,8 @@ pub struct Event {
     pub online_meeting_url: Option<String>,
     /// Cancelled.
     pub is_cancelled: bool,
+    /// Graph's `changeKey`: a new one with every change (the simulator sets it).
+    pub change_key: String,
 }
 
 /// A message the simulator sent, as Graph would have put it on the wire.
@@ -208,6 +210,8 @@ pub struct Stats {
     pub notification_statuses: Vec<u16>,
     /// Subscriptions created, renewed (PATCH), deleted, reauthorized.
     pub subscription_calls: BTreeMap<String, u32>,
+    /// Refresh-token requests that presented a revoked refresh token.
+    pub revoked_refresh_uses: u32,
 }
 
 pub(crate) struct Code {

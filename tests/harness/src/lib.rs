@@ -1,5 +1,6 @@
 //! The whole stack for end-to-end tests of the functions' handlers: a moto
-//! server (Secrets Manager) holding the app secret and signing key, the
+//! server (Secrets Manager, DynamoDB) holding the app secret, the signing key
+//! and the state table, the
 //! Microsoft simulator with a registered app and a user, and relay365's
 //! `Services` loaded from them exactly as a function loads at cold start.
 //!
@@ -27,12 +28,16 @@ pub const UPN: &str = "ann@contoso.com";
 pub const SHARED_UPN: &str = "support@fabrikam.com";
 pub const SIGNING_KEY: &str = "harness-signing-key-0123456789abcdef0123456789";
 
+pub const STATE_TABLE: &str = "relay365-state";
+
 pub struct Stack {
     pub aws: Aws,
     pub sim: Sim,
     pub services: Services,
     /// The store without the cache: what is really in Secrets Manager.
     pub direct: AwsSecretStore,
+    /// The settings every container of this stack starts with.
+    pub config: relay365::Config,
 }
 
 /// Extra settings for a stack.
@@ -85,6 +90,9 @@ impl Stack {
         }
         direct.create("relay365/app", &app.to_string()).await.unwrap();
         direct.create("relay365/signing-key", SIGNING_KEY).await.unwrap();
+        relay365_testkit::create_state_table(&aws.sdk_config().await, STATE_TABLE)
+            .await
+            .unwrap();
         let mut env: HashMap<String, String> = [
             ("RELAY365_APP_SECRET_ID", "relay365/app".to_string()),
             (
@@ -94,6 +102,7 @@ impl Stack {
             ("RELAY365_PUBLIC_URL", public.clone()),
             ("RELAY365_LOGIN_URL", sim.url()),
             ("RELAY365_GRAPH_URL", sim.url()),
+            ("RELAY365_STATE_TABLE", STATE_TABLE.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -102,27 +111,32 @@ impl Stack {
             env.insert(k.to_string(), v);
         }
         let config = relay365::Config::from_map(&env).unwrap();
-        let store = Arc::new(relay365::secrets::CachedSecretStore::new(
-            AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&aws.sdk_config().await)),
-            relay365::runtime::SECRET_TTL,
-        ));
-        let services = Services::with_store(config, store).await.unwrap();
+        let services = container(&aws, config.clone()).await;
         Self {
             aws,
             sim,
             services,
             direct,
+            config,
         }
     }
 
-    /// The stored record of a connection, read past the cache.
+    /// Another Lambda container of the same deployment: its own secret
+    /// cache, token cache and clients, against the same moto and simulator.
+    pub async fn container(&self) -> Services {
+        container(&self.aws, self.config.clone()).await
+    }
+
+    /// The stored record of a connection with its subscriptions, read fresh.
     pub async fn stored(&self, id: &str) -> Option<relay365::Connection> {
-        let raw = self
-            .direct
-            .get(&format!("relay365/connections/{id}"))
-            .await
-            .unwrap()?;
-        Some(relay365::Connection::from_json(&raw).unwrap())
+        self.services.state.connection(id).await.unwrap()
+    }
+
+    /// The refresh token in a delegated connection's token secret, past every cache.
+    pub async fn stored_refresh_token(&self, id: &str) -> Option<(String, u64)> {
+        let raw = self.direct.get(&format!("relay365/tokens/{id}")).await.unwrap()?;
+        let t: relay365::tokens::StoredToken = serde_json::from_str(&raw).unwrap();
+        Some((t.refresh_token.expose().to_string(), t.generation))
     }
 
     /// A GET through the simulator (authorize, admin consent); returns the redirect target.
@@ -131,6 +145,22 @@ impl Stack {
         assert_eq!(resp.status(), 302, "expected a redirect from {url}");
         resp.headers()["location"].to_str().unwrap().to_string()
     }
+}
+
+/// Services as a function builds them at cold start, with fresh caches.
+async fn container(aws: &Aws, config: relay365::Config) -> Services {
+    let sdk = aws.sdk_config().await;
+    let store = Arc::new(relay365::secrets::CachedSecretStore::new(
+        AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&sdk)),
+        relay365::runtime::SECRET_TTL,
+    ));
+    let state = relay365::store::Store::dynamo(
+        Arc::new(relay365::runtime::LazyClient::ready(
+            aws_sdk_dynamodb::Client::new(&sdk),
+        )),
+        STATE_TABLE.into(),
+    );
+    Services::with_stores(config, store, state).await.unwrap()
 }
 
 /// An API Gateway HTTP API (2.0) event, as AWS sends it, parsed by lambda_http.
@@ -329,6 +359,8 @@ pub struct Receiver {
     pub url: String,
     events: Arc<std::sync::Mutex<Vec<Received>>>,
     fail_next: Arc<std::sync::atomic::AtomicU32>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    in_flight: Arc<std::sync::atomic::AtomicU32>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -336,10 +368,23 @@ impl Receiver {
     pub async fn start() -> Self {
         let events = Arc::new(std::sync::Mutex::new(Vec::new()));
         let fail_next = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let (e, f) = (events.clone(), fail_next.clone());
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let in_flight = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (e, f, d, n) = (
+            events.clone(),
+            fail_next.clone(),
+            delay_ms.clone(),
+            in_flight.clone(),
+        );
         let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
-            let (e, f) = (e.clone(), f.clone());
+            let (e, f, d, n) = (e.clone(), f.clone(), d.clone(), n.clone());
             async move {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let delay = d.load(std::sync::atomic::Ordering::SeqCst);
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
+                n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 let left = f.load(std::sync::atomic::Ordering::SeqCst);
                 if left > 0 {
                     f.store(left - 1, std::sync::atomic::Ordering::SeqCst);
@@ -359,8 +404,21 @@ impl Receiver {
             url,
             events,
             fail_next,
+            delay_ms,
+            in_flight,
             _stop: tx,
         }
+    }
+
+    /// Every delivery waits this long before it is answered (a slow flow).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Deliveries received but not answered yet.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The next `n` deliveries are answered 500.

@@ -280,3 +280,66 @@ impl LogCapture {
         String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
     }
 }
+
+/// Creates the state table as `template.yaml` defines it (keys `pk`/`sk`,
+/// the sparse `kind-index` over connection items, TTL on `ttl`), for moto.
+///
+/// # Errors
+/// The SDK's error, as text.
+pub async fn create_state_table(sdk: &aws_config::SdkConfig, name: &str) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+        ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    };
+    let err = |e: &dyn std::fmt::Display| format!("the state table could not be created: {e}");
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| err(&e))
+    };
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| err(&e))
+    };
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let index = GlobalSecondaryIndex::builder()
+        .index_name("kind-index")
+        .key_schema(key("kind", KeyType::Hash)?)
+        .key_schema(key("pk", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
+        .build()
+        .map_err(|e| err(&e))?;
+    ddb.create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .attribute_definitions(attr("pk")?)
+        .attribute_definitions(attr("sk")?)
+        .attribute_definitions(attr("kind")?)
+        .global_secondary_indexes(index)
+        .send()
+        .await
+        .map_err(|e| err(&aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
+    let ttl = TimeToLiveSpecification::builder()
+        .attribute_name("ttl")
+        .enabled(true)
+        .build()
+        .map_err(|e| err(&e))?;
+    ddb.update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+        .map_err(|e| err(&aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
+    Ok(())
+}

@@ -1,0 +1,1240 @@
+//! The state table: connections, their subscriptions, the delivery ledger and
+//! send-mail's idempotency keys, in one DynamoDB table (`RELAY365_STATE_TABLE`).
+//!
+//! Every function reaches state through [`Store`] and nothing else builds key
+//! names or parses items. Two rules keep Lambda containers from undoing each
+//! other's work:
+//!
+//! - **Reads are fresh.** Every read is a consistent read; nothing is cached
+//!   across requests.
+//! - **Writes touch only what the writer owns.** An update names the
+//!   attributes it sets ([`ConnectionChange`], [`SubscriptionChange`]) and the
+//!   conditions it needs (a nonce still pending, a token generation still
+//!   current, a `version` unchanged); every other attribute stays as another
+//!   writer left it. A failed condition is [`StoreError::Conflict`], which the
+//!   caller answers by reading again.
+//!
+//! Items (keys `pk` / `sk`): the connection `conn#{id}` / `conn`, one item per
+//! subscription `conn#{id}` / `sub#{key}`, one per delivered item
+//! `conn#{id}` / `dlv#{item}` (expires after [`DELIVERY_TTL_DAYS`] days), and
+//! idempotency keys `idem#{key}` / `idem`. Connection items carry
+//! `kind = "connection"`, the key of the sparse `kind-index` through which
+//! connections are listed without scanning deliveries.
+//!
+//! The same semantics run on DynamoDB ([`Store::dynamo`]) and in memory
+//! ([`Store::memory`], for unit tests and network-free local runs): both are a
+//! [`Table`] under the one typed layer.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::connection::{Connection, Status, Subscription};
+
+/// How long a delivery is remembered: longer than Graph retries a
+/// notification (4 hours) and than any resync looks back.
+pub const DELIVERY_TTL_DAYS: i64 = 14;
+/// The name of the sparse index over connection items.
+pub const KIND_INDEX: &str = "kind-index";
+const KIND_CONNECTION: &str = "connection";
+
+/// A stored item: attribute names to JSON values (DynamoDB types through serde).
+pub type Item = Map<String, Value>;
+
+/// A failure of the state store; the message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The item does not exist.
+    #[error("{what} does not exist")]
+    NotFound {
+        /// What was looked for, e.g. "connection support".
+        what: String,
+    },
+    /// The item exists already.
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What was created.
+        what: String,
+    },
+    /// Another writer changed the item since it was read: read again and retry.
+    #[error("{what} was changed by someone else meanwhile: read it again and retry")]
+    Conflict {
+        /// What was written.
+        what: String,
+    },
+    /// A passing failure (throttling, network, service error): retry later.
+    #[error("the state table is unavailable ({detail}): retry later")]
+    Unavailable {
+        /// What failed, without values.
+        detail: String,
+    },
+    /// The function's role may not do this: fix its IAM policy.
+    #[error("access to the state table was denied ({detail}): check the function's IAM policy")]
+    AccessDenied {
+        /// The service's error code.
+        detail: String,
+    },
+    /// The table is missing or not what the deployment expects.
+    #[error("the state table cannot be used ({detail}): check RELAY365_STATE_TABLE and the stack")]
+    Misconfigured {
+        /// What is wrong.
+        detail: String,
+    },
+    /// A stored item cannot be read as what it should be.
+    #[error(
+        "the stored {what} is damaged ({detail}): delete the connection with DELETE /connections/{id} and create it again"
+    )]
+    Damaged {
+        /// What was read, e.g. "record of connection support".
+        what: String,
+        /// The connection it belongs to.
+        id: String,
+        /// What is wrong with it (field names, never values).
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// True when trying again (after reading again, for a conflict) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. } | StoreError::Conflict { .. })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The table underneath
+
+/// A condition an update needs on the item as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// The attribute equals the value.
+    Equals(String, Value),
+    /// The attribute is missing or below the value (numbers or strings).
+    MissingOrBelow(String, Value),
+}
+
+/// What a single write puts, or what an update changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Update {
+    /// Attributes to set.
+    pub set: Vec<(String, Value)>,
+    /// Attributes to set only when the item has none yet.
+    pub set_if_missing: Vec<(String, Value)>,
+    /// Attributes to remove.
+    pub remove: Vec<String>,
+    /// Conditions on the stored item.
+    pub expect: Vec<Expect>,
+    /// Add one to the item's `version`.
+    pub bump_version: bool,
+}
+
+/// How a put may replace what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Only when no item has the key.
+    IfAbsent,
+    /// Only when no item has the key or its `ttl` (unix seconds) is below this.
+    IfAbsentOrExpired(i64),
+}
+
+/// The storage operations the typed layer needs; DynamoDB and memory implement it.
+#[async_trait]
+pub trait Table: Send + Sync {
+    /// One item, read consistently.
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError>;
+    /// The items of a partition whose sort key starts with `prefix`, read consistently.
+    async fn query(&self, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError>;
+    /// The `pk` of every item whose `kind` is `kind` (through the sparse index).
+    async fn keys_of_kind(&self, kind: &str) -> Result<Vec<String>, StoreError>;
+    /// Puts items together, all or none; `Err(Conflict)` when one's condition fails.
+    async fn put_all(&self, items: Vec<Item>, mode: PutMode) -> Result<(), StoreError>;
+    /// Updates an existing item; `NotFound` when missing, `Conflict` when a condition fails.
+    async fn update(&self, pk: &str, sk: &str, update: &Update) -> Result<(), StoreError>;
+    /// Deletes one item (missing is fine).
+    async fn delete(&self, pk: &str, sk: &str) -> Result<(), StoreError>;
+    /// Deletes every item of a partition.
+    async fn delete_partition(&self, pk: &str) -> Result<(), StoreError>;
+}
+
+// ---------------------------------------------------------------------------
+// Typed changes
+
+/// The attributes of a connection item one writer changes, and the conditions
+/// it needs. Each function owns its attributes: oauth-callback the status,
+/// mailbox, granted scopes, nonce and token generation; the token code the
+/// token write time and `reauth_required`.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionChange {
+    update: Update,
+}
+
+impl ConnectionChange {
+    /// An empty change (only `updated_at` and `version` move).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn set(mut self, name: &str, value: Value) -> Self {
+        self.update.set.push((name.into(), value));
+        self
+    }
+    fn remove(mut self, name: &str) -> Self {
+        self.update.remove.push(name.into());
+        self
+    }
+    /// Sets the status.
+    pub fn status(self, status: Status) -> Self {
+        self.set("status", serde_json::to_value(status).unwrap_or(Value::Null))
+    }
+    /// Sets the mailbox.
+    pub fn mailbox(self, mailbox: &str) -> Self {
+        self.set("mailbox", mailbox.into())
+    }
+    /// Sets the permissions Microsoft reported as granted.
+    pub fn granted_scopes(self, scopes: &[String]) -> Self {
+        self.set("granted_scopes", scopes.into())
+    }
+    /// Sets or clears the last error.
+    pub fn last_error(self, error: Option<&str>) -> Self {
+        match error {
+            Some(e) => self.set("last_error", e.into()),
+            None => self.remove("last_error"),
+        }
+    }
+    /// Sets the token generation.
+    pub fn generation(self, generation: u64) -> Self {
+        self.set("generation", generation.into())
+    }
+    /// Sets or clears the pending sign-in nonce.
+    pub fn pending_auth_nonce(self, nonce: Option<&str>) -> Self {
+        match nonce {
+            Some(n) => self.set("pending_auth_nonce", n.into()),
+            None => self.remove("pending_auth_nonce"),
+        }
+    }
+    /// Records when the refresh token was last written (unix seconds).
+    pub fn token_written_at(self, at: i64) -> Self {
+        self.set("token_written_at", at.into())
+    }
+    /// Only if this sign-in nonce is still the pending one.
+    pub fn if_nonce(mut self, nonce: &str) -> Self {
+        self.update
+            .expect
+            .push(Expect::Equals("pending_auth_nonce".into(), nonce.into()));
+        self
+    }
+    /// Only if the token generation is still this one.
+    pub fn if_generation(mut self, generation: u64) -> Self {
+        self.update
+            .expect
+            .push(Expect::Equals("generation".into(), generation.into()));
+        self
+    }
+    /// Only if the item's version is still this one (a read-modify-write).
+    pub fn if_version(mut self, version: u64) -> Self {
+        self.update
+            .expect
+            .push(Expect::Equals("version".into(), version.into()));
+        self
+    }
+    /// Only if the refresh token was last written before `at` (unix seconds), or never.
+    pub fn if_token_written_before(mut self, at: i64) -> Self {
+        self.update
+            .expect
+            .push(Expect::MissingOrBelow("token_written_at".into(), at.into()));
+        self
+    }
+}
+
+/// The attributes of a subscription item one writer changes: the renewal run
+/// owns the Graph id, expiry and last error; dispatch the delta link,
+/// watermark and notification and delivery times.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionChange {
+    update: Update,
+}
+
+impl SubscriptionChange {
+    /// An empty change.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn set(mut self, name: &str, value: Value) -> Self {
+        self.update.set.push((name.into(), value));
+        self
+    }
+    /// Sets Graph's subscription id.
+    pub fn graph_id(self, id: &str) -> Self {
+        self.set("id", id.into())
+    }
+    /// Sets when Graph will delete it unless renewed.
+    pub fn expires_at(self, at: Option<OffsetDateTime>) -> Self {
+        match at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
+            Some(t) => self.set("expires_at", t.into()),
+            None => {
+                let mut s = self;
+                s.update.remove.push("expires_at".into());
+                s
+            }
+        }
+    }
+    /// Sets or clears the last error.
+    pub fn last_error(mut self, error: Option<&str>) -> Self {
+        match error {
+            Some(e) => self.set("last_error", e.into()),
+            None => {
+                self.update.remove.push("last_error".into());
+                self
+            }
+        }
+    }
+    /// Sets the delta link from which a resync starts.
+    pub fn delta_link(self, link: &str) -> Self {
+        self.set("delta_link", link.into())
+    }
+    /// Sets the delta link only if the subscription has none (a recreated
+    /// subscription keeps the old one, so the gap is resynced from it).
+    pub fn delta_link_if_missing(mut self, link: &str) -> Self {
+        self.update
+            .set_if_missing
+            .push(("delta_link".into(), link.into()));
+        self
+    }
+    /// Records when the last notification arrived.
+    pub fn last_notification_at(self, at: OffsetDateTime) -> Self {
+        self.set("last_notification_at", rfc3339(at).into())
+    }
+    /// Records when the last event was delivered.
+    pub fn last_delivery_at(self, at: OffsetDateTime) -> Self {
+        self.set("last_delivery_at", rfc3339(at).into())
+    }
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// What the store says about an idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First time: go ahead and send.
+    New,
+    /// Sent already with the same request: answer as sent, do not send.
+    AlreadySent,
+    /// Another send with this key is in progress.
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+// ---------------------------------------------------------------------------
+// The typed layer
+
+/// The state store: typed operations on the state table.
+#[derive(Clone)]
+pub struct Store {
+    table: Arc<dyn Table>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn conn_pk(id: &str) -> String {
+    format!("conn#{id}")
+}
+
+fn now_unix() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn what(id: &str) -> String {
+    format!("connection {id}")
+}
+
+fn sub_what(id: &str, key: &str) -> String {
+    format!("subscription {key} of connection {id}")
+}
+
+/// Stamps a change with the time and a new version.
+fn stamped(mut update: Update) -> Update {
+    update
+        .set
+        .push(("updated_at".into(), rfc3339(OffsetDateTime::now_utc()).into()));
+    update.bump_version = true;
+    update
+}
+
+fn to_item<T: serde::Serialize>(value: &T) -> Item {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// Reads a connection item; a damaged one names the connection.
+fn parse_connection(id: &str, mut item: Item) -> Result<Connection, StoreError> {
+    for k in ["pk", "sk", "kind"] {
+        item.remove(k);
+    }
+    serde_json::from_value(Value::Object(item)).map_err(|e| StoreError::Damaged {
+        what: format!("record of connection {id}"),
+        id: id.to_string(),
+        detail: field_words(&e),
+    })
+}
+
+fn parse_subscription(id: &str, mut item: Item) -> Result<Subscription, StoreError> {
+    let key = item
+        .get("sk")
+        .and_then(Value::as_str)
+        .and_then(|s| s.strip_prefix("sub#"))
+        .unwrap_or("")
+        .to_string();
+    for k in ["pk", "sk"] {
+        item.remove(k);
+    }
+    let mut sub: Subscription =
+        serde_json::from_value(Value::Object(item)).map_err(|e| StoreError::Damaged {
+            what: format!("subscription {key} of connection {id}"),
+            id: id.to_string(),
+            detail: field_words(&e),
+        })?;
+    sub.key = key;
+    Ok(sub)
+}
+
+/// serde's message names fields and expected types, never the values it saw
+/// beyond the variant name; keep only the first clause.
+fn field_words(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    text.split(" at line").next().unwrap_or(&text).to_string()
+}
+
+impl Store {
+    /// A store on any [`Table`].
+    pub fn new(table: Arc<dyn Table>) -> Self {
+        Self { table }
+    }
+
+    /// A store in memory, with the same semantics as DynamoDB: for unit tests
+    /// and network-free local runs. Each call is a new, empty table.
+    pub fn memory() -> Self {
+        Self::new(Arc::new(MemoryTable::default()))
+    }
+
+    /// A store on the DynamoDB table `name`, with a client built on first use.
+    pub fn dynamo(client: Arc<crate::runtime::LazyClient<aws_sdk_dynamodb::Client>>, name: String) -> Self {
+        Self::new(Arc::new(DynamoTable { client, name }))
+    }
+
+    /// A connection with its subscriptions, read fresh; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`StoreError`]; `Damaged` names the connection.
+    pub async fn connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
+        let pk = conn_pk(id);
+        let Some(item) = self.table.get(&pk, "conn").await? else {
+            return Ok(None);
+        };
+        let mut conn = parse_connection(id, item)?;
+        if conn.id != id {
+            return Err(StoreError::Damaged {
+                what: format!("record of connection {id}"),
+                id: id.to_string(),
+                detail: "its id does not match its key".into(),
+            });
+        }
+        let mut subs = Vec::new();
+        for item in self.table.query(&pk, "sub#").await? {
+            subs.push(parse_subscription(id, item)?);
+        }
+        subs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.key.cmp(&b.key)));
+        conn.subscriptions = subs;
+        Ok(Some(conn))
+    }
+
+    /// Like [`Store::connection`], but a missing connection is `NotFound`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn require(&self, id: &str) -> Result<Connection, StoreError> {
+        self.connection(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: what(id) })
+    }
+
+    /// Creates a connection and its subscriptions together; `AlreadyExists`
+    /// when the id is taken.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn create_connection(&self, conn: &Connection) -> Result<(), StoreError> {
+        let pk = conn_pk(&conn.id);
+        let mut item = to_item(conn);
+        item.insert("pk".into(), pk.clone().into());
+        item.insert("sk".into(), "conn".into());
+        item.insert("kind".into(), KIND_CONNECTION.into());
+        let mut items = vec![item];
+        for sub in &conn.subscriptions {
+            items.push(self.subscription_item(&pk, sub));
+        }
+        self.table
+            .put_all(items, PutMode::IfAbsent)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => StoreError::AlreadyExists { what: what(&conn.id) },
+                other => other,
+            })
+    }
+
+    fn subscription_item(&self, pk: &str, sub: &Subscription) -> Item {
+        let mut item = to_item(sub);
+        item.remove("key");
+        item.insert("pk".into(), pk.into());
+        item.insert("sk".into(), format!("sub#{}", sub.key).into());
+        item
+    }
+
+    /// Applies a change to a connection item.
+    ///
+    /// # Errors
+    /// `NotFound`, `Conflict` when a condition of the change failed, or another [`StoreError`].
+    pub async fn update_connection(&self, id: &str, change: ConnectionChange) -> Result<(), StoreError> {
+        self.table
+            .update(&conn_pk(id), "conn", &stamped(change.update))
+            .await
+            .map_err(|e| rename(e, &what(id)))
+    }
+
+    /// The ids of every connection, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn connection_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self
+            .table
+            .keys_of_kind(KIND_CONNECTION)
+            .await?
+            .into_iter()
+            .filter_map(|pk| pk.strip_prefix("conn#").map(str::to_string))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Deletes a connection with its subscriptions and deliveries.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn delete_connection(&self, id: &str) -> Result<(), StoreError> {
+        let pk = conn_pk(id);
+        // The connection item first: from then on nothing serves it, whatever
+        // a failure leaves of the rest (deliveries expire by themselves).
+        self.table.delete(&pk, "conn").await?;
+        self.table.delete_partition(&pk).await
+    }
+
+    /// Adds a subscription to a connection; `AlreadyExists` when its key is taken.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn add_subscription(&self, id: &str, sub: &Subscription) -> Result<(), StoreError> {
+        let pk = conn_pk(id);
+        self.table
+            .put_all(vec![self.subscription_item(&pk, sub)], PutMode::IfAbsent)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => StoreError::AlreadyExists {
+                    what: sub_what(id, &sub.key),
+                },
+                other => other,
+            })
+    }
+
+    /// Removes a subscription item (missing is fine).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn remove_subscription(&self, id: &str, key: &str) -> Result<(), StoreError> {
+        self.table.delete(&conn_pk(id), &format!("sub#{key}")).await
+    }
+
+    /// Applies a change to a subscription item.
+    ///
+    /// # Errors
+    /// `NotFound` when the subscription is gone, or another [`StoreError`].
+    pub async fn update_subscription(
+        &self,
+        id: &str,
+        key: &str,
+        change: SubscriptionChange,
+    ) -> Result<(), StoreError> {
+        self.table
+            .update(&conn_pk(id), &format!("sub#{key}"), &change.update)
+            .await
+            .map_err(|e| rename(e, &sub_what(id, key)))
+    }
+
+    /// Records a delivery on a subscription: the times in `change`, and the
+    /// watermark moved forward to `watermark` if that is newer, in one write
+    /// when it is (two when another writer stored a newer watermark meanwhile).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn record_delivery(
+        &self,
+        id: &str,
+        key: &str,
+        change: SubscriptionChange,
+        watermark: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let sk = format!("sub#{key}");
+        if let Some(w) = watermark {
+            let mut update = change.update.clone();
+            update.set.push(("watermark".into(), w.into()));
+            update
+                .expect
+                .push(Expect::MissingOrBelow("watermark".into(), w.into()));
+            match self.table.update(&conn_pk(id), &sk, &update).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(rename(e, &sub_what(id, key))),
+            }
+        }
+        self.table
+            .update(&conn_pk(id), &sk, &change.update)
+            .await
+            .map_err(|e| rename(e, &sub_what(id, key)))
+    }
+
+    /// Moves a subscription's watermark (the newest item delivered, as Graph's
+    /// RFC 3339 UTC time) forward; a newer one stored by another writer stays.
+    ///
+    /// # Errors
+    /// [`StoreError`] other than the watermark being newer already.
+    pub async fn advance_watermark(&self, id: &str, key: &str, watermark: &str) -> Result<(), StoreError> {
+        let update = Update {
+            set: vec![("watermark".into(), watermark.into())],
+            expect: vec![Expect::MissingOrBelow("watermark".into(), watermark.into())],
+            ..Update::default()
+        };
+        match self
+            .table
+            .update(&conn_pk(id), &format!("sub#{key}"), &update)
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(rename(e, &sub_what(id, key))),
+        }
+    }
+
+    /// Whether an item (a Graph immutable id, with the change key for
+    /// calendar items) was delivered for this connection.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn is_delivered(&self, id: &str, item: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .table
+            .get(&conn_pk(id), &format!("dlv#{item}"))
+            .await?
+            .is_some_and(|i| {
+                i.get("ttl")
+                    .and_then(Value::as_i64)
+                    .is_none_or(|t| t >= now_unix())
+            }))
+    }
+
+    /// Records that an item was delivered as `event_id`. Returns false when it
+    /// was recorded already (by another container, or an earlier attempt).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn mark_delivered(&self, id: &str, item: &str, event_id: &str) -> Result<bool, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut record = Item::new();
+        record.insert("pk".into(), conn_pk(id).into());
+        record.insert("sk".into(), format!("dlv#{item}").into());
+        record.insert("event_id".into(), event_id.into());
+        record.insert("delivered_at".into(), rfc3339(now).into());
+        record.insert(
+            "ttl".into(),
+            (now.unix_timestamp() + DELIVERY_TTL_DAYS * 86_400).into(),
+        );
+        match self
+            .table
+            .put_all(vec![record], PutMode::IfAbsentOrExpired(now.unix_timestamp()))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Claims an idempotency key for a request fingerprint, for `claim_secs`
+    /// (after which another send may take over a claim that never finished).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn claim(&self, key: &str, fingerprint: &str, claim_secs: i64) -> Result<Claim, StoreError> {
+        let now = now_unix();
+        let mut item = Item::new();
+        item.insert("pk".into(), format!("idem#{key}").into());
+        item.insert("sk".into(), "idem".into());
+        item.insert("status".into(), "pending".into());
+        item.insert("fingerprint".into(), fingerprint.into());
+        item.insert("ttl".into(), (now + claim_secs).into());
+        match self
+            .table
+            .put_all(vec![item], PutMode::IfAbsentOrExpired(now))
+            .await
+        {
+            Ok(()) => Ok(Claim::New),
+            Err(StoreError::Conflict { .. }) => {
+                let stored = self
+                    .table
+                    .get(&format!("idem#{key}"), "idem")
+                    .await?
+                    .unwrap_or_default();
+                let field = |k: &str| stored.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                Ok(if field("fingerprint") != fingerprint {
+                    Claim::Mismatch
+                } else if field("status") == "sent" {
+                    Claim::AlreadySent
+                } else {
+                    Claim::InProgress
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Marks a claimed key as sent, remembered for `keep_secs`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn claim_sent(&self, key: &str, keep_secs: i64) -> Result<(), StoreError> {
+        let update = Update {
+            set: vec![
+                ("status".into(), "sent".into()),
+                ("ttl".into(), (now_unix() + keep_secs).into()),
+            ],
+            ..Update::default()
+        };
+        self.table.update(&format!("idem#{key}"), "idem", &update).await
+    }
+
+    /// Releases a claim after a failed send, so a retry can send.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn claim_release(&self, key: &str) -> Result<(), StoreError> {
+        self.table.delete(&format!("idem#{key}"), "idem").await
+    }
+}
+
+/// Puts the item's name into NotFound / Conflict errors.
+fn rename(e: StoreError, name: &str) -> StoreError {
+    match e {
+        StoreError::NotFound { .. } => StoreError::NotFound { what: name.into() },
+        StoreError::Conflict { .. } => StoreError::Conflict { what: name.into() },
+        other => other,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// In memory
+
+/// [`Table`] in memory, with DynamoDB's semantics for the operations used.
+#[derive(Debug, Default)]
+pub struct MemoryTable {
+    items: Mutex<BTreeMap<(String, String), Item>>,
+}
+
+fn below(stored: &Value, limit: &Value) -> bool {
+    match (stored, limit) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64().unwrap_or(0.0) < b.as_f64().unwrap_or(0.0),
+        (Value::String(a), Value::String(b)) => a < b,
+        _ => false,
+    }
+}
+
+/// Applies an update to an item; false when a condition fails. Shared by the
+/// memory table so its semantics are written once.
+pub fn apply_update(item: &mut Item, update: &Update) -> bool {
+    for e in &update.expect {
+        let ok = match e {
+            Expect::Equals(k, v) => item.get(k) == Some(v),
+            Expect::MissingOrBelow(k, v) => item.get(k).is_none_or(|s| below(s, v)),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    for (k, v) in &update.set {
+        item.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &update.set_if_missing {
+        item.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    for k in &update.remove {
+        item.remove(k);
+    }
+    if update.bump_version {
+        let v = item.get("version").and_then(Value::as_u64).unwrap_or(0);
+        item.insert("version".into(), (v + 1).into());
+    }
+    true
+}
+
+fn key_of(item: &Item) -> (String, String) {
+    let s = |k: &str| item.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    (s("pk"), s("sk"))
+}
+
+#[async_trait]
+impl Table for MemoryTable {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(items.get(&(pk.to_string(), sk.to_string())).cloned())
+    }
+
+    async fn query(&self, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(items
+            .range((pk.to_string(), prefix.to_string())..)
+            .take_while(|((p, s), _)| p == pk && s.starts_with(prefix))
+            .map(|(_, i)| i.clone())
+            .collect())
+    }
+
+    async fn keys_of_kind(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(items
+            .iter()
+            .filter(|(_, i)| i.get("kind").and_then(Value::as_str) == Some(kind))
+            .map(|((p, _), _)| p.clone())
+            .collect())
+    }
+
+    async fn put_all(&self, new: Vec<Item>, mode: PutMode) -> Result<(), StoreError> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        for item in &new {
+            if let Some(old) = items.get(&key_of(item)) {
+                let expired = match mode {
+                    PutMode::IfAbsent => false,
+                    PutMode::IfAbsentOrExpired(now) => {
+                        old.get("ttl").and_then(Value::as_i64).is_some_and(|t| t < now)
+                    }
+                };
+                if !expired {
+                    return Err(StoreError::Conflict { what: "item".into() });
+                }
+            }
+        }
+        for item in new {
+            items.insert(key_of(&item), item);
+        }
+        Ok(())
+    }
+
+    async fn update(&self, pk: &str, sk: &str, update: &Update) -> Result<(), StoreError> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(item) = items.get_mut(&(pk.to_string(), sk.to_string())) else {
+            return Err(StoreError::NotFound { what: "item".into() });
+        };
+        let mut changed = item.clone();
+        if !apply_update(&mut changed, update) {
+            return Err(StoreError::Conflict { what: "item".into() });
+        }
+        *item = changed;
+        Ok(())
+    }
+
+    async fn delete(&self, pk: &str, sk: &str) -> Result<(), StoreError> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        items.remove(&(pk.to_string(), sk.to_string()));
+        Ok(())
+    }
+
+    async fn delete_partition(&self, pk: &str) -> Result<(), StoreError> {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        items.retain(|(p, _), _| p != pk);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// DynamoDB
+
+/// [`Table`] on DynamoDB: consistent reads, conditional writes,
+/// `TransactWriteItems` for items that must appear together.
+struct DynamoTable {
+    client: Arc<crate::runtime::LazyClient<aws_sdk_dynamodb::Client>>,
+    name: String,
+}
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+
+fn to_av(item: &Item) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    serde_dynamo::to_item(item).map_err(|e| StoreError::Misconfigured {
+        detail: format!("an item could not be encoded ({e})"),
+    })
+}
+
+fn value_av(v: &Value) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(v).map_err(|e| StoreError::Misconfigured {
+        detail: format!("a value could not be encoded ({e})"),
+    })
+}
+
+fn from_av(item: HashMap<String, AttributeValue>) -> Result<Item, StoreError> {
+    let pk = item
+        .get("pk")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    let id = pk.strip_prefix("conn#").unwrap_or(&pk).to_string();
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Damaged {
+        what: format!("item {pk}"),
+        id,
+        detail: e.to_string(),
+    })
+}
+
+fn map_sdk<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    err: &SdkError<E, R>,
+) -> StoreError {
+    let code = err.code().unwrap_or_default().to_string();
+    match code.as_str() {
+        "ConditionalCheckFailedException" => StoreError::Conflict { what: "item".into() },
+        "TransactionCanceledException" => {
+            let message = err.message().unwrap_or_default();
+            if message.contains("ConditionalCheckFailed") {
+                StoreError::Conflict { what: "item".into() }
+            } else {
+                StoreError::Unavailable {
+                    detail: "a transaction was cancelled".into(),
+                }
+            }
+        }
+        "AccessDeniedException" | "UnrecognizedClientException" => StoreError::AccessDenied { detail: code },
+        "ResourceNotFoundException" => StoreError::Misconfigured {
+            detail: "the table (or its kind-index) does not exist".into(),
+        },
+        "ValidationException" => StoreError::Misconfigured {
+            detail: format!(
+                "DynamoDB refused the request: {}",
+                err.message().unwrap_or_default()
+            ),
+        },
+        "" => StoreError::Unavailable {
+            detail: match err {
+                SdkError::TimeoutError(_) => "timed out",
+                SdkError::DispatchFailure(_) => "could not reach DynamoDB",
+                SdkError::ResponseError(_) => "unreadable answer",
+                SdkError::ConstructionFailure(_) => "request could not be built",
+                _ => "service error",
+            }
+            .into(),
+        },
+        _ => StoreError::Unavailable { detail: code },
+    }
+}
+
+/// Expression names and values, numbered.
+#[derive(Default)]
+struct Expr {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expr {
+    fn name(&mut self, n: &str) -> String {
+        let key = format!("#n{}", self.names.len());
+        if let Some((k, _)) = self.names.iter().find(|(_, v)| *v == n) {
+            return k.clone();
+        }
+        self.names.insert(key.clone(), n.to_string());
+        key
+    }
+    fn value(&mut self, v: AttributeValue) -> String {
+        let key = format!(":v{}", self.values.len());
+        self.values.insert(key.clone(), v);
+        key
+    }
+}
+
+impl DynamoTable {
+    async fn client(&self) -> &aws_sdk_dynamodb::Client {
+        self.client.get().await
+    }
+
+    fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".to_string(), AttributeValue::S(pk.into())),
+            ("sk".to_string(), AttributeValue::S(sk.into())),
+        ])
+    }
+
+    fn put_condition(mode: PutMode, expr: &mut Expr) -> String {
+        match mode {
+            PutMode::IfAbsent => "attribute_not_exists(pk)".into(),
+            PutMode::IfAbsentOrExpired(now) => {
+                let ttl = expr.name("ttl");
+                let v = expr.value(AttributeValue::N(now.to_string()));
+                format!("attribute_not_exists(pk) OR {ttl} < {v}")
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Table for DynamoTable {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client()
+            .await
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(Self::key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_sdk(&e))?;
+        out.item.map(from_av).transpose()
+    }
+
+    async fn query(&self, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut req = self
+            .client()
+            .await
+            .query()
+            .table_name(&self.name)
+            .expression_attribute_values(":pk", AttributeValue::S(pk.into()))
+            .consistent_read(true);
+        // DynamoDB refuses an empty begins_with: the whole partition is `pk` alone.
+        req = if prefix.is_empty() {
+            req.key_condition_expression("pk = :pk")
+        } else {
+            req.key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
+        };
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk(&e))?;
+            for item in page.items.unwrap_or_default() {
+                items.push(from_av(item)?);
+            }
+        }
+        Ok(items)
+    }
+
+    async fn keys_of_kind(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client()
+            .await
+            .query()
+            .table_name(&self.name)
+            .index_name(KIND_INDEX)
+            .key_condition_expression("#kind = :kind")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(":kind", AttributeValue::S(kind.into()))
+            .projection_expression("pk")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk(&e))?;
+            for item in page.items.unwrap_or_default() {
+                if let Some(AttributeValue::S(pk)) = item.get("pk") {
+                    keys.push(pk.clone());
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    async fn put_all(&self, items: Vec<Item>, mode: PutMode) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+        if items.len() == 1 {
+            let mut expr = Expr::default();
+            let condition = Self::put_condition(mode, &mut expr);
+            let mut req = self
+                .client()
+                .await
+                .put_item()
+                .table_name(&self.name)
+                .set_item(Some(to_av(&items[0])?))
+                .condition_expression(condition);
+            if !expr.names.is_empty() {
+                req = req.set_expression_attribute_names(Some(expr.names));
+            }
+            if !expr.values.is_empty() {
+                req = req.set_expression_attribute_values(Some(expr.values));
+            }
+            return req.send().await.map(|_| ()).map_err(|e| map_sdk(&e));
+        }
+        let mut writes = Vec::new();
+        for item in &items {
+            let mut expr = Expr::default();
+            let condition = Self::put_condition(mode, &mut expr);
+            let put = Put::builder()
+                .table_name(&self.name)
+                .set_item(Some(to_av(item)?))
+                .condition_expression(condition)
+                .set_expression_attribute_names((!expr.names.is_empty()).then_some(expr.names))
+                .set_expression_attribute_values((!expr.values.is_empty()).then_some(expr.values))
+                .build()
+                .map_err(|e| StoreError::Misconfigured {
+                    detail: format!("a write could not be built ({e})"),
+                })?;
+            writes.push(TransactWriteItem::builder().put(put).build());
+        }
+        self.client()
+            .await
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| map_sdk(&e))
+    }
+
+    async fn update(&self, pk: &str, sk: &str, update: &Update) -> Result<(), StoreError> {
+        let mut expr = Expr::default();
+        let mut sets = Vec::new();
+        for (k, v) in &update.set {
+            let n = expr.name(k);
+            let v = expr.value(value_av(v)?);
+            sets.push(format!("{n} = {v}"));
+        }
+        for (k, v) in &update.set_if_missing {
+            let n = expr.name(k);
+            let v = expr.value(value_av(v)?);
+            sets.push(format!("{n} = if_not_exists({n}, {v})"));
+        }
+        if update.bump_version {
+            let n = expr.name("version");
+            let zero = expr.value(AttributeValue::N("0".into()));
+            let one = expr.value(AttributeValue::N("1".into()));
+            sets.push(format!("{n} = if_not_exists({n}, {zero}) + {one}"));
+        }
+        let mut expression = String::new();
+        if !sets.is_empty() {
+            expression = format!("SET {}", sets.join(", "));
+        }
+        if !update.remove.is_empty() {
+            let names: Vec<String> = update.remove.iter().map(|k| expr.name(k)).collect();
+            expression.push_str(&format!(" REMOVE {}", names.join(", ")));
+        }
+        let mut conditions = vec!["attribute_exists(pk)".to_string()];
+        for e in &update.expect {
+            match e {
+                Expect::Equals(k, v) => {
+                    let n = expr.name(k);
+                    let v = expr.value(value_av(v)?);
+                    conditions.push(format!("{n} = {v}"));
+                }
+                Expect::MissingOrBelow(k, v) => {
+                    let n = expr.name(k);
+                    let v = expr.value(value_av(v)?);
+                    conditions.push(format!("(attribute_not_exists({n}) OR {n} < {v})"));
+                }
+            }
+        }
+        let result = self
+            .client()
+            .await
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(Self::key(pk, sk)))
+            .update_expression(expression.trim())
+            .condition_expression(conditions.join(" AND "))
+            .set_expression_attribute_names(Some(expr.names))
+            .set_expression_attribute_values((!expr.values.is_empty()).then_some(expr.values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match map_sdk(&e) {
+                // Which condition failed: the item's existence, or the writer's own?
+                StoreError::Conflict { .. } if self.get(pk, sk).await?.is_none() => {
+                    Err(StoreError::NotFound { what: "item".into() })
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn delete(&self, pk: &str, sk: &str) -> Result<(), StoreError> {
+        self.client()
+            .await
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(Self::key(pk, sk)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| map_sdk(&e))
+    }
+
+    async fn delete_partition(&self, pk: &str) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+        let items = self.query(pk, "").await?;
+        for chunk in items.chunks(25) {
+            let mut requests = Vec::new();
+            for item in chunk {
+                let (p, s) = key_of(item);
+                let del = DeleteRequest::builder()
+                    .set_key(Some(Self::key(&p, &s)))
+                    .build()
+                    .map_err(|e| StoreError::Misconfigured {
+                        detail: format!("a delete could not be built ({e})"),
+                    })?;
+                requests.push(WriteRequest::builder().delete_request(del).build());
+            }
+            // BatchWriteItem may leave some requests unprocessed under load: retry those, bounded.
+            let mut pending = requests;
+            for attempt in 0..5 {
+                if pending.is_empty() {
+                    break;
+                }
+                let out = self
+                    .client()
+                    .await
+                    .batch_write_item()
+                    .request_items(&self.name, pending)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk(&e))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.name))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+            }
+            if !pending.is_empty() {
+                return Err(StoreError::Unavailable {
+                    detail: "DynamoDB left deletes unprocessed".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
