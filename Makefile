@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-v1
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 export RELAY365_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: test venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release cold-check nextest
+.PHONY: test tests e2e venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release cold-check nextest
 
 FUNCTIONS := connections oauth-callback mail-webhook mail-dispatch send-mail
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -19,7 +19,7 @@ RELEASE_BUILD := cargo build --release --locked $(addprefix -p ,$(FUNCTIONS))
 ## tests run on the debug builds of the five functions here (cargo builds them
 ## for the functions' own integration tests anyway); `make e2e-release` runs
 ## them on the release binaries, which would add about 12 minutes of build.
-test: venv fmt clippy unit lint-template deny
+test: venv fmt clippy tests lint-template deny
 
 ## The five functions as they deploy (release profile), for the demo, the benchmarks and e2e-release.
 release:
@@ -46,8 +46,18 @@ clippy:
 nextest:
 	@command -v cargo-nextest >/dev/null || cargo install --locked --root $(CURDIR)/.tools cargo-nextest@0.9.143
 
-unit: venv nextest
+## Every test: the unit layer and the end-to-end tests (moto, the simulator, the binaries).
+tests: venv nextest
 	RELAY365_BIN_DIR=$(TARGET_DIR)/debug cargo nextest run --workspace --locked --no-fail-fast
+
+## The unit layer alone: the tests inside each crate's src/, on fixtures
+## (tests/fixtures), with secrets and state in memory; no server is started.
+unit: nextest
+	cargo nextest run --workspace --lib --locked --no-fail-fast
+
+## The end-to-end tests alone (each crate's tests/ folder).
+e2e: venv nextest
+	RELAY365_BIN_DIR=$(TARGET_DIR)/debug cargo nextest run --workspace --tests --locked --no-fail-fast -E 'kind(test)'
 
 SAM_ENV := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test SAM_CLI_TELEMETRY=0
 

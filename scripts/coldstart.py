@@ -189,7 +189,7 @@ def main():
            f"`make bench` runs `python3 scripts/coldstart.py`: x86-64 release binaries on this machine, medians of {RUNS} cold starts, "
            f"each followed by {WARM} warm invocations of the same event in the same process. "
            "\"Ready\" is process start to the first `GET /next`; \"first answer\" adds one representative event that needs no network "
-           "(secrets from a local file store); \"warm\" is the stub handing over an event to receiving its answer, per invocation "
+           "(secrets from a local file store, state in the in-memory store: no RELAY365_STATE_TABLE is set); \"warm\" is the stub handing over an event to receiving its answer, per invocation "
            "(the Runtime API round trip included); peak RSS is the process's high-water mark after all of them; "
            "zip is the deployment package (`bootstrap`, deflate level 9).", "",
            "| function | ready | first answer | warm, per invocation | peak RSS | zip | event |", "|---|---|---|---|---|---|---|"]
@@ -198,7 +198,7 @@ def main():
     out.append(f"| Python 3 baseline (msal, boto3, requests; the handshake) | {med(py, 0):.1f} ms | {med(py, 1):.1f} ms | "
                f"{med(py, 5) * 1000:.0f} µs | {med(py, 2):.1f} MB | {py_zip / 1e6:.2f} MB (with its libraries) | {py[0][3]} |")
     webhook = next(s for n, s, _ in rows if n == "mail-webhook")
-    out += ["", "Targets (issue 7): ready under 20 ms and at least 10 times faster than the Python baseline, peak RSS under 32 MB, zip under 6 MB.", ""]
+    out += ["", "Targets: ready under 20 ms and at least 10 times faster than the Python baseline, peak RSS under 32 MB, zip under 6 MB.", ""]
     for name, s, size in rows:
         ready, ratio, rss = med(s, 0), med(py, 0) / med(s, 0), med(s, 2)
         misses = []

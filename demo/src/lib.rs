@@ -26,7 +26,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::Request;
 use axum::response::{IntoResponse, Response};
-use relay365::cloud::Cloud;
+use relay365::model::cloud::Cloud;
 use relay365_testkit::Aws;
 use serde_json::{Value, json};
 
@@ -552,6 +552,30 @@ async fn gateway(
     }
 }
 
+/// One SQS message as the event source mapping hands it to a function,
+/// inside an `SqsEvent`'s `Records`.
+pub fn sqs_record(m: &aws_sdk_sqs::types::Message, queue_arn: &str) -> Value {
+    let attributes: serde_json::Map<String, Value> = m
+        .attributes()
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| (k.as_str().to_string(), Value::String(v.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "messageId": m.message_id(),
+        "receiptHandle": m.receipt_handle(),
+        "body": m.body(),
+        "attributes": attributes,
+        "messageAttributes": {},
+        "md5OfBody": m.md5_of_body(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": "us-east-1",
+    })
+}
+
 /// Lambda's SQS event source mapping for mail-dispatch: long-poll batches of
 /// up to 10, hand them over as an `SqsEvent`, delete what succeeded (all of
 /// it unless `batchItemFailures` names some), and leave the rest to come back
@@ -588,30 +612,7 @@ async fn event_source(
         if messages.is_empty() {
             continue;
         }
-        let records: Vec<Value> = messages
-            .iter()
-            .map(|m| {
-                let attributes: serde_json::Map<String, Value> = m
-                    .attributes()
-                    .map(|a| {
-                        a.iter()
-                            .map(|(k, v)| (k.as_str().to_string(), Value::String(v.clone())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                json!({
-                    "messageId": m.message_id(),
-                    "receiptHandle": m.receipt_handle(),
-                    "body": m.body(),
-                    "attributes": attributes,
-                    "messageAttributes": {},
-                    "md5OfBody": m.md5_of_body(),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": arn,
-                    "awsRegion": "us-east-1",
-                })
-            })
-            .collect();
+        let records: Vec<Value> = messages.iter().map(|m| sqs_record(m, &arn)).collect();
         let failed: Vec<String> = match dispatch.invoke(&json!({ "Records": records })).await {
             Ok(resp) => resp["batchItemFailures"]
                 .as_array()

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use relay365::cloud::Cloud;
+use relay365::model::cloud::Cloud;
 use relay365_demo::{DEMO_USER, Demo, Microsoft, Options};
 
 fn usage(why: &str) -> ! {

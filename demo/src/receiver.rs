@@ -9,8 +9,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use relay365::sensitive::Sensitive;
-use relay365::signing::Signer;
+use relay365::model::sensitive::Sensitive;
+use relay365::web::signing::Signer;
 
 /// One event as it arrived.
 #[derive(Debug, Clone)]

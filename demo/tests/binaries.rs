@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use relay365::sensitive::Sensitive;
-use relay365::signing::Signer;
+use relay365::model::sensitive::Sensitive;
+use relay365::web::signing::Signer;
 use relay365_demo::apigw::{self, HttpRequest, ROUTES};
 use relay365_demo::{Demo, Function, Options, Spec};
 use serde_json::{Value, json};

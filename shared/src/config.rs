@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use crate::cloud::Cloud;
+use crate::model::cloud::Cloud;
+use crate::model::target::{Target, check_public_url};
 
 /// Where secrets are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,66 +20,6 @@ pub enum StoreKind {
     Aws,
     /// A local directory (`file:DIR`).
     File(PathBuf),
-}
-
-/// Where events of a subscription go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// An HTTPS webhook (or a loopback `http://` URL in local runs).
-    Webhook(Url),
-    /// An EventBridge bus, by name or ARN.
-    EventBridge(String),
-}
-
-impl Target {
-    /// Parses `https://…` or `eventbridge:BUS`.
-    ///
-    /// # Errors
-    /// A message that says which forms are accepted.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if let Some(bus) = raw.strip_prefix("eventbridge:") {
-            if bus.is_empty() || bus.len() > 1600 || bus.chars().any(char::is_whitespace) {
-                return Err(format!(
-                    "target {raw:?}: name the bus after eventbridge:, e.g. eventbridge:default"
-                ));
-            }
-            return Ok(Target::EventBridge(bus.to_string()));
-        }
-        let url = Url::parse(raw)
-            .map_err(|_| format!("target {raw:?} is neither an https:// URL nor eventbridge:BUS"))?;
-        check_public_url(&url).map_err(|e| format!("target {raw:?}: {e}"))?;
-        Ok(Target::Webhook(url))
-    }
-
-    /// The string form.
-    pub fn to_string_form(&self) -> String {
-        match self {
-            Target::Webhook(u) => u.to_string(),
-            Target::EventBridge(b) => format!("eventbridge:{b}"),
-        }
-    }
-}
-
-/// True for `127.0.0.0/8`, `::1` and `localhost`.
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
-/// Targets and public URLs must be HTTPS, except loopback hosts for local runs.
-///
-/// # Errors
-/// Why the URL is refused.
-pub fn check_public_url(url: &Url) -> Result<(), String> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback(url) => Ok(()),
-        _ => Err("must be an https:// URL (plain http is allowed only for 127.0.0.1 or localhost)".into()),
-    }
 }
 
 /// A setting is missing or invalid.
@@ -160,10 +101,12 @@ impl Config {
         };
         let cloud = match get("RELAY365_CLOUD") {
             None => Cloud::Global,
-            Some(v) => v.parse().map_err(|e: crate::cloud::UnknownCloud| ConfigError {
-                name: "RELAY365_CLOUD",
-                message: e.to_string(),
-            })?,
+            Some(v) => v
+                .parse()
+                .map_err(|e: crate::model::cloud::UnknownCloud| ConfigError {
+                    name: "RELAY365_CLOUD",
+                    message: e.to_string(),
+                })?,
         };
         let public_url = get("RELAY365_PUBLIC_URL")
             .map(|raw| {
@@ -305,21 +248,5 @@ mod tests {
         let mut m = env(&[]);
         m.remove("RELAY365_APP_SECRET_ID");
         assert_eq!(Config::from_map(&m).unwrap_err().name, "RELAY365_APP_SECRET_ID");
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(
-            Target::parse("eventbridge:default").unwrap(),
-            Target::EventBridge("default".into())
-        );
-        assert!(matches!(
-            Target::parse("https://flow.example/hook").unwrap(),
-            Target::Webhook(_)
-        ));
-        assert!(Target::parse("http://127.0.0.1:9/x").is_ok());
-        assert!(Target::parse("http://flow.example/hook").is_err());
-        assert!(Target::parse("eventbridge:").is_err());
-        assert!(Target::parse("ftp://x").is_err());
     }
 }

@@ -1,31 +1,40 @@
 //! The shared library of relay365's Lambda functions.
 //!
 //! Every function needs the same few things: which Microsoft cloud it talks
-//! to, which permissions a feature needs, where a mailbox's tokens live, how to
-//! get a valid access token without hammering Microsoft or AWS, and how to call
-//! Graph politely. They live here once, so each function's own code is only
-//! its handler.
+//! to, which permissions a feature needs, where a mailbox's state and tokens
+//! live, how to get a valid access token without hammering Microsoft or AWS,
+//! and how to call Graph politely. They live here once, so each function's
+//! own code is only its handler.
+//!
+//! A map of the crate, from the bottom up:
+//!
+//! - [`model`]: the vocabulary (clouds, auth modes, feature scopes,
+//!   connections and subscriptions, targets, sensitive values). It uses
+//!   nothing else of the crate.
+//! - [`config`]: the settings, read once from the environment.
+//! - [`aws`]: the SDK configuration, the secret store, the state table
+//!   ([`aws::store`]) and the queue.
+//! - [`digest`] and [`https`]: SHA-256 spellings and the one outbound HTTPS
+//!   client (Graph, the token endpoint, flow targets).
+//! - [`web`]: signing, the links a browser or Graph brings back, and the
+//!   responses the functions answer with.
+//! - [`microsoft`]: tokens (with their cache), certificate assertions, AADSTS
+//!   explanations, the Graph client and Graph paths.
+//! - [`services`]: what a function builds once per container from all of the
+//!   above; [`subscriptions`]: creating, renewing and recreating Graph
+//!   subscriptions on top of it.
 
-pub mod aadsts;
-pub mod api;
-pub mod certificate;
-pub mod cloud;
+pub mod aws;
 pub mod config;
-pub mod connection;
-pub mod graph;
-pub mod http;
-pub mod links;
-pub mod queue;
-pub mod runtime;
-pub mod scopes;
-pub mod secrets;
-pub mod sensitive;
-pub mod signing;
-pub mod store;
+pub mod digest;
+pub mod https;
+pub mod microsoft;
+pub mod model;
+pub mod services;
 pub mod subscriptions;
-pub mod tokens;
+pub mod web;
 
-pub use cloud::Cloud;
 pub use config::Config;
-pub use connection::{AuthMode, Connection, Status};
-pub use sensitive::Sensitive;
+pub use model::cloud::Cloud;
+pub use model::connection::{AuthMode, Connection, Status};
+pub use model::sensitive::Sensitive;

@@ -19,58 +19,16 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::connection::{AuthMode, Connection, Status, Subscription};
-use crate::graph::GraphError;
-use crate::runtime::Services;
-use crate::scopes::Resource;
-use crate::sensitive::Sensitive;
-use crate::store::{StoreError, SubscriptionChange};
+use crate::aws::store::{StoreError, SubscriptionChange};
+use crate::microsoft::graph::GraphError;
+use crate::microsoft::paths::graph_resource;
+use crate::model::connection::{Connection, Status, Subscription};
+use crate::model::scopes::Resource;
+use crate::model::sensitive::Sensitive;
+use crate::services::Services;
 
 /// The lifetime asked for, just under Graph's 10,080-minute maximum for Outlook resources.
 pub const LIFETIME_MINUTES: i64 = 10_070;
-
-/// What must be escaped in one segment of a Graph path (an address keeps its
-/// `@` and `.`, which Graph reads as they are).
-const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'?')
-    .add(b'\'')
-    .add(b'(')
-    .add(b')')
-    .add(b'<')
-    .add(b'>')
-    .add(b'\\')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
-
-/// The Graph path of the connection's mailbox: `/me` for delegated
-/// connections, `/users/{mailbox}` for app-only ones.
-pub fn owner(conn: &Connection) -> String {
-    match (conn.auth, &conn.mailbox) {
-        (AuthMode::Delegated, _) | (_, None) => "/me".to_string(),
-        (_, Some(m)) => format!(
-            "/users/{}",
-            percent_encoding::utf8_percent_encode(m, PATH_SEGMENT)
-        ),
-    }
-}
-
-/// The Graph resource path a subscription watches.
-pub fn graph_resource(conn: &Connection, sub: &Subscription) -> String {
-    let owner = owner(conn);
-    match sub.resource {
-        Resource::Mail => format!(
-            "{owner}/mailFolders('{}')/messages",
-            sub.folder.as_deref().unwrap_or("inbox")
-        ),
-        Resource::Calendar => format!("{owner}/events"),
-    }
-}
 
 /// The change types a subscription asks for: new mail only; every calendar change.
 pub fn change_types(resource: Resource) -> &'static str {
@@ -198,16 +156,14 @@ pub async fn create(
         .send(reqwest::Method::POST, "/subscriptions", token, Some(&body), &[])
         .await?
         .json()?;
-    s.state
-        .update_subscription(
-            &conn.id,
-            &sub.key,
-            SubscriptionChange::new()
-                .graph_id(&created.id)
-                .expires_at(OffsetDateTime::parse(&created.expiration, &Rfc3339).ok())
-                .last_error(None),
-        )
-        .await?;
+    recorded(
+        s,
+        conn,
+        sub,
+        SubscriptionChange::new().graph_id(&created.id),
+        &created,
+    )
+    .await?;
     tracing::info!(connection = %conn.id, subscription = %created.id, "subscription created");
     if sub.resource == Resource::Mail && sub.delta_link.is_none() {
         let start = format!("{}/delta", graph_resource(conn, sub));
@@ -221,6 +177,20 @@ pub async fn create(
             .await?;
     }
     Ok(created.id)
+}
+
+/// Records what Graph answered for a subscription (its expiry, no error), with `change`.
+async fn recorded(
+    s: &Services,
+    conn: &Connection,
+    sub: &Subscription,
+    change: SubscriptionChange,
+    answer: &GraphSubscription,
+) -> Result<(), StoreError> {
+    let change = change
+        .expires_at(OffsetDateTime::parse(&answer.expiration, &Rfc3339).ok())
+        .last_error(None);
+    s.state.update_subscription(&conn.id, &sub.key, change).await
 }
 
 /// Extends a subscription to the full lifetime (this also reauthorizes it).
@@ -246,15 +216,7 @@ pub async fn renew(
         )
         .await?
         .json()?;
-    s.state
-        .update_subscription(
-            &conn.id,
-            &sub.key,
-            SubscriptionChange::new()
-                .expires_at(OffsetDateTime::parse(&renewed.expiration, &Rfc3339).ok())
-                .last_error(None),
-        )
-        .await?;
+    recorded(s, conn, sub, SubscriptionChange::new(), &renewed).await?;
     Ok(())
 }
 

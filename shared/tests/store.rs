@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use relay365::connection::{AuthMode, Connection, Status, Subscription};
-use relay365::scopes::{FeatureScope, Resource};
-use relay365::store::{Claim, ConnectionChange, Store, StoreError, SubscriptionChange};
-use relay365::{Cloud, runtime::LazyClient};
+use relay365::Cloud;
+use relay365::aws::sdk::LazyClient;
+use relay365::aws::store::{Claim, ConnectionChange, Store, StoreError, SubscriptionChange};
+use relay365::model::connection::{AuthMode, Connection, Status, Subscription};
+use relay365::model::scopes::{FeatureScope, Resource};
 use relay365_testkit::Aws;
 
 const TABLE: &str = "relay365-state";

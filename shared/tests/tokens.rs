@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use relay365::connection::{AuthMode, Status};
-use relay365::scopes::{self, FeatureScope};
-use relay365::tokens::{AppCredentials, AuthorizeOptions, TokenError};
+use relay365::microsoft::tokens::{AppCredentials, AuthorizeOptions, TokenError};
+use relay365::model::connection::{AuthMode, Status};
+use relay365::model::scopes::{self, FeatureScope};
 use relay365::{Cloud, Sensitive};
 use relay365_testkit::LogCapture;
 
@@ -95,7 +95,8 @@ async fn pkce_authorization_code_exchange_gives_a_refresh_token_once() {
         other => panic!("{other:?}"),
     }
     // The token is good at Graph.
-    let graph = relay365::graph::GraphClient::new(w.http.clone(), &w.sim.url(), Default::default());
+    let graph =
+        relay365::microsoft::graph::GraphClient::new(w.http.clone(), &w.sim.url(), Default::default());
     let me: serde_json::Value = graph.get_json("/me", &tokens.access_token).await.unwrap();
     assert_eq!(me["userPrincipalName"], UPN);
 }
@@ -319,12 +320,12 @@ async fn inactivity_expiry_is_explained() {
 async fn graph_429_is_retried_after_retry_after_and_a_storm_gives_up_at_the_deadline() {
     let w = World::start().await;
     let tokens = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
-    let policy = relay365::graph::RetryPolicy {
+    let policy = relay365::microsoft::graph::RetryPolicy {
         deadline: Duration::from_millis(800),
         max_attempts: 50,
         base_backoff: Duration::from_millis(10),
     };
-    let graph = relay365::graph::GraphClient::new(w.http.clone(), &w.sim.url(), policy);
+    let graph = relay365::microsoft::graph::GraphClient::new(w.http.clone(), &w.sim.url(), policy);
 
     w.sim.throttle_graph(2, Some("0.05"));
     let me: serde_json::Value = graph.get_json("/me", &tokens.access_token).await.unwrap();
@@ -348,7 +349,7 @@ async fn graph_429_is_retried_after_retry_after_and_a_storm_gives_up_at_the_dead
         .await
         .unwrap_err()
     {
-        relay365::graph::GraphError::Throttled {
+        relay365::microsoft::graph::GraphError::Throttled {
             status, retry_after, ..
         } => {
             assert_eq!(status, 429);
@@ -397,7 +398,8 @@ async fn no_secret_reaches_a_log_line_or_an_error_message() {
     provider.invalidate("support").await;
     provider.token_for("support").await.unwrap();
     w.sim.throttle_graph(2, Some("0.01"));
-    let graph = relay365::graph::GraphClient::new(w.http.clone(), &w.sim.url(), Default::default());
+    let graph =
+        relay365::microsoft::graph::GraphClient::new(w.http.clone(), &w.sim.url(), Default::default());
     let _ = graph
         .get_json::<serde_json::Value>("/me", &first.access_token)
         .await;
@@ -461,7 +463,7 @@ async fn more_than_four_concurrent_requests_per_mailbox_are_throttled_and_retrie
     let w = World::start().await;
     let tokens = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
     w.sim.set_latency(Duration::from_millis(300));
-    let graph = Arc::new(relay365::graph::GraphClient::new(
+    let graph = Arc::new(relay365::microsoft::graph::GraphClient::new(
         w.http.clone(),
         &w.sim.url(),
         Default::default(),

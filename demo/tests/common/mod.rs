@@ -21,7 +21,7 @@ pub fn bin_dir() -> PathBuf {
 pub const SIGNED: &str = "AWS4-HMAC-SHA256 Credential=AKIDDEMOTEST/20261122/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=0000";
 
 pub fn http() -> reqwest::Client {
-    relay365::http::client().unwrap()
+    relay365::https::client().unwrap()
 }
 
 /// `name=value` of each Set-Cookie.

@@ -8,18 +8,21 @@
 //! else's mailbox, another cloud than the deployment's) are refused here, with
 //! the reason, before anything is stored.
 
+pub mod validate;
+
 use lambda_http::Request;
-use relay365::Cloud;
-use relay365::api::{self, HttpResponse};
-use relay365::config::Target;
-use relay365::connection::{self, AuthMode, Connection, Status, Subscription};
-use relay365::links;
-use relay365::runtime::Services;
-use relay365::scopes::{self, Resource};
-use relay365::store::StoreError;
+
+use relay365::aws::store::StoreError;
+use relay365::microsoft::tokens::TokenError;
+use relay365::model::connection::{self, AuthMode, Connection, Status, Subscription};
+use relay365::model::scopes;
+
+use relay365::services::Services;
 use relay365::subscriptions;
-use relay365::tokens::TokenError;
-use serde::Deserialize;
+use relay365::web::links;
+use relay365::web::response::{self as api, HttpResponse};
+use validate::{CreateBody, bad, validate_tenant};
+pub use validate::{SubscriptionBody, subscription_from_body, validate_mailbox};
 
 /// Answers one API request.
 pub async fn handle(req: Request, s: &Services) -> HttpResponse {
@@ -51,127 +54,6 @@ pub async fn handle(req: Request, s: &Services) -> HttpResponse {
         ),
         _ => api::error(404, "not_found", format!("no route {method} {path}")),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    id: Option<String>,
-    auth: AuthMode,
-    mailbox: Option<String>,
-    tenant_id: Option<String>,
-    cloud: Option<Cloud>,
-    scopes: Vec<String>,
-    #[serde(default)]
-    subscriptions: Vec<SubscriptionBody>,
-}
-
-/// A subscription request, at creation or later.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubscriptionBody {
-    /// `mail` or `calendar`.
-    pub resource: Resource,
-    /// `inbox` or a folder id (mail only).
-    pub folder: Option<String>,
-    /// `https://…` or `eventbridge:BUS`.
-    pub target: Option<String>,
-    /// The mailbox to watch; only the connection's own is possible.
-    pub mailbox: Option<String>,
-}
-
-fn bad(message: impl Into<String>) -> HttpResponse {
-    api::error(400, "invalid_request", message)
-}
-
-/// Checks a mailbox address: what a UPN or SMTP address can look like.
-pub fn validate_mailbox(m: &str) -> Result<(), String> {
-    let ok = m.len() <= 320
-        && m.split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
-        && !m
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>\"(),;:[]\\".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("mailbox {m:?} is not an e-mail address (user@domain)"))
-    }
-}
-
-fn validate_tenant(t: &str) -> Result<(), String> {
-    let ok = !t.is_empty()
-        && t.len() <= 253
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "tenant_id {t:?} is not a tenant id (a GUID), a domain, or organizations"
-        ))
-    }
-}
-
-fn validate_folder(f: &str) -> Result<(), String> {
-    let ok = !f.is_empty()
-        && f.len() <= 512
-        && f.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "=+/_-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("folder {f:?} is neither inbox nor a Graph folder id"))
-    }
-}
-
-/// Validates a subscription request for a connection and turns it into a record.
-///
-/// # Errors
-/// A 400 response that says what to change.
-#[allow(clippy::result_large_err)]
-pub fn subscription_from_body(
-    s: &Services,
-    conn: &Connection,
-    b: SubscriptionBody,
-) -> Result<Subscription, HttpResponse> {
-    let own = match (&b.mailbox, &conn.mailbox) {
-        (None, _) => true,
-        (Some(m), Some(own)) => m.eq_ignore_ascii_case(own),
-        (Some(_), None) => false,
-    };
-    if conn.auth.is_app_only() && !own {
-        return Err(bad(format!(
-            "this connection is for {}; create another app-only connection for {}",
-            conn.mailbox.as_deref().unwrap_or("its mailbox"),
-            b.mailbox.as_deref().unwrap_or("that mailbox")
-        )));
-    }
-    scopes::check_subscription(conn.auth, &conn.scopes, b.resource, b.mailbox.as_deref(), own)
-        .map_err(|e| bad(e.to_string()))?;
-    if let Some(f) = &b.folder {
-        if b.resource == Resource::Calendar {
-            return Err(bad(
-                "folder applies to mail subscriptions only; calendar subscriptions watch the primary calendar",
-            ));
-        }
-        validate_folder(f).map_err(bad)?;
-    }
-    let target = match (&b.target, &s.config.default_target) {
-        (Some(t), _) => Some(Target::parse(t).map_err(bad)?.to_string_form()),
-        (None, Some(_)) => None,
-        (None, None) => {
-            return Err(bad(
-                "name a target (https://… or eventbridge:BUS): this deployment has no RELAY365_DEFAULT_TARGET",
-            ));
-        }
-    };
-    Ok(Subscription::new(
-        b.resource,
-        b.folder
-            .or_else(|| (b.resource == Resource::Mail).then(|| "inbox".to_string())),
-        target,
-    ))
 }
 
 fn store_error(e: &StoreError) -> HttpResponse {
@@ -211,7 +93,7 @@ pub fn view(s: &Services, conn: &Connection) -> serde_json::Value {
     let mut v = conn.public_view();
     if let Some(public) = &s.config.public_url {
         if conn.auth == AuthMode::Delegated {
-            v["connect_url"] = links::connect_url(public, &s.signer, &conn.id).into();
+            v["connect_url"] = s.connect_url(&conn.id).into();
         } else if conn.status != Status::Active {
             v["admin_consent_url"] =
                 links::admin_consent_url(public, &s.signer, s.tokens.client(), conn).into();
@@ -468,4 +350,83 @@ async fn delete(s: &Services, id: &str) -> HttpResponse {
         tracing::error!(connection = id, error = %e, "the connection is deleted, but its token secret could not be scheduled for deletion");
     }
     api::empty(204)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The admin API on API Gateway's own event shape (fixtures in
+    //! `tests/fixtures/aws`), with secrets and state in memory.
+    use super::*;
+
+    const APP: &str = r#"{"client_id":"11111111-2222-3333-4444-555555555555","tenant_id":"contoso.onmicrosoft.com","client_secret":"unit-secret"}"#;
+    const KEY: &str = "unit-test-signing-key-0123456789abcdef0123456789";
+
+    async fn services() -> Services {
+        Services::in_memory(
+            &[
+                ("RELAY365_PUBLIC_URL", "https://relay.example"),
+                ("RELAY365_DEFAULT_TARGET", "https://flow.example/hook"),
+            ],
+            APP,
+            KEY,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn fixture() -> serde_json::Value {
+        serde_json::from_str(include_str!(
+            "../../../tests/fixtures/aws/apigw-v2-iam-post-connections.json"
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_iam_post_creates_a_pending_connection_with_its_link() {
+        let s = services().await;
+        let answer = handle_event(fixture(), &s).await;
+        assert_eq!(answer["statusCode"], 201, "{answer}");
+        let body: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["status"], "pending_consent");
+        assert!(
+            body["connect_url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://relay.example/oauth/start?link=")
+        );
+        assert_eq!(
+            s.state.require("support").await.unwrap().auth,
+            AuthMode::Delegated
+        );
+        // The same body again is a conflict, in the contract's error shape.
+        let again = handle_event(fixture(), &s).await;
+        assert_eq!(again["statusCode"], 409, "{again}");
+        let err: serde_json::Value = serde_json::from_str(again["body"].as_str().unwrap()).unwrap();
+        assert_eq!(err["error"]["code"], "conflict");
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_get_a_400_naming_what_is_wrong() {
+        let s = services().await;
+        for (body, words) in [
+            ("{", "JSON"),
+            (r#"{"auth":"delegated","scopes":["Mail.Fly"]}"#, "Mail.Fly"),
+            (r#"{"auth":"app_secret","scopes":["Mail.Send"]}"#, "mailbox"),
+            (
+                r#"{"auth":"delegated","scopes":["Mail.Send"],"mailbox":"not an address"}"#,
+                "mailbox",
+            ),
+            (
+                r#"{"id":"Bad Id","auth":"delegated","scopes":["Mail.Send"]}"#,
+                "connection id",
+            ),
+        ] {
+            let mut event = fixture();
+            event["body"] = body.into();
+            let answer = handle_event(event, &s).await;
+            assert_eq!(answer["statusCode"], 400, "{body}: {answer}");
+            let text = answer["body"].as_str().unwrap();
+            assert!(text.contains(words), "{body}: {text}");
+        }
+    }
 }

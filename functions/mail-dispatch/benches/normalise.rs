@@ -3,8 +3,8 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use relay365::connection::{AuthMode, Connection};
-use relay365::signing::Signer;
+use relay365::model::connection::{AuthMode, Connection};
+use relay365::web::signing::Signer;
 use relay365::{Cloud, Sensitive};
 
 fn bench(c: &mut Criterion) {

@@ -19,22 +19,23 @@
 //! revoked grant produces one `connection.reauth_required` event with the
 //! link to reconnect.
 
+pub mod deliver;
+mod items;
 pub mod normalise;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use relay365::config::Target;
-use relay365::connection::{Connection, Status, Subscription};
-use relay365::graph::GraphError;
-use relay365::queue::QueuedNotification;
-use relay365::runtime::Services;
-use relay365::scopes::Resource;
-use relay365::store::SubscriptionChange;
-use relay365::tokens::TokenError;
-use relay365::{Sensitive, links, subscriptions};
-use serde_json::Value;
+pub use deliver::{Delivery, deliver};
+use relay365::aws::queue::QueuedNotification;
+use relay365::aws::store::SubscriptionChange;
+use relay365::microsoft::graph::GraphError;
+use relay365::microsoft::tokens::TokenError;
+use relay365::model::connection::{Connection, Status, Subscription};
+use relay365::model::scopes::Resource;
+use relay365::model::target::Target;
+use relay365::services::Services;
+use relay365::subscriptions;
 
 /// The fields of a message an event needs.
 pub const MESSAGE_SELECT: &str = "id,internetMessageId,conversationId,subject,from,toRecipients,ccRecipients,receivedDateTime,body,bodyPreview,hasAttachments,webLink";
@@ -43,25 +44,31 @@ pub const MESSAGE_SELECT: &str = "id,internetMessageId,conversationId,subject,fr
 pub struct Dispatcher {
     /// Shared services.
     pub services: Services,
-    eventbridge: Option<relay365::runtime::LazyClient<aws_sdk_eventbridge::Client>>,
+    /// For `eventbridge:` targets; built on the first event for one.
+    pub(crate) eventbridge: relay365::aws::sdk::LazyClient<aws_sdk_eventbridge::Client>,
 }
 
 impl Dispatcher {
-    /// Wraps services; `eventbridge` is needed only for `eventbridge:` targets.
-    pub fn new(
-        services: Services,
-        eventbridge: Option<relay365::runtime::LazyClient<aws_sdk_eventbridge::Client>>,
-    ) -> Self {
+    /// Wraps services; the EventBridge client is built only if an event goes to a bus.
+    pub fn new(services: Services) -> Self {
         Self {
             services,
-            eventbridge,
+            eventbridge: relay365::aws::sdk::LazyClient::new(aws_sdk_eventbridge::Client::new),
         }
+    }
+
+    /// Everything from the environment, once per container.
+    ///
+    /// # Errors
+    /// [`relay365::services::StartupError`] naming what to fix.
+    pub async fn from_env() -> Result<Self, relay365::services::StartupError> {
+        Ok(Self::new(Services::from_env().await?))
     }
 }
 
 /// What became of one record.
 #[derive(Debug, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// Done (nothing to deliver, or delivered earlier): delete it.
     Done,
     /// Delivered now, and the notification time recorded with it: delete it.
@@ -70,7 +77,7 @@ enum Outcome {
     Retry(String),
 }
 
-fn retry(what: impl std::fmt::Display) -> Outcome {
+pub(crate) fn retry(what: impl std::fmt::Display) -> Outcome {
     Outcome::Retry(what.to_string())
 }
 
@@ -164,14 +171,7 @@ async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<Str
         Err(TokenError::ReauthRequired { reason, .. }) => {
             // The token code has marked the connection; tell the flow once.
             cache.remove(&conn.id);
-            let event = normalise::reauth_event(
-                &conn,
-                &reason,
-                s.config
-                    .public_url
-                    .as_ref()
-                    .map(|u| links::connect_url(u, &s.signer, &conn.id)),
-            );
+            let event = normalise::reauth_event(&conn, &reason, s.connect_url(&conn.id));
             return match deliver(d, &target, &event).await {
                 Ok(()) | Err(Delivery::Drop(_)) => Outcome::Done,
                 Err(Delivery::Retry(why)) => retry(why),
@@ -199,9 +199,9 @@ async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<Str
             if let Err(e) = subscriptions::create(s, &conn, &sub, &token).await {
                 return sub_outcome(Err(e));
             }
-            resync(d, &conn, &sub, &token, &target).await
+            items::resync(d, &conn, &sub, &token, &target).await
         }
-        Some("missed") => resync(d, &conn, &sub, &token, &target).await,
+        Some("missed") => items::resync(d, &conn, &sub, &token, &target).await,
         Some(other) => {
             tracing::warn!(event = other, "unknown lifecycle event ignored");
             Outcome::Done
@@ -211,9 +211,9 @@ async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<Str
                 return Outcome::Done;
             };
             match sub.resource {
-                Resource::Mail => deliver_message(d, &conn, &sub, &token, &target, item).await,
+                Resource::Mail => items::deliver_message(d, &conn, &sub, &token, &target, item).await,
                 Resource::Calendar => {
-                    deliver_calendar(
+                    items::deliver_calendar(
                         d,
                         &conn,
                         &sub,
@@ -243,7 +243,7 @@ fn target_of(s: &Services, sub: &Subscription) -> Option<Target> {
     }
 }
 
-fn graph_outcome(r: Result<(), GraphError>) -> Outcome {
+pub(crate) fn graph_outcome(r: Result<(), GraphError>) -> Outcome {
     match r {
         Ok(()) => Outcome::Done,
         Err(e) if e.is_retryable() => retry(e),
@@ -265,235 +265,32 @@ fn sub_outcome(r: Result<(), subscriptions::SubscriptionError>) -> Outcome {
     }
 }
 
-/// After the target took an event: the ledger entry (so nothing is
-/// delivered twice, whoever sees the item next) and the subscription's
-/// delivery time and watermark. A failure here is logged, not retried: the
-/// event is delivered, and a retry would deliver it again.
-async fn delivered(
-    d: &Dispatcher,
-    conn: &Connection,
-    sub: &Subscription,
-    item: &str,
-    event: &Value,
-    received: Option<&str>,
-) {
-    let s = &d.services;
-    let event_id = event["id"].as_str().unwrap_or_default();
-    if let Err(e) = s.state.mark_delivered(&conn.id, item, event_id).await {
-        tracing::error!(connection = %conn.id, event = event_id, error = %e, "delivered, but the ledger could not record it");
-    }
-    let now = time::OffsetDateTime::now_utc();
-    let change = SubscriptionChange::new()
-        .last_delivery_at(now)
-        .last_notification_at(now);
-    if let Err(e) = s
-        .state
-        .record_delivery(&conn.id, &sub.key, change, received)
+#[cfg(test)]
+mod tests {
+    //! A batch as the SQS event source hands it over (fixture in
+    //! `tests/fixtures/aws`), with secrets and state in memory.
+    use super::*;
+
+    #[tokio::test]
+    async fn records_that_can_never_succeed_are_done_and_say_why() {
+        let services = Services::in_memory(
+            &[("RELAY365_DEFAULT_TARGET", "https://flow.example/hook")],
+            r#"{"client_id":"c","tenant_id":"t","client_secret":"s"}"#,
+            "unit-test-signing-key-0123456789abcdef0123456789",
+        )
         .await
-    {
-        tracing::warn!(connection = %conn.id, error = %e, "could not record the delivery time");
-    }
-}
-
-async fn deliver_message(
-    d: &Dispatcher,
-    conn: &Connection,
-    sub: &Subscription,
-    token: &Sensitive,
-    target: &Target,
-    id: &str,
-) -> Outcome {
-    let s = &d.services;
-    match s.state.is_delivered(&conn.id, id).await {
-        Ok(true) => return Outcome::Done,
-        Ok(false) => {}
-        Err(e) => return retry(e),
-    }
-    let base = format!("{}/messages/{id}", subscriptions::owner(conn));
-    let message: Value = match s
-        .graph
-        .get_json(&format!("{base}?$select={MESSAGE_SELECT}"), token)
-        .await
-    {
-        Ok(m) => m,
-        Err(e) if e.status() == Some(404) => return Outcome::Done,
-        Err(e) => return graph_outcome(Err(e)),
-    };
-    let attachments = if message["hasAttachments"].as_bool() == Some(true) {
-        match s
-            .graph
-            .get_json::<Value>(
-                &format!("{base}/attachments?$select=name,contentType,size"),
-                token,
-            )
-            .await
-        {
-            Ok(v) => v["value"].as_array().cloned().unwrap_or_default(),
-            Err(e) => return graph_outcome(Err(e)),
-        }
-    } else {
-        Vec::new()
-    };
-    let event = normalise::mail_event(conn, &message, &attachments);
-    match deliver(d, target, &event).await {
-        Ok(()) | Err(Delivery::Drop(_)) => {
-            delivered(d, conn, sub, id, &event, message["receivedDateTime"].as_str()).await;
-            Outcome::Delivered
-        }
-        Err(Delivery::Retry(why)) => retry(why),
-    }
-}
-
-async fn deliver_calendar(
-    d: &Dispatcher,
-    conn: &Connection,
-    sub: &Subscription,
-    token: &Sensitive,
-    target: &Target,
-    id: &str,
-    change: &str,
-) -> Outcome {
-    let s = &d.services;
-    let item = if change == "deleted" {
-        None
-    } else {
-        match s
-            .graph
-            .get_json::<Value>(&format!("{}/events/{id}", subscriptions::owner(conn)), token)
-            .await
-        {
-            Ok(v) => Some(v),
-            // Deleted since the notification: nothing current to report.
-            Err(e) if e.status() == Some(404) => return Outcome::Done,
-            Err(e) => return graph_outcome(Err(e)),
-        }
-    };
-    // One ledger entry per version of the event: two edits are two events,
-    // the same edit announced twice is one.
-    let version = item
-        .as_ref()
-        .and_then(|v| v["changeKey"].as_str().or_else(|| v["@odata.etag"].as_str()))
-        .unwrap_or(change);
-    let ledger_key = format!("{id}#{version}");
-    match s.state.is_delivered(&conn.id, &ledger_key).await {
-        Ok(true) => return Outcome::Done,
-        Ok(false) => {}
-        Err(e) => return retry(e),
-    }
-    let event = normalise::calendar_event(conn, change, id, item.as_ref());
-    match deliver(d, target, &event).await {
-        Ok(()) | Err(Delivery::Drop(_)) => {
-            delivered(d, conn, sub, &ledger_key, &event, None).await;
-            Outcome::Delivered
-        }
-        Err(Delivery::Retry(why)) => retry(why),
-    }
-}
-
-async fn resync(
-    d: &Dispatcher,
-    conn: &Connection,
-    sub: &Subscription,
-    token: &Sensitive,
-    target: &Target,
-) -> Outcome {
-    if sub.resource != Resource::Mail {
-        tracing::info!(connection = %conn.id, "calendar resync is not supported; the next change will be delivered");
-        return Outcome::Done;
-    }
-    let start = sub
-        .delta_link
-        .clone()
-        .unwrap_or_else(|| format!("{}/delta", subscriptions::graph_resource(conn, sub)));
-    let (ids, link) = match subscriptions::delta(&d.services, token, &start).await {
-        Ok(x) => x,
-        Err(e) => return graph_outcome(Err(e)),
-    };
-    tracing::info!(connection = %conn.id, changes = ids.len(), "resync");
-    for id in ids {
-        if let Outcome::Retry(why) = deliver_message(d, conn, sub, token, target, &id).await {
-            return Outcome::Retry(why);
-        }
-    }
-    if let Err(e) = d
-        .services
-        .state
-        .update_subscription(&conn.id, &sub.key, SubscriptionChange::new().delta_link(&link))
-        .await
-    {
-        return retry(e);
-    }
-    Outcome::Done
-}
-
-/// Why an event was not delivered.
-#[derive(Debug)]
-pub enum Delivery {
-    /// Try again later (5xx, 429, timeout, network).
-    Retry(String),
-    /// The target refused it for good (other 4xx): logged and dropped.
-    Drop(String),
-}
-
-/// Delivers one event to a target.
-///
-/// # Errors
-/// [`Delivery`] saying whether to retry.
-pub async fn deliver(d: &Dispatcher, target: &Target, event: &Value) -> Result<(), Delivery> {
-    let s = &d.services;
-    let body = serde_json::to_vec(event).unwrap_or_default();
-    let event_id = event["id"].as_str().unwrap_or_default().to_string();
-    match target {
-        Target::Webhook(url) => {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let resp = s
-                .http
-                .post(url.as_str())
-                .timeout(Duration::from_secs(10))
-                .header("content-type", "application/json")
-                .header("relay365-signature", s.signer.event_signature(now, &body))
-                .header("relay365-event-id", &event_id)
-                .body(body)
-                .send()
-                .await;
-            match resp {
-                Ok(r) if r.status().is_success() => {
-                    tracing::info!(event = %event_id, "event delivered");
-                    Ok(())
-                }
-                Ok(r)
-                    if r.status().as_u16() == 408
-                        || r.status().as_u16() == 429
-                        || r.status().is_server_error() =>
-                {
-                    Err(Delivery::Retry(format!(
-                        "target answered {}",
-                        r.status().as_u16()
-                    )))
-                }
-                Ok(r) => {
-                    tracing::error!(event = %event_id, status = r.status().as_u16(), "target refused the event; dropped");
-                    Err(Delivery::Drop(format!("target answered {}", r.status().as_u16())))
-                }
-                Err(e) if e.is_timeout() => Err(Delivery::Retry("target timed out".into())),
-                Err(_) => Err(Delivery::Retry("target unreachable".into())),
-            }
-        }
-        Target::EventBridge(bus) => {
-            let Some(eb) = &d.eventbridge else {
-                return Err(Delivery::Drop("no EventBridge client".into()));
-            };
-            let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-                .event_bus_name(bus)
-                .source("relay365")
-                .detail_type(event["type"].as_str().unwrap_or("relay365.event"))
-                .detail(String::from_utf8_lossy(&body))
-                .build();
-            match eb.get().await.put_events().entries(entry).send().await {
-                Ok(out) if out.failed_entry_count() == 0 => Ok(()),
-                Ok(_) => Err(Delivery::Retry("EventBridge refused the entry".into())),
-                Err(_) => Err(Delivery::Retry("EventBridge unreachable".into())),
-            }
-        }
+        .unwrap();
+        let d = Dispatcher::new(services);
+        let event: SqsEvent =
+            serde_json::from_str(include_str!("../../../tests/fixtures/aws/sqs-event.json")).unwrap();
+        assert_eq!(event.records.len(), 2);
+        // One notification for a connection that no longer exists, one record that is not ours:
+        // neither can ever be delivered, so neither comes back.
+        let resp = handle(event, &d).await;
+        assert!(
+            resp.batch_item_failures.is_empty(),
+            "{:?}",
+            resp.batch_item_failures
+        );
     }
 }

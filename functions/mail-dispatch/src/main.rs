@@ -7,11 +7,7 @@ use mail_dispatch::Dispatcher;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let services = relay365::runtime::Services::from_env().await?;
-    // Built on the first event for an `eventbridge:` target, from the SDK
-    // configuration the secret store shares; HTTPS targets never pay for it.
-    let eventbridge = relay365::runtime::LazyClient::new(aws_sdk_eventbridge::Client::new);
-    let dispatcher = Dispatcher::new(services, Some(eventbridge));
+    let dispatcher = Dispatcher::from_env().await?;
     let dispatcher = &dispatcher;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(mail_dispatch::handle(event.payload, dispatcher).await)

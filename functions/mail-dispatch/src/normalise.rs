@@ -1,11 +1,11 @@
 //! Graph's message and event JSON turned into relay365's event shape
-//! (ARCHITECTURE.md: "Event delivered to a flow target").
+//! (docs/architecture.md, "Events delivered to a flow").
 //!
 //! Event ids are derived from the connection and the item (and, for calendar
 //! changes, the item's change key), so a redelivery of the same change carries
 //! the same `Relay365-Event-Id` and a receiver can drop it.
 
-use relay365::connection::Connection;
+use relay365::model::connection::Connection;
 use serde_json::{Value, json};
 
 fn now() -> String {
@@ -16,9 +16,8 @@ fn now() -> String {
 
 /// `evt_` and 32 hex characters of SHA-256 over the parts.
 pub fn event_id(parts: &[&str]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, parts.join("|").as_bytes());
-    let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("evt_{hex}")
+    let hex = relay365::digest::sha256_hex(parts.join("|").as_bytes());
+    format!("evt_{}", &hex[..32])
 }
 
 /// A Graph `recipient` as `{"name", "address"}`.
@@ -116,4 +115,89 @@ pub fn reauth_event(conn: &Connection, reason: &str, connect_url: Option<String>
         "reason": reason,
         "connect_url": connect_url,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Normalisation of the message and event Graph returns (fixtures in
+    //! `tests/fixtures/graph`) into the event contract.
+    use relay365::Cloud;
+    use relay365::model::connection::AuthMode;
+    use serde_json::json;
+
+    use super::*;
+
+    fn conn() -> Connection {
+        Connection::new(
+            "support".into(),
+            AuthMode::AppSecret,
+            Cloud::Global,
+            "contoso.onmicrosoft.com".into(),
+            Some("support@contoso.com".into()),
+            vec![],
+        )
+    }
+
+    fn fixture(raw: &str) -> Value {
+        serde_json::from_str(raw).unwrap()
+    }
+
+    #[test]
+    fn a_graph_message_becomes_a_mail_received_event() {
+        let m = fixture(include_str!("../../../tests/fixtures/graph/message.json"));
+        let a = fixture(include_str!("../../../tests/fixtures/graph/attachments.json"));
+        let e = mail_event(&conn(), &m, a["value"].as_array().unwrap());
+        assert_eq!(e["type"], "mail.received");
+        assert_eq!(e["connection_id"], "support");
+        assert_eq!(e["mailbox"], "support@contoso.com");
+        assert_eq!(e["occurred_at"], "2026-11-22T18:00:00Z");
+        let mail = &e["mail"];
+        assert_eq!(mail["id"], "AAMkAGUwNjQ4ZjIxAAA=");
+        assert_eq!(
+            mail["from"],
+            json!({"name": "Bo Ek", "address": "bo@example.com"})
+        );
+        assert_eq!(
+            mail["cc"],
+            json!([{"name": "", "address": "cc@example.com"}]),
+            "recipients are always name and address"
+        );
+        assert_eq!(mail["body"]["content_type"], "html");
+        assert_eq!(
+            mail["attachments"],
+            json!([{"name": "photo.jpg", "content_type": "image/jpeg", "size": 48213}])
+        );
+        assert!(
+            mail["web_link"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://outlook.office365.com/")
+        );
+        // The same item always has the same event id; another item another.
+        assert_eq!(e["id"], mail_event(&conn(), &m, &[])["id"]);
+        let mut other = m.clone();
+        other["id"] = "AAMkother".into();
+        assert_ne!(e["id"], mail_event(&conn(), &other, &[])["id"]);
+        assert!(e["id"].as_str().unwrap().starts_with("evt_"));
+        assert_eq!(e["id"].as_str().unwrap().len(), 36);
+    }
+
+    #[test]
+    fn a_graph_event_becomes_a_calendar_event_and_a_deletion_carries_the_id() {
+        let ev = fixture(include_str!("../../../tests/fixtures/graph/event.json"));
+        let e = calendar_event(&conn(), "updated", "AAMkEv1", Some(&ev));
+        assert_eq!(e["type"], "calendar.event.updated");
+        assert_eq!(e["event"]["subject"], "Callback with Bo");
+        assert_eq!(
+            e["event"]["organizer"],
+            json!({"name": "Ann", "address": "ann@contoso.com"})
+        );
+        assert_eq!(
+            e["event"]["online_meeting_url"],
+            "https://teams.microsoft.com/l/meetup-join/x"
+        );
+        let gone = calendar_event(&conn(), "deleted", "AAMkEv1", None);
+        assert_eq!(gone["type"], "calendar.event.deleted");
+        assert_eq!(gone["event"]["id"], "AAMkEv1");
+    }
 }

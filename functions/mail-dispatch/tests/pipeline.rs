@@ -10,7 +10,7 @@ use std::sync::Arc;
 use graph_sim::{Event, Lifecycle, Message};
 use mail_dispatch::Dispatcher;
 use mail_webhook::Webhook;
-use relay365::queue::SqsQueue;
+use relay365::aws::queue::SqsQueue;
 use relay365_harness::*;
 use serde_json::json;
 
@@ -55,7 +55,7 @@ impl Pipe {
             }
         });
         // Dispatch runs in its own "container": its own services and caches.
-        let dispatcher = Dispatcher::new(stack.container().await, None);
+        let dispatcher = Dispatcher::new(stack.container().await);
         Self {
             stack,
             _gateway: gateway,
@@ -430,7 +430,7 @@ async fn scheduled_run_renews_expiring_and_recreates_lost_subscriptions() {
         .update_subscription(
             "support",
             &conn.subscriptions[0].key,
-            relay365::store::SubscriptionChange::new()
+            relay365::aws::store::SubscriptionChange::new()
                 .expires_at(Some(time::OffsetDateTime::now_utc() + time::Duration::hours(2))),
         )
         .await

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use relay365::Sensitive;
-use relay365::queue::{Queue, QueueError, QueuedNotification};
-use relay365::signing::Signer;
+use relay365::aws::queue::{Queue, QueueError, QueuedNotification};
+use relay365::web::signing::Signer;
 
 struct NullQueue;
 

@@ -14,20 +14,27 @@ use std::sync::Arc;
 
 use lambda_http::Request;
 use relay365::Sensitive;
-use relay365::api::{self, HttpResponse};
-use relay365::queue::{Queue, QueuedNotification};
-use relay365::secrets::SecretStore;
-use relay365::signing::Signer;
+use relay365::aws::queue::{Queue, QueuedNotification};
+use relay365::aws::secrets::SecretStore;
+use relay365::web::response::{self as api, HttpResponse};
+use relay365::web::signing::Signer;
 use serde::Deserialize;
 
 /// Largest notification body accepted (Graph batches are far smaller).
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// Where the signing key comes from when the first real notification needs it.
+enum KeySource {
+    /// Read it from this store.
+    Store(Arc<dyn SecretStore>),
+    /// Build the secret store from these settings first (no AWS client at cold start).
+    Settings(Box<relay365::Config>),
+}
+
 /// The webhook's dependencies. The signing key is read on the first real
 /// notification, never for a handshake.
 pub struct Webhook {
-    store: Option<Arc<dyn SecretStore>>,
-    config: Option<relay365::Config>,
+    source: KeySource,
     signing_key_secret_id: String,
     signer: tokio::sync::OnceCell<Signer>,
     queue: Arc<dyn Queue>,
@@ -37,8 +44,7 @@ impl Webhook {
     /// A webhook that loads the signing key from `store` when first needed.
     pub fn new(store: Arc<dyn SecretStore>, signing_key_secret_id: String, queue: Arc<dyn Queue>) -> Self {
         Self {
-            store: Some(store),
-            config: None,
+            source: KeySource::Store(store),
             signing_key_secret_id,
             signer: tokio::sync::OnceCell::new(),
             queue,
@@ -49,21 +55,35 @@ impl Webhook {
     /// first real notification arrives, so a cold start that only answers the
     /// validation handshake constructs no AWS client at all.
     pub fn lazy(config: relay365::Config, queue: Arc<dyn Queue>) -> Self {
-        let signing_key_secret_id = config.signing_key_secret_id.clone();
         Self {
-            store: None,
-            config: Some(config),
-            signing_key_secret_id,
+            signing_key_secret_id: config.signing_key_secret_id.clone(),
+            source: KeySource::Settings(Box::new(config)),
             signer: tokio::sync::OnceCell::new(),
             queue,
         }
     }
 
+    /// The deployed webhook: settings from the environment, the queue and the
+    /// secret store built on the first real notification.
+    ///
+    /// # Errors
+    /// The setting that is missing or invalid.
+    pub fn from_env() -> Result<Self, relay365::config::ConfigError> {
+        let config = relay365::Config::from_env()?;
+        let queue_url = config.queue_url.clone().ok_or(relay365::config::ConfigError {
+            name: "RELAY365_QUEUE_URL",
+            message: "is required by mail-webhook; the SAM template sets it".into(),
+        })?;
+        Ok(Self::lazy(
+            config,
+            Arc::new(relay365::aws::queue::SqsQueue::lazy(queue_url)),
+        ))
+    }
+
     /// A webhook with its signer already loaded (tests, benchmarks).
     pub fn with_signer(signer: Signer, queue: Arc<dyn Queue>) -> Self {
         Self {
-            store: None,
-            config: None,
+            source: KeySource::Store(Arc::new(relay365::aws::secrets::MemorySecretStore::default())),
             signing_key_secret_id: String::new(),
             signer: tokio::sync::OnceCell::new_with(Some(signer)),
             queue,
@@ -73,12 +93,11 @@ impl Webhook {
     async fn signer(&self) -> Result<&Signer, String> {
         self.signer
             .get_or_try_init(|| async {
-                let store = match (&self.store, &self.config) {
-                    (Some(s), _) => s.clone(),
-                    (None, Some(c)) => relay365::runtime::secret_store(c)
+                let store = match &self.source {
+                    KeySource::Store(s) => s.clone(),
+                    KeySource::Settings(c) => relay365::services::secret_store(c)
                         .await
                         .map_err(|e| e.to_string())?,
-                    (None, None) => return Err("no secret store".to_string()),
                 };
                 let key = store
                     .get(&self.signing_key_secret_id)
@@ -88,36 +107,6 @@ impl Webhook {
                 Signer::new(&Sensitive::new(key)).map_err(|e| e.to_string())
             })
             .await
-    }
-}
-
-/// [`Queue`] on SQS, with the client built on first use (not at cold start).
-pub struct LazySqs {
-    url: String,
-    queue: tokio::sync::OnceCell<relay365::queue::SqsQueue>,
-}
-
-impl LazySqs {
-    /// A queue at `url`.
-    pub fn new(url: String) -> Self {
-        Self {
-            url,
-            queue: tokio::sync::OnceCell::new(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Queue for LazySqs {
-    async fn send(&self, items: &[QueuedNotification]) -> Result<(), relay365::queue::QueueError> {
-        let queue = self
-            .queue
-            .get_or_init(|| async {
-                let sdk = relay365::runtime::aws_sdk_config().await;
-                relay365::queue::SqsQueue::new(aws_sdk_sqs::Client::new(sdk), self.url.clone())
-            })
-            .await;
-        queue.send(items).await
     }
 }
 
@@ -242,5 +231,138 @@ pub async fn handle(req: Request, w: &Webhook) -> HttpResponse {
                 "the notifications could not be queued; Graph will retry",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The webhook on the payloads Graph and API Gateway send (fixtures in
+    //! `tests/fixtures`), with the signer loaded and an in-memory queue: no
+    //! server, no AWS.
+    use std::sync::Mutex;
+
+    use relay365::aws::queue::QueueError;
+
+    use super::*;
+
+    const KEY: &str = "unit-test-signing-key-0123456789abcdef0123456789";
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<QueuedNotification>>);
+
+    #[async_trait::async_trait]
+    impl Queue for Recorded {
+        async fn send(&self, items: &[QueuedNotification]) -> Result<(), QueueError> {
+            self.0.lock().unwrap().extend_from_slice(items);
+            Ok(())
+        }
+    }
+
+    fn webhook() -> (Webhook, Arc<Recorded>) {
+        let queue = Arc::new(Recorded::default());
+        let signer = Signer::new(&Sensitive::new(KEY)).unwrap();
+        (Webhook::with_signer(signer, queue.clone()), queue)
+    }
+
+    /// An API Gateway event for a notification POST with `body`, from the handshake fixture's envelope.
+    fn notification(body: &str) -> Request {
+        let mut event: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/aws/apigw-v2-notification-handshake.json"
+        ))
+        .unwrap();
+        event["rawQueryString"] = "".into();
+        event.as_object_mut().unwrap().remove("queryStringParameters");
+        event["headers"]["content-type"] = "application/json".into();
+        event["body"] = body.into();
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    fn with_client_state(fixture: &str, client_state: &str) -> String {
+        fixture.replace("CLIENT_STATE", client_state)
+    }
+
+    #[tokio::test]
+    async fn the_handshake_fixture_is_echoed_as_text() {
+        let (w, queue) = webhook();
+        let req = lambda_http::request::from_str(include_str!(
+            "../../../tests/fixtures/aws/apigw-v2-notification-handshake.json"
+        ))
+        .unwrap();
+        let resp = handle(req, &w).await;
+        assert_eq!(resp.status(), 200);
+        let lambda_http::Body::Text(text) = resp.body() else {
+            panic!("a text body")
+        };
+        assert_eq!(
+            text,
+            "Validation: Testing client application reachability for subscription Request-Id: 0a1b2c3d"
+        );
+        assert!(queue.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_documented_collection_shape_is_queued_with_its_ids() {
+        let signer = Signer::new(&Sensitive::new(KEY)).unwrap();
+        let state = signer.client_state("support");
+        for (fixture, want) in [
+            (
+                include_str!("../../../tests/fixtures/graph/notification-created.json"),
+                1,
+            ),
+            (
+                include_str!("../../../tests/fixtures/graph/notification-batch.json"),
+                3,
+            ),
+            (
+                include_str!("../../../tests/fixtures/graph/notification-rich.json"),
+                1,
+            ),
+            (
+                include_str!("../../../tests/fixtures/graph/lifecycle-missed.json"),
+                1,
+            ),
+            (
+                include_str!("../../../tests/fixtures/graph/lifecycle-subscriptionRemoved.json"),
+                1,
+            ),
+            (
+                include_str!("../../../tests/fixtures/graph/lifecycle-reauthorizationRequired.json"),
+                1,
+            ),
+        ] {
+            let (w, queue) = webhook();
+            let resp = handle(notification(&with_client_state(fixture, state.expose())), &w).await;
+            assert_eq!(resp.status(), 202, "{fixture}");
+            let queued = queue.0.lock().unwrap().clone();
+            assert_eq!(queued.len(), want, "{fixture}");
+            assert!(queued.iter().all(|n| n.connection_id == "support"));
+            assert!(queued.iter().all(|n| !n.subscription_id.is_empty()));
+        }
+        let (w, queue) = webhook();
+        let created = include_str!("../../../tests/fixtures/graph/notification-created.json");
+        handle(notification(&with_client_state(created, state.expose())), &w).await;
+        let n = queue.0.lock().unwrap()[0].clone();
+        assert_eq!(n.resource_id.as_deref(), Some("AAMkAGUwNjQ4ZjIxAAA="));
+        assert_eq!(n.change_type.as_deref(), Some("created"));
+        let (w, queue) = webhook();
+        let missed = include_str!("../../../tests/fixtures/graph/lifecycle-missed.json");
+        handle(notification(&with_client_state(missed, state.expose())), &w).await;
+        assert_eq!(
+            queue.0.lock().unwrap()[0].lifecycle_event.as_deref(),
+            Some("missed")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forged_client_state_queues_nothing() {
+        let (w, queue) = webhook();
+        let created = include_str!("../../../tests/fixtures/graph/notification-created.json");
+        let forged = with_client_state(created, "support.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        let resp = handle(notification(&forged), &w).await;
+        assert!(resp.status().is_success() || resp.status().is_client_error());
+        assert!(
+            queue.0.lock().unwrap().is_empty(),
+            "a forged notification was queued"
+        );
     }
 }

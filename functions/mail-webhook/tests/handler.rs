@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use mail_webhook::Webhook;
 use relay365::Sensitive;
-use relay365::queue::{Queue, QueueError, QueuedNotification, SqsQueue};
-use relay365::secrets::AwsSecretStore;
-use relay365::signing::Signer;
+use relay365::aws::queue::{Queue, QueueError, QueuedNotification, SqsQueue};
+use relay365::aws::secrets::AwsSecretStore;
+use relay365::web::signing::Signer;
 use relay365_harness::{body_json, body_text, request, request_with_headers};
 
 /// A webhook whose store and queue point at a closed port: nothing is reachable.
@@ -158,7 +158,9 @@ async fn the_deployed_webhook_builds_nothing_until_a_real_notification() {
     let config = relay365::Config::from_map(&env).unwrap();
     let w = Webhook::lazy(
         config,
-        Arc::new(mail_webhook::LazySqs::new("http://127.0.0.1:9/123/q.fifo".into())),
+        Arc::new(relay365::aws::queue::SqsQueue::lazy(
+            "http://127.0.0.1:9/123/q.fifo".into(),
+        )),
     );
     let resp = mail_webhook::handle(
         request("POST", "/notifications?validationToken=abc", None, &[]),

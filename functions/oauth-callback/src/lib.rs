@@ -12,18 +12,20 @@
 //! and cookie all match, then clears the nonce: a state works once, in the
 //! browser that started it, for the connection it names.
 
+mod consent;
+mod pages;
+
 use lambda_http::Request;
+use pages::{explained, page, public_url, sign_error_words, start_again, token_error_page};
 use relay365::Sensitive;
-use relay365::aadsts;
-use relay365::api::{self, HttpResponse};
-use relay365::connection::{AuthMode, Connection, Status};
-use relay365::links;
-use relay365::runtime::Services;
-use relay365::scopes;
-use relay365::signing::SignError;
-use relay365::store::{ConnectionChange, StoreError};
+use relay365::aws::store::{ConnectionChange, StoreError};
+use relay365::microsoft::tokens::{AuthorizeOptions, TokenError};
+use relay365::model::connection::{AuthMode, Connection, Status};
+use relay365::model::scopes;
+use relay365::services::Services;
 use relay365::subscriptions;
-use relay365::tokens::{AuthorizeOptions, TokenError};
+use relay365::web::links;
+use relay365::web::response::{self as api, HttpResponse};
 
 /// Answers one request.
 pub async fn handle(req: Request, s: &Services) -> HttpResponse {
@@ -32,7 +34,7 @@ pub async fn handle(req: Request, s: &Services) -> HttpResponse {
     match (method, path.trim_end_matches('/')) {
         ("GET", "/oauth/start") => start(&req, s).await,
         ("GET", "/oauth/callback") => callback(&req, s).await,
-        ("GET", "/oauth/admin-consent") => admin_consent(&req, s).await,
+        ("GET", "/oauth/admin-consent") => consent::admin_consent(&req, s).await,
         (_, "/oauth/start" | "/oauth/callback" | "/oauth/admin-consent") => {
             api::error(405, "method_not_allowed", "these sign-in pages answer GET only")
         }
@@ -40,28 +42,7 @@ pub async fn handle(req: Request, s: &Services) -> HttpResponse {
     }
 }
 
-fn clear_cookie() -> String {
-    api::set_cookie(links::OAUTH_COOKIE, "", "/oauth", 0)
-}
-
-fn page(status: u16, title: &str, lines: Vec<String>) -> HttpResponse {
-    api::html_page(status, title, &lines, &[clear_cookie()])
-}
-
-fn sign_error_words(e: SignError, what: &str) -> String {
-    match e {
-        SignError::Expired => format!("This {what} has expired."),
-        SignError::BadSignature | SignError::Malformed => {
-            format!("This {what} is not valid: it was changed, or it was not made by this deployment.")
-        }
-    }
-}
-
-fn start_again() -> String {
-    "Ask the person who manages the connection for a new connect link, and open it in this browser.".into()
-}
-
-async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
+pub(crate) async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
     match s.tokens.load(id).await {
         Ok(c) => Ok(c),
         Err(TokenError::UnknownConnection(_)) => Err(page(
@@ -86,7 +67,7 @@ async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
     }
 }
 
-fn save_failed() -> HttpResponse {
+pub(crate) fn save_failed() -> HttpResponse {
     page(
         503,
         "Please try again",
@@ -95,7 +76,7 @@ fn save_failed() -> HttpResponse {
 }
 
 /// Writes the attributes the sign-in owns (and nothing else of the record).
-async fn save(s: &Services, id: &str, change: ConnectionChange) -> Result<(), HttpResponse> {
+pub(crate) async fn save(s: &Services, id: &str, change: ConnectionChange) -> Result<(), HttpResponse> {
     s.state.update_connection(id, change).await.map_err(|e| {
         tracing::warn!(connection = id, error = %e, "could not store a connection");
         save_failed()
@@ -103,7 +84,7 @@ async fn save(s: &Services, id: &str, change: ConnectionChange) -> Result<(), Ht
 }
 
 /// Records why a sign-in failed; the page already says it, so a failed write is only logged.
-async fn note_error(s: &Services, id: &str, error: &str) {
+pub(crate) async fn note_error(s: &Services, id: &str, error: &str) {
     let _ = save(s, id, ConnectionChange::new().last_error(Some(error))).await;
 }
 
@@ -126,12 +107,9 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
             );
         }
     };
-    let Some(public) = s.config.public_url.clone() else {
-        return page(
-            500,
-            "Not configured",
-            vec!["RELAY365_PUBLIC_URL is not set on this deployment.".into()],
-        );
+    let public = match public_url(s) {
+        Ok(u) => u,
+        Err(r) => return r,
     };
     let conn = match load(s, &body.c).await {
         Ok(c) => c,
@@ -198,7 +176,7 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
 }
 
 /// Creates the subscriptions asked for at connection time; returns lines for the page.
-async fn create_subscriptions(s: &Services, id: &str) -> Vec<String> {
+pub(crate) async fn create_subscriptions(s: &Services, id: &str) -> Vec<String> {
     // Read again: the record now has the new status and generation.
     let conn = match s.state.connection(id).await {
         Ok(Some(c)) => c,
@@ -211,43 +189,6 @@ async fn create_subscriptions(s: &Services, id: &str) -> Vec<String> {
         .collect()
 }
 
-fn explained(
-    s: &Services,
-    conn: &Connection,
-    redirect: &str,
-    error: &str,
-    description: &str,
-) -> (aadsts::Explanation, HttpResponse) {
-    let ctx = aadsts::Context {
-        redirect_uri: Some(redirect),
-        cloud: Some(conn.cloud),
-        client_id: Some(s.client_id()),
-    };
-    let e = aadsts::explain(error, description, &ctx);
-    let resp = page(
-        400,
-        &e.title,
-        vec![e.fix.clone(), format!("Microsoft's code: {}.", e.code)],
-    );
-    (e, resp)
-}
-
-fn token_error_page(e: &TokenError) -> HttpResponse {
-    match e {
-        TokenError::ReauthRequired { code, reason } => page(400, "Sign-in not completed", vec![
-            reason.clone(),
-            format!("Microsoft's code: {}.", code.as_deref().unwrap_or("invalid_grant")),
-        ]),
-        TokenError::AppCredentials { code, title, fix } | TokenError::Refused { code, title, fix, .. } => {
-            page(400, title, vec![fix.clone(), format!("Microsoft's code: {code}.")])
-        }
-        TokenError::Unavailable(_) | TokenError::Store(_) => page(503, "Please try again", vec![
-            "Microsoft's sign-in service or our storage did not answer. Start again from the connect link in a moment.".into(),
-        ]),
-        other => page(500, "Not configured", vec![other.to_string()]),
-    }
-}
-
 #[derive(serde::Deserialize)]
 struct Me {
     #[serde(rename = "userPrincipalName")]
@@ -257,12 +198,9 @@ struct Me {
 
 async fn callback(req: &Request, s: &Services) -> HttpResponse {
     let q = api::query(req);
-    let Some(public) = s.config.public_url.clone() else {
-        return page(
-            500,
-            "Not configured",
-            vec!["RELAY365_PUBLIC_URL is not set on this deployment.".into()],
-        );
+    let public = match public_url(s) {
+        Ok(u) => u,
+        Err(r) => return r,
     };
     let redirect = links::callback_uri(&public);
     let Some(state) = api::query_param(&q, "state") else {
@@ -439,107 +377,4 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
     tracing::info!(connection = %conn.id, "mailbox connected");
     lines.extend(create_subscriptions(s, &conn.id).await);
     page(200, "Connected", lines)
-}
-
-async fn admin_consent(req: &Request, s: &Services) -> HttpResponse {
-    let q = api::query(req);
-    let Some(public) = s.config.public_url.clone() else {
-        return page(
-            500,
-            "Not configured",
-            vec!["RELAY365_PUBLIC_URL is not set on this deployment.".into()],
-        );
-    };
-    let Some(state) = api::query_param(&q, "state") else {
-        return page(
-            400,
-            "Consent incomplete",
-            vec![
-                "Microsoft's answer has no state parameter.".into(),
-                "Open the admin-consent link again.".into(),
-            ],
-        );
-    };
-    let body = match links::open_admin_state(&s.signer, state) {
-        Ok(b) => b,
-        Err(e) => {
-            return page(
-                400,
-                "Consent link not valid",
-                vec![
-                    sign_error_words(e, "admin-consent link"),
-                    "Ask for a new admin-consent link.".into(),
-                ],
-            );
-        }
-    };
-    let conn = match load(s, &body.c).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if !conn.auth.is_app_only() {
-        return page(
-            400,
-            "Wrong kind of link",
-            vec![format!(
-                "Connection {} signs in as a user: use its connect link.",
-                conn.id
-            )],
-        );
-    }
-    // Microsoft can send admin_consent=True together with an error: the error wins.
-    if let Some(error) = api::query_param(&q, "error") {
-        let description = api::query_param(&q, "error_description").unwrap_or("");
-        let (e, resp) = explained(s, &conn, &links::admin_consent_uri(&public), error, description);
-        note_error(s, &conn.id, &format!("{} {} ({})", e.title, e.fix, e.code)).await;
-        return resp;
-    }
-    if !api::query_param(&q, "admin_consent").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return page(
-            400,
-            "Consent not granted",
-            vec![
-                "Microsoft did not report that an administrator consented.".into(),
-                "Open the admin-consent link again.".into(),
-            ],
-        );
-    }
-    // Never trust the tenant parameter: prove consent with a real token for the connection's tenant.
-    match s
-        .tokens
-        .client()
-        .client_credentials(&conn.tenant_id, conn.cloud, conn.auth)
-        .await
-    {
-        Ok(_) => {
-            let change = ConnectionChange::new().status(Status::Active).last_error(None);
-            if let Err(r) = save(s, &conn.id, change).await {
-                return r;
-            }
-            s.tokens.invalidate(&conn.id).await;
-            tracing::info!(connection = %conn.id, "admin consent verified");
-            let problems = create_subscriptions(s, &conn.id).await;
-            page(
-                200,
-                "Consent granted",
-                vec![
-                    format!(
-                        "Connection {} for {} is active: relay365 obtained an app-only token for tenant {}.",
-                        conn.id,
-                        conn.mailbox.as_deref().unwrap_or("the mailbox"),
-                        conn.tenant_id
-                    ),
-                    "You can close this window.".into(),
-                ]
-                .into_iter()
-                .chain(problems)
-                .collect(),
-            )
-        }
-        Err(e) => {
-            tracing::warn!(connection = %conn.id, error = %e, "admin consent could not be proven");
-            note_error(s, &conn.id, &e.to_string()).await;
-            token_error_page(&e)
-        }
-    }
 }

@@ -5,7 +5,7 @@ use lambda_http::{Error, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let services = relay365::runtime::Services::from_env().await?;
+    let services = relay365::services::Services::from_env().await?;
     let services = &services;
     run(service_fn(move |req| async move {
         Ok::<_, Error>(oauth_callback::handle(req, services).await)

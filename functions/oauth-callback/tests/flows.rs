@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use graph_sim::AuthorizeOutcome;
-use relay365::connection::Status;
+use relay365::model::connection::Status;
 use relay365_harness::*;
 use serde_json::json;
 
@@ -334,8 +334,8 @@ async fn forged_expired_replayed_and_cookieless_states_are_refused() {
     assert!(body_text(&get(&s, &forged, &[&cookie]).await).contains("not valid"));
     // An expired state, correctly signed.
     let expired = s.services.signer.seal(
-        relay365::links::OAUTH_STATE,
-        &relay365::links::StateBody {
+        relay365::web::links::OAUTH_STATE,
+        &relay365::web::links::StateBody {
             c: "alpha".into(),
             n: "n".into(),
         },

@@ -8,8 +8,8 @@
 //! the SQS FIFO deduplication window (five minutes) do not fit this job.
 
 use async_trait::async_trait;
-pub use relay365::store::Claim;
-use relay365::store::Store;
+pub use relay365::aws::store::Claim;
+use relay365::aws::store::Store;
 
 /// How long a sent key is remembered.
 pub const KEEP_SECS: i64 = 24 * 3600;

@@ -116,7 +116,7 @@ impl SendRequest {
                 json.extend_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
             }
         }
-        hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json).as_ref())
+        relay365::digest::sha256_hex(&json)
     }
 
     /// Total bytes of inline attachments.
@@ -132,11 +132,6 @@ impl SendRequest {
             })
             .sum()
     }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A request problem, with the HTTP status to answer.
@@ -156,32 +151,6 @@ fn bad(message: impl Into<String>) -> Invalid {
         code: "invalid_request",
         message: message.into(),
     }
-}
-
-/// Checks an address the way mail systems will: `local@domain.tld`, no
-/// spaces or characters that need quoting, at most 320 characters.
-pub fn valid_address(a: &str) -> bool {
-    let Some((local, domain)) = a.rsplit_once('@') else {
-        return false;
-    };
-    a.len() <= 320
-        && !local.is_empty()
-        && local.len() <= 64
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.starts_with('-')
-        && domain.split('.').all(|l| {
-            !l.is_empty()
-                && l.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
-        })
-        && !local
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"@".contains(c))
 }
 
 fn recipient(field: &str, v: &Value) -> Result<Recipient, Invalid> {
@@ -216,7 +185,7 @@ fn recipient(field: &str, v: &Value) -> Result<Recipient, Invalid> {
             )));
         }
     };
-    if !valid_address(&address) {
+    if !relay365::model::address::is_valid(&address) {
         return Err(bad(format!("{field}: {address:?} is not a valid e-mail address")));
     }
     Ok(Recipient { name, address })
@@ -367,10 +336,11 @@ pub fn parse(v: &Value, bucket: Option<&str>, header_key: Option<&str>) -> Resul
     let connection_id = opt_str(obj, "connection_id")?
         .ok_or_else(|| bad("connection_id is required"))?
         .to_string();
-    relay365::connection::validate_id(&connection_id).map_err(|m| bad(format!("connection_id: {m}")))?;
+    relay365::model::connection::validate_id(&connection_id)
+        .map_err(|m| bad(format!("connection_id: {m}")))?;
     let from = opt_str(obj, "from")?.map(str::trim).map(str::to_string);
     if let Some(f) = &from
-        && !valid_address(f)
+        && !relay365::model::address::is_valid(f)
     {
         return Err(bad(format!("from: {f:?} is not a valid e-mail address")));
     }
@@ -500,4 +470,90 @@ pub fn from_connect(params: &Map<String, Value>) -> Result<Value, Invalid> {
         out.insert("body".into(), Value::Object(body));
     }
     Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Request parsing on the JSON callers send and on Amazon Connect's
+    //! `ContactFlowEvent` (fixture in `tests/fixtures/connect`).
+    use serde_json::json;
+
+    use super::*;
+
+    fn ok(v: Value) -> SendRequest {
+        parse(&v, Some("relay365-attachments"), None).unwrap()
+    }
+
+    fn refused(v: Value) -> Invalid {
+        parse(&v, Some("relay365-attachments"), None).unwrap_err()
+    }
+
+    #[test]
+    fn a_contact_flow_event_becomes_a_request() {
+        let event: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/connect/contact-flow-event.json"
+        ))
+        .unwrap();
+        let params = event["Details"]["Parameters"].as_object().unwrap();
+        let req = ok(from_connect(params).unwrap());
+        assert_eq!(req.connection_id, "support");
+        let to: Vec<&str> = req.to.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(to, ["ann@example.com", "bo@example.com"]);
+        assert_eq!(req.subject, "Your case 4411");
+        assert!(matches!(req.body, MailBody::Text(ref t) if t.contains("called you back")));
+    }
+
+    #[test]
+    fn recipients_come_as_strings_or_objects() {
+        let req = ok(
+            json!({"connection_id": "support", "to": ["ann@example.com", {"name": "Bo", "address": "bo@example.com"}],
+                            "subject": "s", "body": {"html": "<p>x</p>"}}),
+        );
+        assert_eq!(req.to[1].name.as_deref(), Some("Bo"));
+        assert!(req.save_to_sent_items, "saved by default");
+    }
+
+    #[test]
+    fn each_mistake_is_named() {
+        for (body, words) in [
+            (
+                json!({"connection_id": "support", "to": ["x"], "subject": "s", "body": {"text": "t"}}),
+                "x",
+            ),
+            (
+                json!({"connection_id": "support", "to": [], "subject": "s", "body": {"text": "t"}}),
+                "to",
+            ),
+            (
+                json!({"connection_id": "support", "to": ["a@b.com"], "subject": "s", "body": {"text": "t"}, "bc": []}),
+                "bc",
+            ),
+            (
+                json!({"connection_id": "support", "to": ["a@b.com"], "subject": "s", "body": {"rtf": "t"}}),
+                "body",
+            ),
+            (
+                json!({"connection_id": "support", "to": ["a@b.com"], "subject": "s", "body": {"text": "t"},
+                    "attachments": [{"name": "a", "content_type": "text/plain", "s3": {"bucket": "elsewhere", "key": "k"}}]}),
+                "bucket",
+            ),
+        ] {
+            let e = refused(body.clone());
+            assert_eq!(e.status, 400, "{body}");
+            assert!(e.message.contains(words), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_tells_a_retry_from_another_message() {
+        let a =
+            ok(json!({"connection_id": "support", "to": ["a@b.com"], "subject": "s", "body": {"text": "t"}}));
+        let b =
+            ok(json!({"connection_id": "support", "to": ["a@b.com"], "subject": "s", "body": {"text": "t"}}));
+        let c = ok(
+            json!({"connection_id": "support", "to": ["a@b.com"], "subject": "other", "body": {"text": "t"}}),
+        );
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
 }

@@ -45,7 +45,7 @@ impl World {
     fn sender(&self) -> Sender<'_> {
         Sender {
             services: &self.stack.services,
-            s3: Some(relay365::runtime::LazyClient::ready(self.s3.clone())),
+            s3: Some(relay365::aws::sdk::LazyClient::ready(self.s3.clone())),
             idempotency: Some(Arc::new(StateKeys::new(self.stack.services.state.clone()))),
         }
     }
@@ -77,7 +77,7 @@ impl World {
             .state
             .update_connection(
                 id,
-                relay365::store::ConnectionChange::new().status(relay365::Status::Active),
+                relay365::aws::store::ConnectionChange::new().status(relay365::Status::Active),
             )
             .await
             .unwrap();

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use graph_sim::{App, Sim, User};
-use relay365::connection::{AuthMode, Connection, Status};
-use relay365::scopes::{self, FeatureScope};
-use relay365::secrets::{AwsSecretStore, CachedSecretStore, SecretStore};
-use relay365::store::Store;
-use relay365::tokens::{AppCredentials, AuthorizeOptions, TokenClient, TokenProvider, TokenSet};
+use relay365::aws::secrets::{AwsSecretStore, CachedSecretStore, SecretStore};
+use relay365::aws::store::Store;
+use relay365::microsoft::tokens::{AppCredentials, AuthorizeOptions, TokenClient, TokenProvider, TokenSet};
+use relay365::model::connection::{AuthMode, Connection, Status};
+use relay365::model::scopes::{self, FeatureScope};
 use relay365::{Cloud, Sensitive};
 use relay365_testkit::Aws;
 
@@ -64,7 +64,7 @@ impl World {
             .await
             .unwrap();
         let state = Store::dynamo(
-            Arc::new(relay365::runtime::LazyClient::ready(
+            Arc::new(relay365::aws::sdk::LazyClient::ready(
                 aws_sdk_dynamodb::Client::new(&sdk),
             )),
             "relay365-state".into(),
@@ -74,7 +74,7 @@ impl World {
             sim,
             store,
             state,
-            http: relay365::http::client().unwrap(),
+            http: relay365::https::client().unwrap(),
         }
     }
 
@@ -168,7 +168,7 @@ impl World {
             .get(&format!("{PREFIX}tokens/{id}"))
             .await
             .unwrap()?;
-        let t: relay365::tokens::StoredToken = serde_json::from_str(&raw).unwrap();
+        let t: relay365::microsoft::tokens::StoredToken = serde_json::from_str(&raw).unwrap();
         Some(t.refresh_token)
     }
 }

@@ -43,7 +43,7 @@ fn authorize(sim: &Sim, extra: &[(&str, &str)]) -> String {
 }
 
 fn client() -> reqwest::Client {
-    relay365::http::client().unwrap()
+    relay365::https::client().unwrap()
 }
 
 #[tokio::test]

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use graph_sim::{App, Sim, User};
 use lambda_http::{Body, Request, Response};
-use relay365::runtime::Services;
-use relay365::secrets::{AwsSecretStore, SecretStore};
+use relay365::aws::secrets::{AwsSecretStore, SecretStore};
+use relay365::services::Services;
 use relay365_testkit::Aws;
 
 pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
@@ -135,7 +135,7 @@ impl Stack {
     /// The refresh token in a delegated connection's token secret, past every cache.
     pub async fn stored_refresh_token(&self, id: &str) -> Option<(String, u64)> {
         let raw = self.direct.get(&format!("relay365/tokens/{id}")).await.unwrap()?;
-        let t: relay365::tokens::StoredToken = serde_json::from_str(&raw).unwrap();
+        let t: relay365::microsoft::tokens::StoredToken = serde_json::from_str(&raw).unwrap();
         Some((t.refresh_token.expose().to_string(), t.generation))
     }
 
@@ -150,12 +150,12 @@ impl Stack {
 /// Services as a function builds them at cold start, with fresh caches.
 async fn container(aws: &Aws, config: relay365::Config) -> Services {
     let sdk = aws.sdk_config().await;
-    let store = Arc::new(relay365::secrets::CachedSecretStore::new(
+    let store = Arc::new(relay365::aws::secrets::CachedSecretStore::new(
         AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(&sdk)),
-        relay365::runtime::SECRET_TTL,
+        relay365::services::SECRET_TTL,
     ));
-    let state = relay365::store::Store::dynamo(
-        Arc::new(relay365::runtime::LazyClient::ready(
+    let state = relay365::aws::store::Store::dynamo(
+        Arc::new(relay365::aws::sdk::LazyClient::ready(
             aws_sdk_dynamodb::Client::new(&sdk),
         )),
         STATE_TABLE.into(),
@@ -502,14 +502,10 @@ impl Fifo {
         if messages.is_empty() {
             return 0;
         }
-        let records: Vec<serde_json::Value> = messages.iter().map(|m| {
-            let attrs: serde_json::Map<String, serde_json::Value> = m.attributes().map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), serde_json::Value::String(v.clone()))).collect()).unwrap_or_default();
-            serde_json::json!({
-                "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                "attributes": attrs, "messageAttributes": {}, "md5OfBody": m.md5_of_body(),
-                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:relay365.fifo", "awsRegion": "us-east-1"
-            })
-        }).collect();
+        let records: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| relay365_demo::sqs_record(m, "arn:aws:sqs:us-east-1:123456789012:relay365.fifo"))
+            .collect();
         let event: aws_lambda_events::sqs::SqsEvent =
             serde_json::from_value(serde_json::json!({"Records": records})).unwrap();
         let resp = handler(event).await;

@@ -8,15 +8,15 @@
 //! could never work afterwards (a delegated subscription to someone else's
 //! mailbox, `.Shared` permissions for change notifications, app-only without a
 //! mailbox). Refusing early, with the reason, beats a connection that looks
-//! healthy and never delivers (pitfall 9).
+//! healthy and never delivers.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cloud::Cloud;
-use crate::connection::AuthMode;
+use crate::model::auth::AuthMode;
+use crate::model::cloud::Cloud;
 
 /// A feature scope of relay365's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,14 +93,6 @@ pub const IMPLICIT_DELEGATED: [&str; 6] = [
     "User.Read",
     "MailboxSettings.Read",
 ];
-
-/// OpenID Connect scopes: never qualified with a resource host.
-const OIDC_SCOPES: [&str; 4] = ["offline_access", "openid", "email", "profile"];
-
-/// True for the OpenID Connect scopes, which belong to no resource.
-pub fn is_oidc_scope(scope: &str) -> bool {
-    OIDC_SCOPES.contains(&scope)
-}
 
 impl FeatureScope {
     /// The API name (`Mail.ReadOnly`).

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::sensitive::Sensitive;
+use crate::model::sensitive::Sensitive;
 
 /// The shortest signing key accepted, in bytes.
 pub const MIN_KEY_LEN: usize = 32;
@@ -214,14 +214,8 @@ impl Signer {
         ctx.update(b".");
         ctx.update(body);
         let tag = ctx.sign();
-        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("t={unix_seconds},v1={hex}")
+        format!("t={unix_seconds},v1={}", crate::digest::hex(tag.as_ref()))
     }
-}
-
-/// SHA-256 of `data`, base64url without padding (PKCE challenges, certificate thumbprints).
-pub fn sha256_b64url(data: &[u8]) -> String {
-    B64.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::connection::Connection;
-use crate::signing::{SignError, Signer};
-use crate::tokens::TokenClient;
+use crate::microsoft::tokens::TokenClient;
+use crate::model::connection::Connection;
+use crate::web::signing::{SignError, Signer};
 
 /// How long a connect link works.
 pub const CONNECT_LINK_TTL_SECS: i64 = 7 * 24 * 3600;
@@ -159,4 +159,34 @@ pub fn open_cookie(signer: &Signer, cookie: &str) -> Result<CookieBody, SignErro
 /// [`SignError`] when forged, altered or expired.
 pub fn open_admin_state(signer: &Signer, state: &str) -> Result<LinkBody, SignError> {
     signer.open(ADMIN_STATE, state, now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sensitive::Sensitive;
+
+    #[test]
+    fn a_connect_link_opens_for_its_connection_and_nothing_else() {
+        let signer = Signer::new(&Sensitive::new(
+            "unit-test-signing-key-0123456789abcdef0123456789",
+        ))
+        .unwrap();
+        let public = url::Url::parse("https://relay.example").unwrap();
+        let url = url::Url::parse(&connect_url(&public, &signer, "support")).unwrap();
+        assert_eq!(url.path(), "/oauth/start");
+        let link = url
+            .query_pairs()
+            .find(|(k, _)| k == "link")
+            .unwrap()
+            .1
+            .into_owned();
+        assert_eq!(open_connect_link(&signer, &link).unwrap().c, "support");
+        // A link is not a sign-in state, and a state is not a link.
+        assert!(open_state(&signer, &link).is_err());
+        let state = sign_in_state(&signer, "support", "n1");
+        assert!(open_connect_link(&signer, &state).is_err());
+        assert_eq!(open_state(&signer, &state).unwrap().n, "n1");
+        assert_eq!(callback_uri(&public), "https://relay.example/oauth/callback");
+    }
 }

@@ -58,6 +58,11 @@ pub fn redirect(location: &str, cookies: &[String]) -> HttpResponse {
     if let Ok(v) = lambda_http::http::HeaderValue::from_str(location) {
         resp.headers_mut().insert(lambda_http::http::header::LOCATION, v);
     }
+    with_cookies(resp, cookies)
+}
+
+/// Adds `Set-Cookie` headers (a value that is not a valid header is skipped).
+fn with_cookies(mut resp: HttpResponse, cookies: &[String]) -> HttpResponse {
     for c in cookies {
         if let Ok(v) = lambda_http::http::HeaderValue::from_str(c) {
             resp.headers_mut()
@@ -95,14 +100,8 @@ pub fn html_page(status: u16, title: &str, paragraphs: &[String], cookies: &[Str
          code{{background:#f3f3f3;padding:0 .2em}}</style></head>\n<body><h1>{t}</h1>\n{body}</body></html>\n",
         t = escape_html(title)
     );
-    let mut resp = build(status, "text/html; charset=utf-8", Body::Text(page));
-    for c in cookies {
-        if let Ok(v) = lambda_http::http::HeaderValue::from_str(c) {
-            resp.headers_mut()
-                .append(lambda_http::http::header::SET_COOKIE, v);
-        }
-    }
-    resp
+    let resp = build(status, "text/html; charset=utf-8", Body::Text(page));
+    with_cookies(resp, cookies)
 }
 
 /// The raw path, without an API Gateway stage prefix.

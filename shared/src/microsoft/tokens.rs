@@ -31,14 +31,14 @@ use oauth2::{
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::aadsts;
-use crate::certificate::{Certificate, CertificateError};
-use crate::cloud::Cloud;
-use crate::connection::{AuthMode, Connection, Status, token_secret_name};
-use crate::scopes;
-use crate::secrets::{SecretError, SecretStore, new_request_token};
-use crate::sensitive::Sensitive;
-use crate::store::{ConnectionChange, Store, StoreError};
+use crate::aws::secrets::{SecretError, SecretStore, new_request_token};
+use crate::aws::store::{ConnectionChange, Store, StoreError};
+use crate::microsoft::aadsts;
+use crate::microsoft::certificate::{Certificate, CertificateError};
+use crate::model::cloud::Cloud;
+use crate::model::connection::{AuthMode, Connection, Status, token_secret_name};
+use crate::model::scopes;
+use crate::model::sensitive::Sensitive;
 
 const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -874,6 +874,57 @@ impl TokenProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Microsoft's error answers as the token endpoint sends them (fixtures in `tests/fixtures/identity`).
+    #[test]
+    fn token_endpoint_errors_from_fixtures_are_classified() {
+        let parse = |raw: &str| -> (String, String) {
+            let v: serde_json::Value = serde_json::from_str(raw).unwrap();
+            (
+                v["error"].as_str().unwrap().into(),
+                v["error_description"].as_str().unwrap().into(),
+            )
+        };
+        let (e, d) = parse(include_str!(
+            "../../../tests/fixtures/identity/error-invalid-grant-50173.json"
+        ));
+        assert!(
+            matches!(classify(&e, &d, false), TokenError::ReauthRequired { code: Some(ref c), .. } if c == "AADSTS50173")
+        );
+        let (e, d) = parse(include_str!(
+            "../../../tests/fixtures/identity/error-invalid-client-7000215.json"
+        ));
+        let err = classify(&e, &d, true);
+        assert!(matches!(err, TokenError::AppCredentials { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+        let (e, d) = parse(include_str!(
+            "../../../tests/fixtures/identity/error-expired-secret-7000222.json"
+        ));
+        let err = classify(&e, &d, true);
+        assert!(
+            matches!(err, TokenError::AppCredentials { ref code, .. } if code == "AADSTS7000222"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("set-app-secret"), "{err}");
+    }
+
+    #[test]
+    fn a_token_answer_fixture_parses_and_is_redacted() {
+        let v: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/identity/token-refresh.json"
+        ))
+        .unwrap();
+        let stored = StoredToken {
+            refresh_token: Sensitive::new(v["refresh_token"].as_str().unwrap()),
+            generation: 3,
+        };
+        assert!(!format!("{stored:?}").contains("rotated-refresh-token"));
+        let back: StoredToken = serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap();
+        assert_eq!(
+            (back.refresh_token.expose(), back.generation),
+            ("0.AXoA-rotated-refresh-token", 3)
+        );
+    }
 
     #[test]
     fn invalid_grant_codes_become_reauth_with_words() {

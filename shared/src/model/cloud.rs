@@ -5,7 +5,7 @@
 //! Graph host (`https://graph.microsoft.us/.default` in GCC High). Keeping the
 //! hosts in one table, and deriving scopes from the cloud rather than from a
 //! URL override, is what keeps a GCC High or China deployment working
-//! (pitfall 13: tools that hard-code `.com`).
+//! (tools that hard-code `.com` fail there).
 
 use std::fmt;
 use std::str::FromStr;
@@ -105,7 +105,7 @@ impl Cloud {
     /// (`https://graph.microsoft.us/Mail.Read`), as Microsoft requires for
     /// national clouds. OpenID Connect scopes are never qualified.
     pub fn spell_scope(self, permission: &str) -> String {
-        if crate::scopes::is_oidc_scope(permission) || self == Cloud::Global {
+        if is_oidc_scope(permission) || self == Cloud::Global {
             permission.to_string()
         } else {
             format!("{}/{}", self.graph_root(), permission)
@@ -129,6 +129,14 @@ impl FromStr for Cloud {
             .find(|c| c.name() == wanted)
             .ok_or_else(|| UnknownCloud { given: s.to_string() })
     }
+}
+
+/// OpenID Connect scopes: never qualified with a resource host.
+const OIDC_SCOPES: [&str; 4] = ["offline_access", "openid", "email", "profile"];
+
+/// True for the OpenID Connect scopes, which belong to no resource.
+pub fn is_oidc_scope(scope: &str) -> bool {
+    OIDC_SCOPES.contains(&scope)
 }
 
 #[cfg(test)]

@@ -355,6 +355,83 @@ impl SecretStore for FileSecretStore {
 }
 
 // ---------------------------------------------------------------------------
+// In memory
+
+/// [`SecretStore`] in memory, for unit tests: the same answers as the other
+/// stores, gone with the process.
+#[derive(Debug, Default)]
+pub struct MemorySecretStore {
+    secrets: Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl MemorySecretStore {
+    /// A store holding these secrets.
+    pub fn with(secrets: &[(&str, &str)]) -> Self {
+        Self {
+            secrets: Mutex::new(
+                secrets
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+        self.secrets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl SecretStore for MemorySecretStore {
+    async fn get(&self, name: &str) -> Result<Option<String>, SecretError> {
+        Ok(self.map().get(name).cloned())
+    }
+
+    async fn create(&self, name: &str, value: &str) -> Result<(), SecretError> {
+        let mut map = self.map();
+        if map.contains_key(name) {
+            return Err(SecretError::AlreadyExists {
+                name: name.to_string(),
+                detail: String::new(),
+            });
+        }
+        map.insert(name.to_string(), value.to_string());
+        Ok(())
+    }
+
+    async fn put(&self, name: &str, value: &str, _request_token: &str) -> Result<(), SecretError> {
+        match self.map().get_mut(name) {
+            Some(v) => {
+                *v = value.to_string();
+                Ok(())
+            }
+            None => Err(SecretError::NotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), SecretError> {
+        match self.map().remove(name) {
+            Some(_) => Ok(()),
+            None => Err(SecretError::NotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError> {
+        Ok(self
+            .map()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Read-through cache
 
 /// A read-through cache with a time to live in front of another store.

@@ -44,11 +44,7 @@ impl QueuedNotification {
             self.change_type.as_deref().unwrap_or(""),
             self.lifecycle_event.as_deref().unwrap_or("")
         );
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::digest::sha256_hex(key.as_bytes())
     }
 }
 
@@ -72,16 +68,28 @@ pub trait Queue: Send + Sync {
 }
 
 /// [`Queue`] on an SQS FIFO queue.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqsQueue {
-    client: aws_sdk_sqs::Client,
+    client: crate::aws::sdk::LazyClient<aws_sdk_sqs::Client>,
     url: String,
 }
 
 impl SqsQueue {
-    /// A queue at `url`, with a client built once per container.
+    /// A queue at `url` with a client already built.
     pub fn new(client: aws_sdk_sqs::Client, url: String) -> Self {
-        Self { client, url }
+        Self {
+            client: crate::aws::sdk::LazyClient::ready(client),
+            url,
+        }
+    }
+
+    /// A queue at `url` whose client is built on the first send, so a cold
+    /// start that only answers the validation handshake builds none.
+    pub fn lazy(url: String) -> Self {
+        Self {
+            client: crate::aws::sdk::LazyClient::new(aws_sdk_sqs::Client::new),
+            url,
+        }
     }
 }
 
@@ -109,6 +117,8 @@ impl Queue for SqsQueue {
             }
             let out = self
                 .client
+                .get()
+                .await
                 .send_message_batch()
                 .queue_url(&self.url)
                 .set_entries(Some(entries))

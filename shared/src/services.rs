@@ -10,13 +10,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aws::sdk::{LazyClient, aws_sdk_config};
+use crate::aws::secrets::{AwsSecretStore, CachedSecretStore, FileSecretStore, SecretError, SecretStore};
+use crate::aws::store::Store;
 use crate::config::{Config, ConfigError, StoreKind};
-use crate::graph::{GraphClient, RetryPolicy};
-use crate::secrets::{AwsSecretStore, CachedSecretStore, FileSecretStore, SecretError, SecretStore};
-use crate::sensitive::Sensitive;
-use crate::signing::{Signer, WeakKey};
-use crate::store::Store;
-use crate::tokens::{AppCredentials, TokenClient, TokenError, TokenProvider};
+use crate::microsoft::graph::{GraphClient, RetryPolicy};
+use crate::microsoft::tokens::{AppCredentials, TokenClient, TokenError, TokenProvider};
+use crate::model::sensitive::Sensitive;
+use crate::web::signing::{Signer, WeakKey};
 
 /// How long secrets are cached in a warm container.
 pub const SECRET_TTL: Duration = Duration::from_secs(300);
@@ -71,73 +72,6 @@ impl std::fmt::Debug for Services {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-static AWS_SDK: std::sync::OnceLock<aws_config::SdkConfig> = std::sync::OnceLock::new();
-
-/// The AWS SDK configuration, loaded once per container and shared by every
-/// AWS client of the function. Each load builds its own HTTPS client, and
-/// building one reads and parses the system's root certificates (146 files on
-/// the development machine: milliseconds of every cold start), so a second
-/// load would pay that again.
-pub async fn aws_sdk_config() -> &'static aws_config::SdkConfig {
-    if let Some(sdk) = AWS_SDK.get() {
-        return sdk;
-    }
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    AWS_SDK.get_or_init(|| sdk)
-}
-
-/// An AWS client built on first use from [`aws_sdk_config`], so a cold start
-/// that never needs it (send-mail without S3 attachments or idempotency keys,
-/// dispatch without EventBridge targets) does not pay for loading the SDK
-/// configuration and its HTTPS client.
-pub struct LazyClient<T> {
-    cell: tokio::sync::OnceCell<T>,
-    make: fn(&aws_config::SdkConfig) -> T,
-}
-
-impl<T> LazyClient<T> {
-    /// A client `make` builds when first used.
-    pub fn new(make: fn(&aws_config::SdkConfig) -> T) -> Self {
-        Self {
-            cell: tokio::sync::OnceCell::new(),
-            make,
-        }
-    }
-
-    /// A client that is already built (tests, or a custom endpoint).
-    pub fn ready(client: T) -> Self {
-        Self {
-            cell: tokio::sync::OnceCell::new_with(Some(client)),
-            make: |_| unreachable_client(),
-        }
-    }
-
-    /// The client, built now if this is its first use.
-    pub async fn get(&self) -> &T {
-        self.cell
-            .get_or_init(|| async { (self.make)(aws_sdk_config().await) })
-            .await
-    }
-
-    /// Whether the client has been built.
-    pub fn is_built(&self) -> bool {
-        self.cell.initialized()
-    }
-}
-
-impl<T> std::fmt::Debug for LazyClient<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LazyClient")
-            .field("built", &self.is_built())
-            .finish()
-    }
-}
-
-/// `LazyClient::ready` is initialised at construction, so its builder never runs.
-fn unreachable_client<T>() -> T {
-    unreachable!("a ready LazyClient is never built again")
 }
 
 /// Builds the secret store the settings name.
@@ -214,7 +148,7 @@ impl Services {
             "fill it in with infra/set-app-secret.sh (client_id, tenant_id, client_secret or certificate)",
         ))?;
         let app = AppCredentials::from_secret_json(&app_raw)?;
-        let http = crate::http::client().map_err(|_| StartupError::Http)?;
+        let http = crate::https::client().map_err(|_| StartupError::Http)?;
         let token_client = TokenClient::new(http.clone(), &config.login_base(config.cloud), Arc::new(app));
         let tokens = Arc::new(TokenProvider::new(
             token_client,
@@ -238,32 +172,44 @@ impl Services {
         })
     }
 
+    /// Services for unit tests and local tools: secrets and state in memory,
+    /// with the app secret and signing key given. Microsoft is never called
+    /// unless a handler does (its hosts come from `env`).
+    ///
+    /// # Errors
+    /// [`StartupError`] naming what to fix.
+    pub async fn in_memory(
+        env: &[(&str, &str)],
+        app_secret: &str,
+        signing_key: &str,
+    ) -> Result<Self, StartupError> {
+        let mut vars: std::collections::HashMap<String, String> = [
+            ("RELAY365_APP_SECRET_ID", "relay365/app"),
+            ("RELAY365_SIGNING_KEY_SECRET_ID", "relay365/signing-key"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_map(&vars)?;
+        let store = Arc::new(crate::aws::secrets::MemorySecretStore::with(&[
+            (config.app_secret_id.as_str(), app_secret),
+            (config.signing_key_secret_id.as_str(), signing_key),
+        ]));
+        Self::with_stores(config, store, Store::memory()).await
+    }
+
+    /// The link a person opens to connect (or reconnect) a delegated
+    /// connection; `None` when `RELAY365_PUBLIC_URL` is not set.
+    pub fn connect_url(&self, connection_id: &str) -> Option<String> {
+        self.config
+            .public_url
+            .as_ref()
+            .map(|u| crate::web::links::connect_url(u, &self.signer, connection_id))
+    }
+
     /// The app registration's client id.
     pub fn client_id(&self) -> &str {
         &self.tokens.client().app().client_id
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn every_aws_client_of_a_container_shares_one_sdk_configuration() {
-        let first = super::aws_sdk_config().await;
-        let second = super::aws_sdk_config().await;
-        assert!(
-            std::ptr::eq(first, second),
-            "the SDK configuration was loaded twice"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_lazy_client_is_built_on_first_use_only() {
-        let lazy = super::LazyClient::new(|_| 7u32);
-        assert!(!lazy.is_built());
-        assert_eq!(*lazy.get().await, 7);
-        assert!(lazy.is_built());
-        let ready = super::LazyClient::<u32>::ready(3);
-        assert!(ready.is_built());
-        assert_eq!(*ready.get().await, 3);
     }
 }

@@ -4,7 +4,7 @@
 //! that starts with an `AADSTSnnnn` code. Microsoft warns against branching on
 //! the text, so code branches on `error` and uses the AADSTS code only to
 //! choose the explanation shown to a person: what happened, and the exact
-//! change that fixes it (pitfall 14: show the redirect URI to register).
+//! change that fixes it (for a redirect mismatch: the exact URI to register).
 
 /// Facts that make an explanation specific.
 #[derive(Debug, Clone, Default)]
@@ -12,7 +12,7 @@ pub struct Context<'a> {
     /// The redirect URI this deployment sends, to register exactly.
     pub redirect_uri: Option<&'a str>,
     /// The cloud's display name and portal.
-    pub cloud: Option<crate::cloud::Cloud>,
+    pub cloud: Option<crate::model::cloud::Cloud>,
     /// The app (client) id.
     pub client_id: Option<&'a str>,
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 
-use crate::sensitive::Sensitive;
+use crate::model::sensitive::Sensitive;
 
 /// How hard to retry.
 #[derive(Debug, Clone, Copy)]
@@ -355,7 +355,7 @@ mod tests {
     #[test]
     fn links_outside_graph_are_refused() {
         let c = GraphClient::new(
-            crate::http::client().unwrap(),
+            crate::https::client().unwrap(),
             "https://graph.microsoft.com",
             RetryPolicy::default(),
         );

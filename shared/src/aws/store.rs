@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::connection::{Connection, Status, Subscription};
+use crate::model::connection::{Connection, Status, Subscription};
 
 /// How long a delivery is remembered: longer than Graph retries a
 /// notification (4 hours) and than any resync looks back.
@@ -431,7 +431,7 @@ impl Store {
     }
 
     /// A store on the DynamoDB table `name`, with a client built on first use.
-    pub fn dynamo(client: Arc<crate::runtime::LazyClient<aws_sdk_dynamodb::Client>>, name: String) -> Self {
+    pub fn dynamo(client: Arc<crate::aws::sdk::LazyClient<aws_sdk_dynamodb::Client>>, name: String) -> Self {
         Self::new(Arc::new(DynamoTable { client, name }))
     }
 
@@ -880,7 +880,7 @@ impl Table for MemoryTable {
 /// [`Table`] on DynamoDB: consistent reads, conditional writes,
 /// `TransactWriteItems` for items that must appear together.
 struct DynamoTable {
-    client: Arc<crate::runtime::LazyClient<aws_sdk_dynamodb::Client>>,
+    client: Arc<crate::aws::sdk::LazyClient<aws_sdk_dynamodb::Client>>,
     name: String,
 }
 
@@ -1236,5 +1236,52 @@ impl Table for DynamoTable {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_apply_only_when_their_conditions_hold() {
+        let mut item: Item =
+            serde_json::from_value(serde_json::json!({"generation": 1, "status": "active"})).unwrap();
+        let stale = Update {
+            set: vec![("status".into(), "reauth_required".into())],
+            expect: vec![Expect::Equals("generation".into(), 0.into())],
+            bump_version: true,
+            ..Update::default()
+        };
+        assert!(!apply_update(&mut item, &stale));
+        assert_eq!(item["status"], "active");
+        let current = Update {
+            expect: vec![Expect::Equals("generation".into(), 1.into())],
+            ..stale
+        };
+        assert!(apply_update(&mut item, &current));
+        assert_eq!(
+            (item["status"].as_str(), item["version"].as_u64()),
+            (Some("reauth_required"), Some(1))
+        );
+        let forward = |w: &str| Update {
+            set: vec![("watermark".into(), w.into())],
+            expect: vec![Expect::MissingOrBelow("watermark".into(), w.into())],
+            ..Update::default()
+        };
+        assert!(apply_update(&mut item, &forward("2026-11-22T18:00:00Z")));
+        assert!(!apply_update(&mut item, &forward("2026-11-22T17:00:00Z")));
+    }
+
+    #[test]
+    fn a_foreign_item_is_damaged_and_names_its_connection() {
+        let item: Item = serde_json::from_value(
+            serde_json::json!({"pk": "conn#x", "sk": "conn", "id": "x", "auth": "carrier_pigeon"}),
+        )
+        .unwrap();
+        let err = parse_connection("x", item).unwrap_err();
+        assert!(matches!(err, StoreError::Damaged { ref id, .. } if id == "x"));
+        assert!(err.to_string().contains("DELETE /connections/x"), "{err}");
+        assert!(!err.is_retryable());
     }
 }

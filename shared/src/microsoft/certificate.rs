@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use time::OffsetDateTime;
 
-use crate::signing::sha256_b64url;
+use crate::digest::sha256_b64url;
 
 /// The PFX could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! The record kept per connected mailbox and its subscriptions, as the state
-//! table holds them (see [`crate::store`]).
+//! table holds them (the state store in `aws::store` reads and writes them).
 //!
 //! No token is part of it: a delegated connection's refresh token lives in
 //! its own secret (`{SECRET_PREFIX}tokens/{id}`), and the record only says which
@@ -9,36 +9,9 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::cloud::Cloud;
-use crate::scopes::{FeatureScope, Resource};
-
-/// How a connection authenticates to Microsoft.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMode {
-    /// A user signs in (authorization code with PKCE); a refresh token is kept.
-    Delegated,
-    /// App-only with the app's client secret (client credentials).
-    AppSecret,
-    /// App-only with the app's certificate (signed client assertion).
-    AppCertificate,
-}
-
-impl AuthMode {
-    /// The API name (`delegated`, `app_secret`, `app_certificate`).
-    pub fn name(self) -> &'static str {
-        match self {
-            AuthMode::Delegated => "delegated",
-            AuthMode::AppSecret => "app_secret",
-            AuthMode::AppCertificate => "app_certificate",
-        }
-    }
-
-    /// True for both app-only modes.
-    pub fn is_app_only(self) -> bool {
-        self != AuthMode::Delegated
-    }
-}
+pub use crate::model::auth::AuthMode;
+use crate::model::cloud::Cloud;
+use crate::model::scopes::{FeatureScope, Resource};
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,174 @@
+//! From a notified item to an event at the flow: the ledger check, the
+//! fetch from Graph, the delivery and the ledger entry, for mail and for
+//! calendar events; and the resync that runs a delta query after `missed`.
+
+use relay365::aws::store::SubscriptionChange;
+use relay365::microsoft::paths;
+use relay365::model::connection::{Connection, Subscription};
+use relay365::model::scopes::Resource;
+use relay365::model::target::Target;
+use relay365::{Sensitive, subscriptions};
+use serde_json::Value;
+
+use crate::{Delivery, Dispatcher, MESSAGE_SELECT, Outcome, deliver, graph_outcome, normalise, retry};
+
+/// After the target took an event: the ledger entry (so nothing is
+/// delivered twice, whoever sees the item next) and the subscription's
+/// delivery time and watermark. A failure here is logged, not retried: the
+/// event is delivered, and a retry would deliver it again.
+async fn delivered(
+    d: &Dispatcher,
+    conn: &Connection,
+    sub: &Subscription,
+    item: &str,
+    event: &Value,
+    received: Option<&str>,
+) {
+    let s = &d.services;
+    let event_id = event["id"].as_str().unwrap_or_default();
+    if let Err(e) = s.state.mark_delivered(&conn.id, item, event_id).await {
+        tracing::error!(connection = %conn.id, event = event_id, error = %e, "delivered, but the ledger could not record it");
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let change = SubscriptionChange::new()
+        .last_delivery_at(now)
+        .last_notification_at(now);
+    if let Err(e) = s
+        .state
+        .record_delivery(&conn.id, &sub.key, change, received)
+        .await
+    {
+        tracing::warn!(connection = %conn.id, error = %e, "could not record the delivery time");
+    }
+}
+
+pub(crate) async fn deliver_message(
+    d: &Dispatcher,
+    conn: &Connection,
+    sub: &Subscription,
+    token: &Sensitive,
+    target: &Target,
+    id: &str,
+) -> Outcome {
+    let s = &d.services;
+    match s.state.is_delivered(&conn.id, id).await {
+        Ok(true) => return Outcome::Done,
+        Ok(false) => {}
+        Err(e) => return retry(e),
+    }
+    let base = format!("{}/messages/{id}", paths::owner(conn));
+    let message: Value = match s
+        .graph
+        .get_json(&format!("{base}?$select={MESSAGE_SELECT}"), token)
+        .await
+    {
+        Ok(m) => m,
+        Err(e) if e.status() == Some(404) => return Outcome::Done,
+        Err(e) => return graph_outcome(Err(e)),
+    };
+    let attachments = if message["hasAttachments"].as_bool() == Some(true) {
+        match s
+            .graph
+            .get_json::<Value>(
+                &format!("{base}/attachments?$select=name,contentType,size"),
+                token,
+            )
+            .await
+        {
+            Ok(v) => v["value"].as_array().cloned().unwrap_or_default(),
+            Err(e) => return graph_outcome(Err(e)),
+        }
+    } else {
+        Vec::new()
+    };
+    let event = normalise::mail_event(conn, &message, &attachments);
+    match deliver(d, target, &event).await {
+        Ok(()) | Err(Delivery::Drop(_)) => {
+            delivered(d, conn, sub, id, &event, message["receivedDateTime"].as_str()).await;
+            Outcome::Delivered
+        }
+        Err(Delivery::Retry(why)) => retry(why),
+    }
+}
+
+pub(crate) async fn deliver_calendar(
+    d: &Dispatcher,
+    conn: &Connection,
+    sub: &Subscription,
+    token: &Sensitive,
+    target: &Target,
+    id: &str,
+    change: &str,
+) -> Outcome {
+    let s = &d.services;
+    let item = if change == "deleted" {
+        None
+    } else {
+        match s
+            .graph
+            .get_json::<Value>(&format!("{}/events/{id}", paths::owner(conn)), token)
+            .await
+        {
+            Ok(v) => Some(v),
+            // Deleted since the notification: nothing current to report.
+            Err(e) if e.status() == Some(404) => return Outcome::Done,
+            Err(e) => return graph_outcome(Err(e)),
+        }
+    };
+    // One ledger entry per version of the event: two edits are two events,
+    // the same edit announced twice is one.
+    let version = item
+        .as_ref()
+        .and_then(|v| v["changeKey"].as_str().or_else(|| v["@odata.etag"].as_str()))
+        .unwrap_or(change);
+    let ledger_key = format!("{id}#{version}");
+    match s.state.is_delivered(&conn.id, &ledger_key).await {
+        Ok(true) => return Outcome::Done,
+        Ok(false) => {}
+        Err(e) => return retry(e),
+    }
+    let event = normalise::calendar_event(conn, change, id, item.as_ref());
+    match deliver(d, target, &event).await {
+        Ok(()) | Err(Delivery::Drop(_)) => {
+            delivered(d, conn, sub, &ledger_key, &event, None).await;
+            Outcome::Delivered
+        }
+        Err(Delivery::Retry(why)) => retry(why),
+    }
+}
+
+pub(crate) async fn resync(
+    d: &Dispatcher,
+    conn: &Connection,
+    sub: &Subscription,
+    token: &Sensitive,
+    target: &Target,
+) -> Outcome {
+    if sub.resource != Resource::Mail {
+        tracing::info!(connection = %conn.id, "calendar resync is not supported; the next change will be delivered");
+        return Outcome::Done;
+    }
+    let start = sub
+        .delta_link
+        .clone()
+        .unwrap_or_else(|| format!("{}/delta", paths::graph_resource(conn, sub)));
+    let (ids, link) = match subscriptions::delta(&d.services, token, &start).await {
+        Ok(x) => x,
+        Err(e) => return graph_outcome(Err(e)),
+    };
+    tracing::info!(connection = %conn.id, changes = ids.len(), "resync");
+    for id in ids {
+        if let Outcome::Retry(why) = deliver_message(d, conn, sub, token, target, &id).await {
+            return Outcome::Retry(why);
+        }
+    }
+    if let Err(e) = d
+        .services
+        .state
+        .update_subscription(&conn.id, &sub.key, SubscriptionChange::new().delta_link(&link))
+        .await
+    {
+        return retry(e);
+    }
+    Outcome::Done
+}

@@ -1,0 +1,93 @@
+//! The AWS SDK configuration, loaded once per container, and clients built
+//! on first use from it.
+
+static AWS_SDK: std::sync::OnceLock<aws_config::SdkConfig> = std::sync::OnceLock::new();
+
+/// The AWS SDK configuration, loaded once per container and shared by every
+/// AWS client of the function. Each load builds its own HTTPS client, and
+/// building one reads and parses the system's root certificates (146 files on
+/// the development machine: milliseconds of every cold start), so a second
+/// load would pay that again.
+pub async fn aws_sdk_config() -> &'static aws_config::SdkConfig {
+    if let Some(sdk) = AWS_SDK.get() {
+        return sdk;
+    }
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    AWS_SDK.get_or_init(|| sdk)
+}
+
+/// An AWS client built on first use from [`aws_sdk_config`], so a cold start
+/// that never needs it (send-mail without S3 attachments or idempotency keys,
+/// dispatch without EventBridge targets) does not pay for loading the SDK
+/// configuration and its HTTPS client.
+pub struct LazyClient<T> {
+    cell: tokio::sync::OnceCell<T>,
+    make: fn(&aws_config::SdkConfig) -> T,
+}
+
+impl<T> LazyClient<T> {
+    /// A client `make` builds when first used.
+    pub fn new(make: fn(&aws_config::SdkConfig) -> T) -> Self {
+        Self {
+            cell: tokio::sync::OnceCell::new(),
+            make,
+        }
+    }
+
+    /// A client that is already built (tests, or a custom endpoint).
+    pub fn ready(client: T) -> Self {
+        Self {
+            cell: tokio::sync::OnceCell::new_with(Some(client)),
+            make: |_| unreachable_client(),
+        }
+    }
+
+    /// The client, built now if this is its first use.
+    pub async fn get(&self) -> &T {
+        self.cell
+            .get_or_init(|| async { (self.make)(aws_sdk_config().await) })
+            .await
+    }
+
+    /// Whether the client has been built.
+    pub fn is_built(&self) -> bool {
+        self.cell.initialized()
+    }
+}
+
+impl<T> std::fmt::Debug for LazyClient<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyClient")
+            .field("built", &self.is_built())
+            .finish()
+    }
+}
+
+/// `LazyClient::ready` is initialised at construction, so its builder never runs.
+fn unreachable_client<T>() -> T {
+    unreachable!("a ready LazyClient is never built again")
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn every_aws_client_of_a_container_shares_one_sdk_configuration() {
+        let first = super::aws_sdk_config().await;
+        let second = super::aws_sdk_config().await;
+        assert!(
+            std::ptr::eq(first, second),
+            "the SDK configuration was loaded twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lazy_client_is_built_on_first_use_only() {
+        let lazy = super::LazyClient::new(|_| 7u32);
+        assert!(!lazy.is_built());
+        assert_eq!(*lazy.get().await, 7);
+        assert!(lazy.is_built());
+        let ready = super::LazyClient::<u32>::ready(3);
+        assert!(ready.is_built());
+        assert_eq!(*ready.get().await, 3);
+    }
+}

@@ -1,0 +1,9 @@
+//! Talking to Microsoft: the identity platform (tokens, certificate
+//! assertions, what each AADSTS code means) and Graph (the client and the
+//! paths it is called on).
+
+pub mod aadsts;
+pub mod certificate;
+pub mod graph;
+pub mod paths;
+pub mod tokens;
