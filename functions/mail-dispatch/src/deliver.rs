@@ -7,7 +7,7 @@ use std::time::Duration;
 use relay365::model::target::Target;
 use serde_json::Value;
 
-use crate::Dispatcher;
+use crate::dispatcher::Dispatcher;
 
 /// Why an event was not delivered.
 #[derive(Debug)]

@@ -10,7 +10,13 @@ use relay365::model::target::Target;
 use relay365::{Sensitive, subscriptions};
 use serde_json::Value;
 
-use crate::{Delivery, Dispatcher, MESSAGE_SELECT, Outcome, deliver, graph_outcome, normalise, retry};
+use crate::deliver::{Delivery, deliver};
+use crate::dispatcher::Dispatcher;
+use crate::normalise;
+use crate::outcome::{Outcome, graph_outcome, retry};
+
+/// The fields of a message an event needs.
+pub const MESSAGE_SELECT: &str = "id,internetMessageId,conversationId,subject,from,toRecipients,ccRecipients,receivedDateTime,body,bodyPreview,hasAttachments,webLink";
 
 /// After the target took an event: the ledger entry (so nothing is
 /// delivered twice, whoever sees the item next) and the subscription's

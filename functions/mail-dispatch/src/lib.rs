@@ -20,8 +20,10 @@
 //! link to reconnect.
 
 pub mod deliver;
+mod dispatcher;
 mod items;
 pub mod normalise;
+mod outcome;
 
 use std::collections::HashMap;
 
@@ -29,7 +31,6 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 pub use deliver::{Delivery, deliver};
 use relay365::aws::queue::QueuedNotification;
 use relay365::aws::store::SubscriptionChange;
-use relay365::microsoft::graph::GraphError;
 use relay365::microsoft::tokens::TokenError;
 use relay365::model::connection::{Connection, Status, Subscription};
 use relay365::model::scopes::Resource;
@@ -37,49 +38,9 @@ use relay365::model::target::Target;
 use relay365::services::Services;
 use relay365::subscriptions;
 
-/// The fields of a message an event needs.
-pub const MESSAGE_SELECT: &str = "id,internetMessageId,conversationId,subject,from,toRecipients,ccRecipients,receivedDateTime,body,bodyPreview,hasAttachments,webLink";
-
-/// The dispatcher's dependencies.
-pub struct Dispatcher {
-    /// Shared services.
-    pub services: Services,
-    /// For `eventbridge:` targets; built on the first event for one.
-    pub(crate) eventbridge: relay365::aws::sdk::LazyClient<aws_sdk_eventbridge::Client>,
-}
-
-impl Dispatcher {
-    /// Wraps services; the EventBridge client is built only if an event goes to a bus.
-    pub fn new(services: Services) -> Self {
-        Self {
-            services,
-            eventbridge: relay365::aws::sdk::LazyClient::new(aws_sdk_eventbridge::Client::new),
-        }
-    }
-
-    /// Everything from the environment, once per container.
-    ///
-    /// # Errors
-    /// [`relay365::services::StartupError`] naming what to fix.
-    pub async fn from_env() -> Result<Self, relay365::services::StartupError> {
-        Ok(Self::new(Services::from_env().await?))
-    }
-}
-
-/// What became of one record.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Done (nothing to deliver, or delivered earlier): delete it.
-    Done,
-    /// Delivered now, and the notification time recorded with it: delete it.
-    Delivered,
-    /// Try again later: report it as a batch item failure.
-    Retry(String),
-}
-
-pub(crate) fn retry(what: impl std::fmt::Display) -> Outcome {
-    Outcome::Retry(what.to_string())
-}
+pub use dispatcher::Dispatcher;
+pub use items::MESSAGE_SELECT;
+use outcome::{Outcome, retry, sub_outcome};
 
 /// Processes a batch; returns the records to retry.
 pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
@@ -240,28 +201,6 @@ fn target_of(s: &Services, sub: &Subscription) -> Option<Target> {
     match &sub.target {
         Some(t) => Target::parse(t).ok(),
         None => s.config.default_target.clone(),
-    }
-}
-
-pub(crate) fn graph_outcome(r: Result<(), GraphError>) -> Outcome {
-    match r {
-        Ok(()) => Outcome::Done,
-        Err(e) if e.is_retryable() => retry(e),
-        Err(e) => {
-            tracing::error!(error = %e, "Graph refused; not retrying");
-            Outcome::Done
-        }
-    }
-}
-
-fn sub_outcome(r: Result<(), subscriptions::SubscriptionError>) -> Outcome {
-    match r {
-        Ok(()) => Outcome::Done,
-        Err(e) if e.is_retryable() => retry(e),
-        Err(e) => {
-            tracing::error!(error = %subscriptions::explain(&e), "subscription could not be fixed; not retrying");
-            Outcome::Done
-        }
     }
 }
 

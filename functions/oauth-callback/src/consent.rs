@@ -10,7 +10,7 @@ use relay365::web::links;
 use relay365::web::response::{self as api, HttpResponse};
 
 use crate::pages::{explained, page, public_url, sign_error_words, token_error_page};
-use crate::{create_subscriptions, load, note_error, save};
+use crate::record::{create_subscriptions, load, note_error, save};
 
 /// Answers Microsoft's redirect after the admin-consent page.
 pub(crate) async fn admin_consent(req: &Request, s: &Services) -> HttpResponse {

@@ -14,16 +14,17 @@
 
 mod consent;
 mod pages;
+mod record;
 
 use lambda_http::Request;
 use pages::{explained, page, public_url, sign_error_words, start_again, token_error_page};
+use record::{create_subscriptions, load, note_error, save, save_failed};
 use relay365::Sensitive;
 use relay365::aws::store::{ConnectionChange, StoreError};
-use relay365::microsoft::tokens::{AuthorizeOptions, TokenError};
-use relay365::model::connection::{AuthMode, Connection, Status};
+use relay365::microsoft::tokens::AuthorizeOptions;
+use relay365::model::connection::{AuthMode, Status};
 use relay365::model::scopes;
 use relay365::services::Services;
-use relay365::subscriptions;
 use relay365::web::links;
 use relay365::web::response::{self as api, HttpResponse};
 
@@ -40,52 +41,6 @@ pub async fn handle(req: Request, s: &Services) -> HttpResponse {
         }
         _ => api::error(404, "not_found", format!("no route {method} {path}")),
     }
-}
-
-pub(crate) async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
-    match s.tokens.load(id).await {
-        Ok(c) => Ok(c),
-        Err(TokenError::UnknownConnection(_)) => Err(page(
-            404,
-            "Connection not found",
-            vec![
-                format!("The connection {id} no longer exists."),
-                "Ask for a new connect link.".into(),
-            ],
-        )),
-        Err(e) => {
-            tracing::warn!(connection = id, error = %e, "could not load a connection");
-            Err(page(
-                503,
-                "Please try again",
-                vec![
-                    "The service could not read the connection just now. Reload this page in a moment."
-                        .into(),
-                ],
-            ))
-        }
-    }
-}
-
-pub(crate) fn save_failed() -> HttpResponse {
-    page(
-        503,
-        "Please try again",
-        vec!["The service could not save the connection just now. Start again from the connect link in a moment.".into()],
-    )
-}
-
-/// Writes the attributes the sign-in owns (and nothing else of the record).
-pub(crate) async fn save(s: &Services, id: &str, change: ConnectionChange) -> Result<(), HttpResponse> {
-    s.state.update_connection(id, change).await.map_err(|e| {
-        tracing::warn!(connection = id, error = %e, "could not store a connection");
-        save_failed()
-    })
-}
-
-/// Records why a sign-in failed; the page already says it, so a failed write is only logged.
-pub(crate) async fn note_error(s: &Services, id: &str, error: &str) {
-    let _ = save(s, id, ConnectionChange::new().last_error(Some(error))).await;
 }
 
 async fn start(req: &Request, s: &Services) -> HttpResponse {
@@ -173,20 +128,6 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
             links::SIGN_IN_TTL_SECS,
         )],
     )
-}
-
-/// Creates the subscriptions asked for at connection time; returns lines for the page.
-pub(crate) async fn create_subscriptions(s: &Services, id: &str) -> Vec<String> {
-    // Read again: the record now has the new status and generation.
-    let conn = match s.state.connection(id).await {
-        Ok(Some(c)) => c,
-        _ => return vec!["The subscriptions will be created by the next scheduled run.".into()],
-    };
-    subscriptions::ensure(s, &conn)
-        .await
-        .into_iter()
-        .map(|e| format!("A subscription could not be created yet: {e}"))
-        .collect()
 }
 
 #[derive(serde::Deserialize)]

@@ -143,3 +143,64 @@ pub(crate) fn graph_error(e: GraphError, conn: &Connection, from: Option<&str>) 
         other => SendError::new(502, "graph_failed", format!("{other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use relay365::Cloud;
+
+    use super::*;
+
+    fn api(status: u16, code: &str) -> GraphError {
+        GraphError::Api {
+            status,
+            code: code.into(),
+            message: "refused".into(),
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn graph_refusals_become_errors_a_caller_can_act_on() {
+        let conn = Connection::new(
+            "c".into(),
+            AuthMode::AppSecret,
+            Cloud::Global,
+            "t".into(),
+            Some("support@contoso.com".into()),
+            vec![],
+        );
+        let e = graph_error(api(403, "ErrorSendAsDenied"), &conn, Some("ceo@contoso.com"));
+        assert_eq!((e.status, e.code), (403, "send_as_denied"));
+        assert!(
+            e.message.contains("ceo@contoso.com") && e.message.contains("Send As"),
+            "{}",
+            e.message
+        );
+        let e = graph_error(api(403, "ErrorAccessDenied"), &conn, None);
+        assert!(
+            e.message.contains("application permission Mail.Send"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            graph_error(api(404, "ErrorItemNotFound"), &conn, None).code,
+            "message_not_found"
+        );
+        assert_eq!(
+            graph_error(api(413, "ErrorMessageSizeExceeded"), &conn, None).status,
+            413
+        );
+        let t = graph_error(
+            GraphError::Throttled {
+                status: 429,
+                retry_after: Some(std::time::Duration::from_millis(2500)),
+                request_id: None,
+            },
+            &conn,
+            None,
+        );
+        assert_eq!((t.status, t.retry_after), (429, Some(3)));
+        let r = t.response();
+        assert_eq!(r.headers()["retry-after"], "3");
+    }
+}

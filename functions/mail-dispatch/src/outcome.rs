@@ -1,0 +1,42 @@
+//! What became of one queue record, and how Graph's and the renewal's
+//! errors map onto it (retry what may succeed later, finish what never will).
+
+use relay365::microsoft::graph::GraphError;
+use relay365::subscriptions;
+
+/// What became of one record.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Done (nothing to deliver, or delivered earlier): delete it.
+    Done,
+    /// Delivered now, and the notification time recorded with it: delete it.
+    Delivered,
+    /// Try again later: report it as a batch item failure.
+    Retry(String),
+}
+
+pub(crate) fn retry(what: impl std::fmt::Display) -> Outcome {
+    Outcome::Retry(what.to_string())
+}
+
+pub(crate) fn graph_outcome(r: Result<(), GraphError>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Done,
+        Err(e) if e.is_retryable() => retry(e),
+        Err(e) => {
+            tracing::error!(error = %e, "Graph refused; not retrying");
+            Outcome::Done
+        }
+    }
+}
+
+pub(crate) fn sub_outcome(r: Result<(), subscriptions::SubscriptionError>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Done,
+        Err(e) if e.is_retryable() => retry(e),
+        Err(e) => {
+            tracing::error!(error = %subscriptions::explain(&e), "subscription could not be fixed; not retrying");
+            Outcome::Done
+        }
+    }
+}
