@@ -277,6 +277,8 @@ impl Demo {
             ("RELAY365_DEFAULT_TARGET", receiver.url.clone()),
             ("RELAY365_ATTACHMENTS_BUCKET", resources.bucket.clone()),
             ("RELAY365_STATE_TABLE", resources.table.clone()),
+            // Everything here listens on loopback: allowed only in a local run.
+            ("RELAY365_LOCAL", "1".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -388,6 +388,18 @@ async fn the_webhook_answers_the_handshake_cold_without_touching_aws_and_never_a
         "the process should have survived"
     );
 
+    // Two Host headers joined by a comma: a 400, and the sandbox lives on
+    // (lambda_http would panic on it, aborting the process).
+    let mut doubled = notifications_event("validationToken=x", "");
+    doubled["headers"]["host"] = "relay.example, evil.example".into();
+    let answer = webhook.invoke(&doubled).await.unwrap();
+    assert_eq!(answer["statusCode"], 400, "{answer}");
+    assert_eq!(
+        webhook.timings().cold_starts,
+        1,
+        "the crafted event killed the sandbox"
+    );
+
     // A sandbox that went away is replaced on the next invocation: a second cold start.
     webhook.stop().await;
     let answer = webhook

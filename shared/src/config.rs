@@ -57,6 +57,13 @@ pub struct Config {
     pub attachments_bucket: Option<String>,
     /// `RELAY365_SECRET_STORE`.
     pub secret_store: StoreKind,
+    /// `RELAY365_ALLOWED_SENDERS`: for app-only connections, the addresses
+    /// send-mail may send as besides the connection's mailbox (`*@domain`
+    /// allows a whole domain), lowercased.
+    pub allowed_senders: Vec<String>,
+    /// `RELAY365_LOCAL=1`: a local run (the demo, the tests), where loopback
+    /// targets and public URLs (and plain `http://` to them) are allowed.
+    pub local: bool,
     /// `RELAY365_STATE_TABLE`: the DynamoDB table of connections,
     /// subscriptions, deliveries and idempotency keys. Without it (a local
     /// run with `RELAY365_SECRET_STORE=file:DIR` only) state is kept in memory.
@@ -78,7 +85,42 @@ fn host_override(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// `RELAY365_ALLOWED_SENDERS`: comma-separated addresses or `*@domain`.
+fn parse_senders(raw: &str) -> Result<Vec<String>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let address = s.strip_prefix('*').unwrap_or(s);
+            let check = if address.starts_with('@') {
+                format!("x{address}")
+            } else {
+                address.to_string()
+            };
+            if crate::model::address::is_valid(&check) {
+                Ok(s.to_ascii_lowercase())
+            } else {
+                Err(ConfigError {
+                    name: "RELAY365_ALLOWED_SENDERS",
+                    message: format!("{s:?} is neither an address nor *@domain"),
+                })
+            }
+        })
+        .collect()
+}
+
 impl Config {
+    /// Whether an app-only connection may send as `address` besides its own
+    /// mailbox: it is listed in `RELAY365_ALLOWED_SENDERS`, or its domain is
+    /// (`*@domain`).
+    pub fn sender_allowed(&self, address: &str) -> bool {
+        let address = address.to_ascii_lowercase();
+        self.allowed_senders.iter().any(|a| match a.strip_prefix("*@") {
+            Some(domain) => address.rsplit_once('@').is_some_and(|(_, d)| d == domain),
+            None => *a == address,
+        })
+    }
+
     /// Reads the process environment.
     ///
     /// # Errors
@@ -108,13 +150,23 @@ impl Config {
                     message: e.to_string(),
                 })?,
         };
+        let local = match get("RELAY365_LOCAL").as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(v) => {
+                return Err(ConfigError {
+                    name: "RELAY365_LOCAL",
+                    message: format!("{v:?}: use 1 for a local run, or leave it unset"),
+                });
+            }
+        };
         let public_url = get("RELAY365_PUBLIC_URL")
             .map(|raw| {
                 let url = Url::parse(raw.trim_end_matches('/')).map_err(|_| ConfigError {
                     name: "RELAY365_PUBLIC_URL",
                     message: format!("{raw:?} is not a URL"),
                 })?;
-                check_public_url(&url).map_err(|m| ConfigError {
+                check_public_url(&url, local).map_err(|m| ConfigError {
                     name: "RELAY365_PUBLIC_URL",
                     message: m,
                 })?;
@@ -123,7 +175,7 @@ impl Config {
             .transpose()?;
         let default_target = get("RELAY365_DEFAULT_TARGET")
             .map(|raw| {
-                Target::parse(&raw).map_err(|m| ConfigError {
+                Target::parse(&raw, local).map_err(|m| ConfigError {
                     name: "RELAY365_DEFAULT_TARGET",
                     message: m,
                 })
@@ -159,6 +211,11 @@ impl Config {
             attachments_bucket: get("RELAY365_ATTACHMENTS_BUCKET"),
             secret_store,
             state_table: get("RELAY365_STATE_TABLE"),
+            allowed_senders: match get("RELAY365_ALLOWED_SENDERS") {
+                None => Vec::new(),
+                Some(raw) => parse_senders(&raw)?,
+            },
+            local,
         })
     }
 

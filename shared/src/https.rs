@@ -1,4 +1,4 @@
-//! The one HTTP client every function uses for Microsoft.
+//! The one HTTP client every function uses for Microsoft and flow targets.
 //!
 //! rustls with the aws-lc-rs provider (the same crypto the AWS SDK already
 //! links, so there is one TLS stack in the binary), Mozilla's roots compiled
@@ -9,12 +9,53 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Builds the shared client. Call once per container.
+/// Resolves host names to public addresses only, so a target (or any host)
+/// whose name points at a private, link-local, metadata or (outside a local
+/// run) loopback address is never connected to, whatever its DNS says at the
+/// moment of the call. IP literals do not reach a resolver: they are checked
+/// when a target or URL is parsed (`model::target`).
+struct PublicOnly {
+    local: bool,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let local = self.local;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let allowed: Vec<std::net::SocketAddr> = found
+                .filter(|a| crate::model::target::forbidden_ip(a.ip(), local).is_none())
+                .collect();
+            if allowed.is_empty() {
+                let message =
+                    format!("{host} resolves to no public address: relay365 calls public hosts only");
+                return Err(Box::<dyn std::error::Error + Send + Sync>::from(message));
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Builds the shared client for a deployment (`local`: a local run, where
+/// loopback names may be resolved). Call once per container.
+///
+/// # Errors
+/// When the TLS configuration cannot be built.
+pub fn client_for(local: bool) -> Result<reqwest::Client, reqwest::Error> {
+    build(local)
+}
+
+/// [`client_for`] outside a local run.
 ///
 /// # Errors
 /// When the TLS configuration cannot be built (does not happen with the
 /// compiled-in provider, but is reported rather than panicking).
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    build(false)
+}
+
+fn build(local: bool) -> Result<reqwest::Client, reqwest::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -23,7 +64,8 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(15))
-        .user_agent(concat!("relay365/", env!("CARGO_PKG_VERSION")));
+        .user_agent(concat!("relay365/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(PublicOnly { local }));
     match rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
         Ok(tls) => builder
             .use_preconfigured_tls(tls.with_root_certificates(roots).with_no_client_auth())

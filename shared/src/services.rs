@@ -148,7 +148,7 @@ impl Services {
             "fill it in with infra/set-app-secret.sh (client_id, tenant_id, client_secret or certificate)",
         ))?;
         let app = AppCredentials::from_secret_json(&app_raw)?;
-        let http = crate::https::client().map_err(|_| StartupError::Http)?;
+        let http = crate::https::client_for(config.local).map_err(|_| StartupError::Http)?;
         let token_client = TokenClient::new(http.clone(), &config.login_base(config.cloud), Arc::new(app));
         let tokens = Arc::new(TokenProvider::new(
             token_client,
@@ -200,12 +200,13 @@ impl Services {
     }
 
     /// The link a person opens to connect (or reconnect) a delegated
-    /// connection; `None` when `RELAY365_PUBLIC_URL` is not set.
-    pub fn connect_url(&self, connection_id: &str) -> Option<String> {
+    /// connection, good for the connection's current sign-in generation only;
+    /// `None` when `RELAY365_PUBLIC_URL` is not set.
+    pub fn connect_url(&self, conn: &crate::model::connection::Connection) -> Option<String> {
         self.config
             .public_url
             .as_ref()
-            .map(|u| crate::web::links::connect_url(u, &self.signer, connection_id))
+            .map(|u| crate::web::links::connect_url(u, &self.signer, &conn.id, conn.generation))
     }
 
     /// The app registration's client id.

@@ -137,6 +137,7 @@ def main():
     check("state table kind-index", [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])] == ["kind-index"])
     check("every function but the webhook knows the state table", ref_name(g["Environment"]["Variables"].get("RELAY365_STATE_TABLE")) == "StateTable")
     check("no separate idempotency table", "IdempotencyTable" not in resources)
+    check("no deployed function is a local run", "RELAY365_LOCAL" not in str(t))
     for name, (lid, fn) in functions.items():
         prefixes = set()
         for st in statements(fn):

@@ -93,7 +93,7 @@ pub fn view(s: &Services, conn: &Connection) -> serde_json::Value {
     let mut v = conn.public_view();
     if let Some(public) = &s.config.public_url {
         if conn.auth == AuthMode::Delegated {
-            v["connect_url"] = s.connect_url(&conn.id).into();
+            v["connect_url"] = s.connect_url(conn).into();
         } else if conn.status != Status::Active {
             v["admin_consent_url"] =
                 links::admin_consent_url(public, &s.signer, s.tokens.client(), conn).into();
@@ -259,10 +259,10 @@ async fn resubscribe(s: &Services, id: &str) -> HttpResponse {
 /// Handles any invocation: an API Gateway HTTP event, or the renewal schedule.
 pub async fn handle_event(payload: serde_json::Value, s: &Services) -> serde_json::Value {
     if payload.get("requestContext").is_some() {
-        return match lambda_http::request::from_str(&payload.to_string()) {
-            Ok(req) => api::to_apigw_v2(handle(req, s).await),
-            Err(_) => api::to_apigw_v2(api::error(400, "invalid_request", "unreadable HTTP event")),
-        };
+        return api::to_apigw_v2(match api::http_event(&payload) {
+            Ok(req) => handle(req, s).await,
+            Err(r) => r,
+        });
     }
     let report = subscriptions::renew_due(s, time::Duration::days(1)).await;
     tracing::info!(

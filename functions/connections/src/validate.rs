@@ -112,7 +112,7 @@ pub fn subscription_from_body(
         validate_folder(f).map_err(bad)?;
     }
     let target = match (&b.target, &s.config.default_target) {
-        (Some(t), _) => Some(Target::parse(t).map_err(bad)?.to_string_form()),
+        (Some(t), _) => Some(Target::parse(t, s.config.local).map_err(bad)?.to_string_form()),
         (None, Some(_)) => None,
         (None, None) => {
             return Err(bad(

@@ -338,3 +338,28 @@ async fn a_damaged_record_is_named_with_its_fix_and_the_others_are_served() {
     let (_, v) = call(&s, "GET", "/connections", None).await;
     assert!(v.get("unreadable").is_none(), "{v}");
 }
+
+#[tokio::test]
+async fn targets_on_private_or_metadata_addresses_are_refused_with_the_reason() {
+    let s = Stack::start().await;
+    for target in [
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.1/",
+        "https://[fd00::1]/",
+    ] {
+        let (status, v) = call(
+            &s,
+            "POST",
+            "/connections",
+            Some(
+                json!({"id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly"],
+                        "subscriptions": [{"resource": "mail", "target": target}]}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 400, "{target}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("public hosts"), "{target}: {message}");
+    }
+    assert!(s.stored("support").await.is_none());
+}

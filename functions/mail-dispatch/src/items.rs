@@ -2,6 +2,7 @@
 //! fetch from Graph, the delivery and the ledger entry, for mail and for
 //! calendar events; and the resync that runs a delta query after `missed`.
 
+use relay365::aws::queue::QueuedNotification;
 use relay365::aws::store::SubscriptionChange;
 use relay365::microsoft::paths;
 use relay365::model::connection::{Connection, Subscription};
@@ -62,7 +63,10 @@ pub(crate) async fn deliver_message(
         Ok(false) => {}
         Err(e) => return retry(e),
     }
-    let base = format!("{}/messages/{id}", paths::owner(conn));
+    let Ok(base) = paths::message(conn, id) else {
+        tracing::warn!(connection = %conn.id, "a notification named an item id that is not Graph's; dropped as forged");
+        return Outcome::Done;
+    };
     let message: Value = match s
         .graph
         .get_json(&format!("{base}?$select={MESSAGE_SELECT}"), token)
@@ -104,28 +108,33 @@ pub(crate) async fn deliver_calendar(
     token: &Sensitive,
     target: &Target,
     id: &str,
-    change: &str,
+    n: &QueuedNotification,
 ) -> Outcome {
     let s = &d.services;
+    let change = n.change_type.as_deref().unwrap_or("updated");
+    let announced = n.version.as_deref();
+    let Ok(event_path) = paths::event(conn, id) else {
+        tracing::warn!(connection = %conn.id, "a notification named an item id that is not Graph's; dropped as forged");
+        return Outcome::Done;
+    };
     let item = if change == "deleted" {
         None
     } else {
-        match s
-            .graph
-            .get_json::<Value>(&format!("{}/events/{id}", paths::owner(conn)), token)
-            .await
-        {
+        match s.graph.get_json::<Value>(&event_path, token).await {
             Ok(v) => Some(v),
             // Deleted since the notification: nothing current to report.
             Err(e) if e.status() == Some(404) => return Outcome::Done,
             Err(e) => return graph_outcome(Err(e)),
         }
     };
-    // One ledger entry per version of the event: two edits are two events,
-    // the same edit announced twice is one.
-    let version = item
-        .as_ref()
-        .and_then(|v| v["changeKey"].as_str().or_else(|| v["@odata.etag"].as_str()))
+    // One ledger entry (and one event id) per announced version of the event:
+    // two edits are two events, each with the state current when it is
+    // fetched; the same edit announced twice is one.
+    let version = announced
+        .or_else(|| {
+            item.as_ref()
+                .and_then(|v| v["changeKey"].as_str().or_else(|| v["@odata.etag"].as_str()))
+        })
         .unwrap_or(change);
     let ledger_key = format!("{id}#{version}");
     match s.state.is_delivered(&conn.id, &ledger_key).await {
@@ -133,7 +142,7 @@ pub(crate) async fn deliver_calendar(
         Ok(false) => {}
         Err(e) => return retry(e),
     }
-    let event = normalise::calendar_event(conn, change, id, item.as_ref());
+    let event = normalise::calendar_event(conn, change, id, item.as_ref(), version);
     match deliver(d, target, &event).await {
         Ok(()) | Err(Delivery::Drop(_)) => {
             delivered(d, conn, sub, &ledger_key, &event, None).await;

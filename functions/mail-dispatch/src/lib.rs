@@ -132,7 +132,7 @@ async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<Str
         Err(TokenError::ReauthRequired { reason, .. }) => {
             // The token code has marked the connection; tell the flow once.
             cache.remove(&conn.id);
-            let event = normalise::reauth_event(&conn, &reason, s.connect_url(&conn.id));
+            let event = normalise::reauth_event(&conn, &reason, s.connect_url(&conn));
             return match deliver(d, &target, &event).await {
                 Ok(()) | Err(Delivery::Drop(_)) => Outcome::Done,
                 Err(Delivery::Retry(why)) => retry(why),
@@ -173,18 +173,7 @@ async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<Str
             };
             match sub.resource {
                 Resource::Mail => items::deliver_message(d, &conn, &sub, &token, &target, item).await,
-                Resource::Calendar => {
-                    items::deliver_calendar(
-                        d,
-                        &conn,
-                        &sub,
-                        &token,
-                        &target,
-                        item,
-                        n.change_type.as_deref().unwrap_or("updated"),
-                    )
-                    .await
-                }
+                Resource::Calendar => items::deliver_calendar(d, &conn, &sub, &token, &target, item, n).await,
             }
         }
     };
@@ -199,7 +188,8 @@ async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<Str
 
 fn target_of(s: &Services, sub: &Subscription) -> Option<Target> {
     match &sub.target {
-        Some(t) => Target::parse(t).ok(),
+        // Checked again at delivery: settings and DNS may have changed since.
+        Some(t) => Target::parse(t, s.config.local).ok(),
         None => s.config.default_target.clone(),
     }
 }

@@ -72,13 +72,18 @@ pub fn mail_event(conn: &Connection, m: &Value, attachments: &[Value]) -> Value 
 
 /// `calendar.event.created|updated|deleted`; `item` is the event as Graph
 /// returns it now (absent for deletions).
-pub fn calendar_event(conn: &Connection, change: &str, id: &str, item: Option<&Value>) -> Value {
+pub fn calendar_event(
+    conn: &Connection,
+    change: &str,
+    id: &str,
+    item: Option<&Value>,
+    version: &str,
+) -> Value {
     let kind = match change {
         "created" => "calendar.event.created",
         "deleted" => "calendar.event.deleted",
         _ => "calendar.event.updated",
     };
-    let etag = item.and_then(|i| i["@odata.etag"].as_str()).unwrap_or("");
     let event = match item {
         Some(e) => json!({
             "id": id,
@@ -95,7 +100,7 @@ pub fn calendar_event(conn: &Connection, change: &str, id: &str, item: Option<&V
         None => json!({"id": id, "is_cancelled": true}),
     };
     json!({
-        "id": event_id(&[&conn.id, kind, id, etag]),
+        "id": event_id(&[&conn.id, kind, id, version]),
         "type": kind,
         "connection_id": conn.id,
         "mailbox": conn.mailbox.clone().unwrap_or_default(),
@@ -185,7 +190,7 @@ mod tests {
     #[test]
     fn a_graph_event_becomes_a_calendar_event_and_a_deletion_carries_the_id() {
         let ev = fixture(include_str!("../../../tests/fixtures/graph/event.json"));
-        let e = calendar_event(&conn(), "updated", "AAMkEv1", Some(&ev));
+        let e = calendar_event(&conn(), "updated", "AAMkEv1", Some(&ev), "k1");
         assert_eq!(e["type"], "calendar.event.updated");
         assert_eq!(e["event"]["subject"], "Callback with Bo");
         assert_eq!(
@@ -196,7 +201,7 @@ mod tests {
             e["event"]["online_meeting_url"],
             "https://teams.microsoft.com/l/meetup-join/x"
         );
-        let gone = calendar_event(&conn(), "deleted", "AAMkEv1", None);
+        let gone = calendar_event(&conn(), "deleted", "AAMkEv1", None, "deleted");
         assert_eq!(gone["type"], "calendar.event.deleted");
         assert_eq!(gone["event"]["id"], "AAMkEv1");
     }

@@ -711,3 +711,48 @@ async fn resubscribe_recreates_every_subscription_and_keeps_delivering() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].json()["mail"]["subject"], "after resubscribe");
 }
+
+#[tokio::test]
+async fn two_quick_edits_of_an_event_are_two_events() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "calendar", "target": p.receiver.url}]),
+        json!(["Calendar.ReadOnly"]),
+    )
+    .await;
+    let id = p.stack.sim.create_event(
+        UPN,
+        Event {
+            subject: "Callback".into(),
+            organizer: ("Ann".into(), UPN.into()),
+            start: "2026-11-23T09:00:00.0000000".into(),
+            end: "2026-11-23T09:30:00.0000000".into(),
+            time_zone: "UTC".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(p.pump_until(1).await.len(), 1);
+    // Two edits before dispatch runs: within SQS's 5-minute deduplication window.
+    p.stack
+        .sim
+        .update_event(UPN, &id, |e| e.subject = "Callback at 10".into());
+    p.stack
+        .sim
+        .update_event(UPN, &id, |e| e.subject = "Callback at 11".into());
+    assert!(eventually(5, || p.stack.sim.stats().notification_statuses.len() >= 3).await);
+    let events = p.pump_until(3).await;
+    let updated: Vec<_> = events
+        .iter()
+        .map(|e| e.json())
+        .filter(|e| e["type"] == "calendar.event.updated")
+        .collect();
+    assert_eq!(updated.len(), 2, "{events:?}");
+    assert_ne!(
+        updated[0]["id"], updated[1]["id"],
+        "each edit has its own event id"
+    );
+    assert_eq!(
+        updated[1]["event"]["subject"], "Callback at 11",
+        "the second carries the final state"
+    );
+}

@@ -133,6 +133,8 @@ struct Item {
 #[derive(Deserialize)]
 struct ResourceData {
     id: Option<String>,
+    #[serde(rename = "@odata.etag")]
+    etag: Option<String>,
 }
 
 /// Answers one request.
@@ -197,12 +199,25 @@ pub async fn handle(req: Request, w: &Webhook) -> HttpResponse {
         else {
             continue;
         };
+        // A genuine clientState with an id that is not Graph's is forged too:
+        // it must never become a path at Graph.
+        let (resource_id, version) = match item.resource_data {
+            Some(d) => (d.id, d.etag),
+            None => (None, None),
+        };
+        if resource_id
+            .as_deref()
+            .is_some_and(|id| relay365::microsoft::paths::item_id(id).is_err())
+        {
+            continue;
+        }
         genuine.push(QueuedNotification {
             connection_id: connection_id.to_string(),
             subscription_id: item.subscription_id,
             change_type: item.change_type,
             resource: item.resource,
-            resource_id: item.resource_data.and_then(|d| d.id),
+            resource_id,
+            version,
             lifecycle_event: item.lifecycle_event,
             received_at: received_at.clone(),
         });
@@ -212,7 +227,7 @@ pub async fn handle(req: Request, w: &Webhook) -> HttpResponse {
         // A metric filter on this line counts forged notifications.
         tracing::warn!(
             forged_notifications = forged,
-            "dropped notifications whose clientState did not verify"
+            "dropped notifications whose clientState did not verify or whose item id is not Graph's"
         );
     }
     if genuine.is_empty() {
@@ -232,6 +247,14 @@ pub async fn handle(req: Request, w: &Webhook) -> HttpResponse {
             )
         }
     }
+}
+
+/// Any invocation: an API Gateway event, answered in API Gateway's shape.
+pub async fn handle_event(payload: serde_json::Value, w: &Webhook) -> serde_json::Value {
+    api::to_apigw_v2(match api::http_event(&payload) {
+        Ok(req) => handle(req, w).await,
+        Err(r) => r,
+    })
 }
 
 #[cfg(test)]
@@ -351,6 +374,22 @@ mod tests {
             queue.0.lock().unwrap()[0].lifecycle_event.as_deref(),
             Some("missed")
         );
+    }
+
+    #[tokio::test]
+    async fn an_item_id_that_would_change_the_graph_path_is_forged() {
+        let signer = Signer::new(&Sensitive::new(KEY)).unwrap();
+        let state = signer.client_state("support");
+        let created = include_str!("../../../tests/fixtures/graph/notification-created.json");
+        for id in ["../../ceo@contoso.com/messages/AAMk", "AAMk%2F..%2Fx", "a/b"] {
+            let (w, queue) = webhook();
+            let body = with_client_state(created, state.expose())
+                .replace("\"id\": \"AAMkAGUwNjQ4ZjIxAAA=\"", &format!("\"id\": \"{id}\""));
+            assert!(body.contains(id));
+            let resp = handle(notification(&body), &w).await;
+            assert_eq!(resp.status(), 202);
+            assert!(queue.0.lock().unwrap().is_empty(), "{id} was queued");
+        }
     }
 
     #[tokio::test]

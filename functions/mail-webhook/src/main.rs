@@ -5,16 +5,18 @@
 //! the first real notification arrives. A cold start that only answers Graph's
 //! validation handshake touches nothing but the request.
 
-use lambda_http::{Error, run, service_fn};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use mail_webhook::Webhook;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    lambda_runtime::tracing::init_default_subscriber();
     let webhook = Webhook::from_env()?;
     let webhook = &webhook;
-    run(service_fn(move |req| async move {
-        Ok::<_, Error>(mail_webhook::handle(req, webhook).await)
-    }))
+    run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            Ok::<_, Error>(mail_webhook::handle_event(event.payload, webhook).await)
+        },
+    ))
     .await
 }

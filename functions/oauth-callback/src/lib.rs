@@ -28,6 +28,14 @@ use relay365::services::Services;
 use relay365::web::links;
 use relay365::web::response::{self as api, HttpResponse};
 
+/// Any invocation: an API Gateway event, answered in API Gateway's shape.
+pub async fn handle_event(payload: serde_json::Value, s: &Services) -> serde_json::Value {
+    api::to_apigw_v2(match api::http_event(&payload) {
+        Ok(req) => handle(req, s).await,
+        Err(r) => r,
+    })
+}
+
 /// Answers one request.
 pub async fn handle(req: Request, s: &Services) -> HttpResponse {
     let path = api::path(&req);
@@ -70,6 +78,19 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
         Ok(c) => c,
         Err(r) => return r,
     };
+    if body.g != conn.generation {
+        return page(
+            400,
+            "Connect link already used",
+            vec![
+                format!(
+                    "This link was used to connect {} already, and a used link does not work twice.",
+                    conn.mailbox.as_deref().unwrap_or("the mailbox")
+                ),
+                "To connect again, ask the person who manages the connection for a new link (GET /connections/{id} gives it), and open it in this browser.".into(),
+            ],
+        );
+    }
     if conn.auth != AuthMode::Delegated {
         return page(
             400,
@@ -269,19 +290,36 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
             return page(502, "Please try again", vec!["Microsoft signed you in but did not say which mailbox it is. Start again from the connect link.".into()]);
         }
     };
-    let mailbox = me.upn.or(me.mail).unwrap_or_default();
-    let mut lines = vec![format!(
-        "{mailbox} is connected to relay365 as connection {}.",
-        conn.id
-    )];
-    if let Some(hint) = &conn.mailbox
-        && !hint.eq_ignore_ascii_case(&mailbox)
+    // A connection made for a mailbox is connected by that mailbox only:
+    // whoever else signs in is refused, and nothing of theirs is stored.
+    let names = [me.upn.clone(), me.mail.clone()];
+    if let Some(expected) = &conn.mailbox
+        && !names.iter().flatten().any(|n| n.eq_ignore_ascii_case(expected))
     {
-        lines.push(format!(
-            "Note: the connection was created for {hint}, but you signed in as {mailbox}."
-        ));
+        let signed_in = names
+            .iter()
+            .flatten()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "another account".into());
+        tracing::warn!(connection = %conn.id, "sign-in by another account than the connection's mailbox refused");
+        return page(
+            403,
+            "Signed in as someone else",
+            vec![
+                format!("This link connects {expected}, but you signed in as {signed_in}."),
+                format!(
+                    "Sign out of Microsoft (or use a private window) and sign in as {expected}; or, to connect {signed_in}, ask for a connection of its own."
+                ),
+                "Nothing was stored. The link can be used again for the right account.".into(),
+            ],
+        );
     }
-    lines.push("You can close this window.".into());
+    let mailbox = me.upn.or(me.mail).unwrap_or_default();
+    let mut lines = vec![
+        format!("{mailbox} is connected to relay365 as connection {}.", conn.id),
+        "You can close this window.".into(),
+    ];
     // The token first, under the next generation; then the record names that
     // generation. A container that reads the record can always find its token.
     let generation = conn.generation + 1;

@@ -415,3 +415,59 @@ async fn malformed_queries_get_4xx_never_5xx() {
         assert!(body_json(&resp)["error"]["code"].is_string());
     }
 }
+
+#[tokio::test]
+async fn signing_in_as_someone_else_is_refused_and_nothing_is_stored() {
+    let s = Stack::start().await;
+    s.sim.add_user(graph_sim::User {
+        id: "u-eve".into(),
+        upn: "eve@contoso.com".into(),
+        display_name: "Eve".into(),
+        tenant: TENANT.into(),
+    });
+    let v = create(
+        &s,
+        json!({"id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly"], "mailbox": UPN}),
+    )
+    .await;
+    let link = v["connect_url"].as_str().unwrap().to_string();
+    s.sim
+        .set_authorize_outcome(AuthorizeOutcome::ConsentAs("eve@contoso.com".into()));
+    let resp = connect(&s, &link).await;
+    let page = body_text(&resp);
+    assert_eq!(resp.status(), 403, "{page}");
+    assert!(
+        page.contains(&format!(
+            "This link connects {UPN}, but you signed in as eve@contoso.com"
+        )),
+        "{page}"
+    );
+    assert!(page.contains("Sign out of Microsoft"), "{page}");
+    let stored = s.stored("support").await.unwrap();
+    assert_eq!(stored.status, Status::PendingConsent, "the record changed");
+    assert_eq!(stored.generation, 0);
+    assert!(
+        s.stored_refresh_token("support").await.is_none(),
+        "Eve's token was stored"
+    );
+
+    // The right person, with the same link, connects.
+    s.sim
+        .set_authorize_outcome(AuthorizeOutcome::ConsentAs(UPN.into()));
+    let resp = connect(&s, &link).await;
+    assert_eq!(resp.status(), 200, "{}", body_text(&resp));
+
+    // A link that completed a sign-in is spent.
+    let again = get(&s, &path_and_query(&link), &[]).await;
+    let page = body_text(&again);
+    assert_eq!(again.status(), 400, "{page}");
+    assert!(page.contains("Connect link already used"), "{page}");
+    assert!(page.contains("GET /connections/"), "{page}");
+    // The connection's current link works (a reconnect).
+    let (status, fresh) = {
+        let r = connections::handle(request("GET", "/connections/support", None, &[]), &s.services).await;
+        (r.status(), body_json(&r))
+    };
+    assert_eq!(status, 200);
+    let (_, _) = start(&s, fresh["connect_url"].as_str().unwrap()).await;
+}

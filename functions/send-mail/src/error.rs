@@ -50,7 +50,7 @@ impl From<request::Invalid> for SendError {
     }
 }
 
-pub(crate) fn token_error(e: TokenError, s: &Services, conn_id: &str) -> SendError {
+pub(crate) fn token_error(e: TokenError, s: &Services, conn: Option<&Connection>) -> SendError {
     match e {
         TokenError::UnknownConnection(id) => {
             SendError::new(404, "not_found", format!("connection {id} does not exist"))
@@ -63,7 +63,7 @@ pub(crate) fn token_error(e: TokenError, s: &Services, conn_id: &str) -> SendErr
             ),
         ),
         TokenError::ReauthRequired { reason, .. } => {
-            let link = s.connect_url(conn_id);
+            let link = conn.and_then(|c| s.connect_url(c));
             SendError::new(
                 409,
                 "reauth_required",

@@ -78,8 +78,8 @@ pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendEr
         .tokens
         .load(&req.connection_id)
         .await
-        .map_err(|e| token_error(e, s, &req.connection_id))?;
-    check_connection(req, &conn)?;
+        .map_err(|e| token_error(e, s, None))?;
+    check_connection(req, &conn, &s.config)?;
     let key = match (&req.idempotency_key, &sender.idempotency) {
         (None, _) => None,
         (Some(_), None) => {
@@ -125,7 +125,7 @@ pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendEr
         .tokens
         .access_token(&conn)
         .await
-        .map_err(|e| token_error(e, s, &req.connection_id));
+        .map_err(|e| token_error(e, s, Some(&conn)));
     let result = match token {
         Ok(t) => send_with(sender, req, &conn, &t, &sizes).await,
         Err(e) => Err(e),
@@ -276,10 +276,10 @@ pub async fn handle_http(req: Request, sender: &Sender<'_>) -> HttpResponse {
 /// Any invocation: API Gateway, an Amazon Connect `ContactFlowEvent`, or the JSON request itself.
 pub async fn handle_event(payload: Value, sender: &Sender<'_>) -> Value {
     if payload.get("requestContext").is_some() {
-        return match lambda_http::request::from_str(&payload.to_string()) {
-            Ok(req) => api::to_apigw_v2(handle_http(req, sender).await),
-            Err(_) => api::to_apigw_v2(api::error(400, "invalid_request", "unreadable HTTP event")),
-        };
+        return api::to_apigw_v2(match api::http_event(&payload) {
+            Ok(req) => handle_http(req, sender).await,
+            Err(r) => r,
+        });
     }
     let connect = payload
         .get("Details")

@@ -12,7 +12,11 @@ use crate::request::SendRequest;
 ///
 /// # Errors
 /// A 403 [`SendError`] naming the missing scope or right.
-pub fn check_connection(req: &SendRequest, conn: &Connection) -> Result<(), SendError> {
+pub fn check_connection(
+    req: &SendRequest,
+    conn: &Connection,
+    config: &relay365::Config,
+) -> Result<(), SendError> {
     let can_send = conn
         .scopes
         .iter()
@@ -31,6 +35,20 @@ pub fn check_connection(req: &SendRequest, conn: &Connection) -> Result<(), Send
         .from
         .as_deref()
         .is_some_and(|f| !conn.mailbox.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(f)));
+    // App-only credentials could send as anyone in the tenant: only the
+    // connection's own mailbox and the addresses the operator allowed.
+    if other && conn.auth.is_app_only() && !req.from.as_deref().is_some_and(|f| config.sender_allowed(f)) {
+        return Err(SendError::new(
+            403,
+            "send_as_not_allowed",
+            format!(
+                "connection {} is app-only for {}; sending as {} needs that address (or *@its-domain) in RELAY365_ALLOWED_SENDERS (the AllowedSenders parameter of the stack)",
+                conn.id,
+                conn.mailbox.as_deref().unwrap_or("its mailbox"),
+                req.from.as_deref().unwrap_or("")
+            ),
+        ));
+    }
     if other && conn.auth == AuthMode::Delegated && !conn.scopes.contains(&FeatureScope::MailSendShared) {
         return Err(SendError::new(
             403,
@@ -77,20 +95,70 @@ mod tests {
         )
     }
 
+    fn config(allowed: Option<&str>) -> relay365::Config {
+        let mut env: std::collections::HashMap<String, String> = [
+            ("RELAY365_APP_SECRET_ID", "a"),
+            ("RELAY365_SIGNING_KEY_SECRET_ID", "k"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if let Some(a) = allowed {
+            env.insert("RELAY365_ALLOWED_SENDERS".into(), a.into());
+        }
+        relay365::Config::from_map(&env).unwrap()
+    }
+
+    fn from(f: &str) -> SendRequest {
+        parse(
+            &json!({"connection_id": "support", "from": f, "to": ["a@b.com"], "subject": "s", "body": {"text": "t"}}),
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn sending_needs_the_scope_and_send_as_needs_shared() {
-        let req = parse(&json!({"connection_id": "support", "from": "other@contoso.com", "to": ["a@b.com"], "subject": "s", "body": {"text": "t"}}), None, None).unwrap();
-        let e =
-            check_connection(&req, &conn(AuthMode::Delegated, vec![FeatureScope::MailReadOnly])).unwrap_err();
+        let (req, cfg) = (from("other@contoso.com"), config(None));
+        let e = check_connection(
+            &req,
+            &conn(AuthMode::Delegated, vec![FeatureScope::MailReadOnly]),
+            &cfg,
+        )
+        .unwrap_err();
         assert_eq!((e.status, e.code), (403, "permission_denied"));
-        let e = check_connection(&req, &conn(AuthMode::Delegated, vec![FeatureScope::MailSend])).unwrap_err();
+        let e = check_connection(
+            &req,
+            &conn(AuthMode::Delegated, vec![FeatureScope::MailSend]),
+            &cfg,
+        )
+        .unwrap_err();
         assert!(e.message.contains("Mail.Send.Shared"), "{}", e.message);
         assert!(
             check_connection(
                 &req,
-                &conn(AuthMode::Delegated, vec![FeatureScope::MailSendShared])
+                &conn(AuthMode::Delegated, vec![FeatureScope::MailSendShared]),
+                &cfg
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn app_only_sends_as_its_mailbox_or_an_allowed_address_only() {
+        let app = conn(AuthMode::AppSecret, vec![FeatureScope::MailSend]);
+        let e = check_connection(&from("ceo@contoso.com"), &app, &config(None)).unwrap_err();
+        assert_eq!((e.status, e.code), (403, "send_as_not_allowed"));
+        assert!(e.message.contains("RELAY365_ALLOWED_SENDERS"), "{}", e.message);
+        assert!(
+            check_connection(&from("Support@Contoso.com"), &app, &config(None)).is_ok(),
+            "its own mailbox"
+        );
+        let listed = config(Some("helpdesk@contoso.com, *@fabrikam.com"));
+        assert!(check_connection(&from("HELPDESK@contoso.com"), &app, &listed).is_ok());
+        assert!(check_connection(&from("anyone@fabrikam.com"), &app, &listed).is_ok());
+        assert!(check_connection(&from("ceo@contoso.com"), &app, &listed).is_err());
+        assert!(check_connection(&from("x@evil-fabrikam.com"), &app, &listed).is_err());
     }
 }

@@ -22,7 +22,11 @@ struct World {
 impl World {
     async fn start() -> Self {
         let stack = Stack::start_with(Options {
-            env: vec![("RELAY365_ATTACHMENTS_BUCKET", BUCKET.into())],
+            env: vec![
+                ("RELAY365_ATTACHMENTS_BUCKET", BUCKET.into()),
+                // The shared mailbox app-only connections may send as.
+                ("RELAY365_ALLOWED_SENDERS", SHARED.into()),
+            ],
             ..Default::default()
         })
         .await;
@@ -200,6 +204,21 @@ async fn send_as_a_shared_mailbox_allowed_and_denied() {
     let (status, v, _) = w.post(&req).await;
     assert_eq!(status, 202, "{v}");
     assert_eq!(w.stack.sim.sent().last().unwrap().mailbox, SHARED);
+
+    // ...but not as an address the operator did not allow.
+    let sent = w.stack.sim.sent().len();
+    req["from"] = "ceo@contoso.com".into();
+    let (status, v, _) = w.post(&req).await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"]["code"], "send_as_not_allowed");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("RELAY365_ALLOWED_SENDERS"),
+        "{v}"
+    );
+    assert_eq!(w.stack.sim.sent().len(), sent, "nothing reached Microsoft");
 }
 
 #[tokio::test]

@@ -26,6 +26,10 @@ pub struct QueuedNotification {
     /// The changed item's id (`resourceData.id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
+    /// The item's version as Graph announced it (`resourceData.@odata.etag`):
+    /// two edits of an event are two notifications, not one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// `missed`, `subscriptionRemoved` or `reauthorizationRequired` (lifecycle notifications).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle_event: Option<String>,
@@ -37,12 +41,13 @@ impl QueuedNotification {
     /// The FIFO deduplication id: SHA-256 of what makes two notifications the same.
     pub fn dedup_id(&self) -> String {
         let key = format!(
-            "{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}",
             self.subscription_id,
             self.resource.as_deref().unwrap_or(""),
             self.resource_id.as_deref().unwrap_or(""),
             self.change_type.as_deref().unwrap_or(""),
-            self.lifecycle_event.as_deref().unwrap_or("")
+            self.lifecycle_event.as_deref().unwrap_or(""),
+            self.version.as_deref().unwrap_or("")
         );
         crate::digest::sha256_hex(key.as_bytes())
     }
@@ -155,6 +160,7 @@ mod tests {
             change_type: Some(change.into()),
             resource: Some(format!("Users/u/Messages/{id}")),
             resource_id: Some(id.into()),
+            version: None,
             lifecycle_event: None,
             received_at: "2026-11-22T18:00:00Z".into(),
         }
@@ -168,6 +174,15 @@ mod tests {
         assert_eq!(a.dedup_id(), b.dedup_id());
         assert_ne!(a.dedup_id(), n("updated", "m1").dedup_id());
         assert_ne!(a.dedup_id(), n("created", "m2").dedup_id());
+        let mut edit = n("updated", "m1");
+        edit.version = Some("W/\"k1\"".into());
+        let mut next = edit.clone();
+        next.version = Some("W/\"k2\"".into());
+        assert_ne!(
+            edit.dedup_id(),
+            next.dedup_id(),
+            "two edits are two notifications"
+        );
         assert_eq!(a.dedup_id().len(), 64);
     }
 }

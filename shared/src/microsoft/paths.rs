@@ -41,6 +41,44 @@ pub fn owner(conn: &Connection) -> String {
     }
 }
 
+/// An id from outside (a notification's `resourceData.id`) that may not
+/// enter a Graph path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0} characters of an item id are not a Graph id (letters, digits, '-', '_' and '=', at most 1,024): the notification is not Graph's"
+)]
+pub struct ForeignId(pub usize);
+
+/// Checks an item id against Graph's alphabet (base64url with `=` padding;
+/// message and event ids, immutable or not, never contain `/`, `.` or `%`).
+///
+/// # Errors
+/// [`ForeignId`] for anything else, so `..`, `/` and `%2F` never reach a path.
+pub fn item_id(id: &str) -> Result<&str, ForeignId> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='));
+    if ok { Ok(id) } else { Err(ForeignId(id.len())) }
+}
+
+/// The path of a message of the connection's mailbox.
+///
+/// # Errors
+/// [`ForeignId`] when the id is not Graph's.
+pub fn message(conn: &Connection, id: &str) -> Result<String, ForeignId> {
+    Ok(format!("{}/messages/{}", owner(conn), item_id(id)?))
+}
+
+/// The path of a calendar event of the connection's mailbox.
+///
+/// # Errors
+/// [`ForeignId`] when the id is not Graph's.
+pub fn event(conn: &Connection, id: &str) -> Result<String, ForeignId> {
+    Ok(format!("{}/events/{}", owner(conn), item_id(id)?))
+}
+
 /// The Graph resource path a subscription watches.
 pub fn graph_resource(conn: &Connection, sub: &Subscription) -> String {
     let owner = owner(conn);
@@ -86,6 +124,32 @@ mod tests {
             graph_resource(&conn(AuthMode::Delegated, "x@y.z"), &cal),
             "/me/events"
         );
+    }
+
+    #[test]
+    fn item_ids_from_outside_never_change_the_path() {
+        let c = conn(AuthMode::AppSecret, "support@contoso.com");
+        assert_eq!(
+            message(&c, "AAMkAGUwNjQ4ZjIxAAA=").unwrap(),
+            "/users/support@contoso.com/messages/AAMkAGUwNjQ4ZjIxAAA="
+        );
+        assert_eq!(
+            event(&c, "AAMkEv1").unwrap(),
+            "/users/support@contoso.com/events/AAMkEv1"
+        );
+        for forged in [
+            "../../ceo@contoso.com/messages/AAMk",
+            "a/b",
+            "a%2Fb",
+            "..",
+            "a.b",
+            "",
+            "a b",
+            "a?b",
+            &"A".repeat(1025),
+        ] {
+            assert!(message(&c, forged).is_err(), "{forged}");
+        }
     }
 
     #[test]

@@ -10,8 +10,9 @@ use crate::microsoft::tokens::TokenClient;
 use crate::model::connection::Connection;
 use crate::web::signing::{SignError, Signer};
 
-/// How long a connect link works.
-pub const CONNECT_LINK_TTL_SECS: i64 = 7 * 24 * 3600;
+/// How long a connect link works (a new one comes with every
+/// `GET /connections/{id}` and every `connection.reauth_required` event).
+pub const CONNECT_LINK_TTL_SECS: i64 = 24 * 3600;
 /// How long a sign-in may take, from `/oauth/start` to the callback.
 pub const SIGN_IN_TTL_SECS: i64 = 15 * 60;
 /// How long an admin-consent link works.
@@ -33,6 +34,10 @@ pub const ADMIN_STATE: &str = "admin-consent-state";
 pub struct LinkBody {
     /// The connection id.
     pub c: String,
+    /// The sign-in generation the link was made for: once a sign-in through
+    /// it completes, the generation moves on and the link is spent.
+    #[serde(default)]
+    pub g: u64,
 }
 
 /// What the OAuth `state` carries (it travels through Microsoft and the URL bar).
@@ -59,12 +64,14 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// `{public_url}/oauth/start?link=…` for a delegated connection.
-pub fn connect_url(public_url: &url::Url, signer: &Signer, connection_id: &str) -> String {
+/// `{public_url}/oauth/start?link=…` for a delegated connection at sign-in
+/// generation `generation`.
+pub fn connect_url(public_url: &url::Url, signer: &Signer, connection_id: &str, generation: u64) -> String {
     let link = signer.seal(
         CONNECT_LINK,
         &LinkBody {
             c: connection_id.to_string(),
+            g: generation,
         },
         now() + CONNECT_LINK_TTL_SECS,
     );
@@ -96,7 +103,10 @@ pub fn admin_consent_url(
 ) -> String {
     let state = signer.seal(
         ADMIN_STATE,
-        &LinkBody { c: conn.id.clone() },
+        &LinkBody {
+            c: conn.id.clone(),
+            g: conn.generation,
+        },
         now() + ADMIN_CONSENT_TTL_SECS,
     );
     tokens.admin_consent_url(
@@ -173,7 +183,7 @@ mod tests {
         ))
         .unwrap();
         let public = url::Url::parse("https://relay.example").unwrap();
-        let url = url::Url::parse(&connect_url(&public, &signer, "support")).unwrap();
+        let url = url::Url::parse(&connect_url(&public, &signer, "support", 0)).unwrap();
         assert_eq!(url.path(), "/oauth/start");
         let link = url
             .query_pairs()

@@ -259,3 +259,59 @@ mod tests {
         assert_eq!(v["error"]["message"], "no such connection");
     }
 }
+
+/// An API Gateway HTTP API (2.0) event as a request, or the 400 that says why
+/// it is not one. The `host` header is checked first: lambda_http 1.1
+/// (`into_api_gateway_v2_request`) unwraps the URI it builds from it and
+/// panics on a value such as `a.example, b.example` (two Host headers joined
+/// by a comma), which would abort the sandbox under `panic = "abort"`.
+///
+/// # Errors
+/// A 400 response naming what is wrong.
+#[allow(clippy::result_large_err)]
+pub fn http_event(payload: &serde_json::Value) -> Result<Request, HttpResponse> {
+    let host = payload
+        .get("headers")
+        .and_then(|h| h.get("host"))
+        .and_then(serde_json::Value::as_str);
+    let sound = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    };
+    if host.is_some_and(|h| !sound(h)) {
+        return Err(error(
+            400,
+            "invalid_request",
+            "the Host header is not one host name",
+        ));
+    }
+    lambda_http::request::from_str(&payload.to_string())
+        .map_err(|_| error(400, "invalid_request", "unreadable HTTP event"))
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    fn event(host: &str) -> serde_json::Value {
+        serde_json::json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": "/x", "rawQueryString": "",
+            "headers": {"host": host},
+            "requestContext": {"accountId": "1", "apiId": "a", "domainName": host, "domainPrefix": "a",
+                "http": {"method": "GET", "path": "/x", "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "t"},
+                "requestId": "r", "routeKey": "$default", "stage": "$default", "time": "t", "timeEpoch": 0},
+            "isBase64Encoded": false
+        })
+    }
+
+    #[test]
+    fn a_doubled_host_header_is_a_400_not_a_panic() {
+        assert!(http_event(&event("relay.example")).is_ok());
+        for bad in ["a.example, b.example", "a b", "", "a/b"] {
+            let resp = http_event(&event(bad)).unwrap_err();
+            assert_eq!(resp.status(), 400, "{bad}");
+        }
+    }
+}

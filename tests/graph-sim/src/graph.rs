@@ -797,6 +797,14 @@ pub(crate) fn notify_change(
     let copies = if st.duplicate_notifications { 2 } else { 1 };
     let user_id = st.user(upn).map(|u| u.id.clone()).unwrap_or_default();
     let tenant = st.user(upn).map(|u| u.tenant.clone()).unwrap_or_default();
+    // Graph's etag names the item's version: an event's changes each get their own.
+    let etag = st
+        .mailboxes
+        .get(&upn.to_ascii_lowercase())
+        .and_then(|m| m.events.iter().find(|e| e.id == item_id))
+        .filter(|_| events)
+        .map(|e| format!("W/\"{}\"", e.change_key))
+        .unwrap_or_else(|| "W/\"CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf\"".into());
     let targets: Vec<(String, Value)> = st
         .subscriptions
         .values()
@@ -812,7 +820,7 @@ pub(crate) fn notify_change(
                 "changeType": change,
                 "resource": format!("Users/{user_id}/{kind}/{item_id}"),
                 "tenantId": tenant,
-                "resourceData": {"@odata.type": odata, "@odata.id": format!("Users/{user_id}/{kind}/{item_id}"), "@odata.etag": "W/\"CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf\"", "id": item_id},
+                "resourceData": {"@odata.type": odata, "@odata.id": format!("Users/{user_id}/{kind}/{item_id}"), "@odata.etag": etag, "id": item_id},
             });
             (s.notification_url.clone(), json!({"value": [item]}))
         })

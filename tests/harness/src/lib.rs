@@ -103,6 +103,8 @@ impl Stack {
             ("RELAY365_LOGIN_URL", sim.url()),
             ("RELAY365_GRAPH_URL", sim.url()),
             ("RELAY365_STATE_TABLE", STATE_TABLE.to_string()),
+            // The flow receiver, the gateway and the simulator listen on loopback.
+            ("RELAY365_LOCAL", "1".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
