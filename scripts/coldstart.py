@@ -167,11 +167,13 @@ def main():
     store = pathlib.Path(tempfile.mkdtemp(prefix="relay365-bench-"))
     (store / "relay365%2Fapp").write_text(json.dumps({"client_id": "c", "tenant_id": "t", "client_secret": "s"}))
     (store / "relay365%2Fsigning-key").write_text("k" * 64)
+    (store / "relay365%2Fevent-signing-key").write_text("e" * 64)
     base = {
         "PATH": os.environ.get("PATH", ""), "AWS_LAMBDA_FUNCTION_NAME": "bench", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_LOG_STREAM_NAME": "s", "AWS_LAMBDA_LOG_GROUP_NAME": "g",
         "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
         "RELAY365_APP_SECRET_ID": "relay365/app", "RELAY365_SIGNING_KEY_SECRET_ID": "relay365/signing-key",
+        "RELAY365_EVENT_SIGNING_SECRET_ID": "relay365/event-signing-key",
         "RELAY365_SECRET_STORE": f"file:{store}", "RELAY365_PUBLIC_URL": "https://relay.example",
         "RELAY365_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo",
     }

@@ -257,8 +257,14 @@ impl Demo {
             aws_lc_rs::rand::fill(&mut bytes).map_err(setup("random signing key"))?;
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         };
-        let resources = create_resources(&sdk, &app.to_string(), &signing_key).await?;
-        let receiver = Receiver::start(opts.receiver_port, &signing_key, opts.print_events)
+        // The flow's key is its own secret: the receiver never sees the signing key.
+        let event_signing_key = {
+            let mut bytes = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut bytes).map_err(setup("random event signing key"))?;
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let resources = create_resources(&sdk, &app.to_string(), &signing_key, &event_signing_key).await?;
+        let receiver = Receiver::start(opts.receiver_port, &event_signing_key, opts.print_events)
             .await
             .map_err(DemoError::Setup)?;
 
@@ -272,6 +278,10 @@ impl Demo {
             ("RELAY365_CLOUD", cloud.name().into()),
             ("RELAY365_APP_SECRET_ID", "relay365/app".into()),
             ("RELAY365_SIGNING_KEY_SECRET_ID", "relay365/signing-key".into()),
+            (
+                "RELAY365_EVENT_SIGNING_SECRET_ID",
+                "relay365/event-signing-key".into(),
+            ),
             ("RELAY365_PUBLIC_URL", public_url.clone()),
             ("RELAY365_QUEUE_URL", resources.queue_url.clone()),
             ("RELAY365_DEFAULT_TARGET", receiver.url.clone()),
@@ -390,11 +400,13 @@ async fn create_resources(
     sdk: &aws_config::SdkConfig,
     app_secret: &str,
     signing_key: &str,
+    event_signing_key: &str,
 ) -> Result<Resources, DemoError> {
     let sm = aws_sdk_secretsmanager::Client::new(sdk);
     for (name, value) in [
         ("relay365/app", app_secret),
         ("relay365/signing-key", signing_key),
+        ("relay365/event-signing-key", event_signing_key),
     ] {
         sm.create_secret()
             .name(name)

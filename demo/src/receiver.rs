@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use relay365::model::sensitive::Sensitive;
-use relay365::web::signing::Signer;
+use relay365::web::signing::EventSigner;
 
 /// One event as it arrived.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub struct Received {
 }
 
 struct Inner {
-    signer: Signer,
+    signer: EventSigner,
     events: Mutex<Vec<Received>>,
     print: bool,
 }
@@ -42,8 +42,9 @@ impl Receiver {
     ///
     /// # Errors
     /// When the port cannot be bound or the key is too weak.
-    pub async fn start(port: u16, signing_key: &str, print: bool) -> Result<Self, String> {
-        let signer = Signer::new(&Sensitive::new(signing_key.to_string())).map_err(|e| e.to_string())?;
+    pub async fn start(port: u16, event_signing_key: &str, print: bool) -> Result<Self, String> {
+        let signer = EventSigner::from_secret(&Sensitive::new(event_signing_key.to_string()))
+            .map_err(|e| e.to_string())?;
         let inner = Arc::new(Inner {
             signer,
             events: Mutex::new(Vec::new()),
@@ -72,18 +73,30 @@ impl Receiver {
     }
 }
 
-fn verify(signer: &Signer, header: Option<&str>, body: &[u8]) -> bool {
+/// What a receiver does: recompute the `v1=` for its one key and accept the
+/// event when any `v1=` of the header equals it (during a rotation the header
+/// carries one per key), comparing in constant time.
+fn verify(signer: &EventSigner, header: Option<&str>, body: &[u8]) -> bool {
+    let header = header.unwrap_or_default();
     let Some(t) = header
-        .and_then(|h| h.split(',').find_map(|p| p.trim().strip_prefix("t=")))
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix("t="))
         .and_then(|t| t.parse::<i64>().ok())
     else {
         return false;
     };
-    let expected = signer.event_signature(t, body);
-    let given = header.unwrap_or_default();
-    // Equal length and constant time: what a recipient should do.
-    expected.len() == given.len()
-        && aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), given.as_bytes()).is_ok()
+    let expected = signer.signature(t, body);
+    let Some(mine) = expected.split(",v1=").nth(1) else {
+        return false;
+    };
+    header
+        .split(',')
+        .filter_map(|p| p.trim().strip_prefix("v1="))
+        .any(|given| {
+            given.len() == mine.len()
+                && aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), mine.as_bytes())
+                    .is_ok()
+        })
 }
 
 async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {

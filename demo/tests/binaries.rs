@@ -102,6 +102,7 @@ async fn secrets(demo: &Demo) -> Vec<String> {
     let mut out = demo.sim.as_ref().unwrap().issued_secrets();
     out.push(app["client_secret"].as_str().unwrap().to_string());
     out.push(key);
+    out.push(get("relay365/event-signing-key").await);
     out.push(signer.client_state("support").expose().to_string());
     out
 }

@@ -41,6 +41,8 @@ pub struct Config {
     pub app_secret_id: String,
     /// `RELAY365_SIGNING_KEY_SECRET_ID`.
     pub signing_key_secret_id: String,
+    /// `RELAY365_EVENT_SIGNING_SECRET_ID`: the event signing secret (mail-dispatch).
+    pub event_signing_secret_id: Option<String>,
     /// `RELAY365_SECRET_PREFIX`.
     pub secret_prefix: String,
     /// `RELAY365_PUBLIC_URL`, without a trailing slash.
@@ -198,6 +200,7 @@ impl Config {
             cloud,
             app_secret_id: required("RELAY365_APP_SECRET_ID")?,
             signing_key_secret_id: required("RELAY365_SIGNING_KEY_SECRET_ID")?,
+            event_signing_secret_id: get("RELAY365_EVENT_SIGNING_SECRET_ID"),
             secret_prefix,
             public_url,
             queue_url: get("RELAY365_QUEUE_URL"),

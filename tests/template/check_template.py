@@ -121,9 +121,9 @@ def main():
                 check(f"{name}: ListSecrets only in connections", name == "connections")
                 continue
             for res in as_list(st["Resource"]):
-                allowed = ref_name(res) in ("AppSecret", "SigningKey") or (isinstance(res, dict) and "Fn::Sub" in res and res["Fn::Sub"].endswith(prefix))
+                allowed = ref_name(res) in ("AppSecret", "SigningKey", "EventSigningSecret") or (isinstance(res, dict) and "Fn::Sub" in res and res["Fn::Sub"].endswith(prefix))
                 check(f"{name}/{st.get('Sid')}: resource inside the deployment's secrets", allowed, str(res))
-                if ref_name(res) in ("AppSecret", "SigningKey"):
+                if ref_name(res) in ("AppSecret", "SigningKey", "EventSigningSecret"):
                     check(f"{name}: deployment secrets are read-only", sm == ["secretsmanager:GetSecretValue"], str(sm))
             if any(a in ("secretsmanager:PutSecretValue", "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret") for a in sm):
                 wrote = True
@@ -157,6 +157,8 @@ def main():
     webhook = functions["mail-webhook"][1]
     read = [ref_name(r) for st in statements(webhook) for r in as_list(st["Resource"]) if any(a.startswith("secretsmanager:") for a in as_list(st["Action"]))]
     check("mail-webhook reads only the signing key", read == ["SigningKey"], str(read))
+    event_readers = sorted(name for name, (_, fn) in functions.items() for st in statements(fn) for r in as_list(st["Resource"]) if ref_name(r) == "EventSigningSecret")
+    check("only mail-dispatch reads the event signing secret", event_readers == ["mail-dispatch"], str(event_readers))
     s3_users = sorted(name for name, (_, fn) in functions.items() for st in statements(fn) if any(a.startswith("s3:") for a in as_list(st["Action"])))
     check("only send-mail reads the attachments bucket", s3_users == ["send-mail"], str(s3_users))
     dispatch_events = functions["mail-dispatch"][1]["Properties"]["Events"]

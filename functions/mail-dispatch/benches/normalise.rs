@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use relay365::model::connection::{AuthMode, Connection};
-use relay365::web::signing::Signer;
+use relay365::web::signing::EventSigner;
 use relay365::{Cloud, Sensitive};
 
 fn bench(c: &mut Criterion) {
@@ -26,14 +26,14 @@ fn bench(c: &mut Criterion) {
     });
     let attachments =
         vec![serde_json::json!({"name": "a.pdf", "contentType": "application/pdf", "size": 1234})];
-    let signer = Signer::new(&Sensitive::new("k".repeat(64))).unwrap();
+    let signer = EventSigner::from_secret(&Sensitive::new("k".repeat(64))).unwrap();
     c.bench_function(
         "dispatch: normalise + serialise + sign a mail.received event",
         |b| {
             b.iter(|| {
                 let event = mail_dispatch::normalise::mail_event(&conn, &message, &attachments);
                 let body = serde_json::to_vec(&event).unwrap();
-                signer.event_signature(1_795_000_000, &body)
+                signer.signature(1_795_000_000, &body)
             })
         },
     );

@@ -1,29 +1,55 @@
 //! What dispatch needs, built once per container.
 
-use relay365::services::Services;
+use relay365::Sensitive;
+use relay365::services::{Services, StartupError};
+use relay365::web::signing::EventSigner;
 
 /// The dispatcher's dependencies.
 pub struct Dispatcher {
     /// Shared services.
     pub services: Services,
+    /// Signs events with the event signing secret (the flows' key).
+    pub(crate) events: EventSigner,
     /// For `eventbridge:` targets; built on the first event for one.
     pub(crate) eventbridge: relay365::aws::sdk::LazyClient<aws_sdk_eventbridge::Client>,
 }
 
 impl Dispatcher {
-    /// Wraps services; the EventBridge client is built only if an event goes to a bus.
-    pub fn new(services: Services) -> Self {
+    /// Wraps services and the event signer; the EventBridge client is built
+    /// only if an event goes to a bus.
+    pub fn new(services: Services, events: EventSigner) -> Self {
         Self {
             services,
+            events,
             eventbridge: relay365::aws::sdk::LazyClient::new(aws_sdk_eventbridge::Client::new),
         }
+    }
+
+    /// Wraps services, reading the event signing secret their settings name.
+    ///
+    /// # Errors
+    /// [`StartupError`] naming the setting or secret to fix.
+    pub async fn load(services: Services) -> Result<Self, StartupError> {
+        let Some(id) = services.config.event_signing_secret_id.clone() else {
+            return Err(StartupError::Config(relay365::config::ConfigError {
+                name: "RELAY365_EVENT_SIGNING_SECRET_ID",
+                message: "is required by mail-dispatch; the SAM template sets it".into(),
+            }));
+        };
+        let raw = services
+            .store
+            .get(&id)
+            .await?
+            .ok_or(StartupError::Missing(id, "the template generates it"))?;
+        let events = EventSigner::from_secret(&Sensitive::new(raw)).map_err(StartupError::SigningKey)?;
+        Ok(Self::new(services, events))
     }
 
     /// Everything from the environment, once per container.
     ///
     /// # Errors
-    /// [`relay365::services::StartupError`] naming what to fix.
-    pub async fn from_env() -> Result<Self, relay365::services::StartupError> {
-        Ok(Self::new(Services::from_env().await?))
+    /// [`StartupError`] naming what to fix.
+    pub async fn from_env() -> Result<Self, StartupError> {
+        Self::load(Services::from_env().await?).await
     }
 }

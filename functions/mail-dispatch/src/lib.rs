@@ -209,7 +209,10 @@ mod tests {
         )
         .await
         .unwrap();
-        let d = Dispatcher::new(services);
+        let events =
+            relay365::web::signing::EventSigner::from_secret(&relay365::Sensitive::new("e".repeat(40)))
+                .unwrap();
+        let d = Dispatcher::new(services, events);
         let event: SqsEvent =
             serde_json::from_str(include_str!("../../../tests/fixtures/aws/sqs-event.json")).unwrap();
         assert_eq!(event.records.len(), 2);

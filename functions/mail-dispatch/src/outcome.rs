@@ -40,3 +40,34 @@ pub(crate) fn sub_outcome(r: Result<(), subscriptions::SubscriptionError>) -> Ou
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16) -> GraphError {
+        GraphError::Api {
+            status,
+            code: "c".into(),
+            message: "m".into(),
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn passing_failures_are_retried_and_lasting_ones_finish() {
+        assert_eq!(graph_outcome(Ok(())), Outcome::Done);
+        assert!(matches!(graph_outcome(Err(api(503))), Outcome::Retry(_)));
+        assert!(matches!(
+            graph_outcome(Err(GraphError::Throttled {
+                status: 429,
+                retry_after: None,
+                request_id: None
+            })),
+            Outcome::Retry(_)
+        ));
+        assert_eq!(graph_outcome(Err(api(400))), Outcome::Done);
+        assert!(matches!(sub_outcome(Err(api(500).into())), Outcome::Retry(_)));
+        assert_eq!(sub_outcome(Err(api(403).into())), Outcome::Done);
+    }
+}

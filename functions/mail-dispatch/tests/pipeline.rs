@@ -55,7 +55,7 @@ impl Pipe {
             }
         });
         // Dispatch runs in its own "container": its own services and caches.
-        let dispatcher = Dispatcher::new(stack.container().await);
+        let dispatcher = Dispatcher::load(stack.container().await).await.unwrap();
         Self {
             stack,
             _gateway: gateway,
@@ -152,10 +152,10 @@ fn check_signature(r: &Received) {
     let sig = r.header("relay365-signature").unwrap();
     let (t, v1) = sig.split_once(",v1=").unwrap();
     let t = t.strip_prefix("t=").unwrap();
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SIGNING_KEY.as_bytes());
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, EVENT_SIGNING_KEY.as_bytes());
     let tag = aws_lc_rs::hmac::sign(&key, format!("{t}.{}", r.body).as_bytes());
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(v1, hex, "the signature verifies with the signing key");
+    assert_eq!(v1, hex, "the signature verifies with the event signing key");
     assert_eq!(
         r.header("relay365-event-id").unwrap(),
         r.json()["id"].as_str().unwrap()

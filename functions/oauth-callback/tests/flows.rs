@@ -102,7 +102,11 @@ async fn delegated_connect_end_to_end() {
     let text = logs.text();
     assert!(text.contains("mailbox connected"), "the capture works");
     let mut secrets = s.sim.issued_secrets();
-    secrets.extend([CLIENT_SECRET.to_string(), SIGNING_KEY.to_string()]);
+    secrets.extend([
+        CLIENT_SECRET.to_string(),
+        SIGNING_KEY.to_string(),
+        EVENT_SIGNING_KEY.to_string(),
+    ]);
     let link = connect_url.split("link=").nth(1).unwrap().to_string();
     secrets.push(link);
     assert!(secrets.len() >= 5);
@@ -134,8 +138,8 @@ async fn app_only_flow(s: &Stack, auth: &str) {
     );
     assert_eq!(
         s.aws.count("secretsmanager.CreateSecret"),
-        2,
-        "only the app secret and the signing key exist"
+        3,
+        "only the deployment's own secrets exist (app, signing key, event signing secret)"
     );
     assert!(s.services.tokens.token_for("fabrikam").await.is_ok());
 }

@@ -1,9 +1,14 @@
-//! HMAC-SHA256 signing with one deployment key: OAuth `state`, connect links,
-//! subscription `clientState` and signatures on delivered events.
+//! HMAC-SHA256 signing: what relay365 signs for itself (OAuth `state`,
+//! connect links, subscription `clientState`, the browser cookie) with keys
+//! derived from the deployment's signing key, and what it signs for flow
+//! receivers (`Relay365-Signature`) with the separate event signing secret.
 //!
-//! Every use signs a purpose label along with the data, so a value minted for
-//! one purpose (a connect link) can never be replayed as another (an OAuth
-//! state). Verification is constant time (`aws_lc_rs::hmac::verify`).
+//! The signing key is never used directly: each purpose has its own key,
+//! HKDF-SHA256 of the signing key with the purpose as `info`, and every MAC
+//! also covers the purpose label. A value minted for one purpose (a connect
+//! link) can never pass as another (an OAuth state), and the only key a flow
+//! receiver ever holds, the event signing secret, opens nothing else.
+//! Verification is constant time (`aws_lc_rs::hmac::verify`).
 
 use aws_lc_rs::hmac;
 use base64::Engine;
@@ -37,10 +42,20 @@ pub enum SignError {
 )]
 pub struct WeakKey(pub usize);
 
-/// An HMAC-SHA256 signer holding the deployment's signing key.
+/// An HMAC-SHA256 signer holding the deployment's signing key (the root
+/// every purpose's key is derived from).
 #[derive(Clone)]
 pub struct Signer {
-    key: hmac::Key,
+    root: aws_lc_rs::hkdf::Prk,
+}
+
+/// The HKDF output length: one HMAC-SHA256 (or AES-256) key.
+struct KeyLen;
+
+impl aws_lc_rs::hkdf::KeyType for KeyLen {
+    fn len(&self) -> usize {
+        32
+    }
 }
 
 impl std::fmt::Debug for Signer {
@@ -66,13 +81,29 @@ impl Signer {
         if bytes.len() < MIN_KEY_LEN {
             return Err(WeakKey(bytes.len()));
         }
+        let salt = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"relay365 signing key");
         Ok(Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            root: salt.extract(bytes),
         })
     }
 
+    /// The key of one purpose: HKDF-SHA256 expand with the purpose as `info`.
+    fn key(&self, purpose: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let info = [purpose.as_bytes()];
+        // Expanding 32 bytes from SHA-256 cannot fail (the limit is 255 × 32).
+        if let Ok(okm) = self.root.expand(&info, KeyLen) {
+            let _ = okm.fill(&mut out);
+        }
+        out
+    }
+
+    fn hmac_key(&self, purpose: &str) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, &self.key(purpose))
+    }
+
     fn tag(&self, purpose: &str, data: &[u8]) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.key);
+        let mut ctx = hmac::Context::with_key(&self.hmac_key(purpose));
         ctx.update(purpose.as_bytes());
         ctx.update(b"\n");
         ctx.update(data);
@@ -84,7 +115,7 @@ impl Signer {
         msg.extend_from_slice(purpose.as_bytes());
         msg.push(b'\n');
         msg.extend_from_slice(data);
-        hmac::verify(&self.key, &msg, tag).is_ok()
+        hmac::verify(&self.hmac_key(purpose), &msg, tag).is_ok()
     }
 
     /// Signs `body` with an expiry, as `base64url(json).base64url(mac)`:
@@ -133,8 +164,8 @@ impl Signer {
             body,
         })
         .unwrap_or_default();
-        let key_bytes = self.tag("aead-key", purpose.as_bytes());
-        let Ok(unbound) = UnboundKey::new(&AES_256_GCM, key_bytes.as_ref()) else {
+        let key_bytes = self.key(&format!("aead:{purpose}"));
+        let Ok(unbound) = UnboundKey::new(&AES_256_GCM, &key_bytes) else {
             return String::new();
         };
         let key = LessSafeKey::new(unbound);
@@ -174,8 +205,8 @@ impl Signer {
             return Err(SignError::Malformed);
         }
         let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let key_bytes = self.tag("aead-key", purpose.as_bytes());
-        let unbound = UnboundKey::new(&AES_256_GCM, key_bytes.as_ref()).map_err(|_| SignError::Malformed)?;
+        let key_bytes = self.key(&format!("aead:{purpose}"));
+        let unbound = UnboundKey::new(&AES_256_GCM, &key_bytes).map_err(|_| SignError::Malformed)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SignError::Malformed)?;
         let mut in_out = sealed.to_vec();
         let plain = LessSafeKey::new(unbound)
@@ -202,19 +233,66 @@ impl Signer {
         let mac = B64.decode(mac).ok()?;
         self.verify("client-state", id.as_bytes(), &mac).then_some(id)
     }
+}
+
+/// Signs delivered events with the event signing secret: the one key a flow
+/// receiver holds. Its secret is one key, or during a rotation
+/// `{"keys": ["new", "old"]}`; each key adds one `v1=` to the header, so a
+/// receiver that knows either key verifies every event of the overlap.
+#[derive(Clone)]
+pub struct EventSigner {
+    keys: Vec<hmac::Key>,
+}
+
+impl std::fmt::Debug for EventSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EventSigner({} keys, **redacted**)", self.keys.len())
+    }
+}
+
+impl EventSigner {
+    /// Reads the event signing secret: a key of at least [`MIN_KEY_LEN`]
+    /// characters, or `{"keys": [...]}` with one or two of them.
+    ///
+    /// # Errors
+    /// [`WeakKey`] when a key is too short or there is none.
+    pub fn from_secret(secret: &Sensitive) -> Result<Self, WeakKey> {
+        #[derive(serde::Deserialize)]
+        struct Keys {
+            keys: Vec<String>,
+        }
+        let raw = secret.expose().trim();
+        let keys: Vec<String> = match serde_json::from_str::<Keys>(raw) {
+            Ok(k) => k.keys,
+            Err(_) => vec![raw.to_string()],
+        };
+        if keys.is_empty() {
+            return Err(WeakKey(0));
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if k.len() < MIN_KEY_LEN {
+                return Err(WeakKey(k.len()));
+            }
+            out.push(hmac::Key::new(hmac::HMAC_SHA256, k.as_bytes()));
+        }
+        Ok(Self { keys: out })
+    }
 
     /// The `Relay365-Signature` header of a delivered event:
-    /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
-    ///
-    /// This one is keyed without a purpose label, so recipients can verify it
+    /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`, one `v1=` per key.
+    /// Keyed with the secret's bytes as they are, so receivers can verify it
     /// with any HMAC library exactly as documented.
-    pub fn event_signature(&self, unix_seconds: i64, body: &[u8]) -> String {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(unix_seconds.to_string().as_bytes());
-        ctx.update(b".");
-        ctx.update(body);
-        let tag = ctx.sign();
-        format!("t={unix_seconds},v1={}", crate::digest::hex(tag.as_ref()))
+    pub fn signature(&self, unix_seconds: i64, body: &[u8]) -> String {
+        let mut header = format!("t={unix_seconds}");
+        for key in &self.keys {
+            let mut ctx = hmac::Context::with_key(key);
+            ctx.update(unix_seconds.to_string().as_bytes());
+            ctx.update(b".");
+            ctx.update(body);
+            header.push_str(&format!(",v1={}", crate::digest::hex(ctx.sign().as_ref())));
+        }
+        header
     }
 }
 
@@ -325,12 +403,76 @@ mod tests {
 
     #[test]
     fn event_signature_matches_a_plain_hmac() {
-        let s = signer();
-        let sig = s.event_signature(1_700_000_000, b"{}");
-        let key = hmac::Key::new(hmac::HMAC_SHA256, "k".repeat(40).as_bytes());
+        let e = EventSigner::from_secret(&Sensitive::new("e".repeat(40))).unwrap();
+        let sig = e.signature(1_700_000_000, b"{}");
+        let key = hmac::Key::new(hmac::HMAC_SHA256, "e".repeat(40).as_bytes());
         let expect = hmac::sign(&key, b"1700000000.{}");
-        let hex: String = expect.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(sig, format!("t=1700000000,v1={hex}"));
+        assert_eq!(
+            sig,
+            format!("t=1700000000,v1={}", crate::digest::hex(expect.as_ref()))
+        );
+    }
+
+    #[test]
+    fn during_a_rotation_each_key_adds_a_v1() {
+        let (new, old) = ("n".repeat(40), "o".repeat(40));
+        let both =
+            EventSigner::from_secret(&Sensitive::new(format!(r#"{{"keys": ["{new}", "{old}"]}}"#))).unwrap();
+        let sig = both.signature(1_700_000_000, b"{}");
+        let only = |k: &str| {
+            EventSigner::from_secret(&Sensitive::new(k))
+                .unwrap()
+                .signature(1_700_000_000, b"{}")
+        };
+        let v1 = |h: String| h.split(',').nth(1).unwrap().to_string();
+        assert_eq!(sig, format!("t=1700000000,{},{}", v1(only(&new)), v1(only(&old))));
+        assert!(EventSigner::from_secret(&Sensitive::new(r#"{"keys": []}"#)).is_err());
+        assert!(EventSigner::from_secret(&Sensitive::new("short")).is_err());
+        assert!(!format!("{both:?}").contains(&new));
+    }
+
+    #[test]
+    fn a_receiver_key_opens_nothing_the_deployment_signs() {
+        // A receiver holds the event signing secret. Used as a signing key it
+        // mints values the deployment refuses: purpose keys derive from the
+        // signing key, which never leaves the deployment.
+        let deployment = signer();
+        let receiver_secret = "r".repeat(48);
+        let forger = Signer::new(&Sensitive::new(&receiver_secret)).unwrap();
+        let cs = forger.client_state("support");
+        assert_eq!(deployment.verify_client_state(cs.expose()), None);
+        let link = forger.seal(
+            "connect-link",
+            &serde_json::json!({"c": "support"}),
+            4_000_000_000,
+        );
+        assert!(
+            deployment
+                .open::<serde_json::Value>("connect-link", &link, 0)
+                .is_err()
+        );
+        let state = forger.seal(
+            "oauth-state",
+            &serde_json::json!({"c": "support", "n": "x"}),
+            4_000_000_000,
+        );
+        assert!(
+            deployment
+                .open::<serde_json::Value>("oauth-state", &state, 0)
+                .is_err()
+        );
+        let cookie = forger.seal_private("oauth-cookie", &serde_json::json!({"c": "s"}), 4_000_000_000);
+        assert!(
+            deployment
+                .open_private::<serde_json::Value>("oauth-cookie", &cookie, 0)
+                .is_err()
+        );
+        // Nor does a plain HMAC with the deployment's own signing key: the purposes use derived keys.
+        let raw = hmac::Key::new(hmac::HMAC_SHA256, "k".repeat(40).as_bytes());
+        let mut ctx = hmac::Context::with_key(&raw);
+        ctx.update(b"client-state\nsupport");
+        let legacy = format!("support.{}", B64.encode(ctx.sign().as_ref()));
+        assert_eq!(deployment.verify_client_state(&legacy), None);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub const PUBLIC_URL: &str = "https://relay.example";
 pub const UPN: &str = "ann@contoso.com";
 pub const SHARED_UPN: &str = "support@fabrikam.com";
 pub const SIGNING_KEY: &str = "harness-signing-key-0123456789abcdef0123456789";
+/// The flows' key: the only one a receiver holds.
+pub const EVENT_SIGNING_KEY: &str = "harness-event-signing-key-0123456789abcdef012345";
 
 pub const STATE_TABLE: &str = "relay365-state";
 
@@ -90,6 +92,10 @@ impl Stack {
         }
         direct.create("relay365/app", &app.to_string()).await.unwrap();
         direct.create("relay365/signing-key", SIGNING_KEY).await.unwrap();
+        direct
+            .create("relay365/event-signing-key", EVENT_SIGNING_KEY)
+            .await
+            .unwrap();
         relay365_testkit::create_state_table(&aws.sdk_config().await, STATE_TABLE)
             .await
             .unwrap();
@@ -98,6 +104,10 @@ impl Stack {
             (
                 "RELAY365_SIGNING_KEY_SECRET_ID",
                 "relay365/signing-key".to_string(),
+            ),
+            (
+                "RELAY365_EVENT_SIGNING_SECRET_ID",
+                "relay365/event-signing-key".to_string(),
             ),
             ("RELAY365_PUBLIC_URL", public.clone()),
             ("RELAY365_LOGIN_URL", sim.url()),
