@@ -47,6 +47,10 @@ pub struct WeakKey(pub usize);
 #[derive(Clone)]
 pub struct Signer {
     root: aws_lc_rs::hkdf::Prk,
+    /// During a rotation: the previous key, accepted for `clientState` only,
+    /// until the unix time given (subscriptions made with it are recreated
+    /// with the current key meanwhile; Graph cannot change a clientState).
+    previous: Option<(Box<Signer>, i64)>,
 }
 
 /// The HKDF output length: one HMAC-SHA256 (or AES-256) key.
@@ -72,18 +76,39 @@ struct Envelope<T> {
 }
 
 impl Signer {
-    /// A signer over the UTF-8 bytes of the key secret.
+    /// A signer over the key secret: the key itself, or during a rotation
+    /// `{"current": KEY, "previous": KEY, "previous_until": UNIX_SECONDS}`
+    /// (what `infra/rotate-signing-key.sh` writes).
     ///
     /// # Errors
-    /// [`WeakKey`] when the key is shorter than [`MIN_KEY_LEN`].
+    /// [`WeakKey`] when a key is shorter than [`MIN_KEY_LEN`].
     pub fn new(key: &Sensitive) -> Result<Self, WeakKey> {
-        let bytes = key.expose().as_bytes();
+        #[derive(serde::Deserialize)]
+        struct Rotating {
+            current: String,
+            previous: Option<String>,
+            previous_until: Option<i64>,
+        }
+        match serde_json::from_str::<Rotating>(key.expose()) {
+            Ok(r) => {
+                let mut signer = Self::from_bytes(r.current.as_bytes())?;
+                if let (Some(p), Some(until)) = (r.previous, r.previous_until) {
+                    signer.previous = Some((Box::new(Self::from_bytes(p.as_bytes())?), until));
+                }
+                Ok(signer)
+            }
+            Err(_) => Self::from_bytes(key.expose().as_bytes()),
+        }
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, WeakKey> {
         if bytes.len() < MIN_KEY_LEN {
             return Err(WeakKey(bytes.len()));
         }
         let salt = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"relay365 signing key");
         Ok(Self {
             root: salt.extract(bytes),
+            previous: None,
         })
     }
 
@@ -228,10 +253,25 @@ impl Signer {
     }
 
     /// Verifies a `clientState` in constant time and returns its connection id.
+    /// During a rotation, a `clientState` made with the previous key is
+    /// accepted until the grace period ends.
     pub fn verify_client_state<'a>(&self, client_state: &'a str) -> Option<&'a str> {
+        self.verify_client_state_at(client_state, time::OffsetDateTime::now_utc().unix_timestamp())
+    }
+
+    /// [`Signer::verify_client_state`] at a given time (unix seconds).
+    pub fn verify_client_state_at<'a>(&self, client_state: &'a str, now_unix: i64) -> Option<&'a str> {
         let (id, mac) = client_state.rsplit_once('.')?;
         let mac = B64.decode(mac).ok()?;
-        self.verify("client-state", id.as_bytes(), &mac).then_some(id)
+        if self.verify("client-state", id.as_bytes(), &mac) {
+            return Some(id);
+        }
+        match &self.previous {
+            Some((old, until)) if now_unix < *until => {
+                old.verify("client-state", id.as_bytes(), &mac).then_some(id)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -429,6 +469,43 @@ mod tests {
         assert!(EventSigner::from_secret(&Sensitive::new(r#"{"keys": []}"#)).is_err());
         assert!(EventSigner::from_secret(&Sensitive::new("short")).is_err());
         assert!(!format!("{both:?}").contains(&new));
+    }
+
+    #[test]
+    fn during_a_rotation_the_previous_key_s_client_state_is_accepted_until_the_grace_ends() {
+        let (old, new) = ("o".repeat(40), "n".repeat(40));
+        let before = Signer::new(&Sensitive::new(&old)).unwrap();
+        let old_state = before.client_state("support");
+        let rotating = Signer::new(&Sensitive::new(format!(
+            r#"{{"current": "{new}", "previous": "{old}", "previous_until": 2000}}"#
+        )))
+        .unwrap();
+        assert_eq!(
+            rotating.verify_client_state_at(old_state.expose(), 1999),
+            Some("support")
+        );
+        assert_eq!(
+            rotating.verify_client_state_at(old_state.expose(), 2000),
+            None,
+            "the grace is over"
+        );
+        // New values are made with the new key only.
+        let new_state = rotating.client_state("support");
+        assert_eq!(
+            Signer::new(&Sensitive::new(&new))
+                .unwrap()
+                .verify_client_state(new_state.expose()),
+            Some("support")
+        );
+        assert_eq!(before.verify_client_state(new_state.expose()), None);
+        let link = rotating.seal("connect-link", &serde_json::json!({"c": "x"}), 4_000_000_000);
+        assert!(
+            before
+                .open::<serde_json::Value>("connect-link", &link, 0)
+                .is_err()
+        );
+        assert!(Signer::new(&Sensitive::new(r#"{"current": "short"}"#)).is_err());
+        assert!(!format!("{rotating:?}").contains(&old));
     }
 
     #[test]
