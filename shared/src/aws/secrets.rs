@@ -70,8 +70,6 @@ pub trait SecretStore: Send + Sync {
     async fn put(&self, name: &str, value: &str, request_token: &str) -> Result<(), SecretError>;
     /// Deletes a secret (Secrets Manager keeps it recoverable for 7 days).
     async fn delete(&self, name: &str) -> Result<(), SecretError>;
-    /// Names of the secrets that start with `prefix`, sorted.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError>;
     /// Reads a secret from the store itself, past any cache (and refreshes
     /// the cache): for answers a person acts on, such as a connection's status
     /// just after another function changed it.
@@ -185,31 +183,6 @@ impl SecretStore for AwsSecretStore {
             .map(|_| ())
             .map_err(|e| map_sdk(name, e))
     }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError> {
-        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
-        let filter = Filter::builder()
-            .key(FilterNameStringType::Name)
-            .values(prefix)
-            .build();
-        let mut names = Vec::new();
-        let mut pages = self.client.list_secrets().filters(filter).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_sdk(prefix, e))?;
-            for s in page.secret_list() {
-                // The name filter matches prefixes of words; keep exact prefixes
-                // and skip secrets already scheduled for deletion.
-                if let Some(n) = s.name()
-                    && n.starts_with(prefix)
-                    && s.deleted_date().is_none()
-                {
-                    names.push(n.to_string());
-                }
-            }
-        }
-        names.sort();
-        Ok(names)
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -252,23 +225,6 @@ impl FileSecretStore {
             })
             .collect();
         self.dir.join(encoded)
-    }
-
-    fn decode(file: &str) -> Option<String> {
-        let bytes = file.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%' {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            } else {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8(out).ok()
     }
 
     fn io_err(name: &str, e: &std::io::Error) -> SecretError {
@@ -341,17 +297,6 @@ impl SecretStore for FileSecretStore {
             Err(e) => Err(Self::io_err(name, &e)),
         }
     }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| Self::io_err(prefix, &e))?;
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().and_then(Self::decode))
-            .filter(|n| n.starts_with(prefix) && !n.contains(".tmp-"))
-            .collect();
-        names.sort();
-        Ok(names)
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -419,15 +364,6 @@ impl SecretStore for MemorySecretStore {
                 name: name.to_string(),
             }),
         }
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError> {
-        Ok(self
-            .map()
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect())
     }
 }
 
@@ -506,10 +442,6 @@ impl<S: SecretStore> SecretStore for CachedSecretStore<S> {
         self.inner.delete(name).await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError> {
-        self.inner.list(prefix).await
-    }
-
     async fn get_fresh(&self, name: &str) -> Result<Option<String>, SecretError> {
         let value = self.inner.get(name).await?;
         self.remember(name, value.clone());
@@ -531,9 +463,6 @@ impl<T: SecretStore + ?Sized> SecretStore for std::sync::Arc<T> {
     async fn delete(&self, name: &str) -> Result<(), SecretError> {
         (**self).delete(name).await
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError> {
-        (**self).list(prefix).await
-    }
     async fn get_fresh(&self, name: &str) -> Result<Option<String>, SecretError> {
         (**self).get_fresh(name).await
     }
@@ -553,27 +482,26 @@ mod tests {
     async fn file_store_round_trip_with_private_files() {
         let dir = tmpdir();
         let store = FileSecretStore::new(&dir).unwrap();
-        assert_eq!(store.get("relay365/connections/a").await.unwrap(), None);
-        store.create("relay365/connections/a", "one").await.unwrap();
+        assert_eq!(store.get("relay365/tokens/a").await.unwrap(), None);
+        store.create("relay365/tokens/a", "one").await.unwrap();
         assert!(matches!(
-            store.create("relay365/connections/a", "x").await,
+            store.create("relay365/tokens/a", "x").await,
             Err(SecretError::AlreadyExists { .. })
         ));
-        store.put("relay365/connections/a", "two", "tok").await.unwrap();
-        store.put("relay365/connections/a", "two", "tok").await.unwrap();
+        store.put("relay365/tokens/a", "two", "tok").await.unwrap();
+        store.put("relay365/tokens/a", "two", "tok").await.unwrap();
         assert_eq!(
-            store.get("relay365/connections/a").await.unwrap().as_deref(),
+            store.get("relay365/tokens/a").await.unwrap().as_deref(),
             Some("two")
         );
         assert!(matches!(
             store.put("relay365/nope", "v", "t").await,
             Err(SecretError::NotFound { .. })
         ));
-        store.create("relay365/connections/b", "b").await.unwrap();
-        store.create("other/x", "x").await.unwrap();
+        store.create("relay365/tokens/b", "b").await.unwrap();
         assert_eq!(
-            store.list("relay365/connections/").await.unwrap(),
-            vec!["relay365/connections/a", "relay365/connections/b"]
+            store.get("relay365/tokens/b").await.unwrap().as_deref(),
+            Some("b")
         );
         #[cfg(unix)]
         {
@@ -583,8 +511,8 @@ mod tests {
                 assert_eq!(mode & 0o777, 0o600);
             }
         }
-        store.delete("relay365/connections/a").await.unwrap();
-        assert_eq!(store.get("relay365/connections/a").await.unwrap(), None);
+        store.delete("relay365/tokens/a").await.unwrap();
+        assert_eq!(store.get("relay365/tokens/a").await.unwrap(), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -594,32 +522,28 @@ mod tests {
         let other_container = FileSecretStore::new(&dir).unwrap();
         let cached = CachedSecretStore::new(FileSecretStore::new(&dir).unwrap(), Duration::from_secs(300));
         other_container
-            .create("relay365/connections/a", "pending")
+            .create("relay365/tokens/a", "pending")
             .await
             .unwrap();
         assert_eq!(
-            cached.get("relay365/connections/a").await.unwrap().as_deref(),
+            cached.get("relay365/tokens/a").await.unwrap().as_deref(),
             Some("pending")
         );
         other_container
-            .put("relay365/connections/a", "active", "t1")
+            .put("relay365/tokens/a", "active", "t1")
             .await
             .unwrap();
         assert_eq!(
-            cached.get("relay365/connections/a").await.unwrap().as_deref(),
+            cached.get("relay365/tokens/a").await.unwrap().as_deref(),
             Some("pending")
         );
         assert_eq!(
-            cached
-                .get_fresh("relay365/connections/a")
-                .await
-                .unwrap()
-                .as_deref(),
+            cached.get_fresh("relay365/tokens/a").await.unwrap().as_deref(),
             Some("active")
         );
         // The fresh read refreshed the cache too.
         assert_eq!(
-            cached.get("relay365/connections/a").await.unwrap().as_deref(),
+            cached.get("relay365/tokens/a").await.unwrap().as_deref(),
             Some("active")
         );
         std::fs::remove_dir_all(dir).unwrap();
