@@ -41,21 +41,9 @@ impl reqwest::dns::Resolve for PublicOnly {
 /// loopback names may be resolved). Call once per container.
 ///
 /// # Errors
-/// When the TLS configuration cannot be built.
-pub fn client_for(local: bool) -> Result<reqwest::Client, reqwest::Error> {
-    build(local)
-}
-
-/// [`client_for`] outside a local run.
-///
-/// # Errors
 /// When the TLS configuration cannot be built (does not happen with the
 /// compiled-in provider, but is reported rather than panicking).
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    build(false)
-}
-
-fn build(local: bool) -> Result<reqwest::Client, reqwest::Error> {
+pub fn client_for(local: bool) -> Result<reqwest::Client, reqwest::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -77,4 +65,12 @@ fn build(local: bool) -> Result<reqwest::Client, reqwest::Error> {
             builder.build()
         }
     }
+}
+
+/// [`client_for`] outside a local run.
+///
+/// # Errors
+/// As [`client_for`].
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    client_for(false)
 }

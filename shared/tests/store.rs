@@ -137,11 +137,21 @@ async fn semantics(store: &Store) {
         .await
         .unwrap();
     store
-        .advance_watermark("support", &key, "2026-11-22T18:00:00Z")
+        .record_delivery(
+            "support",
+            &key,
+            SubscriptionChange::new().last_delivery_at(time::OffsetDateTime::now_utc()),
+            Some("2026-11-22T18:00:00Z"),
+        )
         .await
         .unwrap();
     store
-        .advance_watermark("support", &key, "2026-11-22T17:00:00Z")
+        .record_delivery(
+            "support",
+            &key,
+            SubscriptionChange::new().last_delivery_at(time::OffsetDateTime::now_utc()),
+            Some("2026-11-22T17:00:00Z"),
+        )
         .await
         .unwrap();
     let sub = store
@@ -255,7 +265,12 @@ async fn twenty_concurrent_writers_on_one_connection_lose_nothing() {
                 .await
                 .unwrap();
             store
-                .advance_watermark("busy", &key, &format!("2026-11-22T18:00:{i:02}Z"))
+                .record_delivery(
+                    "busy",
+                    &key,
+                    SubscriptionChange::new().last_delivery_at(time::OffsetDateTime::now_utc()),
+                    Some(&format!("2026-11-22T18:00:{i:02}Z")),
+                )
                 .await
                 .unwrap();
         });

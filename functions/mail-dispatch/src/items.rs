@@ -49,6 +49,40 @@ async fn delivered(
     }
 }
 
+/// `Some(outcome)` when the ledger has the item already (nothing to do) or
+/// cannot be read (retry); `None` when it must be delivered.
+async fn already_delivered(d: &Dispatcher, conn: &Connection, ledger_key: &str) -> Option<Outcome> {
+    match d.services.state.is_delivered(&conn.id, ledger_key).await {
+        Ok(true) => Some(Outcome::Done),
+        Ok(false) => None,
+        Err(e) => Some(retry(e)),
+    }
+}
+
+/// Delivers an event and, once the target took it, records it.
+async fn deliver_and_record(
+    d: &Dispatcher,
+    conn: &Connection,
+    sub: &Subscription,
+    target: &Target,
+    ledger_key: &str,
+    event: &Value,
+    received: Option<&str>,
+) -> Outcome {
+    match deliver(d, target, event).await {
+        Ok(()) | Err(Delivery::Drop(_)) => {
+            delivered(d, conn, sub, ledger_key, event, received).await;
+            Outcome::Delivered
+        }
+        Err(Delivery::Retry(why)) => retry(why),
+    }
+}
+
+fn forged(conn: &Connection) -> Outcome {
+    tracing::warn!(connection = %conn.id, "a notification named an item id that is not Graph's; dropped as forged");
+    Outcome::Done
+}
+
 pub(crate) async fn deliver_message(
     d: &Dispatcher,
     conn: &Connection,
@@ -58,15 +92,13 @@ pub(crate) async fn deliver_message(
     id: &str,
 ) -> Outcome {
     let s = &d.services;
-    match s.state.is_delivered(&conn.id, id).await {
-        Ok(true) => return Outcome::Done,
-        Ok(false) => {}
-        Err(e) => return retry(e),
-    }
+    // A forged id reaches neither the ledger nor Graph.
     let Ok(base) = paths::message(conn, id) else {
-        tracing::warn!(connection = %conn.id, "a notification named an item id that is not Graph's; dropped as forged");
-        return Outcome::Done;
+        return forged(conn);
     };
+    if let Some(outcome) = already_delivered(d, conn, id).await {
+        return outcome;
+    }
     let message: Value = match s
         .graph
         .get_json(&format!("{base}?$select={MESSAGE_SELECT}"), token)
@@ -92,13 +124,16 @@ pub(crate) async fn deliver_message(
         Vec::new()
     };
     let event = normalise::mail_event(conn, &message, &attachments);
-    match deliver(d, target, &event).await {
-        Ok(()) | Err(Delivery::Drop(_)) => {
-            delivered(d, conn, sub, id, &event, message["receivedDateTime"].as_str()).await;
-            Outcome::Delivered
-        }
-        Err(Delivery::Retry(why)) => retry(why),
-    }
+    deliver_and_record(
+        d,
+        conn,
+        sub,
+        target,
+        id,
+        &event,
+        message["receivedDateTime"].as_str(),
+    )
+    .await
 }
 
 pub(crate) async fn deliver_calendar(
@@ -114,8 +149,7 @@ pub(crate) async fn deliver_calendar(
     let change = n.change_type.as_deref().unwrap_or("updated");
     let announced = n.version.as_deref();
     let Ok(event_path) = paths::event(conn, id) else {
-        tracing::warn!(connection = %conn.id, "a notification named an item id that is not Graph's; dropped as forged");
-        return Outcome::Done;
+        return forged(conn);
     };
     let item = if change == "deleted" {
         None
@@ -137,19 +171,11 @@ pub(crate) async fn deliver_calendar(
         })
         .unwrap_or(change);
     let ledger_key = format!("{id}#{version}");
-    match s.state.is_delivered(&conn.id, &ledger_key).await {
-        Ok(true) => return Outcome::Done,
-        Ok(false) => {}
-        Err(e) => return retry(e),
+    if let Some(outcome) = already_delivered(d, conn, &ledger_key).await {
+        return outcome;
     }
     let event = normalise::calendar_event(conn, change, id, item.as_ref(), version);
-    match deliver(d, target, &event).await {
-        Ok(()) | Err(Delivery::Drop(_)) => {
-            delivered(d, conn, sub, &ledger_key, &event, None).await;
-            Outcome::Delivered
-        }
-        Err(Delivery::Retry(why)) => retry(why),
-    }
+    deliver_and_record(d, conn, sub, target, &ledger_key, &event, None).await
 }
 
 pub(crate) async fn resync(

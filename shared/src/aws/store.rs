@@ -25,10 +25,12 @@
 //! ([`Store::memory`], for unit tests and network-free local runs): both are a
 //! [`Table`] under the one typed layer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -131,6 +133,23 @@ pub struct Update {
     pub bump_version: bool,
 }
 
+impl Update {
+    /// Sets `name` to `value`, or removes it when there is none.
+    fn put(mut self, name: &str, value: Option<Value>) -> Self {
+        match value {
+            Some(v) => self.set.push((name.into(), v)),
+            None => self.remove.push(name.into()),
+        }
+        self
+    }
+
+    /// Adds a condition on the stored item.
+    fn expecting(mut self, expect: Expect) -> Self {
+        self.expect.push(expect);
+        self
+    }
+}
+
 /// How a put may replace what is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutMode {
@@ -176,75 +195,59 @@ impl ConnectionChange {
     pub fn new() -> Self {
         Self::default()
     }
-    fn set(mut self, name: &str, value: Value) -> Self {
-        self.update.set.push((name.into(), value));
-        self
+    fn put(self, name: &str, value: Option<Value>) -> Self {
+        Self {
+            update: self.update.put(name, value),
+        }
     }
-    fn remove(mut self, name: &str) -> Self {
-        self.update.remove.push(name.into());
-        self
+    fn expecting(self, expect: Expect) -> Self {
+        Self {
+            update: self.update.expecting(expect),
+        }
     }
     /// Sets the status.
     pub fn status(self, status: Status) -> Self {
-        self.set("status", serde_json::to_value(status).unwrap_or(Value::Null))
+        self.put("status", serde_json::to_value(status).ok())
     }
     /// Sets the mailbox.
     pub fn mailbox(self, mailbox: &str) -> Self {
-        self.set("mailbox", mailbox.into())
+        self.put("mailbox", Some(mailbox.into()))
     }
     /// Sets the permissions Microsoft reported as granted.
     pub fn granted_scopes(self, scopes: &[String]) -> Self {
-        self.set("granted_scopes", scopes.into())
+        self.put("granted_scopes", Some(scopes.into()))
     }
     /// Sets or clears the last error.
     pub fn last_error(self, error: Option<&str>) -> Self {
-        match error {
-            Some(e) => self.set("last_error", e.into()),
-            None => self.remove("last_error"),
-        }
+        self.put("last_error", error.map(Value::from))
     }
     /// Sets the token generation.
     pub fn generation(self, generation: u64) -> Self {
-        self.set("generation", generation.into())
+        self.put("generation", Some(generation.into()))
     }
     /// Sets or clears the pending sign-in nonce.
     pub fn pending_auth_nonce(self, nonce: Option<&str>) -> Self {
-        match nonce {
-            Some(n) => self.set("pending_auth_nonce", n.into()),
-            None => self.remove("pending_auth_nonce"),
-        }
+        self.put("pending_auth_nonce", nonce.map(Value::from))
     }
     /// Records when the refresh token was last written (unix seconds).
     pub fn token_written_at(self, at: i64) -> Self {
-        self.set("token_written_at", at.into())
+        self.put("token_written_at", Some(at.into()))
     }
     /// Only if this sign-in nonce is still the pending one.
-    pub fn if_nonce(mut self, nonce: &str) -> Self {
-        self.update
-            .expect
-            .push(Expect::Equals("pending_auth_nonce".into(), nonce.into()));
-        self
+    pub fn if_nonce(self, nonce: &str) -> Self {
+        self.expecting(Expect::Equals("pending_auth_nonce".into(), nonce.into()))
     }
     /// Only if the token generation is still this one.
-    pub fn if_generation(mut self, generation: u64) -> Self {
-        self.update
-            .expect
-            .push(Expect::Equals("generation".into(), generation.into()));
-        self
+    pub fn if_generation(self, generation: u64) -> Self {
+        self.expecting(Expect::Equals("generation".into(), generation.into()))
     }
     /// Only if the item's version is still this one (a read-modify-write).
-    pub fn if_version(mut self, version: u64) -> Self {
-        self.update
-            .expect
-            .push(Expect::Equals("version".into(), version.into()));
-        self
+    pub fn if_version(self, version: u64) -> Self {
+        self.expecting(Expect::Equals("version".into(), version.into()))
     }
     /// Only if the refresh token was last written before `at` (unix seconds), or never.
-    pub fn if_token_written_before(mut self, at: i64) -> Self {
-        self.update
-            .expect
-            .push(Expect::MissingOrBelow("token_written_at".into(), at.into()));
-        self
+    pub fn if_token_written_before(self, at: i64) -> Self {
+        self.expecting(Expect::MissingOrBelow("token_written_at".into(), at.into()))
     }
 }
 
@@ -261,38 +264,26 @@ impl SubscriptionChange {
     pub fn new() -> Self {
         Self::default()
     }
-    fn set(mut self, name: &str, value: Value) -> Self {
-        self.update.set.push((name.into(), value));
-        self
+    fn put(self, name: &str, value: Option<Value>) -> Self {
+        Self {
+            update: self.update.put(name, value),
+        }
     }
     /// Sets Graph's subscription id.
     pub fn graph_id(self, id: &str) -> Self {
-        self.set("id", id.into())
+        self.put("id", Some(id.into()))
     }
     /// Sets when Graph will delete it unless renewed.
     pub fn expires_at(self, at: Option<OffsetDateTime>) -> Self {
-        match at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
-            Some(t) => self.set("expires_at", t.into()),
-            None => {
-                let mut s = self;
-                s.update.remove.push("expires_at".into());
-                s
-            }
-        }
+        self.put("expires_at", at.map(|t| rfc3339(t).into()))
     }
     /// Sets or clears the last error.
-    pub fn last_error(mut self, error: Option<&str>) -> Self {
-        match error {
-            Some(e) => self.set("last_error", e.into()),
-            None => {
-                self.update.remove.push("last_error".into());
-                self
-            }
-        }
+    pub fn last_error(self, error: Option<&str>) -> Self {
+        self.put("last_error", error.map(Value::from))
     }
     /// Sets the delta link from which a resync starts.
     pub fn delta_link(self, link: &str) -> Self {
-        self.set("delta_link", link.into())
+        self.put("delta_link", Some(link.into()))
     }
     /// Sets the delta link only if the subscription has none (a recreated
     /// subscription keeps the old one, so the gap is resynced from it).
@@ -304,11 +295,11 @@ impl SubscriptionChange {
     }
     /// Records when the last notification arrived.
     pub fn last_notification_at(self, at: OffsetDateTime) -> Self {
-        self.set("last_notification_at", rfc3339(at).into())
+        self.put("last_notification_at", Some(rfc3339(at).into()))
     }
     /// Records when the last event was delivered.
     pub fn last_delivery_at(self, at: OffsetDateTime) -> Self {
-        self.set("last_delivery_at", rfc3339(at).into())
+        self.put("last_delivery_at", Some(rfc3339(at).into()))
     }
 }
 
@@ -599,11 +590,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let sk = format!("sub#{key}");
         if let Some(w) = watermark {
-            let mut update = change.update.clone();
-            update.set.push(("watermark".into(), w.into()));
-            update
-                .expect
-                .push(Expect::MissingOrBelow("watermark".into(), w.into()));
+            let update = change
+                .update
+                .clone()
+                .put("watermark", Some(w.into()))
+                .expecting(Expect::MissingOrBelow("watermark".into(), w.into()));
             match self.table.update(&conn_pk(id), &sk, &update).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => {}
@@ -614,27 +605,6 @@ impl Store {
             .update(&conn_pk(id), &sk, &change.update)
             .await
             .map_err(|e| rename(e, &sub_what(id, key)))
-    }
-
-    /// Moves a subscription's watermark (the newest item delivered, as Graph's
-    /// RFC 3339 UTC time) forward; a newer one stored by another writer stays.
-    ///
-    /// # Errors
-    /// [`StoreError`] other than the watermark being newer already.
-    pub async fn advance_watermark(&self, id: &str, key: &str, watermark: &str) -> Result<(), StoreError> {
-        let update = Update {
-            set: vec![("watermark".into(), watermark.into())],
-            expect: vec![Expect::MissingOrBelow("watermark".into(), watermark.into())],
-            ..Update::default()
-        };
-        match self
-            .table
-            .update(&conn_pk(id), &format!("sub#{key}"), &update)
-            .await
-        {
-            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(rename(e, &sub_what(id, key))),
-        }
     }
 
     /// Whether an item (a Graph immutable id, with the change key for
@@ -883,10 +853,6 @@ struct DynamoTable {
     client: Arc<crate::aws::sdk::LazyClient<aws_sdk_dynamodb::Client>>,
     name: String,
 }
-
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
-use std::collections::HashMap;
 
 fn to_av(item: &Item) -> Result<HashMap<String, AttributeValue>, StoreError> {
     serde_dynamo::to_item(item).map_err(|e| StoreError::Misconfigured {
