@@ -70,6 +70,10 @@ pub struct Config {
     /// subscriptions, deliveries and idempotency keys. Without it (a local
     /// run with `RELAY365_SECRET_STORE=file:DIR` only) state is kept in memory.
     pub state_table: Option<String>,
+    /// `RELAY365_SECRET_TTL_SECONDS` (default and most 300): how long a warm
+    /// container trusts what it read from Secrets Manager (the signing keys,
+    /// the app secret, tokens) before reading it again.
+    pub secret_ttl: std::time::Duration,
 }
 
 fn host_override(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
@@ -219,6 +223,18 @@ impl Config {
                 Some(raw) => parse_senders(&raw)?,
             },
             local,
+            secret_ttl: match get("RELAY365_SECRET_TTL_SECONDS") {
+                None => std::time::Duration::from_secs(300),
+                Some(raw) => match raw.parse::<u64>() {
+                    Ok(secs) if secs <= 300 => std::time::Duration::from_secs(secs),
+                    _ => {
+                        return Err(ConfigError {
+                            name: "RELAY365_SECRET_TTL_SECONDS",
+                            message: format!("{raw:?} is not a number of seconds from 0 to 300"),
+                        });
+                    }
+                },
+            },
         })
     }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::sdk::{LazyClient, aws_sdk_config};
+use crate::aws::secret_value::SecretValue;
 use crate::aws::secrets::{AwsSecretStore, CachedSecretStore, FileSecretStore, SecretError, SecretStore};
 use crate::aws::store::Store;
 use crate::config::{Config, ConfigError, StoreKind};
@@ -19,7 +20,8 @@ use crate::microsoft::tokens::{AppCredentials, TokenClient, TokenError, TokenPro
 use crate::model::sensitive::Sensitive;
 use crate::web::signing::{Signer, WeakKey};
 
-/// How long secrets are cached in a warm container.
+/// How long secrets are cached in a warm container unless
+/// `RELAY365_SECRET_TTL_SECONDS` says less.
 pub const SECRET_TTL: Duration = Duration::from_secs(300);
 
 /// The function cannot start; the message says what to fix.
@@ -56,8 +58,8 @@ pub struct Services {
     pub store: Arc<dyn SecretStore>,
     /// Connections, subscriptions, deliveries, idempotency keys: read fresh.
     pub state: Store,
-    /// The deployment's signing key.
-    pub signer: Signer,
+    /// The deployment's signing key, re-read with the secret TTL (see [`Services::signer`]).
+    pub signing: SecretValue<Signer>,
     /// Access tokens for connections.
     pub tokens: Arc<TokenProvider>,
     /// Graph.
@@ -84,12 +86,12 @@ pub async fn secret_store(config: &Config) -> Result<Arc<dyn SecretStore>, Start
             let sdk = aws_sdk_config().await;
             Arc::new(CachedSecretStore::new(
                 AwsSecretStore::new(aws_sdk_secretsmanager::Client::new(sdk)),
-                SECRET_TTL,
+                config.secret_ttl,
             ))
         }
         StoreKind::File(dir) => Arc::new(CachedSecretStore::new(
             FileSecretStore::new(dir).map_err(|e| StartupError::Directory(e.kind().to_string()))?,
-            SECRET_TTL,
+            config.secret_ttl,
         )),
     })
 }
@@ -142,12 +144,26 @@ impl Services {
                 config.signing_key_secret_id.clone(),
                 "the template generates it",
             ))?;
-        let signer = Signer::new(&Sensitive::new(key))?;
+        let signing = SecretValue::new(
+            Signer::new(&Sensitive::new(key.clone()))?,
+            &key,
+            store.clone(),
+            &config.signing_key_secret_id,
+            config.secret_ttl,
+            |raw| Signer::new(&Sensitive::new(raw)).map_err(|e| e.to_string()),
+        );
         let app_raw = store.get(&config.app_secret_id).await?.ok_or(StartupError::Missing(
             config.app_secret_id.clone(),
             "fill it in with infra/set-app-secret.sh (client_id, tenant_id, client_secret or certificate)",
         ))?;
-        let app = AppCredentials::from_secret_json(&app_raw)?;
+        let app = SecretValue::new(
+            AppCredentials::from_secret_json(&app_raw)?,
+            &app_raw,
+            store.clone(),
+            &config.app_secret_id,
+            config.secret_ttl,
+            |raw| AppCredentials::from_secret_json(raw).map_err(|e| e.to_string()),
+        );
         let http = crate::https::client_for(config.local).map_err(|_| StartupError::Http)?;
         let token_client = TokenClient::new(http.clone(), &config.login_base(config.cloud), Arc::new(app));
         let tokens = Arc::new(TokenProvider::new(
@@ -165,7 +181,7 @@ impl Services {
             config,
             store,
             state,
-            signer,
+            signing,
             tokens,
             graph,
             http,
@@ -199,6 +215,13 @@ impl Services {
         Self::with_stores(config, store, Store::memory()).await
     }
 
+    /// The signer, the signing key secret re-read when the last read is
+    /// older than the TTL, so a rotated key reaches warm containers without
+    /// a redeploy.
+    pub async fn signer(&self) -> Arc<Signer> {
+        self.signing.get().await
+    }
+
     /// The link a person opens to connect (or reconnect) a delegated
     /// connection, good for the connection's current sign-in generation only;
     /// `None` when `RELAY365_PUBLIC_URL` is not set.
@@ -206,11 +229,11 @@ impl Services {
         self.config
             .public_url
             .as_ref()
-            .map(|u| crate::web::links::connect_url(u, &self.signer, &conn.id, conn.generation))
+            .map(|u| crate::web::links::connect_url(u, &self.signing.now(), &conn.id, conn.generation))
     }
 
     /// The app registration's client id.
-    pub fn client_id(&self) -> &str {
-        &self.tokens.client().app().client_id
+    pub fn client_id(&self) -> String {
+        self.tokens.client().app().client_id.clone()
     }
 }

@@ -148,7 +148,7 @@ pub async fn create(
         "lifecycleNotificationUrl": format!("{base}/notifications/lifecycle"),
         "resource": graph_resource(conn, sub),
         "expirationDateTime": expires.format(&Rfc3339).unwrap_or_default(),
-        "clientState": s.signer.client_state(&conn.id).expose(),
+        "clientState": s.signer().await.client_state(&conn.id).expose(),
         "latestSupportedTlsVersion": "v1_2",
     });
     let created: GraphSubscription = s

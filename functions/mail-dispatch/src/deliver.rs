@@ -34,7 +34,7 @@ pub async fn deliver(d: &Dispatcher, target: &Target, event: &Value) -> Result<(
                 .post(url.as_str())
                 .timeout(Duration::from_secs(10))
                 .header("content-type", "application/json")
-                .header("relay365-signature", d.events.signature(now, &body))
+                .header("relay365-signature", d.events.get().await.signature(now, &body))
                 .header("relay365-event-id", &event_id)
                 .body(body)
                 .send()

@@ -1,6 +1,7 @@
 //! What dispatch needs, built once per container.
 
 use relay365::Sensitive;
+use relay365::aws::secret_value::SecretValue;
 use relay365::services::{Services, StartupError};
 use relay365::web::signing::EventSigner;
 
@@ -8,8 +9,9 @@ use relay365::web::signing::EventSigner;
 pub struct Dispatcher {
     /// Shared services.
     pub services: Services,
-    /// Signs events with the event signing secret (the flows' key).
-    pub(crate) events: EventSigner,
+    /// Signs events with the event signing secret (the flows' key), re-read
+    /// with the secret TTL so a rotation reaches warm containers.
+    pub(crate) events: SecretValue<EventSigner>,
     /// For `eventbridge:` targets; built on the first event for one.
     pub(crate) eventbridge: relay365::aws::sdk::LazyClient<aws_sdk_eventbridge::Client>,
 }
@@ -18,6 +20,10 @@ impl Dispatcher {
     /// Wraps services and the event signer; the EventBridge client is built
     /// only if an event goes to a bus.
     pub fn new(services: Services, events: EventSigner) -> Self {
+        Self::with_events(services, SecretValue::fixed(events))
+    }
+
+    fn with_events(services: Services, events: SecretValue<EventSigner>) -> Self {
         Self {
             services,
             events,
@@ -40,9 +46,18 @@ impl Dispatcher {
             .store
             .get(&id)
             .await?
-            .ok_or(StartupError::Missing(id, "the template generates it"))?;
-        let events = EventSigner::from_secret(&Sensitive::new(raw)).map_err(StartupError::SigningKey)?;
-        Ok(Self::new(services, events))
+            .ok_or(StartupError::Missing(id.clone(), "the template generates it"))?;
+        let events =
+            EventSigner::from_secret(&Sensitive::new(raw.clone())).map_err(StartupError::SigningKey)?;
+        let events = SecretValue::new(
+            events,
+            &raw,
+            services.store.clone(),
+            &id,
+            services.config.secret_ttl,
+            |raw| EventSigner::from_secret(&Sensitive::new(raw)).map_err(|e| e.to_string()),
+        );
+        Ok(Self::with_events(services, events))
     }
 
     /// Everything from the environment, once per container.

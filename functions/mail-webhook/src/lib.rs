@@ -15,6 +15,7 @@ use std::sync::Arc;
 use lambda_http::Request;
 use relay365::Sensitive;
 use relay365::aws::queue::{Queue, QueuedNotification};
+use relay365::aws::secret_value::SecretValue;
 use relay365::aws::secrets::SecretStore;
 use relay365::web::response::{self as api, HttpResponse};
 use relay365::web::signing::Signer;
@@ -32,11 +33,13 @@ enum KeySource {
 }
 
 /// The webhook's dependencies. The signing key is read on the first real
-/// notification, never for a handshake.
+/// notification, never for a handshake, and again when the last read is older
+/// than the secret TTL (a rotated key reaches warm containers that way).
 pub struct Webhook {
     source: KeySource,
     signing_key_secret_id: String,
-    signer: tokio::sync::OnceCell<Signer>,
+    secret_ttl: std::time::Duration,
+    signer: tokio::sync::OnceCell<SecretValue<Signer>>,
     queue: Arc<dyn Queue>,
 }
 
@@ -46,6 +49,7 @@ impl Webhook {
         Self {
             source: KeySource::Store(store),
             signing_key_secret_id,
+            secret_ttl: relay365::services::SECRET_TTL,
             signer: tokio::sync::OnceCell::new(),
             queue,
         }
@@ -57,6 +61,7 @@ impl Webhook {
     pub fn lazy(config: relay365::Config, queue: Arc<dyn Queue>) -> Self {
         Self {
             signing_key_secret_id: config.signing_key_secret_id.clone(),
+            secret_ttl: config.secret_ttl,
             source: KeySource::Settings(Box::new(config)),
             signer: tokio::sync::OnceCell::new(),
             queue,
@@ -85,13 +90,15 @@ impl Webhook {
         Self {
             source: KeySource::Store(Arc::new(relay365::aws::secrets::MemorySecretStore::default())),
             signing_key_secret_id: String::new(),
-            signer: tokio::sync::OnceCell::new_with(Some(signer)),
+            secret_ttl: relay365::services::SECRET_TTL,
+            signer: tokio::sync::OnceCell::new_with(Some(SecretValue::fixed(signer))),
             queue,
         }
     }
 
-    async fn signer(&self) -> Result<&Signer, String> {
-        self.signer
+    async fn signer(&self) -> Result<Arc<Signer>, String> {
+        let value = self
+            .signer
             .get_or_try_init(|| async {
                 let store = match &self.source {
                     KeySource::Store(s) => s.clone(),
@@ -104,9 +111,18 @@ impl Webhook {
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("secret {} is empty", self.signing_key_secret_id))?;
-                Signer::new(&Sensitive::new(key)).map_err(|e| e.to_string())
+                let signer = Signer::new(&Sensitive::new(key.clone())).map_err(|e| e.to_string())?;
+                Ok::<_, String>(SecretValue::new(
+                    signer,
+                    &key,
+                    store,
+                    &self.signing_key_secret_id,
+                    self.secret_ttl,
+                    |raw| Signer::new(&Sensitive::new(raw)).map_err(|e| e.to_string()),
+                ))
             })
-            .await
+            .await?;
+        Ok(value.get().await)
     }
 }
 

@@ -29,7 +29,7 @@ pub(crate) async fn admin_consent(req: &Request, s: &Services) -> HttpResponse {
             ],
         );
     };
-    let body = match links::open_admin_state(&s.signer, state) {
+    let body = match links::open_admin_state(&*s.signer().await, state) {
         Ok(b) => b,
         Err(e) => {
             return page(

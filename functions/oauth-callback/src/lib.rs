@@ -60,7 +60,7 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
             vec!["The address is missing its link parameter.".into(), start_again()],
         );
     };
-    let body = match links::open_connect_link(&s.signer, link) {
+    let body = match links::open_connect_link(&*s.signer().await, link) {
         Ok(b) => b,
         Err(e) => {
             return page(
@@ -117,7 +117,7 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let scope = scopes::delegated_scope_param(conn.cloud, &conn.scopes);
     let redirect = links::callback_uri(&public);
-    let state = links::sign_in_state(&s.signer, &conn.id, &nonce);
+    let state = links::sign_in_state(&*s.signer().await, &conn.id, &nonce);
     let (url, verifier) =
         match s
             .tokens
@@ -128,7 +128,7 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
             Err(e) => return page(500, "Not configured", vec![e.to_string()]),
         };
     // The verifier goes only into the encrypted cookie; the URL carries its challenge.
-    let cookie = links::sign_in_cookie(&s.signer, &conn.id, &nonce, verifier.secret());
+    let cookie = links::sign_in_cookie(&*s.signer().await, &conn.id, &nonce, verifier.secret());
     // A newer start replaces the nonce: only the latest sign-in can complete.
     if let Err(r) = save(
         s,
@@ -172,7 +172,7 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
             vec!["Microsoft's answer has no state parameter.".into(), start_again()],
         );
     };
-    let st = match links::open_state(&s.signer, state) {
+    let st = match links::open_state(&*s.signer().await, state) {
         Ok(st) => st,
         Err(e) => {
             return page(
@@ -196,7 +196,7 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
     let Some(raw_cookie) = api::cookie(req, links::OAUTH_COOKIE) else {
         return other_browser();
     };
-    let Ok(cookie) = links::open_cookie(&s.signer, &raw_cookie) else {
+    let Ok(cookie) = links::open_cookie(&*s.signer().await, &raw_cookie) else {
         return other_browser();
     };
     if cookie.c != st.c || cookie.n != st.n {

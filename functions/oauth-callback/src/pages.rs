@@ -51,10 +51,11 @@ pub(crate) fn explained(
     error: &str,
     description: &str,
 ) -> (aadsts::Explanation, HttpResponse) {
+    let client_id = s.client_id();
     let ctx = aadsts::Context {
         redirect_uri: Some(redirect),
         cloud: Some(conn.cloud),
-        client_id: Some(s.client_id()),
+        client_id: Some(&client_id),
     };
     let e = aadsts::explain(error, description, &ctx);
     let resp = page(

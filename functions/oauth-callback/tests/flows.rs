@@ -337,7 +337,7 @@ async fn forged_expired_replayed_and_cookieless_states_are_refused() {
     let forged = back.replace("state=", "state=x");
     assert!(body_text(&get(&s, &forged, &[&cookie]).await).contains("not valid"));
     // An expired state, correctly signed.
-    let expired = s.services.signer.seal(
+    let expired = s.services.signer().await.seal(
         relay365::web::links::OAUTH_STATE,
         &relay365::web::links::StateBody {
             c: "alpha".into(),

@@ -4,5 +4,6 @@
 
 pub mod queue;
 pub mod sdk;
+pub mod secret_value;
 pub mod secrets;
 pub mod store;

@@ -244,7 +244,7 @@ impl GraphClient {
                                 body: body.to_vec(),
                             });
                         }
-                        return Err(api_error(status, &body, request_id));
+                        return Err(GraphError::from_answer(status, &body, request_id));
                     }
                 }
             };
@@ -291,29 +291,34 @@ fn describe_transport(e: &reqwest::Error) -> String {
     }
 }
 
-fn api_error(status: u16, body: &[u8], request_id: Option<String>) -> GraphError {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(b) => {
-            let inner_id = b
-                .error
-                .inner
-                .as_ref()
-                .and_then(|i| i.get("request-id"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            GraphError::Api {
-                status,
-                code: b.error.code,
-                message: b.error.message,
-                request_id: request_id.or(inner_id),
+impl GraphError {
+    /// What a Graph answer with an error `status` and `body` means: Graph's
+    /// `{"error": {"code", "message"}}` when the body is one, otherwise the
+    /// first 200 bytes of whatever came back.
+    pub fn from_answer(status: u16, body: &[u8], request_id: Option<String>) -> GraphError {
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(b) => {
+                let inner_id = b
+                    .error
+                    .inner
+                    .as_ref()
+                    .and_then(|i| i.get("request-id"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
+                GraphError::Api {
+                    status,
+                    code: b.error.code,
+                    message: b.error.message,
+                    request_id: request_id.or(inner_id),
+                }
             }
+            Err(_) => GraphError::Api {
+                status,
+                code: "unknown".into(),
+                message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                request_id,
+            },
         }
-        Err(_) => GraphError::Api {
-            status,
-            code: "unknown".into(),
-            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-            request_id,
-        },
     }
 }
 
@@ -335,7 +340,7 @@ mod tests {
     #[test]
     fn graph_error_json_keeps_code_message_and_request_id() {
         let body = br#"{"error":{"code":"ErrorSendAsDenied","message":"no rights","innerError":{"request-id":"r-1"}}}"#;
-        match api_error(403, body, None) {
+        match GraphError::from_answer(403, body, None) {
             GraphError::Api {
                 status,
                 code,

@@ -31,6 +31,7 @@ use oauth2::{
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use crate::aws::secret_value::SecretValue;
 use crate::aws::secrets::{SecretError, SecretStore, new_request_token};
 use crate::aws::store::{ConnectionChange, Store, StoreError};
 use crate::microsoft::aadsts;
@@ -282,7 +283,8 @@ type MsClient = oauth2::Client<
 pub struct TokenClient {
     http: reqwest::Client,
     login_base: String,
-    app: Arc<AppCredentials>,
+    // Re-read with the secret TTL, so a fixed client secret works in warm containers.
+    app: Arc<SecretValue<AppCredentials>>,
 }
 
 impl std::fmt::Debug for TokenClient {
@@ -295,7 +297,7 @@ impl std::fmt::Debug for TokenClient {
 
 impl TokenClient {
     /// A client for the login host `login_base` (`https://login.microsoftonline.com`, or an override).
-    pub fn new(http: reqwest::Client, login_base: &str, app: Arc<AppCredentials>) -> Self {
+    pub fn new(http: reqwest::Client, login_base: &str, app: Arc<SecretValue<AppCredentials>>) -> Self {
         Self {
             http,
             login_base: login_base.trim_end_matches('/').to_string(),
@@ -303,9 +305,9 @@ impl TokenClient {
         }
     }
 
-    /// The app's credentials.
-    pub fn app(&self) -> &AppCredentials {
-        &self.app
+    /// The app's credentials in use now.
+    pub fn app(&self) -> Arc<AppCredentials> {
+        self.app.now()
     }
 
     /// `{login}/{tenant}/oauth2/v2.0/token`; also the `aud` of certificate assertions.
@@ -325,19 +327,24 @@ impl TokenClient {
             Err(_) => return String::new(),
         };
         url.query_pairs_mut()
-            .append_pair("client_id", &self.app.client_id)
+            .append_pair("client_id", &self.app.now().client_id)
             .append_pair("scope", &cloud.default_scope())
             .append_pair("redirect_uri", redirect_uri)
             .append_pair("state", state);
         url.to_string()
     }
 
-    fn oauth(&self, tenant: &str, credential: Credential<'_>) -> Result<MsClient, TokenError> {
+    fn oauth(
+        &self,
+        app: &AppCredentials,
+        tenant: &str,
+        credential: Credential<'_>,
+    ) -> Result<MsClient, TokenError> {
         let auth = AuthUrl::new(self.authorize_endpoint(tenant))
             .map_err(|_| TokenError::Misconfigured(format!("tenant {tenant:?} makes an invalid URL")))?;
         let token = TokenUrl::new(self.token_url(tenant))
             .map_err(|_| TokenError::Misconfigured(format!("tenant {tenant:?} makes an invalid URL")))?;
-        let mut client = BasicClient::new(ClientId::new(self.app.client_id.clone()))
+        let mut client = BasicClient::new(ClientId::new(app.client_id.clone()))
             .set_auth_uri(auth)
             .set_token_uri(token)
             // Microsoft wants client credentials in the form body, not HTTP Basic.
@@ -348,15 +355,16 @@ impl TokenClient {
         Ok(client)
     }
 
-    fn assertion(&self, tenant: &str, credential: Credential<'_>) -> Result<Option<String>, TokenError> {
+    fn assertion(
+        &self,
+        app: &AppCredentials,
+        tenant: &str,
+        credential: Credential<'_>,
+    ) -> Result<Option<String>, TokenError> {
         match credential {
             Credential::Secret(_) => Ok(None),
             Credential::Certificate(cert) => cert
-                .client_assertion(
-                    &self.app.client_id,
-                    &self.token_url(tenant),
-                    OffsetDateTime::now_utc(),
-                )
+                .client_assertion(&app.client_id, &self.token_url(tenant), OffsetDateTime::now_utc())
                 .map(Some)
                 .map_err(|e| TokenError::Misconfigured(e.to_string())),
         }
@@ -379,7 +387,7 @@ impl TokenClient {
         let redirect = RedirectUrl::new(redirect_uri.to_string())
             .map_err(|_| TokenError::Misconfigured("invalid redirect URI".into()))?;
         let client = self
-            .oauth(tenant, Credential::Secret(&Sensitive::default()))?
+            .oauth(&self.app.now(), tenant, Credential::Secret(&Sensitive::default()))?
             .set_redirect_uri(redirect);
         let state = state.to_string();
         let mut req = client
@@ -411,15 +419,16 @@ impl TokenClient {
         redirect_uri: &str,
         scope_param: &str,
     ) -> Result<TokenSet, TokenError> {
-        let cred = self.app.credential(AuthMode::Delegated)?;
+        let app = self.app.get().await;
+        let cred = app.credential(AuthMode::Delegated)?;
         let redirect = RedirectUrl::new(redirect_uri.to_string())
             .map_err(|_| TokenError::Misconfigured("invalid redirect URI".into()))?;
-        let client = self.oauth(tenant, cred)?.set_redirect_uri(redirect);
+        let client = self.oauth(&app, tenant, cred)?.set_redirect_uri(redirect);
         let mut req = client
             .exchange_code(AuthorizationCode::new(code.expose().to_string()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose().to_string()))
             .add_extra_param("scope", scope_param.to_string());
-        if let Some(a) = self.assertion(tenant, cred)? {
+        if let Some(a) = self.assertion(&app, tenant, cred)? {
             req = req
                 .add_extra_param("client_assertion_type", CLIENT_ASSERTION_TYPE)
                 .add_extra_param("client_assertion", a);
@@ -437,13 +446,14 @@ impl TokenClient {
         refresh_token: &Sensitive,
         scope_param: &str,
     ) -> Result<TokenSet, TokenError> {
-        let cred = self.app.credential(AuthMode::Delegated)?;
-        let client = self.oauth(tenant, cred)?;
+        let app = self.app.get().await;
+        let cred = app.credential(AuthMode::Delegated)?;
+        let client = self.oauth(&app, tenant, cred)?;
         let rt = RefreshToken::new(refresh_token.expose().to_string());
         let mut req = client
             .exchange_refresh_token(&rt)
             .add_scopes(scope_param.split(' ').map(|s| Scope::new(s.to_string())));
-        if let Some(a) = self.assertion(tenant, cred)? {
+        if let Some(a) = self.assertion(&app, tenant, cred)? {
             req = req
                 .add_extra_param("client_assertion_type", CLIENT_ASSERTION_TYPE)
                 .add_extra_param("client_assertion", a);
@@ -461,12 +471,13 @@ impl TokenClient {
         cloud: Cloud,
         mode: AuthMode,
     ) -> Result<TokenSet, TokenError> {
-        let cred = self.app.credential(mode)?;
-        let client = self.oauth(tenant, cred)?;
+        let app = self.app.get().await;
+        let cred = app.credential(mode)?;
+        let client = self.oauth(&app, tenant, cred)?;
         let mut req = client
             .exchange_client_credentials()
             .add_scope(Scope::new(scopes::app_only_scope(cloud)));
-        if let Some(a) = self.assertion(tenant, cred)? {
+        if let Some(a) = self.assertion(&app, tenant, cred)? {
             req = req
                 .add_extra_param("client_assertion_type", CLIENT_ASSERTION_TYPE)
                 .add_extra_param("client_assertion", a);
@@ -479,6 +490,25 @@ type OauthResult = Result<
     BasicTokenResponse,
     RequestTokenError<oauth2::HttpClientError<reqwest::Error>, oauth2::basic::BasicErrorResponse>,
 >;
+
+/// What a token endpoint answer (`status`, `body`) means, read the way the
+/// OAuth client reads it: a token response on 2xx, Microsoft's error response
+/// otherwise. The body itself never reaches an error message.
+///
+/// # Errors
+/// The [`TokenError`] a refusal or a malformed answer becomes.
+pub fn token_answer(status: u16, body: &[u8], app_only: bool) -> Result<TokenSet, TokenError> {
+    let result: OauthResult = if (200..300).contains(&status) {
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+            .map_err(|e| RequestTokenError::Parse(e, Vec::new()))
+    } else {
+        match serde_json::from_slice::<oauth2::basic::BasicErrorResponse>(body) {
+            Ok(err) => Err(RequestTokenError::ServerResponse(err)),
+            Err(_) => Err(RequestTokenError::Other(format!("status {status}"))),
+        }
+    };
+    finish(result, app_only)
+}
 
 fn finish(result: OauthResult, app_only: bool) -> Result<TokenSet, TokenError> {
     match result {

@@ -47,7 +47,7 @@ pub struct WeakKey(pub usize);
 #[derive(Clone)]
 pub struct Signer {
     root: aws_lc_rs::hkdf::Prk,
-    /// During a rotation: the previous key, accepted for `clientState` only,
+    /// During a rotation: the previous key, still accepted (never used to sign),
     /// until the unix time given (subscriptions made with it are recreated
     /// with the current key meanwhile; Graph cannot change a clientState).
     previous: Option<(Box<Signer>, i64)>,
@@ -156,11 +156,28 @@ impl Signer {
         format!("{payload}.{}", B64.encode(tag.as_ref()))
     }
 
-    /// Verifies and decodes a value made by [`Signer::seal`] for the same purpose.
+    /// Verifies and decodes a value made by [`Signer::seal`] for the same
+    /// purpose. During a rotation, a value sealed with the previous key
+    /// opens until the grace period ends (a warm container may still have
+    /// sealed it with the key it had read).
     ///
     /// # Errors
     /// [`SignError`] saying whether it was malformed, forged or expired.
     pub fn open<T: DeserializeOwned>(
+        &self,
+        purpose: &str,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<T, SignError> {
+        match (self.open_one(purpose, token, now_unix), &self.previous) {
+            (Err(SignError::BadSignature), Some((old, until))) if now_unix < *until => {
+                old.open_one(purpose, token, now_unix)
+            }
+            (r, _) => r,
+        }
+    }
+
+    fn open_one<T: DeserializeOwned>(
         &self,
         purpose: &str,
         token: &str,
@@ -214,11 +231,26 @@ impl Signer {
         B64.encode(out)
     }
 
-    /// Decrypts and checks a value made by [`Signer::seal_private`].
+    /// Decrypts and checks a value made by [`Signer::seal_private`]; during
+    /// a rotation, the previous key's values open until the grace period ends.
     ///
     /// # Errors
     /// [`SignError`]: malformed, forged (any change fails authentication) or expired.
     pub fn open_private<T: DeserializeOwned>(
+        &self,
+        purpose: &str,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<T, SignError> {
+        match (self.open_private_one(purpose, token, now_unix), &self.previous) {
+            (Err(SignError::BadSignature), Some((old, until))) if now_unix < *until => {
+                old.open_private_one(purpose, token, now_unix)
+            }
+            (r, _) => r,
+        }
+    }
+
+    fn open_private_one<T: DeserializeOwned>(
         &self,
         purpose: &str,
         token: &str,
@@ -502,6 +534,31 @@ mod tests {
         assert!(
             before
                 .open::<serde_json::Value>("connect-link", &link, 0)
+                .is_err()
+        );
+        // A link or cookie a warm container sealed with the old key opens
+        // during the grace, not after.
+        let old_link = before.seal("connect-link", &serde_json::json!({"c": "x"}), 4_000_000_000);
+        assert!(
+            rotating
+                .open::<serde_json::Value>("connect-link", &old_link, 1999)
+                .is_ok()
+        );
+        assert_eq!(
+            rotating
+                .open::<serde_json::Value>("connect-link", &old_link, 2000)
+                .unwrap_err(),
+            SignError::BadSignature
+        );
+        let old_cookie = before.seal_private("oauth-cookie", &serde_json::json!({"v": "x"}), 4_000_000_000);
+        assert!(
+            rotating
+                .open_private::<serde_json::Value>("oauth-cookie", &old_cookie, 1999)
+                .is_ok()
+        );
+        assert!(
+            rotating
+                .open_private::<serde_json::Value>("oauth-cookie", &old_cookie, 2000)
                 .is_err()
         );
         assert!(Signer::new(&Sensitive::new(r#"{"current": "short"}"#)).is_err());

@@ -79,7 +79,11 @@ impl World {
     }
 
     pub(crate) fn token_client(&self, app: AppCredentials) -> TokenClient {
-        TokenClient::new(self.http.clone(), &self.sim.url(), Arc::new(app))
+        TokenClient::new(
+            self.http.clone(),
+            &self.sim.url(),
+            Arc::new(relay365::aws::secret_value::SecretValue::fixed(app)),
+        )
     }
 
     pub(crate) fn secret_app(&self) -> AppCredentials {
