@@ -142,13 +142,14 @@ pub async fn create(
     };
     let base = public.as_str().trim_end_matches('/');
     let expires = OffsetDateTime::now_utc() + time::Duration::minutes(LIFETIME_MINUTES);
+    let signer = s.signer().await;
     let body = serde_json::json!({
         "changeType": change_types(sub.resource),
         "notificationUrl": format!("{base}/notifications"),
         "lifecycleNotificationUrl": format!("{base}/notifications/lifecycle"),
         "resource": graph_resource(conn, sub),
         "expirationDateTime": expires.format(&Rfc3339).unwrap_or_default(),
-        "clientState": s.signer().await.client_state(&conn.id).expose(),
+        "clientState": signer.client_state(&conn.id).expose(),
         "latestSupportedTlsVersion": "v1_2",
     });
     let created: GraphSubscription = s
@@ -160,7 +161,9 @@ pub async fn create(
         s,
         conn,
         sub,
-        SubscriptionChange::new().graph_id(&created.id),
+        SubscriptionChange::new()
+            .graph_id(&created.id)
+            .key_id(&signer.key_id()),
         &created,
     )
     .await?;
@@ -346,6 +349,12 @@ pub async fn resubscribe(
     Ok(done)
 }
 
+enum Renewal {
+    Renewed,
+    Recreated,
+    Rekeyed,
+}
+
 /// What the scheduled run did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RenewReport {
@@ -355,6 +364,12 @@ pub struct RenewReport {
     pub renewed: usize,
     /// Subscriptions created again because Graph no longer had them (or never did).
     pub recreated: usize,
+    /// Subscriptions recreated because their `clientState` was made with
+    /// another signing key than the current one (after a rotation).
+    pub rekeyed: usize,
+    /// Subscriptions still on another signing key after this run (each also
+    /// in `failed`): while this is not 0, the previous key must stay.
+    pub on_previous_key: usize,
     /// Subscriptions that could not be fixed, with the reason.
     pub failed: Vec<serde_json::Value>,
 }
@@ -381,7 +396,8 @@ async fn listed(s: &Services, token: &Sensitive) -> Result<HashSet<String>, Grap
 }
 
 /// Renews every subscription expiring within `within`, recreates the ones
-/// Graph does not list, and reports what it could not fix. Each connection is
+/// Graph does not list and the ones made with another signing key than the
+/// current one (a key rotation), and reports what it could not fix. Each connection is
 /// read fresh and each subscription is written by itself, so the run never
 /// undoes what dispatch or a sign-in wrote meanwhile.
 pub async fn renew_due(s: &Services, within: time::Duration) -> RenewReport {
@@ -394,6 +410,7 @@ pub async fn renew_due(s: &Services, within: time::Duration) -> RenewReport {
         }
     };
     let horizon = OffsetDateTime::now_utc() + within;
+    let key_id = s.signer().await.key_id();
     for id in ids {
         let conn = match s.state.connection(&id).await {
             Ok(Some(c)) => c,
@@ -414,6 +431,11 @@ pub async fn renew_due(s: &Services, within: time::Duration) -> RenewReport {
         let token = match s.tokens.access_token(&conn).await {
             Ok(t) => t,
             Err(e) => {
+                report.on_previous_key += conn
+                    .subscriptions
+                    .iter()
+                    .filter(|sub| !sub.id.is_empty() && sub.key_id.as_deref() != Some(key_id.as_str()))
+                    .count();
                 report
                     .failed
                     .push(serde_json::json!({"connection": id, "reason": e.to_string()}));
@@ -429,16 +451,38 @@ pub async fn renew_due(s: &Services, within: time::Duration) -> RenewReport {
         };
         for sub in &conn.subscriptions {
             let missing = sub.id.is_empty() || listed.as_ref().is_some_and(|l| !l.contains(&sub.id));
+            let old_key = sub.key_id.as_deref() != Some(key_id.as_str());
             let result = if missing {
-                create(s, &conn, sub, &token).await.map(|_| true)
+                create(s, &conn, sub, &token).await.map(|_| Renewal::Recreated)
+            } else if old_key {
+                // Graph cannot change a clientState: a new subscription with
+                // the current key replaces the old one (deleted once the new
+                // one exists, so notifications never stop).
+                match create(s, &conn, sub, &token).await {
+                    Ok(_) => {
+                        delete_at_graph(s, &token, &sub.id).await;
+                        Ok(Renewal::Rekeyed)
+                    }
+                    Err(e) => {
+                        report.on_previous_key += 1;
+                        Err(e)
+                    }
+                }
             } else if sub.expires_at.is_none_or(|e| e <= horizon) {
-                renew_or_recreate(s, &conn, sub, &token).await
+                renew_or_recreate(s, &conn, sub, &token).await.map(|recreated| {
+                    if recreated {
+                        Renewal::Recreated
+                    } else {
+                        Renewal::Renewed
+                    }
+                })
             } else {
                 continue;
             };
             match result {
-                Ok(true) => report.recreated += 1,
-                Ok(false) => report.renewed += 1,
+                Ok(Renewal::Recreated) => report.recreated += 1,
+                Ok(Renewal::Renewed) => report.renewed += 1,
+                Ok(Renewal::Rekeyed) => report.rekeyed += 1,
                 Err(e) => {
                     let reason = explain(&e);
                     tracing::error!(connection = %id, subscription = %sub.id, reason = %reason, "subscription could not be renewed or recreated");

@@ -26,6 +26,9 @@ pub use validate::{SubscriptionBody, subscription_from_body, validate_mailbox};
 
 /// Answers one API request.
 pub async fn handle(req: Request, s: &Services) -> HttpResponse {
+    // The views below sign links and name keys with the signer in use: bring
+    // it up to date first (a re-read at most once per secret TTL).
+    s.signer().await;
     let path = api::path(&req);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().as_str().to_string();
@@ -91,6 +94,21 @@ fn token_error(e: &TokenError) -> HttpResponse {
 /// The API view of a connection, with the link that completes or renews it.
 pub fn view(s: &Services, conn: &Connection) -> serde_json::Value {
     let mut v = conn.public_view();
+    // Which key each subscription's clientState is made with: after a key
+    // rotation, "previous" until the renewal run (or resubscribe) replaced it.
+    let key_id = s.signing.now().key_id();
+    if let Some(subs) = v["subscriptions"].as_array_mut() {
+        for (view, sub) in subs.iter_mut().zip(&conn.subscriptions) {
+            if !sub.id.is_empty() {
+                view["signing_key"] = if sub.key_id.as_deref() == Some(key_id.as_str()) {
+                    "current"
+                } else {
+                    "previous"
+                }
+                .into();
+            }
+        }
+    }
     if let Some(public) = &s.config.public_url {
         if conn.auth == AuthMode::Delegated {
             v["connect_url"] = s.connect_url(conn).into();

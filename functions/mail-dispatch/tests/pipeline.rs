@@ -11,11 +11,13 @@ use graph_sim::{Event, Lifecycle, Message};
 use mail_dispatch::Dispatcher;
 use mail_webhook::Webhook;
 use relay365::aws::queue::SqsQueue;
+use relay365::aws::secrets::SecretStore;
 use relay365_harness::*;
 use serde_json::json;
 
 struct Pipe {
     stack: Arc<Stack>,
+    webhook: Arc<Webhook>,
     _gateway: Gateway,
     fifo: Fifo,
     receiver: Receiver,
@@ -24,10 +26,16 @@ struct Pipe {
 
 impl Pipe {
     async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// A pipeline whose containers start with extra settings.
+    async fn start_with(env: Vec<(&'static str, String)>) -> Self {
         let gateway = Gateway::start().await;
         let stack = Arc::new(
             Stack::start_with(Options {
                 public_url: Some(gateway.url.clone()),
+                env,
                 ..Default::default()
             })
             .await,
@@ -35,12 +43,12 @@ impl Pipe {
         let fifo = Fifo::create(&stack.aws, 5).await;
         let receiver = Receiver::start().await;
         let queue = Arc::new(SqsQueue::new(fifo.client.clone(), fifo.url.clone()));
-        let webhook = Arc::new(Webhook::new(
-            stack.services.store.clone(),
-            "relay365/signing-key".into(),
-            queue,
-        ));
+        let webhook = Arc::new(
+            Webhook::new(stack.services.store.clone(), "relay365/signing-key".into(), queue)
+                .with_secret_ttl(stack.config.secret_ttl),
+        );
         let st = stack.clone();
+        let hook = webhook.clone();
         gateway.set_handler(move |req| {
             let (st, webhook) = (st.clone(), webhook.clone());
             async move {
@@ -58,6 +66,7 @@ impl Pipe {
         let dispatcher = Dispatcher::load(stack.container().await).await.unwrap();
         Self {
             stack,
+            webhook: hook,
             _gateway: gateway,
             fifo,
             receiver,
@@ -755,4 +764,175 @@ async fn two_quick_edits_of_an_event_are_two_events() {
         updated[1]["event"]["subject"], "Callback at 11",
         "the second carries the final state"
     );
+}
+
+#[tokio::test]
+async fn a_signing_key_rotation_loses_no_notification_and_ends_on_the_new_key() {
+    // Containers re-read secrets on every use here, so the test need not wait
+    // out the five minutes a deployment allows a warm container.
+    let p = Pipe::start_with(vec![("RELAY365_SECRET_TTL_SECONDS", "0".into())]).await;
+    let old_sub = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    let get = || async {
+        body_json(
+            &connections::handle(
+                request("GET", "/connections/support", None, &[]),
+                &p.stack.services,
+            )
+            .await,
+        )
+    };
+    assert_eq!(get().await["subscriptions"][0]["signing_key"], "current");
+    for i in 0..5 {
+        p.stack.sim.deliver_message(UPN, mail(&format!("before {i}")));
+    }
+    assert_eq!(p.pump_until(5).await.len(), 5);
+
+    // What the rotation script writes: the new key, the old one kept for a grace.
+    let new_key = "rotated-signing-key-fedcba9876543210fedcba9876543210";
+    let until = time::OffsetDateTime::now_utc().unix_timestamp() + 6;
+    let rotating = json!({"current": new_key, "previous": SIGNING_KEY, "previous_until": until}).to_string();
+    p.stack
+        .direct
+        .put(
+            "relay365/signing-key",
+            &rotating,
+            &relay365::aws::secrets::new_request_token(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        get().await["subscriptions"][0]["signing_key"],
+        "previous",
+        "the API shows which subscriptions still use the old key"
+    );
+    // Mail keeps flowing on the old subscription (its clientState has the old key).
+    for i in 0..5 {
+        p.stack.sim.deliver_message(UPN, mail(&format!("during {i}")));
+    }
+    assert_eq!(
+        p.pump_until(10).await.len(),
+        10,
+        "a notification was lost during the rotation"
+    );
+
+    // The renewal run moves every subscription to the new key.
+    let report = connections::handle_event(scheduled_event(), &p.stack.container().await).await;
+    assert_eq!(report["rekeyed"], 1, "{report}");
+    assert_eq!(report["on_previous_key"], 0, "{report}");
+    let after = get().await;
+    assert_eq!(after["subscriptions"][0]["signing_key"], "current", "{after}");
+    let new_sub = after["subscriptions"][0]["id"].as_str().unwrap().to_string();
+    assert_ne!(new_sub, old_sub);
+    let at_graph: Vec<String> = p.stack.sim.subscriptions().into_iter().map(|s| s.0).collect();
+    assert_eq!(
+        at_graph,
+        vec![new_sub.clone()],
+        "the old-key subscription is deleted at Graph"
+    );
+    for i in 0..5 {
+        p.stack.sim.deliver_message(UPN, mail(&format!("after {i}")));
+    }
+    let events = p.pump_until(15).await;
+    let mut subjects: Vec<String> = events
+        .iter()
+        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 15, "every mail once: {subjects:?}");
+    assert_eq!(events.len(), 15, "no mail twice");
+
+    // After the grace, a clientState made with the old key is refused.
+    let old_state = relay365::web::signing::Signer::new(&relay365::Sensitive::new(SIGNING_KEY))
+        .unwrap()
+        .client_state("support");
+    p.stack.sim.set_drop_notifications(true);
+    let id = p.stack.sim.deliver_message(UPN, mail("forged with the old key"));
+    assert!(
+        relay365_testkit::eventually(15, || time::OffsetDateTime::now_utc().unix_timestamp() > until).await
+    );
+    let body = json!({"value": [{"subscriptionId": new_sub, "clientState": old_state.expose(), "changeType": "created",
+        "resource": format!("Users/u-ann/Messages/{id}"), "resourceData": {"id": id}}]});
+    let resp = mail_webhook::handle(
+        request("POST", "/notifications", Some(&body.to_string()), &[]),
+        &p.webhook,
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(
+        p.settle().await.len(),
+        15,
+        "the old key's clientState was accepted after the grace"
+    );
+}
+
+fn scheduled_event() -> serde_json::Value {
+    json!({"version": "0", "id": "e", "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
+        "time": "2026-11-22T20:00:00Z", "region": "us-east-1", "resources": [], "detail": {}})
+}
+
+/// Whether any `v1=` of an event's signature verifies with `key` alone.
+fn verifies_with(r: &Received, key: &str) -> bool {
+    let sig = r.header("relay365-signature").unwrap();
+    let t = sig.split(',').find_map(|p| p.strip_prefix("t=")).unwrap();
+    let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&k, format!("{t}.{}", r.body).as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    sig.split(',')
+        .filter_map(|p| p.strip_prefix("v1="))
+        .any(|v| v == hex)
+}
+
+#[tokio::test]
+async fn during_an_event_key_rotation_receivers_with_either_key_verify_every_event() {
+    let p = Pipe::start_with(vec![("RELAY365_SECRET_TTL_SECONDS", "0".into())]).await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.stack.sim.deliver_message(UPN, mail("before"));
+    assert_eq!(p.pump_until(1).await.len(), 1);
+    // The overlap: the new key first, the old one kept; dispatch is warm.
+    let new_key = "rotated-event-signing-key-0123456789abcdef0123456789";
+    let overlap = json!({"keys": [new_key, EVENT_SIGNING_KEY]}).to_string();
+    let token = relay365::aws::secrets::new_request_token();
+    p.stack
+        .direct
+        .put("relay365/event-signing-key", &overlap, &token)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        p.stack.sim.deliver_message(UPN, mail(&format!("overlap {i}")));
+    }
+    let events = p.pump_until(4).await;
+    assert_eq!(events.len(), 4);
+    for e in &events[1..] {
+        assert!(verifies_with(e, new_key), "a receiver with only the new key");
+        assert!(
+            verifies_with(e, EVENT_SIGNING_KEY),
+            "a receiver with only the old key"
+        );
+    }
+    // The rotation ends: the old key is gone and no longer signs.
+    let token = relay365::aws::secrets::new_request_token();
+    p.stack
+        .direct
+        .put(
+            "relay365/event-signing-key",
+            &json!({"keys": [new_key]}).to_string(),
+            &token,
+        )
+        .await
+        .unwrap();
+    p.stack.sim.deliver_message(UPN, mail("after"));
+    let events = p.pump_until(5).await;
+    let last = events.last().unwrap();
+    assert!(verifies_with(last, new_key));
+    assert!(!verifies_with(last, EVENT_SIGNING_KEY), "the old key still signs");
 }

@@ -55,6 +55,14 @@ impl Webhook {
         }
     }
 
+    /// How long a read signing key is trusted before it is read again
+    /// (default [`relay365::services::SECRET_TTL`]; a lazy webhook takes
+    /// `RELAY365_SECRET_TTL_SECONDS`).
+    pub fn with_secret_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.secret_ttl = ttl;
+        self
+    }
+
     /// A webhook that builds its secret store from the settings only when the
     /// first real notification arrives, so a cold start that only answers the
     /// validation handshake constructs no AWS client at all.

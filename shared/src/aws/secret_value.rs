@@ -4,8 +4,9 @@
 //!
 //! The value is built once at start-up, where an unusable secret stops the
 //! function with a message. After that, a use older than the TTL re-reads the
-//! secret (through the store's cache, so at most one Secrets Manager call per
-//! TTL) and rebuilds the value only when the secret changed. A secret that is
+//! secret past the store's cache (one Secrets Manager call per TTL, so a
+//! change is in use at most one TTL after it was written) and rebuilds the
+//! value only when the secret changed. A secret that is
 //! unreadable or broken after a change keeps the last good value in use and
 //! says so in the log: a typo in a new key must not stop a running deployment.
 //! Only a digest of the secret is kept here, never the secret.
@@ -112,7 +113,7 @@ impl<T: Send + Sync> SecretValue<T> {
     }
 
     async fn reread(&self, source: &Source<T>) {
-        let raw = match source.store.get(&source.name).await {
+        let raw = match source.store.get_fresh(&source.name).await {
             Ok(Some(raw)) => raw,
             Ok(None) => {
                 tracing::error!(secret = %source.name, "the secret has no value any more; the last value stays in use");

@@ -273,6 +273,10 @@ impl SubscriptionChange {
     pub fn graph_id(self, id: &str) -> Self {
         self.put("id", Some(id.into()))
     }
+    /// Sets the id of the signing key its `clientState` was made with.
+    pub fn key_id(self, key_id: &str) -> Self {
+        self.put("key_id", Some(key_id.into()))
+    }
     /// Sets when Graph will delete it unless renewed.
     pub fn expires_at(self, at: Option<OffsetDateTime>) -> Self {
         self.put("expires_at", at.map(|t| rfc3339(t).into()))

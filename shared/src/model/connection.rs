@@ -68,6 +68,11 @@ pub struct Subscription {
     /// When it was added, which orders a connection's subscriptions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// The id of the signing key its Graph subscription's `clientState` was
+    /// made with ([`crate::web::signing::Signer::key_id`]); after a key
+    /// rotation the renewal run recreates the subscriptions made with another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 impl Subscription {
@@ -86,6 +91,7 @@ impl Subscription {
             watermark: None,
             last_notification_at: None,
             last_delivery_at: None,
+            key_id: None,
             created_at: now.format(&time::format_description::well_known::Rfc3339).ok(),
         }
     }

@@ -284,6 +284,15 @@ impl Signer {
         Sensitive::new(format!("{connection_id}.{}", B64.encode(tag.as_ref())))
     }
 
+    /// A name for the key `clientState` values are made with, safe to store
+    /// and show (12 hex digits of a MAC; it reveals nothing of the key): a
+    /// subscription records it, so the renewal run finds the subscriptions
+    /// still made with a previous key and recreates them.
+    pub fn key_id(&self) -> String {
+        let tag = self.tag("key-id", b"client-state");
+        tag.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Verifies a `clientState` in constant time and returns its connection id.
     /// During a rotation, a `clientState` made with the previous key is
     /// accepted until the grace period ends.
@@ -561,6 +570,13 @@ mod tests {
                 .open_private::<serde_json::Value>("oauth-cookie", &old_cookie, 2000)
                 .is_err()
         );
+        // The key id names the current key only, and differs from the old one's.
+        assert_eq!(
+            rotating.key_id(),
+            Signer::new(&Sensitive::new(&new)).unwrap().key_id()
+        );
+        assert_ne!(rotating.key_id(), before.key_id());
+        assert_eq!(rotating.key_id().len(), 12);
         assert!(Signer::new(&Sensitive::new(r#"{"current": "short"}"#)).is_err());
         assert!(!format!("{rotating:?}").contains(&old));
     }
