@@ -1,6 +1,10 @@
 //! Handing one event to a flow's target: an HTTPS POST signed with
 //! `Relay365-Signature`, or EventBridge `PutEvents`; and what the answer
-//! means for the queue record (delivered, retry, or refused for good).
+//! means for the queue record. Every refusal a person can fix (a 401 or 403
+//! from a receiver whose key or route is wrong, a 404 from a moved endpoint,
+//! any 5xx or timeout) is retried, so the record ends in the dead-letter
+//! queue with its alarm rather than being lost; only 410 Gone, the
+//! receiver's own way of saying "stop", ends delivery to that target.
 
 use std::time::Duration;
 
@@ -12,21 +16,32 @@ use crate::dispatcher::Dispatcher;
 /// Why an event was not delivered.
 #[derive(Debug)]
 pub enum Delivery {
-    /// Try again later (5xx, 429, timeout, network).
+    /// Try again later: 5xx, 429, a timeout, the network, or a 4xx that a
+    /// person must fix at the receiver (the words say which).
     Retry(String),
-    /// The target refused it for good (other 4xx): logged and dropped.
-    Drop(String),
+    /// The receiver answered 410 Gone: it wants no more events.
+    Gone(String),
+}
+
+/// Where one event goes, and which attempt this is (the queue record's
+/// receive count, sent as `Relay365-Delivery-Attempt`).
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// The target.
+    pub target: Target,
+    /// 1 for the first delivery, more for retries.
+    pub attempt: u32,
 }
 
 /// Delivers one event to a target.
 ///
 /// # Errors
 /// [`Delivery`] saying whether to retry.
-pub async fn deliver(d: &Dispatcher, target: &Target, event: &Value) -> Result<(), Delivery> {
+pub async fn deliver(d: &Dispatcher, to: &Destination, event: &Value) -> Result<(), Delivery> {
     let s = &d.services;
     let body = serde_json::to_vec(event).unwrap_or_default();
     let event_id = event["id"].as_str().unwrap_or_default().to_string();
-    match target {
+    match &to.target {
         Target::Webhook(url) => {
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let resp = s
@@ -36,6 +51,7 @@ pub async fn deliver(d: &Dispatcher, target: &Target, event: &Value) -> Result<(
                 .header("content-type", "application/json")
                 .header("relay365-signature", d.events.get().await.signature(now, &body))
                 .header("relay365-event-id", &event_id)
+                .header("relay365-delivery-attempt", to.attempt.to_string())
                 .body(body)
                 .send()
                 .await;
@@ -44,20 +60,7 @@ pub async fn deliver(d: &Dispatcher, target: &Target, event: &Value) -> Result<(
                     tracing::info!(event = %event_id, "event delivered");
                     Ok(())
                 }
-                Ok(r)
-                    if r.status().as_u16() == 408
-                        || r.status().as_u16() == 429
-                        || r.status().is_server_error() =>
-                {
-                    Err(Delivery::Retry(format!(
-                        "target answered {}",
-                        r.status().as_u16()
-                    )))
-                }
-                Ok(r) => {
-                    tracing::error!(event = %event_id, status = r.status().as_u16(), "target refused the event; dropped");
-                    Err(Delivery::Drop(format!("target answered {}", r.status().as_u16())))
-                }
+                Ok(r) => Err(refusal(r.status().as_u16())),
                 Err(e) if e.is_timeout() => Err(Delivery::Retry("target timed out".into())),
                 Err(_) => Err(Delivery::Retry("target unreachable".into())),
             }
@@ -76,5 +79,43 @@ pub async fn deliver(d: &Dispatcher, target: &Target, event: &Value) -> Result<(
                 Err(_) => Err(Delivery::Retry("EventBridge unreachable".into())),
             }
         }
+    }
+}
+
+/// What a target's non-2xx answer means.
+fn refusal(status: u16) -> Delivery {
+    match status {
+        410 => Delivery::Gone("the target answered 410 Gone".into()),
+        401 | 403 => Delivery::Retry(format!(
+            "the target answered {status}: check that it verifies Relay365-Signature with the current event signing secret and lets relay365 in"
+        )),
+        404 | 405 => Delivery::Retry(format!(
+            "the target answered {status}: check the subscription's target URL"
+        )),
+        s if (400..500).contains(&s) && s != 408 && s != 429 => Delivery::Retry(format!(
+            "the target refused the event ({s}): see the receiver's log"
+        )),
+        s => Delivery::Retry(format!("target answered {s}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_gone_stops_delivery_and_every_other_refusal_is_retried_with_a_hint() {
+        assert!(matches!(refusal(410), Delivery::Gone(_)));
+        for status in [400, 401, 403, 404, 408, 413, 429, 500, 502, 503] {
+            assert!(matches!(refusal(status), Delivery::Retry(_)), "{status}");
+        }
+        let Delivery::Retry(why) = refusal(401) else {
+            unreachable!()
+        };
+        assert!(why.contains("event signing secret"), "{why}");
+        let Delivery::Retry(why) = refusal(404) else {
+            unreachable!()
+        };
+        assert!(why.contains("target URL"), "{why}");
     }
 }

@@ -7,11 +7,10 @@ use relay365::aws::store::SubscriptionChange;
 use relay365::microsoft::paths;
 use relay365::model::connection::{Connection, Subscription};
 use relay365::model::scopes::Resource;
-use relay365::model::target::Target;
 use relay365::{Sensitive, subscriptions};
 use serde_json::Value;
 
-use crate::deliver::{Delivery, deliver};
+use crate::deliver::{Delivery, Destination, deliver};
 use crate::dispatcher::Dispatcher;
 use crate::normalise;
 use crate::outcome::{Outcome, graph_outcome, retry};
@@ -64,17 +63,41 @@ async fn deliver_and_record(
     d: &Dispatcher,
     conn: &Connection,
     sub: &Subscription,
-    target: &Target,
+    target: &Destination,
     ledger_key: &str,
     event: &Value,
     received: Option<&str>,
 ) -> Outcome {
     match deliver(d, target, event).await {
-        Ok(()) | Err(Delivery::Drop(_)) => {
+        Ok(()) => {
             delivered(d, conn, sub, ledger_key, event, received).await;
             Outcome::Delivered
         }
+        Err(Delivery::Gone(why)) => target_gone(d, conn, sub, &why).await,
         Err(Delivery::Retry(why)) => retry(why),
+    }
+}
+
+/// The receiver asked for no more events: the subscription's target is
+/// switched off and `GET /connections/{id}` says so and how to fix it.
+pub(crate) async fn target_gone(d: &Dispatcher, conn: &Connection, sub: &Subscription, why: &str) -> Outcome {
+    let now = time::OffsetDateTime::now_utc();
+    let words = format!(
+        "{why}: events for this subscription stopped; add a subscription with a working target (POST /connections/{}/subscriptions)",
+        conn.id
+    );
+    tracing::error!(connection = %conn.id, subscription = %sub.id, "{words}");
+    let change = SubscriptionChange::new()
+        .target_gone_at(now)
+        .last_error(Some(&words));
+    match d
+        .services
+        .state
+        .update_subscription(&conn.id, &sub.key, change)
+        .await
+    {
+        Ok(()) => Outcome::TargetGone,
+        Err(e) => retry(e),
     }
 }
 
@@ -88,7 +111,7 @@ pub(crate) async fn deliver_message(
     conn: &Connection,
     sub: &Subscription,
     token: &Sensitive,
-    target: &Target,
+    target: &Destination,
     id: &str,
 ) -> Outcome {
     let s = &d.services;
@@ -141,7 +164,7 @@ pub(crate) async fn deliver_calendar(
     conn: &Connection,
     sub: &Subscription,
     token: &Sensitive,
-    target: &Target,
+    target: &Destination,
     id: &str,
     n: &QueuedNotification,
 ) -> Outcome {
@@ -183,7 +206,7 @@ pub(crate) async fn resync(
     conn: &Connection,
     sub: &Subscription,
     token: &Sensitive,
-    target: &Target,
+    target: &Destination,
 ) -> Outcome {
     if sub.resource != Resource::Mail {
         tracing::info!(connection = %conn.id, "calendar resync is not supported; the next change will be delivered");

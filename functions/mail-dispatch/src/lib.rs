@@ -28,7 +28,7 @@ mod outcome;
 use std::collections::HashMap;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-pub use deliver::{Delivery, deliver};
+pub use deliver::{Delivery, Destination, deliver};
 use relay365::aws::queue::QueuedNotification;
 use relay365::aws::store::SubscriptionChange;
 use relay365::microsoft::tokens::TokenError;
@@ -65,7 +65,14 @@ pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
             .as_deref()
             .map(serde_json::from_str::<QueuedNotification>)
         {
-            Some(Ok(n)) => process(d, &n, &mut connections).await,
+            Some(Ok(n)) => {
+                let attempt = record
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                process(d, &n, attempt, &mut connections).await
+            }
             _ => {
                 tracing::error!(message_id = %id, "dropping a queue record that is not a relay365 notification");
                 Outcome::Done
@@ -91,7 +98,12 @@ pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
     resp
 }
 
-async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<String, Connection>) -> Outcome {
+async fn process(
+    d: &Dispatcher,
+    n: &QueuedNotification,
+    attempt: u32,
+    cache: &mut HashMap<String, Connection>,
+) -> Outcome {
     let s = &d.services;
     if !cache.contains_key(&n.connection_id) {
         match s.state.connection(&n.connection_id).await {
@@ -123,10 +135,16 @@ async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<Str
         tracing::info!(connection = %conn.id, subscription = %n.subscription_id, "notification for an unknown subscription dropped");
         return Outcome::Done;
     };
-    let Some(target) = target_of(s, &sub) else {
-        tracing::error!(connection = %conn.id, "no target for events: set the subscription's target or RELAY365_DEFAULT_TARGET");
+    if sub.target_gone_at.is_some() {
+        tracing::info!(connection = %conn.id, subscription = %sub.id, "the target answered 410 Gone earlier; notification dropped");
         return Outcome::Done;
+    }
+    let Some(target) = target_of(s, &sub) else {
+        // A person can fix this: keep the record (it ends in the dead-letter queue).
+        tracing::error!(connection = %conn.id, "no target for events: set the subscription's target or RELAY365_DEFAULT_TARGET");
+        return retry("no target for events");
     };
+    let target = Destination { target, attempt };
     let token = match s.tokens.access_token(&conn).await {
         Ok(t) => t,
         Err(TokenError::ReauthRequired { reason, .. }) => {
@@ -134,14 +152,20 @@ async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<Str
             cache.remove(&conn.id);
             let event = normalise::reauth_event(&conn, &reason, s.connect_url(&conn));
             return match deliver(d, &target, &event).await {
-                Ok(()) | Err(Delivery::Drop(_)) => Outcome::Done,
+                Ok(()) => Outcome::Done,
+                Err(Delivery::Gone(why)) => items::target_gone(d, &conn, &sub, &why).await,
                 Err(Delivery::Retry(why)) => retry(why),
             };
         }
-        Err(e) if e.is_retryable() => return retry(e),
+        // Every other token failure is for a person to fix (an expired client
+        // secret, a missing consent) or passes by itself: the record is kept,
+        // retried, and ends in the dead-letter queue with its alarm. The app
+        // secret is re-read within a TTL, so a fixed secret works at once.
         Err(e) => {
-            tracing::error!(connection = %conn.id, error = %e, "no token; notification dropped");
-            return Outcome::Done;
+            if !e.is_retryable() {
+                tracing::error!(connection = %conn.id, error = %e, "no token; the notification is kept for retry");
+            }
+            return retry(e);
         }
     };
     let outcome = match n.lifecycle_event.as_deref() {
@@ -177,6 +201,9 @@ async fn process(d: &Dispatcher, n: &QueuedNotification, cache: &mut HashMap<Str
             }
         }
     };
+    if outcome == Outcome::TargetGone {
+        cache.remove(&conn.id);
+    }
     if outcome != Outcome::Delivered {
         let seen = SubscriptionChange::new().last_notification_at(time::OffsetDateTime::now_utc());
         if let Err(e) = s.state.update_subscription(&conn.id, &sub.key, seen).await {

@@ -11,6 +11,9 @@ pub(crate) enum Outcome {
     Done,
     /// Delivered now, and the notification time recorded with it: delete it.
     Delivered,
+    /// The target answered 410 Gone and is switched off: delete the record
+    /// (the connection is read again before its next record).
+    TargetGone,
     /// Try again later: report it as a batch item failure.
     Retry(String),
 }

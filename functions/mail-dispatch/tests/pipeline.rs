@@ -936,3 +936,110 @@ async fn during_an_event_key_rotation_receivers_with_either_key_verify_every_eve
     assert!(verifies_with(last, new_key));
     assert!(!verifies_with(last, EVENT_SIGNING_KEY), "the old key still signs");
 }
+
+#[tokio::test]
+async fn a_receiver_that_refuses_with_401_gets_the_event_once_it_is_fixed() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    // A receiver with the wrong key answers 401, then its owner fixes it.
+    p.receiver.fail_next_with(2, 401);
+    p.stack.sim.deliver_message(UPN, mail("wrong key at first"));
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1, "retried, not dropped, and delivered once");
+    assert_eq!(events[0].header("relay365-delivery-attempt"), Some("3"));
+    assert_eq!(p.fifo.dead_letters().await, 0);
+}
+
+#[tokio::test]
+async fn a_receiver_that_answers_410_is_switched_off_and_the_api_says_so() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.stack.sim.deliver_message(UPN, mail("first"));
+    assert_eq!(p.pump_until(1).await.len(), 1);
+    assert_eq!(
+        p.receiver.events()[0].header("relay365-delivery-attempt"),
+        Some("1")
+    );
+    p.receiver.fail_next_with(1, 410);
+    p.stack.sim.deliver_message(UPN, mail("refused with 410"));
+    p.stack.sim.deliver_message(UPN, mail("after 410"));
+    let got: Vec<String> = p
+        .settle()
+        .await
+        .iter()
+        .map(|e| e.json()["mail"]["subject"].to_string())
+        .collect();
+    assert_eq!(
+        got.len(),
+        1,
+        "nothing more goes to a receiver that said Gone: {got:?}"
+    );
+    let view = body_json(
+        &connections::handle(
+            request("GET", "/connections/support", None, &[]),
+            &p.stack.services,
+        )
+        .await,
+    );
+    let sub = &view["subscriptions"][0];
+    assert!(sub["target_gone_at"].is_string(), "{view}");
+    let why = sub["last_error"].as_str().unwrap();
+    assert!(
+        why.contains("410") && why.contains("POST /connections/support/subscriptions"),
+        "{why}"
+    );
+    assert_eq!(p.fifo.dead_letters().await, 0);
+}
+
+#[tokio::test]
+async fn an_expired_client_secret_keeps_notifications_until_the_new_secret_is_written() {
+    let p = Pipe::start_with(vec![("RELAY365_SECRET_TTL_SECONDS", "0".into())]).await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    // The secret passes its end date; the operator makes a new one in the portal.
+    let new_secret = "harness~new~client~secret~43";
+    p.stack.sim.expire_client_secret(CLIENT_SECRET);
+    p.stack.sim.set_client_secret(CLIENT_ID, new_secret);
+    p.stack
+        .sim
+        .deliver_message(UPN, mail("during the expired secret"));
+    for _ in 0..2 {
+        p.fifo.pump(|e| mail_dispatch::handle(e, &p.dispatcher)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert!(p.receiver.events().is_empty());
+    assert!(
+        p.stack
+            .sim
+            .stats()
+            .by_grant
+            .get("refresh_token")
+            .copied()
+            .unwrap_or(0)
+            >= 2,
+        "dispatch kept asking"
+    );
+    // What infra/set-app-secret.sh does; no function is redeployed.
+    let app = json!({"client_id": CLIENT_ID, "tenant_id": TENANT, "client_secret": new_secret}).to_string();
+    let token = relay365::aws::secrets::new_request_token();
+    p.stack.direct.put("relay365/app", &app, &token).await.unwrap();
+    let events = p.pump_until(1).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "the kept notification is delivered once the secret is fixed"
+    );
+    assert_eq!(events[0].json()["mail"]["subject"], "during the expired secret");
+    assert_eq!(p.fifo.dead_letters().await, 0);
+}

@@ -301,6 +301,10 @@ impl SubscriptionChange {
     pub fn last_notification_at(self, at: OffsetDateTime) -> Self {
         self.put("last_notification_at", Some(rfc3339(at).into()))
     }
+    /// Records that the target answered 410 Gone.
+    pub fn target_gone_at(self, at: OffsetDateTime) -> Self {
+        self.put("target_gone_at", Some(rfc3339(at).into()))
+    }
     /// Records when the last event was delivered.
     pub fn last_delivery_at(self, at: OffsetDateTime) -> Self {
         self.put("last_delivery_at", Some(rfc3339(at).into()))

@@ -73,6 +73,9 @@ pub struct Subscription {
     /// rotation the renewal run recreates the subscriptions made with another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// When its target answered 410 Gone; no events are sent to it since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_gone_at: Option<String>,
 }
 
 impl Subscription {
@@ -92,6 +95,7 @@ impl Subscription {
             last_notification_at: None,
             last_delivery_at: None,
             key_id: None,
+            target_gone_at: None,
             created_at: now.format(&time::format_description::well_known::Rfc3339).ok(),
         }
     }

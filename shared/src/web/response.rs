@@ -261,19 +261,44 @@ mod tests {
 }
 
 /// An API Gateway HTTP API (2.0) event as a request, or the 400 that says why
-/// it is not one. The `host` header is checked first: lambda_http 1.1
-/// (`into_api_gateway_v2_request`) unwraps the URI it builds from it and
-/// panics on a value such as `a.example, b.example` (two Host headers joined
-/// by a comma), which would abort the sandbox under `panic = "abort"`.
+/// it is not one. lambda_http (1.3.2, `into_api_gateway_v2_request`) unwraps
+/// the URI it builds from the host, the raw path and the raw query string,
+/// and panics when they make no URI: a `host` header such as
+/// `a.example, b.example` (two Host headers joined by a comma), or a control
+/// character in `rawQueryString` (found by fuzzing). Under `panic = "abort"`
+/// that would kill the sandbox, so the same URI is built and checked here
+/// first.
 ///
 /// # Errors
 /// A 400 response naming what is wrong.
 #[allow(clippy::result_large_err)]
 pub fn http_event(payload: &serde_json::Value) -> Result<Request, HttpResponse> {
-    let host = payload
-        .get("headers")
-        .and_then(|h| h.get("host"))
-        .and_then(serde_json::Value::as_str);
+    // Header names arrive in any case; lambda_http looks them up without case.
+    let header = |name: &str| -> Vec<&str> {
+        payload
+            .get("headers")
+            .and_then(serde_json::Value::as_object)
+            .map(|h| {
+                h.iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .filter_map(|(_, v)| v.as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let hosts = header("host");
+    if hosts.len() > 1 {
+        return Err(error(
+            400,
+            "invalid_request",
+            "the request has more than one Host header",
+        ));
+    }
+    let host = hosts.first().copied().or_else(|| {
+        payload
+            .pointer("/requestContext/domainName")
+            .and_then(serde_json::Value::as_str)
+    });
     let sound = |h: &str| {
         !h.is_empty()
             && h.len() <= 255
@@ -287,8 +312,43 @@ pub fn http_event(payload: &serde_json::Value) -> Result<Request, HttpResponse> 
             "the Host header is not one host name",
         ));
     }
+    let text = |p: &str| payload.pointer(p).and_then(serde_json::Value::as_str);
+    let protos = header("x-forwarded-proto");
+    let scheme = protos.first().copied().unwrap_or("https");
+    let path = match text("/requestContext/stage") {
+        None | Some("$default") => text("/rawPath").unwrap_or("").to_string(),
+        Some(stage) if text("/rawPath").unwrap_or("").starts_with(&format!("/{stage}/")) => {
+            text("/rawPath").unwrap_or("").to_string()
+        }
+        Some(stage) => format!("/{stage}{}", text("/rawPath").unwrap_or("")),
+    };
+    if !uri_is_sound(scheme, host, &path, text("/rawQueryString").unwrap_or("")) {
+        return Err(error(
+            400,
+            "invalid_request",
+            "the request's path or query string is not a valid URI: percent-encode it",
+        ));
+    }
     lambda_http::request::from_str(&payload.to_string())
         .map_err(|_| error(400, "invalid_request", "unreadable HTTP event"))
+}
+
+/// Whether lambda_http can build its request URI from these parts, by its
+/// own steps: a URL of scheme, host and path (only the path without a
+/// host), then `?` and the raw query.
+fn uri_is_sound(scheme: &str, host: Option<&str>, path: &str, query: &str) -> bool {
+    let url = match host {
+        Some(host) => url::Url::parse(&format!("{scheme}://{host}{path}")).map(|u| u.to_string()),
+        None => url::Url::parse(&format!("http://localhost{path}")).map(|u| u.path().to_string()),
+    };
+    let Ok(mut uri) = url else {
+        return false;
+    };
+    if !query.is_empty() {
+        uri.push('?');
+        uri.push_str(query);
+    }
+    uri.parse::<lambda_http::http::Uri>().is_ok()
 }
 
 #[cfg(test)]
@@ -313,5 +373,31 @@ mod event_tests {
             let resp = http_event(&event(bad)).unwrap_err();
             assert_eq!(resp.status(), 400, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_query_string_that_makes_no_uri_is_a_400_not_a_panic() {
+        // The input the fuzzer found: a control character in the raw query.
+        let mut e = event("relay.example");
+        e["rawQueryString"] = "link=eyJhbGciOi.x.9&promp\u{1}\u{0}t=login".into();
+        assert_eq!(http_event(&e).unwrap_err().status(), 400);
+        // Without a Host header lambda_http takes requestContext.domainName.
+        let mut e = event("relay.example");
+        e["headers"] = serde_json::json!({});
+        e["requestContext"]["domainName"] = "a.example, b.example".into();
+        assert_eq!(http_event(&e).unwrap_err().status(), 400);
+        // Header names in another case are the same header.
+        let mut e = event("relay.example");
+        e["headers"]["Host"] = "a.example, b.example".into();
+        assert_eq!(http_event(&e).unwrap_err().status(), 400);
+        let mut e = event("relay.example");
+        e["headers"] = serde_json::json!({"HOST": "a.example, b.example"});
+        assert_eq!(http_event(&e).unwrap_err().status(), 400);
+        let mut e = event("relay.example");
+        e["headers"]["x-forwarded-proto"] = "not a scheme".into();
+        assert_eq!(http_event(&e).unwrap_err().status(), 400);
+        let mut e = event("relay.example");
+        e["rawQueryString"] = "link=a%20b&prompt=login".into();
+        assert!(http_event(&e).is_ok());
     }
 }

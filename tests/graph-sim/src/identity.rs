@@ -431,6 +431,17 @@ async fn token(
             );
         }
         (Some(secret), None) => {
+            if st.expired_secrets.contains(secret) {
+                return aad_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    7000222,
+                    &format!(
+                        "The provided client secret keys for app '{}' are expired. Visit the Azure portal to create new keys for your app.",
+                        app.client_id
+                    ),
+                );
+            }
             if app.client_secret.as_deref() != Some(secret.as_str()) {
                 return aad_error(
                     StatusCode::UNAUTHORIZED,

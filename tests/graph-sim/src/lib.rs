@@ -115,6 +115,21 @@ impl Sim {
         self.with(|s| s.register_app(app));
     }
 
+    /// The app's client secret passes its end date: the token endpoint
+    /// answers `invalid_client` with AADSTS7000222 for it from now on.
+    pub fn expire_client_secret(&self, secret: &str) {
+        self.with(|s| s.expired_secrets.push(secret.to_string()));
+    }
+
+    /// Gives an app a new client secret (what the portal's "New client secret" does).
+    pub fn set_client_secret(&self, client_id: &str, secret: &str) {
+        self.with(|s| {
+            if let Some(app) = s.apps.iter_mut().find(|a| a.client_id == client_id) {
+                app.client_secret = Some(secret.to_string());
+            }
+        });
+    }
+
     /// Adds a user who can sign in.
     pub fn add_user(&self, user: User) {
         self.with(|s| s.users.push(user));

@@ -260,6 +260,8 @@ pub(crate) struct State {
     pub(crate) authorize_outcome: AuthorizeOutcome,
     pub(crate) admin_consent_outcome: AuthorizeOutcome,
     pub(crate) fail_next_token: Option<(String, u32, String)>,
+    /// Client secrets that have passed their end date (AADSTS7000222).
+    pub(crate) expired_secrets: Vec<String>,
     pub(crate) throttle: Option<(u32, Option<String>)>,
     pub(crate) stats: Stats,
     pub(crate) mailboxes: HashMap<String, Mailbox>,
@@ -293,6 +295,7 @@ impl State {
             authorize_outcome: AuthorizeOutcome::default(),
             admin_consent_outcome: AuthorizeOutcome::default(),
             fail_next_token: None,
+            expired_secrets: Vec::new(),
             throttle: None,
             stats: Stats::default(),
             mailboxes: HashMap::new(),

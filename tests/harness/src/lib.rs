@@ -371,6 +371,7 @@ pub struct Receiver {
     pub url: String,
     events: Arc<std::sync::Mutex<Vec<Received>>>,
     fail_next: Arc<std::sync::atomic::AtomicU32>,
+    fail_status: Arc<std::sync::atomic::AtomicU32>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
     in_flight: Arc<std::sync::atomic::AtomicU32>,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -380,16 +381,18 @@ impl Receiver {
     pub async fn start() -> Self {
         let events = Arc::new(std::sync::Mutex::new(Vec::new()));
         let fail_next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let fail_status = Arc::new(std::sync::atomic::AtomicU32::new(500));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let in_flight = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let (e, f, d, n) = (
+        let (e, f, d, n, fs) = (
             events.clone(),
             fail_next.clone(),
             delay_ms.clone(),
             in_flight.clone(),
+            fail_status.clone(),
         );
         let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
-            let (e, f, d, n) = (e.clone(), f.clone(), d.clone(), n.clone());
+            let (e, f, d, n, fs) = (e.clone(), f.clone(), d.clone(), n.clone(), fs.clone());
             async move {
                 n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let delay = d.load(std::sync::atomic::Ordering::SeqCst);
@@ -400,7 +403,9 @@ impl Receiver {
                 let left = f.load(std::sync::atomic::Ordering::SeqCst);
                 if left > 0 {
                     f.store(left - 1, std::sync::atomic::Ordering::SeqCst);
-                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    let status = fs.load(std::sync::atomic::Ordering::SeqCst) as u16;
+                    return axum::http::StatusCode::from_u16(status)
+                        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
                 }
                 let headers = headers
                     .iter()
@@ -416,6 +421,7 @@ impl Receiver {
             url,
             events,
             fail_next,
+            fail_status,
             delay_ms,
             in_flight,
             _stop: tx,
@@ -435,6 +441,13 @@ impl Receiver {
 
     /// The next `n` deliveries are answered 500.
     pub fn fail_next(&self, n: u32) {
+        self.fail_next_with(n, 500);
+    }
+
+    /// The next `n` deliveries are answered `status`.
+    pub fn fail_next_with(&self, n: u32, status: u16) {
+        self.fail_status
+            .store(u32::from(status), std::sync::atomic::Ordering::SeqCst);
         self.fail_next.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
