@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-v1
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 export RELAY365_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: test tests e2e venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release cold-check nextest
+.PHONY: test tests e2e venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release cold-check nextest fuzz
 
 FUNCTIONS := connections oauth-callback mail-webhook mail-dispatch send-mail
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -104,6 +104,12 @@ demo: venv
 	cargo build --locked -p relay365-demo $(if $(filter dev,$(PROFILE)),$(addprefix -p ,$(FUNCTIONS)))
 	$(if $(filter dev,$(PROFILE)),,$(RELEASE_BUILD))
 	$(TARGET_DIR)/debug/relay365-demo --bin-dir $(DEMO_BIN_DIR) $(DEMO_ARGS)
+
+## Coverage-guided fuzzing (libFuzzer through cargo-fuzz) of every parser of
+## outside input, FUZZ_SECONDS per target (default 60), seeds from
+## tests/fixtures; prints executions per target (see RELIABILITY.md).
+fuzz:
+	scripts/fuzz.sh
 
 ## Proves `make test` and `make demo` on a cold machine: a fresh clone in a new
 ## folder with empty CARGO_HOME and target directory and a new .venv (see

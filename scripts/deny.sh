@@ -34,3 +34,6 @@ cp -r "$DB_SRC" "$DB_DIR"
 (cd "$DB_DIR" && git init -q && git add -A && git -c user.name=relay365 -c user.email=ci@relay365.invalid commit -qm snapshot)
 cargo fetch --locked --quiet
 "$DENY" --offline check advisories bans sources
+# The fuzz targets have their own workspace and lockfile: the same check.
+cargo fetch --locked --quiet --manifest-path fuzz/Cargo.toml
+"$DENY" --offline --manifest-path fuzz/Cargo.toml check advisories bans sources 2>&1 | sed "s/^/fuzz: /"
