@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of every fuzz target from tests/fixtures.
+
+Each target reads its input in its own framing (see fuzz/fuzz_targets/*.rs:
+a leading byte that picks a route or a mode, then the payload); the seeds
+follow it, so the fuzzer starts from the payloads Microsoft, API Gateway and
+Amazon Connect really send.
+"""
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+root = pathlib.Path(__file__).resolve().parent.parent
+fx = root / "tests" / "fixtures"
+out = pathlib.Path(sys.argv[1])
+
+
+def read(p):
+    return (fx / p).read_bytes()
+
+
+def put(target, name, data):
+    d = out / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data)
+
+
+graph = ["notification-created.json", "notification-batch.json", "notification-rich.json"]
+lifecycle = ["lifecycle-missed.json", "lifecycle-reauthorizationRequired.json", "lifecycle-subscriptionRemoved.json"]
+for f in graph:
+    put("webhook_notifications", f, b"\x00" + read("graph/" + f).replace(b"CLIENT_STATE", b"$CS"))
+for f in lifecycle:
+    put("webhook_notifications", f, b"\x01" + read("graph/" + f).replace(b"CLIENT_STATE", b"$CS"))
+
+for f in ["apigw-v2-notification-handshake.json", "apigw-v2-iam-post-connections.json"]:
+    put("webhook_event", f, read("aws/" + f))
+    put("send_mail_event", f, b"\x01" + read("aws/" + f))
+handshake = json.loads(read("aws/apigw-v2-notification-handshake.json"))
+handshake["rawQueryString"] = ""
+handshake.pop("queryStringParameters")
+handshake["body"] = read("graph/notification-batch.json").decode()
+put("webhook_event", "notification-post.json", json.dumps(handshake).encode())
+
+send = [
+    {"connection_id": "support", "to": ["ann@example.com"], "subject": "Case 4411", "body": {"text": "Hello"}},
+    {"connection_id": "support", "from": "help@contoso.com", "to": ["Ann <ann@example.com>"], "cc": ["bo@example.com"],
+     "reply_to": ["desk@contoso.com"], "subject": "Invoice", "body": {"html": "<p>Hi</p>"}, "importance": "high",
+     "save_to_sent_items": False, "idempotency_key": "k-1",
+     "attachments": [{"name": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="},
+                     {"name": "big.pdf", "s3_key": "uploads/big.pdf"}]},
+    {"connection_id": "support", "reply_to_message_id": "AAMkAGUwNjQ4ZjIxAAA=", "body": {"text": "Thanks"}},
+]
+for i, r in enumerate(send):
+    b = json.dumps(r).encode()
+    for flags in (0, 3):
+        put("send_mail_request", f"req-{i}-{flags}", bytes([flags]) + b)
+    put("send_mail_event", f"http-{i}", b"\x00" + b)
+    put("send_mail_event", f"direct-{i}", b"\x01" + b)
+connect = json.loads(read("connect/contact-flow-event.json"))
+put("send_mail_event", "connect.json", b"\x01" + json.dumps(connect).encode())
+put("connect_parameters", "connect.json", json.dumps(connect["Details"]["Parameters"]).encode())
+put("connect_parameters", "connect-html.json", json.dumps({
+    "connection_id": "support", "to": "ann@example.com", "cc": "bo@example.com", "subject": "Hi",
+    "body_html": "<b>x</b>", "importance": "low", "from": "desk@contoso.com"}).encode())
+
+for i, (route, q, c) in enumerate([
+    (0, "link=eyJhbGciOi.x.y&prompt=login&domain_hint=contoso.com", ""),
+    (1, "code=0.AAAA&state=abc.def&session_state=x", "relay365_oauth=abc.def"),
+    (1, "error=access_denied&error_description=AADSTS65004%3a+User+declined+to+consent.&state=abc.def", "relay365_oauth=x"),
+    (2, "admin_consent=True&tenant=contoso.onmicrosoft.com&state=abc.def", ""),
+    (2, "error=consent_required&error_description=AADSTS65001%3a+x&state=abc", ""),
+]):
+    put("oauth_callback", f"page-{i}", bytes([route]) + f"{q}\n{c}".encode())
+
+for i, (m, path, body) in enumerate([
+    (1, "/connections", '{"mailbox":"support@contoso.com","auth":"delegated","scopes":["Mail.Read","Mail.Send"],"subscriptions":[{"resource":"mail","folder":"inbox"}],"target":"https://flows.example.com/in"}'),
+    (1, "/connections", '{"mailbox":"support@contoso.com","auth":"app_secret","scopes":["Mail.Read"]}'),
+    (0, "/connections", ""),
+    (0, "/connections/c1", ""),
+    (1, "/connections/c1/subscriptions", '{"resource":"calendar","target":"https://flows.example.com/cal"}'),
+    (1, "/connections/c1/resubscribe", ""),
+    (2, "/connections/c1", ""),
+]):
+    put("connections_event", f"route-{i}", bytes([m]) + f"{path}\n{body}".encode())
+
+for i, v in enumerate(["2", "2.128", "0", "Wed, 21 Oct 2026 07:28:00 GMT", "Sun, 06 Nov 1994 08:49:37 GMT", " 30 "]):
+    put("retry_after", f"v-{i}", v.encode())
+
+for i, (s, body) in enumerate([
+    (3, b'{"error":{"code":"ErrorAccessDenied","message":"Access is denied.","innerError":{"request-id":"8c1e","date":"2026-12-01T10:00:00"}}}'),
+    (29, b'{"error":{"code":"TooManyRequests","message":"Please retry again later."}}'),
+    (4, b'{"error":{"code":"ErrorItemNotFound","message":"The specified object was not found in the store."}}'),
+    (103, b"<html>Service Unavailable</html>"),
+]):
+    put("graph_error", f"e-{i}", bytes([s]) + body)
+
+put("token_answer", "refresh", b"\x00" + read("identity/token-refresh.json"))
+put("token_answer", "refresh-app", b"\x01" + read("identity/token-refresh.json"))
+for f in ["error-expired-secret-7000222.json", "error-invalid-client-7000215.json", "error-invalid-grant-50173.json"]:
+    put("token_answer", f, b"\x80" + read("identity/" + f))
+    put("token_answer", f + "-app", b"\x81" + read("identity/" + f))
+
+# A PFX made here (a throw-away key, one PBKDF2 iteration so the fuzzer
+# spends its time in the parser, not in key derivation).
+with tempfile.TemporaryDirectory() as t:
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=relay365-fuzz",
+                        "-keyout", f"{t}/k.pem", "-out", f"{t}/c.pem"], check=True, capture_output=True)
+        for pw in ("", "fuzz"):
+            subprocess.run(["openssl", "pkcs12", "-export", "-inkey", f"{t}/k.pem", "-in", f"{t}/c.pem", "-passout", f"pass:{pw}",
+                            "-iter", "1", "-maciter", "-out", f"{t}/a.pfx"], check=True, capture_output=True)
+            put("pfx", f"pfx-{len(pw)}", bytes([len(pw)]) + pw.encode() + pathlib.Path(f"{t}/a.pfx").read_bytes())
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"no PFX seed (openssl: {e}); the pfx target starts from nothing", file=sys.stderr)
+        put("pfx", "empty", b"\x00")
