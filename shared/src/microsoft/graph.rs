@@ -113,14 +113,24 @@ impl GraphResponse {
     }
 }
 
-/// Parses `Retry-After`: delta seconds (Graph sends fractional ones, `2.128`) or an HTTP date.
+/// The longest wait a `Retry-After` can ask for; a server asking for more
+/// (by seconds or by a date years ahead) gets this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Parses `Retry-After`: delta seconds (Graph sends fractional ones, `2.128`)
+/// or an HTTP date, at most [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 /// A Graph client for one Graph host.
@@ -335,6 +345,10 @@ mod tests {
         assert_eq!(parse_retry_after("soon", now), None);
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
         assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        // A date years ahead waits no longer than a huge number of seconds does.
+        let years = httpdate::fmt_http_date(now + Duration::from_secs(10 * 365 * 86400));
+        assert_eq!(parse_retry_after(&years, now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("1e300", now), Some(MAX_RETRY_AFTER));
     }
 
     #[test]
