@@ -13,6 +13,8 @@ use serde_json::Value;
 use crate::deliver::{Delivery, Destination, deliver};
 use crate::dispatcher::Dispatcher;
 use crate::normalise;
+use relay365::microsoft::graph::GraphError;
+
 use crate::outcome::{Outcome, graph_outcome, retry};
 
 /// The fields of a message an event needs.
@@ -101,6 +103,17 @@ pub(crate) async fn target_gone(d: &Dispatcher, conn: &Connection, sub: &Subscri
     }
 }
 
+/// What a Graph failure means for the record. A 401 means the cached token
+/// went bad before its time (revoked sessions, a changed password): it is
+/// forgotten, so the retry uses a fresh one.
+async fn graph_failure(d: &Dispatcher, conn: &Connection, e: GraphError) -> Outcome {
+    if e.status() == Some(401) {
+        d.services.tokens.invalidate(&conn.id).await;
+        return retry(format!("{e}; retrying with a fresh token"));
+    }
+    graph_outcome(Err(e))
+}
+
 fn forged(conn: &Connection) -> Outcome {
     tracing::warn!(connection = %conn.id, "a notification named an item id that is not Graph's; dropped as forged");
     Outcome::Done
@@ -129,7 +142,7 @@ pub(crate) async fn deliver_message(
     {
         Ok(m) => m,
         Err(e) if e.status() == Some(404) => return Outcome::Done,
-        Err(e) => return graph_outcome(Err(e)),
+        Err(e) => return graph_failure(d, conn, e).await,
     };
     let attachments = if message["hasAttachments"].as_bool() == Some(true) {
         match s
@@ -141,7 +154,7 @@ pub(crate) async fn deliver_message(
             .await
         {
             Ok(v) => v["value"].as_array().cloned().unwrap_or_default(),
-            Err(e) => return graph_outcome(Err(e)),
+            Err(e) => return graph_failure(d, conn, e).await,
         }
     } else {
         Vec::new()
@@ -181,7 +194,7 @@ pub(crate) async fn deliver_calendar(
             Ok(v) => Some(v),
             // Deleted since the notification: nothing current to report.
             Err(e) if e.status() == Some(404) => return Outcome::Done,
-            Err(e) => return graph_outcome(Err(e)),
+            Err(e) => return graph_failure(d, conn, e).await,
         }
     };
     // One ledger entry (and one event id) per announced version of the event:
@@ -218,7 +231,7 @@ pub(crate) async fn resync(
         .unwrap_or_else(|| format!("{}/delta", paths::graph_resource(conn, sub)));
     let (ids, link) = match subscriptions::delta(&d.services, token, &start).await {
         Ok(x) => x,
-        Err(e) => return graph_outcome(Err(e)),
+        Err(e) => return graph_failure(d, conn, e).await,
     };
     tracing::info!(connection = %conn.id, changes = ids.len(), "resync");
     for id in ids {

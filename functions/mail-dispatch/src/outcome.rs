@@ -26,6 +26,9 @@ pub(crate) fn graph_outcome(r: Result<(), GraphError>) -> Outcome {
     match r {
         Ok(()) => Outcome::Done,
         Err(e) if e.is_retryable() => retry(e),
+        // Access denied is for a person to fix (a permission, an Exchange
+        // application access policy): keep the record.
+        Err(e) if e.status() == Some(403) => retry(e),
         Err(e) => {
             tracing::error!(error = %e, "Graph refused; not retrying");
             Outcome::Done
@@ -70,6 +73,7 @@ mod tests {
             Outcome::Retry(_)
         ));
         assert_eq!(graph_outcome(Err(api(400))), Outcome::Done);
+        assert!(matches!(graph_outcome(Err(api(403))), Outcome::Retry(_)));
         assert!(matches!(sub_outcome(Err(api(500).into())), Outcome::Retry(_)));
         assert_eq!(sub_outcome(Err(api(403).into())), Outcome::Done);
     }

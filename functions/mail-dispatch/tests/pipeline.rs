@@ -1043,3 +1043,40 @@ async fn an_expired_client_secret_keeps_notifications_until_the_new_secret_is_wr
     assert_eq!(events[0].json()["mail"]["subject"], "during the expired secret");
     assert_eq!(p.fifo.dead_letters().await, 0);
 }
+
+#[tokio::test]
+async fn a_graph_401_drops_the_cached_token_and_the_retry_delivers() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.stack.sim.deliver_message(UPN, mail("with the cached token"));
+    assert_eq!(p.pump_until(1).await.len(), 1);
+    let refreshes = p
+        .stack
+        .sim
+        .stats()
+        .by_grant
+        .get("refresh_token")
+        .copied()
+        .unwrap_or(0);
+    // The access tokens dispatch holds stop working before their expiry.
+    p.stack.sim.expire_access_tokens();
+    p.stack.sim.deliver_message(UPN, mail("after the 401"));
+    let events = p.pump_until(2).await;
+    assert_eq!(events.len(), 2, "retried with a fresh token, not dropped");
+    assert_eq!(events[1].json()["mail"]["subject"], "after the 401");
+    assert!(
+        p.stack
+            .sim
+            .stats()
+            .by_grant
+            .get("refresh_token")
+            .copied()
+            .unwrap_or(0)
+            > refreshes
+    );
+    assert_eq!(p.fifo.dead_letters().await, 0);
+}
