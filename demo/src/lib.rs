@@ -6,7 +6,8 @@
 //! against a real tenant), each function's release binary under its own
 //! local Lambda Runtime API ([`runtime`]), an HTTP front that routes and
 //! shapes requests as API Gateway does ([`apigw`]), the SQS event source
-//! mapping of `mail-dispatch` (batches of 10, partial batch failures), the
+//! mappings of `mail-dispatch` (batches of 10, partial batch failures) and of
+//! `send-mail`'s deferred sends, the
 //! 6-hourly renewal schedule, and a flow receiver ([`receiver`]).
 //!
 //! The same [`Demo`] runs the binary end-to-end tests, so what the tests
@@ -39,7 +40,7 @@ pub const FUNCTIONS: [(&str, u64); 5] = [
     ("oauth-callback", 30),
     ("mail-webhook", 10),
     ("mail-dispatch", 60),
-    ("send-mail", 30),
+    ("send-mail", 900),
 ];
 
 /// The simulated app registration and mailbox.
@@ -154,6 +155,8 @@ pub struct Resources {
     pub queue_url: String,
     /// Its dead-letter queue.
     pub dlq_url: String,
+    /// The deferred-send queue (standard), consumed by send-mail.
+    pub deferred_url: String,
     /// The attachments bucket.
     pub bucket: String,
     /// The state table.
@@ -284,6 +287,7 @@ impl Demo {
             ),
             ("RELAY365_PUBLIC_URL", public_url.clone()),
             ("RELAY365_QUEUE_URL", resources.queue_url.clone()),
+            ("RELAY365_SEND_QUEUE_URL", resources.deferred_url.clone()),
             ("RELAY365_DEFAULT_TARGET", receiver.url.clone()),
             ("RELAY365_ATTACHMENTS_BUCKET", resources.bucket.clone()),
             ("RELAY365_STATE_TABLE", resources.table.clone()),
@@ -340,9 +344,18 @@ impl Demo {
         })];
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         tasks.push(tokio::spawn(event_source(
-            sqs,
+            sqs.clone(),
             resources.queue_url.clone(),
             functions.clone(),
+            "mail-dispatch",
+            10,
+        )));
+        tasks.push(tokio::spawn(event_source(
+            sqs,
+            resources.deferred_url.clone(),
+            functions.clone(),
+            "send-mail",
+            1,
         )));
         let f = functions.clone();
         let every = opts.renew_every;
@@ -451,6 +464,32 @@ async fn create_resources(
         .map_err(setup("the notifications queue"))?
         .queue_url
         .unwrap_or_default();
+    // Sends too large for one API request (the template's DeferredSendQueue).
+    let deferred_dlq = sqs
+        .create_queue()
+        .queue_name("relay365-deferred-sends-dlq")
+        .send()
+        .await
+        .map_err(setup("the deferred-send dead-letter queue"))?
+        .queue_url
+        .unwrap_or_default();
+    let deferred_dlq_arn = format!(
+        "arn:aws:sqs:us-east-1:123456789012:{}",
+        deferred_dlq.rsplit('/').next().unwrap_or_default()
+    );
+    let deferred_url = sqs
+        .create_queue()
+        .queue_name("relay365-deferred-sends")
+        .attributes(QueueAttributeName::VisibilityTimeout, "960")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": deferred_dlq_arn, "maxReceiveCount": 3}).to_string(),
+        )
+        .send()
+        .await
+        .map_err(setup("the deferred-send queue"))?
+        .queue_url
+        .unwrap_or_default();
     let table = "relay365-state".to_string();
     relay365_testkit::create_state_table(sdk, &table)
         .await
@@ -465,6 +504,7 @@ async fn create_resources(
     Ok(Resources {
         queue_url,
         dlq_url,
+        deferred_url,
         bucket,
         table,
     })
@@ -590,16 +630,20 @@ pub fn sqs_record(m: &aws_sdk_sqs::types::Message, queue_arn: &str) -> Value {
     })
 }
 
-/// Lambda's SQS event source mapping for mail-dispatch: long-poll batches of
-/// up to 10, hand them over as an `SqsEvent`, delete what succeeded (all of
-/// it unless `batchItemFailures` names some), and leave the rest to come back
-/// after the visibility timeout (and to the dead-letter queue after 5 tries).
+/// Lambda's SQS event source mapping (mail-dispatch's notifications in
+/// batches of 10, send-mail's deferred sends one at a time): long-poll
+/// batches of up to `batch`, hand them over as an `SqsEvent`, delete what
+/// succeeded (all of it unless `batchItemFailures` names some), and leave the
+/// rest to come back after the visibility timeout (and to the dead-letter
+/// queue after its maximum receives).
 async fn event_source(
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     functions: Arc<HashMap<&'static str, Function>>,
+    function: &'static str,
+    batch: i32,
 ) {
-    let Some(dispatch) = functions.get("mail-dispatch") else {
+    let Some(dispatch) = functions.get(function) else {
         return;
     };
     let arn = format!(
@@ -610,7 +654,7 @@ async fn event_source(
         let out = match sqs
             .receive_message()
             .queue_url(&queue_url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(batch)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .wait_time_seconds(1)
             .send()

@@ -165,6 +165,18 @@ def main():
     check("dispatch reports partial batch failures", any(e["Properties"].get("FunctionResponseTypes") == ["ReportBatchItemFailures"] for e in dispatch_events.values()))
     q = resources["NotificationQueue"]["Properties"]
     check("the queue is FIFO with a dead-letter queue", q["FifoQueue"] is True and "RedrivePolicy" in q)
+    dq = resources["DeferredSendQueue"]["Properties"]
+    send_fn = functions["send-mail"][1]["Properties"]
+    check("deferred sends have a dead-letter queue", "RedrivePolicy" in dq)
+    check("deferred sends are consumed by send-mail with partial failures",
+          any(e["Type"] == "SQS" and ref_name(e["Properties"]["Queue"]) == "DeferredSendQueue"
+              and e["Properties"].get("FunctionResponseTypes") == ["ReportBatchItemFailures"]
+              for e in send_fn.get("Events", {}).values()))
+    check("the deferred-send queue hides a record longer than send-mail may run",
+          int(dq["VisibilityTimeout"]) >= int(send_fn["Timeout"]), f'{dq["VisibilityTimeout"]} < {send_fn["Timeout"]}')
+    alarmed = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"
+               and any(ref_name(d.get("Value")) == "DeferredSendDeadLetterQueue" for d in r["Properties"].get("Dimensions", []))]
+    check("the deferred-send dead-letter queue is alarmed", len(alarmed) == 1)
     outputs = t["Outputs"]
     for o in ("ApiUrl", "RedirectUri", "AdminConsentRedirectUri", "NotificationUrl"):
         check(f"output {o}", o in outputs)

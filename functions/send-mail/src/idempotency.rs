@@ -19,12 +19,16 @@ pub const CLAIM_SECS: i64 = 15 * 60;
 /// Keeps idempotency keys.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    /// Claims a key for a request fingerprint.
-    async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, String>;
+    /// Claims a key for a request fingerprint, for `claim_secs`.
+    async fn claim(&self, key: &str, fingerprint: &str, claim_secs: i64) -> Result<Claim, String>;
     /// Marks a claimed key as sent.
     async fn sent(&self, key: &str) -> Result<(), String>;
     /// Releases a claim after a failed send, so a retry can send.
     async fn release(&self, key: &str) -> Result<(), String>;
+    /// Records that a deferred send failed for good, with its error.
+    async fn failed(&self, key: &str, result: &serde_json::Value) -> Result<(), String>;
+    /// How a key stands, without claiming it (`None`: free).
+    async fn status(&self, key: &str, fingerprint: &str) -> Result<Option<Claim>, String>;
 }
 
 /// [`IdempotencyStore`] on the state table.
@@ -42,9 +46,9 @@ impl StateKeys {
 
 #[async_trait]
 impl IdempotencyStore for StateKeys {
-    async fn claim(&self, key: &str, fingerprint: &str) -> Result<Claim, String> {
+    async fn claim(&self, key: &str, fingerprint: &str, claim_secs: i64) -> Result<Claim, String> {
         self.store
-            .claim(key, fingerprint, CLAIM_SECS)
+            .claim(key, fingerprint, claim_secs)
             .await
             .map_err(|e| e.to_string())
     }
@@ -58,5 +62,19 @@ impl IdempotencyStore for StateKeys {
 
     async fn release(&self, key: &str) -> Result<(), String> {
         self.store.claim_release(key).await.map_err(|e| e.to_string())
+    }
+
+    async fn status(&self, key: &str, fingerprint: &str) -> Result<Option<Claim>, String> {
+        self.store
+            .claim_status(key, fingerprint)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn failed(&self, key: &str, result: &serde_json::Value) -> Result<(), String> {
+        self.store
+            .claim_failed(key, result, KEEP_SECS)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

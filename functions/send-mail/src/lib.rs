@@ -10,6 +10,7 @@
 //! caller can act on: which permission, which Exchange right, retry when.
 
 pub mod attachments;
+pub mod deferred;
 pub mod error;
 pub mod idempotency;
 pub mod message;
@@ -42,6 +43,9 @@ pub struct Sender<'a> {
     pub s3: Option<relay365::aws::sdk::LazyClient<aws_sdk_s3::Client>>,
     /// For idempotency keys.
     pub idempotency: Option<Arc<dyn IdempotencyStore>>,
+    /// Where sends too large for API Gateway's time limit go
+    /// (`RELAY365_SEND_QUEUE_URL`); without it every send is synchronous.
+    pub deferred: Option<Arc<dyn deferred::Deferred>>,
 }
 
 impl<'a> Sender<'a> {
@@ -57,6 +61,10 @@ impl<'a> Sender<'a> {
                 .as_ref()
                 .map(|_| relay365::aws::sdk::LazyClient::new(aws_sdk_s3::Client::new)),
             idempotency: Some(Arc::new(idempotency::StateKeys::new(services.state.clone()))),
+            deferred: std::env::var("RELAY365_SEND_QUEUE_URL")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .map(|u| Arc::new(deferred::SqsDeferred::new(u)) as Arc<dyn deferred::Deferred>),
             services,
         }
     }
@@ -71,8 +79,14 @@ impl<'a> Sender<'a> {
 /// # Errors
 /// [`SendError`] with the status and words for the caller.
 pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendError> {
+    let (conn, sizes) = check(sender, req).await?;
+    send_checked(sender, req, &conn, &sizes).await
+}
+
+/// Everything that can be refused before a send: the attachments (each
+/// inspected once), the connection and the send-as policy.
+async fn check(sender: &Sender<'_>, req: &SendRequest) -> Result<(Connection, Vec<u64>), SendError> {
     let s = sender.services;
-    // Attachments are input: each is inspected (once) before anything else.
     let sizes = attachments::sizes(sender.objects(), &req.attachments).await?;
     let conn = s
         .tokens
@@ -80,6 +94,49 @@ pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendEr
         .await
         .map_err(|e| token_error(e, s, None))?;
     check_connection(req, &conn, &s.config)?;
+    Ok((conn, sizes))
+}
+
+/// The idempotency item of a request's key (keys are per connection).
+fn key_id(req: &SendRequest, key: &str) -> String {
+    relay365::digest::sha256_hex(format!("{}\n{key}", req.connection_id).as_bytes())
+}
+
+fn store_unavailable(e: &str) -> SendError {
+    SendError::new(
+        503,
+        "unavailable",
+        format!("the idempotency store is unavailable: {e}"),
+    )
+}
+
+fn key_reused() -> SendError {
+    SendError::new(
+        422,
+        "idempotency_key_reused",
+        "this idempotency key was used for a different message in the last 24 hours: use a new key",
+    )
+}
+
+/// A stored result of a deferred send that failed, as the caller gets it.
+fn stored_failure(result: &Value) -> HttpResponse {
+    let status = result["status"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .unwrap_or(500);
+    api::error(
+        status,
+        result["code"].as_str().unwrap_or("failed"),
+        result["message"].as_str().unwrap_or("the deferred send failed"),
+    )
+}
+
+async fn send_checked(
+    sender: &Sender<'_>,
+    req: &SendRequest,
+    conn: &Connection,
+    sizes: &[u64],
+) -> Result<bool, SendError> {
     let key = match (&req.idempotency_key, &sender.idempotency) {
         (None, _) => None,
         (Some(_), None) => {
@@ -90,8 +147,11 @@ pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendEr
             ));
         }
         (Some(k), Some(store)) => {
-            let id = relay365::digest::sha256_hex(format!("{}\n{k}", req.connection_id).as_bytes());
-            match store.claim(&id, &req.fingerprint()).await {
+            let id = key_id(req, k);
+            match store
+                .claim(&id, &req.fingerprint(), idempotency::CLAIM_SECS)
+                .await
+            {
                 Ok(Claim::New) => Some((id, store.clone())),
                 Ok(Claim::AlreadySent) => return Ok(true),
                 Ok(Claim::InProgress) => {
@@ -104,32 +164,22 @@ pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendEr
                         )
                     });
                 }
-                Ok(Claim::Mismatch) => {
+                Ok(Claim::Mismatch) => return Err(key_reused()),
+                Ok(Claim::Failed(result)) => {
                     return Err(SendError::new(
                         422,
-                        "idempotency_key_reused",
-                        "this idempotency key was used for a different message in the last 24 hours: use a new key",
+                        "idempotency_key_failed",
+                        format!(
+                            "a send with this idempotency key failed: {}; send with a new key",
+                            result["message"].as_str().unwrap_or("")
+                        ),
                     ));
                 }
-                Err(e) => {
-                    return Err(SendError::new(
-                        503,
-                        "unavailable",
-                        format!("the idempotency store is unavailable: {e}"),
-                    ));
-                }
+                Err(e) => return Err(store_unavailable(&e)),
             }
         }
     };
-    let token = s
-        .tokens
-        .access_token(&conn)
-        .await
-        .map_err(|e| token_error(e, s, Some(&conn)));
-    let result = match token {
-        Ok(t) => send_with(sender, req, &conn, &t, &sizes).await,
-        Err(e) => Err(e),
-    };
+    let result = deliver(sender, req, conn, sizes).await;
     if let Some((id, store)) = key {
         let r = if result.is_ok() {
             store.sent(&id).await
@@ -141,6 +191,153 @@ pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendEr
         }
     }
     result.map(|()| false)
+}
+
+/// A token, then the send.
+async fn deliver(
+    sender: &Sender<'_>,
+    req: &SendRequest,
+    conn: &Connection,
+    sizes: &[u64],
+) -> Result<(), SendError> {
+    let s = sender.services;
+    let token = s
+        .tokens
+        .access_token(conn)
+        .await
+        .map_err(|e| token_error(e, s, Some(conn)))?;
+    send_with(sender, req, conn, &token, sizes).await
+}
+
+/// Bytes of the attachments that are read from S3 (what a send must upload).
+fn by_reference_bytes(req: &SendRequest, sizes: &[u64]) -> u64 {
+    req.attachments
+        .iter()
+        .zip(sizes)
+        .filter(|(a, _)| matches!(a.source, request::Source::S3 { .. }))
+        .map(|(_, n)| *n)
+        .sum()
+}
+
+/// A large send, checked, claimed and queued; or the answer of an earlier one.
+async fn defer(
+    sender: &Sender<'_>,
+    queue: &dyn deferred::Deferred,
+    mut req: SendRequest,
+    mut body: Value,
+) -> HttpResponse {
+    let Some(store) = &sender.idempotency else {
+        return SendError::new(500, "misconfigured", "deferred sends need RELAY365_STATE_TABLE").response();
+    };
+    let key = req
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.idempotency_key = Some(key.clone());
+    body["idempotency_key"] = key.clone().into();
+    let id = key_id(&req, &key);
+    let accepted = |status: &str| {
+        api::json(
+            202,
+            &json!({
+                "status": status,
+                "idempotency_key": key,
+                "message": "sent in the background (its attachments take longer than an API request may): repeat this request with the same Idempotency-Key to learn the result",
+            }),
+        )
+    };
+    match store
+        .claim(&id, &req.fingerprint(), deferred::DEFERRED_CLAIM_SECS)
+        .await
+    {
+        Ok(Claim::New) => match queue.defer(&body).await {
+            Ok(()) => accepted("accepted"),
+            Err(e) => {
+                let _ = store.release(&id).await;
+                SendError::new(
+                    503,
+                    "unavailable",
+                    format!("the deferred-send queue is unavailable ({e}): retry"),
+                )
+                .response()
+            }
+        },
+        Ok(Claim::InProgress) => accepted("in_progress"),
+        Ok(Claim::AlreadySent) => api::json(
+            202,
+            &json!({"status": "sent", "idempotent_replay": true, "idempotency_key": key}),
+        ),
+        Ok(Claim::Failed(result)) => stored_failure(&result),
+        Ok(Claim::Mismatch) => key_reused().response(),
+        Err(e) => store_unavailable(&e).response(),
+    }
+}
+
+/// Sends the deferred requests a queue batch carries; returns the records
+/// to retry (passing failures). A lasting failure is recorded under the
+/// request's key, where the caller's repeat finds it.
+pub async fn handle_deferred(
+    event: aws_lambda_events::sqs::SqsEvent,
+    sender: &Sender<'_>,
+) -> aws_lambda_events::sqs::SqsBatchResponse {
+    let mut resp = aws_lambda_events::sqs::SqsBatchResponse::default();
+    for record in event.records {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let Some(v) = record.body.as_deref().and_then(deferred::request_of) else {
+            tracing::error!(message_id = %message_id, "dropping a queue record that is not a deferred send");
+            continue;
+        };
+        let bucket = sender.services.config.attachments_bucket.as_deref();
+        let (req, key) = match request::parse(&v, bucket, None) {
+            Ok(r) => match r.idempotency_key.clone() {
+                Some(k) => (r, k),
+                None => {
+                    tracing::error!(message_id = %message_id, "a deferred send without its key; dropped");
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::error!(message_id = %message_id, error = %e.message, "a deferred send that no longer parses; dropped");
+                continue;
+            }
+        };
+        let id = key_id(&req, &key);
+        let outcome = match check(sender, &req).await {
+            Ok((conn, sizes)) => deliver(sender, &req, &conn, &sizes).await,
+            Err(e) => Err(e),
+        };
+        let Some(store) = &sender.idempotency else {
+            continue;
+        };
+        let recorded = match &outcome {
+            Ok(()) => store.sent(&id).await,
+            Err(e) if e.status >= 500 || e.status == 429 || e.status == 409 => {
+                tracing::warn!(connection = %req.connection_id, error = %e.message, "deferred send left for retry");
+                let mut f = aws_lambda_events::sqs::BatchItemFailure::default();
+                f.item_identifier = message_id.clone();
+                resp.batch_item_failures.push(f);
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(connection = %req.connection_id, code = e.code, error = %e.message, "deferred send failed");
+                store
+                    .failed(
+                        &id,
+                        &json!({"status": e.status, "code": e.code, "message": e.message}),
+                    )
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            // The mail's fate is known but not stored: retry, and the repeat
+            // finds the key sent (or sends once more if it was a failure).
+            tracing::error!(error = %e, "idempotency store update failed");
+            let mut f = aws_lambda_events::sqs::BatchItemFailure::default();
+            f.item_identifier = message_id;
+            resp.batch_item_failures.push(f);
+        }
+    }
+    resp
 }
 
 async fn send_with(
@@ -267,7 +464,31 @@ pub async fn handle_http(req: Request, sender: &Sender<'_>) -> HttpResponse {
         Ok(r) => r,
         Err(e) => return SendError::from(e).response(),
     };
-    match send(sender, &parsed).await {
+    // A repeat of a finished request gets its result, whatever changed since.
+    if let (Some(k), Some(store)) = (&parsed.idempotency_key, &sender.idempotency) {
+        match store.status(&key_id(&parsed, k), &parsed.fingerprint()).await {
+            Ok(Some(Claim::AlreadySent)) => {
+                return api::json(
+                    202,
+                    &json!({"status": "sent", "idempotent_replay": true, "idempotency_key": k}),
+                );
+            }
+            Ok(Some(Claim::Failed(result))) => return stored_failure(&result),
+            Ok(Some(Claim::Mismatch)) => return key_reused().response(),
+            Ok(_) => {}
+            Err(e) => return store_unavailable(&e).response(),
+        }
+    }
+    let (conn, sizes) = match check(sender, &parsed).await {
+        Ok(x) => x,
+        Err(e) => return e.response(),
+    };
+    if let Some(queue) = &sender.deferred
+        && by_reference_bytes(&parsed, &sizes) > deferred::DEFER_ABOVE_BYTES
+    {
+        return defer(sender, queue.as_ref(), parsed, body).await;
+    }
+    match send_checked(sender, &parsed, &conn, &sizes).await {
         Ok(replay) => api::json(202, &json!({"status": "sent", "idempotent_replay": replay})),
         Err(e) => e.response(),
     }
@@ -275,6 +496,15 @@ pub async fn handle_http(req: Request, sender: &Sender<'_>) -> HttpResponse {
 
 /// Any invocation: API Gateway, an Amazon Connect `ContactFlowEvent`, or the JSON request itself.
 pub async fn handle_event(payload: Value, sender: &Sender<'_>) -> Value {
+    if payload.pointer("/Records/0/eventSource").and_then(Value::as_str) == Some("aws:sqs") {
+        return match serde_json::from_value(payload) {
+            Ok(event) => serde_json::to_value(handle_deferred(event, sender).await).unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(error = %e, "an SQS event that does not parse");
+                json!({"batchItemFailures": []})
+            }
+        };
+    }
     if payload.get("requestContext").is_some() {
         return api::to_apigw_v2(match api::http_event(&payload) {
             Ok(req) => handle_http(req, sender).await,

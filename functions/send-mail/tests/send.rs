@@ -17,6 +17,8 @@ const SHARED: &str = "helpdesk@contoso.com";
 struct World {
     stack: Stack,
     s3: aws_sdk_s3::Client,
+    /// The deferred-send queue, when the world has one.
+    deferred: Option<Fifo>,
 }
 
 impl World {
@@ -43,7 +45,18 @@ impl World {
                 .build(),
         );
         s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-        Self { stack, s3 }
+        Self {
+            stack,
+            s3,
+            deferred: None,
+        }
+    }
+
+    /// A world whose large sends go through the deferred-send queue.
+    async fn with_deferred() -> Self {
+        let mut w = Self::start().await;
+        w.deferred = Some(Fifo::standard(&w.stack.aws, "relay365-deferred-sends", 3).await);
+        w
     }
 
     fn sender(&self) -> Sender<'_> {
@@ -51,6 +64,12 @@ impl World {
             services: &self.stack.services,
             s3: Some(relay365::aws::sdk::LazyClient::ready(self.s3.clone())),
             idempotency: Some(Arc::new(StateKeys::new(self.stack.services.state.clone()))),
+            deferred: self.deferred.as_ref().map(|q| {
+                Arc::new(send_mail::deferred::SqsDeferred::with_client(
+                    q.client.clone(),
+                    q.url.clone(),
+                )) as Arc<dyn send_mail::deferred::Deferred>
+            }),
         }
     }
 
@@ -592,4 +611,58 @@ async fn malformed_requests_are_refused_naming_the_field() {
         assert!((400..500).contains(&status), "{raw:?} -> {status}");
     }
     assert!(w.stack.sim.sent().is_empty(), "nothing malformed was sent");
+}
+
+#[tokio::test]
+async fn a_send_too_large_for_api_gateway_is_accepted_at_once_and_its_result_learnt_with_its_key() {
+    let w = World::with_deferred().await;
+    w.delegated("support", json!(["Mail.Send", "Mail.Draft"])).await;
+    let big = pattern(21 * 1024 * 1024, 7);
+    w.s3.put_object()
+        .bucket(BUCKET)
+        .key("calls/long.wav")
+        .body(big.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let mail = json!({
+        "connection_id": "support", "to": ["bo@example.com"], "subject": "The call", "body": {"text": "Attached"},
+        "attachments": [{"name": "long.wav", "content_type": "audio/wav", "s3": {"bucket": BUCKET, "key": "calls/long.wav"}}]
+    });
+    // No key given: one is made and returned; nothing is sent inside the request.
+    let (status, v, _) = w.post(&mail).await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["status"], "accepted", "{v}");
+    let key = v["idempotency_key"].as_str().unwrap().to_string();
+    assert!(w.stack.sim.sent().is_empty());
+    let (status, v, _) = w.post_with(&mail, &[("idempotency-key", &key)]).await;
+    assert_eq!((status, v["status"].as_str()), (202, Some("in_progress")), "{v}");
+    // The queue hands it to send-mail again, without API Gateway's limit.
+    let queue = w.deferred.as_ref().unwrap();
+    let sender = w.sender();
+    assert_eq!(queue.pump(|e| send_mail::handle_deferred(e, &sender)).await, 1);
+    let sent = w.stack.sim.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].attachments[0].2.len(), big.len());
+    assert!(sent[0].attachments[0].2 == big, "the attachment arrived intact");
+    let (status, v, _) = w.post_with(&mail, &[("idempotency-key", &key)]).await;
+    assert_eq!((status, v["status"].as_str()), (202, Some("sent")), "{v}");
+    assert_eq!(v["idempotent_replay"], true);
+    assert_eq!(w.stack.sim.sent().len(), 1, "asking for the result sends nothing");
+    assert_eq!(queue.pump(|e| send_mail::handle_deferred(e, &sender)).await, 0);
+
+    // A lasting failure found in the background is the answer to the repeat.
+    let key2 = "deferred-2";
+    let (status, v, _) = w.post_with(&mail, &[("idempotency-key", key2)]).await;
+    assert_eq!((status, v["status"].as_str()), (202, Some("accepted")), "{v}");
+    connections::handle(
+        request("DELETE", "/connections/support", None, &[]),
+        &w.stack.services,
+    )
+    .await;
+    assert_eq!(queue.pump(|e| send_mail::handle_deferred(e, &sender)).await, 1);
+    let (status, v, _) = w.post_with(&mail, &[("idempotency-key", key2)]).await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error"]["code"], "not_found");
+    assert_eq!(queue.dead_letters().await, 0);
 }

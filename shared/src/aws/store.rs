@@ -319,7 +319,7 @@ fn rfc3339(at: OffsetDateTime) -> String {
 }
 
 /// What the store says about an idempotency key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// First time: go ahead and send.
     New,
@@ -329,6 +329,9 @@ pub enum Claim {
     InProgress,
     /// The key was used for a different request.
     Mismatch,
+    /// A deferred send with this key failed for good: its error (as
+    /// [`Store::claim_failed`] stored it) is the answer.
+    Failed(Value),
 }
 
 // ---------------------------------------------------------------------------
@@ -678,21 +681,10 @@ impl Store {
             .await
         {
             Ok(()) => Ok(Claim::New),
-            Err(StoreError::Conflict { .. }) => {
-                let stored = self
-                    .table
-                    .get(&format!("idem#{key}"), "idem")
-                    .await?
-                    .unwrap_or_default();
-                let field = |k: &str| stored.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                Ok(if field("fingerprint") != fingerprint {
-                    Claim::Mismatch
-                } else if field("status") == "sent" {
-                    Claim::AlreadySent
-                } else {
-                    Claim::InProgress
-                })
-            }
+            Err(StoreError::Conflict { .. }) => Ok(self
+                .claim_status(key, fingerprint)
+                .await?
+                .unwrap_or(Claim::InProgress)),
             Err(e) => Err(e),
         }
     }
@@ -712,7 +704,53 @@ impl Store {
         self.table.update(&format!("idem#{key}"), "idem", &update).await
     }
 
-    /// Releases a claim after a failed send, so a retry can send.
+    /// What is known of a key without claiming it: `None` when it is free
+    /// (never used, or its claim expired), else how it stands for a request
+    /// with `fingerprint` (`New` is never returned).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn claim_status(&self, key: &str, fingerprint: &str) -> Result<Option<Claim>, StoreError> {
+        let Some(stored) = self.table.get(&format!("idem#{key}"), "idem").await? else {
+            return Ok(None);
+        };
+        if stored
+            .get("ttl")
+            .and_then(Value::as_i64)
+            .is_some_and(|t| t <= now_unix())
+        {
+            return Ok(None);
+        }
+        let field = |k: &str| stored.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        Ok(Some(if field("fingerprint") != fingerprint {
+            Claim::Mismatch
+        } else if field("status") == "sent" {
+            Claim::AlreadySent
+        } else if field("status") == "failed" {
+            Claim::Failed(serde_json::from_str(&field("result")).unwrap_or_default())
+        } else {
+            Claim::InProgress
+        }))
+    }
+
+    /// Records that the send of a claimed key failed for good, with the
+    /// error a repeat of the request gets, kept `keep_secs`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn claim_failed(&self, key: &str, result: &Value, keep_secs: i64) -> Result<(), StoreError> {
+        let update = Update {
+            set: vec![
+                ("status".into(), "failed".into()),
+                ("result".into(), result.to_string().into()),
+                ("ttl".into(), (now_unix() + keep_secs).into()),
+            ],
+            ..Update::default()
+        };
+        self.table.update(&format!("idem#{key}"), "idem", &update).await
+    }
+
+    /// Releases a claim (a failed send), so a retry with the key can send.
     ///
     /// # Errors
     /// [`StoreError`].

@@ -467,15 +467,24 @@ pub struct Fifo {
 }
 
 impl Fifo {
+    /// The notification queue (FIFO), as the template makes it.
     pub async fn create(aws: &Aws, max_receives: u32) -> Self {
+        Self::create_named(aws, "relay365", true, max_receives).await
+    }
+
+    /// A standard queue (the deferred-send queue) with its dead-letter queue.
+    pub async fn standard(aws: &Aws, name: &str, max_receives: u32) -> Self {
+        Self::create_named(aws, name, false, max_receives).await
+    }
+
+    async fn create_named(aws: &Aws, name: &str, fifo: bool, max_receives: u32) -> Self {
         let client = aws_sdk_sqs::Client::new(&aws.sdk_config().await);
-        let dlq = client
-            .create_queue()
-            .queue_name("relay365-dlq.fifo")
-            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
-            .send()
-            .await
-            .unwrap();
+        let suffix = if fifo { ".fifo" } else { "" };
+        let mut dlq = client.create_queue().queue_name(format!("{name}-dlq{suffix}"));
+        if fifo {
+            dlq = dlq.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+        }
+        let dlq = dlq.send().await.unwrap();
         let dlq_url = dlq.queue_url().unwrap().to_string();
         let dlq_arn = client
             .get_queue_attributes()
@@ -487,10 +496,11 @@ impl Fifo {
             .attributes()
             .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
             .clone();
-        let q = client
-            .create_queue()
-            .queue_name("relay365.fifo")
-            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        let mut q = client.create_queue().queue_name(format!("{name}{suffix}"));
+        if fifo {
+            q = q.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+        }
+        let q = q
             .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "1")
             .attributes(
                 aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
