@@ -88,6 +88,21 @@ pub async fn delta(
     Err(GraphError::Decode("the delta query did not end".into()))
 }
 
+/// The first request of a folder's delta query: new mail received at or
+/// after `since` (Graph keeps the filter and the change type in the links it
+/// returns), ids only.
+pub fn delta_start(conn: &Connection, sub: &Subscription, since: OffsetDateTime) -> String {
+    let since = since
+        .replace_nanosecond(0)
+        .unwrap_or(since)
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    format!(
+        "{}/delta?changeType=created&$select=id&$filter=receivedDateTime%20ge%20{since}",
+        graph_resource(conn, sub)
+    )
+}
+
 /// A subscription could not be created or renewed.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscriptionError {
@@ -169,7 +184,10 @@ pub async fn create(
     .await?;
     tracing::info!(connection = %conn.id, subscription = %created.id, "subscription created");
     if sub.resource == Resource::Mail && sub.delta_link.is_none() {
-        let start = format!("{}/delta", graph_resource(conn, sub));
+        // The baseline asks only for mail received from a minute ago on, so
+        // it is one short page whatever the folder holds, and no later
+        // resync can return older mail.
+        let start = delta_start(conn, sub, OffsetDateTime::now_utc() - time::Duration::minutes(1));
         let link = delta(s, token, &start).await?.1;
         s.state
             .update_subscription(
@@ -320,25 +338,65 @@ pub async fn ensure(s: &Services, conn: &Connection) -> Vec<String> {
     problems
 }
 
-/// Creates every subscription of a connection again at Graph (with the
-/// current signing key's clientState) and deletes the old ones. Returns how
-/// many were recreated.
+/// The `key_id` a subscription waits under for a resubscribe that ran out
+/// of time; the renewal run (or the next resubscribe) recreates it.
+pub const RESUBSCRIBE_PENDING: &str = "resubscribe";
+
+/// What a resubscribe did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Resubscribed {
+    /// Subscriptions recreated now.
+    pub recreated: usize,
+    /// Subscriptions left for the next call or the renewal run.
+    pub remaining: usize,
+}
+
+/// Recreates a connection's subscriptions (new clientState from the current
+/// key) and deletes the old ones at Graph once each replacement exists. Work
+/// stops starting at `deadline`: what is left is marked, and the renewal run
+/// or the next call finishes it. A call while some are marked does only
+/// those.
 ///
 /// # Errors
-/// The first [`SubscriptionError`]; subscriptions before it are recreated.
+/// [`SubscriptionError`] of the first subscription that could not be recreated.
 pub async fn resubscribe(
     s: &Services,
     conn: &Connection,
     token: &Sensitive,
-) -> Result<usize, SubscriptionError> {
-    let mut done = 0;
-    for sub in &conn.subscriptions {
+    deadline: std::time::Instant,
+) -> Result<Resubscribed, SubscriptionError> {
+    let pending: Vec<&Subscription> = conn
+        .subscriptions
+        .iter()
+        .filter(|sub| sub.key_id.as_deref() == Some(RESUBSCRIBE_PENDING))
+        .collect();
+    let todo: Vec<&Subscription> = if pending.is_empty() {
+        conn.subscriptions.iter().collect()
+    } else {
+        pending
+    };
+    let mut done = Resubscribed::default();
+    for (i, sub) in todo.iter().enumerate() {
+        if std::time::Instant::now() >= deadline {
+            for left in &todo[i..] {
+                s.state
+                    .update_subscription(
+                        &conn.id,
+                        &left.key,
+                        SubscriptionChange::new().key_id(RESUBSCRIBE_PENDING),
+                    )
+                    .await?;
+            }
+            done.remaining = todo.len() - i;
+            tracing::info!(connection = %conn.id, remaining = done.remaining, "resubscribe ran out of time; the rest is marked");
+            return Ok(done);
+        }
         match create(s, conn, sub, token).await {
             Ok(_) => {
                 if !sub.id.is_empty() {
                     delete_at_graph(s, token, &sub.id).await;
                 }
-                done += 1;
+                done.recreated += 1;
             }
             Err(e) => {
                 record_error(s, conn, sub, &explain(&e)).await;

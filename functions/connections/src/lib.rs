@@ -24,6 +24,9 @@ use relay365::web::response::{self as api, HttpResponse};
 use validate::{CreateBody, bad, validate_tenant};
 pub use validate::{SubscriptionBody, subscription_from_body, validate_mailbox};
 
+/// How long `POST /connections/{id}/resubscribe` starts new work.
+pub const RESUBSCRIBE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Answers one API request.
 pub async fn handle(req: Request, s: &Services) -> HttpResponse {
     // The views below sign links and name keys with the signer in use: bring
@@ -100,10 +103,10 @@ pub fn view(s: &Services, conn: &Connection) -> serde_json::Value {
     if let Some(subs) = v["subscriptions"].as_array_mut() {
         for (view, sub) in subs.iter_mut().zip(&conn.subscriptions) {
             if !sub.id.is_empty() {
-                view["signing_key"] = if sub.key_id.as_deref() == Some(key_id.as_str()) {
-                    "current"
-                } else {
-                    "previous"
+                view["signing_key"] = match sub.key_id.as_deref() {
+                    Some(k) if k == key_id => "current",
+                    Some(subscriptions::RESUBSCRIBE_PENDING) => "pending",
+                    _ => "previous",
                 }
                 .into();
             }
@@ -264,12 +267,27 @@ async fn resubscribe(s: &Services, id: &str) -> HttpResponse {
         Ok(t) => t,
         Err(e) => return token_error(&e),
     };
-    if let Err(e) = subscriptions::resubscribe(s, &conn, &token).await {
-        let status = if e.is_retryable() { 503 } else { 502 };
-        return api::error(status, "graph_refused", subscriptions::explain(&e));
-    }
+    // API Gateway cuts a request at 29 s: no new subscription is started
+    // after 20 (one takes a few seconds, the validation handshake included).
+    let deadline = std::time::Instant::now() + RESUBSCRIBE_BUDGET;
+    let done = match subscriptions::resubscribe(s, &conn, &token, deadline).await {
+        Ok(d) => d,
+        Err(e) => {
+            let status = if e.is_retryable() { 503 } else { 502 };
+            return api::error(status, "graph_refused", subscriptions::explain(&e));
+        }
+    };
     match load(s, id).await {
-        Ok(c) => api::json(200, &view(s, &c)),
+        Ok(c) if done.remaining == 0 => api::json(200, &view(s, &c)),
+        Ok(c) => {
+            let mut v = view(s, &c);
+            v["resubscribe"] = serde_json::json!({
+                "recreated": done.recreated,
+                "remaining": done.remaining,
+                "message": "time ran out: POST again to finish, or the renewal run does it; the remaining subscriptions show signing_key \"pending\"",
+            });
+            api::json(202, &v)
+        }
         Err(r) => r,
     }
 }

@@ -225,10 +225,16 @@ pub(crate) async fn resync(
         tracing::info!(connection = %conn.id, "calendar resync is not supported; the next change will be delivered");
         return Outcome::Done;
     }
-    let start = sub
-        .delta_link
-        .clone()
-        .unwrap_or_else(|| format!("{}/delta", paths::graph_resource(conn, sub)));
+    // Without a stored link (its baseline never completed), the resync covers
+    // the mail received since the subscription was made, never the folder's past.
+    let start = sub.delta_link.clone().unwrap_or_else(|| {
+        let since = sub
+            .created_at
+            .as_deref()
+            .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(time::OffsetDateTime::now_utc);
+        subscriptions::delta_start(conn, sub, since)
+    });
     let (ids, link) = match subscriptions::delta(&d.services, token, &start).await {
         Ok(x) => x,
         Err(e) => return graph_failure(d, conn, e).await,

@@ -1080,3 +1080,78 @@ async fn a_graph_401_drops_the_cached_token_and_the_retry_delivers() {
     );
     assert_eq!(p.fifo.dead_letters().await, 0);
 }
+
+#[tokio::test]
+async fn a_resubscribe_that_runs_out_of_time_is_finished_by_the_renewal_run() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}, {"resource": "calendar", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly", "Calendar.ReadOnly"]),
+    )
+    .await;
+    let services = p.stack.container().await;
+    let conn = p.stack.stored("support").await.unwrap();
+    let token = services.tokens.access_token(&conn).await.unwrap();
+    // No time left at all: nothing is started, everything is marked.
+    let done = relay365::subscriptions::resubscribe(&services, &conn, &token, std::time::Instant::now())
+        .await
+        .unwrap();
+    assert_eq!((done.recreated, done.remaining), (0, 2));
+    let view =
+        body_json(&connections::handle(request("GET", "/connections/support", None, &[]), &services).await);
+    assert_eq!(view["subscriptions"][0]["signing_key"], "pending", "{view}");
+    assert_eq!(view["subscriptions"][1]["signing_key"], "pending", "{view}");
+    let report = connections::handle_event(scheduled_event(), &services).await;
+    assert_eq!(report["rekeyed"], 2, "{report}");
+    let view =
+        body_json(&connections::handle(request("GET", "/connections/support", None, &[]), &services).await);
+    assert_eq!(view["subscriptions"][0]["signing_key"], "current", "{view}");
+    assert_eq!(view["subscriptions"][1]["signing_key"], "current", "{view}");
+    assert_eq!(
+        p.stack.sim.subscriptions().len(),
+        2,
+        "the old ones are deleted at Graph"
+    );
+    p.stack.sim.deliver_message(UPN, mail("after the resubscribe"));
+    assert_eq!(p.pump_until(1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_mailbox_of_50000_mails_connects_on_a_one_page_baseline_and_a_resync_sends_only_new_mail() {
+    let p = Pipe::start().await;
+    p.stack.sim.fill_inbox(UPN, 50_000);
+    let before = p.stack.sim.stats().graph_requests;
+    // The sign-in page (connect asserts it answered 200 and the ids are recorded).
+    let sub = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    let used = p.stack.sim.stats().graph_requests - before;
+    assert!(
+        used <= 4,
+        "the sign-in made {used} Graph requests for a 50,000-mail inbox"
+    );
+    let stored = p.stack.stored("support").await.unwrap();
+    assert!(
+        stored.subscriptions[0].delta_link.is_some(),
+        "the baseline is stored"
+    );
+    // Graph drops two notifications; the `missed` resync finds exactly those.
+    p.stack.sim.set_drop_notifications(true);
+    p.stack.sim.deliver_message(UPN, mail("new 1"));
+    p.stack.sim.deliver_message(UPN, mail("new 2"));
+    p.stack.sim.set_drop_notifications(false);
+    assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
+    let events = p.pump_until(2).await;
+    let subjects: Vec<&str> = events
+        .iter()
+        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_owned().leak() as &str)
+        .collect();
+    assert_eq!(
+        subjects,
+        ["new 1", "new 2"],
+        "none of the 50,000 old mails is sent as new"
+    );
+}

@@ -25,6 +25,9 @@ pub struct RetryPolicy {
     pub base_backoff: Duration,
 }
 
+/// The longest a single Graph request may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -205,9 +208,13 @@ impl GraphClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            // No attempt outlives the policy's deadline, so one call never
+            // takes much longer than it (an API request has 29 s in all).
+            let left = self.policy.deadline.saturating_sub(started.elapsed());
             let mut req = self
                 .http
                 .request(method.clone(), &url)
+                .timeout(left.clamp(Duration::from_secs(1), ATTEMPT_TIMEOUT))
                 .bearer_auth(token.expose())
                 .header("Prefer", HeaderValue::from_static("IdType=\"ImmutableId\""));
             for (name, value) in extra_headers {

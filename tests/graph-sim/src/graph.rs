@@ -348,7 +348,6 @@ async fn mailbox_route(
             Err(r) => return r,
         }
     };
-    let _ = headers;
     match (method, rest) {
         ("POST", ["sendMail"]) => return crate::mail::send_mail(state, &upn, body),
         ("POST", ["messages"]) => return crate::mail::create_draft(state, &upn, body),
@@ -379,7 +378,26 @@ async fn mailbox_route(
     let st = lock(state);
     let mbox = st.mailboxes.get(&upn.to_ascii_lowercase());
     match (method, rest) {
-        ("GET", ["messages", "delta"]) => delta(&st, &upn, folder.as_deref().unwrap_or("inbox"), user, query),
+        ("GET", ["messages", "delta"]) => {
+            let page_size = headers
+                .get_all("prefer")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .find_map(|p| {
+                    p.trim()
+                        .strip_prefix("odata.maxpagesize=")
+                        .and_then(|n| n.parse().ok())
+                });
+            delta(
+                &st,
+                &upn,
+                folder.as_deref().unwrap_or("inbox"),
+                user,
+                query,
+                page_size,
+            )
+        }
         ("GET", ["messages", id]) => match mbox.and_then(|m| m.messages.iter().find(|x| x.id == *id)) {
             Some(m) => ok_json(StatusCode::OK, select(message_json(m, &upn), query)),
             None => graph_error(
@@ -417,32 +435,124 @@ async fn mailbox_route(
     }
 }
 
-fn delta(st: &State, upn: &str, folder: &str, user: Option<&str>, query: &[(String, String)]) -> Response {
-    let since: u64 = query
-        .iter()
-        .find(|(k, _)| k == "$deltatoken")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let skip: usize = query
-        .iter()
-        .find(|(k, _)| k == "$skiptoken")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
+/// What an initial delta request asked for, carried inside its tokens (Graph
+/// keeps query parameters of the first request only, in its state tokens).
+struct DeltaQuery {
+    /// Changes after this sequence number.
+    since: u64,
+    /// `receivedDateTime ge|gt` as (strict, unix seconds).
+    received: Option<(bool, i64)>,
+}
+
+impl DeltaQuery {
+    fn token(&self, seq: u64) -> String {
+        match self.received {
+            Some((strict, t)) => format!("{seq}~{}{t}", if strict { "gt" } else { "ge" }),
+            None => seq.to_string(),
+        }
+    }
+
+    fn from_token(token: &str) -> Option<Self> {
+        let (seq, filter) = token.split_once('~').map_or((token, None), |(a, b)| (a, Some(b)));
+        let received = match filter {
+            None => None,
+            Some(f) => {
+                let strict = f.starts_with("gt");
+                Some((strict, f.get(2..)?.parse().ok()?))
+            }
+        };
+        Some(Self {
+            since: seq.parse().ok()?,
+            received,
+        })
+    }
+}
+
+/// `receivedDateTime ge 2026-12-01T10:00:00Z` (the only filter message delta
+/// supports) as (strict, unix seconds).
+fn received_filter(filter: &str) -> Option<(bool, i64)> {
+    let mut words = filter.split_whitespace();
+    if words.next()? != "receivedDateTime" {
+        return None;
+    }
+    let strict = match words.next()? {
+        "ge" => false,
+        "gt" => true,
+        _ => return None,
+    };
+    let at =
+        time::OffsetDateTime::parse(words.next()?, &time::format_description::well_known::Rfc3339).ok()?;
+    words.next().is_none().then_some((strict, at.unix_timestamp()))
+}
+
+fn delta(
+    st: &State,
+    upn: &str,
+    folder: &str,
+    user: Option<&str>,
+    query: &[(String, String)],
+    page_size: Option<usize>,
+) -> Response {
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let q = match param("$deltatoken") {
+        Some(token) => match DeltaQuery::from_token(token) {
+            Some(q) => q,
+            None => {
+                return graph_error(
+                    StatusCode::GONE,
+                    "SyncStateNotFound",
+                    "The sync state is not found or has expired.",
+                );
+            }
+        },
+        None => {
+            if let Some(ct) = param("changeType")
+                && !matches!(ct, "created" | "updated" | "deleted")
+            {
+                return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid changeType.");
+            }
+            let received = match param("$filter") {
+                None => None,
+                Some(f) => match received_filter(f) {
+                    Some(r) => Some(r),
+                    None => {
+                        return graph_error(
+                            StatusCode::BAD_REQUEST,
+                            "ErrorInvalidUrlQueryFilter",
+                            "The delta query supports only a filter on receivedDateTime with ge or gt.",
+                        );
+                    }
+                },
+            };
+            DeltaQuery { since: 0, received }
+        }
+    };
+    let skip: usize = param("$skiptoken").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let received_ok = |m: &Message| match q.received {
+        None => true,
+        Some((strict, t)) => {
+            let at = time::OffsetDateTime::parse(&m.received, &time::format_description::well_known::Rfc3339)
+                .map(|d| d.unix_timestamp())
+                .unwrap_or(0);
+            if strict { at > t } else { at >= t }
+        }
+    };
     let all: Vec<&Message> = st
         .mailboxes
         .get(&upn.to_ascii_lowercase())
         .map(|m| {
             m.messages
                 .iter()
-                .filter(|x| x.folder == folder && x.seq > since)
+                .filter(|x| x.folder == folder && x.seq > q.since && received_ok(x))
                 .collect()
         })
         .unwrap_or_default();
-    const PAGE: usize = 3;
+    // Graph's page size is its own choice; a client's odata.maxpagesize lowers it.
+    let page_len = page_size.unwrap_or(DELTA_PAGE).clamp(1, DELTA_PAGE);
     let page: Vec<Value> = all
         .iter()
         .skip(skip)
-        .take(PAGE)
+        .take(page_len)
         .map(|m| json!({"id": m.id, "receivedDateTime": m.received, "subject": m.subject}))
         .collect();
     let prefix = match user {
@@ -454,13 +564,22 @@ fn delta(st: &State, upn: &str, folder: &str, user: Option<&str>, query: &[(Stri
         st.base_url
     );
     let mut body = json!({"value": page});
-    if skip + PAGE < all.len() {
-        body["@odata.nextLink"] = format!("{base}?$deltatoken={since}&$skiptoken={}", skip + PAGE).into();
+    if skip + page_len < all.len() {
+        body["@odata.nextLink"] = format!(
+            "{base}?$deltatoken={}&$skiptoken={}",
+            q.token(q.since),
+            skip + page_len
+        )
+        .into();
     } else {
-        body["@odata.deltaLink"] = format!("{base}?$deltatoken={}", st.seq).into();
+        body["@odata.deltaLink"] = format!("{base}?$deltatoken={}", q.token(st.seq)).into();
     }
     ok_json(StatusCode::OK, body)
 }
+
+/// The simulator's delta page size (Graph's is its own; a client's
+/// `Prefer: odata.maxpagesize` can only lower it).
+const DELTA_PAGE: usize = 50;
 
 fn app_of(access: &Access, st: &State) -> String {
     match &access.subject {

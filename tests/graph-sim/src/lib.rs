@@ -182,6 +182,34 @@ impl Sim {
         deliver(&self.state, upn, message)
     }
 
+    /// Puts `n` old messages (received 30 days ago) in a mailbox's inbox
+    /// without notifying: a large folder as a real mailbox has one.
+    pub fn fill_inbox(&self, upn: &str, n: usize) {
+        let received = (time::OffsetDateTime::now_utc() - time::Duration::days(30))
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        self.with(|s| {
+            for i in 0..n {
+                s.seq += 1;
+                let seq = s.seq;
+                s.mailboxes
+                    .entry(upn.to_ascii_lowercase())
+                    .or_default()
+                    .messages
+                    .push(Message {
+                        id: format!("AAMkADold{i:08}"),
+                        subject: format!("old {i}"),
+                        received: received.clone(),
+                        folder: "inbox".into(),
+                        seq,
+                        ..Default::default()
+                    });
+            }
+        });
+    }
+
     /// Shows a consent page at authorize (for a person in a browser) instead
     /// of consenting at once (for tests).
     pub fn set_interactive_consent(&self, on: bool) {
