@@ -1145,9 +1145,9 @@ async fn a_mailbox_of_50000_mails_connects_on_a_one_page_baseline_and_a_resync_s
     p.stack.sim.set_drop_notifications(false);
     assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
     let events = p.pump_until(2).await;
-    let subjects: Vec<&str> = events
+    let subjects: Vec<String> = events
         .iter()
-        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_owned().leak() as &str)
+        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(
         subjects,
