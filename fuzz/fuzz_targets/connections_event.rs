@@ -19,5 +19,5 @@ fuzz_target!(|data: &[u8]| {
     let method = ["GET", "POST", "DELETE", "PATCH"][usize::from(m % 4)];
     let event = http_event(method, path, "", body, None);
     let answer = runtime().block_on(connections::handle_event(event, services()));
-    check_answer(&answer);
+    check_answer(&answer, rest);
 });

@@ -17,5 +17,5 @@ fuzz_target!(|data: &[u8]| {
     let cookie = (!cookie.is_empty()).then_some(cookie);
     let event = http_event("GET", path, query, "", cookie);
     let answer = runtime().block_on(oauth_callback::handle_event(event, services()));
-    check_answer(&answer);
+    check_answer(&answer, rest);
 });

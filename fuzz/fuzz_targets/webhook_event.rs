@@ -9,5 +9,5 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let answer = runtime().block_on(mail_webhook::handle_event(event, webhook()));
-    check_answer(&answer);
+    check_answer(&answer, &String::from_utf8_lossy(data));
 });

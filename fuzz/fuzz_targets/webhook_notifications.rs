@@ -22,6 +22,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let event = http_event("POST", path, "", &body, None);
     let answer = runtime().block_on(mail_webhook::handle_event(event, webhook()));
-    check_answer(&answer);
+    check_answer(&answer, &body);
     assert!(!answer.to_string().contains(&cs), "a clientState in an answer");
 });
