@@ -93,7 +93,7 @@ pub struct Options {
     pub echo_logs: bool,
     /// Print each event the receiver gets.
     pub print_events: bool,
-    /// How often the renewal schedule runs (the template says 6 hours).
+    /// How often the scheduled run (renewal and sweep) comes (the template says 15 minutes).
     pub renew_every: Duration,
 }
 
@@ -112,7 +112,7 @@ impl Options {
             log_dir: None,
             echo_logs: false,
             print_events: false,
-            renew_every: Duration::from_secs(6 * 3600),
+            renew_every: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -387,7 +387,7 @@ impl Demo {
         self.functions.get(name)
     }
 
-    /// Runs the renewal schedule once now (what EventBridge does every 6 hours).
+    /// Runs the schedule once now (what EventBridge does every 15 minutes).
     ///
     /// # Errors
     /// When `connections` fails.

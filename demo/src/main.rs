@@ -40,7 +40,7 @@ fn options() -> Options {
         log_dir: Some(PathBuf::from("target/demo/logs")),
         echo_logs: false,
         print_events: true,
-        renew_every: Duration::from_secs(6 * 3600),
+        renew_every: Duration::from_secs(15 * 60),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {

@@ -22,7 +22,8 @@
 //!   explanations, the Graph client and Graph paths.
 //! - [`services`]: what a function builds once per container from all of the
 //!   above; [`subscriptions`]: creating, renewing and recreating Graph
-//!   subscriptions on top of it.
+//!   subscriptions on top of it; [`sweep`]: the reconciliation sweep that
+//!   queues the mail Graph never announced.
 
 pub mod aws;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod microsoft;
 pub mod model;
 pub mod services;
 pub mod subscriptions;
+pub mod sweep;
 pub mod web;
 
 pub use config::Config;

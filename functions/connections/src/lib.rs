@@ -292,8 +292,32 @@ async fn resubscribe(s: &Services, id: &str) -> HttpResponse {
     }
 }
 
-/// Handles any invocation: an API Gateway HTTP event, or the renewal schedule.
+/// How long a scheduled run starts new sweeps (the function may run 120 s).
+pub const SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Handles any invocation: an API Gateway HTTP event, or the schedule. The
+/// sweep queues what it recovers on the notification queue
+/// (`RELAY365_QUEUE_URL`; without it the run renews only).
 pub async fn handle_event(payload: serde_json::Value, s: &Services) -> serde_json::Value {
+    let queue = s
+        .config
+        .queue_url
+        .clone()
+        .map(relay365::aws::queue::SqsQueue::lazy);
+    handle_event_with(
+        payload,
+        s,
+        queue.as_ref().map(|q| q as &dyn relay365::aws::queue::Queue),
+    )
+    .await
+}
+
+/// [`handle_event`] with the queue the sweep uses given.
+pub async fn handle_event_with(
+    payload: serde_json::Value,
+    s: &Services,
+    queue: Option<&dyn relay365::aws::queue::Queue>,
+) -> serde_json::Value {
     if payload.get("requestContext").is_some() {
         return api::to_apigw_v2(match api::http_event(&payload) {
             Ok(req) => handle(req, s).await,
@@ -301,14 +325,32 @@ pub async fn handle_event(payload: serde_json::Value, s: &Services) -> serde_jso
         });
     }
     let report = subscriptions::renew_due(s, time::Duration::days(1)).await;
+    let mut out = serde_json::to_value(&report).unwrap_or_default();
+    if let Some(queue) = queue {
+        let all = payload
+            .pointer("/detail/sweep")
+            .and_then(serde_json::Value::as_str)
+            == Some("all");
+        let deadline = std::time::Instant::now() + SWEEP_BUDGET;
+        let swept = relay365::sweep::sweep(s, queue, deadline, all).await;
+        out["swept"] = swept.swept.into();
+        out["recovered"] = swept.recovered.into();
+        out["sweep_left"] = swept.left.into();
+        if let Some(failed) = out["failed"].as_array_mut() {
+            failed.extend(swept.failed);
+        }
+    }
     tracing::info!(
         connections = report.connections,
         renewed = report.renewed,
         recreated = report.recreated,
-        failed = report.failed.len(),
-        "subscription renewal run"
+        rekeyed = report.rekeyed,
+        swept = out["swept"].as_u64().unwrap_or(0),
+        recovered = out["recovered"].as_u64().unwrap_or(0),
+        failed = out["failed"].as_array().map_or(0, Vec::len),
+        "scheduled run"
     );
-    serde_json::to_value(&report).unwrap_or_default()
+    out
 }
 
 async fn read(s: &Services, id: &str) -> HttpResponse {

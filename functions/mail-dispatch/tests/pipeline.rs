@@ -1155,3 +1155,91 @@ async fn a_mailbox_of_50000_mails_connects_on_a_one_page_baseline_and_a_resync_s
         "none of the 50,000 old mails is sent as new"
     );
 }
+
+#[tokio::test]
+async fn graph_forgetting_30_percent_of_notifications_loses_no_mail() {
+    let p = Pipe::start().await;
+    let mailboxes: Vec<String> = (0..5).map(|i| format!("desk{i}@contoso.com")).collect();
+    for (i, upn) in mailboxes.iter().enumerate() {
+        p.stack.sim.add_user(graph_sim::User {
+            id: format!("u-desk{i}"),
+            upn: upn.clone(),
+            display_name: format!("Desk {i}"),
+            tenant: TENANT.into(),
+        });
+        let body = json!({"id": format!("desk{i}"), "auth": "app_secret", "scopes": ["Mail.ReadOnly"], "mailbox": upn,
+            "tenant_id": TENANT, "subscriptions": [{"resource": "mail", "target": p.receiver.url}]});
+        let resp = connections::handle(
+            request("POST", "/connections", Some(&body.to_string()), &[]),
+            &p.stack.services,
+        )
+        .await;
+        assert_eq!(resp.status(), 201, "{}", body_text(&resp));
+        let back = p
+            .stack
+            .follow(body_json(&resp)["admin_consent_url"].as_str().unwrap())
+            .await;
+        let done = oauth_callback::handle(
+            request("GET", &path_and_query(&back), None, &[]),
+            &p.stack.services,
+        )
+        .await;
+        assert_eq!(done.status(), 200, "{}", body_text(&done));
+    }
+    p.stack.sim.set_drop_fraction(0.3);
+    for n in 0..200 {
+        p.stack
+            .sim
+            .deliver_message(&mailboxes[n % 5], mail(&format!("mail {n}")));
+    }
+    let forgotten = p.stack.sim.stats().forgotten.len();
+    assert_eq!(forgotten, 60, "Graph forgot 30 % of the notifications");
+    assert_eq!(p.pump_until(140).await.len(), 140, "what Graph announced arrives");
+
+    // One scheduled run: the sweep finds exactly what Graph forgot.
+    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
+    let report =
+        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    assert_eq!(report["swept"], 5, "{report}");
+    assert_eq!(report["recovered"], 60, "{report}");
+    let events = p.pump_until(200).await;
+    let mut ids: Vec<String> = events
+        .iter()
+        .map(|e| e.json()["mail"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 200, "every mail once");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200, "no mail twice");
+    // The health of each subscription shows what had to be recovered.
+    let mut recovered = 0;
+    for i in 0..5 {
+        let view = body_json(
+            &connections::handle(
+                request("GET", &format!("/connections/desk{i}"), None, &[]),
+                &p.stack.services,
+            )
+            .await,
+        );
+        recovered += view["subscriptions"][0]["recovered"].as_u64().unwrap();
+        assert!(view["subscriptions"][0]["last_swept_at"].is_string(), "{view}");
+    }
+    assert_eq!(recovered, 60);
+    // A second run right away has nothing due; one that sweeps all finds nothing new.
+    let again =
+        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    assert_eq!(
+        (again["swept"].as_u64(), again["recovered"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+    let mut all = scheduled_event();
+    all["detail"] = json!({"sweep": "all"});
+    let again = connections::handle_event_with(all, &p.stack.container().await, Some(&queue)).await;
+    assert_eq!(
+        (again["swept"].as_u64(), again["recovered"].as_u64()),
+        (Some(5), Some(0)),
+        "{again}"
+    );
+    assert_eq!(p.settle().await.len(), 200);
+}

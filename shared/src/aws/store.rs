@@ -301,6 +301,14 @@ impl SubscriptionChange {
     pub fn last_notification_at(self, at: OffsetDateTime) -> Self {
         self.put("last_notification_at", Some(rfc3339(at).into()))
     }
+    /// Records when the sweep ran.
+    pub fn last_swept_at(self, at: OffsetDateTime) -> Self {
+        self.put("last_swept_at", Some(rfc3339(at).into()))
+    }
+    /// Sets how many mails the sweep recovered in all.
+    pub fn recovered(self, total: u64) -> Self {
+        self.put("recovered", Some(total.into()))
+    }
     /// Records that the target answered 410 Gone.
     pub fn target_gone_at(self, at: OffsetDateTime) -> Self {
         self.put("target_gone_at", Some(rfc3339(at).into()))

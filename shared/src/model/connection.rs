@@ -76,6 +76,12 @@ pub struct Subscription {
     /// When its target answered 410 Gone; no events are sent to it since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_gone_at: Option<String>,
+    /// When the reconciliation sweep last asked Graph what arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_swept_at: Option<String>,
+    /// Mails the sweep found that Graph never announced, in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<u64>,
 }
 
 impl Subscription {
@@ -96,6 +102,8 @@ impl Subscription {
             last_delivery_at: None,
             key_id: None,
             target_gone_at: None,
+            last_swept_at: None,
+            recovered: None,
             created_at: now.format(&time::format_description::well_known::Rfc3339).ok(),
         }
     }

@@ -913,6 +913,17 @@ pub(crate) fn notify_change(
     if st.drop_notifications {
         return;
     }
+    if st.drop_per_mille > 0 {
+        // Evenly spread: the n-th change is forgotten when n × fraction
+        // crosses a whole number, so the count dropped is exact.
+        st.drop_counter += 1;
+        let n = st.drop_counter;
+        let f = u64::from(st.drop_per_mille);
+        if n * f / 1000 != (n - 1) * f / 1000 {
+            st.stats.forgotten.push(item_id.to_string());
+            return;
+        }
+    }
     let copies = if st.duplicate_notifications { 2 } else { 1 };
     let user_id = st.user(upn).map(|u| u.id.clone()).unwrap_or_default();
     let tenant = st.user(upn).map(|u| u.tenant.clone()).unwrap_or_default();

@@ -274,6 +274,16 @@ impl Sim {
         self.with(|s| s.drop_notifications = on);
     }
 
+    /// Graph "forgets" to notify this fraction of changes (0.0 to 1.0) and
+    /// sends nothing else for them, as users see in the field; the forgotten
+    /// item ids are in [`Stats::forgotten`].
+    pub fn set_drop_fraction(&self, fraction: f64) {
+        self.with(|s| {
+            s.drop_per_mille = (fraction.clamp(0.0, 1.0) * 1000.0).round() as u32;
+            s.drop_counter = 0;
+        });
+    }
+
     /// The subscriptions that exist: (id, mailbox, resource, expiry).
     pub fn subscriptions(&self) -> Vec<(String, String, String, time::OffsetDateTime)> {
         self.with(|s| {

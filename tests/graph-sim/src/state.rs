@@ -212,6 +212,8 @@ pub struct Stats {
     pub subscription_calls: BTreeMap<String, u32>,
     /// Refresh-token requests that presented a revoked refresh token.
     pub revoked_refresh_uses: u32,
+    /// Changes Graph "forgot" to notify (a drop fraction was set), by item id.
+    pub forgotten: Vec<String>,
 }
 
 pub(crate) struct Code {
@@ -270,6 +272,10 @@ pub(crate) struct State {
     pub seq: u64,
     pub(crate) duplicate_notifications: bool,
     pub(crate) drop_notifications: bool,
+    /// Forget to notify this fraction of changes (as per mille), evenly spread.
+    pub(crate) drop_per_mille: u32,
+    /// Changes seen while a fraction is dropped (drives the even spread).
+    pub(crate) drop_counter: u64,
     pub(crate) in_flight: HashMap<String, u32>,
     pub(crate) sent: Vec<SentMail>,
     pub(crate) drafts: HashMap<String, Draft>,
@@ -303,6 +309,8 @@ impl State {
             seq: 0,
             duplicate_notifications: false,
             drop_notifications: false,
+            drop_per_mille: 0,
+            drop_counter: 0,
             in_flight: HashMap::new(),
             sent: Vec::new(),
             drafts: HashMap::new(),
