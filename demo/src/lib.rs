@@ -39,7 +39,7 @@ pub const FUNCTIONS: [(&str, u64); 5] = [
     ("connections", 120),
     ("oauth-callback", 30),
     ("mail-webhook", 10),
-    ("mail-dispatch", 60),
+    ("mail-dispatch", 90),
     ("send-mail", 900),
 ];
 

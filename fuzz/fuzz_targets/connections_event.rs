@@ -20,4 +20,14 @@ fuzz_target!(|data: &[u8]| {
     let event = http_event(method, path, "", body, None);
     let answer = runtime().block_on(connections::handle_event(event, services()));
     check_answer(&answer, rest);
+    // Keep the in-memory state small: a connection this input created goes again.
+    if answer["statusCode"] == 201
+        && let Some(id) = answer["body"]
+            .as_str()
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+            .and_then(|v| v["id"].as_str().map(str::to_string))
+    {
+        let delete = http_event("DELETE", &format!("/connections/{id}"), "", "", None);
+        runtime().block_on(connections::handle_event(delete, services()));
+    }
 });

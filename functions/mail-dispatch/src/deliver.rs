@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use crate::dispatcher::Dispatcher;
 
+/// How long a target may take to answer one event.
+pub const TARGET_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why an event was not delivered.
 #[derive(Debug)]
 pub enum Delivery {
@@ -47,7 +50,7 @@ pub async fn deliver(d: &Dispatcher, to: &Destination, event: &Value) -> Result<
             let resp = s
                 .http
                 .post(url.as_str())
-                .timeout(Duration::from_secs(10))
+                .timeout(TARGET_TIMEOUT)
                 .header("content-type", "application/json")
                 .header("relay365-signature", d.events.get().await.signature(now, &body))
                 .header("relay365-event-id", &event_id)

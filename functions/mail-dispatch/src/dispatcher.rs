@@ -23,7 +23,17 @@ impl Dispatcher {
         Self::with_events(services, SecretValue::fixed(events))
     }
 
-    fn with_events(services: Services, events: SecretValue<EventSigner>) -> Self {
+    fn with_events(mut services: Services, events: SecretValue<EventSigner>) -> Self {
+        // Dispatch's Graph reads give up sooner than a request's: a record
+        // must fit its share of the invocation (crate::STEP_BUDGET).
+        services.graph = relay365::microsoft::graph::GraphClient::new(
+            services.http.clone(),
+            &services.config.graph_base(services.config.cloud),
+            relay365::microsoft::graph::RetryPolicy {
+                deadline: crate::GRAPH_DEADLINE,
+                ..Default::default()
+            },
+        );
         Self {
             services,
             events,

@@ -26,6 +26,7 @@ pub mod normalise;
 mod outcome;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 pub use deliver::{Delivery, Destination, deliver};
@@ -42,9 +43,28 @@ pub use dispatcher::Dispatcher;
 pub use items::MESSAGE_SELECT;
 use outcome::{Outcome, retry, sub_outcome};
 
-/// Processes a batch; returns the records to retry.
+/// The worst case of one record, which a record needs left before it is
+/// started: a token refresh (the HTTPS client's 15 s), two Graph reads (the
+/// message and its attachment list, [`GRAPH_DEADLINE`] each, retries
+/// included) and the delivery ([`deliver::TARGET_TIMEOUT`]). The arithmetic
+/// with the function timeout and the queue is in `docs/notifications.md`.
+pub const STEP_BUDGET: Duration = Duration::from_secs(15 + 2 * 8 + 10);
+
+/// How long dispatch's Graph reads may take, retries included.
+pub const GRAPH_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Processes a batch with no deadline (tests, tools); returns the records to retry.
 pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
+    handle_until(event, d, None).await
+}
+
+/// Processes a batch, starting no record when less than [`STEP_BUDGET`] is
+/// left before `deadline` (the invocation's): those are returned for retry
+/// untouched, so an invocation never ends in the middle of a delivery, and
+/// every delivery is in the ledger the moment the target took it.
+pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Instant>) -> SqsBatchResponse {
     let mut failures = Vec::new();
+    let mut held_back = 0usize;
     let mut failed_groups: Vec<String> = Vec::new();
     // Each connection is read fresh once per batch (one invocation); nothing
     // outlives it.
@@ -58,6 +78,18 @@ pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
             .unwrap_or_default();
         if !group.is_empty() && failed_groups.contains(&group) {
             failures.push(id);
+            continue;
+        }
+        if let Some(deadline) = deadline
+            && deadline.saturating_duration_since(Instant::now()) < STEP_BUDGET
+        {
+            // Not started: retried as it is. Later records of its mailbox
+            // wait behind it, so the order holds.
+            held_back += 1;
+            failures.push(id);
+            if !group.is_empty() {
+                failed_groups.push(group);
+            }
             continue;
         }
         let outcome = match record
@@ -85,6 +117,13 @@ pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
                 failed_groups.push(group);
             }
         }
+    }
+    if held_back > 0 {
+        tracing::info!(
+            held_back,
+            budget_secs = STEP_BUDGET.as_secs(),
+            "the invocation's time is nearly up: records not started are left for the next receive"
+        );
     }
     let mut resp = SqsBatchResponse::default();
     resp.batch_item_failures = failures
@@ -251,5 +290,37 @@ mod tests {
             "{:?}",
             resp.batch_item_failures
         );
+    }
+
+    #[tokio::test]
+    async fn near_the_deadline_no_record_is_started_and_all_come_back() {
+        let services = Services::in_memory(
+            &[("RELAY365_DEFAULT_TARGET", "https://flow.example/hook")],
+            r#"{"client_id":"c","tenant_id":"t","client_secret":"s"}"#,
+            "unit-test-signing-key-0123456789abcdef0123456789",
+        )
+        .await
+        .unwrap();
+        let events =
+            relay365::web::signing::EventSigner::from_secret(&relay365::Sensitive::new("e".repeat(40)))
+                .unwrap();
+        let d = Dispatcher::new(services, events);
+        let event: SqsEvent =
+            serde_json::from_str(include_str!("../../../tests/fixtures/aws/sqs-event.json")).unwrap();
+        let ids: Vec<String> = event
+            .records
+            .iter()
+            .filter_map(|r| r.message_id.clone())
+            .collect();
+        // Less than one record's worst case is left: nothing is tried (the
+        // same records are dropped at once when there is time, see above).
+        let deadline = Instant::now() + STEP_BUDGET - Duration::from_secs(1);
+        let resp = handle_until(event, &d, Some(deadline)).await;
+        let back: Vec<String> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        assert_eq!(back, ids);
     }
 }

@@ -10,7 +10,14 @@ async fn main() -> Result<(), Error> {
     let dispatcher = Dispatcher::from_env().await?;
     let dispatcher = &dispatcher;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(mail_dispatch::handle(event.payload, dispatcher).await)
+        // The invocation's deadline (unix milliseconds) as an instant.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let left = std::time::Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+        let deadline = std::time::Instant::now() + left;
+        Ok::<_, Error>(mail_dispatch::handle_until(event.payload, dispatcher, Some(deadline)).await)
     }))
     .await
 }

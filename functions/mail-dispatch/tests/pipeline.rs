@@ -1243,3 +1243,76 @@ async fn graph_forgetting_30_percent_of_notifications_loses_no_mail() {
     );
     assert_eq!(p.settle().await.len(), 200);
 }
+
+#[tokio::test]
+async fn a_target_taking_8_seconds_per_event_gets_a_batch_of_10_once_each_within_the_queue_s_limits() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.receiver.set_delay(std::time::Duration::from_secs(8));
+    for i in 0..10 {
+        p.stack.sim.deliver_message(UPN, mail(&format!("slow {i}")));
+    }
+    // Each receive is one invocation with the template's 90-second timeout.
+    let mut invocations = 0;
+    for _ in 0..40 {
+        let handed = p
+            .fifo
+            .pump(|e| async {
+                // Lambda ends an invocation at its deadline whatever it is
+                // doing; the whole batch then comes back.
+                let timeout = std::time::Duration::from_secs(90);
+                let deadline = std::time::Instant::now() + timeout;
+                let ids: Vec<String> = e.records.iter().filter_map(|r| r.message_id.clone()).collect();
+                match tokio::time::timeout(
+                    timeout,
+                    mail_dispatch::handle_until(e, &p.dispatcher, Some(deadline)),
+                )
+                .await
+                {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        let mut resp = aws_lambda_events::sqs::SqsBatchResponse::default();
+                        for id in ids {
+                            let mut f = aws_lambda_events::sqs::BatchItemFailure::default();
+                            f.item_identifier = id;
+                            resp.batch_item_failures.push(f);
+                        }
+                        resp
+                    }
+                }
+            })
+            .await;
+        if handed > 0 {
+            invocations += 1;
+        }
+        if p.receiver.events().len() >= 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let events = p.receiver.events();
+    let mut subjects: Vec<String> = events
+        .iter()
+        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(subjects.len(), 10, "{subjects:?}");
+    // Order is SQS FIFO's guarantee; moto hands a redelivered record back
+    // behind later ones of its group, so only "once each" is checked here.
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 10, "a mail was delivered twice");
+    assert!(invocations <= 3, "{invocations} invocations");
+    let attempts: Vec<u32> = events
+        .iter()
+        .map(|e| e.header("relay365-delivery-attempt").unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        attempts.iter().all(|a| *a <= 2),
+        "records burnt their receives: {attempts:?}"
+    );
+    assert_eq!(p.fifo.dead_letters().await, 0);
+}
