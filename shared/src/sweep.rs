@@ -39,6 +39,9 @@ use crate::subscriptions;
 /// (unless the run sweeps all).
 pub const SWEEP_AGE: time::Duration = time::Duration::minutes(10);
 
+/// One subscription's sweep: connection, subscription, mails recovered or why not.
+type Swept = (String, String, Result<usize, String>);
+
 /// Subscriptions swept at once.
 pub const CONCURRENCY: usize = 16;
 
@@ -94,7 +97,7 @@ pub async fn sweep(s: &Services, queue: &dyn Queue, deadline: Instant, all: bool
     // are swept CONCURRENCY at a time (Graph's limits are per mailbox, and
     // one subscription makes one request at a time).
     due.sort_by_key(|(_, _, last)| *last);
-    let results: Vec<Option<(String, String, Result<usize, String>)>> = stream::iter(due)
+    let results: Vec<Option<Swept>> = stream::iter(due)
         .map(|(conn, sub, _)| async move {
             if Instant::now() >= deadline {
                 return None;

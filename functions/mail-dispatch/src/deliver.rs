@@ -12,6 +12,7 @@ use relay365::model::target::Target;
 use serde_json::Value;
 
 use crate::dispatcher::Dispatcher;
+use crate::fit::{AFTER_413_LIMIT, EVENTBRIDGE_DETAIL_LIMIT, WEBHOOK_LIMIT, fit};
 
 /// How long a target may take to answer one event.
 pub const TARGET_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,34 +42,22 @@ pub struct Destination {
 /// # Errors
 /// [`Delivery`] saying whether to retry.
 pub async fn deliver(d: &Dispatcher, to: &Destination, event: &Value) -> Result<(), Delivery> {
-    let s = &d.services;
-    let body = serde_json::to_vec(event).unwrap_or_default();
     let event_id = event["id"].as_str().unwrap_or_default().to_string();
     match &to.target {
         Target::Webhook(url) => {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let resp = s
-                .http
-                .post(url.as_str())
-                .timeout(TARGET_TIMEOUT)
-                .header("content-type", "application/json")
-                .header("relay365-signature", d.events.get().await.signature(now, &body))
-                .header("relay365-event-id", &event_id)
-                .header("relay365-delivery-attempt", to.attempt.to_string())
-                .body(body)
-                .send()
-                .await;
-            match resp {
-                Ok(r) if r.status().is_success() => {
-                    tracing::info!(event = %event_id, "event delivered");
-                    Ok(())
+            match post(d, to, url.as_str(), &fit(event, WEBHOOK_LIMIT), &event_id).await {
+                // Too large for this receiver: the event again, cut small.
+                Err((Some(413), _)) => {
+                    tracing::warn!(event = %event_id, "the target refused the event as too large; sending it truncated");
+                    post(d, to, url.as_str(), &fit(event, AFTER_413_LIMIT), &event_id)
+                        .await
+                        .map_err(|(_, e)| e)
                 }
-                Ok(r) => Err(refusal(r.status().as_u16())),
-                Err(e) if e.is_timeout() => Err(Delivery::Retry("target timed out".into())),
-                Err(_) => Err(Delivery::Retry("target unreachable".into())),
+                r => r.map_err(|(_, e)| e),
             }
         }
         Target::EventBridge(bus) => {
+            let body = serde_json::to_vec(&*fit(event, EVENTBRIDGE_DETAIL_LIMIT)).unwrap_or_default();
             let eb = &d.eventbridge;
             let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
                 .event_bus_name(bus)
@@ -82,6 +71,42 @@ pub async fn deliver(d: &Dispatcher, to: &Destination, event: &Value) -> Result<
                 Err(_) => Err(Delivery::Retry("EventBridge unreachable".into())),
             }
         }
+    }
+}
+
+/// One signed POST of an event; a refusal comes with the target's status.
+async fn post(
+    d: &Dispatcher,
+    to: &Destination,
+    url: &str,
+    event: &Value,
+    event_id: &str,
+) -> Result<(), (Option<u16>, Delivery)> {
+    let body = serde_json::to_vec(event).unwrap_or_default();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let resp = d
+        .services
+        .http
+        .post(url)
+        .timeout(TARGET_TIMEOUT)
+        .header("content-type", "application/json")
+        .header("relay365-signature", d.events.get().await.signature(now, &body))
+        .header("relay365-event-id", event_id)
+        .header("relay365-delivery-attempt", to.attempt.to_string())
+        .body(body)
+        .send()
+        .await;
+    match resp {
+        Ok(r) if r.status().is_success() => {
+            tracing::info!(event = %event_id, "event delivered");
+            Ok(())
+        }
+        Ok(r) => {
+            let status = r.status().as_u16();
+            Err((Some(status), refusal(status)))
+        }
+        Err(e) if e.is_timeout() => Err((None, Delivery::Retry("target timed out".into()))),
+        Err(_) => Err((None, Delivery::Retry("target unreachable".into()))),
     }
 }
 

@@ -41,6 +41,12 @@ impl Dispatcher {
         }
     }
 
+    /// Sends to EventBridge through this client (tests, tools).
+    pub fn with_eventbridge(mut self, client: aws_sdk_eventbridge::Client) -> Self {
+        self.eventbridge = relay365::aws::sdk::LazyClient::ready(client);
+        self
+    }
+
     /// Wraps services, reading the event signing secret their settings name.
     ///
     /// # Errors

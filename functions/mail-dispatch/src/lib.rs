@@ -21,6 +21,7 @@
 
 pub mod deliver;
 mod dispatcher;
+pub mod fit;
 mod items;
 pub mod normalise;
 mod outcome;

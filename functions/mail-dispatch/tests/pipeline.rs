@@ -1316,3 +1316,128 @@ async fn a_target_taking_8_seconds_per_event_gets_a_batch_of_10_once_each_within
     );
     assert_eq!(p.fifo.dead_letters().await, 0);
 }
+
+#[tokio::test]
+async fn a_300_kb_mail_reaches_an_https_target_whole_and_a_target_answering_413_gets_it_truncated() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    let html = format!(
+        "<html><body>{}</body></html>",
+        "<p>a long newsletter line</p>\n".repeat(11_000)
+    );
+    assert!(html.len() > 300 * 1024);
+    let mut big = mail("newsletter");
+    big.body_html = html.clone();
+    p.stack.sim.deliver_message(UPN, big.clone());
+    let events = p.pump_until(1).await;
+    let body = &events[0].json()["mail"]["body"];
+    assert_eq!(body["content"].as_str().unwrap().len(), html.len(), "whole");
+    assert!(body.get("truncated").is_none());
+    // A receiver that takes at most, say, 100 KB answers 413.
+    p.receiver.fail_next_with(1, 413);
+    big.subject = "newsletter 2".into();
+    p.stack.sim.deliver_message(UPN, big);
+    let events = p.pump_until(2).await;
+    assert_eq!(events.len(), 2);
+    let second = events[1].json();
+    assert_eq!(second["mail"]["subject"], "newsletter 2");
+    assert_eq!(second["mail"]["body"]["truncated"], true);
+    assert!(events[1].body.len() <= 64 * 1024, "{}", events[1].body.len());
+    assert!(
+        second["mail"]["web_link"].is_string(),
+        "the whole mail can be fetched"
+    );
+    assert_eq!(
+        events[1].header("relay365-delivery-attempt"),
+        Some("1"),
+        "sent again at once"
+    );
+}
+
+#[tokio::test]
+async fn a_300_kb_mail_reaches_an_eventbridge_target_as_a_truncated_event() {
+    let p = Pipe::start().await;
+    let sdk = p.stack.aws.sdk_config().await;
+    // A bus whose rule forwards relay365's events to a queue we can read.
+    let eb = aws_sdk_eventbridge::Client::new(&sdk);
+    eb.create_event_bus().name("flows").send().await.unwrap();
+    let queue_url = p
+        .fifo
+        .client
+        .create_queue()
+        .queue_name("flow-events")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    eb.put_rule()
+        .name("to-queue")
+        .event_bus_name("flows")
+        .event_pattern(r#"{"source": ["relay365"]}"#)
+        .send()
+        .await
+        .unwrap();
+    eb.put_targets()
+        .rule("to-queue")
+        .event_bus_name("flows")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn("arn:aws:sqs:us-east-1:123456789012:flow-events")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let dispatcher = Dispatcher::load(p.stack.container().await)
+        .await
+        .unwrap()
+        .with_eventbridge(eb);
+    p.connect(
+        json!([{"resource": "mail", "target": "eventbridge:flows"}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    let html = format!(
+        "<html><body>{}</body></html>",
+        "<p>a long newsletter line</p>\n".repeat(11_000)
+    );
+    let mut big = mail("newsletter");
+    big.body_html = html.clone();
+    p.stack.sim.deliver_message(UPN, big);
+    let mut got = None;
+    for _ in 0..50 {
+        p.fifo.pump(|e| mail_dispatch::handle(e, &dispatcher)).await;
+        let out = p
+            .fifo
+            .client
+            .receive_message()
+            .queue_url(&queue_url)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = out.messages().first() {
+            got = Some(m.body().unwrap().to_string());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let envelope: serde_json::Value = serde_json::from_str(&got.expect("the event reached the bus")).unwrap();
+    assert_eq!(envelope["source"], "relay365");
+    assert_eq!(envelope["detail-type"], "mail.received");
+    let detail = &envelope["detail"];
+    assert_eq!(
+        detail["mail"]["body"]["truncated"], true,
+        "{}",
+        &detail["mail"]["body"]["original_length"]
+    );
+    assert_eq!(detail["mail"]["body"]["original_length"], html.len());
+    assert!(detail["mail"]["web_link"].is_string());
+    assert!(serde_json::to_vec(detail).unwrap().len() <= mail_dispatch::fit::EVENTBRIDGE_DETAIL_LIMIT);
+}
