@@ -6,6 +6,8 @@
 #   make fuzz                                   # every target, 60 s each
 #   FUZZ_SECONDS=900 make fuzz                  # a long run
 #   FUZZ_TARGETS="retry_after pfx" make fuzz    # some targets
+#   FUZZ_JOBS=2 make fuzz                       # two targets at a time
+#   FUZZ_SECONDS_oauth_callback=900 make fuzz   # one target longer
 #
 # cargo-fuzz drives libFuzzer through rustc flags that stable Rust accepts
 # with RUSTC_BOOTSTRAP=1. The targets build without a sanitizer (the code
@@ -28,13 +30,15 @@ SUMMARY=fuzz/logs/summary.md
   echo "| target | executions | seconds | result |"
   echo "| --- | ---: | ---: | --- |"
 } > "$SUMMARY"
-failed=0
-for t in $TARGETS; do
+run_one() {
+  t=$1
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log="fuzz/logs/$t.log"
+  secs_var="FUZZ_SECONDS_$t"
+  secs_each=${!secs_var:-$SECONDS_EACH}
   set +e
   "$BIN/$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -artifact_prefix="fuzz/artifacts/$t/" \
-    -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
+    -max_total_time="$secs_each" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
   rc=$?
   set -e
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
@@ -43,9 +47,14 @@ for t in $TARGETS; do
     result=ok
   else
     result="crash: $(ls -t "fuzz/artifacts/$t" | head -1) (see $log)"
-    failed=1
   fi
-  printf '| %s | %s | %s | %s |\n' "$t" "${execs:-?}" "${secs:-$SECONDS_EACH}" "$result" | tee -a "$SUMMARY"
-done
+  printf '| %s | %s | %s | %s |\n' "$t" "${execs:-?}" "${secs:-$secs_each}" "$result" | tee -a "$SUMMARY"
+}
+export -f run_one
+export BIN SUMMARY SECONDS_EACH
+# shellcheck disable=SC2086
+printf '%s\n' $TARGETS | xargs -P "${FUZZ_JOBS:-1}" -I{} bash -c 'set -euo pipefail; run_one {}'
+failed=0
+grep -q '| crash:' "$SUMMARY" && failed=1
 echo "summary: $SUMMARY"
 exit $failed

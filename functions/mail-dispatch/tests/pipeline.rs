@@ -1441,3 +1441,75 @@ async fn a_300_kb_mail_reaches_an_eventbridge_target_as_a_truncated_event() {
     assert!(detail["mail"]["web_link"].is_string());
     assert!(serde_json::to_vec(detail).unwrap().len() <= mail_dispatch::fit::EVENTBRIDGE_DETAIL_LIMIT);
 }
+
+#[tokio::test]
+async fn mail_that_arrived_while_a_connection_needed_a_new_sign_in_is_delivered_after_the_reconnect() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.stack.sim.revoke_refresh_tokens(UPN, 700082);
+    p.dispatcher.services.tokens.invalidate("support").await;
+    for i in 0..10 {
+        p.stack.sim.deliver_message(UPN, mail(&format!("while away {i}")));
+    }
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].json()["type"], "connection.reauth_required");
+    assert_eq!(p.settle().await.len(), 1, "nothing can be fetched meanwhile");
+    // The person opens the reconnect link and signs in again.
+    let link = events[0].json()["connect_url"].as_str().unwrap().to_string();
+    p.sign_in(&link).await;
+    // The next scheduled run's sweep fills the gap from the kept delta link.
+    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
+    let report =
+        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    assert_eq!(report["recovered"], 10, "{report}");
+    let events = p.pump_until(11).await;
+    let mut subjects: Vec<String> = events[1..]
+        .iter()
+        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), 10, "each once: {subjects:?}");
+    assert_eq!(events.len(), 11);
+}
+
+#[tokio::test]
+async fn mail_that_arrived_while_graph_had_lost_the_subscription_is_delivered_by_the_next_run() {
+    let p = Pipe::start().await;
+    let sub = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    p.stack.sim.deliver_message(UPN, mail("before"));
+    assert_eq!(p.pump_until(1).await.len(), 1);
+    // Graph loses the subscription without a word; mail keeps arriving.
+    p.stack.sim.remove_subscription_silently(&sub);
+    for i in 0..3 {
+        p.stack.sim.deliver_message(UPN, mail(&format!("gap {i}")));
+    }
+    assert_eq!(p.settle().await.len(), 1, "Graph announced nothing");
+    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
+    let report =
+        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    assert_eq!(report["recreated"], 1, "{report}");
+    assert_eq!(report["recovered"], 3, "{report}");
+    p.stack.sim.deliver_message(UPN, mail("after"));
+    let events = p.pump_until(5).await;
+    let mut subjects: Vec<String> = events
+        .iter()
+        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        ["after", "before", "gap 0", "gap 1", "gap 2"],
+        "each once, none older sent as new"
+    );
+}
