@@ -56,6 +56,9 @@ pub struct SweepReport {
     pub left: usize,
     /// Subscriptions that could not be swept, with the reason.
     pub failed: Vec<serde_json::Value>,
+    /// Connections needing a new sign-in whose flow was not told yet: a
+    /// reminder was queued, and dispatch sends `connection.reauth_required`.
+    pub reminded: usize,
 }
 
 /// Sweeps the active mail subscriptions that are due (all of them when
@@ -75,6 +78,10 @@ pub async fn sweep(s: &Services, queue: &dyn Queue, deadline: Instant, all: bool
         let Ok(Some(conn)) = s.state.connection(&id).await else {
             continue;
         };
+        if conn.status == Status::ReauthRequired {
+            report.reminded += remind(s, queue, &conn).await;
+            continue;
+        }
         if conn.status != Status::Active {
             continue;
         }
@@ -124,6 +131,41 @@ pub async fn sweep(s: &Services, queue: &dyn Queue, deadline: Instant, all: bool
         }
     }
     report
+}
+
+/// Queues a reminder for a connection that needs a new sign-in and whose flow
+/// was not told yet (no `reauth#{generation}` in the ledger), whoever noticed:
+/// dispatch answers any notification of such a connection with
+/// `connection.reauth_required`, once. Returns 1 when one was queued.
+async fn remind(s: &Services, queue: &dyn Queue, conn: &Connection) -> usize {
+    let Some(sub) = conn.subscriptions.iter().find(|x| !x.id.is_empty()) else {
+        return 0;
+    };
+    match s
+        .state
+        .is_delivered(&conn.id, &format!("reauth#{}", conn.generation))
+        .await
+    {
+        Ok(false) => {}
+        _ => return 0,
+    }
+    let reminder = QueuedNotification {
+        connection_id: conn.id.clone(),
+        subscription_id: sub.id.clone(),
+        change_type: Some("reauth_reminder".into()),
+        resource: None,
+        resource_id: None,
+        version: Some(conn.generation.to_string()),
+        lifecycle_event: None,
+        received_at: OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+    };
+    match queue.send(&[reminder]).await {
+        Ok(()) => 1,
+        Err(e) => {
+            tracing::warn!(connection = %conn.id, error = %e, "could not queue the reauth reminder");
+            0
+        }
+    }
 }
 
 async fn sweep_one(

@@ -336,6 +336,7 @@ pub async fn handle_event_with(
         out["swept"] = swept.swept.into();
         out["recovered"] = swept.recovered.into();
         out["sweep_left"] = swept.left.into();
+        out["reminded"] = swept.reminded.into();
         if let Some(failed) = out["failed"].as_array_mut() {
             failed.extend(swept.failed);
         }

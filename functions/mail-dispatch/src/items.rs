@@ -52,7 +52,11 @@ async fn delivered(
 
 /// `Some(outcome)` when the ledger has the item already (nothing to do) or
 /// cannot be read (retry); `None` when it must be delivered.
-async fn already_delivered(d: &Dispatcher, conn: &Connection, ledger_key: &str) -> Option<Outcome> {
+pub(crate) async fn already_delivered(
+    d: &Dispatcher,
+    conn: &Connection,
+    ledger_key: &str,
+) -> Option<Outcome> {
     match d.services.state.is_delivered(&conn.id, ledger_key).await {
         Ok(true) => Some(Outcome::Done),
         Ok(false) => None,

@@ -162,8 +162,7 @@ async fn process(
     let Some(conn) = cache.get(&n.connection_id).cloned() else {
         return Outcome::Done;
     };
-    if conn.status != Status::Active {
-        // Already reported when it stopped working; nothing can be fetched.
+    if conn.status == Status::PendingConsent {
         return Outcome::Done;
     }
     let Some(sub) = conn
@@ -185,17 +184,21 @@ async fn process(
         return retry("no target for events");
     };
     let target = Destination { target, attempt };
+    if conn.status == Status::ReauthRequired {
+        // Nothing can be fetched; whoever noticed first (send-mail, the
+        // renewal run, a sign-in), the flow is told, once.
+        let reason = conn
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "the connection needs a new sign-in".into());
+        return report_reauth(d, &conn, &sub, &target, &reason).await;
+    }
     let token = match s.tokens.access_token(&conn).await {
         Ok(t) => t,
         Err(TokenError::ReauthRequired { reason, .. }) => {
             // The token code has marked the connection; tell the flow once.
             cache.remove(&conn.id);
-            let event = normalise::reauth_event(&conn, &reason, s.connect_url(&conn));
-            return match deliver(d, &target, &event).await {
-                Ok(()) => Outcome::Done,
-                Err(Delivery::Gone(why)) => items::target_gone(d, &conn, &sub, &why).await,
-                Err(Delivery::Retry(why)) => retry(why),
-            };
+            return report_reauth(d, &conn, &sub, &target, &reason).await;
         }
         // Every other token failure is for a person to fix (an expired client
         // secret, a missing consent) or passes by itself: the record is kept,
@@ -251,6 +254,35 @@ async fn process(
         }
     }
     outcome
+}
+
+/// Sends `connection.reauth_required` once per loss of access: the ledger
+/// holds `reauth#{generation}` from the moment a target took it, so the
+/// notifications that keep coming, the sweep's reminders and other
+/// containers find it sent. A new sign-in is a new generation.
+async fn report_reauth(
+    d: &Dispatcher,
+    conn: &Connection,
+    sub: &Subscription,
+    target: &Destination,
+    reason: &str,
+) -> Outcome {
+    let key = format!("reauth#{}", conn.generation);
+    if let Some(outcome) = items::already_delivered(d, conn, &key).await {
+        return outcome;
+    }
+    let event = normalise::reauth_event(conn, reason, d.services.connect_url(conn));
+    match deliver(d, target, &event).await {
+        Ok(()) => {
+            let event_id = event["id"].as_str().unwrap_or_default();
+            if let Err(e) = d.services.state.mark_delivered(&conn.id, &key, event_id).await {
+                tracing::error!(connection = %conn.id, error = %e, "reported, but the ledger could not record it");
+            }
+            Outcome::Done
+        }
+        Err(Delivery::Gone(why)) => items::target_gone(d, conn, sub, &why).await,
+        Err(Delivery::Retry(why)) => retry(why),
+    }
 }
 
 fn target_of(s: &Services, sub: &Subscription) -> Option<Target> {

@@ -112,7 +112,7 @@ pub fn calendar_event(
 /// `connection.reauth_required`, with the reason and the link to reconnect.
 pub fn reauth_event(conn: &Connection, reason: &str, connect_url: Option<String>) -> Value {
     json!({
-        "id": event_id(&[&conn.id, "connection.reauth_required", &conn.updated_at.unix_timestamp().to_string()]),
+        "id": event_id(&[&conn.id, "connection.reauth_required", &conn.generation.to_string()]),
         "type": "connection.reauth_required",
         "connection_id": conn.id,
         "mailbox": conn.mailbox.clone().unwrap_or_default(),

@@ -1627,3 +1627,37 @@ async fn dead_letters_moved_back_once_the_target_is_fixed_are_delivered_once_eac
         "each once after the replay"
     );
 }
+
+#[tokio::test]
+async fn a_lost_grant_noticed_first_by_the_renewal_run_reaches_the_flow_exactly_once() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.stack.sim.revoke_refresh_tokens(UPN, 50173);
+    // The scheduled run, in a fresh container, is the first to need a token.
+    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
+    let report =
+        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    assert_eq!(
+        p.stack.stored("support").await.unwrap().status,
+        relay365::Status::ReauthRequired
+    );
+    assert_eq!(report["reminded"], 1, "{report}");
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].json()["type"], "connection.reauth_required");
+    assert!(events[0].json()["connect_url"].is_string());
+    // Mail keeps arriving and runs keep coming: the flow is not told again.
+    p.stack.sim.deliver_message(UPN, mail("while it needs a sign-in"));
+    let again =
+        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    assert_eq!(again["reminded"], 0, "{again}");
+    assert_eq!(
+        p.settle().await.len(),
+        1,
+        "exactly one connection.reauth_required"
+    );
+}
