@@ -40,7 +40,8 @@ async fn delivered(
     let now = time::OffsetDateTime::now_utc();
     let change = SubscriptionChange::new()
         .last_delivery_at(now)
-        .last_notification_at(now);
+        .last_notification_at(now)
+        .clear_delivery_error();
     if let Err(e) = s
         .state
         .record_delivery(&conn.id, &sub.key, change, received)

@@ -248,7 +248,12 @@ async fn process(
         cache.remove(&conn.id);
     }
     if outcome != Outcome::Delivered {
-        let seen = SubscriptionChange::new().last_notification_at(time::OffsetDateTime::now_utc());
+        let now = time::OffsetDateTime::now_utc();
+        let mut seen = SubscriptionChange::new().last_notification_at(now);
+        // What an operator sees in GET /connections/{id} while records wait.
+        if let Outcome::Retry(why) = &outcome {
+            seen = seen.last_delivery_error(Some(why), now);
+        }
         if let Err(e) = s.state.update_subscription(&conn.id, &sub.key, seen).await {
             tracing::warn!(connection = %conn.id, error = %e, "could not record the notification time");
         }

@@ -946,11 +946,45 @@ async fn a_receiver_that_refuses_with_401_gets_the_event_once_it_is_fixed() {
     )
     .await;
     // A receiver with the wrong key answers 401, then its owner fixes it.
-    p.receiver.fail_next_with(2, 401);
+    p.receiver.fail_next_with(1_000, 401);
     p.stack.sim.deliver_message(UPN, mail("wrong key at first"));
+    for _ in 0..2 {
+        p.fifo.pump(|e| mail_dispatch::handle(e, &p.dispatcher)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    let get = || async {
+        body_json(
+            &connections::handle(
+                request("GET", "/connections/support", None, &[]),
+                &p.stack.services,
+            )
+            .await,
+        )
+    };
+    let view = get().await;
+    let why = view["subscriptions"][0]["last_delivery_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.contains("401") && why.contains("event signing secret"),
+        "the operator sees why: {view}"
+    );
+    p.receiver.fail_next(0);
     let events = p.pump_until(1).await;
     assert_eq!(events.len(), 1, "retried, not dropped, and delivered once");
-    assert_eq!(events[0].header("relay365-delivery-attempt"), Some("3"));
+    let attempt: u32 = events[0]
+        .header("relay365-delivery-attempt")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(attempt >= 2, "the header counts the attempts: {attempt}");
+    assert!(
+        get().await["subscriptions"][0]
+            .get("last_delivery_error")
+            .is_none(),
+        "cleared once delivered"
+    );
     assert_eq!(p.fifo.dead_letters().await, 0);
 }
 

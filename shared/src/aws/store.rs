@@ -301,6 +301,16 @@ impl SubscriptionChange {
     pub fn last_notification_at(self, at: OffsetDateTime) -> Self {
         self.put("last_notification_at", Some(rfc3339(at).into()))
     }
+    /// Records why the last delivery attempt failed, and when.
+    pub fn last_delivery_error(self, why: Option<&str>, at: OffsetDateTime) -> Self {
+        self.put("last_delivery_error", why.map(Value::from))
+            .put("last_delivery_error_at", Some(rfc3339(at).into()))
+    }
+    /// Clears the last delivery error (a delivery succeeded).
+    pub fn clear_delivery_error(self) -> Self {
+        self.put("last_delivery_error", None)
+            .put("last_delivery_error_at", None)
+    }
     /// Records when the sweep ran.
     pub fn last_swept_at(self, at: OffsetDateTime) -> Self {
         self.put("last_swept_at", Some(rfc3339(at).into()))

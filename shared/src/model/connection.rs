@@ -76,6 +76,12 @@ pub struct Subscription {
     /// When its target answered 410 Gone; no events are sent to it since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_gone_at: Option<String>,
+    /// Why the last delivery attempt failed (cleared by the next delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery_error: Option<String>,
+    /// When it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery_error_at: Option<String>,
     /// When the reconciliation sweep last asked Graph what arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_swept_at: Option<String>,
@@ -102,6 +108,8 @@ impl Subscription {
             last_delivery_at: None,
             key_id: None,
             target_gone_at: None,
+            last_delivery_error: None,
+            last_delivery_error_at: None,
             last_swept_at: None,
             recovered: None,
             created_at: now.format(&time::format_description::well_known::Rfc3339).ok(),
