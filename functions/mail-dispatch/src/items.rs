@@ -85,6 +85,20 @@ async fn deliver_and_record(
     }
 }
 
+/// Whether a mail's `receivedDateTime` is older than the subscription's
+/// baseline (its creation, less the minute the baseline looks back).
+fn received_before_subscription(sub: &Subscription, received: Option<&str>) -> bool {
+    use time::format_description::well_known::Rfc3339;
+    let parse = |t: &str| time::OffsetDateTime::parse(t, &Rfc3339).ok();
+    match (
+        sub.created_at.as_deref().and_then(parse),
+        received.and_then(parse),
+    ) {
+        (Some(created), Some(received)) => received < created - time::Duration::minutes(1),
+        _ => false,
+    }
+}
+
 /// The receiver asked for no more events: the subscription's target is
 /// switched off and `GET /connections/{id}` says so and how to fix it.
 pub(crate) async fn target_gone(d: &Dispatcher, conn: &Connection, sub: &Subscription, why: &str) -> Outcome {
@@ -149,6 +163,12 @@ pub(crate) async fn deliver_message(
         Err(e) if e.status() == Some(404) => return Outcome::Done,
         Err(e) => return graph_failure(d, conn, e).await,
     };
+    // A mail received before the subscription existed was moved in (or
+    // restored), not received: it is no new mail.
+    if received_before_subscription(sub, message["receivedDateTime"].as_str()) {
+        tracing::info!(connection = %conn.id, "a mail received before the subscription (moved in) is not sent as new");
+        return Outcome::Done;
+    }
     let attachments = if message["hasAttachments"].as_bool() == Some(true) {
         match s
             .graph

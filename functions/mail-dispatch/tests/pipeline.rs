@@ -1695,3 +1695,30 @@ async fn a_lost_grant_noticed_first_by_the_renewal_run_reaches_the_flow_exactly_
         "exactly one connection.reauth_required"
     );
 }
+
+#[tokio::test]
+async fn edited_and_moved_in_mails_are_never_sent_as_new() {
+    let p = Pipe::start().await;
+    p.stack.sim.fill_folder(UPN, "archive", 3);
+    let sub = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    let fresh = p.stack.sim.deliver_message(UPN, mail("fresh"));
+    assert_eq!(p.pump_until(1).await.len(), 1);
+    // Someone reads the new mail and drags an old one from the archive in;
+    // Graph announces the moved one as created in the inbox.
+    p.stack.sim.update_message(UPN, &fresh);
+    p.stack.sim.move_message(UPN, "AAMkADoldarchive00000001", "inbox");
+    assert_eq!(p.settle().await.len(), 1, "the moved-in mail is not new mail");
+    // Neither a resync nor a sweep sees either as new.
+    assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
+    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
+    let mut all = scheduled_event();
+    all["detail"] = json!({"sweep": "all"});
+    let report = connections::handle_event_with(all, &p.stack.container().await, Some(&queue)).await;
+    assert_eq!(report["recovered"], 0, "{report}");
+    assert_eq!(p.settle().await.len(), 1);
+}

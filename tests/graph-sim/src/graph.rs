@@ -442,28 +442,30 @@ struct DeltaQuery {
     since: u64,
     /// `receivedDateTime ge|gt` as (strict, unix seconds).
     received: Option<(bool, i64)>,
+    /// `changeType=created`: new messages only, no updates.
+    created_only: bool,
 }
 
 impl DeltaQuery {
     fn token(&self, seq: u64) -> String {
-        match self.received {
-            Some((strict, t)) => format!("{seq}~{}{t}", if strict { "gt" } else { "ge" }),
-            None => seq.to_string(),
-        }
+        let filter = match self.received {
+            Some((strict, t)) => format!("{}{t}", if strict { "gt" } else { "ge" }),
+            None => String::new(),
+        };
+        format!("{seq}~{filter}~{}", if self.created_only { "c" } else { "" })
     }
 
     fn from_token(token: &str) -> Option<Self> {
-        let (seq, filter) = token.split_once('~').map_or((token, None), |(a, b)| (a, Some(b)));
-        let received = match filter {
-            None => None,
-            Some(f) => {
-                let strict = f.starts_with("gt");
-                Some((strict, f.get(2..)?.parse().ok()?))
-            }
+        let mut parts = token.split('~');
+        let since = parts.next()?.parse().ok()?;
+        let received = match parts.next().unwrap_or("") {
+            "" => None,
+            f => Some((f.starts_with("gt"), f.get(2..)?.parse().ok()?)),
         };
         Some(Self {
-            since: seq.parse().ok()?,
+            since,
             received,
+            created_only: parts.next() == Some("c"),
         })
     }
 }
@@ -524,7 +526,11 @@ fn delta(
                     }
                 },
             };
-            DeltaQuery { since: 0, received }
+            DeltaQuery {
+                since: 0,
+                received,
+                created_only: param("changeType") == Some("created"),
+            }
         }
     };
     let skip: usize = param("$skiptoken").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -543,7 +549,13 @@ fn delta(
         .map(|m| {
             m.messages
                 .iter()
-                .filter(|x| x.folder == folder && x.seq > q.since && received_ok(x))
+                // Arrived (or moved in) since the token, or, unless only new
+                // ones are asked for, changed since.
+                .filter(|x| {
+                    x.folder == folder
+                        && (x.seq > q.since || (!q.created_only && x.changed_seq > q.since))
+                        && received_ok(x)
+                })
                 .collect()
         })
         .unwrap_or_default();

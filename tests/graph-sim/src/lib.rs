@@ -185,6 +185,11 @@ impl Sim {
     /// Puts `n` old messages (received 30 days ago) in a mailbox's inbox
     /// without notifying: a large folder as a real mailbox has one.
     pub fn fill_inbox(&self, upn: &str, n: usize) {
+        self.fill_folder(upn, "inbox", n);
+    }
+
+    /// Puts `n` old messages (received 30 days ago) in a folder, silently.
+    pub fn fill_folder(&self, upn: &str, folder: &str, n: usize) {
         let received = (time::OffsetDateTime::now_utc() - time::Duration::days(30))
             .replace_nanosecond(0)
             .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
@@ -199,13 +204,53 @@ impl Sim {
                     .or_default()
                     .messages
                     .push(Message {
-                        id: format!("AAMkADold{i:08}"),
+                        id: format!("AAMkADold{folder}{i:08}"),
                         subject: format!("old {i}"),
                         received: received.clone(),
                         folder: "inbox".into(),
                         seq,
                         ..Default::default()
                     });
+            }
+        });
+    }
+
+    /// Someone edits a message (marks it read, changes a category): a change
+    /// delta reports as an update, never as a new message.
+    pub fn update_message(&self, upn: &str, id: &str) {
+        self.with(|s| {
+            s.seq += 1;
+            let seq = s.seq;
+            if let Some(m) = s
+                .mailboxes
+                .get_mut(&upn.to_ascii_lowercase())
+                .and_then(|b| b.messages.iter_mut().find(|m| m.id == id))
+            {
+                m.changed_seq = seq;
+            }
+        });
+    }
+
+    /// Someone moves a message into another folder: Graph notifies that
+    /// folder's subscriptions of a created message, and its delta shows one,
+    /// with the message's old `receivedDateTime`.
+    pub fn move_message(&self, upn: &str, id: &str, folder: &str) {
+        self.move_silently(upn, id, folder);
+        graph::notify_change(&self.state, upn, false, folder, "created", id);
+    }
+
+    fn move_silently(&self, upn: &str, id: &str, folder: &str) {
+        self.with(|s| {
+            s.seq += 1;
+            let seq = s.seq;
+            if let Some(m) = s
+                .mailboxes
+                .get_mut(&upn.to_ascii_lowercase())
+                .and_then(|b| b.messages.iter_mut().find(|m| m.id == id))
+            {
+                m.folder = folder.to_string();
+                m.seq = seq;
+                m.changed_seq = seq;
             }
         });
     }
@@ -335,6 +380,7 @@ pub(crate) fn deliver(state: &Arc<Mutex<State>>, upn: &str, mut message: Message
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         s.seq += 1;
         message.seq = s.seq;
+        message.changed_seq = s.seq;
         if message.id.is_empty() {
             message.id = format!("AAMkAD{}", uuid::Uuid::new_v4().simple());
         }

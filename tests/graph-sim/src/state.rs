@@ -81,6 +81,8 @@ pub struct Message {
     pub folder: String,
     /// Order of arrival (set by the simulator).
     pub seq: u64,
+    /// The last change to it (arrival, an edit, a move), in the same order.
+    pub changed_seq: u64,
 }
 
 /// A calendar event in a simulated mailbox.
