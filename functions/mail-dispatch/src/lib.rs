@@ -304,8 +304,8 @@ mod tests {
     //! `tests/fixtures/aws`), with secrets and state in memory.
     use super::*;
 
-    #[tokio::test]
-    async fn records_that_can_never_succeed_are_done_and_say_why() {
+    /// In-memory services with a default target, and the SQS event fixture.
+    async fn fixture() -> (Dispatcher, SqsEvent) {
         let services = Services::in_memory(
             &[("RELAY365_DEFAULT_TARGET", "https://flow.example/hook")],
             r#"{"client_id":"c","tenant_id":"t","client_secret":"s"}"#,
@@ -316,9 +316,14 @@ mod tests {
         let events =
             relay365::web::signing::EventSigner::from_secret(&relay365::Sensitive::new("e".repeat(40)))
                 .unwrap();
-        let d = Dispatcher::new(services, events);
         let event: SqsEvent =
             serde_json::from_str(include_str!("../../../tests/fixtures/aws/sqs-event.json")).unwrap();
+        (Dispatcher::new(services, events), event)
+    }
+
+    #[tokio::test]
+    async fn records_that_can_never_succeed_are_done_and_say_why() {
+        let (d, event) = fixture().await;
         assert_eq!(event.records.len(), 2);
         // One notification for a connection that no longer exists, one record that is not ours:
         // neither can ever be delivered, so neither comes back.
@@ -332,19 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn near_the_deadline_no_record_is_started_and_all_come_back() {
-        let services = Services::in_memory(
-            &[("RELAY365_DEFAULT_TARGET", "https://flow.example/hook")],
-            r#"{"client_id":"c","tenant_id":"t","client_secret":"s"}"#,
-            "unit-test-signing-key-0123456789abcdef0123456789",
-        )
-        .await
-        .unwrap();
-        let events =
-            relay365::web::signing::EventSigner::from_secret(&relay365::Sensitive::new("e".repeat(40)))
-                .unwrap();
-        let d = Dispatcher::new(services, events);
-        let event: SqsEvent =
-            serde_json::from_str(include_str!("../../../tests/fixtures/aws/sqs-event.json")).unwrap();
+        let (d, event) = fixture().await;
         let ids: Vec<String> = event
             .records
             .iter()

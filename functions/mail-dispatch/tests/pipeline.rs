@@ -146,6 +146,11 @@ impl Pipe {
     }
 }
 
+/// What `GET {path}` answers (the admin API) in a container.
+async fn view(services: &relay365::services::Services, path: &str) -> serde_json::Value {
+    body_json(&connections::handle(request("GET", path, None, &[]), services).await)
+}
+
 fn mail(subject: &str) -> Message {
     Message {
         subject: subject.into(),
@@ -777,15 +782,7 @@ async fn a_signing_key_rotation_loses_no_notification_and_ends_on_the_new_key() 
             json!(["Mail.ReadOnly"]),
         )
         .await;
-    let get = || async {
-        body_json(
-            &connections::handle(
-                request("GET", "/connections/support", None, &[]),
-                &p.stack.services,
-            )
-            .await,
-        )
-    };
+    let get = || async { view(&p.stack.services, "/connections/support").await };
     assert_eq!(get().await["subscriptions"][0]["signing_key"], "current");
     for i in 0..5 {
         p.stack.sim.deliver_message(UPN, mail(&format!("before {i}")));
@@ -952,15 +949,7 @@ async fn a_receiver_that_refuses_with_401_gets_the_event_once_it_is_fixed() {
         p.fifo.pump(|e| mail_dispatch::handle(e, &p.dispatcher)).await;
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     }
-    let get = || async {
-        body_json(
-            &connections::handle(
-                request("GET", "/connections/support", None, &[]),
-                &p.stack.services,
-            )
-            .await,
-        )
-    };
+    let get = || async { view(&p.stack.services, "/connections/support").await };
     let view = get().await;
     let why = view["subscriptions"][0]["last_delivery_error"]
         .as_str()
@@ -1016,15 +1005,9 @@ async fn a_receiver_that_answers_410_is_switched_off_and_the_api_says_so() {
         1,
         "nothing more goes to a receiver that said Gone: {got:?}"
     );
-    let view = body_json(
-        &connections::handle(
-            request("GET", "/connections/support", None, &[]),
-            &p.stack.services,
-        )
-        .await,
-    );
-    let sub = &view["subscriptions"][0];
-    assert!(sub["target_gone_at"].is_string(), "{view}");
+    let seen = view(&p.stack.services, "/connections/support").await;
+    let sub = &seen["subscriptions"][0];
+    assert!(sub["target_gone_at"].is_string(), "{seen}");
     let why = sub["last_error"].as_str().unwrap();
     assert!(
         why.contains("410") && why.contains("POST /connections/support/subscriptions"),
@@ -1131,16 +1114,14 @@ async fn a_resubscribe_that_runs_out_of_time_is_finished_by_the_renewal_run() {
         .await
         .unwrap();
     assert_eq!((done.recreated, done.remaining), (0, 2));
-    let view =
-        body_json(&connections::handle(request("GET", "/connections/support", None, &[]), &services).await);
-    assert_eq!(view["subscriptions"][0]["signing_key"], "pending", "{view}");
-    assert_eq!(view["subscriptions"][1]["signing_key"], "pending", "{view}");
+    let before = view(&services, "/connections/support").await;
+    assert_eq!(before["subscriptions"][0]["signing_key"], "pending", "{before}");
+    assert_eq!(before["subscriptions"][1]["signing_key"], "pending", "{before}");
     let report = connections::handle_event(scheduled_event(), &services).await;
     assert_eq!(report["rekeyed"], 2, "{report}");
-    let view =
-        body_json(&connections::handle(request("GET", "/connections/support", None, &[]), &services).await);
-    assert_eq!(view["subscriptions"][0]["signing_key"], "current", "{view}");
-    assert_eq!(view["subscriptions"][1]["signing_key"], "current", "{view}");
+    let after = view(&services, "/connections/support").await;
+    assert_eq!(after["subscriptions"][0]["signing_key"], "current", "{after}");
+    assert_eq!(after["subscriptions"][1]["signing_key"], "current", "{after}");
     assert_eq!(
         p.stack.sim.subscriptions().len(),
         2,
@@ -1248,15 +1229,9 @@ async fn graph_forgetting_30_percent_of_notifications_loses_no_mail() {
     // The health of each subscription shows what had to be recovered.
     let mut recovered = 0;
     for i in 0..5 {
-        let view = body_json(
-            &connections::handle(
-                request("GET", &format!("/connections/desk{i}"), None, &[]),
-                &p.stack.services,
-            )
-            .await,
-        );
-        recovered += view["subscriptions"][0]["recovered"].as_u64().unwrap();
-        assert!(view["subscriptions"][0]["last_swept_at"].is_string(), "{view}");
+        let seen = view(&p.stack.services, &format!("/connections/desk{i}")).await;
+        recovered += seen["subscriptions"][0]["recovered"].as_u64().unwrap();
+        assert!(seen["subscriptions"][0]["last_swept_at"].is_string(), "{seen}");
     }
     assert_eq!(recovered, 60);
     // A second run right away has nothing due; one that sweeps all finds nothing new.

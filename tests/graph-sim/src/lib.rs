@@ -218,6 +218,11 @@ impl Sim {
     /// Someone edits a message (marks it read, changes a category): a change
     /// delta reports as an update, never as a new message.
     pub fn update_message(&self, upn: &str, id: &str) {
+        self.change_message(upn, id, |m, seq| m.changed_seq = seq);
+    }
+
+    /// Applies a change to a message under the next sequence number.
+    fn change_message(&self, upn: &str, id: &str, change: impl FnOnce(&mut Message, u64)) {
         self.with(|s| {
             s.seq += 1;
             let seq = s.seq;
@@ -226,7 +231,7 @@ impl Sim {
                 .get_mut(&upn.to_ascii_lowercase())
                 .and_then(|b| b.messages.iter_mut().find(|m| m.id == id))
             {
-                m.changed_seq = seq;
+                change(m, seq);
             }
         });
     }
@@ -240,18 +245,10 @@ impl Sim {
     }
 
     fn move_silently(&self, upn: &str, id: &str, folder: &str) {
-        self.with(|s| {
-            s.seq += 1;
-            let seq = s.seq;
-            if let Some(m) = s
-                .mailboxes
-                .get_mut(&upn.to_ascii_lowercase())
-                .and_then(|b| b.messages.iter_mut().find(|m| m.id == id))
-            {
-                m.folder = folder.to_string();
-                m.seq = seq;
-                m.changed_seq = seq;
-            }
+        self.change_message(upn, id, |m, seq| {
+            m.folder = folder.to_string();
+            m.seq = seq;
+            m.changed_seq = seq;
         });
     }
 
