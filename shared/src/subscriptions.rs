@@ -55,29 +55,24 @@ struct DeltaPage {
     delta: Option<String>,
 }
 
-/// Runs a delta query to its end from `start` (a path or a stored delta link):
-/// the ids of the messages that appeared, and the new delta link.
+/// Runs a delta query from `start` (a first request or a stored link) to its
+/// end: every item of every page, and the link the next round starts from.
 ///
 /// # Errors
-/// [`GraphError`] from any page.
-pub async fn delta(
+/// [`GraphError`], or a decode error when a page has neither link.
+async fn delta_pages(
     s: &Services,
     token: &Sensitive,
     start: &str,
-) -> Result<(Vec<String>, String), GraphError> {
-    let mut ids = Vec::new();
+) -> Result<(Vec<serde_json::Value>, String), GraphError> {
+    let mut items = Vec::new();
     let mut next = start.to_string();
     for _ in 0..1000 {
         let page: DeltaPage = s.graph.get_json(&next, token).await?;
-        ids.extend(
-            page.value
-                .iter()
-                .filter(|v| v.get("@removed").is_none())
-                .filter_map(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string)),
-        );
+        items.extend(page.value);
         match (page.next, page.delta) {
             (Some(n), _) => next = n,
-            (None, Some(d)) => return Ok((ids, d)),
+            (None, Some(d)) => return Ok((items, d)),
             (None, None) => {
                 return Err(GraphError::Decode(
                     "a delta page had neither nextLink nor deltaLink".into(),
@@ -86,6 +81,92 @@ pub async fn delta(
         }
     }
     Err(GraphError::Decode("the delta query did not end".into()))
+}
+
+/// A mail folder's delta query from `start` to its end: the ids of the
+/// messages it reports (removals left out) and the next link.
+///
+/// # Errors
+/// [`GraphError`].
+pub async fn delta(
+    s: &Services,
+    token: &Sensitive,
+    start: &str,
+) -> Result<(Vec<String>, String), GraphError> {
+    let (items, link) = delta_pages(s, token, start).await?;
+    let ids = items
+        .iter()
+        .filter(|v| v.get("@removed").is_none())
+        .filter_map(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+        .collect();
+    Ok((ids, link))
+}
+
+/// One change a calendar's delta query reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalendarChange {
+    /// The event's id.
+    pub id: String,
+    /// Its `changeKey` (the version), absent for a removal.
+    pub change_key: Option<String>,
+    /// Deleted (or moved out of the window).
+    pub removed: bool,
+}
+
+impl CalendarChange {
+    /// The change type an event for it carries.
+    pub fn change_type(&self) -> &'static str {
+        if self.removed { "deleted" } else { "updated" }
+    }
+
+    /// Its delivery ledger key (as dispatch writes it): one per version.
+    pub fn ledger_key(&self) -> String {
+        format!("{}#{}", self.id, self.change_key.as_deref().unwrap_or("deleted"))
+    }
+}
+
+/// How far ahead a calendar subscription's delta window reaches.
+pub const CALENDAR_WINDOW_DAYS: i64 = 365;
+
+/// The first request of a calendar's delta query: the primary calendar's
+/// events starting between `from` and `from` + [`CALENDAR_WINDOW_DAYS`]
+/// (Graph's calendar delta needs a window and keeps it in its links).
+pub fn calendar_delta_start(conn: &Connection, from: OffsetDateTime) -> String {
+    let fmt = |t: OffsetDateTime| {
+        t.replace_nanosecond(0)
+            .unwrap_or(t)
+            .format(&Rfc3339)
+            .unwrap_or_default()
+    };
+    format!(
+        "{}/calendarView/delta?startDateTime={}&endDateTime={}",
+        crate::microsoft::paths::owner(conn),
+        fmt(from),
+        fmt(from + time::Duration::days(CALENDAR_WINDOW_DAYS))
+    )
+}
+
+/// A calendar's delta query from `start` to its end.
+///
+/// # Errors
+/// [`GraphError`].
+pub async fn calendar_delta(
+    s: &Services,
+    token: &Sensitive,
+    start: &str,
+) -> Result<(Vec<CalendarChange>, String), GraphError> {
+    let (items, link) = delta_pages(s, token, start).await?;
+    let changes = items
+        .iter()
+        .filter_map(|v| {
+            Some(CalendarChange {
+                id: v.get("id")?.as_str()?.to_string(),
+                change_key: v.get("changeKey").and_then(|c| c.as_str()).map(str::to_string),
+                removed: v.get("@removed").is_some(),
+            })
+        })
+        .collect();
+    Ok((changes, link))
 }
 
 /// The first request of a folder's delta query: new mail received at or
@@ -189,6 +270,19 @@ pub async fn create(
         // resync can return older mail.
         let start = delta_start(conn, sub, OffsetDateTime::now_utc() - time::Duration::minutes(1));
         let link = delta(s, token, &start).await?.1;
+        s.state
+            .update_subscription(
+                &conn.id,
+                &sub.key,
+                SubscriptionChange::new().delta_link_if_missing(&link),
+            )
+            .await?;
+    }
+    if sub.resource == Resource::Calendar && sub.delta_link.is_none() {
+        // The calendar's baseline walks the window's events once (a year of
+        // a calendar is a few pages), so later rounds report changes only.
+        let start = calendar_delta_start(conn, OffsetDateTime::now_utc() - time::Duration::days(1));
+        let link = calendar_delta(s, token, &start).await?.1;
         s.state
             .update_subscription(
                 &conn.id,

@@ -3,9 +3,10 @@
 //!
 //! Graph's change notifications are best effort: in the field a fraction of
 //! them never arrive, and nothing says so. Every scheduled run therefore
-//! asks Graph, per active mail subscription, what arrived since the stored
-//! delta link (the link's filter keeps it to mail received since the
-//! subscription's baseline, created ones only), looks each item up in the
+//! asks Graph, per active subscription, what arrived since the stored delta
+//! link (for mail, the link's filter keeps it to mail received since the
+//! subscription's baseline, created ones only; for a calendar, every change
+//! of the events in its window, one per version), looks each item up in the
 //! delivery ledger, and queues a notification for every item that was
 //! never delivered, on the same FIFO queue and message group as the webhook's,
 //! so dispatch delivers it in order and at most once (the ledger again). The
@@ -85,12 +86,12 @@ pub async fn sweep(s: &Services, queue: &dyn Queue, deadline: Instant, all: bool
         if conn.status != Status::Active {
             continue;
         }
-        for sub in conn.subscriptions.iter().filter(|x| {
-            x.resource == Resource::Mail
-                && !x.id.is_empty()
-                && x.delta_link.is_some()
-                && x.target_gone_at.is_none()
-        }) {
+        // Mail and calendar subscriptions alike, once their baseline is stored.
+        for sub in conn
+            .subscriptions
+            .iter()
+            .filter(|x| !x.id.is_empty() && x.delta_link.is_some() && x.target_gone_at.is_none())
+        {
             let last = sub
                 .last_swept_at
                 .as_deref()
@@ -168,6 +169,57 @@ async fn remind(s: &Services, queue: &dyn Queue, conn: &Connection) -> usize {
     }
 }
 
+/// One item a sweep found, as dispatch would record it.
+struct Found {
+    id: String,
+    change_type: &'static str,
+    version: Option<String>,
+    /// The delivery ledger's key for it: the message id, or a calendar
+    /// event's id and version.
+    ledger_key: String,
+}
+
+/// What Graph reports since `link`: new mail, or every calendar change.
+async fn changes_since(
+    s: &Services,
+    token: &crate::Sensitive,
+    sub: &Subscription,
+    link: &str,
+) -> Result<(Vec<Found>, String), String> {
+    match sub.resource {
+        Resource::Mail => {
+            let (ids, next) = subscriptions::delta(s, token, link)
+                .await
+                .map_err(|e| e.to_string())?;
+            let found = ids
+                .into_iter()
+                .map(|id| Found {
+                    ledger_key: id.clone(),
+                    id,
+                    change_type: "created",
+                    version: None,
+                })
+                .collect();
+            Ok((found, next))
+        }
+        Resource::Calendar => {
+            let (changes, next) = subscriptions::calendar_delta(s, token, link)
+                .await
+                .map_err(|e| e.to_string())?;
+            let found = changes
+                .into_iter()
+                .map(|c| Found {
+                    ledger_key: c.ledger_key(),
+                    change_type: c.change_type(),
+                    version: c.change_key.clone(),
+                    id: c.id,
+                })
+                .collect();
+            Ok((found, next))
+        }
+    }
+}
+
 async fn sweep_one(
     s: &Services,
     queue: &dyn Queue,
@@ -178,28 +230,26 @@ async fn sweep_one(
         return Ok(0);
     };
     let token = s.tokens.access_token(conn).await.map_err(|e| e.to_string())?;
-    let (ids, next) = subscriptions::delta(s, &token, link)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (changes, next) = changes_since(s, &token, sub, link).await?;
     let received_at = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
     let mut missing = Vec::new();
-    for id in ids {
-        if paths::item_id(&id).is_err() {
+    for change in changes {
+        if paths::item_id(&change.id).is_err() {
             continue;
         }
         if !s
             .state
-            .is_delivered(&conn.id, &id)
+            .is_delivered(&conn.id, &change.ledger_key)
             .await
             .map_err(|e| e.to_string())?
         {
             missing.push(QueuedNotification {
                 connection_id: conn.id.clone(),
                 subscription_id: sub.id.clone(),
-                change_type: Some("created".into()),
+                change_type: Some(change.change_type.into()),
                 resource: None,
-                resource_id: Some(id),
-                version: None,
+                resource_id: Some(change.id),
+                version: change.version,
                 lifecycle_event: None,
                 received_at: received_at.clone(),
             });

@@ -208,7 +208,13 @@ pub(crate) async fn deliver_calendar(
 ) -> Outcome {
     let s = &d.services;
     let change = n.change_type.as_deref().unwrap_or("updated");
-    let announced = n.version.as_deref();
+    // A notification names the version as an etag (`W/"<changeKey>"`), a
+    // delta round as the bare changeKey: both are the same version.
+    let announced = n.version.as_deref().map(|v| {
+        v.strip_prefix("W/\"")
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v)
+    });
     let Ok(event_path) = paths::event(conn, id) else {
         return forged(conn);
     };
@@ -239,6 +245,51 @@ pub(crate) async fn deliver_calendar(
     deliver_and_record(d, conn, sub, target, &ledger_key, &event, None).await
 }
 
+/// A calendar's resync: every change since the stored link, each delivered
+/// once per version (the ledger), then the new link. An event the resync
+/// finds is reported as updated with its current state (delta does not say
+/// whether it is new), a removed one as deleted.
+async fn resync_calendar(
+    d: &Dispatcher,
+    conn: &Connection,
+    sub: &Subscription,
+    token: &Sensitive,
+    target: &Destination,
+) -> Outcome {
+    let start = sub.delta_link.clone().unwrap_or_else(|| {
+        subscriptions::calendar_delta_start(conn, time::OffsetDateTime::now_utc() - time::Duration::days(1))
+    });
+    let (changes, link) = match subscriptions::calendar_delta(&d.services, token, &start).await {
+        Ok(x) => x,
+        Err(e) => return graph_failure(d, conn, e).await,
+    };
+    tracing::info!(connection = %conn.id, changes = changes.len(), "calendar resync");
+    for change in changes {
+        let n = QueuedNotification {
+            connection_id: conn.id.clone(),
+            subscription_id: sub.id.clone(),
+            change_type: Some(change.change_type().into()),
+            resource: None,
+            resource_id: Some(change.id.clone()),
+            version: change.change_key.clone(),
+            lifecycle_event: None,
+            received_at: String::new(),
+        };
+        if let Outcome::Retry(why) = deliver_calendar(d, conn, sub, token, target, &change.id, &n).await {
+            return Outcome::Retry(why);
+        }
+    }
+    if let Err(e) = d
+        .services
+        .state
+        .update_subscription(&conn.id, &sub.key, SubscriptionChange::new().delta_link(&link))
+        .await
+    {
+        return retry(e);
+    }
+    Outcome::Done
+}
+
 pub(crate) async fn resync(
     d: &Dispatcher,
     conn: &Connection,
@@ -246,9 +297,8 @@ pub(crate) async fn resync(
     token: &Sensitive,
     target: &Destination,
 ) -> Outcome {
-    if sub.resource != Resource::Mail {
-        tracing::info!(connection = %conn.id, "calendar resync is not supported; the next change will be delivered");
-        return Outcome::Done;
+    if sub.resource == Resource::Calendar {
+        return resync_calendar(d, conn, sub, token, target).await;
     }
     // Without a stored link (its baseline never completed), the resync covers
     // the mail received since the subscription was made, never the folder's past.

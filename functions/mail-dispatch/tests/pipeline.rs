@@ -1697,3 +1697,101 @@ async fn edited_and_moved_in_mails_are_never_sent_as_new() {
     assert_eq!(report["recovered"], 0, "{report}");
     assert_eq!(p.settle().await.len(), 1);
 }
+
+/// A calendar event starting `days` from now, local time in UTC.
+fn meeting(subject: &str, days: i64) -> Event {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+    let fmt = |t: time::OffsetDateTime| {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:00:00.0000000",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour()
+        )
+    };
+    Event {
+        subject: subject.into(),
+        organizer: ("Ann".into(), UPN.into()),
+        start: fmt(at),
+        end: fmt(at + time::Duration::hours(1)),
+        time_zone: "UTC".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_calendar_missed_resyncs_and_the_sweep_finds_calendar_changes_graph_forgot() {
+    let p = Pipe::start().await;
+    let sub = p
+        .connect(
+            json!([{"resource": "calendar", "target": p.receiver.url}]),
+            json!(["Calendar.ReadOnly"]),
+        )
+        .await;
+    assert!(
+        p.stack.stored("support").await.unwrap().subscriptions[0]
+            .delta_link
+            .is_some(),
+        "the calendar baseline is stored"
+    );
+    p.stack.sim.set_drop_notifications(true);
+    let planning = p.stack.sim.create_event(UPN, meeting("Planning", 2));
+    p.stack
+        .sim
+        .update_event(UPN, &planning, |e| e.subject = "Planning (moved)".into());
+    let gone = p.stack.sim.create_event(UPN, meeting("Cancelled", 3));
+    p.stack.sim.delete_event(UPN, &gone);
+    p.stack.sim.set_drop_notifications(false);
+    assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
+    let events = p.pump_until(2).await;
+    let mut got: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            let v = e.json();
+            (
+                v["type"].as_str().unwrap().to_string(),
+                v["event"]["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("calendar.event.deleted".to_string(), gone.clone()),
+            ("calendar.event.updated".to_string(), planning.clone())
+        ]
+    );
+    let updated = events
+        .iter()
+        .find(|e| e.json()["type"] == "calendar.event.updated")
+        .unwrap();
+    assert_eq!(
+        updated.json()["event"]["subject"],
+        "Planning (moved)",
+        "the current state"
+    );
+    // A second `missed` finds nothing new.
+    assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
+    assert_eq!(p.settle().await.len(), 2);
+    // Graph forgets an edit: the sweep finds it; an announced one it leaves alone.
+    p.stack.sim.set_drop_notifications(true);
+    p.stack
+        .sim
+        .update_event(UPN, &planning, |e| e.location = "Room 4".into());
+    p.stack.sim.set_drop_notifications(false);
+    let announced = p.stack.sim.create_event(UPN, meeting("Review", 5));
+    assert_eq!(p.pump_until(3).await.len(), 3);
+    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
+    let mut all = scheduled_event();
+    all["detail"] = json!({"sweep": "all"});
+    let report = connections::handle_event_with(all, &p.stack.container().await, Some(&queue)).await;
+    assert_eq!(report["recovered"], 1, "{report}");
+    let events = p.pump_until(4).await;
+    assert_eq!(events.len(), 4, "the announced event is not sent twice");
+    let last = events.last().unwrap().json();
+    assert_eq!(last["event"]["id"], planning);
+    assert_eq!(last["event"]["location"], "Room 4");
+    assert!(events.iter().any(|e| e.json()["event"]["id"] == announced));
+}

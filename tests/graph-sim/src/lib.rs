@@ -265,6 +265,8 @@ impl Sim {
         }
         event.change_key = new_change_key();
         self.with(|s| {
+            s.seq += 1;
+            event.changed_seq = s.seq;
             s.mailboxes
                 .entry(upn.to_ascii_lowercase())
                 .or_default()
@@ -278,6 +280,8 @@ impl Sim {
     /// Changes a calendar event and notifies `updated`.
     pub fn update_event(&self, upn: &str, id: &str, change: impl FnOnce(&mut Event)) {
         self.with(|s| {
+            s.seq += 1;
+            let seq = s.seq;
             if let Some(e) = s
                 .mailboxes
                 .get_mut(&upn.to_ascii_lowercase())
@@ -285,6 +289,7 @@ impl Sim {
             {
                 change(e);
                 e.change_key = new_change_key();
+                e.changed_seq = seq;
             }
         });
         graph::notify_change(&self.state, upn, true, "", "updated", id);
@@ -293,8 +298,11 @@ impl Sim {
     /// Deletes a calendar event and notifies `deleted`.
     pub fn delete_event(&self, upn: &str, id: &str) {
         self.with(|s| {
+            s.seq += 1;
+            let seq = s.seq;
             if let Some(m) = s.mailboxes.get_mut(&upn.to_ascii_lowercase()) {
                 m.events.retain(|e| e.id != id);
+                m.removed_events.push((id.to_string(), seq));
             }
         });
         graph::notify_change(&self.state, upn, true, "", "deleted", id);

@@ -110,6 +110,8 @@ pub struct Event {
     pub is_cancelled: bool,
     /// Graph's `changeKey`: a new one with every change (the simulator sets it).
     pub change_key: String,
+    /// The last change to it, in the mailbox's order (the simulator sets it).
+    pub changed_seq: u64,
 }
 
 /// A message the simulator sent, as Graph would have put it on the wire.
@@ -189,6 +191,8 @@ pub(crate) struct SimSubscription {
 pub(crate) struct Mailbox {
     pub(crate) messages: Vec<Message>,
     pub(crate) events: Vec<Event>,
+    /// Deleted events (id, the change's sequence number), for calendar delta.
+    pub(crate) removed_events: Vec<(String, u64)>,
 }
 
 /// Counts of requests that reached the simulator.
