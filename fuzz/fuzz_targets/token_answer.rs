@@ -17,8 +17,14 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = relay365::microsoft::tokens::token_answer(status, body, app_only) {
         let words = e.to_string();
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+            // Microsoft's own description is shown to the person (it names the
+            // AADSTS code and the fix); a token never is.
+            let described = v["error_description"].as_str().unwrap_or_default();
             for field in ["refresh_token", "access_token"] {
-                if let Some(t) = v[field].as_str().filter(|t| t.len() >= 8) {
+                if let Some(t) = v[field]
+                    .as_str()
+                    .filter(|t| t.len() >= 8 && !described.contains(*t))
+                {
                     assert!(!words.contains(t), "a token in an error: {words}");
                 }
             }

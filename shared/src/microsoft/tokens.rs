@@ -548,7 +548,14 @@ fn error_name(e: &BasicErrorResponseType) -> String {
         BasicErrorResponseType::InvalidScope => "invalid_scope".into(),
         BasicErrorResponseType::UnauthorizedClient => "unauthorized_client".into(),
         BasicErrorResponseType::UnsupportedGrantType => "unsupported_grant_type".into(),
-        BasicErrorResponseType::Extension(s) => s.clone(),
+        // An OAuth error code is a short identifier (RFC 6749 5.2); anything
+        // else is not repeated to a person.
+        BasicErrorResponseType::Extension(s)
+            if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+        {
+            s.clone()
+        }
+        BasicErrorResponseType::Extension(_) => "unrecognised_error".into(),
     }
 }
 
@@ -936,6 +943,21 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("set-app-secret"), "{err}");
+    }
+
+    #[test]
+    fn an_error_code_that_is_no_identifier_is_not_repeated() {
+        let body = br#"{"error": "inv;;;;<b>x</b>", "error_description": "AADSTS7000215: Invalid client secret provided."}"#;
+        let Err(e) = token_answer(401, body, true) else {
+            panic!("an error answer")
+        };
+        let words = e.to_string();
+        assert!(!words.contains("inv;;;;"), "{words}");
+        let known = br#"{"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}"#;
+        assert!(matches!(
+            token_answer(401, known, true),
+            Err(TokenError::AppCredentials { .. })
+        ));
     }
 
     #[test]
