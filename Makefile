@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-v1
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 export RELAY365_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: test tests e2e venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release cold-check nextest fuzz
+.PHONY: test tests e2e venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release cold-check nextest fuzz chaos
 
 FUNCTIONS := connections oauth-callback mail-webhook mail-dispatch send-mail
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -104,6 +104,12 @@ demo: venv
 	cargo build --locked -p relay365-demo $(if $(filter dev,$(PROFILE)),$(addprefix -p ,$(FUNCTIONS)))
 	$(if $(filter dev,$(PROFILE)),,$(RELEASE_BUILD))
 	$(TARGET_DIR)/debug/relay365-demo --bin-dir $(DEMO_BIN_DIR) $(DEMO_ARGS)
+
+## The fault-injection suite, long: CHAOS_MAILS mails (default 400) for four
+## mailboxes through every fault at once (make test runs it with 48).
+CHAOS_MAILS ?= 400
+chaos: venv nextest
+	RELAY365_CHAOS_MAILS=$(CHAOS_MAILS) cargo nextest run -p mail-dispatch --test pipeline --locked --no-capture -E 'test(chaos)'
 
 ## Coverage-guided fuzzing (libFuzzer through cargo-fuzz) of every parser of
 ## outside input, FUZZ_SECONDS per target (default 60), seeds from

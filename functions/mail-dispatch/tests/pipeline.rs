@@ -113,6 +113,73 @@ impl Pipe {
         assert!(!page.contains("could not be created"), "{page}");
     }
 
+    /// `k` app-only connections `desk0`… for mailboxes `desk0@contoso.com`…,
+    /// each consented by an admin and subscribed to its inbox.
+    async fn desks(&self, k: usize) -> Vec<String> {
+        let mailboxes: Vec<String> = (0..k).map(|i| format!("desk{i}@contoso.com")).collect();
+        for (i, upn) in mailboxes.iter().enumerate() {
+            self.stack.sim.add_user(graph_sim::User {
+                id: format!("u-desk{i}"),
+                upn: upn.clone(),
+                display_name: format!("Desk {i}"),
+                tenant: TENANT.into(),
+            });
+            let body = json!({"id": format!("desk{i}"), "auth": "app_secret", "scopes": ["Mail.ReadOnly"], "mailbox": upn,
+                "tenant_id": TENANT, "subscriptions": [{"resource": "mail", "target": self.receiver.url}]});
+            let resp = connections::handle(
+                request("POST", "/connections", Some(&body.to_string()), &[]),
+                &self.stack.services,
+            )
+            .await;
+            assert_eq!(resp.status(), 201, "{}", body_text(&resp));
+            let back = self
+                .stack
+                .follow(body_json(&resp)["admin_consent_url"].as_str().unwrap())
+                .await;
+            let done = oauth_callback::handle(
+                request("GET", &path_and_query(&back), None, &[]),
+                &self.stack.services,
+            )
+            .await;
+            assert_eq!(done.status(), 200, "{}", body_text(&done));
+        }
+        mailboxes
+    }
+
+    /// One receive of the event source with Lambda's deadline: an
+    /// invocation that outlives `limit` is ended, and its whole batch comes back.
+    async fn pump_killing_at(&self, limit: std::time::Duration) -> usize {
+        self.pump_killed(limit, limit).await
+    }
+
+    /// Like [`Pipe::pump_killing_at`], but the invocation is told it has
+    /// `told` and ended after `kill`: a sandbox that dies mid-batch.
+    async fn pump_killed(&self, told: std::time::Duration, kill: std::time::Duration) -> usize {
+        self.fifo
+            .pump(|e| async {
+                let deadline = std::time::Instant::now() + told;
+                let ids: Vec<String> = e.records.iter().filter_map(|r| r.message_id.clone()).collect();
+                match tokio::time::timeout(
+                    kill,
+                    mail_dispatch::handle_until(e, &self.dispatcher, Some(deadline)),
+                )
+                .await
+                {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        let mut resp = aws_lambda_events::sqs::SqsBatchResponse::default();
+                        for id in ids {
+                            let mut f = aws_lambda_events::sqs::BatchItemFailure::default();
+                            f.item_identifier = id;
+                            resp.batch_item_failures.push(f);
+                        }
+                        resp
+                    }
+                }
+            })
+            .await
+    }
+
     /// Runs the event source for a while (past one visibility timeout) and returns what arrived.
     async fn settle(&self) -> Vec<Received> {
         for _ in 0..15 {
@@ -1174,33 +1241,7 @@ async fn a_mailbox_of_50000_mails_connects_on_a_one_page_baseline_and_a_resync_s
 #[tokio::test]
 async fn graph_forgetting_30_percent_of_notifications_loses_no_mail() {
     let p = Pipe::start().await;
-    let mailboxes: Vec<String> = (0..5).map(|i| format!("desk{i}@contoso.com")).collect();
-    for (i, upn) in mailboxes.iter().enumerate() {
-        p.stack.sim.add_user(graph_sim::User {
-            id: format!("u-desk{i}"),
-            upn: upn.clone(),
-            display_name: format!("Desk {i}"),
-            tenant: TENANT.into(),
-        });
-        let body = json!({"id": format!("desk{i}"), "auth": "app_secret", "scopes": ["Mail.ReadOnly"], "mailbox": upn,
-            "tenant_id": TENANT, "subscriptions": [{"resource": "mail", "target": p.receiver.url}]});
-        let resp = connections::handle(
-            request("POST", "/connections", Some(&body.to_string()), &[]),
-            &p.stack.services,
-        )
-        .await;
-        assert_eq!(resp.status(), 201, "{}", body_text(&resp));
-        let back = p
-            .stack
-            .follow(body_json(&resp)["admin_consent_url"].as_str().unwrap())
-            .await;
-        let done = oauth_callback::handle(
-            request("GET", &path_and_query(&back), None, &[]),
-            &p.stack.services,
-        )
-        .await;
-        assert_eq!(done.status(), 200, "{}", body_text(&done));
-    }
+    let mailboxes = p.desks(5).await;
     p.stack.sim.set_drop_fraction(0.3);
     for n in 0..200 {
         p.stack
@@ -1268,33 +1309,7 @@ async fn a_target_taking_8_seconds_per_event_gets_a_batch_of_10_once_each_within
     // Each receive is one invocation with the template's 90-second timeout.
     let mut invocations = 0;
     for _ in 0..40 {
-        let handed = p
-            .fifo
-            .pump(|e| async {
-                // Lambda ends an invocation at its deadline whatever it is
-                // doing; the whole batch then comes back.
-                let timeout = std::time::Duration::from_secs(90);
-                let deadline = std::time::Instant::now() + timeout;
-                let ids: Vec<String> = e.records.iter().filter_map(|r| r.message_id.clone()).collect();
-                match tokio::time::timeout(
-                    timeout,
-                    mail_dispatch::handle_until(e, &p.dispatcher, Some(deadline)),
-                )
-                .await
-                {
-                    Ok(resp) => resp,
-                    Err(_) => {
-                        let mut resp = aws_lambda_events::sqs::SqsBatchResponse::default();
-                        for id in ids {
-                            let mut f = aws_lambda_events::sqs::BatchItemFailure::default();
-                            f.item_identifier = id;
-                            resp.batch_item_failures.push(f);
-                        }
-                        resp
-                    }
-                }
-            })
-            .await;
+        let handed = p.pump_killing_at(std::time::Duration::from_secs(90)).await;
         if handed > 0 {
             invocations += 1;
         }
@@ -1794,4 +1809,201 @@ async fn a_calendar_missed_resyncs_and_the_sweep_finds_calendar_changes_graph_fo
     assert_eq!(last["event"]["id"], planning);
     assert_eq!(last["event"]["location"], "Room 4");
     assert!(events.iter().any(|e| e.json()["event"]["id"] == announced));
+}
+
+/// Moves every dead letter back to the queue, as `infra/replay-dead-letters.sh`
+/// has SQS do (same body and message group). Returns how many.
+async fn replay_dead_letters(p: &Pipe) -> usize {
+    let mut moved = 0;
+    loop {
+        let out = p
+            .fifo
+            .client
+            .receive_message()
+            .queue_url(&p.fifo.dlq_url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        if out.messages().is_empty() {
+            return moved;
+        }
+        for m in out.messages() {
+            let group = m.attributes().unwrap()
+                [&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId]
+                .clone();
+            p.fifo
+                .client
+                .send_message()
+                .queue_url(&p.fifo.url)
+                .message_body(m.body().unwrap())
+                .message_group_id(group)
+                .message_deduplication_id(m.message_id().unwrap())
+                .send()
+                .await
+                .unwrap();
+            p.fifo
+                .client
+                .delete_message()
+                .queue_url(&p.fifo.dlq_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            moved += 1;
+        }
+    }
+}
+
+/// The fault-injection suite: mail for several mailboxes flows through the
+/// webhook, the queue and dispatch while, round by round, Graph duplicates
+/// and forgets notifications, AWS (SQS, DynamoDB, Secrets Manager) goes
+/// down, the token endpoint fails, Graph throttles, the target fails and is
+/// slow, invocations are ended mid-batch at their deadline, and a `missed`
+/// arrives. Afterwards the schedule sweeps and the dead letters are replayed.
+/// Counted at the receiver, by mail. `RELAY365_CHAOS_MAILS` sets the size
+/// (`make chaos` runs a long one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_loses_no_mail_and_sends_none_under_two_event_ids() {
+    let total: usize = std::env::var("RELAY365_CHAOS_MAILS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
+    let p = Pipe::start().await;
+    let mailboxes = p.desks(4).await;
+    let rounds = 8;
+    let per_round = total.div_ceil(rounds);
+    let sim = &p.stack.sim;
+    let mut sent = 0;
+    let mut faults: Vec<&str> = Vec::new();
+    for round in 0..rounds {
+        let mut down_for = None;
+        let mut kill_after = std::time::Duration::from_secs(90);
+        let told = std::time::Duration::from_secs(90);
+        match round {
+            0 => {
+                sim.set_duplicate_notifications(true);
+                faults.push("duplicates");
+            }
+            1 => {
+                sim.set_duplicate_notifications(false);
+                sim.set_drop_fraction(0.25);
+                faults.push("25 % forgotten");
+            }
+            2 => {
+                sim.set_drop_fraction(0.0);
+                p.stack.aws.set_down(true);
+                down_for = Some(std::time::Duration::from_millis(1500));
+                faults.push("AWS down 1.5 s");
+            }
+            3 => {
+                p.dispatcher.services.tokens.invalidate("desk0").await;
+                sim.fail_next_token(
+                    "temporarily_unavailable",
+                    0,
+                    "The service is temporarily unavailable.",
+                );
+                faults.push("token endpoint failing");
+            }
+            4 => {
+                sim.throttle_graph(6, Some("1"));
+                faults.push("Graph 429 storm");
+            }
+            5 => {
+                p.receiver.fail_next(6);
+                faults.push("target 5xx");
+            }
+            6 => {
+                p.receiver.set_delay(std::time::Duration::from_millis(400));
+                kill_after = std::time::Duration::from_millis(900);
+                faults.push("slow target, sandboxes dying mid-batch");
+            }
+            _ => {
+                p.receiver.set_delay(std::time::Duration::ZERO);
+                for i in 0..mailboxes.len() {
+                    let sub = p.stack.stored(&format!("desk{i}")).await.unwrap().subscriptions[0]
+                        .id
+                        .clone();
+                    sim.send_lifecycle(&sub, Lifecycle::Missed);
+                }
+                faults.push("missed");
+            }
+        }
+        for _ in 0..per_round {
+            if sent == total {
+                break;
+            }
+            sim.deliver_message(&mailboxes[sent % mailboxes.len()], mail(&format!("chaos {sent}")));
+            sent += 1;
+        }
+        if let Some(d) = down_for {
+            tokio::time::sleep(d).await;
+            p.stack.aws.set_down(false);
+        }
+        for _ in 0..6 {
+            p.pump_killed(told, kill_after).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    p.receiver.set_delay(std::time::Duration::ZERO);
+    // After the storm: the schedule sweeps, the dead letters are replayed,
+    // and the queue is drained (bounded).
+    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
+    let mut all = scheduled_event();
+    all["detail"] = json!({"sweep": "all"});
+    let mut replayed = 0;
+    let delivered = |events: &[Received]| {
+        let mut ids: Vec<String> = events
+            .iter()
+            .filter_map(|e| e.json()["mail"]["id"].as_str().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    for round in 0..(40 + total / 4) {
+        if round % 10 == 0 {
+            connections::handle_event_with(all.clone(), &p.stack.container().await, Some(&queue)).await;
+            replayed += replay_dead_letters(&p).await;
+        }
+        p.pump_killing_at(std::time::Duration::from_secs(90)).await;
+        if delivered(&p.receiver.events()) == total {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let events = p.settle().await;
+    let mut by_mail: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for e in &events {
+        let v = e.json();
+        if let Some(mail) = v["mail"]["id"].as_str() {
+            by_mail
+                .entry(mail.to_string())
+                .or_default()
+                .push(v["id"].as_str().unwrap().to_string());
+        }
+    }
+    let delivered = by_mail.len();
+    let lost = total - delivered;
+    let under_two_ids = by_mail
+        .values()
+        .filter(|ids| {
+            let mut d = (*ids).clone();
+            d.sort();
+            d.dedup();
+            d.len() > 1
+        })
+        .count();
+    let redelivered: usize = by_mail.values().map(|ids| ids.len() - 1).sum();
+    let recovered = sim.stats().forgotten.len();
+    println!(
+        "chaos: {total} mails, {} mailboxes: {delivered} delivered, {lost} lost, {under_two_ids} under two event ids, \
+         {redelivered} redelivered after a 2xx, {recovered} forgotten by Graph and recovered, {replayed} replayed from the \
+         dead-letter queue; faults: {}",
+        mailboxes.len(),
+        faults.join(", ")
+    );
+    assert_eq!(lost, 0, "every mail is delivered");
+    assert_eq!(under_two_ids, 0, "no mail under two event ids");
 }
