@@ -70,14 +70,33 @@ pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Inst
     // Each connection is read fresh once per batch (one invocation); nothing
     // outlives it.
     let mut connections: HashMap<String, Connection> = HashMap::new();
+    // Per (connection, Graph subscription id): records of this batch that
+    // come back, and whether the subscription was seen at all.
+    let mut waiting: HashMap<(String, String), usize> = HashMap::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
+        let parsed = record
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<QueuedNotification>(b).ok());
+        let sub_of = parsed
+            .as_ref()
+            .map(|n| (n.connection_id.clone(), n.subscription_id.clone()));
+        if let Some(k) = &sub_of {
+            waiting.entry(k.clone()).or_insert(0);
+        }
+        let mut wait = |k: &Option<(String, String)>| {
+            if let Some(k) = k {
+                *waiting.entry(k.clone()).or_insert(0) += 1;
+            }
+        };
         let group = record
             .attributes
             .get("MessageGroupId")
             .cloned()
             .unwrap_or_default();
         if !group.is_empty() && failed_groups.contains(&group) {
+            wait(&sub_of);
             failures.push(id);
             continue;
         }
@@ -87,24 +106,21 @@ pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Inst
             // Not started: retried as it is. Later records of its mailbox
             // wait behind it, so the order holds.
             held_back += 1;
+            wait(&sub_of);
             failures.push(id);
             if !group.is_empty() {
                 failed_groups.push(group);
             }
             continue;
         }
-        let outcome = match record
-            .body
-            .as_deref()
-            .map(serde_json::from_str::<QueuedNotification>)
-        {
-            Some(Ok(n)) => {
+        let outcome = match &parsed {
+            Some(n) => {
                 let attempt = record
                     .attributes
                     .get("ApproximateReceiveCount")
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1);
-                process(d, &n, attempt, &mut connections).await
+                process(d, n, attempt, &mut connections).await
             }
             _ => {
                 tracing::error!(message_id = %id, "dropping a queue record that is not a relay365 notification");
@@ -113,12 +129,14 @@ pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Inst
         };
         if let Outcome::Retry(why) = outcome {
             tracing::warn!(message_id = %id, reason = %why, "record left for retry");
+            wait(&sub_of);
             failures.push(id);
             if !group.is_empty() {
                 failed_groups.push(group);
             }
         }
     }
+    record_waiting(d, &connections, &waiting).await;
     if held_back > 0 {
         tracing::info!(
             held_back,
@@ -259,6 +277,36 @@ async fn process(
         }
     }
     outcome
+}
+
+/// Records on each subscription of the batch how many of its records came
+/// back for retry (`waiting`, shown by `GET /connections/{id}`), writing only
+/// where the number changed.
+async fn record_waiting(
+    d: &Dispatcher,
+    connections: &HashMap<String, Connection>,
+    waiting: &HashMap<(String, String), usize>,
+) {
+    for ((conn_id, sub_id), n) in waiting {
+        let Some(sub) = connections
+            .get(conn_id)
+            .and_then(|c| c.subscriptions.iter().find(|s| &s.id == sub_id))
+        else {
+            continue;
+        };
+        if sub.waiting.unwrap_or(0) == *n as u64 {
+            continue;
+        }
+        let change = SubscriptionChange::new().waiting(*n as u64);
+        if let Err(e) = d
+            .services
+            .state
+            .update_subscription(conn_id, &sub.key, change)
+            .await
+        {
+            tracing::warn!(connection = %conn_id, error = %e, "could not record the records waiting");
+        }
+    }
 }
 
 /// Sends `connection.reauth_required` once per loss of access: the ledger

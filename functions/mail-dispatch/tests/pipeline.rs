@@ -1026,6 +1026,10 @@ async fn a_receiver_that_refuses_with_401_gets_the_event_once_it_is_fixed() {
         why.contains("401") && why.contains("event signing secret"),
         "the operator sees why: {view}"
     );
+    assert_eq!(
+        view["subscriptions"][0]["waiting"], 1,
+        "and that one waits: {view}"
+    );
     p.receiver.fail_next(0);
     let events = p.pump_until(1).await;
     assert_eq!(events.len(), 1, "retried, not dropped, and delivered once");
@@ -1041,6 +1045,7 @@ async fn a_receiver_that_refuses_with_401_gets_the_event_once_it_is_fixed() {
             .is_none(),
         "cleared once delivered"
     );
+    assert_eq!(get().await["subscriptions"][0]["waiting"], 0);
     assert_eq!(p.fifo.dead_letters().await, 0);
 }
 

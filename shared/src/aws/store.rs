@@ -311,6 +311,10 @@ impl SubscriptionChange {
         self.put("last_delivery_error", None)
             .put("last_delivery_error_at", None)
     }
+    /// Sets how many of its records wait for a retry.
+    pub fn waiting(self, n: u64) -> Self {
+        self.put("waiting", Some(n.into()))
+    }
     /// Records when the sweep ran.
     pub fn last_swept_at(self, at: OffsetDateTime) -> Self {
         self.put("last_swept_at", Some(rfc3339(at).into()))

@@ -82,6 +82,10 @@ pub struct Subscription {
     /// When it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery_error_at: Option<String>,
+    /// Records of it that the last batch returned for retry (0 once they
+    /// went through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<u64>,
     /// When the reconciliation sweep last asked Graph what arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_swept_at: Option<String>,
@@ -110,6 +114,7 @@ impl Subscription {
             target_gone_at: None,
             last_delivery_error: None,
             last_delivery_error_at: None,
+            waiting: None,
             last_swept_at: None,
             recovered: None,
             created_at: now.format(&time::format_description::well_known::Rfc3339).ok(),
