@@ -2012,3 +2012,47 @@ async fn chaos_loses_no_mail_and_sends_none_under_two_event_ids() {
     assert_eq!(lost, 0, "every mail is delivered");
     assert_eq!(under_two_ids, 0, "no mail under two event ids");
 }
+
+#[tokio::test]
+async fn a_lost_grant_noticed_first_by_send_mail_reaches_the_flow_exactly_once() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly", "Mail.Send"]),
+    )
+    .await;
+    p.stack.sim.revoke_refresh_tokens(UPN, 50173);
+    // A caller sends mail first, in its own container; the refresh fails.
+    let services = p.stack.container().await;
+    let sender = send_mail::Sender::new(&services);
+    let answer = send_mail::handle_event(
+        json!({"connection_id": "support", "to": ["bo@example.com"], "subject": "Hi", "body": {"text": "x"}}),
+        &sender,
+    )
+    .await;
+    assert_eq!(answer["status"], "error", "{answer}");
+    assert_eq!(
+        p.stack.stored("support").await.unwrap().status,
+        relay365::Status::ReauthRequired
+    );
+    // Mail keeps arriving: the flow is told once, by dispatch.
+    p.stack
+        .sim
+        .deliver_message(UPN, mail("after send-mail noticed 1"));
+    p.stack
+        .sim
+        .deliver_message(UPN, mail("after send-mail noticed 2"));
+    let events = p.pump_until(1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].json()["type"], "connection.reauth_required");
+    // The next run has nothing to remind.
+    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
+    let run =
+        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    assert_eq!(run["reminded"], 0, "{run}");
+    assert_eq!(
+        p.settle().await.len(),
+        1,
+        "exactly one connection.reauth_required"
+    );
+}
