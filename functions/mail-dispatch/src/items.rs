@@ -279,15 +279,20 @@ async fn resync_calendar(
             return Outcome::Retry(why);
         }
     }
-    if let Err(e) = d
+    moved_on(d, conn, sub, &link).await
+}
+
+/// Stores the link a resync ends at, once everything it reported is delivered.
+async fn moved_on(d: &Dispatcher, conn: &Connection, sub: &Subscription, link: &str) -> Outcome {
+    match d
         .services
         .state
-        .update_subscription(&conn.id, &sub.key, SubscriptionChange::new().delta_link(&link))
+        .update_subscription(&conn.id, &sub.key, SubscriptionChange::new().delta_link(link))
         .await
     {
-        return retry(e);
+        Ok(()) => Outcome::Done,
+        Err(e) => retry(e),
     }
-    Outcome::Done
 }
 
 pub(crate) async fn resync(
@@ -320,13 +325,5 @@ pub(crate) async fn resync(
             return Outcome::Retry(why);
         }
     }
-    if let Err(e) = d
-        .services
-        .state
-        .update_subscription(&conn.id, &sub.key, SubscriptionChange::new().delta_link(&link))
-        .await
-    {
-        return retry(e);
-    }
-    Outcome::Done
+    moved_on(d, conn, sub, &link).await
 }
