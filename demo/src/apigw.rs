@@ -1,5 +1,6 @@
 //! What API Gateway (HTTP API, payload format 2.0) does between a caller and a
-//! function: match the route, refuse unsigned calls to IAM routes, turn the
+//! function: match the route, refuse IAM routes' calls whose SigV4 signature does not
+//! verify ([`crate::sigv4`]), turn the
 //! HTTP request into the event Lambda receives, and turn the function's
 //! answer back into HTTP.
 //!
@@ -145,21 +146,6 @@ fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-/// The SigV4 access key of an `Authorization` header for `execute-api`, if it is one.
-/// API Gateway verifies the signature too; the demo checks only that the
-/// caller signed (see docs/development.md).
-pub fn sigv4_access_key(authorization: &str) -> Option<String> {
-    let cred = authorization
-        .strip_prefix("AWS4-HMAC-SHA256 ")?
-        .split(',')
-        .map(str::trim)
-        .find_map(|p| p.strip_prefix("Credential="))?;
-    let mut parts = cred.split('/');
-    let key = parts.next()?;
-    let service = parts.nth(2)?;
-    (service == "execute-api" && !key.is_empty()).then(|| key.to_string())
 }
 
 /// An HTTP request as it reached the gateway.
@@ -370,15 +356,6 @@ mod tests {
         assert!(find("PUT", "/connections").is_none());
         assert!(find("GET", "/connections/").is_none());
         assert!(find("GET", "/nowhere").is_none());
-    }
-
-    #[test]
-    fn only_execute_api_signatures_count() {
-        let h = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc";
-        assert_eq!(sigv4_access_key(h).as_deref(), Some("AKIDEXAMPLE"));
-        let s3 = h.replace("execute-api", "s3");
-        assert_eq!(sigv4_access_key(&s3), None);
-        assert_eq!(sigv4_access_key("Bearer x"), None);
     }
 
     #[test]

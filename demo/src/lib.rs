@@ -14,8 +14,10 @@
 //! check is what a user sees with `make demo`.
 
 pub mod apigw;
+pub mod browser;
 pub mod receiver;
 pub mod runtime;
+pub mod sigv4;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,6 +44,14 @@ pub const FUNCTIONS: [(&str, u64); 5] = [
     ("mail-dispatch", 90),
     ("send-mail", 900),
 ];
+
+/// The region the local stack pretends to be in.
+pub const DEMO_REGION: &str = "us-east-1";
+/// The one access key the local API accepts (SigV4-signed with
+/// [`DEMO_SECRET_ACCESS_KEY`]); moto takes any key.
+pub const DEMO_ACCESS_KEY_ID: &str = "demo";
+/// Its secret key.
+pub const DEMO_SECRET_ACCESS_KEY: &str = "demo";
 
 /// The simulated app registration and mailbox.
 pub const DEMO_CLIENT_ID: &str = "00000000-0000-0000-0000-0000000d3e30";
@@ -95,6 +105,13 @@ pub struct Options {
     pub print_events: bool,
     /// How often the scheduled run (renewal and sweep) comes (the template says 15 minutes).
     pub renew_every: Duration,
+    /// Where to describe the running stack for the `relay365` CLI (its
+    /// outputs, resources and credentials, as CloudFormation would give
+    /// them); removed when the demo stops.
+    pub stack_file: Option<PathBuf>,
+    /// The notification queue's visibility timeout in seconds: how soon a
+    /// failed delivery is tried again (5 tries, then the dead-letter queue).
+    pub retry_after_seconds: u32,
 }
 
 impl Options {
@@ -113,6 +130,8 @@ impl Options {
             echo_logs: false,
             print_events: false,
             renew_every: Duration::from_secs(15 * 60),
+            stack_file: None,
+            retry_after_seconds: 10,
         }
     }
 }
@@ -157,6 +176,8 @@ pub struct Resources {
     pub dlq_url: String,
     /// The deferred-send queue (standard), consumed by send-mail.
     pub deferred_url: String,
+    /// Its dead-letter queue.
+    pub deferred_dlq_url: String,
     /// The attachments bucket.
     pub bucket: String,
     /// The state table.
@@ -179,6 +200,7 @@ pub struct Demo {
     pub resources: Resources,
     functions: Arc<HashMap<&'static str, Function>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    stack_file: Option<PathBuf>,
     _api_stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -186,6 +208,9 @@ impl Drop for Demo {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some(f) = &self.stack_file {
+            let _ = std::fs::remove_file(f);
         }
     }
 }
@@ -266,7 +291,14 @@ impl Demo {
             aws_lc_rs::rand::fill(&mut bytes).map_err(setup("random event signing key"))?;
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         };
-        let resources = create_resources(&sdk, &app.to_string(), &signing_key, &event_signing_key).await?;
+        let resources = create_resources(
+            &sdk,
+            &app.to_string(),
+            &signing_key,
+            &event_signing_key,
+            opts.retry_after_seconds,
+        )
+        .await?;
         let receiver = Receiver::start(opts.receiver_port, &event_signing_key, opts.print_events)
             .await
             .map_err(DemoError::Setup)?;
@@ -369,7 +401,7 @@ impl Demo {
                 }
             }
         }));
-        Ok(Self {
+        let demo = Self {
             api_url,
             public_url,
             sim,
@@ -378,8 +410,62 @@ impl Demo {
             resources,
             functions,
             tasks,
+            stack_file: opts.stack_file.clone(),
             _api_stop: api_stop,
-        })
+        };
+        if let Some(path) = &opts.stack_file {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(setup("the stack file's folder"))?;
+            }
+            std::fs::write(path, demo.stack_description(cloud).to_string())
+                .map_err(setup("the stack file"))?;
+        }
+        Ok(demo)
+    }
+
+    /// The running stack as the `relay365` CLI reads it: what
+    /// CloudFormation's DescribeStacks (outputs, parameters) and
+    /// DescribeStackResources (logical id to physical id) give for a
+    /// deployed stack, plus where its AWS is and the key the API accepts.
+    pub fn stack_description(&self, cloud: Cloud) -> Value {
+        let public = &self.public_url;
+        let r = &self.resources;
+        let mut desc = json!({
+            "stack": "relay365-demo",
+            "pid": std::process::id(),
+            "region": DEMO_REGION,
+            "endpoint_url": self.aws.url(),
+            "credentials": {"access_key_id": DEMO_ACCESS_KEY_ID, "secret_access_key": DEMO_SECRET_ACCESS_KEY},
+            "parameters": {"Cloud": cloud.name()},
+            "outputs": {
+                "ApiUrl": self.api_url,
+                "RedirectUri": format!("{public}/oauth/callback"),
+                "AdminConsentRedirectUri": format!("{public}/oauth/admin-consent"),
+                "NotificationUrl": format!("{public}/notifications"),
+                "LifecycleNotificationUrl": format!("{public}/notifications/lifecycle"),
+                "AppSecretArn": "relay365/app",
+                "EventSigningSecretArn": "relay365/event-signing-key",
+                "AttachmentsBucketName": r.bucket,
+                "DeadLetterQueueUrl": r.dlq_url,
+                "StateTableName": r.table,
+            },
+            "resources": {
+                "AppSecret": "relay365/app",
+                "SigningKey": "relay365/signing-key",
+                "EventSigningSecret": "relay365/event-signing-key",
+                "NotificationQueue": r.queue_url,
+                "NotificationDeadLetterQueue": r.dlq_url,
+                "DeferredSendQueue": r.deferred_url,
+                "DeferredSendDeadLetterQueue": r.deferred_dlq_url,
+                "AttachmentsBucket": r.bucket,
+                "StateTable": r.table,
+            },
+        });
+        if let Some(sim) = &self.sim {
+            desc["login_url"] = sim.url().into();
+            desc["graph_url"] = sim.url().into();
+        }
+        desc
     }
 
     /// A function by name.
@@ -414,6 +500,7 @@ async fn create_resources(
     app_secret: &str,
     signing_key: &str,
     event_signing_key: &str,
+    retry_after_seconds: u32,
 ) -> Result<Resources, DemoError> {
     let sm = aws_sdk_secretsmanager::Client::new(sdk);
     for (name, value) in [
@@ -448,13 +535,16 @@ async fn create_resources(
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .unwrap_or_default();
-    // The template's visibility timeout is 180 s (3× dispatch's timeout); the
+    // The template's visibility timeout is 540 s (6× dispatch's timeout); the
     // demo retries a failed delivery after 10 s so a person sees it happen.
     let queue_url = sqs
         .create_queue()
         .queue_name("relay365-notifications.fifo")
         .attributes(QueueAttributeName::FifoQueue, "true")
-        .attributes(QueueAttributeName::VisibilityTimeout, "10")
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            retry_after_seconds.to_string(),
+        )
         .attributes(
             QueueAttributeName::RedrivePolicy,
             json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).to_string(),
@@ -505,6 +595,7 @@ async fn create_resources(
         queue_url,
         dlq_url,
         deferred_url,
+        deferred_dlq_url: deferred_dlq,
         bucket,
         table,
     })
@@ -571,28 +662,49 @@ async fn gateway(
         .iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
-    let access_key = headers
-        .iter()
-        .find(|(k, _)| k == "authorization")
-        .and_then(|(_, v)| apigw::sigv4_access_key(v));
-    if route.iam && access_key.is_none() {
-        return answer(apigw::gateway_error(403));
-    }
+    let query = parts.uri.query().unwrap_or("").to_string();
+    // API Gateway checks the signature itself for AWS_IAM routes: the
+    // function never sees a request that is not signed by a known key.
+    let access_key = if route.iam {
+        let signed = sigv4::Signed {
+            method: parts.method.as_str(),
+            path: &path,
+            query: &query,
+            headers: &headers,
+            body: &body,
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        match sigv4::verify(&signed, DEMO_REGION, "execute-api", now, |k| {
+            (k == DEMO_ACCESS_KEY_ID).then(|| DEMO_SECRET_ACCESS_KEY.to_string())
+        }) {
+            Ok(key) => Some(key),
+            Err(sigv4::Refused::Unsigned) => return answer(apigw::gateway_error(403)),
+            Err(why) => {
+                let mut message = why.to_string();
+                if let Some(first) = message.get_mut(0..1) {
+                    first.make_ascii_uppercase();
+                }
+                return answer((
+                    403,
+                    vec![("content-type".into(), "application/json".into())],
+                    json!({ "message": format!("{message}.") })
+                        .to_string()
+                        .into_bytes(),
+                ));
+            }
+        }
+    } else {
+        None
+    };
     let http = apigw::HttpRequest {
         method: parts.method.as_str().to_string(),
         path,
-        query: parts.uri.query().unwrap_or("").to_string(),
+        query,
         headers,
         body: body.to_vec(),
         source_ip: peer.ip().to_string(),
     };
-    let event = apigw::event(
-        &route.key(),
-        &params,
-        &http,
-        access_key.as_deref().filter(|_| route.iam),
-        &front.domain,
-    );
+    let event = apigw::event(&route.key(), &params, &http, access_key.as_deref(), &front.domain);
     let Some(function) = front.functions.get(route.function) else {
         return answer(apigw::gateway_error(500));
     };

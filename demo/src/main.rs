@@ -4,7 +4,7 @@
 //! ```text
 //! relay365-demo [--bin-dir target/debug] [--api-port 9365] [--sim-port 9366]
 //!               [--receiver-port 9367] [--log-dir target/demo/logs] [--verbose]
-//!               [--renew-every SECONDS]
+//!               [--renew-every SECONDS] [--stack-file target/demo/stack.json]
 //! ```
 //! With `RELAY365_DEMO_CLIENT_ID`, `RELAY365_DEMO_TENANT_ID` and
 //! `RELAY365_DEMO_CLIENT_SECRET` set, it talks to that real tenant instead of
@@ -19,7 +19,7 @@ use relay365_demo::{DEMO_USER, Demo, Microsoft, Options};
 
 fn usage(why: &str) -> ! {
     eprintln!(
-        "{why}\nusage: relay365-demo [--bin-dir DIR] [--api-port N] [--sim-port N] [--receiver-port N] [--log-dir DIR] [--verbose] [--renew-every SECONDS]"
+        "{why}\nusage: relay365-demo [--bin-dir DIR] [--api-port N] [--sim-port N] [--receiver-port N] [--log-dir DIR] [--stack-file FILE] [--verbose] [--renew-every SECONDS]"
     );
     std::process::exit(2)
 }
@@ -41,6 +41,12 @@ fn options() -> Options {
         echo_logs: false,
         print_events: true,
         renew_every: Duration::from_secs(15 * 60),
+        stack_file: Some(
+            std::env::var_os("RELAY365_DEMO_STACK")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("target/demo/stack.json")),
+        ),
+        retry_after_seconds: 10,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -58,6 +64,7 @@ fn options() -> Options {
             "--sim-port" => sim_port = port(value()),
             "--receiver-port" => opts.receiver_port = port(value()),
             "--log-dir" => opts.log_dir = Some(PathBuf::from(value())),
+            "--stack-file" => opts.stack_file = Some(PathBuf::from(value())),
             "--verbose" => opts.echo_logs = true,
             "--renew-every" => {
                 let secs = value()
@@ -69,7 +76,7 @@ fn options() -> Options {
             }
             "-h" | "--help" => {
                 println!(
-                    "relay365-demo: the whole stack on this machine (docs/demo.md)\nusage: relay365-demo [--bin-dir DIR] [--api-port N] [--sim-port N] [--receiver-port N] [--log-dir DIR] [--verbose] [--renew-every SECONDS]"
+                    "relay365-demo: the whole stack on this machine (docs/demo.md)\nusage: relay365-demo [--bin-dir DIR] [--api-port N] [--sim-port N] [--receiver-port N] [--log-dir DIR] [--stack-file FILE] [--verbose] [--renew-every SECONDS]"
                 );
                 std::process::exit(0)
             }

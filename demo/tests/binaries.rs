@@ -45,11 +45,22 @@ mod tempdir {
 
 async fn api(demo: &Demo, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let http = http();
-    let mut req = http
-        .request(method.parse().unwrap(), format!("{}{path}", demo.api_url))
-        .header("authorization", SIGNED);
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b.to_string());
+    let url = format!("{}{path}", demo.api_url);
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let headers: &[(&str, &str)] = if body.is_some() {
+        &[("content-type", "application/json")]
+    } else {
+        &[]
+    };
+    let mut req = http.request(method.parse().unwrap(), &url);
+    for (k, v) in headers.iter().copied() {
+        req = req.header(k, v);
+    }
+    for (k, v) in signed(method, &url, headers, bytes.as_bytes()) {
+        req = req.header(k, v);
+    }
+    if body.is_some() {
+        req = req.body(bytes);
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
@@ -132,19 +143,44 @@ async fn connect_receive_and_send_through_the_release_binaries() {
         resp.json::<Value>().await.unwrap(),
         json!({"message": "Forbidden"})
     );
+    // A signature made with another secret key, or for another body, is refused
+    // as API Gateway refuses it: the front verifies signatures, not their presence.
+    let url = format!("{}/connections", demo.api_url);
+    for (headers, body) in [
+        (signed_with("not-the-demo-secret", "GET", &url, &[], b""), ""),
+        (signed("GET", &url, &[], b""), "{}"),
+    ] {
+        let mut req = http().get(&url);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = req.body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 403);
+        let message = resp.json::<Value>().await.unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("signature we calculated does not match"),
+            "{message}"
+        );
+    }
     let (status, body) = api(&demo, "GET", "/nowhere", None).await;
     assert_eq!((status, body), (404, json!({"message": "Not Found"})));
 
     // Malformed input: a 4xx JSON error that says what is wrong.
     let http = http();
-    let resp = http
-        .post(format!("{}/connections", demo.api_url))
-        .header("authorization", SIGNED)
-        .header("content-type", "application/json")
-        .body("{\"id\": ")
-        .send()
-        .await
-        .unwrap();
+    let url = format!("{}/connections", demo.api_url);
+    let mut req = http.post(&url).header("content-type", "application/json");
+    for (k, v) in signed(
+        "POST",
+        &url,
+        &[("content-type", "application/json")],
+        b"{\"id\": ",
+    ) {
+        req = req.header(k, v);
+    }
+    let resp = req.body("{\"id\": ").send().await.unwrap();
     assert_eq!(resp.status(), 400);
     let err: Value = resp.json().await.unwrap();
     assert!(!err["error"]["message"].as_str().unwrap().is_empty(), "{err}");

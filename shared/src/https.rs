@@ -44,6 +44,15 @@ impl reqwest::dns::Resolve for PublicOnly {
 /// When the TLS configuration cannot be built (does not happen with the
 /// compiled-in provider, but is reported rather than panicking).
 pub fn client_for(local: bool) -> Result<reqwest::Client, reqwest::Error> {
+    client_with_timeout(local, Duration::from_secs(15))
+}
+
+/// [`client_for`] with another whole-request timeout (the operator CLI waits
+/// for API Gateway's 29 seconds).
+///
+/// # Errors
+/// As [`client_for`].
+pub fn client_with_timeout(local: bool, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -51,7 +60,7 @@ pub fn client_for(local: bool) -> Result<reqwest::Client, reqwest::Error> {
     let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(15))
+        .timeout(timeout)
         .user_agent(concat!("relay365/", env!("CARGO_PKG_VERSION")))
         .dns_resolver(Arc::new(PublicOnly { local }));
     match rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {

@@ -375,6 +375,31 @@ impl EventSigner {
         }
         header
     }
+
+    /// What a receiver does with a `Relay365-Signature` header: recompute the
+    /// `v1=` of `t.body` with each key and accept when any `v1=` of the header
+    /// equals one of them (during a rotation the header carries one per key),
+    /// compared in constant time. Returns the header's `t` (unix seconds) when
+    /// genuine, so the caller can refuse old events; `None` otherwise.
+    pub fn verify(&self, header: &str, body: &[u8]) -> Option<i64> {
+        let t = header
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix("t="))
+            .and_then(|t| t.parse::<i64>().ok())?;
+        let expected = self.signature(t, body);
+        let mine: Vec<&str> = expected.split(",v1=").skip(1).collect();
+        let genuine = header
+            .split(',')
+            .filter_map(|p| p.trim().strip_prefix("v1="))
+            .any(|given| {
+                mine.iter().any(|m| {
+                    given.len() == m.len()
+                        && aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), m.as_bytes())
+                            .is_ok()
+                })
+            });
+        genuine.then_some(t)
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +505,28 @@ mod tests {
         let forged = cs.expose().replacen('c', "d", 1);
         assert_eq!(s.verify_client_state(&forged), None);
         assert_eq!(s.verify_client_state("no-dot"), None);
+    }
+
+    #[test]
+    fn a_receiver_accepts_either_key_and_refuses_a_forgery() {
+        let old = "o".repeat(40);
+        let new = "n".repeat(40);
+        let both =
+            EventSigner::from_secret(&Sensitive::new(format!("{{\"keys\":[\"{new}\",\"{old}\"]}}"))).unwrap();
+        let header = both.signature(1_700_000_000, b"{}");
+        for key in [&old, &new] {
+            let receiver = EventSigner::from_secret(&Sensitive::new(key.clone())).unwrap();
+            assert_eq!(receiver.verify(&header, b"{}"), Some(1_700_000_000));
+            assert_eq!(receiver.verify(&header, b"{ }"), None);
+        }
+        let other = EventSigner::from_secret(&Sensitive::new("x".repeat(40))).unwrap();
+        assert_eq!(other.verify(&header, b"{}"), None);
+        let receiver = EventSigner::from_secret(&Sensitive::new(new.clone())).unwrap();
+        let forged = header.replace("t=1700000000", "t=1700000001");
+        assert_eq!(receiver.verify(&forged, b"{}"), None);
+        for junk in ["", "v1=", "t=x,v1=00", "t=1,v1=", "t=1"] {
+            assert_eq!(receiver.verify(junk, b"{}"), None, "{junk}");
+        }
     }
 
     #[test]

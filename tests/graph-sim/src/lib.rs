@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use state::State;
-pub use state::{App, AuthorizeOutcome, Event, Lifecycle, Message, SentMail, Stats, User};
+pub use state::{App, AuthorizeOutcome, DEFAULT_ROLES, Event, Lifecycle, Message, SentMail, Stats, User};
 
 /// A running simulator. Dropping it stops the server.
 pub struct Sim {
@@ -169,6 +169,12 @@ impl Sim {
     /// Counts of what reached the simulator.
     pub fn stats(&self) -> Stats {
         self.with(|s| s.stats.clone())
+    }
+
+    /// Which application permissions admin consent grants from now on (the
+    /// `roles` of app-only tokens; [`DEFAULT_ROLES`] at start).
+    pub fn set_granted_roles(&self, roles: &[&str]) {
+        self.with(|s| s.granted_roles = roles.iter().map(|r| r.to_string()).collect());
     }
 
     /// Whether an admin has consented `client_id` in `tenant`.

@@ -241,10 +241,14 @@ pub(crate) struct Refresh {
     pub(crate) revoked: Option<u32>,
 }
 
+/// What an admin consent grants by default: the application permissions
+/// `infra/app-manifest.json` requests.
+pub const DEFAULT_ROLES: [&str; 4] = ["Mail.Read", "Mail.ReadWrite", "Mail.Send", "Calendars.Read"];
+
 #[derive(Clone)]
 pub(crate) enum Subject {
     User(String),
-    App(#[allow(dead_code)] String),
+    App(String),
 }
 
 #[derive(Clone)]
@@ -261,6 +265,8 @@ pub(crate) struct State {
     pub(crate) apps: Vec<App>,
     pub(crate) users: Vec<User>,
     pub(crate) consents: HashSet<(String, String)>,
+    /// The application permissions an admin consent grants (the `roles` of app-only tokens).
+    pub(crate) granted_roles: Vec<String>,
     pub(crate) codes: HashMap<String, Code>,
     pub(crate) refresh_tokens: HashMap<String, Refresh>,
     pub(crate) access_tokens: HashMap<String, Access>,
@@ -300,6 +306,7 @@ impl State {
             apps: Vec::new(),
             users: Vec::new(),
             consents: HashSet::new(),
+            granted_roles: DEFAULT_ROLES.iter().map(|r| r.to_string()).collect(),
             codes: HashMap::new(),
             refresh_tokens: HashMap::new(),
             access_tokens: HashMap::new(),
@@ -363,8 +370,43 @@ impl State {
         }
     }
 
+    /// Issues an access token shaped as Microsoft's are: a JWT whose
+    /// payload names the tenant, the app and, for app-only tokens, the
+    /// application permissions granted (`roles`). Clients must treat it as
+    /// opaque; diagnostics may read its payload, as jwt.ms does. The
+    /// signature part is random: only the simulator checks the token, by
+    /// looking it up.
     pub(crate) fn issue_access(&mut self, subject: Subject, tenant: &str) -> String {
-        let token = format!("sim-at-{}", uuid::Uuid::new_v4().simple());
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut claims = serde_json::json!({
+            "aud": self.graph_root,
+            "iss": format!("https://sts.windows.net/{tenant}/"),
+            "tid": tenant,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3599,
+        });
+        match &subject {
+            Subject::App(client_id) => {
+                claims["appid"] = client_id.clone().into();
+                claims["idtyp"] = "app".into();
+                if self.consented(client_id, tenant) {
+                    claims["roles"] = self.granted_roles.clone().into();
+                }
+            }
+            Subject::User(upn) => {
+                claims["upn"] = upn.clone().into();
+                claims["idtyp"] = "user".into();
+            }
+        }
+        let token = format!(
+            "{}.{}.{}",
+            b64.encode(br#"{"typ":"JWT","alg":"RS256","kid":"sim"}"#),
+            b64.encode(claims.to_string()),
+            b64.encode(uuid::Uuid::new_v4().as_bytes())
+        );
         self.access_tokens.insert(
             token.clone(),
             Access {
