@@ -88,7 +88,8 @@ pub enum Command {
     },
     /// Send a mail from a connection (large attachments go through the attachments bucket).
     #[command(
-        after_help = "Example:\n  relay365 send support --to ann@example.com --subject 'Case 4411' --text 'We are on it.' --attach report.pdf"
+        override_usage = "relay365 send ID --to ADDR --subject TEXT (--text|--html|--body-file) VALUE [OPTIONS]",
+        after_help = "Example:\n  relay365 send support --to ann@example.com --subject 'Case 4411' --text 'On it.' --attach case.pdf"
     )]
     Send(send::SendArgs),
     /// Add a mail or calendar subscription to a connection.
@@ -112,7 +113,10 @@ pub enum Command {
         yes: bool,
     },
     /// Receive events locally, or check an event's signature.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  relay365 events tail --port 9400\n  relay365 events verify --signature \"$SIG\" --body event.json"
+    )]
     Events(events::EventsCommand),
     /// What waits in the dead-letter queue, and moving it back once fixed.
     #[command(after_help = "Examples:\n  relay365 dlq\n  relay365 dlq redrive")]

@@ -1,0 +1,769 @@
+//! The `relay365` binary against the demo stack (the real function binaries
+//! under their local Runtime APIs, moto, the Microsoft simulator), as an
+//! operator runs it: every command, its output and its exit status. The
+//! browser step of a sign-in is played by the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use relay365_demo::{DEMO_USER, Demo, Options};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// The function binaries: `RELAY365_BIN_DIR`, else this build's debug ones.
+fn bin_dir() -> PathBuf {
+    std::env::var_os("RELAY365_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
+}
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new() -> Self {
+        let p = std::env::temp_dir().join(format!("relay365-cli-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start(dir: &Dir, public_url: Option<String>) -> Demo {
+    let mut opts = Options::for_tests(bin_dir());
+    opts.stack_file = Some(dir.0.join("stack.json"));
+    opts.retry_after_seconds = 1;
+    opts.public_url = public_url;
+    Demo::start(opts).await.expect("the demo stack starts")
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn command(dir: &Dir, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay365"));
+    c.arg("--local")
+        .args(args)
+        .env("RELAY365_DEMO_STACK", dir.0.join("stack.json"))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("RELAY365_STACK")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+async fn run(dir: &Dir, args: &[&str]) -> Out {
+    let out = tokio::time::timeout(Duration::from_secs(120), command(dir, args).output())
+        .await
+        .unwrap_or_else(|_| panic!("relay365 {args:?} did not finish"))
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Lines of a running command's stream, as they come.
+fn lines<R: AsyncRead + Unpin + Send + 'static>(r: R) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut l = BufReader::new(r).lines();
+        while let Ok(Some(line)) = l.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+async fn line_matching(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: &mut String,
+    f: impl Fn(&str) -> bool,
+) -> String {
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(l) = rx.recv().await {
+            seen.push_str(&l);
+            seen.push('\n');
+            if f(&l) {
+                return Some(l);
+            }
+        }
+        None
+    })
+    .await;
+    found
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no such line in:\n{seen}"))
+}
+
+/// `relay365 connect` with the browser step played here; returns its output.
+async fn connect(dir: &Dir, args: &[&str]) -> Out {
+    let mut child = command(dir, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = lines(child.stdout.take().unwrap());
+    let mut err = lines(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let link = line_matching(&mut out, &mut seen, |l| l.trim_start().starts_with("http")).await;
+    let (status, page) = relay365_demo::browser::sign_in(link.trim()).await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("connect returns once active")
+        .unwrap();
+    while let Ok(l) = out.try_recv() {
+        seen.push_str(&l);
+        seen.push('\n');
+    }
+    let mut stderr = String::new();
+    while let Ok(l) = err.try_recv() {
+        stderr.push_str(&l);
+        stderr.push('\n');
+    }
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: seen,
+        stderr,
+    }
+}
+
+async fn dlq_depth(demo: &Demo) -> u64 {
+    let sqs = aws_sdk_sqs::Client::new(&demo.aws.sdk_config().await);
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&demo.resources.dlq_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    attrs
+        .attributes
+        .unwrap_or_default()
+        .values()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn eventually_async<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < until {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write(dir: &Dir, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.0.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_command_works_against_the_demo_stack() {
+    let dir = Dir::new();
+    let demo = start(&dir, None).await;
+    let sim = demo.sim.as_ref().unwrap();
+    let mut everything = String::new();
+
+    // Help fits one screen (40 lines of 100 columns) and shows an example.
+    for cmd in [
+        "",
+        "connect",
+        "list",
+        "show",
+        "send",
+        "subscribe",
+        "resubscribe",
+        "disconnect",
+        "events",
+        "events tail",
+        "events verify",
+        "dlq",
+        "dlq redrive",
+        "doctor",
+    ] {
+        let mut args: Vec<&str> = cmd.split_whitespace().collect();
+        args.push("--help");
+        let out = run(&dir, &args).await;
+        assert_eq!(out.code, 0, "{cmd}: {}", out.stderr);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert!(
+            lines.len() <= 40,
+            "relay365 {cmd} --help has {} lines",
+            lines.len()
+        );
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= 100),
+            "relay365 {cmd} --help is wider than 100:\n{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("Example"),
+            "relay365 {cmd} --help shows no example"
+        );
+        if !cmd.is_empty() && cmd != "events" {
+            assert!(
+                out.stdout
+                    .contains(&format!("relay365 {}", cmd.split(' ').next().unwrap())),
+                "{}",
+                out.stdout
+            );
+        }
+    }
+
+    // connect: the link is printed, the browser signs in, connect returns once active.
+    // Mail.Draft: attachments of 3 MB and more go through a draft.
+    let out = connect(
+        &dir,
+        &[
+            "connect",
+            DEMO_USER,
+            "--subscribe",
+            "mail",
+            "--scopes",
+            "Mail.ReadOnly,Mail.Send,Mail.Draft,Calendar.ReadOnly",
+        ],
+    )
+    .await;
+    everything += &out.stdout;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(
+            "Connection support created (delegated, Mail.ReadOnly Mail.Draft Mail.Send Calendar.ReadOnly)"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("✔ support is active (support@demo.example)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("✔ mail subscription: ok, expires"),
+        "{}",
+        out.stdout
+    );
+
+    // list and show, for people and for scripts.
+    let out = run(&dir, &["list"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("support "))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        row.contains("support@demo.example")
+            && row.contains("delegated")
+            && row.contains("active")
+            && row.contains("mail ✔"),
+        "{row}"
+    );
+    let json: Value = serde_json::from_str(&run(&dir, &["list", "--json"]).await.stdout).unwrap();
+    assert_eq!(json["connections"][0]["id"], "support");
+    let out = run(&dir, &["show", "support"]).await;
+    everything += &out.stdout;
+    assert!(out.stdout.contains("status       active"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("mail subscription") && out.stdout.contains("✔ ok, expires"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("signing key") && out.stdout.contains("current"),
+        "{}",
+        out.stdout
+    );
+    let out = run(&dir, &["show", "nobody"]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("connection nobody does not exist"),
+        "{}",
+        out.stderr
+    );
+
+    // doctor on a healthy stack: every line ✔, exit 0.
+    let out = run(&dir, &["doctor"]).await;
+    everything += &out.stdout;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(!out.stdout.contains('✘'), "{}", out.stdout);
+    for expected in [
+        "✔ stack relay365-demo",
+        "answers signed requests",
+        "app-only token in",
+        "roles Mail.Read",
+        "notification URL",
+        "answers Graph's validation handshake",
+        "signing key relay365/signing-key present",
+        "event signing secret relay365/event-signing-key present",
+        "connection support (support@demo.example) is active",
+        "no notifications in the dead-letter queue",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "{expected:?} not in:\n{}",
+            out.stdout
+        );
+    }
+
+    // A mail arrives; events verify accepts its real body and header, and refuses a forgery.
+    sim.deliver_message(
+        DEMO_USER,
+        graph_sim::Message {
+            from: ("Customer".into(), "customer@example.org".into()),
+            subject: "Where is my order?".into(),
+            body_html: "<p>Order 1234</p>".into(),
+            ..Default::default()
+        },
+    );
+    assert!(relay365_testkit::eventually(30, || !demo.receiver.events().is_empty()).await);
+    let got = demo.receiver.events().remove(0);
+    let body = write(&dir, "event.json", &got.body);
+    let header = got.signature.clone().unwrap();
+    let out = run(
+        &dir,
+        &["events", "verify", "--signature", &header, "--body", path(&body)],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("✔ genuine: signed by this stack's event signing key"),
+        "{}",
+        out.stdout
+    );
+    let mut changed = got.body.clone();
+    changed.extend_from_slice(b" ");
+    let forged_body = write(&dir, "forged.json", &changed);
+    let out = run(
+        &dir,
+        &[
+            "events",
+            "verify",
+            "--signature",
+            &header,
+            "--body",
+            path(&forged_body),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("✘ not genuine"), "{}", out.stdout);
+    let forged_header = format!("{},v1={}", header.split(',').next().unwrap(), "0".repeat(64));
+    let out = run(
+        &dir,
+        &[
+            "events",
+            "verify",
+            "--signature",
+            &forged_header,
+            "--body",
+            path(&body),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+
+    // send with a 5 MiB attachment: uploaded to the bucket, sent by reference.
+    let big: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let file = write(&dir, "recording.wav", &big);
+    let out = run(
+        &dir,
+        &[
+            "send",
+            "support",
+            "--to",
+            "customer@example.org",
+            "--subject",
+            "Your recording",
+            "--text",
+            "Attached.",
+            "--attach",
+            path(&file),
+        ],
+    )
+    .await;
+    everything += &out.stdout;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("✔ sent (idempotency key cli-"),
+        "{}",
+        out.stdout
+    );
+    let sent = sim.sent();
+    let mail = sent.last().unwrap();
+    assert_eq!(mail.subject, "Your recording");
+    assert_eq!(mail.attachments.len(), 1);
+    assert_eq!(mail.attachments[0].0, "recording.wav");
+    assert!(mail.attachments[0].2 == big, "the attachment arrived whole");
+    let s3 = aws_sdk_s3::Client::new(&demo.aws.sdk_config().await);
+    let objects = s3
+        .list_objects_v2()
+        .bucket(&demo.resources.bucket)
+        .prefix("relay365-cli/")
+        .send()
+        .await
+        .unwrap();
+    let objects = objects.contents.unwrap_or_default();
+    assert_eq!(
+        objects.len(),
+        1,
+        "the attachment went by reference through the bucket"
+    );
+    assert_eq!(objects[0].size, Some(big.len() as i64));
+    // The same key again: not sent twice.
+    let key = out
+        .stdout
+        .split("idempotency key ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches([')', '\n'])
+        .to_string();
+    let again = run(
+        &dir,
+        &[
+            "send",
+            "support",
+            "--to",
+            "customer@example.org",
+            "--subject",
+            "Your recording",
+            "--text",
+            "Attached.",
+            "--attach",
+            path(&file),
+            "--idempotency-key",
+            &key,
+        ],
+    )
+    .await;
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert!(again.stdout.contains("already sent earlier"), "{}", again.stdout);
+    assert_eq!(sim.sent().len(), sent.len());
+
+    // subscribe the calendar with a target that is down: its notification
+    // ends in the dead-letter queue, dlq says so, and redrive delivers it to
+    // events tail.
+    let port = free_port();
+    let target = format!("http://127.0.0.1:{port}/");
+    let out = run(&dir, &["subscribe", "support", "calendar", "--target", &target]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("✔ calendar subscription") && out.stdout.contains("added: ok"),
+        "{}",
+        out.stdout
+    );
+    sim.create_event(
+        DEMO_USER,
+        graph_sim::Event {
+            subject: "Second question".into(),
+            organizer: ("Ann".into(), DEMO_USER.into()),
+            start: "2026-12-03T09:00:00.0000000".into(),
+            end: "2026-12-03T09:30:00.0000000".into(),
+            time_zone: "UTC".into(),
+            ..Default::default()
+        },
+    );
+    if !eventually_async(90, || async { dlq_depth(&demo).await == 1 }).await {
+        panic!(
+            "the notification for the dead target did not reach the dead-letter queue:\n{}",
+            run(&dir, &["show", "support"]).await.stdout
+        );
+    }
+    let out = run(&dir, &["dlq"]).await;
+    everything += &out.stdout;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("1 notifications wait in the dead-letter queue"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Last delivery errors:") && out.stdout.contains("support"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("relay365 dlq redrive"), "{}", out.stdout);
+    let doctor = run(&dir, &["doctor"]).await;
+    assert_eq!(doctor.code, 1);
+    assert!(
+        doctor
+            .stdout
+            .contains("✘ 1 notifications wait in the dead-letter queue"),
+        "{}",
+        doctor.stdout
+    );
+
+    let mut tail = command(
+        &dir,
+        &["events", "tail", "--port", &port.to_string(), "--count", "1"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut tail_out = lines(tail.stdout.take().unwrap());
+    let mut tail_err = lines(tail.stderr.take().unwrap());
+    let mut seen = String::new();
+    line_matching(&mut tail_err, &mut seen, |l| {
+        l.starts_with("Listening on http://127.0.0.1:")
+    })
+    .await;
+    let out = run(&dir, &["dlq", "redrive"]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("✔ 1 notifications moved back"),
+        "{}",
+        out.stdout
+    );
+    let mut printed = String::new();
+    let first = line_matching(&mut tail_out, &mut printed, |l| l.starts_with("── ")).await;
+    assert!(
+        first.contains("calendar.event.created") && first.contains("✔ signature verified"),
+        "{first}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), tail.wait())
+        .await
+        .expect("tail stops after --count")
+        .unwrap();
+    assert!(status.success());
+    while let Ok(l) = tail_out.try_recv() {
+        printed.push_str(&l);
+        printed.push('\n');
+    }
+    everything += &printed;
+    assert!(printed.contains("Second question"), "{printed}");
+    assert!(eventually_async(10, || async { dlq_depth(&demo).await == 0 }).await);
+
+    // resubscribe, then disconnect (which asks first).
+    let out = run(&dir, &["resubscribe", "support"]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("✔ every subscription of support created again"),
+        "{}",
+        out.stdout
+    );
+    let out = run(&dir, &["disconnect", "support"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("add --yes"), "{}", out.stderr);
+    let out = run(&dir, &["disconnect", "support", "--yes"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("✔ support disconnected"), "{}", out.stdout);
+    let out = run(&dir, &["list"]).await;
+    assert!(out.stdout.contains("No connections yet"), "{}", out.stdout);
+
+    // Nothing printed carries a secret: keys, the app's client secret, tokens, codes.
+    let sm = aws_sdk_secretsmanager::Client::new(&demo.aws.sdk_config().await);
+    let mut secrets = sim.issued_secrets();
+    for id in [
+        "relay365/signing-key",
+        "relay365/event-signing-key",
+        "relay365/app",
+    ] {
+        let v = sm
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .unwrap()
+            .secret_string
+            .unwrap();
+        let v: Value = serde_json::from_str(&v).unwrap_or(Value::String(v));
+        secrets.push(
+            v.get("client_secret")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| v.as_str().unwrap().to_string()),
+        );
+    }
+    for s in secrets {
+        assert!(!everything.contains(&s), "a secret was printed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn doctor_names_the_fix_for_each_broken_part() {
+    // The public URL is a tunnel to the API (as a real tenant needs); it dies later.
+    let tunnel = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://{}", tunnel.local_addr().unwrap());
+    let (to, target) = tokio::sync::oneshot::channel::<String>();
+    let forward = tokio::spawn(async move {
+        let api = target.await.unwrap();
+        loop {
+            let (mut inbound, _) = tunnel.accept().await.unwrap();
+            let api = api.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(api).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let dir = Dir::new();
+    let demo = start(&dir, Some(public.clone())).await;
+    to.send(demo.api_url.trim_start_matches("http://").to_string())
+        .unwrap();
+    let sim = demo.sim.as_ref().unwrap();
+
+    let out = connect(&dir, &["connect", DEMO_USER, "--subscribe", "mail"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+
+    // The grant is revoked; the next use of it finds out.
+    sim.revoke_refresh_tokens(DEMO_USER, 50173);
+    sim.expire_access_tokens();
+    let out = run(
+        &dir,
+        &[
+            "send",
+            "support",
+            "--to",
+            "a@example.org",
+            "--subject",
+            "s",
+            "--text",
+            "t",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("reauth_required"), "{}", out.stderr);
+    // The app secret is replaced by a wrong one, and the tunnel dies.
+    let sm = aws_sdk_secretsmanager::Client::new(&demo.aws.sdk_config().await);
+    let app = sm
+        .get_secret_value()
+        .secret_id("relay365/app")
+        .send()
+        .await
+        .unwrap()
+        .secret_string
+        .unwrap();
+    let mut app: Value = serde_json::from_str(&app).unwrap();
+    app["client_secret"] = "the-secret-id-not-its-value".into();
+    sm.put_secret_value()
+        .secret_id("relay365/app")
+        .secret_string(app.to_string())
+        .send()
+        .await
+        .unwrap();
+    forward.abort();
+    let _ = forward.await;
+
+    let out = run(&dir, &["doctor"]).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let fix_after = |failure: &str| -> String {
+        let at = out
+            .stdout
+            .find(failure)
+            .unwrap_or_else(|| panic!("{failure:?} not in:\n{}", out.stdout));
+        let line_start = out.stdout[..at].rfind('\n').map_or(0, |i| i + 1);
+        assert!(
+            out.stdout[line_start..].starts_with('✘'),
+            "{failure:?} is not a ✘ line:\n{}",
+            out.stdout
+        );
+        let rest = &out.stdout[at..];
+        let next = rest.lines().nth(1).unwrap_or("");
+        assert!(
+            next.trim_start().starts_with('→'),
+            "no fix under {failure:?}:\n{}",
+            out.stdout
+        );
+        next.to_string()
+    };
+    assert!(fix_after("no app-only token").contains("infra/register-app.sh --client-secret"));
+    assert!(out.stdout.contains("AADSTS7000215"), "{}", out.stdout);
+    assert!(
+        fix_after(&format!("notification URL {public}/notifications is unreachable"))
+            .contains("from the internet")
+    );
+    assert!(
+        fix_after("connection support (support@demo.example) needs a new sign-in").contains("signs in again")
+    );
+    assert!(
+        out.stdout.contains("checks failed: each ✘ says what to do"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("the-secret-id-not-its-value"));
+
+    // --json says the same for scripts.
+    let json: Value = serde_json::from_str(&run(&dir, &["doctor", "--json"]).await.stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    assert!(
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["ok"] == false && c["fix"].as_str().unwrap_or("").contains("register-app.sh"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_to_do() {
+    let dir = Dir::new();
+    // No demo running and nothing pointing at AWS.
+    let out = run(&dir, &["list"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("start it with `make demo`"), "{}", out.stderr);
+
+    // A key API Gateway does not accept: the 403 names the permission and the API.
+    let demo = start(&dir, None).await;
+    let file = dir.0.join("stack.json");
+    let mut desc: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    desc["credentials"]["secret_access_key"] = "wrong".into();
+    std::fs::write(&file, desc.to_string()).unwrap();
+    let out = run(&dir, &["list"]).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("API Gateway refused the request (403"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("needs `execute-api:Invoke` on arn:aws:execute-api:us-east-1:123456789012:"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("wrong"), "{}", out.stderr);
+    drop(demo);
+
+    // A usage mistake exits 2 with clap's sentence.
+    let out = run(&dir, &["send", "support", "--subject", "s"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}
