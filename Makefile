@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-v1
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 export RELAY365_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: test tests e2e venv unit fmt clippy deny demo bench check-template lint-template build-venv release e2e-release cold-check nextest fuzz chaos
+.PHONY: test tests e2e venv unit fmt clippy deny demo cli bench check-template lint-template build-venv release e2e-release cold-check nextest fuzz chaos
 
 FUNCTIONS := connections oauth-callback mail-webhook mail-dispatch send-mail
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -101,9 +101,13 @@ PROFILE ?= dev
 DEMO_BIN_DIR := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 demo: venv
 	@case "$(PROFILE)" in dev|release) ;; *) echo "PROFILE must be dev or release, not $(PROFILE)" >&2; exit 2;; esac
-	cargo build --locked -p relay365-demo $(if $(filter dev,$(PROFILE)),$(addprefix -p ,$(FUNCTIONS)))
+	cargo build --locked -p relay365-demo -p relay365-cli $(if $(filter dev,$(PROFILE)),$(addprefix -p ,$(FUNCTIONS)))
 	$(if $(filter dev,$(PROFILE)),,$(RELEASE_BUILD))
 	$(TARGET_DIR)/debug/relay365-demo --bin-dir $(DEMO_BIN_DIR) $(DEMO_ARGS)
+
+## The operator CLI, optimised: target/release/relay365 (or `cargo install --locked --path cli`).
+cli:
+	cargo build --release --locked -p relay365-cli
 
 ## The fault-injection suite, long: CHAOS_MAILS mails (default 400) for four
 ## mailboxes through every fault at once (make test runs it with 48).

@@ -190,6 +190,22 @@ fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
             sim.url()
         );
     }
+    let cli = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("relay365")))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "relay365".into());
+    let stack_file = opts
+        .stack_file
+        .as_ref()
+        .map(|f| format!(" (it finds this stack through {})", f.display()))
+        .unwrap_or_default();
+    out += &format!(
+        "The operator CLI works on this stack too{stack_file}, signing its calls as the steps above do:\n\n\
+         \x20 {cli} list          {cli} show support\n\
+         \x20 {cli} doctor        {cli} events tail\n\n"
+    );
     out += "Ctrl-C stops everything.\n";
     out
 }

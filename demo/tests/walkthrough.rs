@@ -81,6 +81,7 @@ async fn the_printed_walkthrough_works_and_ctrl_c_stops_everything() {
         .arg(&logs)
         .env_remove("RELAY365_DEMO_CLIENT_ID")
         .env_remove("RELAY365_PUBLIC_URL")
+        .env("RELAY365_DEMO_STACK", logs.join("stack.json"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
