@@ -19,13 +19,12 @@ use relay365::aws::secret_value::SecretValue;
 use relay365::microsoft::tokens::{AppCredentials, TokenClient, TokenError};
 use relay365::model::auth::AuthMode;
 use relay365::model::scopes::FeatureScope;
-use relay365::model::sensitive::Sensitive;
 use relay365::web::signing::{EventSigner, Signer};
 use serde_json::{Value, json};
 
 use crate::api::Api;
 use crate::dlq;
-use crate::error::{CliError, aws_error, chain};
+use crate::error::{CliError, chain};
 use crate::manage::subscription_health;
 use crate::stack::Stack;
 use crate::ui::{self, Mode, s};
@@ -173,25 +172,6 @@ fn fix_for(e: &CliError) -> String {
     }
 }
 
-async fn read_secret(
-    stack: &Stack,
-    logical: &str,
-    output: Option<&str>,
-) -> Result<(String, Sensitive), CliError> {
-    let id = stack
-        .resource(logical)
-        .or_else(|e| output.map_or(Err(e), |o| stack.output(o)))?
-        .to_string();
-    let sm = aws_sdk_secretsmanager::Client::new(&stack.sdk);
-    let v = sm
-        .get_secret_value()
-        .secret_id(&id)
-        .send()
-        .await
-        .map_err(|e| aws_error(&format!("reading secret {id}"), e))?;
-    Ok((id, Sensitive::new(v.secret_string.unwrap_or_default())))
-}
-
 /// The `roles` claim of a JWT access token (application permissions), or
 /// `None` when the token is not a JWT a person could read.
 pub fn roles(access_token: &str) -> Option<Vec<String>> {
@@ -210,7 +190,7 @@ pub fn roles(access_token: &str) -> Option<Vec<String>> {
 
 async fn app_secret(stack: &Stack, http: &reqwest::Client, connections: Option<&Value>) -> Vec<Check> {
     let fix = "store the app's credentials with `infra/register-app.sh --client-secret` (or `infra/set-app-secret.sh`)";
-    let (id, raw) = match read_secret(stack, "AppSecret", Some("AppSecretArn")).await {
+    let (id, raw) = match stack.secret("AppSecret", Some("AppSecretArn")).await {
         Ok(v) => v,
         Err(e) => return vec![fail(format!("app secret: {e}"), fix)],
     };
@@ -382,7 +362,7 @@ async fn handshake(http: &reqwest::Client, url: &str, what: &str) -> Check {
 
 async fn signing_keys(stack: &Stack) -> Vec<Check> {
     let mut out = Vec::new();
-    match read_secret(stack, "SigningKey", None).await {
+    match stack.secret("SigningKey", None).await {
         Ok((id, raw)) => out.push(match Signer::new(&raw) {
             Ok(signer) => pass(format!("signing key {id} present (key id {})", signer.key_id())),
             Err(e) => fail(
@@ -395,7 +375,10 @@ async fn signing_keys(stack: &Stack) -> Vec<Check> {
             "run `sam deploy`: the template creates it",
         )),
     }
-    match read_secret(stack, "EventSigningSecret", Some("EventSigningSecretArn")).await {
+    match stack
+        .secret("EventSigningSecret", Some("EventSigningSecretArn"))
+        .await
+    {
         Ok((id, raw)) => out.push(match EventSigner::from_secret(&raw) {
             Ok(_) => pass(format!("event signing secret {id} present")),
             Err(e) => fail(

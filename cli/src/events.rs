@@ -15,7 +15,7 @@ use relay365::model::sensitive::Sensitive;
 use relay365::web::signing::EventSigner;
 use serde_json::{Value, json};
 
-use crate::error::{CliError, aws_error};
+use crate::error::CliError;
 use crate::stack::Stack;
 use crate::ui::{self, Mode};
 
@@ -67,17 +67,9 @@ pub struct VerifyArgs {
 /// # Errors
 /// When the secret cannot be read or is not a usable key.
 pub async fn stack_signer(stack: &Stack) -> Result<EventSigner, CliError> {
-    let id = stack
-        .resource("EventSigningSecret")
-        .or_else(|_| stack.output("EventSigningSecretArn"))?;
-    let sm = aws_sdk_secretsmanager::Client::new(&stack.sdk);
-    let value = sm.get_secret_value().secret_id(id).send().await.map_err(|e| {
-        aws_error(
-            &format!("reading the event signing secret ({id}); you need secretsmanager:GetSecretValue on it"),
-            e,
-        )
-    })?;
-    let secret = Sensitive::new(value.secret_string.unwrap_or_default());
+    let (id, secret) = stack
+        .secret("EventSigningSecret", Some("EventSigningSecretArn"))
+        .await?;
     EventSigner::from_secret(&secret).map_err(|e| {
         CliError::Aws(format!(
             "the event signing secret {id} is not usable ({e}): fill it with infra/rotate-signing-key.sh --event-key"

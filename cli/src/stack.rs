@@ -11,6 +11,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::ProvideCredentials;
 use relay365::model::cloud::Cloud;
+use relay365::model::sensitive::Sensitive;
 use serde::Deserialize;
 
 use crate::error::{CliError, aws_error, chain};
@@ -288,6 +289,32 @@ impl Stack {
                 stack: self.name.clone(),
                 what: format!("resource {logical}"),
             })
+    }
+
+    /// A secret of the stack by its logical id (or, for a stack that lacks
+    /// the resource, the output naming it): its id and its value, which
+    /// callers check but never print.
+    ///
+    /// # Errors
+    /// [`CliError::MissingOutput`], or the Secrets Manager error (naming the
+    /// permission it takes).
+    pub async fn secret(&self, logical: &str, output: Option<&str>) -> Result<(String, Sensitive), CliError> {
+        let id = self
+            .resource(logical)
+            .or_else(|e| output.map_or(Err(e), |o| self.output(o)))?
+            .to_string();
+        let value = aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .get_secret_value()
+            .secret_id(&id)
+            .send()
+            .await
+            .map_err(|e| {
+                aws_error(
+                    &format!("reading secret {id} (it takes secretsmanager:GetSecretValue on it)"),
+                    e,
+                )
+            })?;
+        Ok((id, Sensitive::new(value.secret_string.unwrap_or_default())))
     }
 
     /// The Microsoft cloud the stack talks to (its `Cloud` parameter).

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use relay365_demo::{DEMO_USER, Demo, Options};
+use relay365_testkit::{eventually_async, free_port};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
@@ -155,29 +156,6 @@ async fn dlq_depth(demo: &Demo) -> u64 {
         .next()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-async fn eventually_async<F, Fut>(secs: u64, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < until {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write(dir: &Dir, name: &str, bytes: &[u8]) -> PathBuf {
@@ -400,22 +378,19 @@ async fn every_command_works_against_the_demo_stack() {
     // send with a 5 MiB attachment: uploaded to the bucket, sent by reference.
     let big: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let file = write(&dir, "recording.wav", &big);
-    let out = run(
-        &dir,
-        &[
-            "send",
-            "support",
-            "--to",
-            "customer@example.org",
-            "--subject",
-            "Your recording",
-            "--text",
-            "Attached.",
-            "--attach",
-            path(&file),
-        ],
-    )
-    .await;
+    let send = [
+        "send",
+        "support",
+        "--to",
+        "customer@example.org",
+        "--subject",
+        "Your recording",
+        "--text",
+        "Attached.",
+        "--attach",
+        path(&file),
+    ];
+    let out = run(&dir, &send).await;
     everything += &out.stdout;
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
@@ -452,24 +427,7 @@ async fn every_command_works_against_the_demo_stack() {
         .unwrap()
         .trim_end_matches([')', '\n'])
         .to_string();
-    let again = run(
-        &dir,
-        &[
-            "send",
-            "support",
-            "--to",
-            "customer@example.org",
-            "--subject",
-            "Your recording",
-            "--text",
-            "Attached.",
-            "--attach",
-            path(&file),
-            "--idempotency-key",
-            &key,
-        ],
-    )
-    .await;
+    let again = run(&dir, &[&send[..], &["--idempotency-key", &key]].concat()).await;
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
     assert!(again.stdout.contains("already sent earlier"), "{}", again.stdout);
     assert_eq!(sim.sent().len(), sent.len());

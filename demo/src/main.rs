@@ -151,7 +151,7 @@ fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
         out += &format!("  public URL             {}\n", demo.public_url);
     }
     out += &format!(
-        "\n1. Create a connection for the mailbox (routes with IAM auth need a SigV4 signature; any key works here):\n\n\
+        "\n1. Create a connection for the mailbox (routes with IAM auth need a SigV4 signature; the demo's key is demo:demo):\n\n\
          \x20 $ curl -sS {api}/connections {sign} \\\n\
          \x20     -H 'content-type: application/json' \\\n\
          \x20     -d '{{\"id\":\"support\",\"auth\":\"delegated\",\"scopes\":[\"Mail.ReadOnly\",\"Mail.Send\"],\"mailbox\":\"{mailbox}\",\"subscriptions\":[{{\"resource\":\"mail\"}}]}}'\n\n\

@@ -8,6 +8,7 @@
 //! Checked against AWS's published test vector in the tests below.
 
 use aws_lc_rs::{digest, hmac};
+use relay365::digest::hex;
 
 /// Why a request's signature was refused (API Gateway answers all of them 403).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,21 +160,15 @@ fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// RFC 3986 unreserved characters stay; everything else is `%XX`.
-fn encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// Every service but S3 encodes the path twice: the path as sent (already
@@ -190,18 +185,16 @@ fn canonical_path(path: &str) -> String {
         }
     }
     let normalized = segments.join("/");
-    let normalized = if normalized.is_empty() {
-        "/".to_string()
-    } else {
-        normalized
-    };
-    encode(&normalized, true)
+    if normalized.is_empty() {
+        return "/".to_string();
+    }
+    normalized.split('/').map(encode).collect::<Vec<_>>().join("/")
 }
 
 /// Parameters decoded, encoded again, sorted by name then value.
 fn canonical_query(query: &str) -> String {
     let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (encode(&k, false), encode(&v, false)))
+        .map(|(k, v)| (encode(&k), encode(&v)))
         .collect();
     pairs.sort();
     pairs
@@ -230,16 +223,20 @@ mod tests {
         ]
     }
 
-    fn check(sig: &str, now: i64) -> Result<String, Refused> {
-        let h = headers(sig);
-        let req = Signed {
+    /// `GET /` with no body and these headers, as in the test suite.
+    fn get_root(headers: &[(String, String)]) -> Signed<'_> {
+        Signed {
             method: "GET",
             path: "/",
             query: "",
-            headers: &h,
+            headers,
             body: b"",
-        };
-        verify(&req, "us-east-1", "service", now, |k| {
+        }
+    }
+
+    fn check(sig: &str, now: i64) -> Result<String, Refused> {
+        let h = headers(sig);
+        verify(&get_root(&h), "us-east-1", "service", now, |k| {
             (k == "AKIDEXAMPLE").then(|| SECRET.to_string())
         })
     }
@@ -259,13 +256,7 @@ mod tests {
     #[test]
     fn the_scope_and_the_key_must_be_the_gateway_s() {
         let h = headers(GET_VANILLA);
-        let req = Signed {
-            method: "GET",
-            path: "/",
-            query: "",
-            headers: &h,
-            body: b"",
-        };
+        let req = get_root(&h);
         assert!(matches!(
             verify(&req, "eu-west-1", "service", AT, |_| Some(SECRET.into())),
             Err(Refused::WrongScope(_))

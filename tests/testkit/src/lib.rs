@@ -74,6 +74,21 @@ pub async fn eventually<F: FnMut() -> bool>(secs: u64, mut check: F) -> bool {
     check()
 }
 
+/// [`eventually`] for a check that must await (an AWS call, a process).
+pub async fn eventually_async<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..secs * 20 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check().await
+}
+
 fn moto_binary() -> String {
     if let Ok(p) = std::env::var("RELAY365_MOTO_SERVER") {
         return p;
@@ -93,7 +108,8 @@ fn moto_binary() -> String {
     }
 }
 
-fn free_port() -> u16 {
+/// A port free on loopback now (for a server a test starts later).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
