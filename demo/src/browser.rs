@@ -28,12 +28,32 @@ pub fn location(resp: &reqwest::Response) -> String {
 /// # Errors
 /// A sentence saying which step did not go as a browser expects.
 pub async fn sign_in(connect_url: &str) -> Result<(u16, String), String> {
+    let (callback, jar) = authorize(connect_url).await?;
     let http = relay365::https::client_for(true).map_err(|e| e.to_string())?;
-    let get = |url: String| {
-        let http = http.clone();
-        async move { http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}")) }
-    };
-    let start = get(connect_url.to_string()).await?;
+    let done = http
+        .get(&callback)
+        .header("cookie", jar)
+        .send()
+        .await
+        .map_err(|e| format!("GET {callback}: {e}"))?;
+    let status = done.status().as_u16();
+    Ok((status, done.text().await.unwrap_or_default()))
+}
+
+/// The first half of [`sign_in`]: opens `connect_url` and signs in at
+/// Microsoft, and returns where Microsoft sends the browser back (the
+/// callback URL with its `code` and `state`) and the cookie the browser
+/// holds for it, without opening that URL.
+///
+/// # Errors
+/// As [`sign_in`].
+pub async fn authorize(connect_url: &str) -> Result<(String, String), String> {
+    let http = relay365::https::client_for(true).map_err(|e| e.to_string())?;
+    let start = http
+        .get(connect_url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {connect_url}: {e}"))?;
     if start.status() != 302 {
         return Err(format!(
             "the connect link answered {}: {}",
@@ -42,14 +62,26 @@ pub async fn sign_in(connect_url: &str) -> Result<(u16, String), String> {
         ));
     }
     let jar = cookies(&start).join("; ");
-    let mut at = location(&start);
+    let callback = consent(&http, location(&start)).await?;
+    Ok((callback, jar))
+}
+
+/// Follows Microsoft's authorize page at `at` as [`crate::DEMO_USER`]
+/// (submitting the simulator's consent form with "Accept" when it shows
+/// one) and returns the redirect back to the app.
+///
+/// # Errors
+/// As [`sign_in`].
+pub async fn consent(http: &reqwest::Client, mut at: String) -> Result<String, String> {
     for _ in 0..3 {
-        let resp = get(at.clone()).await?;
+        let resp = http
+            .get(&at)
+            .send()
+            .await
+            .map_err(|e| format!("GET {at}: {e}"))?;
         if resp.status() == 302 {
-            at = location(&resp);
-            break;
+            return Ok(location(&resp));
         }
-        // The simulator's consent page: submit its form with "Accept".
         let page = resp.text().await.unwrap_or_default();
         if !page.contains("Permissions requested") {
             return Err(format!("expected the consent page, got: {page}"));
@@ -68,14 +100,7 @@ pub async fn sign_in(connect_url: &str) -> Result<(u16, String), String> {
         }
         at = url.to_string();
     }
-    let done = http
-        .get(&at)
-        .header("cookie", jar)
-        .send()
-        .await
-        .map_err(|e| format!("GET {at}: {e}"))?;
-    let status = done.status().as_u16();
-    Ok((status, done.text().await.unwrap_or_default()))
+    Err(format!("Microsoft never sent the browser back (last page {at})"))
 }
 
 fn attr(tag: &str, name: &str) -> String {

@@ -15,9 +15,12 @@
 
 pub mod apigw;
 pub mod browser;
+pub mod cgroup;
+pub mod coldpath;
 pub mod receiver;
 pub mod runtime;
 pub mod sigv4;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -198,6 +201,8 @@ pub struct Demo {
     pub receiver: Receiver,
     /// The resources in moto.
     pub resources: Resources,
+    /// The environment every function runs with.
+    pub env: Vec<(String, String)>,
     functions: Arc<HashMap<&'static str, Function>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stack_file: Option<PathBuf>,
@@ -343,6 +348,8 @@ impl Demo {
                 timeout: Duration::from_secs(timeout),
                 log_file: opts.log_dir.as_ref().map(|d| d.join(format!("{name}.log"))),
                 echo: opts.echo_logs,
+                args: Vec::new(),
+                cpu: Default::default(),
             };
             let f = Function::new(spec)
                 .await
@@ -408,6 +415,7 @@ impl Demo {
             aws,
             receiver,
             resources,
+            env: env.clone(),
             functions,
             tasks,
             stack_file: opts.stack_file.clone(),

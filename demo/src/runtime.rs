@@ -90,6 +90,8 @@ struct Shared {
     spawned_at: Mutex<Option<Instant>>,
     timings: Mutex<Timings>,
     ready: tokio::sync::Notify,
+    cpu: CpuPlacement,
+    pid: Mutex<Option<u32>>,
 }
 
 impl Shared {
@@ -123,6 +125,23 @@ pub struct Spec {
     pub log_file: Option<PathBuf>,
     /// Also copy its log lines to this process's stderr, prefixed with the name.
     pub echo: bool,
+    /// Arguments after the binary (a Python handler's script).
+    pub args: Vec<String>,
+    /// CPU-limited cgroups for its processes (the benchmarks), if any.
+    pub cpu: CpuPlacement,
+}
+
+/// Where a function's process runs, as Lambda shares the CPU: each field is
+/// a cgroup v1 `cpu` directory (see [`crate::cgroup`]), or `None` for the
+/// whole machine. Lambda gives init (until the first `GET /next`) a burst
+/// and each invocation the memory size's share, so a benchmark models it as
+/// `init: None, invoke: Some(share)`, or throttles both phases.
+#[derive(Debug, Clone, Default)]
+pub struct CpuPlacement {
+    /// The cgroup the process starts in (it joins before its binary starts).
+    pub init: Option<PathBuf>,
+    /// The cgroup the process is moved to when it first asks for an event.
+    pub invoke: Option<PathBuf>,
 }
 
 /// One function: its Runtime API and its process.
@@ -151,6 +170,8 @@ impl Function {
             spawned_at: Mutex::new(None),
             timings: Mutex::new(Timings::default()),
             ready: tokio::sync::Notify::new(),
+            cpu: spec.cpu.clone(),
+            pid: Mutex::new(None),
         });
         let app = axum::Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -179,6 +200,11 @@ impl Function {
     /// The Runtime API's address (`AWS_LAMBDA_RUNTIME_API`).
     pub fn runtime_api(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The running process's id, if one runs.
+    pub fn pid(&self) -> Option<u32> {
+        *Shared::lock(&self.shared.pid)
     }
 
     /// Timings of the processes so far.
@@ -213,7 +239,20 @@ impl Function {
 
     async fn spawn(&self) -> Result<(oneshot::Sender<()>, oneshot::Receiver<String>), InvokeError> {
         let spec = &self.spec;
-        let mut cmd = tokio::process::Command::new(&spec.binary);
+        let mut cmd = match &spec.cpu.init {
+            // The shell joins the cgroup and then becomes the binary, so not
+            // one instruction of the function runs outside its CPU share.
+            Some(group) => {
+                let mut c = tokio::process::Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+                    .arg(group)
+                    .arg(&spec.binary);
+                c
+            }
+            None => tokio::process::Command::new(&spec.binary),
+        };
+        cmd.args(&spec.args);
         cmd.env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AWS_LAMBDA_RUNTIME_API", self.addr.to_string())
@@ -235,6 +274,7 @@ impl Function {
             why: e.to_string(),
         })?;
         Shared::lock(&self.shared.timings).cold_starts += 1;
+        *Shared::lock(&self.shared.pid) = child.id();
         self.running.store(true, Ordering::SeqCst);
         let log = open_log(spec).await;
         for stream in [
@@ -373,6 +413,10 @@ async fn next(State(s): State<Arc<Shared>>) -> Response {
         let mut timings = Shared::lock(&s.timings);
         if timings.ready.is_none() {
             timings.ready = Shared::lock(&s.spawned_at).map(|t| t.elapsed());
+            // Init is over: from here on the process runs at its share.
+            if let (Some(group), Some(pid)) = (&s.cpu.invoke, *Shared::lock(&s.pid)) {
+                let _ = std::fs::write(group.join("cgroup.procs"), pid.to_string());
+            }
             s.ready.notify_waiters();
         }
     }

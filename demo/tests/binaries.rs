@@ -354,6 +354,8 @@ fn webhook_spec(env: Vec<(String, String)>) -> Spec {
         timeout: Duration::from_secs(10),
         log_file: None,
         echo: false,
+        args: Vec::new(),
+        cpu: Default::default(),
     }
 }
 

@@ -199,6 +199,21 @@ impl Config {
                 }
             },
         };
+        if let Some(file) = get(crate::https::LOCAL_CA_SETTING) {
+            let message = if !local {
+                "is honoured only in a local run (RELAY365_LOCAL=1): remove it; deployed functions trust the public roots only".to_string()
+            } else if std::fs::metadata(&file).is_err() {
+                format!("{file:?} cannot be read: give the PEM file of the local test certificate authority")
+            } else {
+                String::new()
+            };
+            if !message.is_empty() {
+                return Err(ConfigError {
+                    name: crate::https::LOCAL_CA_SETTING,
+                    message,
+                });
+            }
+        }
         let secret_prefix = get("RELAY365_SECRET_PREFIX").unwrap_or_else(|| "relay365/".into());
         Ok(Self {
             cloud,

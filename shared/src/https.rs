@@ -5,6 +5,11 @@
 //! in (no certificate files read at cold start), redirects off (a token
 //! request must never be followed somewhere else), and short timeouts so a
 //! stuck Microsoft endpoint fails the invocation, not the Lambda timeout.
+//!
+//! A local run (`RELAY365_LOCAL=1`) may name a test certificate authority in
+//! `RELAY365_LOCAL_CA_FILE`, so the benchmarks can serve the simulator, the
+//! flow receiver and moto over real TLS on loopback. Outside a local run the
+//! setting is refused at start-up (`Config`), and nothing here reads it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +42,35 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
+/// The setting naming a local run's test certificate authority (PEM).
+pub const LOCAL_CA_SETTING: &str = "RELAY365_LOCAL_CA_FILE";
+
+/// The PEM text of the test certificate authority a local run trusts, read
+/// once per process: `None` unless `RELAY365_LOCAL=1` and
+/// [`LOCAL_CA_SETTING`] names a readable file.
+pub fn local_ca() -> Option<&'static [u8]> {
+    static CA: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        if std::env::var("RELAY365_LOCAL").as_deref() != Ok("1") {
+            return None;
+        }
+        std::fs::read(std::env::var_os(LOCAL_CA_SETTING)?).ok()
+    })
+    .as_deref()
+}
+
+/// The certificates of [`local_ca`], parsed.
+fn local_ca_certificates() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    local_ca()
+        .map(|pem| {
+            rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+                .filter_map(Result::ok)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Builds the shared client for a deployment (`local`: a local run, where
 /// loopback names may be resolved). Call once per container.
 ///
@@ -54,9 +88,12 @@ pub fn client_for(local: bool) -> Result<reqwest::Client, reqwest::Error> {
 /// As [`client_for`].
 pub fn client_with_timeout(local: bool, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let roots = rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    if local {
+        roots.add_parsable_certificates(local_ca_certificates());
+    }
     let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(3))

@@ -12,8 +12,30 @@ pub async fn aws_sdk_config() -> &'static aws_config::SdkConfig {
     if let Some(sdk) = AWS_SDK.get() {
         return sdk;
     }
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(client) = local_ca_client() {
+        loader = loader.http_client(client);
+    }
+    let sdk = loader.load().await;
     AWS_SDK.get_or_init(|| sdk)
+}
+
+/// In a local run with a test certificate authority
+/// ([`crate::https::local_ca`]), an HTTPS client that trusts that authority
+/// only, so the SDK reaches moto through a TLS proxy as it reaches AWS.
+fn local_ca_client() -> Option<aws_smithy_runtime_api::client::http::SharedHttpClient> {
+    use aws_smithy_http_client::tls;
+    let pem = crate::https::local_ca()?;
+    let trust = tls::TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(pem.to_vec());
+    let context = tls::TlsContext::builder().with_trust_store(trust).build().ok()?;
+    Some(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+            .tls_context(context)
+            .build_https(),
+    )
 }
 
 /// An AWS client built on first use from [`aws_sdk_config`], so a cold start

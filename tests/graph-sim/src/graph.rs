@@ -1059,6 +1059,10 @@ pub(crate) fn notify_change(
         })
         .collect();
     st.stats.subscription_calls.entry("notified".into()).or_default();
+    if let Some(held) = st.held_notifications.as_mut() {
+        held.extend(targets);
+        return;
+    }
     drop(st);
     for (url, payload) in targets {
         send_notifications(state.clone(), url, payload, copies);

@@ -23,6 +23,45 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/{tenant}/v2.0/adminconsent", get(admin_consent))
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid_configuration))
+}
+
+/// The tenant's OpenID Connect discovery document (the fields MSAL and
+/// other libraries read), with endpoints on this simulator.
+async fn openid_configuration(AxState(state): AxState<Shared>, Path(tenant): Path<String>) -> Response {
+    let st = lock(&state);
+    let base = st.advertised_url.clone().unwrap_or_else(|| st.base_url.clone());
+    drop(st);
+    let base = base.trim_end_matches('/');
+    let body = serde_json::json!({
+        "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": format!("{base}/{tenant}/v2.0"),
+        "request_uri_parameter_supported": false,
+        "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+        "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/devicecode"),
+        "http_logout_supported": true,
+        "frontchannel_logout_supported": true,
+        "end_session_endpoint": format!("{base}/{tenant}/oauth2/v2.0/logout"),
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "name", "preferred_username", "oid", "tid"],
+        "tenant_region_scope": "NA",
+        "cloud_instance_name": "microsoftonline.com",
+        "cloud_graph_host_name": "graph.windows.net",
+        "msgraph_host": "graph.microsoft.com",
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
@@ -616,7 +655,19 @@ fn token_response(
         body["refresh_token"] = serde_json::Value::String(rt);
     }
     if scopes.iter().any(|s| s == "openid") {
-        let claims = serde_json::json!({"tid": tenant, "preferred_username": with_refresh.map(|r| r.1)});
+        // The claims of Microsoft's v2.0 ID token that libraries read (MSAL
+        // keys its account cache on `oid`/`sub` and `tid`).
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let (client_id, upn) = with_refresh.unwrap_or_default();
+        let user = st.user(upn);
+        let oid = user.map(|u| u.id.clone()).unwrap_or_default();
+        let name = user.map(|u| u.display_name.clone()).unwrap_or_default();
+        let claims = serde_json::json!({
+            "aud": client_id, "iss": format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+            "iat": now, "nbf": now, "exp": now + 3600, "name": name, "oid": oid,
+            "preferred_username": upn, "sub": B64.encode(format!("{client_id}:{oid}")),
+            "tid": tenant, "ver": "2.0",
+        });
         body["id_token"] = serde_json::Value::String(format!(
             "{}.{}.sim",
             B64.encode(r#"{"alg":"none"}"#),

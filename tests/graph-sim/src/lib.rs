@@ -330,6 +330,26 @@ impl Sim {
         self.with(|s| s.drop_notifications = on);
     }
 
+    /// The base URL the identity discovery document advertises
+    /// (`/{tenant}/v2.0/.well-known/openid-configuration`), for callers that
+    /// reach the simulator through a proxy on another URL.
+    pub fn set_advertised_url(&self, url: &str) {
+        self.with(|s| s.advertised_url = Some(url.trim_end_matches('/').to_string()));
+    }
+
+    /// Keeps change notifications instead of sending them (`on`), so a caller
+    /// can hand each one over itself ([`Sim::take_held_notifications`]): the
+    /// benchmarks post them to a function started just for that.
+    pub fn hold_notifications(&self, on: bool) {
+        self.with(|s| s.held_notifications = on.then(Vec::new));
+    }
+
+    /// The notifications held since the last call: (notification URL, the
+    /// JSON body Graph would have POSTed there).
+    pub fn take_held_notifications(&self) -> Vec<(String, serde_json::Value)> {
+        self.with(|s| s.held_notifications.as_mut().map(std::mem::take).unwrap_or_default())
+    }
+
     /// Graph "forgets" to notify this fraction of changes (0.0 to 1.0) and
     /// sends nothing else for them, as users see in the field; the forgotten
     /// item ids are in [`Stats::forgotten`].

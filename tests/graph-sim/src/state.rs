@@ -261,6 +261,9 @@ pub(crate) struct Access {
 
 pub(crate) struct State {
     pub(crate) base_url: String,
+    /// The base URL discovery documents advertise, when callers reach the
+    /// simulator through a proxy (TLS on another port); `base_url` otherwise.
+    pub(crate) advertised_url: Option<String>,
     pub(crate) graph_root: String,
     pub(crate) apps: Vec<App>,
     pub(crate) users: Vec<User>,
@@ -284,6 +287,8 @@ pub(crate) struct State {
     pub seq: u64,
     pub(crate) duplicate_notifications: bool,
     pub(crate) drop_notifications: bool,
+    /// When set, change notifications are kept here (URL, payload) instead of sent.
+    pub(crate) held_notifications: Option<Vec<(String, serde_json::Value)>>,
     /// Forget to notify this fraction of changes (as per mille), evenly spread.
     pub(crate) drop_per_mille: u32,
     /// Changes seen while a fraction is dropped (drives the even spread).
@@ -302,6 +307,7 @@ impl State {
     pub(crate) fn new(base_url: String, graph_root: String) -> Self {
         Self {
             base_url,
+            advertised_url: None,
             graph_root,
             apps: Vec::new(),
             users: Vec::new(),
@@ -322,6 +328,7 @@ impl State {
             seq: 0,
             duplicate_notifications: false,
             drop_notifications: false,
+            held_notifications: None,
             drop_per_mille: 0,
             drop_counter: 0,
             in_flight: HashMap::new(),

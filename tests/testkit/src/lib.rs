@@ -238,7 +238,12 @@ async fn forward(State((state, moto)): State<(Arc<ProxyState>, String)>, req: Re
         .await
     {
         Ok(resp) => {
-            let (parts, body) = resp.into_parts();
+            let (mut parts, body) = resp.into_parts();
+            // moto answers as HTTP/1.0 (`Connection: close`). That is
+            // between moto and this proxy (a hop-by-hop header): the caller's
+            // connection stays open, as AWS keeps it.
+            parts.headers.remove(axum::http::header::CONNECTION);
+            parts.headers.remove("keep-alive");
             Response::from_parts(parts, Body::new(body))
         }
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
