@@ -83,11 +83,17 @@ $(VENV)/.build-installed: requirements-build.txt $(STAMP)
 deny:
 	scripts/deny.sh
 
-## Criterion benchmarks and cold starts of the release binaries; writes BENCHMARKS.md.
+## Criterion benchmarks, cold starts of the release binaries, and the cold
+## path over TLS at Lambda's CPU shares with the Python baseline
+## (relay365-coldpath: cgroups need root, and the table says when they were
+## not applied); writes BENCHMARKS.md. COLDPATH_ARGS="--reps 1" for a quick run.
+COLDPATH_ARGS ?=
 bench: venv
 	$(PIP) install --quiet --disable-pip-version-check -r requirements-bench.txt
 	$(RELEASE_BUILD)
+	cargo build --locked -p relay365-demo --bin relay365-coldpath
 	$(PY) scripts/coldstart.py --out BENCHMARKS.coldstart.md
+	$(TARGET_DIR)/debug/relay365-coldpath --bin-dir $(TARGET_DIR)/release --python $(CURDIR)/$(PY) --out BENCHMARKS.coldpath.md $(COLDPATH_ARGS)
 	python3 scripts/bench.py
 
 ## The whole stack on this machine: moto, the Microsoft simulator, the five

@@ -7,7 +7,8 @@
 #   scripts/cold-check.sh                 # both steps, everything cold
 #   COLD_STEPS=demo scripts/cold-check.sh # only the demo timing
 #   WARM_CARGO_HOME=1 ...                 # reuse this machine's package cache
-#   COLD_DIR=/tmp/x ...                   # where to clone (kept afterwards)
+#   COLD_DIR=/tmp/x ...                   # where to clone (the clone and logs are kept)
+#   COLD_KEEP=1 ...                       # keep the target dir and CARGO_HOME too
 #   DEMO_PROFILE=release ...              # time the deploy build of the demo
 #
 # Prints the wall time of each step and leaves the logs in $COLD_DIR.
@@ -70,5 +71,10 @@ if [[ " $STEPS " == *" demo "* ]]; then
   wait "$pid" 2>/dev/null || true
   echo "cold-check: make demo (PROFILE=${DEMO_PROFILE:-dev}) $result: walk-through after $took s (log: $log)"
   [ "$result" = ready ] || status=1
+fi
+# The build is gigabytes; the logs are what the check leaves (COLD_KEEP=1 keeps all).
+if [ "${COLD_KEEP:-0}" != 1 ]; then
+  rm -rf "$CARGO_TARGET_DIR"
+  [ "${WARM_CARGO_HOME:-0}" = 1 ] || rm -rf "$DIR/cargo-home"
 fi
 exit $status

@@ -140,6 +140,13 @@ pub struct Sample {
     pub warm: Duration,
     /// Peak resident memory (VmHWM), bytes.
     pub peak_rss: u64,
+    /// CPU time the process used during init (all its threads).
+    pub init_cpu: Duration,
+    /// CPU time it used during the first invocation.
+    pub first_cpu: Duration,
+    /// The calls the first invocation made: AWS operations as moto counted
+    /// them, and Microsoft's token and Graph requests as the simulator did.
+    pub first_calls: BTreeMap<String, u32>,
     /// TLS handshakes during init: (service, accepted to finished).
     pub init_handshakes: Vec<(&'static str, Duration)>,
     /// TLS handshakes during the first invocation.
@@ -480,6 +487,23 @@ impl Bench {
         Ok(http_event("GET", u.path(), u.query().unwrap_or(""), &headers, b""))
     }
 
+    /// Every call counted so far: AWS operations, token and Graph requests.
+    fn calls(&self) -> BTreeMap<String, u32> {
+        let mut all: BTreeMap<String, u32> = self
+            .demo
+            .aws
+            .counts()
+            .into_iter()
+            .map(|(k, v)| (k.rsplit('.').next().unwrap_or(&k).to_string(), v))
+            .collect();
+        if let Some(sim) = &self.demo.sim {
+            let stats = sim.stats();
+            all.insert("token".into(), stats.token_requests);
+            all.insert("Graph".into(), stats.graph_requests);
+        }
+        all
+    }
+
     async fn sample(&self, path: PathKind, runtime: Runtime, mode: Mode, mb: u32, share: Option<&CpuShare>) -> Result<Sample, String> {
         let [cold, warm] = self.events(path, runtime).await?;
         let mut env = self.env.clone();
@@ -515,9 +539,20 @@ impl Bench {
         f.start().await.map_err(err("init"))?;
         let init = f.timings().ready.unwrap_or_default();
         let ready_at = spawned + init;
+        let pid = f.pid().unwrap_or(0);
+        let init_cpu = cpu_time(pid);
+        let calls_before = self.calls();
         let t0 = Instant::now();
         let first_answer = f.invoke(&cold).await.map_err(err("the first invocation"))?;
         let first = t0.elapsed();
+        let mut first_calls = self.calls();
+        for (k, v) in &calls_before {
+            if let Some(n) = first_calls.get_mut(k) {
+                *n = n.saturating_sub(*v);
+            }
+        }
+        first_calls.retain(|_, n| *n > 0);
+        let first_cpu = cpu_time(pid).saturating_sub(init_cpu);
         let t1 = Instant::now();
         let second_answer = f.invoke(&warm).await.map_err(err("the warm invocation"))?;
         let warm_took = t1.elapsed();
@@ -546,6 +581,9 @@ impl Bench {
             first,
             warm: warm_took,
             peak_rss,
+            init_cpu,
+            first_cpu,
+            first_calls,
             init_handshakes: handshakes(spawned, ready_at),
             first_handshakes: handshakes(t0, t0 + first),
         })
@@ -588,6 +626,20 @@ fn truncate(s: &str, n: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// CPU time a process has used so far, all threads (`/proc/PID/task/*/schedstat`,
+/// nanoseconds on a CPU).
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .sum();
+    Duration::from_nanos(ns)
 }
 
 /// VmHWM of a process, in bytes.
@@ -763,10 +815,10 @@ pub fn report(results: &Results, opts: &BenchOptions, command: &str) -> String {
     out.push(String::new());
     out.push(format!("### Where the time goes ({low} MB, phase-modelled)"));
     out.push(String::new());
-    out.push("TLS handshakes by host, accepted to finished (the client's CPU work is most of it): the median total per cold start.".into());
+    out.push("TLS handshakes by host, accepted to finished (the client's CPU work is most of it), as the median total per cold start; the rest of the first invocation is everything else (our code, and moto and the simulator answering); CPU time is what the process used on a core (all its threads, from `/proc/PID/task/*/schedstat`): at a share of s, each CPU millisecond of an invocation takes about 1/s milliseconds of wall time.".into());
     out.push(String::new());
-    out.push("| path | runtime | handshakes during init | handshakes during the first invocation | rest of the first invocation |".into());
-    out.push("|---|---|---|---|---|".into());
+    out.push("| path | runtime | handshakes during init | handshakes during the first invocation | rest of the first invocation | CPU time: init / first invocation | calls of the first invocation |".into());
+    out.push("|---|---|---|---|---|---|---|".into());
     for path in PathKind::ALL {
         for rt in [Runtime::Rust, Runtime::Python] {
             let samples = get(low, Mode::Phased, path, rt);
@@ -778,12 +830,20 @@ pub fn report(results: &Results, opts: &BenchOptions, command: &str) -> String {
                 ms(s.first) - s.first_handshakes.iter().map(|(_, d)| ms(*d)).sum::<f64>()
             }));
             out.push(format!(
-                "| {} | {} | {} | {} | {:.1} ms |",
+                "| {} | {} | {} | {} | {:.1} ms | {:.1} ms / {:.1} ms | {} |",
                 if rt == Runtime::Rust { path.label() } else { "" },
                 if rt == Runtime::Rust { "Rust" } else { "Python" },
                 steps(&handshake_medians(samples, false)),
                 steps(&first),
-                rest.0
+                rest.0,
+                stats(samples.iter().map(|s| ms(s.init_cpu))).0,
+                stats(samples.iter().map(|s| ms(s.first_cpu))).0,
+                samples[samples.len() / 2]
+                    .first_calls
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }

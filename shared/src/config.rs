@@ -340,4 +340,20 @@ mod tests {
         m.remove("RELAY365_APP_SECRET_ID");
         assert_eq!(Config::from_map(&m).unwrap_err().name, "RELAY365_APP_SECRET_ID");
     }
+
+    #[test]
+    fn a_local_test_ca_is_refused_outside_a_local_run() {
+        let ca = std::env::temp_dir().join(format!("relay365-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let file = ca.display().to_string();
+        let e = Config::from_map(&env(&[("RELAY365_LOCAL_CA_FILE", file.as_str())])).unwrap_err();
+        assert_eq!(e.name, "RELAY365_LOCAL_CA_FILE");
+        assert!(e.message.contains("RELAY365_LOCAL=1"), "{}", e.message);
+        let local = [("RELAY365_LOCAL", "1"), ("RELAY365_LOCAL_CA_FILE", file.as_str())];
+        assert!(Config::from_map(&env(&local)).is_ok());
+        let missing = [("RELAY365_LOCAL", "1"), ("RELAY365_LOCAL_CA_FILE", "/nonexistent/ca.pem")];
+        let e = Config::from_map(&env(&missing)).unwrap_err();
+        assert!(e.message.contains("cannot be read"), "{}", e.message);
+        let _ = std::fs::remove_file(ca);
+    }
 }

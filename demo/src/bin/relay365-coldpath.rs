@@ -50,7 +50,13 @@ async fn main() {
         rust_only: args.rust_only,
         work_dir: absolute(args.work_dir),
     };
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let sizes: Vec<String> = opts.memory_sizes.iter().map(u32::to_string).collect();
+    let command = format!(
+        "relay365-coldpath --reps {} --memory {}{}",
+        opts.reps,
+        sizes.join(","),
+        if opts.rust_only { " --rust-only" } else { "" }
+    );
     let results = match coldpath::run(opts.clone(), |line| eprintln!("{line}")).await {
         Ok(r) => r,
         Err(e) => {
