@@ -74,11 +74,7 @@ pub async fn authorize(connect_url: &str) -> Result<(String, String), String> {
 /// As [`sign_in`].
 pub async fn consent(http: &reqwest::Client, mut at: String) -> Result<String, String> {
     for _ in 0..3 {
-        let resp = http
-            .get(&at)
-            .send()
-            .await
-            .map_err(|e| format!("GET {at}: {e}"))?;
+        let resp = http.get(&at).send().await.map_err(|e| format!("GET {at}: {e}"))?;
         if resp.status() == 302 {
             return Ok(location(&resp));
         }

@@ -44,7 +44,10 @@ impl CpuShare {
         let dir = root.join(format!("relay365-{name}"));
         if !dir.is_dir() {
             std::fs::create_dir(&dir).map_err(|e| {
-                format!("cannot create the cgroup {} ({e}): CPU shares need root", dir.display())
+                format!(
+                    "cannot create the cgroup {} ({e}): CPU shares need root",
+                    dir.display()
+                )
             })?;
         }
         let quota = ((fraction * PERIOD_US as f64).round() as u64).max(1000);

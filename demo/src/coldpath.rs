@@ -49,6 +49,9 @@ pub struct BenchOptions {
     pub memory_sizes: Vec<u32>,
     /// Leave out the Python baseline.
     pub rust_only: bool,
+    /// The paths to measure (dispatch takes what the webhook's first
+    /// notification queued, so it needs that path too).
+    pub paths: Vec<PathKind>,
     /// For the CA, logs and the raw results.
     pub work_dir: PathBuf,
 }
@@ -117,6 +120,17 @@ impl PathKind {
         }
     }
 
+    /// The name `--paths` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Handshake => "handshake",
+            Self::Notification => "notification",
+            Self::Dispatch => "dispatch",
+            Self::SendMail => "send-mail",
+            Self::Callback => "callback",
+        }
+    }
+
     /// How the table names it.
     pub fn label(self) -> &'static str {
         match self {
@@ -171,6 +185,9 @@ pub struct Results {
     /// Why CPU shares could not be applied, when they could not (every
     /// figure is then at the machine's full speed, and the report says so).
     pub unthrottled: Option<String>,
+    /// How long the local servers take to answer one call, measured from
+    /// the harness over plain HTTP: (what, median milliseconds).
+    pub server_latency: Vec<(&'static str, f64)>,
 }
 
 /// The whole benchmark: the stack, the TLS fronts and the state both runtimes use.
@@ -201,7 +218,10 @@ fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> Result<Results, String> {
     let bench = Bench::start(opts).await?;
     progress("stack ready, mailbox connected, TLS fronts up");
-    let mut results = Results::default();
+    let mut results = Results {
+        server_latency: bench.server_latency().await,
+        ..Results::default()
+    };
     let runtimes: &[Runtime] = if bench.opts.rust_only {
         &[Runtime::Rust]
     } else {
@@ -216,11 +236,15 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> Result<Results,
                 None
             }
         };
-        let modes: &[Mode] = if share.is_some() { &[Mode::Phased, Mode::Throttled] } else { &[Mode::Phased] };
+        let modes: &[Mode] = if share.is_some() {
+            &[Mode::Phased, Mode::Throttled]
+        } else {
+            &[Mode::Phased]
+        };
         for &mode in modes {
             for &runtime in runtimes {
                 for rep in 0..bench.opts.reps {
-                    for path in PathKind::ALL {
+                    for &path in &bench.opts.paths {
                         let sample = bench
                             .sample(path, runtime, mode, mb, share.as_ref())
                             .await
@@ -231,7 +255,11 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> Result<Results,
                             ms(sample.init),
                             ms(sample.first)
                         ));
-                        results.samples.entry((mb, mode, path, runtime)).or_default().push(sample);
+                        results
+                            .samples
+                            .entry((mb, mode, path, runtime))
+                            .or_default()
+                            .push(sample);
                     }
                 }
             }
@@ -242,10 +270,16 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> Result<Results,
 
 impl Bench {
     async fn start(opts: BenchOptions) -> Result<Self, String> {
-        for path in PathKind::ALL {
+        if opts.paths.contains(&PathKind::Dispatch) && !opts.paths.contains(&PathKind::Notification) {
+            return Err("dispatch takes what the webhook's first notification queued: measure both".into());
+        }
+        for &path in &opts.paths {
             let binary = opts.bin_dir.join(path.function());
             if !binary.is_file() {
-                return Err(format!("{} is missing: run `make release` first", binary.display()));
+                return Err(format!(
+                    "{} is missing: run `make release` first",
+                    binary.display()
+                ));
             }
         }
         if !opts.rust_only && !opts.python.is_file() {
@@ -288,7 +322,10 @@ impl Bench {
         let sdk = demo.aws.sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let mut queues = BTreeMap::new();
-        for (runtime, name) in [(Runtime::Rust, "relay365-bench-rust.fifo"), (Runtime::Python, "relay365-bench-python.fifo")] {
+        for (runtime, name) in [
+            (Runtime::Rust, "relay365-bench-rust.fifo"),
+            (Runtime::Python, "relay365-bench-python.fifo"),
+        ] {
             let url = sqs
                 .create_queue()
                 .queue_name(name)
@@ -329,6 +366,15 @@ impl Bench {
         ] {
             set(&mut env, k, v);
         }
+        // `RUST_LOG=debug relay365-coldpath …` logs each step with its time
+        // (JSON lines in the work directory's logs/).
+        if let Ok(level) = std::env::var("RUST_LOG") {
+            set(&mut env, "RUST_LOG", level);
+            set(&mut env, "AWS_LAMBDA_LOG_FORMAT", "JSON".into());
+        }
+        for (k, v) in [] as [(&str, String); 0] {
+            set(&mut env, k, v);
+        }
 
         let bench = Self {
             login_plain: sim.url(),
@@ -344,7 +390,9 @@ impl Bench {
         let conn = bench.create_connection(CONNECTION, Some(&target)).await?;
         let (status, page) = crate::browser::sign_in(&conn).await?;
         if status != 200 || !page.contains("is connected") {
-            return Err(format!("the benchmark mailbox did not connect ({status}): {page}"));
+            return Err(format!(
+                "the benchmark mailbox did not connect ({status}): {page}"
+            ));
         }
         Ok(bench)
     }
@@ -371,8 +419,17 @@ impl Bench {
             source_ip: "127.0.0.1".into(),
             ..HttpRequest::default()
         };
-        let event = apigw::event("POST /connections", &[], &req, Some(DEMO_ACCESS_KEY_ID), "127.0.0.1");
-        let f = self.demo.function("connections").ok_or("no connections function")?;
+        let event = apigw::event(
+            "POST /connections",
+            &[],
+            &req,
+            Some(DEMO_ACCESS_KEY_ID),
+            "127.0.0.1",
+        );
+        let f = self
+            .demo
+            .function("connections")
+            .ok_or("no connections function")?;
         let resp = f.invoke(&event).await.map_err(err("POST /connections"))?;
         let created: Value = serde_json::from_str(resp["body"].as_str().unwrap_or("{}")).unwrap_or_default();
         created["connect_url"]
@@ -387,12 +444,22 @@ impl Bench {
         let mut out = Vec::new();
         for _ in 0..2 {
             out.push(match path {
-                PathKind::Handshake => {
-                    http_event("POST", "/notifications", "validationToken=Validation%3A+Testing+client+application+reachability", &[], b"")
-                }
+                PathKind::Handshake => http_event(
+                    "POST",
+                    "/notifications",
+                    "validationToken=Validation%3A+Testing+client+application+reachability",
+                    &[],
+                    b"",
+                ),
                 PathKind::Notification => {
                     let body = self.new_mail_notification()?;
-                    http_event("POST", "/notifications", "", &[("content-type", "application/json")], body.as_bytes())
+                    http_event(
+                        "POST",
+                        "/notifications",
+                        "",
+                        &[("content-type", "application/json")],
+                        body.as_bytes(),
+                    )
                 }
                 PathKind::Dispatch => self.queued(runtime).await?,
                 PathKind::SendMail => json!({"connection_id": CONNECTION, "to": ["customer@example.com"],
@@ -452,7 +519,13 @@ impl Bench {
             .ok_or("the webhook queued nothing for dispatch to take")?;
         let record = crate::sqs_record(m, arn);
         if let Some(handle) = m.receipt_handle() {
-            let _ = self.sqs.delete_message().queue_url(url).receipt_handle(handle).send().await;
+            let _ = self
+                .sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(handle)
+                .send()
+                .await;
         }
         Ok(json!({"Records": [record]}))
     }
@@ -466,8 +539,11 @@ impl Bench {
                 crate::browser::authorize(&link).await?
             }
             Runtime::Python => {
-                let mut url = url::Url::parse(&format!("{}/{DEMO_TENANT}/oauth2/v2.0/authorize", self.login_plain))
-                    .map_err(err("the authorize URL"))?;
+                let mut url = url::Url::parse(&format!(
+                    "{}/{DEMO_TENANT}/oauth2/v2.0/authorize",
+                    self.login_plain
+                ))
+                .map_err(err("the authorize URL"))?;
                 url.query_pairs_mut()
                     .append_pair("client_id", DEMO_CLIENT_ID)
                     .append_pair("response_type", "code")
@@ -475,7 +551,10 @@ impl Bench {
                     .append_pair("scope", "offline_access openid profile https://graph.microsoft.com/Mail.ReadWrite https://graph.microsoft.com/Mail.Send")
                     .append_pair("state", &format!("py-{n}"));
                 let http = relay365::https::client_for(true).map_err(err("an HTTP client"))?;
-                (crate::browser::consent(&http, url.to_string()).await?, String::new())
+                (
+                    crate::browser::consent(&http, url.to_string()).await?,
+                    String::new(),
+                )
             }
         };
         let u = url::Url::parse(&callback).map_err(err("the callback URL"))?;
@@ -484,7 +563,49 @@ impl Bench {
         } else {
             vec![("cookie", cookie.as_str())]
         };
-        Ok(http_event("GET", u.path(), u.query().unwrap_or(""), &headers, b""))
+        Ok(http_event(
+            "GET",
+            u.path(),
+            u.query().unwrap_or(""),
+            &headers,
+            b"",
+        ))
+    }
+
+    /// Median time of 20 calls to each local server, from the harness: what
+    /// each call of a function costs here besides its own work and TLS.
+    async fn server_latency(&self) -> Vec<(&'static str, f64)> {
+        let sdk = self.demo.aws.sdk_config().await;
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let http = relay365::https::client_for(true).ok();
+        let mut get_item = Vec::new();
+        let mut sim = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let _ = ddb
+                .get_item()
+                .table_name(&self.demo.resources.table)
+                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("conn#".into()))
+                .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("probe".into()))
+                .send()
+                .await;
+            get_item.push(ms(t.elapsed()));
+            if let Some(http) = &http {
+                let t = Instant::now();
+                let url = format!(
+                    "{}/{DEMO_TENANT}/v2.0/.well-known/openid-configuration",
+                    self.login_plain
+                );
+                if let Ok(r) = http.get(url).send().await {
+                    let _ = r.bytes().await;
+                }
+                sim.push(ms(t.elapsed()));
+            }
+        }
+        vec![
+            ("moto (DynamoDB GetItem)", stats(get_item.into_iter()).0),
+            ("the Microsoft simulator (a GET)", stats(sim.into_iter()).0),
+        ]
     }
 
     /// Every call counted so far: AWS operations, token and Graph requests.
@@ -504,7 +625,14 @@ impl Bench {
         all
     }
 
-    async fn sample(&self, path: PathKind, runtime: Runtime, mode: Mode, mb: u32, share: Option<&CpuShare>) -> Result<Sample, String> {
+    async fn sample(
+        &self,
+        path: PathKind,
+        runtime: Runtime,
+        mode: Mode,
+        mb: u32,
+        share: Option<&CpuShare>,
+    ) -> Result<Sample, String> {
         let [cold, warm] = self.events(path, runtime).await?;
         let mut env = self.env.clone();
         env.push(("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), mb.to_string()));
@@ -513,15 +641,32 @@ impl Bench {
             Runtime::Rust => (self.opts.bin_dir.join(path.function()), Vec::new()),
             Runtime::Python => {
                 env.push(("BASELINE_FUNCTION".into(), path.python_handler().into()));
-                (self.opts.python.clone(), vec![self.opts.baseline.display().to_string()])
+                (
+                    self.opts.python.clone(),
+                    vec![self.opts.baseline.display().to_string()],
+                )
             }
         };
         let group = share.map(|s| s.dir().to_path_buf());
         let cpu = match mode {
-            Mode::Phased => CpuPlacement { init: None, invoke: group },
-            Mode::Throttled => CpuPlacement { init: group.clone(), invoke: group },
+            Mode::Phased => CpuPlacement {
+                init: None,
+                invoke: group,
+            },
+            Mode::Throttled => CpuPlacement {
+                init: group.clone(),
+                invoke: group,
+            },
         };
-        let name = format!("{}-{}", path.function(), if runtime == Runtime::Rust { "rust" } else { "python" });
+        let name = format!(
+            "{}-{}",
+            path.function(),
+            if runtime == Runtime::Rust {
+                "rust"
+            } else {
+                "python"
+            }
+        );
         let f = Function::new(Spec {
             name: name.clone(),
             binary,
@@ -596,11 +741,16 @@ fn http_event(method: &str, path: &str, query: &str, headers: &[(&str, &str)], b
         method: method.into(),
         path: path.into(),
         query: query.into(),
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         body: body.to_vec(),
         source_ip: "203.0.113.9".into(),
     };
-    let (route, params) = apigw::find(method, path).map(|(r, p)| (r.key(), p)).unwrap_or_else(|| ("$default".into(), Vec::new()));
+    let (route, params) = apigw::find(method, path)
+        .map(|(r, p)| (r.key(), p))
+        .unwrap_or_else(|| ("$default".into(), Vec::new()));
     apigw::event(&route, &params, &req, None, "relay.example")
 }
 
@@ -608,16 +758,26 @@ fn http_event(method: &str, path: &str, query: &str, headers: &[(&str, &str)], b
 fn check(path: PathKind, answer: &Value) -> Result<(), String> {
     let status = answer["statusCode"].as_u64();
     let ok = match path {
-        PathKind::Handshake => status == Some(200) && answer["body"].as_str().is_some_and(|b| b.starts_with("Validation")),
+        PathKind::Handshake => {
+            status == Some(200)
+                && answer["body"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("Validation"))
+        }
         PathKind::Notification => status == Some(202),
         PathKind::Dispatch => answer["batchItemFailures"].as_array().is_some_and(Vec::is_empty),
-        PathKind::SendMail => answer.get("error").is_none() && answer["statusCode"].as_u64().is_none_or(|s| s < 300),
+        PathKind::SendMail => {
+            answer.get("error").is_none() && answer["statusCode"].as_u64().is_none_or(|s| s < 300)
+        }
         PathKind::Callback => status == Some(200),
     };
     if ok {
         Ok(())
     } else {
-        Err(format!("unexpected answer: {}", truncate(&answer.to_string(), 400)))
+        Err(format!(
+            "unexpected answer: {}",
+            truncate(&answer.to_string(), 400)
+        ))
     }
 }
 
@@ -698,7 +858,11 @@ fn cell((median, worst): (f64, f64)) -> String {
 fn handshake_medians(samples: &[Sample], first: bool) -> Vec<(&'static str, f64, usize)> {
     let mut services: Vec<&'static str> = Vec::new();
     for s in samples {
-        let list = if first { &s.first_handshakes } else { &s.init_handshakes };
+        let list = if first {
+            &s.first_handshakes
+        } else {
+            &s.init_handshakes
+        };
         for (name, _) in list {
             if !services.contains(name) {
                 services.push(name);
@@ -711,8 +875,16 @@ fn handshake_medians(samples: &[Sample], first: bool) -> Vec<(&'static str, f64,
             let per: Vec<(f64, usize)> = samples
                 .iter()
                 .map(|s| {
-                    let list = if first { &s.first_handshakes } else { &s.init_handshakes };
-                    let hits: Vec<f64> = list.iter().filter(|(n, _)| *n == name).map(|(_, d)| ms(*d)).collect();
+                    let list = if first {
+                        &s.first_handshakes
+                    } else {
+                        &s.init_handshakes
+                    };
+                    let hits: Vec<f64> = list
+                        .iter()
+                        .filter(|(n, _)| *n == name)
+                        .map(|(_, d)| ms(*d))
+                        .collect();
                     (hits.iter().sum(), hits.len())
                 })
                 .collect();
@@ -743,8 +915,11 @@ fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
@@ -755,14 +930,20 @@ fn machine() -> String {
 /// The Markdown section `make bench` puts into BENCHMARKS.md.
 pub fn report(results: &Results, opts: &BenchOptions, command: &str) -> String {
     let get = |mb: u32, mode: Mode, path: PathKind, rt: Runtime| {
-        results.samples.get(&(mb, mode, path, rt)).map(Vec::as_slice).unwrap_or(&[])
+        results
+            .samples
+            .get(&(mb, mode, path, rt))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     };
     let mut out = Vec::new();
     out.push("## The cold path over TLS, at Lambda's CPU shares".to_string());
     out.push(String::new());
     out.push(format!(
-        "`make bench` runs `{command}` (`demo/src/coldpath.rs`). Machine: {}; release binaries, x86-64; CPU shares through cgroup v1 `cpu.cfs_quota_us` over a 100 ms period. Medians of {} cold starts per row, the worst in parentheses.",
+        "`make bench` runs `{command}` (`demo/src/coldpath.rs`). Machine: {}; the binaries of `target/{}` ({}); CPU shares through cgroup v1 `cpu.cfs_quota_us` over a 100 ms period. Medians of {} cold starts per row, the worst in parentheses.",
         machine(),
+        opts.bin_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::env::consts::ARCH,
         opts.reps
     ));
     out.push(String::new());
@@ -773,7 +954,10 @@ pub fn report(results: &Results, opts: &BenchOptions, command: &str) -> String {
     out.push("Each sample starts a new process (the function's release binary, or the Python baseline `scripts/python_baseline.py` with boto3, msal and requests) under a local Lambda Runtime API, with every host it calls behind real TLS on loopback: Secrets Manager, SQS and DynamoDB (moto, each service its own endpoint as in AWS), Microsoft's login and Graph hosts (the simulator) and the flow's target, all with an RSA-2048 chain (root, intermediate, leaf) from a test CA the processes trust only in this local run. The state is real: a mailbox connected through the stack, a new mail per notification, and dispatch's events are what that run's webhook queued. **init** is process start to the first `GET /next`; **first** is the first invocation, handed over to answered; **cold** is init + first, what the caller of a cold start waits for (Lambda's own sandbox start comes on top); **warm** is a second invocation in the same process. In the phase-modelled columns init runs with the whole machine (Lambda gives init a burst: two unthrottled vCPUs up to 3 GB, as measured by bitesizedserverless.com) and invocations at the memory size's share; **fully throttled** runs both phases at the share.".to_string());
     for &mb in &opts.memory_sizes {
         out.push(String::new());
-        out.push(format!("### {mb} MB ({:.1} % of one core)", lambda_share(mb) * 100.0));
+        out.push(format!(
+            "### {mb} MB ({:.1} % of one core)",
+            lambda_share(mb) * 100.0
+        ));
         out.push(String::new());
         out.push("| path | runtime | init | first | cold (phase-modelled) | cold, fully throttled | warm | peak RSS |".into());
         out.push("|---|---|---|---|---|---|---|---|".into());
@@ -826,9 +1010,11 @@ pub fn report(results: &Results, opts: &BenchOptions, command: &str) -> String {
                 continue;
             }
             let first = handshake_medians(samples, true);
-            let rest = stats(samples.iter().map(|s| {
-                ms(s.first) - s.first_handshakes.iter().map(|(_, d)| ms(*d)).sum::<f64>()
-            }));
+            let rest = stats(
+                samples
+                    .iter()
+                    .map(|s| ms(s.first) - s.first_handshakes.iter().map(|(_, d)| ms(*d)).sum::<f64>()),
+            );
             out.push(format!(
                 "| {} | {} | {} | {} | {:.1} ms | {:.1} ms / {:.1} ms | {} |",
                 if rt == Runtime::Rust { path.label() } else { "" },
@@ -846,6 +1032,19 @@ pub fn report(results: &Results, opts: &BenchOptions, command: &str) -> String {
                     .join(", ")
             ));
         }
+    }
+
+    if !results.server_latency.is_empty() {
+        out.push(String::new());
+        let parts: Vec<String> = results
+            .server_latency
+            .iter()
+            .map(|(what, m)| format!("{what} {m:.1} ms"))
+            .collect();
+        out.push(format!(
+            "Each call also waits for the local server that answers it; a median call from the harness, without TLS, takes: {}. Deployed, these are AWS's and Microsoft's latencies instead (AWS describes DynamoDB's as single-digit milliseconds), so a row with many calls says as much about the servers as about the function.",
+            parts.join(", ")
+        ));
     }
 
     // The targets, at the smallest share.
@@ -897,10 +1096,28 @@ pub fn report(results: &Results, opts: &BenchOptions, command: &str) -> String {
     out.push("| memory | webhook cold first notification | dispatch cold first event | warm webhook + dispatch | cost per million notifications |".into());
     out.push("|---|---|---|---|---|".into());
     for &mb in &opts.memory_sizes {
-        let wh = stats(get(mb, Mode::Phased, PathKind::Notification, Runtime::Rust).iter().map(|s| ms(s.cold())));
-        let dp = stats(get(mb, Mode::Phased, PathKind::Dispatch, Runtime::Rust).iter().map(|s| ms(s.cold())));
-        let warm_wh = stats(get(mb, Mode::Phased, PathKind::Notification, Runtime::Rust).iter().map(|s| ms(s.warm))).0;
-        let warm_dp = stats(get(mb, Mode::Phased, PathKind::Dispatch, Runtime::Rust).iter().map(|s| ms(s.warm))).0;
+        let wh = stats(
+            get(mb, Mode::Phased, PathKind::Notification, Runtime::Rust)
+                .iter()
+                .map(|s| ms(s.cold())),
+        );
+        let dp = stats(
+            get(mb, Mode::Phased, PathKind::Dispatch, Runtime::Rust)
+                .iter()
+                .map(|s| ms(s.cold())),
+        );
+        let warm_wh = stats(
+            get(mb, Mode::Phased, PathKind::Notification, Runtime::Rust)
+                .iter()
+                .map(|s| ms(s.warm)),
+        )
+        .0;
+        let warm_dp = stats(
+            get(mb, Mode::Phased, PathKind::Dispatch, Runtime::Rust)
+                .iter()
+                .map(|s| ms(s.warm)),
+        )
+        .0;
         let billed_s = (warm_wh.ceil() + warm_dp.ceil()) / 1000.0;
         let cost = 1e6 * (2.0 * PRICE_PER_REQUEST + billed_s * f64::from(mb) / 1024.0 * PRICE_PER_GB_SECOND);
         out.push(format!(

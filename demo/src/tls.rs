@@ -49,7 +49,9 @@ impl TestCa {
         };
         let root_key = key()?;
         let root_params = ca_params("relay365 benchmark root")?;
-        let root = root_params.self_signed(&root_key).map_err(rcgen_error("the root"))?;
+        let root = root_params
+            .self_signed(&root_key)
+            .map_err(rcgen_error("the root"))?;
         let root_issuer = Issuer::new(root_params, root_key);
         let mid_key = key()?;
         let mid_params = ca_params("relay365 benchmark intermediate")?;
@@ -60,8 +62,13 @@ impl TestCa {
         let leaf_key = key()?;
         let mut leaf_params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .map_err(rcgen_error("leaf parameters"))?;
-        leaf_params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
-        leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        leaf_params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let leaf = leaf_params
             .signed_by(&leaf_key, &mid_issuer)
@@ -82,7 +89,8 @@ impl TestCa {
         server.send_tls13_tickets = 0;
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let root_pem_file = dir.join("ca.pem");
-        std::fs::write(&root_pem_file, root.pem()).map_err(|e| format!("{}: {e}", root_pem_file.display()))?;
+        std::fs::write(&root_pem_file, root.pem())
+            .map_err(|e| format!("{}: {e}", root_pem_file.display()))?;
         Ok(Self {
             root_pem_file,
             server: Arc::new(server),
@@ -147,11 +155,15 @@ impl TlsProxy {
                 let (acceptor, timeline) = (acceptor.clone(), timeline.clone());
                 tokio::spawn(async move {
                     let _ = tcp.set_nodelay(true);
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     if let Some(c) = timeline.lock().unwrap_or_else(|p| p.into_inner()).get_mut(index) {
                         c.handshake_done = Some(Instant::now());
                     }
-                    let Ok(mut plain) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     let _ = plain.set_nodelay(true);
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
                 });
@@ -168,7 +180,9 @@ impl TlsProxy {
 pub fn socket_of(url: &str) -> Result<SocketAddr, String> {
     let u = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
     let host = u.host_str().ok_or_else(|| format!("{url} has no host"))?;
-    let port = u.port_or_known_default().ok_or_else(|| format!("{url} has no port"))?;
+    let port = u
+        .port_or_known_default()
+        .ok_or_else(|| format!("{url} has no port"))?;
     format!("{host}:{port}")
         .parse()
         .map_err(|e| format!("{url}: {e}"))

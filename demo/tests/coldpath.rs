@@ -20,10 +20,15 @@ async fn the_cold_path_bench_runs_every_path_over_tls_and_reports_each() {
         reps: 1,
         memory_sizes: vec![1024],
         rust_only: true,
+        paths: PathKind::ALL.to_vec(),
         work_dir: work.clone(),
     };
     let results = coldpath::run(opts.clone(), |_| ()).await.unwrap();
-    let modes: &[Mode] = if results.unthrottled.is_some() { &[Mode::Phased] } else { &[Mode::Phased, Mode::Throttled] };
+    let modes: &[Mode] = if results.unthrottled.is_some() {
+        &[Mode::Phased]
+    } else {
+        &[Mode::Phased, Mode::Throttled]
+    };
     for &mode in modes {
         for path in PathKind::ALL {
             let samples = &results.samples[&(1024, mode, path, Runtime::Rust)];
@@ -31,11 +36,19 @@ async fn the_cold_path_bench_runs_every_path_over_tls_and_reports_each() {
             let s = &samples[0];
             assert!(s.peak_rss > 0, "{path:?}: no peak RSS was read");
             // Every path but the handshake calls AWS or Microsoft, each call over TLS.
-            let handshakes: Vec<&str> = s.init_handshakes.iter().chain(&s.first_handshakes).map(|(n, _)| *n).collect();
+            let handshakes: Vec<&str> = s
+                .init_handshakes
+                .iter()
+                .chain(&s.first_handshakes)
+                .map(|(n, _)| *n)
+                .collect();
             match path {
                 PathKind::Handshake => assert!(handshakes.is_empty(), "{handshakes:?}"),
                 PathKind::Notification => {
-                    assert!(handshakes.contains(&"secretsmanager") && handshakes.contains(&"sqs"), "{handshakes:?}");
+                    assert!(
+                        handshakes.contains(&"secretsmanager") && handshakes.contains(&"sqs"),
+                        "{handshakes:?}"
+                    );
                 }
                 PathKind::Dispatch => {
                     for host in ["dynamodb", "login", "graph", "target"] {
@@ -55,6 +68,9 @@ async fn the_cold_path_bench_runs_every_path_over_tls_and_reports_each() {
         assert!(report.contains(path.label()), "{report}");
     }
     assert!(report.contains("### 1024 MB"), "{report}");
-    assert!(report.contains("| 1024 MB |"), "the cost table has no row: {report}");
+    assert!(
+        report.contains("| 1024 MB |"),
+        "the cost table has no row: {report}"
+    );
     let _ = std::fs::remove_dir_all(work);
 }

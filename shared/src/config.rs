@@ -351,7 +351,10 @@ mod tests {
         assert!(e.message.contains("RELAY365_LOCAL=1"), "{}", e.message);
         let local = [("RELAY365_LOCAL", "1"), ("RELAY365_LOCAL_CA_FILE", file.as_str())];
         assert!(Config::from_map(&env(&local)).is_ok());
-        let missing = [("RELAY365_LOCAL", "1"), ("RELAY365_LOCAL_CA_FILE", "/nonexistent/ca.pem")];
+        let missing = [
+            ("RELAY365_LOCAL", "1"),
+            ("RELAY365_LOCAL_CA_FILE", "/nonexistent/ca.pem"),
+        ];
         let e = Config::from_map(&env(&missing)).unwrap_err();
         assert!(e.message.contains("cannot be read"), "{}", e.message);
         let _ = std::fs::remove_file(ca);

@@ -24,10 +24,6 @@ use crate::web::signing::{Signer, WeakKey};
 /// `RELAY365_SECRET_TTL_SECONDS` says less.
 pub const SECRET_TTL: Duration = Duration::from_secs(300);
 
-/// The longest init spends opening connections ([`Services::warm_up`]): an
-/// unreachable host must not hold a cold start back.
-pub const WARM_UP_LIMIT: Duration = Duration::from_secs(2);
-
 /// The function cannot start; the message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -217,37 +213,6 @@ impl Services {
             (config.signing_key_secret_id.as_str(), signing_key),
         ]));
         Self::with_stores(config, store, Store::memory()).await
-    }
-
-    /// Opens, during init, the connections a function's first request will
-    /// certainly need: the state table, Microsoft's login host and Graph
-    /// (Secrets Manager is open already: init reads two secrets). Lambda runs
-    /// init with a CPU burst and each invocation at the memory size's share,
-    /// where a TLS handshake costs many times more (BENCHMARKS.md, "The cold
-    /// path"). Each request is one a caller cannot notice: a read of a state
-    /// item that never exists, the login host's public OpenID discovery
-    /// document, and an unauthenticated `GET /v1.0/` (Graph answers 401).
-    /// Failures are ignored, and the whole is bounded by [`WARM_UP_LIMIT`]:
-    /// the first request then connects as before and reports any real error.
-    pub async fn warm_up(&self) {
-        let login = format!(
-            "{}/organizations/v2.0/.well-known/openid-configuration",
-            self.config.login_base(self.config.cloud)
-        );
-        let graph = format!("{}/v1.0/", self.config.graph_base(self.config.cloud));
-        let get = |url: String| {
-            let http = self.http.clone();
-            async move {
-                // Reading the body returns the connection to the pool.
-                if let Ok(resp) = http.get(&url).send().await {
-                    let _ = resp.bytes().await;
-                }
-            }
-        };
-        let all = futures_util::future::join3(self.state.warm_up(), get(login), get(graph));
-        if tokio::time::timeout(WARM_UP_LIMIT, all).await.is_err() {
-            tracing::debug!("opening connections during init took longer than {WARM_UP_LIMIT:?}");
-        }
     }
 
     /// The signer, the signing key secret re-read when the last read is

@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! relay365-coldpath [--bin-dir target/release] [--reps 5] [--memory 128,1024]
-//!                   [--rust-only] [--out BENCHMARKS.coldpath.md]
+//!                   [--rust-only] [--paths handshake,notification,...]
+//!                   [--out BENCHMARKS.coldpath.md]
 //! ```
 
 use std::path::PathBuf;
 
 use clap::Parser;
-use relay365_demo::coldpath::{self, BenchOptions};
+use relay365_demo::coldpath::{self, BenchOptions, PathKind};
 
 /// The cold path over TLS at Lambda's CPU shares, with the Python baseline.
 #[derive(Parser)]
@@ -26,6 +27,9 @@ struct Args {
     /// Leave out the Python baseline.
     #[arg(long)]
     rust_only: bool,
+    /// Only these paths: handshake, notification, dispatch, send-mail, callback.
+    #[arg(long, value_delimiter = ',')]
+    paths: Vec<String>,
     /// The virtualenv's Python (boto3, msal, requests).
     #[arg(long, default_value = ".venv/bin/python")]
     python: PathBuf,
@@ -41,7 +45,23 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let mut paths = Vec::new();
+    for name in &args.paths {
+        match PathKind::ALL.iter().find(|p| p.name() == name) {
+            Some(p) => paths.push(*p),
+            None => {
+                eprintln!(
+                    "relay365-coldpath: --paths takes handshake, notification, dispatch, send-mail or callback, not {name:?}"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    if paths.is_empty() {
+        paths = PathKind::ALL.to_vec();
+    }
     let opts = BenchOptions {
+        paths,
         bin_dir: absolute(args.bin_dir),
         python: absolute(args.python),
         baseline: absolute(PathBuf::from("scripts/python_baseline.py")),
@@ -51,12 +71,18 @@ async fn main() {
         work_dir: absolute(args.work_dir),
     };
     let sizes: Vec<String> = opts.memory_sizes.iter().map(u32::to_string).collect();
-    let command = format!(
-        "relay365-coldpath --reps {} --memory {}{}",
+    let mut command = format!(
+        "relay365-coldpath --reps {} --memory {}",
         opts.reps,
-        sizes.join(","),
-        if opts.rust_only { " --rust-only" } else { "" }
+        sizes.join(",")
     );
+    if opts.rust_only {
+        command.push_str(" --rust-only");
+    }
+    if opts.paths.len() < PathKind::ALL.len() {
+        let names: Vec<&str> = opts.paths.iter().map(|p| p.name()).collect();
+        command.push_str(&format!(" --paths {}", names.join(",")));
+    }
     let results = match coldpath::run(opts.clone(), |line| eprintln!("{line}")).await {
         Ok(r) => r,
         Err(e) => {

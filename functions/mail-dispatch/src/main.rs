@@ -8,7 +8,6 @@ use mail_dispatch::Dispatcher;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let dispatcher = Dispatcher::from_env().await?;
-    dispatcher.services.warm_up().await;
     let dispatcher = &dispatcher;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         // The invocation's deadline (unix milliseconds) as an instant.

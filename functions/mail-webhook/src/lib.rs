@@ -104,17 +104,6 @@ impl Webhook {
         }
     }
 
-    /// Reads the signing key and opens the queue's connection now, during
-    /// init, when Lambda gives the container a CPU burst: at a small memory
-    /// size the first notification would otherwise pay both TLS handshakes
-    /// at the invocation's share (BENCHMARKS.md, "The cold path"). Bounded by
-    /// [`relay365::services::WARM_UP_LIMIT`]; a failure here is reported by
-    /// the first notification that needs the key or the queue, as before.
-    pub async fn warm_up(&self) {
-        let both = futures_util::future::join(self.signer(), self.queue.warm_up());
-        let _ = tokio::time::timeout(relay365::services::WARM_UP_LIMIT, both).await;
-    }
-
     async fn signer(&self) -> Result<Arc<Signer>, String> {
         let value = self
             .signer

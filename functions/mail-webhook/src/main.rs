@@ -12,7 +12,6 @@ use mail_webhook::Webhook;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let webhook = Webhook::from_env()?;
-    webhook.warm_up().await;
     let webhook = &webhook;
     run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

@@ -6,7 +6,6 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let services = relay365::services::Services::from_env().await?;
-    services.warm_up().await;
     let services = &services;
     run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

@@ -9,7 +9,6 @@ use send_mail::Sender;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let services = relay365::services::Services::from_env().await?;
-    services.warm_up().await;
     let sender = Sender::new(&services);
     let sender = &sender;
     run(service_fn(

@@ -70,10 +70,6 @@ pub struct QueueError {
 pub trait Queue: Send + Sync {
     /// Sends all of them, or fails.
     async fn send(&self, items: &[QueuedNotification]) -> Result<(), QueueError>;
-
-    /// Opens the connection the first send will use (during init), without
-    /// sending anything; errors are the first send's to report.
-    async fn warm_up(&self) {}
 }
 
 /// [`Queue`] on an SQS FIFO queue.
@@ -104,18 +100,6 @@ impl SqsQueue {
 
 #[async_trait]
 impl Queue for SqsQueue {
-    async fn warm_up(&self) {
-        let _ = self
-            .client
-            .get()
-            .await
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await;
-    }
-
     async fn send(&self, items: &[QueuedNotification]) -> Result<(), QueueError> {
         use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
         let total = items.len();

@@ -459,13 +459,6 @@ impl Store {
         Self::new(Arc::new(DynamoTable { client, name }))
     }
 
-    /// Opens the connection to the table with a read of an item that never
-    /// exists (for [`crate::services::Services::warm_up`]); any error is the
-    /// first real request's to report.
-    pub async fn warm_up(&self) {
-        let _ = self.table.get(&conn_pk(""), "warm-up").await;
-    }
-
     /// A connection with its subscriptions, read fresh; `None` when it does not exist.
     ///
     /// # Errors

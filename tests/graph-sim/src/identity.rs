@@ -23,7 +23,10 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/{tenant}/v2.0/adminconsent", get(admin_consent))
-        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid_configuration))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
 }
 
 /// The tenant's OpenID Connect discovery document (the fields MSAL and

@@ -347,7 +347,12 @@ impl Sim {
     /// The notifications held since the last call: (notification URL, the
     /// JSON body Graph would have POSTed there).
     pub fn take_held_notifications(&self) -> Vec<(String, serde_json::Value)> {
-        self.with(|s| s.held_notifications.as_mut().map(std::mem::take).unwrap_or_default())
+        self.with(|s| {
+            s.held_notifications
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
+        })
     }
 
     /// Graph "forgets" to notify this fraction of changes (0.0 to 1.0) and

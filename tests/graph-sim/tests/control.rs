@@ -148,3 +148,57 @@ async fn mail_can_be_delivered_and_sent_mail_read_over_http() {
         .unwrap();
     assert_eq!(sent, json!({"value": []}));
 }
+
+/// What MSAL and other libraries read: the tenant's OpenID discovery
+/// document (on the URL callers reach the simulator at) and an ID token
+/// with Microsoft's v2.0 claims.
+#[tokio::test]
+async fn discovery_and_id_tokens_carry_what_libraries_read() {
+    let sim = sim().await;
+    sim.set_interactive_consent(false);
+    sim.set_advertised_url("https://127.0.0.1:4443/");
+    let doc: Value = client()
+        .get(format!("{}/{TENANT}/v2.0/.well-known/openid-configuration", sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["token_endpoint"], format!("https://127.0.0.1:4443/{TENANT}/oauth2/v2.0/token"));
+    assert_eq!(doc["authorization_endpoint"], format!("https://127.0.0.1:4443/{TENANT}/oauth2/v2.0/authorize"));
+
+    let url = authorize(&sim, &[]).replace("offline_access+Mail.Read", "offline_access+openid+Mail.Read");
+    let resp = client().get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    let back = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    let code = back.query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
+    let token: Value = client()
+        .post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.url()))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", CLIENT),
+            ("client_secret", "s"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("scope", "offline_access openid Mail.Read"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_token = token["id_token"].as_str().unwrap_or_else(|| panic!("{token}"));
+    let payload = id_token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    for claim in ["sub", "oid", "tid", "aud", "iss", "exp", "preferred_username"] {
+        assert!(!claims[claim].is_null(), "{claim} missing from {claims}");
+    }
+    assert_eq!(claims["tid"], TENANT);
+    assert_eq!(claims["aud"], CLIENT);
+    assert_eq!(claims["oid"], "u1");
+    assert_eq!(claims["preferred_username"], "ann@contoso.com");
+}

@@ -53,6 +53,11 @@ pub async fn serve_on(
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // Every answer goes out at once: with Nagle's algorithm a response
+    // written in two parts would wait for the client's delayed ACK (40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -89,6 +94,12 @@ where
     check().await
 }
 
+/// `moto_server`, with TCP_NODELAY on every connection it accepts.
+const MOTO_NODELAY: &str = "import socketserver, sys\n\
+socketserver.StreamRequestHandler.disable_nagle_algorithm = True\n\
+from moto.server import main\n\
+sys.exit(main(sys.argv[1:]))\n";
+
 fn moto_binary() -> String {
     if let Ok(p) = std::env::var("RELAY365_MOTO_SERVER") {
         return p;
@@ -121,7 +132,20 @@ impl Aws {
     /// Starts moto and the proxy; returns once moto answers.
     pub async fn start() -> Self {
         let port = free_port();
-        let moto = tokio::process::Command::new(moto_binary())
+        let binary = moto_binary();
+        // moto's server (werkzeug) writes a response's headers and body in two
+        // segments with Nagle's algorithm on, so every answer waits for the
+        // client's delayed ACK (40 ms on Linux). Run it with TCP_NODELAY,
+        // through the Python next to it, when there is one.
+        let python = std::path::Path::new(&binary).with_file_name("python");
+        let mut command = if python.exists() {
+            let mut c = tokio::process::Command::new(python);
+            c.args(["-c", MOTO_NODELAY]);
+            c
+        } else {
+            tokio::process::Command::new(&binary)
+        };
+        let moto = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -223,8 +247,12 @@ async fn forward(State((state, moto)): State<(Arc<ProxyState>, String)>, req: Re
     if state.down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();
     }
+    // TCP_NODELAY on this side too: a request's head and body must not wait
+    // for moto's delayed ACK either.
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
     let client: Client<_, http_body_util::Full<axum::body::Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+        Client::builder(TokioExecutor::new()).build(connector);
     let uri = format!(
         "{moto}{}",
         parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
