@@ -158,21 +158,35 @@ async fn discovery_and_id_tokens_carry_what_libraries_read() {
     sim.set_interactive_consent(false);
     sim.set_advertised_url("https://127.0.0.1:4443/");
     let doc: Value = client()
-        .get(format!("{}/{TENANT}/v2.0/.well-known/openid-configuration", sim.url()))
+        .get(format!(
+            "{}/{TENANT}/v2.0/.well-known/openid-configuration",
+            sim.url()
+        ))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(doc["token_endpoint"], format!("https://127.0.0.1:4443/{TENANT}/oauth2/v2.0/token"));
-    assert_eq!(doc["authorization_endpoint"], format!("https://127.0.0.1:4443/{TENANT}/oauth2/v2.0/authorize"));
+    assert_eq!(
+        doc["token_endpoint"],
+        format!("https://127.0.0.1:4443/{TENANT}/oauth2/v2.0/token")
+    );
+    assert_eq!(
+        doc["authorization_endpoint"],
+        format!("https://127.0.0.1:4443/{TENANT}/oauth2/v2.0/authorize")
+    );
 
     let url = authorize(&sim, &[]).replace("offline_access+Mail.Read", "offline_access+openid+Mail.Read");
     let resp = client().get(url).send().await.unwrap();
     assert_eq!(resp.status(), 302);
     let back = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
-    let code = back.query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
+    let code = back
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .to_string();
     let token: Value = client()
         .post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.url()))
         .form(&[
@@ -192,8 +206,12 @@ async fn discovery_and_id_tokens_carry_what_libraries_read() {
     let id_token = token["id_token"].as_str().unwrap_or_else(|| panic!("{token}"));
     let payload = id_token.split('.').nth(1).unwrap();
     use base64::Engine;
-    let claims: Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
     for claim in ["sub", "oid", "tid", "aud", "iss", "exp", "preferred_username"] {
         assert!(!claims[claim].is_null(), "{claim} missing from {claims}");
     }
