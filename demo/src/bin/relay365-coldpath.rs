@@ -91,11 +91,11 @@ async fn main() {
         }
     };
     let text = coldpath::report(&results, &opts, &command);
-    if let Some(out) = args.out {
-        if let Err(e) = std::fs::write(&out, &text) {
-            eprintln!("relay365-coldpath: cannot write {}: {e}", out.display());
-            std::process::exit(1);
-        }
+    if let Some(out) = args.out
+        && let Err(e) = std::fs::write(&out, &text)
+    {
+        eprintln!("relay365-coldpath: cannot write {}: {e}", out.display());
+        std::process::exit(1);
     }
     println!("{text}");
 }

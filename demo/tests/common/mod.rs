@@ -1,6 +1,6 @@
 //! What the binary end-to-end tests share: where the release binaries are,
 //! a browser-like client, and the sign-in a person does.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 use std::path::PathBuf;
 
