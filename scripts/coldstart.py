@@ -176,9 +176,6 @@ def main():
         "RELAY365_EVENT_SIGNING_SECRET_ID": "relay365/event-signing-key",
         "RELAY365_SECRET_STORE": f"file:{store}", "RELAY365_PUBLIC_URL": "https://relay.example",
         "RELAY365_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q.fifo",
-        # No network here: the webhook's init opens its queue's connection, and
-        # this endpoint refuses at once (the network path is relay365-coldpath's).
-        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
     }
     rows = []
     for name, event in EVENTS.items():

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -199,8 +200,7 @@ struct Bench {
     env: Vec<(String, String)>,
     queues: BTreeMap<Runtime, (String, String)>,
     sqs: aws_sdk_sqs::Client,
-    login_plain: String,
-    counter: Mutex<u64>,
+    counter: AtomicU64,
 }
 
 /// The bench connection's id: every path but the callback uses it.
@@ -374,7 +374,6 @@ impl Bench {
         }
 
         let bench = Self {
-            login_plain: sim.url(),
             demo,
             opts,
             timeline,
@@ -382,7 +381,7 @@ impl Bench {
             env,
             queues,
             sqs,
-            counter: Mutex::new(0),
+            counter: AtomicU64::new(0),
         };
         let conn = bench.create_connection(CONNECTION, Some(&target)).await?;
         let (status, page) = crate::browser::sign_in(&conn).await?;
@@ -395,9 +394,16 @@ impl Bench {
     }
 
     fn next_id(&self) -> u64 {
-        let mut c = self.counter.lock().unwrap_or_else(|p| p.into_inner());
-        *c += 1;
-        *c
+        self.counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The simulator's own (plain HTTP) URL, as a browser reaches it.
+    fn sim_url(&self) -> String {
+        self.demo
+            .sim
+            .as_ref()
+            .map(graph_sim::Sim::url)
+            .unwrap_or_default()
     }
 
     /// Creates a delegated connection through the stack's own `connections`
@@ -408,20 +414,13 @@ impl Bench {
             sub["target"] = json!(t);
         }
         let body = json!({"id": id, "auth": "delegated", "scopes": ["Mail.ReadOnly", "Mail.Send"], "subscriptions": [sub]});
-        let req = HttpRequest {
-            method: "POST".into(),
-            path: "/connections".into(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: body.to_string().into_bytes(),
-            source_ip: "127.0.0.1".into(),
-            ..HttpRequest::default()
-        };
-        let event = apigw::event(
-            "POST /connections",
-            &[],
-            &req,
+        let event = http_event(
+            "POST",
+            "/connections",
+            "",
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
             Some(DEMO_ACCESS_KEY_ID),
-            "127.0.0.1",
         );
         let f = self
             .demo
@@ -435,38 +434,31 @@ impl Bench {
             .ok_or_else(|| format!("POST /connections answered {resp}"))
     }
 
-    /// Two events for `path` (the cold one and the warm one), and what the
-    /// first answer must look like.
-    async fn events(&self, path: PathKind, runtime: Runtime) -> Result<[Value; 2], String> {
-        let mut out = Vec::new();
-        for _ in 0..2 {
-            out.push(match path {
-                PathKind::Handshake => http_event(
-                    "POST",
-                    "/notifications",
-                    "validationToken=Validation%3A+Testing+client+application+reachability",
-                    &[],
-                    b"",
-                ),
-                PathKind::Notification => {
-                    let body = self.new_mail_notification()?;
-                    http_event(
-                        "POST",
-                        "/notifications",
-                        "",
-                        &[("content-type", "application/json")],
-                        body.as_bytes(),
-                    )
-                }
-                PathKind::Dispatch => self.queued(runtime).await?,
-                PathKind::SendMail => json!({"connection_id": CONNECTION, "to": ["customer@example.com"],
-                                             "subject": "Your case", "body": {"text": "We are on it."}}),
-                PathKind::Callback => self.callback_event(runtime).await?,
-            });
-        }
-        let second = out.pop().unwrap_or_default();
-        let first = out.pop().unwrap_or_default();
-        Ok([first, second])
+    /// An event for `path`, made fresh: each invocation gets its own mail,
+    /// queued message or sign-in.
+    async fn event(&self, path: PathKind, runtime: Runtime) -> Result<Value, String> {
+        Ok(match path {
+            PathKind::Handshake => http_event(
+                "POST",
+                "/notifications",
+                "validationToken=Validation%3A+Testing+client+application+reachability",
+                &[],
+                b"",
+                None,
+            ),
+            PathKind::Notification => http_event(
+                "POST",
+                "/notifications",
+                "",
+                &[("content-type", "application/json")],
+                self.new_mail_notification()?.as_bytes(),
+                None,
+            ),
+            PathKind::Dispatch => self.queued(runtime).await?,
+            PathKind::SendMail => json!({"connection_id": CONNECTION, "to": ["customer@example.com"],
+                                         "subject": "Your case", "body": {"text": "We are on it."}}),
+            PathKind::Callback => self.callback_event(runtime).await?,
+        })
     }
 
     /// A new mail in the bench mailbox, and the notification Graph would
@@ -536,11 +528,9 @@ impl Bench {
                 crate::browser::authorize(&link).await?
             }
             Runtime::Python => {
-                let mut url = url::Url::parse(&format!(
-                    "{}/{DEMO_TENANT}/oauth2/v2.0/authorize",
-                    self.login_plain
-                ))
-                .map_err(err("the authorize URL"))?;
+                let mut url =
+                    url::Url::parse(&format!("{}/{DEMO_TENANT}/oauth2/v2.0/authorize", self.sim_url()))
+                        .map_err(err("the authorize URL"))?;
                 url.query_pairs_mut()
                     .append_pair("client_id", DEMO_CLIENT_ID)
                     .append_pair("response_type", "code")
@@ -566,6 +556,7 @@ impl Bench {
             u.query().unwrap_or(""),
             &headers,
             b"",
+            None,
         ))
     }
 
@@ -591,7 +582,7 @@ impl Bench {
                 let t = Instant::now();
                 let url = format!(
                     "{}/{DEMO_TENANT}/v2.0/.well-known/openid-configuration",
-                    self.login_plain
+                    self.sim_url()
                 );
                 if let Ok(r) = http.get(url).send().await {
                     let _ = r.bytes().await;
@@ -630,7 +621,8 @@ impl Bench {
         mb: u32,
         share: Option<&CpuShare>,
     ) -> Result<Sample, String> {
-        let [cold, warm] = self.events(path, runtime).await?;
+        let cold = self.event(path, runtime).await?;
+        let warm = self.event(path, runtime).await?;
         let mut env = self.env.clone();
         env.push(("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), mb.to_string()));
         env.push(("RELAY365_QUEUE_URL".into(), self.queues[&runtime].0.clone()));
@@ -742,7 +734,15 @@ impl Bench {
 }
 
 /// An API Gateway (2.0) event for a request to the stack's public API.
-fn http_event(method: &str, path: &str, query: &str, headers: &[(&str, &str)], body: &[u8]) -> Value {
+/// `iam`: the access key of a SigV4-signed caller, for the IAM routes.
+fn http_event(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    iam: Option<&str>,
+) -> Value {
     let req = HttpRequest {
         method: method.into(),
         path: path.into(),
@@ -757,7 +757,7 @@ fn http_event(method: &str, path: &str, query: &str, headers: &[(&str, &str)], b
     let (route, params) = apigw::find(method, path)
         .map(|(r, p)| (r.key(), p))
         .unwrap_or_else(|| ("$default".into(), Vec::new()));
-    apigw::event(&route, &params, &req, None, "relay.example")
+    apigw::event(&route, &params, &req, iam, "relay.example")
 }
 
 /// Whether an answer is the one a user expects from the path.

@@ -29,7 +29,15 @@ fn local_ca_client() -> Option<aws_smithy_runtime_api::client::http::SharedHttpC
     let trust = tls::TrustStore::empty()
         .with_native_roots(false)
         .with_pem_certificate(pem.to_vec());
-    let context = tls::TlsContext::builder().with_trust_store(trust).build().ok()?;
+    let context = match tls::TlsContext::builder().with_trust_store(trust).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(
+                "RELAY365_LOCAL_CA_FILE is not a usable PEM certificate ({e}); the AWS SDK trusts the system's roots"
+            );
+            return None;
+        }
+    };
     Some(
         aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))

@@ -46,6 +46,10 @@ fn client() -> reqwest::Client {
     relay365::https::client().unwrap()
 }
 
+async fn get_json(url: String) -> Value {
+    client().get(url).send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn an_interactive_sign_in_asks_first_and_cancel_is_a_declined_consent() {
     let sim = sim().await;
@@ -138,14 +142,7 @@ async fn mail_can_be_delivered_and_sent_mail_read_over_http() {
         .to_string();
     assert!(id.starts_with("AAMkAD"));
 
-    let sent: Value = client()
-        .get(format!("{base}/ann@contoso.com/sent"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent = get_json(format!("{base}/ann@contoso.com/sent")).await;
     assert_eq!(sent, json!({"value": []}));
 }
 
@@ -157,17 +154,11 @@ async fn discovery_and_id_tokens_carry_what_libraries_read() {
     let sim = sim().await;
     sim.set_interactive_consent(false);
     sim.set_advertised_url("https://127.0.0.1:4443/");
-    let doc: Value = client()
-        .get(format!(
-            "{}/{TENANT}/v2.0/.well-known/openid-configuration",
-            sim.url()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(format!(
+        "{}/{TENANT}/v2.0/.well-known/openid-configuration",
+        sim.url()
+    ))
+    .await;
     assert_eq!(
         doc["token_endpoint"],
         format!("https://127.0.0.1:4443/{TENANT}/oauth2/v2.0/token")
