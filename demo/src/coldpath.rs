@@ -665,6 +665,7 @@ impl Bench {
             echo: false,
             args,
             cpu,
+            fixed_deadline_ms: None,
         })
         .await
         .map_err(err("a Runtime API cannot listen"))?;

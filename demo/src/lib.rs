@@ -115,6 +115,9 @@ pub struct Options {
     /// The notification queue's visibility timeout in seconds: how soon a
     /// failed delivery is tried again (5 tries, then the dead-letter queue).
     pub retry_after_seconds: u32,
+    /// Every invocation gets this `Lambda-Runtime-Deadline-Ms` instead of the
+    /// real deadline, as `cargo lambda watch` does (600000, in 1970).
+    pub fixed_deadline_ms: Option<u64>,
 }
 
 impl Options {
@@ -135,6 +138,7 @@ impl Options {
             renew_every: Duration::from_secs(15 * 60),
             stack_file: None,
             retry_after_seconds: 10,
+            fixed_deadline_ms: None,
         }
     }
 }
@@ -350,6 +354,7 @@ impl Demo {
                 echo: opts.echo_logs,
                 args: Vec::new(),
                 cpu: Default::default(),
+                fixed_deadline_ms: opts.fixed_deadline_ms,
             };
             let f = Function::new(spec)
                 .await

@@ -47,6 +47,7 @@ fn options() -> Options {
                 .unwrap_or_else(|| PathBuf::from("target/demo/stack.json")),
         ),
         retry_after_seconds: 10,
+        fixed_deadline_ms: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {

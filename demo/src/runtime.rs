@@ -92,6 +92,7 @@ struct Shared {
     ready: tokio::sync::Notify,
     cpu: CpuPlacement,
     pid: Mutex<Option<u32>>,
+    fixed_deadline_ms: Option<u64>,
 }
 
 impl Shared {
@@ -129,6 +130,9 @@ pub struct Spec {
     pub args: Vec<String>,
     /// CPU-limited cgroups for its processes (the benchmarks), if any.
     pub cpu: CpuPlacement,
+    /// A fixed `Lambda-Runtime-Deadline-Ms` for every invocation instead of
+    /// the real one, as `cargo lambda watch` sends (600000, in 1970).
+    pub fixed_deadline_ms: Option<u64>,
 }
 
 /// Where a function's process runs, as Lambda shares the CPU: each field is
@@ -171,6 +175,7 @@ impl Function {
             timings: Mutex::new(Timings::default()),
             ready: tokio::sync::Notify::new(),
             cpu: spec.cpu.clone(),
+            fixed_deadline_ms: spec.fixed_deadline_ms,
             pid: Mutex::new(None),
         });
         let app = axum::Router::new()
@@ -430,8 +435,12 @@ async fn next(State(s): State<Arc<Shared>>) -> Response {
             continue; // its caller gave up already
         }
         let left = inv.deadline - now;
-        let deadline_ms =
-            time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000 + left.as_millis() as i128;
+        let deadline_ms = match s.fixed_deadline_ms {
+            Some(fixed) => i128::from(fixed),
+            None => {
+                time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000 + left.as_millis() as i128
+            }
+        };
         Shared::lock(&s.inflight).insert(inv.id.clone(), inv.reply);
         let mut headers = HeaderMap::new();
         let mut put = |k: &'static str, v: String| {

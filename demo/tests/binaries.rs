@@ -346,6 +346,34 @@ async fn the_renewal_schedule_recreates_a_subscription_graph_lost() {
     assert!(eventually(20, || demo.receiver.events().len() == 1).await);
 }
 
+/// `cargo lambda watch` hands every invocation the deadline 600000 (ten
+/// minutes after 1970): dispatch takes that for a runtime that gave none and
+/// works within its configured timeout, so mail still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_delivers_under_a_deadline_in_the_past_as_cargo_lambda_watch_sends() {
+    let logs = tempdir::Dir::new();
+    let mut opts = Options::for_tests(bin_dir());
+    opts.log_dir = Some(logs.path.clone());
+    opts.fixed_deadline_ms = Some(600_000);
+    let demo = Demo::start(opts).await.expect("the stack starts");
+    let sim = demo.sim.as_ref().unwrap();
+    connect(&demo).await;
+    let id = sim.deliver_message(
+        relay365_demo::DEMO_USER,
+        graph_sim::Message {
+            subject: "under cargo lambda watch".into(),
+            from: ("C".into(), "c@example.org".into()),
+            ..Default::default()
+        },
+    );
+    assert!(
+        eventually(30, || demo.receiver.events().len() == 1).await,
+        "no event arrived; dispatch log:\n{}",
+        std::fs::read_to_string(logs.path.join("mail-dispatch.log")).unwrap_or_default()
+    );
+    assert_eq!(demo.receiver.events()[0].event["mail"]["id"], id.as_str());
+}
+
 fn webhook_spec(env: Vec<(String, String)>) -> Spec {
     Spec {
         name: "mail-webhook".into(),
@@ -356,6 +384,7 @@ fn webhook_spec(env: Vec<(String, String)>) -> Spec {
         echo: false,
         args: Vec::new(),
         cpu: Default::default(),
+        fixed_deadline_ms: None,
     }
 }
 

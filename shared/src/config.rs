@@ -74,6 +74,11 @@ pub struct Config {
     /// container trusts what it read from Secrets Manager (the signing keys,
     /// the app secret, tokens) before reading it again.
     pub secret_ttl: std::time::Duration,
+    /// The function's own `Timeout` (`RELAY365_FUNCTION_TIMEOUT_SECONDS`, the
+    /// template sets it beside `Timeout`): the time an invocation has when
+    /// the runtime gives no usable deadline (`cargo lambda watch` sends one
+    /// in 1970).
+    pub function_timeout: Option<std::time::Duration>,
 }
 
 fn host_override(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
@@ -246,6 +251,21 @@ impl Config {
                         return Err(ConfigError {
                             name: "RELAY365_SECRET_TTL_SECONDS",
                             message: format!("{raw:?} is not a number of seconds from 0 to 300"),
+                        });
+                    }
+                },
+            },
+            function_timeout: match get("RELAY365_FUNCTION_TIMEOUT_SECONDS") {
+                None => None,
+                Some(raw) => match raw.parse::<u64>() {
+                    // Lambda's own range: 1 s to 15 minutes.
+                    Ok(secs) if (1..=900).contains(&secs) => Some(std::time::Duration::from_secs(secs)),
+                    _ => {
+                        return Err(ConfigError {
+                            name: "RELAY365_FUNCTION_TIMEOUT_SECONDS",
+                            message: format!(
+                                "{raw:?} is not a number of seconds from 1 to 900: give the function's Timeout"
+                            ),
                         });
                     }
                 },

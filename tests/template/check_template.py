@@ -163,6 +163,10 @@ def main():
     check("only send-mail reads the attachments bucket", s3_users == ["send-mail"], str(s3_users))
     dispatch_events = functions["mail-dispatch"][1]["Properties"]["Events"]
     check("dispatch reports partial batch failures", any(e["Properties"].get("FunctionResponseTypes") == ["ReportBatchItemFailures"] for e in dispatch_events.values()))
+    dispatch_fn = functions["mail-dispatch"][1]["Properties"]
+    told = dispatch_fn.get("Environment", {}).get("Variables", {}).get("RELAY365_FUNCTION_TIMEOUT_SECONDS")
+    check("dispatch knows its own Timeout (runtimes without a deadline)", told is not None and int(told) == int(dispatch_fn["Timeout"]),
+          f"RELAY365_FUNCTION_TIMEOUT_SECONDS={told}, Timeout={dispatch_fn['Timeout']}")
     q = resources["NotificationQueue"]["Properties"]
     check("the queue is FIFO with a dead-letter queue", q["FifoQueue"] is True and "RedrivePolicy" in q)
     dq = resources["DeferredSendQueue"]["Properties"]

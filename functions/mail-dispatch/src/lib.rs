@@ -54,6 +54,33 @@ pub const STEP_BUDGET: Duration = Duration::from_secs(15 + 2 * 8 + 10);
 /// How long dispatch's Graph reads may take, retries included.
 pub const GRAPH_DEADLINE: Duration = Duration::from_secs(8);
 
+/// The time an invocation has when neither the runtime nor the settings say:
+/// the template's `Timeout` for mail-dispatch.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// When the invocation must be over, from the runtime's deadline (unix
+/// milliseconds) at `now`. A deadline that has already passed when the
+/// invocation starts is a runtime that gave none (`cargo lambda watch` sends
+/// a fixed 600000, ten minutes after 1970): then the invocation has
+/// `timeout`, the function's configured one, from now.
+pub fn invocation_deadline(deadline_ms: u64, now: std::time::SystemTime, timeout: Duration) -> Instant {
+    let now_ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let left = match deadline_ms.checked_sub(now_ms) {
+        Some(left) if left > 0 => Duration::from_millis(left),
+        _ => {
+            tracing::debug!(
+                deadline_ms,
+                "the runtime's deadline has passed already; using the configured timeout"
+            );
+            timeout
+        }
+    };
+    Instant::now() + left
+}
+
 /// Processes a batch with no deadline (tests, tools); returns the records to retry.
 pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
     handle_until(event, d, None).await
@@ -381,6 +408,26 @@ mod tests {
             "{:?}",
             resp.batch_item_failures
         );
+    }
+
+    #[test]
+    fn a_deadline_in_the_past_is_no_deadline_and_the_configured_timeout_counts() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let timeout = Duration::from_secs(90);
+        // cargo lambda watch: 600000 ms after 1970.
+        let left = invocation_deadline(600_000, now, timeout).saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(85) && left <= timeout, "{left:?}");
+        // A real deadline 30 s ahead is kept as it is.
+        let real = 1_800_000_000_000 + 30_000;
+        let left = invocation_deadline(real, now, timeout).saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_secs(25) && left <= Duration::from_secs(30),
+            "{left:?}"
+        );
+        // Exactly now is no time at all: also a runtime that gave none.
+        let left =
+            invocation_deadline(1_800_000_000_000, now, timeout).saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(85), "{left:?}");
     }
 
     #[tokio::test]
