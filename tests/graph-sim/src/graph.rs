@@ -774,7 +774,11 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         );
     }
     // Parse the resource: /me or /users/{x}, then messages (optionally in a folder) or events.
-    let segs: Vec<String> = resource.trim_start_matches('/').split('/').map(decode).collect();
+    let segs: Vec<String> = resource
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| canonical_segment(&decode(s)))
+        .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (user, rest): (Option<&str>, &[&str]) = match segs.as_slice() {
         ["me", rest @ ..] => (None, rest),
@@ -800,11 +804,15 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         }
     };
     let (mailbox, app_id) = {
-        let st = lock(state);
-        match resolve_mailbox(&st, access, user) {
+        let mut st = lock(state);
+        let found = match resolve_mailbox(&st, access, user) {
             Ok(m) => (m, app_of(access, &st)),
             Err(r) => return r,
+        };
+        if let Some(r) = refuse_duplicate(&mut st, &found.1, &change_types, &resource) {
+            return r;
         }
+        found
     };
     // The validation handshake, on both URLs, before the subscription exists.
     let mut urls = vec![url.clone()];
@@ -830,6 +838,11 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         }
     }
     let mut st = lock(state);
+    // Checked again: another create of the same combination may have
+    // finished during the handshake.
+    if let Some(r) = refuse_duplicate(&mut st, &app_id, &change_types, &resource) {
+        return r;
+    }
     *st.stats.subscription_calls.entry("create".into()).or_default() += 1;
     let sub = SimSubscription {
         id: uuid::Uuid::new_v4().to_string(),
@@ -847,6 +860,63 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
     let body = sub_json(&sub);
     st.subscriptions.insert(sub.id.clone(), sub);
     ok_json(StatusCode::CREATED, body)
+}
+
+/// Graph reads the names in a resource path without case (`Users`,
+/// `MailFolders('Inbox')`): spells them as the simulator matches them.
+fn canonical_segment(seg: &str) -> String {
+    const NAMES: [&str; 5] = ["me", "users", "messages", "mailFolders", "events"];
+    if let Some(name) = NAMES.iter().find(|n| n.eq_ignore_ascii_case(seg)) {
+        return (*name).to_string();
+    }
+    match seg.get(..13) {
+        Some(head) if head.eq_ignore_ascii_case("mailFolders('") => format!("mailFolders('{}", &seg[13..]),
+        _ => seg.to_string(),
+    }
+}
+
+/// Graph's rule for duplicates (subscription-post-subscriptions): a second
+/// subscription of the same app with the same `changeType` and `resource`
+/// fails with `409 Conflict`, "Subscription Id <id> already exists for the
+/// requested combination". Resources compare as Graph reads them: without
+/// case and with or without the leading `/`; change types as a set. Only
+/// live subscriptions count: an expired or silently removed one no longer
+/// exists at Graph. The code is the one Graph answers on the wire
+/// (`ObjectIdentifierInUse`, as clients that parse this error see it).
+fn refuse_duplicate(
+    st: &mut State,
+    app_id: &str,
+    change_types: &[String],
+    resource: &str,
+) -> Option<Response> {
+    let now = OffsetDateTime::now_utc();
+    let wanted = change_set(change_types);
+    let resource = normal_resource(resource);
+    let existing = st
+        .subscriptions
+        .values()
+        .find(|s| {
+            s.app_id == app_id
+                && s.expires > now
+                && change_set(&s.change_types) == wanted
+                && normal_resource(&s.resource) == resource
+        })?
+        .id
+        .clone();
+    st.stats.subscription_conflicts += 1;
+    Some(graph_error(
+        StatusCode::CONFLICT,
+        "ObjectIdentifierInUse",
+        &format!("Subscription Id {existing} already exists for the requested combination"),
+    ))
+}
+
+fn change_set(change_types: &[String]) -> std::collections::BTreeSet<String> {
+    change_types.iter().map(|c| c.to_ascii_lowercase()).collect()
+}
+
+fn normal_resource(resource: &str) -> String {
+    resource.trim_start_matches('/').to_ascii_lowercase()
 }
 
 fn owned<'a>(st: &'a mut State, access: &Access, id: &str) -> Result<&'a mut SimSubscription, Response> {

@@ -220,6 +220,9 @@ pub struct Stats {
     pub revoked_refresh_uses: u32,
     /// Changes Graph "forgot" to notify (a drop fraction was set), by item id.
     pub forgotten: Vec<String>,
+    /// Subscription creates answered `409 Conflict` because the same app
+    /// already had a live subscription with the same `changeType` and `resource`.
+    pub subscription_conflicts: u32,
 }
 
 pub(crate) struct Code {
