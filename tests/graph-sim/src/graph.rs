@@ -51,7 +51,7 @@ pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Resp
         .into_response()
 }
 
-fn ok_json(status: StatusCode, v: Value) -> Response {
+pub(crate) fn ok_json(status: StatusCode, v: Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -375,29 +375,19 @@ async fn mailbox_route(
         ["mailFolders", f, rest @ ..] => (Some(f.to_ascii_lowercase()), rest),
         rest => (None, rest),
     };
-    let st = lock(state);
-    let mbox = st.mailboxes.get(&upn.to_ascii_lowercase());
+    let mut st = lock(state);
     match (method, rest) {
         ("GET", ["messages", "delta"]) => {
-            let page_size = headers
-                .get_all("prefer")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .find_map(|p| {
-                    p.trim()
-                        .strip_prefix("odata.maxpagesize=")
-                        .and_then(|n| n.parse().ok())
-                });
-            delta(
-                &st,
-                &upn,
-                folder.as_deref().unwrap_or("inbox"),
-                user,
-                query,
-                page_size,
-            )
+            let folder = folder.as_deref().unwrap_or("inbox");
+            return crate::delta::messages(&mut st, &upn, folder, user, query, headers);
         }
+        ("GET", ["calendarView", "delta"]) => {
+            return crate::delta::calendar(&mut st, &upn, user, query, headers);
+        }
+        _ => {}
+    }
+    let mbox = st.mailboxes.get(&upn.to_ascii_lowercase());
+    match (method, rest) {
         ("GET", ["messages", id]) => match mbox.and_then(|m| m.messages.iter().find(|x| x.id == *id)) {
             Some(m) => ok_json(StatusCode::OK, select(message_json(m, &upn), query)),
             None => graph_error(
@@ -419,7 +409,6 @@ async fn mailbox_route(
                 ),
             }
         }
-        ("GET", ["calendarView", "delta"]) => calendar_delta(&st, &upn, user, query),
         ("GET", ["events", id]) => match mbox.and_then(|m| m.events.iter().find(|x| x.id == *id)) {
             Some(e) => ok_json(StatusCode::OK, select(event_json(e), query)),
             None => graph_error(
@@ -435,254 +424,6 @@ async fn mailbox_route(
         ),
     }
 }
-
-/// What an initial delta request asked for, carried inside its tokens (Graph
-/// keeps query parameters of the first request only, in its state tokens).
-struct DeltaQuery {
-    /// Changes after this sequence number.
-    since: u64,
-    /// `receivedDateTime ge|gt` as (strict, unix seconds).
-    received: Option<(bool, i64)>,
-    /// `changeType=created`: new messages only, no updates.
-    created_only: bool,
-}
-
-impl DeltaQuery {
-    fn token(&self, seq: u64) -> String {
-        let filter = match self.received {
-            Some((strict, t)) => format!("{}{t}", if strict { "gt" } else { "ge" }),
-            None => String::new(),
-        };
-        format!("{seq}~{filter}~{}", if self.created_only { "c" } else { "" })
-    }
-
-    fn from_token(token: &str) -> Option<Self> {
-        let mut parts = token.split('~');
-        let since = parts.next()?.parse().ok()?;
-        let received = match parts.next().unwrap_or("") {
-            "" => None,
-            f => Some((f.starts_with("gt"), f.get(2..)?.parse().ok()?)),
-        };
-        Some(Self {
-            since,
-            received,
-            created_only: parts.next() == Some("c"),
-        })
-    }
-}
-
-/// `receivedDateTime ge 2026-12-01T10:00:00Z` (the only filter message delta
-/// supports) as (strict, unix seconds).
-fn received_filter(filter: &str) -> Option<(bool, i64)> {
-    let mut words = filter.split_whitespace();
-    if words.next()? != "receivedDateTime" {
-        return None;
-    }
-    let strict = match words.next()? {
-        "ge" => false,
-        "gt" => true,
-        _ => return None,
-    };
-    let at =
-        time::OffsetDateTime::parse(words.next()?, &time::format_description::well_known::Rfc3339).ok()?;
-    words.next().is_none().then_some((strict, at.unix_timestamp()))
-}
-
-fn delta(
-    st: &State,
-    upn: &str,
-    folder: &str,
-    user: Option<&str>,
-    query: &[(String, String)],
-    page_size: Option<usize>,
-) -> Response {
-    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let q = match param("$deltatoken") {
-        Some(token) => match DeltaQuery::from_token(token) {
-            Some(q) => q,
-            None => {
-                return graph_error(
-                    StatusCode::GONE,
-                    "SyncStateNotFound",
-                    "The sync state is not found or has expired.",
-                );
-            }
-        },
-        None => {
-            if let Some(ct) = param("changeType")
-                && !matches!(ct, "created" | "updated" | "deleted")
-            {
-                return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid changeType.");
-            }
-            let received = match param("$filter") {
-                None => None,
-                Some(f) => match received_filter(f) {
-                    Some(r) => Some(r),
-                    None => {
-                        return graph_error(
-                            StatusCode::BAD_REQUEST,
-                            "ErrorInvalidUrlQueryFilter",
-                            "The delta query supports only a filter on receivedDateTime with ge or gt.",
-                        );
-                    }
-                },
-            };
-            DeltaQuery {
-                since: 0,
-                received,
-                created_only: param("changeType") == Some("created"),
-            }
-        }
-    };
-    let skip: usize = param("$skiptoken").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let received_ok = |m: &Message| match q.received {
-        None => true,
-        Some((strict, t)) => {
-            let at = time::OffsetDateTime::parse(&m.received, &time::format_description::well_known::Rfc3339)
-                .map(|d| d.unix_timestamp())
-                .unwrap_or(0);
-            if strict { at > t } else { at >= t }
-        }
-    };
-    let all: Vec<&Message> = st
-        .mailboxes
-        .get(&upn.to_ascii_lowercase())
-        .map(|m| {
-            m.messages
-                .iter()
-                // Arrived (or moved in) since the token, or, unless only new
-                // ones are asked for, changed since.
-                .filter(|x| {
-                    x.folder == folder
-                        && (x.seq > q.since || (!q.created_only && x.changed_seq > q.since))
-                        && received_ok(x)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    // Graph's page size is its own choice; a client's odata.maxpagesize lowers it.
-    let page_len = page_size.unwrap_or(DELTA_PAGE).clamp(1, DELTA_PAGE);
-    let page: Vec<Value> = all
-        .iter()
-        .skip(skip)
-        .take(page_len)
-        .map(|m| json!({"id": m.id, "receivedDateTime": m.received, "subject": m.subject}))
-        .collect();
-    let prefix = match user {
-        Some(u) => format!("users/{u}"),
-        None => "me".into(),
-    };
-    let base = format!(
-        "{}/v1.0/{prefix}/mailFolders('{folder}')/messages/delta",
-        st.base_url
-    );
-    let mut body = json!({"value": page});
-    if skip + page_len < all.len() {
-        body["@odata.nextLink"] = format!(
-            "{base}?$deltatoken={}&$skiptoken={}",
-            q.token(q.since),
-            skip + page_len
-        )
-        .into();
-    } else {
-        body["@odata.deltaLink"] = format!("{base}?$deltatoken={}", q.token(st.seq)).into();
-    }
-    ok_json(StatusCode::OK, body)
-}
-
-/// `calendarView/delta`: the changes of the primary calendar's events that
-/// start in the window the first request named (kept in the tokens), with
-/// `@removed` for deleted ones. As documented, the window is required and
-/// `$select` is not supported.
-fn calendar_delta(st: &State, upn: &str, user: Option<&str>, query: &[(String, String)]) -> Response {
-    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    if param("$select").is_some() {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "$select is not supported on calendarView delta.",
-        );
-    }
-    let (since, from, to) = match param("$deltatoken") {
-        Some(token) => {
-            let mut parts = token.split('~');
-            match (
-                parts.next().and_then(|x| x.parse::<u64>().ok()),
-                parts.next(),
-                parts.next(),
-            ) {
-                (Some(seq), Some(from), Some(to)) => (seq, from.to_string(), to.to_string()),
-                _ => {
-                    return graph_error(
-                        StatusCode::GONE,
-                        "SyncStateNotFound",
-                        "The sync state is not found or has expired.",
-                    );
-                }
-            }
-        }
-        None => match (param("startDateTime"), param("endDateTime")) {
-            (Some(f), Some(t)) => (0, f.to_string(), t.to_string()),
-            _ => {
-                return graph_error(
-                    StatusCode::BAD_REQUEST,
-                    "ErrorInvalidParameter",
-                    "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
-                );
-            }
-        },
-    };
-    // Compare the date-time part only (the window is UTC, the simulator's
-    // events carry local times in one zone).
-    let in_window = |start: &str| {
-        let s = start.get(..19).unwrap_or(start);
-        s >= from.get(..19).unwrap_or(&from) && s < to.get(..19).unwrap_or(&to)
-    };
-    let mbox = st.mailboxes.get(&upn.to_ascii_lowercase());
-    let mut changes: Vec<(u64, Value)> = mbox
-        .map(|m| {
-            m.events
-                .iter()
-                .filter(|e| e.changed_seq > since && in_window(&e.start))
-                .map(|e| (e.changed_seq, event_json(e)))
-                .chain(
-                    m.removed_events
-                        .iter()
-                        .filter(|(_, seq)| *seq > since)
-                        .map(|(id, seq)| (*seq, json!({"id": id, "@removed": {"reason": "deleted"}}))),
-                )
-                .collect()
-        })
-        .unwrap_or_default();
-    changes.sort_by_key(|(seq, _)| *seq);
-    let skip: usize = param("$skiptoken").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let page: Vec<Value> = changes
-        .iter()
-        .skip(skip)
-        .take(DELTA_PAGE)
-        .map(|(_, v)| v.clone())
-        .collect();
-    let prefix = match user {
-        Some(u) => format!("users/{u}"),
-        None => "me".into(),
-    };
-    let base = format!("{}/v1.0/{prefix}/calendarView/delta", st.base_url);
-    let mut body = json!({"value": page});
-    if skip + DELTA_PAGE < changes.len() {
-        body["@odata.nextLink"] = format!(
-            "{base}?$deltatoken={since}~{from}~{to}&$skiptoken={}",
-            skip + DELTA_PAGE
-        )
-        .into();
-    } else {
-        body["@odata.deltaLink"] = format!("{base}?$deltatoken={}~{from}~{to}", st.seq).into();
-    }
-    ok_json(StatusCode::OK, body)
-}
-
-/// The simulator's delta page size (Graph's is its own; a client's
-/// `Prefer: odata.maxpagesize` can only lower it).
-const DELTA_PAGE: usize = 50;
 
 fn app_of(access: &Access, st: &State) -> String {
     match &access.subject {

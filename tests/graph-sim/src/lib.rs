@@ -18,6 +18,7 @@
 #![allow(clippy::result_large_err)]
 
 mod control;
+mod delta;
 mod graph;
 mod identity;
 mod mail;
@@ -164,6 +165,15 @@ impl Sim {
     /// The next `count` Graph requests answer 429, with `Retry-After: retry_after` when given.
     pub fn throttle_graph(&self, count: u32, retry_after: Option<&str>) {
         self.with(|s| s.throttle = Some((count, retry_after.map(str::to_string))));
+    }
+
+    /// Graph's delta state expires: every message-delta and calendarView-delta
+    /// link (nextLink or deltaLink) issued before this call answers
+    /// `410 Gone` with `syncStateNotFound` from now on, and none of them ever
+    /// works again. A new delta query (a first request, without a token)
+    /// works and issues new links.
+    pub fn expire_delta_links(&self) {
+        self.with(State::expire_delta_links);
     }
 
     /// Counts of what reached the simulator.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{app_token, graph, sim, webhook};
+use common::{UPN, app_token, graph, sim, webhook};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -102,4 +102,226 @@ async fn a_second_subscription_of_the_same_combination_is_a_conflict_naming_the_
     .await;
     assert_eq!(status, 201);
     assert_eq!(sim.stats().subscription_conflicts, 3);
+}
+
+fn an_hour_ago() -> String {
+    (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn mail(subject: &str) -> graph_sim::Message {
+    graph_sim::Message {
+        subject: subject.into(),
+        from: ("Bo".into(), "bo@example.org".into()),
+        body_html: "<p>hi</p>".into(),
+        ..Default::default()
+    }
+}
+
+/// The first request of the sweep relay365 runs: new mail of the inbox
+/// received since a moment.
+fn first_delta(since: &str) -> String {
+    format!(
+        "/users/{UPN}/mailFolders/inbox/messages/delta?changeType=created&$select=id&$filter=receivedDateTime%20ge%20{since}"
+    )
+}
+
+/// Walks a delta round to its end: the ids of each page and the deltaLink.
+async fn walk(
+    sim: &graph_sim::Sim,
+    token: &str,
+    start: &str,
+    prefer: &[(&str, &str)],
+) -> (Vec<Vec<String>>, String) {
+    let mut pages = Vec::new();
+    let mut next = start.to_string();
+    loop {
+        let (status, page) = graph(sim, token, Method::GET, &next, prefer, None).await;
+        assert_eq!(status, 200, "{next}: {page}");
+        pages.push(
+            page["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect(),
+        );
+        match (
+            page["@odata.nextLink"].as_str(),
+            page["@odata.deltaLink"].as_str(),
+        ) {
+            (Some(n), None) => {
+                assert!(n.contains("$skiptoken=") && !n.contains("$deltatoken="), "{n}");
+                next = n.to_string();
+            }
+            (None, Some(d)) => {
+                assert!(d.contains("$deltatoken="), "{d}");
+                return (pages, d.to_string());
+            }
+            _ => panic!("a page needs exactly one of nextLink and deltaLink: {page}"),
+        }
+    }
+}
+
+fn sizes(pages: &[Vec<String>]) -> Vec<usize> {
+    pages.iter().map(Vec::len).collect()
+}
+
+#[tokio::test]
+async fn message_delta_pages_ten_by_default_and_as_maxpagesize_asks() {
+    let sim = sim().await;
+    let token = app_token(&sim).await;
+    let since = an_hour_ago();
+    for i in 0..25 {
+        sim.deliver_message(UPN, mail(&format!("m{i}")));
+    }
+    let (pages, _) = walk(&sim, &token, &first_delta(&since), &[]).await;
+    assert_eq!(sizes(&pages), [10, 10, 5]);
+    let (pages, _) = walk(
+        &sim,
+        &token,
+        &first_delta(&since),
+        &[("prefer", "odata.maxpagesize=4")],
+    )
+    .await;
+    assert_eq!(sizes(&pages), [4, 4, 4, 4, 4, 4, 1]);
+    let (pages, _) = walk(
+        &sim,
+        &token,
+        &first_delta(&since),
+        &[("prefer", "odata.maxpagesize=100")],
+    )
+    .await;
+    assert_eq!(sizes(&pages), [25]);
+}
+
+#[tokio::test]
+async fn a_nextlink_resumed_later_finishes_the_round_and_the_deltalink_brings_what_came_since() {
+    let sim = sim().await;
+    let token = app_token(&sim).await;
+    let since = an_hour_ago();
+    for i in 0..12 {
+        sim.deliver_message(UPN, mail(&format!("m{i}")));
+    }
+    let prefer = [("prefer", "odata.maxpagesize=5")];
+    let (_, first) = graph(&sim, &token, Method::GET, &first_delta(&since), &prefer, None).await;
+    let mut seen: Vec<String> = first["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    let next = first["@odata.nextLink"].as_str().unwrap().to_string();
+
+    // Mail arrives while the client is away; it comes with the next round.
+    let late: Vec<String> = (0..3)
+        .map(|i| sim.deliver_message(UPN, mail(&format!("late{i}"))))
+        .collect();
+    let (rest, delta_link) = walk(&sim, &token, &next, &prefer).await;
+    seen.extend(rest.into_iter().flatten());
+    assert_eq!(seen.len(), 12);
+    assert!(late.iter().all(|id| !seen.contains(id)));
+
+    // A nextLink stays valid until the delta state expires.
+    let (status, _) = graph(&sim, &token, Method::GET, &next, &prefer, None).await;
+    assert_eq!(status, 200);
+
+    let (pages, _) = walk(&sim, &token, &delta_link, &prefer).await;
+    assert_eq!(pages.concat(), late);
+}
+
+async fn assert_gone(sim: &graph_sim::Sim, token: &str, link: &str) {
+    let (status, err) = graph(sim, token, Method::GET, link, &[], None).await;
+    assert_eq!(status, 410, "{link}: {err}");
+    assert_eq!(err["error"]["code"], "syncStateNotFound");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The sync state generation is not found"),
+        "{err}"
+    );
+    assert!(err["error"]["innerError"]["request-id"].is_string(), "{err}");
+}
+
+#[tokio::test]
+async fn expired_delta_links_answer_410_for_ever_and_a_new_query_starts_over() {
+    let sim = sim().await;
+    let token = app_token(&sim).await;
+    let since = an_hour_ago();
+    for i in 0..3 {
+        sim.deliver_message(UPN, mail(&format!("m{i}")));
+    }
+    let prefer = [("prefer", "odata.maxpagesize=2")];
+    let (_, page) = graph(&sim, &token, Method::GET, &first_delta(&since), &prefer, None).await;
+    let next = page["@odata.nextLink"].as_str().unwrap().to_string();
+    let (_, old_delta) = walk(&sim, &token, &next, &prefer).await;
+    let calendar = format!(
+        "/users/{UPN}/calendarView/delta?startDateTime=2026-01-01T00:00:00Z&endDateTime=2027-01-01T00:00:00Z"
+    );
+    let (_, old_calendar) = walk(&sim, &token, &calendar, &[]).await;
+
+    sim.expire_delta_links();
+    for link in [&next, &old_delta, &old_calendar] {
+        assert_gone(&sim, &token, link).await;
+    }
+    // A token never issued is gone too.
+    assert_gone(
+        &sim,
+        &token,
+        &format!("/users/{UPN}/mailFolders('inbox')/messages/delta?$deltatoken=1.abc"),
+    )
+    .await;
+
+    // A new query works and its links are honoured; the old ones stay dead.
+    let (pages, new_delta) = walk(&sim, &token, &first_delta(&since), &[]).await;
+    assert_eq!(pages.concat().len(), 3);
+    let (pages, _) = walk(&sim, &token, &new_delta, &[]).await;
+    assert_eq!(pages.concat().len(), 0);
+    let (_, new_calendar) = walk(&sim, &token, &calendar, &[]).await;
+    assert_gone(&sim, &token, &old_delta).await;
+    assert_gone(&sim, &token, &old_calendar).await;
+    assert_eq!(sim.stats().delta_links_gone, 6);
+
+    // The same control over HTTP, for scripts.
+    let resp = common::client()
+        .post(format!("{}/_sim/delta/expire", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_gone(&sim, &token, &new_delta).await;
+    assert_gone(&sim, &token, &new_calendar).await;
+}
+
+#[tokio::test]
+async fn calendar_delta_pages_like_message_delta() {
+    let sim = sim().await;
+    let token = app_token(&sim).await;
+    for i in 0..12 {
+        sim.create_event(
+            UPN,
+            graph_sim::Event {
+                subject: format!("e{i}"),
+                start: format!("2026-11-{:02}T09:00:00.0000000", i + 1),
+                end: format!("2026-11-{:02}T10:00:00.0000000", i + 1),
+                time_zone: "UTC".into(),
+                ..Default::default()
+            },
+        );
+    }
+    let calendar = format!(
+        "/users/{UPN}/calendarView/delta?startDateTime=2026-01-01T00:00:00Z&endDateTime=2027-01-01T00:00:00Z"
+    );
+    let (pages, delta_link) = walk(&sim, &token, &calendar, &[]).await;
+    assert_eq!(sizes(&pages), [10, 2]);
+    let (pages, _) = walk(&sim, &token, &calendar, &[("prefer", "odata.maxpagesize=5")]).await;
+    assert_eq!(sizes(&pages), [5, 5, 2]);
+    let first = pages[0][0].clone();
+    sim.update_event(UPN, &first, |e| e.subject = "moved".into());
+    let (pages, _) = walk(&sim, &token, &delta_link, &[]).await;
+    assert_eq!(pages.concat(), [first]);
 }
