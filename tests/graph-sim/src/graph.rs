@@ -204,7 +204,7 @@ pub(crate) fn event_json(e: &Event) -> Value {
     })
 }
 
-fn select(v: Value, query: &[(String, String)]) -> Value {
+pub(crate) fn select(v: Value, query: &[(String, String)]) -> Value {
     let Some((_, sel)) = query.iter().find(|(k, _)| k == "$select") else {
         return v;
     };
@@ -383,6 +383,9 @@ async fn mailbox_route(
         }
         ("GET", ["calendarView", "delta"]) => {
             return crate::delta::calendar(&mut st, &upn, user, query, headers);
+        }
+        ("GET", ["messages"]) => {
+            return crate::list::messages(&st, &upn, folder.as_deref(), user, query);
         }
         _ => {}
     }

@@ -21,6 +21,7 @@ mod control;
 mod delta;
 mod graph;
 mod identity;
+mod list;
 mod mail;
 mod state;
 
