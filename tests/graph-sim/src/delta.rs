@@ -171,6 +171,19 @@ pub(crate) fn messages(
     query: &[(String, String)],
     headers: &HeaderMap,
 ) -> Response {
+    if !st.message_delta_available {
+        // The 21Vianet cloud has no message delta (graph.md §13; Microsoft's
+        // wording for messages/delta there was not found). Its Graph reads
+        // `delta` as an item id, and answers as it does for
+        // `mailFolders/microsoft.graph.delta` in that cloud
+        // (microsoftgraph/msgraph-sdk-java#552): 400 ErrorInvalidIdMalformed.
+        st.stats.message_delta_refused += 1;
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidIdMalformed",
+            "Id is malformed.",
+        );
+    }
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let first = || {
         if let Some(ct) = param("changeType")

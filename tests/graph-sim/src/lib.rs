@@ -177,6 +177,15 @@ impl Sim {
         self.with(State::expire_delta_links);
     }
 
+    /// Whether message delta exists (true at start). Off, the simulator is
+    /// the 21Vianet (China) cloud, which has no message delta: every
+    /// `…/messages/delta` request answers `400 ErrorInvalidIdMalformed`
+    /// "Id is malformed.", and a client must list messages by
+    /// `receivedDateTime` instead. calendarView delta keeps working.
+    pub fn set_message_delta_available(&self, available: bool) {
+        self.with(|s| s.message_delta_available = available);
+    }
+
     /// Counts of what reached the simulator.
     pub fn stats(&self) -> Stats {
         self.with(|s| s.stats.clone())

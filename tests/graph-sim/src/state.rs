@@ -251,6 +251,9 @@ pub struct Stats {
     pub forgotten: Vec<String>,
     /// Delta requests answered `410 Gone`: their link had expired or was never issued.
     pub delta_links_gone: u32,
+    /// Message delta requests refused because the cloud has none
+    /// ([`crate::Sim::set_message_delta_available`]).
+    pub message_delta_refused: u32,
     /// Subscription creates answered `409 Conflict` because the same app
     /// already had a live subscription with the same `changeType` and `resource`.
     pub subscription_conflicts: u32,
@@ -339,6 +342,8 @@ pub(crate) struct State {
     pub(crate) delta_links: HashMap<String, DeltaLink>,
     /// How many delta state tokens were ever issued.
     pub(crate) delta_generation: u64,
+    /// False in a cloud without message delta (21Vianet).
+    pub(crate) message_delta_available: bool,
 }
 
 impl State {
@@ -379,6 +384,7 @@ impl State {
             interactive_consent: false,
             delta_links: HashMap::new(),
             delta_generation: 0,
+            message_delta_available: true,
         }
     }
 

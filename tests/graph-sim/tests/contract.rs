@@ -497,3 +497,50 @@ async fn filters_graph_refuses_are_refused_in_its_words() {
     .await;
     assert_eq!(got, 501, "{err}");
 }
+
+#[tokio::test]
+async fn without_message_delta_the_folder_is_listed_and_calendar_delta_still_works() {
+    let sim = sim().await;
+    let token = app_token(&sim).await;
+    let ids = fill_by_minute(&sim);
+    sim.set_message_delta_available(false);
+    for url in [
+        first_delta("2026-12-01T10:00:00Z"),
+        format!("/users/{UPN}/mailFolders('inbox')/messages/delta"),
+    ] {
+        let (status, err) = graph(&sim, &token, Method::GET, &url, &[], None).await;
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["error"]["code"], "ErrorInvalidIdMalformed");
+        assert_eq!(err["error"]["message"], "Id is malformed.");
+    }
+    assert_eq!(sim.stats().message_delta_refused, 2);
+
+    let (status, list) = graph(
+        &sim,
+        &token,
+        Method::GET,
+        &format!(
+            "/users/{UPN}/mailFolders/inbox/messages?$filter=receivedDateTime%20ge%202026-12-01T10:00:00Z&$orderby=receivedDateTime%20asc&$select=id&$top=100"
+        ),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let listed: Vec<&str> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids);
+
+    let calendar = format!(
+        "/users/{UPN}/calendarView/delta?startDateTime=2026-01-01T00:00:00Z&endDateTime=2027-01-01T00:00:00Z"
+    );
+    walk(&sim, &token, &calendar, &[]).await;
+
+    sim.set_message_delta_available(true);
+    let (pages, _) = walk(&sim, &token, &first_delta("2026-12-01T10:00:00Z"), &[]).await;
+    assert_eq!(pages.concat(), ids);
+}
