@@ -152,8 +152,8 @@ fn recipient((name, address): &(String, String)) -> Value {
     json!({"emailAddress": {"name": name, "address": address}})
 }
 
-pub(crate) fn message_json(m: &Message, upn: &str) -> Value {
-    let preview: String = strip_tags(&m.body_html).chars().take(255).collect();
+/// A message's properties but its body (which [`crate::body`] serves).
+pub(crate) fn message_json(m: &Message, upn: &str, preview: &str) -> Value {
     json!({
         "@odata.etag": format!("W/\"{}\"", m.seq),
         "id": m.id,
@@ -165,27 +165,12 @@ pub(crate) fn message_json(m: &Message, upn: &str) -> Value {
         "toRecipients": m.to.iter().map(recipient).collect::<Vec<_>>(),
         "ccRecipients": m.cc.iter().map(recipient).collect::<Vec<_>>(),
         "receivedDateTime": m.received,
-        "body": {"contentType": "html", "content": m.body_html},
         "bodyPreview": preview,
         "hasAttachments": !m.attachments.is_empty(),
         "parentFolderId": m.folder,
         "isRead": false,
         "webLink": format!("https://outlook.office365.com/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem&mailbox={upn}", m.id),
     })
-}
-
-fn strip_tags(html: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for c in html.chars() {
-        match c {
-            '<' => inside = true,
-            '>' => inside = false,
-            c if !inside => out.push(c),
-            _ => {}
-        }
-    }
-    out
 }
 
 pub(crate) fn event_json(e: &Event) -> Value {
@@ -385,20 +370,30 @@ async fn mailbox_route(
             return crate::delta::calendar(&mut st, &upn, user, query, headers);
         }
         ("GET", ["messages"]) => {
-            return crate::list::messages(&st, &upn, folder.as_deref(), user, query);
+            return crate::list::messages(&mut st, &upn, folder.as_deref(), user, query);
+        }
+        ("GET", ["messages", id]) => {
+            let mut pieces = crate::body::Pieces::default();
+            let found = st.mailboxes.get_mut(&upn.to_ascii_lowercase()).and_then(|mbox| {
+                let at = mbox.messages.iter().position(|x| x.id == *id)?;
+                let served = crate::body::served(mbox, at)?;
+                pieces.message(&mbox.messages[at], &upn, &served, query);
+                Some(())
+            });
+            drop(st);
+            return match found {
+                Some(()) => pieces.respond(),
+                None => graph_error(
+                    StatusCode::NOT_FOUND,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                ),
+            };
         }
         _ => {}
     }
     let mbox = st.mailboxes.get(&upn.to_ascii_lowercase());
     match (method, rest) {
-        ("GET", ["messages", id]) => match mbox.and_then(|m| m.messages.iter().find(|x| x.id == *id)) {
-            Some(m) => ok_json(StatusCode::OK, select(message_json(m, &upn), query)),
-            None => graph_error(
-                StatusCode::NOT_FOUND,
-                "ErrorItemNotFound",
-                "The specified object was not found in the store.",
-            ),
-        },
         ("GET", ["messages", id, "attachments"]) => {
             match mbox.and_then(|m| m.messages.iter().find(|x| x.id == *id)) {
                 Some(m) => ok_json(

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::graph::{graph_error, message_json, ok_json, select};
+use crate::body::{Pieces, served};
+use crate::graph::{graph_error, ok_json};
 use crate::state::{Message, State};
 
 /// `$top` must lie in 1..=1000 (user-list-messages: "Use $top to customize
@@ -264,7 +265,7 @@ fn received_at(m: &Message) -> i128 {
 
 /// `GET …/messages`: one page of the folder's (or mailbox's) messages.
 pub(crate) fn messages(
-    st: &State,
+    st: &mut State,
     upn: &str,
     folder: Option<&str>,
     user: Option<&str>,
@@ -328,29 +329,33 @@ pub(crate) fn messages(
     let top = top.unwrap_or(crate::delta::DEFAULT_PAGE);
     // Without $orderby the newest come first, as Outlook lists them.
     let descending = order.first().is_none_or(|(_, desc)| *desc);
-    let mut found: Vec<(i128, &Message)> = st
-        .mailboxes
-        .get(&upn.to_ascii_lowercase())
-        .map(|m| {
-            m.messages
-                .iter()
-                .filter(|m| folder.is_none_or(|f| m.folder == f))
-                .map(|m| (received_at(m), m))
-                .filter(|(at, _)| bounds.iter().all(|(op, bound)| op.holds(*at, *bound)))
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort_by_key(|(at, m)| (*at, m.seq));
+    let Some(mbox) = st.mailboxes.get_mut(&upn.to_ascii_lowercase()) else {
+        return ok_json(StatusCode::OK, json!({"value": []}));
+    };
+    // (received, arrival, position) of the messages that pass the filter.
+    let mut found: Vec<(i128, u64, usize)> = mbox
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| folder.is_none_or(|f| m.folder == f))
+        .map(|(i, m)| (received_at(m), m.seq, i))
+        .filter(|(at, _, _)| bounds.iter().all(|(op, bound)| op.holds(*at, *bound)))
+        .collect();
+    found.sort_unstable();
     if descending {
         found.reverse();
     }
-    let value: Vec<Value> = found
-        .iter()
-        .skip(skip)
-        .take(top)
-        .map(|(_, m)| select(message_json(m, upn), query))
-        .collect();
-    let mut body = json!({"value": value});
+    let mut pieces = Pieces::default();
+    pieces.push(&b"{\"value\":["[..]);
+    for (n, &(_, _, at)) in found.iter().skip(skip).take(top).enumerate() {
+        if n > 0 {
+            pieces.push(&b","[..]);
+        }
+        if let Some(served) = served(mbox, at) {
+            pieces.message(&mbox.messages[at], upn, &served, query);
+        }
+    }
+    pieces.push(&b"]"[..]);
     if skip + top < found.len() {
         let path = match (user, folder) {
             (Some(u), Some(f)) => format!("users/{u}/mailFolders('{f}')/messages"),
@@ -363,7 +368,9 @@ pub(crate) fn messages(
             next.append_pair(k, v);
         }
         next.append_pair("$skip", &(skip + top).to_string());
-        body["@odata.nextLink"] = format!("{}/v1.0/{path}?{}", st.base_url, next.finish()).into();
+        let link = format!("{}/v1.0/{path}?{}", st.base_url, next.finish());
+        pieces.push(format!(",\"@odata.nextLink\":{}", Value::String(link)));
     }
-    ok_json(StatusCode::OK, body)
+    pieces.push(&b"}"[..]);
+    pieces.respond()
 }

@@ -222,6 +222,8 @@ pub(crate) struct Mailbox {
     pub(crate) events: Vec<Event>,
     /// Deleted events (id, the change's sequence number), for calendar delta.
     pub(crate) removed_events: Vec<(String, u64)>,
+    /// Message bodies serialised once, by message id.
+    pub(crate) bodies: HashMap<String, crate::body::Served>,
 }
 
 /// Counts of requests that reached the simulator.

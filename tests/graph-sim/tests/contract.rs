@@ -544,3 +544,80 @@ async fn without_message_delta_the_folder_is_listed_and_calendar_delta_still_wor
     let (pages, _) = walk(&sim, &token, &first_delta("2026-12-01T10:00:00Z"), &[]).await;
     assert_eq!(pages.concat(), ids);
 }
+
+#[tokio::test]
+async fn a_body_of_tens_of_megabytes_is_served_whole_with_or_without_other_properties() {
+    const SIZE: usize = 26 * 1024 * 1024;
+    let sim = sim().await;
+    let token = app_token(&sim).await;
+    let started = std::time::Instant::now();
+    let id = sim.deliver_large_message(UPN, SIZE);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let get = |select: &'static str| {
+        let url = format!("{}/v1.0/users/{UPN}/messages/{id}{select}", sim.url());
+        let token = token.clone();
+        async move {
+            let resp = common::client().get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let length: usize = resp.headers()["content-length"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let bytes = resp.bytes().await.unwrap();
+            assert_eq!(bytes.len(), length);
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+    let check_body = |m: &Value| {
+        assert_eq!(m["body"]["contentType"], "html");
+        let html = m["body"]["content"].as_str().unwrap();
+        assert_eq!(html.len(), SIZE);
+        assert!(html.starts_with("<html>") && html.ends_with("</html>"));
+        assert!(html.contains("<img alt=\"scan\" src=\"data:image/png;base64,iVBORw0KGgo"));
+    };
+
+    let m = get("?$select=id,subject,receivedDateTime,body,from").await;
+    check_body(&m);
+    assert_eq!(m["id"], id.as_str());
+    assert!(m["subject"].as_str().unwrap().starts_with("Scanned contract"));
+    assert!(m["receivedDateTime"].is_string() && m["from"].is_object());
+    assert!(m.get("bodyPreview").is_none());
+
+    let m = get("?$select=body").await;
+    check_body(&m);
+    let mut keys: Vec<&str> = m.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["@odata.etag", "body", "id"]);
+
+    let m = get("").await;
+    check_body(&m);
+    assert!(
+        m["bodyPreview"]
+            .as_str()
+            .unwrap()
+            .starts_with("Please find the scanned contract")
+    );
+    assert_eq!(m["bodyPreview"].as_str().unwrap().chars().count(), 255);
+
+    let m = get("?$select=id,subject").await;
+    assert!(m.get("body").is_none(), "{m}");
+
+    // Listed, the body comes the same way.
+    let (status, list) = graph(
+        &sim,
+        &token,
+        Method::GET,
+        &format!("/users/{UPN}/mailFolders/inbox/messages?$select=id,body&$top=1"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    check_body(&list["value"][0]);
+}
