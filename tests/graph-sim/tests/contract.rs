@@ -10,6 +10,8 @@ use common::{UPN, app_token, graph, sim, webhook};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+const INBOX: &str = "/users/ann@contoso.com/mailFolders('inbox')/messages";
+
 fn in_an_hour() -> String {
     (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
         .format(&time::format_description::well_known::Rfc3339)
@@ -32,19 +34,15 @@ async fn a_second_subscription_of_the_same_combination_is_a_conflict_naming_the_
     let token = app_token(&sim).await;
     let hook = webhook().await;
     let post = |body: Value| graph(&sim, &token, Method::POST, "/subscriptions", &[], Some(body));
+    let inbox = |change: &str| post(subscription(INBOX, change, &hook));
 
-    let (status, first) = post(subscription(
-        "/users/ann@contoso.com/mailFolders('inbox')/messages",
-        "created",
-        &hook,
-    ))
-    .await;
+    let (status, first) = inbox("created").await;
     assert_eq!(status, 201, "{first}");
     let id = first["id"].as_str().unwrap().to_string();
 
     // Graph compares resources without case and with or without the leading '/'.
     for resource in [
-        "/users/ann@contoso.com/mailFolders('inbox')/messages",
+        INBOX,
         "users/ann@contoso.com/mailFolders('inbox')/messages",
         "Users/ANN@contoso.com/MailFolders('Inbox')/Messages",
     ] {
@@ -62,12 +60,7 @@ async fn a_second_subscription_of_the_same_combination_is_a_conflict_naming_the_
     assert_eq!(sim.subscriptions().len(), 1);
 
     // Another change type or another resource is another combination.
-    let (status, _) = post(subscription(
-        "/users/ann@contoso.com/mailFolders('inbox')/messages",
-        "created,updated",
-        &hook,
-    ))
-    .await;
+    let (status, _) = inbox("created,updated").await;
     assert_eq!(status, 201);
     let (status, _) = post(subscription("/users/ann@contoso.com/events", "created", &hook)).await;
     assert_eq!(status, 201);
@@ -84,22 +77,12 @@ async fn a_second_subscription_of_the_same_combination_is_a_conflict_naming_the_
     )
     .await;
     assert_eq!(status, 204);
-    let (status, again) = post(subscription(
-        "/users/ann@contoso.com/mailFolders('inbox')/messages",
-        "created",
-        &hook,
-    ))
-    .await;
+    let (status, again) = inbox("created").await;
     assert_eq!(status, 201, "{again}");
 
     // A subscription Graph removed silently no longer exists there: it blocks nothing.
     sim.remove_subscription_silently(again["id"].as_str().unwrap());
-    let (status, _) = post(subscription(
-        "/users/ann@contoso.com/mailFolders('inbox')/messages",
-        "created",
-        &hook,
-    ))
-    .await;
+    let (status, _) = inbox("created").await;
     assert_eq!(status, 201);
     assert_eq!(sim.stats().subscription_conflicts, 3);
 }
@@ -129,6 +112,28 @@ fn first_delta(since: &str) -> String {
     )
 }
 
+/// The ids of a page's items.
+fn ids(page: &Value) -> Vec<String> {
+    page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A simulator whose inbox holds `n` new mails, an app token, and a moment
+/// before they arrived.
+async fn inbox_of(n: usize) -> (graph_sim::Sim, String, String) {
+    let sim = sim().await;
+    let token = app_token(&sim).await;
+    let since = an_hour_ago();
+    for i in 0..n {
+        sim.deliver_message(UPN, mail(&format!("m{i}")));
+    }
+    (sim, token, since)
+}
+
 /// Walks a delta round to its end: the ids of each page and the deltaLink.
 async fn walk(
     sim: &graph_sim::Sim,
@@ -141,14 +146,7 @@ async fn walk(
     loop {
         let (status, page) = graph(sim, token, Method::GET, &next, prefer, None).await;
         assert_eq!(status, 200, "{next}: {page}");
-        pages.push(
-            page["value"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["id"].as_str().unwrap().to_string())
-                .collect(),
-        );
+        pages.push(ids(&page));
         match (
             page["@odata.nextLink"].as_str(),
             page["@odata.deltaLink"].as_str(),
@@ -172,12 +170,7 @@ fn sizes<T>(pages: &[Vec<T>]) -> Vec<usize> {
 
 #[tokio::test]
 async fn message_delta_pages_ten_by_default_and_as_maxpagesize_asks() {
-    let sim = sim().await;
-    let token = app_token(&sim).await;
-    let since = an_hour_ago();
-    for i in 0..25 {
-        sim.deliver_message(UPN, mail(&format!("m{i}")));
-    }
+    let (sim, token, since) = inbox_of(25).await;
     let (pages, _) = walk(&sim, &token, &first_delta(&since), &[]).await;
     assert_eq!(sizes(&pages), [10, 10, 5]);
     let (pages, _) = walk(
@@ -200,20 +193,10 @@ async fn message_delta_pages_ten_by_default_and_as_maxpagesize_asks() {
 
 #[tokio::test]
 async fn a_nextlink_resumed_later_finishes_the_round_and_the_deltalink_brings_what_came_since() {
-    let sim = sim().await;
-    let token = app_token(&sim).await;
-    let since = an_hour_ago();
-    for i in 0..12 {
-        sim.deliver_message(UPN, mail(&format!("m{i}")));
-    }
+    let (sim, token, since) = inbox_of(12).await;
     let prefer = [("prefer", "odata.maxpagesize=5")];
     let (_, first) = graph(&sim, &token, Method::GET, &first_delta(&since), &prefer, None).await;
-    let mut seen: Vec<String> = first["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect();
+    let mut seen = ids(&first);
     let next = first["@odata.nextLink"].as_str().unwrap().to_string();
 
     // Mail arrives while the client is away; it comes with the next round.
@@ -249,12 +232,7 @@ async fn assert_gone(sim: &graph_sim::Sim, token: &str, link: &str) {
 
 #[tokio::test]
 async fn expired_delta_links_answer_410_for_ever_and_a_new_query_starts_over() {
-    let sim = sim().await;
-    let token = app_token(&sim).await;
-    let since = an_hour_ago();
-    for i in 0..3 {
-        sim.deliver_message(UPN, mail(&format!("m{i}")));
-    }
+    let (sim, token, since) = inbox_of(3).await;
     let prefer = [("prefer", "odata.maxpagesize=2")];
     let (_, page) = graph(&sim, &token, Method::GET, &first_delta(&since), &prefer, None).await;
     let next = page["@odata.nextLink"].as_str().unwrap().to_string();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{CLIENT, REDIRECT, TENANT, client, get_json, sim};
+use common::{CLIENT, REDIRECT, TENANT, client, get_json, sim, token};
 use graph_sim::Sim;
 use serde_json::{Value, json};
 
@@ -151,22 +151,18 @@ async fn discovery_and_id_tokens_carry_what_libraries_read() {
         .unwrap()
         .1
         .to_string();
-    let token: Value = client()
-        .post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.url()))
-        .form(&[
+    let token = token(
+        &sim,
+        &[
             ("grant_type", "authorization_code"),
             ("client_id", CLIENT),
             ("client_secret", "s"),
             ("code", &code),
             ("redirect_uri", REDIRECT),
             ("scope", "offline_access openid Mail.Read"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     let id_token = token["id_token"].as_str().unwrap_or_else(|| panic!("{token}"));
     let payload = id_token.split('.').nth(1).unwrap();
     use base64::Engine;

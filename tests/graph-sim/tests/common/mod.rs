@@ -38,22 +38,31 @@ pub(crate) async fn get_json(url: String) -> Value {
     client().get(url).send().await.unwrap().json().await.unwrap()
 }
 
-/// An app-only access token for the app (client credentials).
-pub(crate) async fn app_token(sim: &Sim) -> String {
-    let v: Value = client()
+/// A token request to the tenant's token endpoint, answered as JSON.
+pub(crate) async fn token(sim: &Sim, form: &[(&str, &str)]) -> Value {
+    client()
         .post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT),
-            ("client_secret", "s"),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ])
+        .form(form)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// An app-only access token for the app (client credentials).
+pub(crate) async fn app_token(sim: &Sim) -> String {
+    let v = token(
+        sim,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT),
+            ("client_secret", "s"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ],
+    )
+    .await;
     v["access_token"]
         .as_str()
         .unwrap_or_else(|| panic!("{v}"))
