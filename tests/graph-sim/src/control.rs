@@ -1,7 +1,7 @@
 //! The simulator's own control surface under `/_sim/`, for people and
 //! scripts that cannot call [`crate::Sim`] in-process (the demo): deliver a
-//! mail into a mailbox as if it had arrived from outside, and read what the
-//! mailboxes sent. Nothing here exists at Microsoft; everything Graph does
+//! mail into a mailbox as if it had arrived from outside, read what the
+//! mailboxes sent, expire Graph's delta state. Nothing here exists at Microsoft; everything Graph does
 //! stays under `/v1.0/`.
 
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,16 @@ pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/_sim/mailboxes/{upn}/messages", post(deliver))
         .route("/_sim/mailboxes/{upn}/sent", get(sent))
+        .route("/_sim/delta/expire", post(expire_delta))
+}
+
+/// Graph's delta state expires ([`crate::Sim::expire_delta_links`]).
+async fn expire_delta(AxState(state): AxState<Shared>) -> Response {
+    state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .expire_delta_links();
+    StatusCode::NO_CONTENT.into_response()
 }
 
 fn reply(status: StatusCode, v: serde_json::Value) -> Response {

@@ -51,7 +51,7 @@ pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Resp
         .into_response()
 }
 
-fn ok_json(status: StatusCode, v: Value) -> Response {
+pub(crate) fn ok_json(status: StatusCode, v: Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -152,8 +152,8 @@ fn recipient((name, address): &(String, String)) -> Value {
     json!({"emailAddress": {"name": name, "address": address}})
 }
 
-pub(crate) fn message_json(m: &Message, upn: &str) -> Value {
-    let preview: String = strip_tags(&m.body_html).chars().take(255).collect();
+/// A message's properties but its body (which [`crate::body`] serves).
+pub(crate) fn message_json(m: &Message, upn: &str, preview: &str) -> Value {
     json!({
         "@odata.etag": format!("W/\"{}\"", m.seq),
         "id": m.id,
@@ -165,27 +165,12 @@ pub(crate) fn message_json(m: &Message, upn: &str) -> Value {
         "toRecipients": m.to.iter().map(recipient).collect::<Vec<_>>(),
         "ccRecipients": m.cc.iter().map(recipient).collect::<Vec<_>>(),
         "receivedDateTime": m.received,
-        "body": {"contentType": "html", "content": m.body_html},
         "bodyPreview": preview,
         "hasAttachments": !m.attachments.is_empty(),
         "parentFolderId": m.folder,
         "isRead": false,
         "webLink": format!("https://outlook.office365.com/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem&mailbox={upn}", m.id),
     })
-}
-
-fn strip_tags(html: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for c in html.chars() {
-        match c {
-            '<' => inside = true,
-            '>' => inside = false,
-            c if !inside => out.push(c),
-            _ => {}
-        }
-    }
-    out
 }
 
 pub(crate) fn event_json(e: &Event) -> Value {
@@ -204,7 +189,7 @@ pub(crate) fn event_json(e: &Event) -> Value {
     })
 }
 
-fn select(v: Value, query: &[(String, String)]) -> Value {
+pub(crate) fn select(v: Value, query: &[(String, String)]) -> Value {
     let Some((_, sel)) = query.iter().find(|(k, _)| k == "$select") else {
         return v;
     };
@@ -375,37 +360,40 @@ async fn mailbox_route(
         ["mailFolders", f, rest @ ..] => (Some(f.to_ascii_lowercase()), rest),
         rest => (None, rest),
     };
-    let st = lock(state);
-    let mbox = st.mailboxes.get(&upn.to_ascii_lowercase());
+    let mut st = lock(state);
     match (method, rest) {
         ("GET", ["messages", "delta"]) => {
-            let page_size = headers
-                .get_all("prefer")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .find_map(|p| {
-                    p.trim()
-                        .strip_prefix("odata.maxpagesize=")
-                        .and_then(|n| n.parse().ok())
-                });
-            delta(
-                &st,
-                &upn,
-                folder.as_deref().unwrap_or("inbox"),
-                user,
-                query,
-                page_size,
-            )
+            let folder = folder.as_deref().unwrap_or("inbox");
+            return crate::delta::messages(&mut st, &upn, folder, user, query, headers);
         }
-        ("GET", ["messages", id]) => match mbox.and_then(|m| m.messages.iter().find(|x| x.id == *id)) {
-            Some(m) => ok_json(StatusCode::OK, select(message_json(m, &upn), query)),
-            None => graph_error(
-                StatusCode::NOT_FOUND,
-                "ErrorItemNotFound",
-                "The specified object was not found in the store.",
-            ),
-        },
+        ("GET", ["calendarView", "delta"]) => {
+            return crate::delta::calendar(&mut st, &upn, user, query, headers);
+        }
+        ("GET", ["messages"]) => {
+            return crate::list::messages(&mut st, &upn, folder.as_deref(), user, query);
+        }
+        ("GET", ["messages", id]) => {
+            let mut pieces = crate::body::Pieces::default();
+            let found = st.mailboxes.get_mut(&upn.to_ascii_lowercase()).and_then(|mbox| {
+                let at = mbox.messages.iter().position(|x| x.id == *id)?;
+                let served = crate::body::served(mbox, at)?;
+                pieces.message(&mbox.messages[at], &upn, &served, query);
+                Some(())
+            });
+            drop(st);
+            return match found {
+                Some(()) => pieces.respond(),
+                None => graph_error(
+                    StatusCode::NOT_FOUND,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                ),
+            };
+        }
+        _ => {}
+    }
+    let mbox = st.mailboxes.get(&upn.to_ascii_lowercase());
+    match (method, rest) {
         ("GET", ["messages", id, "attachments"]) => {
             match mbox.and_then(|m| m.messages.iter().find(|x| x.id == *id)) {
                 Some(m) => ok_json(
@@ -419,7 +407,6 @@ async fn mailbox_route(
                 ),
             }
         }
-        ("GET", ["calendarView", "delta"]) => calendar_delta(&st, &upn, user, query),
         ("GET", ["events", id]) => match mbox.and_then(|m| m.events.iter().find(|x| x.id == *id)) {
             Some(e) => ok_json(StatusCode::OK, select(event_json(e), query)),
             None => graph_error(
@@ -435,254 +422,6 @@ async fn mailbox_route(
         ),
     }
 }
-
-/// What an initial delta request asked for, carried inside its tokens (Graph
-/// keeps query parameters of the first request only, in its state tokens).
-struct DeltaQuery {
-    /// Changes after this sequence number.
-    since: u64,
-    /// `receivedDateTime ge|gt` as (strict, unix seconds).
-    received: Option<(bool, i64)>,
-    /// `changeType=created`: new messages only, no updates.
-    created_only: bool,
-}
-
-impl DeltaQuery {
-    fn token(&self, seq: u64) -> String {
-        let filter = match self.received {
-            Some((strict, t)) => format!("{}{t}", if strict { "gt" } else { "ge" }),
-            None => String::new(),
-        };
-        format!("{seq}~{filter}~{}", if self.created_only { "c" } else { "" })
-    }
-
-    fn from_token(token: &str) -> Option<Self> {
-        let mut parts = token.split('~');
-        let since = parts.next()?.parse().ok()?;
-        let received = match parts.next().unwrap_or("") {
-            "" => None,
-            f => Some((f.starts_with("gt"), f.get(2..)?.parse().ok()?)),
-        };
-        Some(Self {
-            since,
-            received,
-            created_only: parts.next() == Some("c"),
-        })
-    }
-}
-
-/// `receivedDateTime ge 2026-12-01T10:00:00Z` (the only filter message delta
-/// supports) as (strict, unix seconds).
-fn received_filter(filter: &str) -> Option<(bool, i64)> {
-    let mut words = filter.split_whitespace();
-    if words.next()? != "receivedDateTime" {
-        return None;
-    }
-    let strict = match words.next()? {
-        "ge" => false,
-        "gt" => true,
-        _ => return None,
-    };
-    let at =
-        time::OffsetDateTime::parse(words.next()?, &time::format_description::well_known::Rfc3339).ok()?;
-    words.next().is_none().then_some((strict, at.unix_timestamp()))
-}
-
-fn delta(
-    st: &State,
-    upn: &str,
-    folder: &str,
-    user: Option<&str>,
-    query: &[(String, String)],
-    page_size: Option<usize>,
-) -> Response {
-    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let q = match param("$deltatoken") {
-        Some(token) => match DeltaQuery::from_token(token) {
-            Some(q) => q,
-            None => {
-                return graph_error(
-                    StatusCode::GONE,
-                    "SyncStateNotFound",
-                    "The sync state is not found or has expired.",
-                );
-            }
-        },
-        None => {
-            if let Some(ct) = param("changeType")
-                && !matches!(ct, "created" | "updated" | "deleted")
-            {
-                return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid changeType.");
-            }
-            let received = match param("$filter") {
-                None => None,
-                Some(f) => match received_filter(f) {
-                    Some(r) => Some(r),
-                    None => {
-                        return graph_error(
-                            StatusCode::BAD_REQUEST,
-                            "ErrorInvalidUrlQueryFilter",
-                            "The delta query supports only a filter on receivedDateTime with ge or gt.",
-                        );
-                    }
-                },
-            };
-            DeltaQuery {
-                since: 0,
-                received,
-                created_only: param("changeType") == Some("created"),
-            }
-        }
-    };
-    let skip: usize = param("$skiptoken").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let received_ok = |m: &Message| match q.received {
-        None => true,
-        Some((strict, t)) => {
-            let at = time::OffsetDateTime::parse(&m.received, &time::format_description::well_known::Rfc3339)
-                .map(|d| d.unix_timestamp())
-                .unwrap_or(0);
-            if strict { at > t } else { at >= t }
-        }
-    };
-    let all: Vec<&Message> = st
-        .mailboxes
-        .get(&upn.to_ascii_lowercase())
-        .map(|m| {
-            m.messages
-                .iter()
-                // Arrived (or moved in) since the token, or, unless only new
-                // ones are asked for, changed since.
-                .filter(|x| {
-                    x.folder == folder
-                        && (x.seq > q.since || (!q.created_only && x.changed_seq > q.since))
-                        && received_ok(x)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    // Graph's page size is its own choice; a client's odata.maxpagesize lowers it.
-    let page_len = page_size.unwrap_or(DELTA_PAGE).clamp(1, DELTA_PAGE);
-    let page: Vec<Value> = all
-        .iter()
-        .skip(skip)
-        .take(page_len)
-        .map(|m| json!({"id": m.id, "receivedDateTime": m.received, "subject": m.subject}))
-        .collect();
-    let prefix = match user {
-        Some(u) => format!("users/{u}"),
-        None => "me".into(),
-    };
-    let base = format!(
-        "{}/v1.0/{prefix}/mailFolders('{folder}')/messages/delta",
-        st.base_url
-    );
-    let mut body = json!({"value": page});
-    if skip + page_len < all.len() {
-        body["@odata.nextLink"] = format!(
-            "{base}?$deltatoken={}&$skiptoken={}",
-            q.token(q.since),
-            skip + page_len
-        )
-        .into();
-    } else {
-        body["@odata.deltaLink"] = format!("{base}?$deltatoken={}", q.token(st.seq)).into();
-    }
-    ok_json(StatusCode::OK, body)
-}
-
-/// `calendarView/delta`: the changes of the primary calendar's events that
-/// start in the window the first request named (kept in the tokens), with
-/// `@removed` for deleted ones. As documented, the window is required and
-/// `$select` is not supported.
-fn calendar_delta(st: &State, upn: &str, user: Option<&str>, query: &[(String, String)]) -> Response {
-    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    if param("$select").is_some() {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "$select is not supported on calendarView delta.",
-        );
-    }
-    let (since, from, to) = match param("$deltatoken") {
-        Some(token) => {
-            let mut parts = token.split('~');
-            match (
-                parts.next().and_then(|x| x.parse::<u64>().ok()),
-                parts.next(),
-                parts.next(),
-            ) {
-                (Some(seq), Some(from), Some(to)) => (seq, from.to_string(), to.to_string()),
-                _ => {
-                    return graph_error(
-                        StatusCode::GONE,
-                        "SyncStateNotFound",
-                        "The sync state is not found or has expired.",
-                    );
-                }
-            }
-        }
-        None => match (param("startDateTime"), param("endDateTime")) {
-            (Some(f), Some(t)) => (0, f.to_string(), t.to_string()),
-            _ => {
-                return graph_error(
-                    StatusCode::BAD_REQUEST,
-                    "ErrorInvalidParameter",
-                    "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
-                );
-            }
-        },
-    };
-    // Compare the date-time part only (the window is UTC, the simulator's
-    // events carry local times in one zone).
-    let in_window = |start: &str| {
-        let s = start.get(..19).unwrap_or(start);
-        s >= from.get(..19).unwrap_or(&from) && s < to.get(..19).unwrap_or(&to)
-    };
-    let mbox = st.mailboxes.get(&upn.to_ascii_lowercase());
-    let mut changes: Vec<(u64, Value)> = mbox
-        .map(|m| {
-            m.events
-                .iter()
-                .filter(|e| e.changed_seq > since && in_window(&e.start))
-                .map(|e| (e.changed_seq, event_json(e)))
-                .chain(
-                    m.removed_events
-                        .iter()
-                        .filter(|(_, seq)| *seq > since)
-                        .map(|(id, seq)| (*seq, json!({"id": id, "@removed": {"reason": "deleted"}}))),
-                )
-                .collect()
-        })
-        .unwrap_or_default();
-    changes.sort_by_key(|(seq, _)| *seq);
-    let skip: usize = param("$skiptoken").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let page: Vec<Value> = changes
-        .iter()
-        .skip(skip)
-        .take(DELTA_PAGE)
-        .map(|(_, v)| v.clone())
-        .collect();
-    let prefix = match user {
-        Some(u) => format!("users/{u}"),
-        None => "me".into(),
-    };
-    let base = format!("{}/v1.0/{prefix}/calendarView/delta", st.base_url);
-    let mut body = json!({"value": page});
-    if skip + DELTA_PAGE < changes.len() {
-        body["@odata.nextLink"] = format!(
-            "{base}?$deltatoken={since}~{from}~{to}&$skiptoken={}",
-            skip + DELTA_PAGE
-        )
-        .into();
-    } else {
-        body["@odata.deltaLink"] = format!("{base}?$deltatoken={}~{from}~{to}", st.seq).into();
-    }
-    ok_json(StatusCode::OK, body)
-}
-
-/// The simulator's delta page size (Graph's is its own; a client's
-/// `Prefer: odata.maxpagesize` can only lower it).
-const DELTA_PAGE: usize = 50;
 
 fn app_of(access: &Access, st: &State) -> String {
     match &access.subject {
@@ -774,7 +513,11 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         );
     }
     // Parse the resource: /me or /users/{x}, then messages (optionally in a folder) or events.
-    let segs: Vec<String> = resource.trim_start_matches('/').split('/').map(decode).collect();
+    let segs: Vec<String> = resource
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| canonical_segment(&decode(s)))
+        .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (user, rest): (Option<&str>, &[&str]) = match segs.as_slice() {
         ["me", rest @ ..] => (None, rest),
@@ -800,11 +543,15 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         }
     };
     let (mailbox, app_id) = {
-        let st = lock(state);
-        match resolve_mailbox(&st, access, user) {
+        let mut st = lock(state);
+        let found = match resolve_mailbox(&st, access, user) {
             Ok(m) => (m, app_of(access, &st)),
             Err(r) => return r,
+        };
+        if let Some(r) = refuse_duplicate(&mut st, &found.1, &change_types, &resource) {
+            return r;
         }
+        found
     };
     // The validation handshake, on both URLs, before the subscription exists.
     let mut urls = vec![url.clone()];
@@ -830,6 +577,11 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         }
     }
     let mut st = lock(state);
+    // Checked again: another create of the same combination may have
+    // finished during the handshake.
+    if let Some(r) = refuse_duplicate(&mut st, &app_id, &change_types, &resource) {
+        return r;
+    }
     *st.stats.subscription_calls.entry("create".into()).or_default() += 1;
     let sub = SimSubscription {
         id: uuid::Uuid::new_v4().to_string(),
@@ -847,6 +599,63 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
     let body = sub_json(&sub);
     st.subscriptions.insert(sub.id.clone(), sub);
     ok_json(StatusCode::CREATED, body)
+}
+
+/// Graph reads the names in a resource path without case (`Users`,
+/// `MailFolders('Inbox')`): spells them as the simulator matches them.
+fn canonical_segment(seg: &str) -> String {
+    const NAMES: [&str; 5] = ["me", "users", "messages", "mailFolders", "events"];
+    if let Some(name) = NAMES.iter().find(|n| n.eq_ignore_ascii_case(seg)) {
+        return (*name).to_string();
+    }
+    match seg.get(..13) {
+        Some(head) if head.eq_ignore_ascii_case("mailFolders('") => format!("mailFolders('{}", &seg[13..]),
+        _ => seg.to_string(),
+    }
+}
+
+/// Graph's rule for duplicates (subscription-post-subscriptions): a second
+/// subscription of the same app with the same `changeType` and `resource`
+/// fails with `409 Conflict`, "Subscription Id <id> already exists for the
+/// requested combination". Resources compare as Graph reads them: without
+/// case and with or without the leading `/`; change types as a set. Only
+/// live subscriptions count: an expired or silently removed one no longer
+/// exists at Graph. The code is the one Graph answers on the wire
+/// (`ObjectIdentifierInUse`, as clients that parse this error see it).
+fn refuse_duplicate(
+    st: &mut State,
+    app_id: &str,
+    change_types: &[String],
+    resource: &str,
+) -> Option<Response> {
+    let now = OffsetDateTime::now_utc();
+    let wanted = change_set(change_types);
+    let resource = normal_resource(resource);
+    let existing = st
+        .subscriptions
+        .values()
+        .find(|s| {
+            s.app_id == app_id
+                && s.expires > now
+                && change_set(&s.change_types) == wanted
+                && normal_resource(&s.resource) == resource
+        })?
+        .id
+        .clone();
+    st.stats.subscription_conflicts += 1;
+    Some(graph_error(
+        StatusCode::CONFLICT,
+        "ObjectIdentifierInUse",
+        &format!("Subscription Id {existing} already exists for the requested combination"),
+    ))
+}
+
+fn change_set(change_types: &[String]) -> std::collections::BTreeSet<String> {
+    change_types.iter().map(|c| c.to_ascii_lowercase()).collect()
+}
+
+fn normal_resource(resource: &str) -> String {
+    resource.trim_start_matches('/').to_ascii_lowercase()
 }
 
 fn owned<'a>(st: &'a mut State, access: &Access, id: &str) -> Result<&'a mut SimSubscription, Response> {

@@ -17,9 +17,12 @@
 
 #![allow(clippy::result_large_err)]
 
+mod body;
 mod control;
+mod delta;
 mod graph;
 mod identity;
+mod list;
 mod mail;
 mod state;
 
@@ -166,6 +169,24 @@ impl Sim {
         self.with(|s| s.throttle = Some((count, retry_after.map(str::to_string))));
     }
 
+    /// Graph's delta state expires: every message-delta and calendarView-delta
+    /// link (nextLink or deltaLink) issued before this call answers
+    /// `410 Gone` with `syncStateNotFound` from now on, and none of them ever
+    /// works again. A new delta query (a first request, without a token)
+    /// works and issues new links.
+    pub fn expire_delta_links(&self) {
+        self.with(State::expire_delta_links);
+    }
+
+    /// Whether message delta exists (true at start). Off, the simulator is
+    /// the 21Vianet (China) cloud, which has no message delta: every
+    /// `…/messages/delta` request answers `400 ErrorInvalidIdMalformed`
+    /// "Id is malformed.", and a client must list messages by
+    /// `receivedDateTime` instead. calendarView delta keeps working.
+    pub fn set_message_delta_available(&self, available: bool) {
+        self.with(|s| s.message_delta_available = available);
+    }
+
     /// Counts of what reached the simulator.
     pub fn stats(&self) -> Stats {
         self.with(|s| s.stats.clone())
@@ -185,6 +206,20 @@ impl Sim {
     /// Puts a new message in a mailbox and notifies its subscriptions, as
     /// Exchange does when mail arrives. Returns the message id.
     pub fn deliver_message(&self, upn: &str, message: Message) -> String {
+        deliver(&self.state, upn, message)
+    }
+
+    /// Delivers a message whose HTML body is `body_bytes` long (at least a
+    /// few hundred bytes): a paragraph, then an inline image as base64 text,
+    /// as large mail looks. Cheap to make at 25 to 50 MB. Returns the id.
+    pub fn deliver_large_message(&self, upn: &str, body_bytes: usize) -> String {
+        let message = Message {
+            subject: format!("Scanned contract ({body_bytes} bytes)"),
+            from: ("Bo".into(), "bo@example.org".into()),
+            to: vec![(upn.to_string(), upn.to_string())],
+            body_html: body::large_html(body_bytes),
+            ..Default::default()
+        };
         deliver(&self.state, upn, message)
     }
 
@@ -412,7 +447,7 @@ impl Sim {
 /// Puts `message` in `upn`'s mailbox and notifies its subscriptions (the
 /// body of [`Sim::deliver_message`], shared with the `/_sim` control routes).
 pub(crate) fn deliver(state: &Arc<Mutex<State>>, upn: &str, mut message: Message) -> String {
-    let folder = {
+    let (id, folder) = {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         s.seq += 1;
         message.seq = s.seq;
@@ -432,16 +467,15 @@ pub(crate) fn deliver(state: &Arc<Mutex<State>>, upn: &str, mut message: Message
         if message.folder.is_empty() {
             message.folder = "inbox".into();
         }
-        let folder = message.folder.clone();
-        s.mailboxes
-            .entry(upn.to_ascii_lowercase())
-            .or_default()
-            .messages
-            .push(message.clone());
-        folder
+        let delivered = (message.id.clone(), message.folder.clone());
+        let mbox = s.mailboxes.entry(upn.to_ascii_lowercase()).or_default();
+        // Serialised once, here: every GET of it streams these bytes.
+        body::keep(mbox, &message.id, &message.body_html);
+        mbox.messages.push(message);
+        delivered
     };
-    graph::notify_change(state, upn, false, &folder, "created", &message.id);
-    message.id
+    graph::notify_change(state, upn, false, &folder, "created", &id);
+    id
 }
 
 impl Drop for Sim {

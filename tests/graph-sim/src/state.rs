@@ -187,12 +187,43 @@ pub(crate) struct SimSubscription {
     pub(crate) expires: time::OffsetDateTime,
 }
 
+/// A delta query's state, kept behind the opaque token of a nextLink or deltaLink.
+#[derive(Debug, Clone)]
+pub(crate) struct DeltaLink {
+    /// The mailbox (lowercase).
+    pub(crate) upn: String,
+    pub(crate) scope: DeltaScope,
+    /// Changes after this sequence number.
+    pub(crate) since: u64,
+    /// Within a round (a nextLink): the round's last sequence number and
+    /// where the next page starts.
+    pub(crate) page: Option<(u64, u64)>,
+}
+
+/// What a delta query tracks, with the first request's parameters.
+#[derive(Debug, Clone)]
+pub(crate) enum DeltaScope {
+    Messages {
+        folder: String,
+        /// `receivedDateTime ge|gt` as (strict, unix seconds).
+        received: Option<(bool, i64)>,
+        /// `changeType=created`: new messages only.
+        created_only: bool,
+    },
+    Calendar {
+        from: String,
+        to: String,
+    },
+}
+
 #[derive(Default)]
 pub(crate) struct Mailbox {
     pub(crate) messages: Vec<Message>,
     pub(crate) events: Vec<Event>,
     /// Deleted events (id, the change's sequence number), for calendar delta.
     pub(crate) removed_events: Vec<(String, u64)>,
+    /// Message bodies serialised once, by message id.
+    pub(crate) bodies: HashMap<String, crate::body::Served>,
 }
 
 /// Counts of requests that reached the simulator.
@@ -220,6 +251,14 @@ pub struct Stats {
     pub revoked_refresh_uses: u32,
     /// Changes Graph "forgot" to notify (a drop fraction was set), by item id.
     pub forgotten: Vec<String>,
+    /// Delta requests answered `410 Gone`: their link had expired or was never issued.
+    pub delta_links_gone: u32,
+    /// Message delta requests refused because the cloud has none
+    /// ([`crate::Sim::set_message_delta_available`]).
+    pub message_delta_refused: u32,
+    /// Subscription creates answered `409 Conflict` because the same app
+    /// already had a live subscription with the same `changeType` and `resource`.
+    pub subscription_conflicts: u32,
 }
 
 pub(crate) struct Code {
@@ -301,6 +340,12 @@ pub(crate) struct State {
     pub(crate) max_upload_chunk: usize,
     pub(crate) latency: std::time::Duration,
     pub(crate) interactive_consent: bool,
+    /// Delta state tokens still honoured (the ones issued since the last expiry).
+    pub(crate) delta_links: HashMap<String, DeltaLink>,
+    /// How many delta state tokens were ever issued.
+    pub(crate) delta_generation: u64,
+    /// False in a cloud without message delta (21Vianet).
+    pub(crate) message_delta_available: bool,
 }
 
 impl State {
@@ -339,6 +384,9 @@ impl State {
             max_upload_chunk: 0,
             latency: std::time::Duration::ZERO,
             interactive_consent: false,
+            delta_links: HashMap::new(),
+            delta_generation: 0,
+            message_delta_available: true,
         }
     }
 
@@ -368,6 +416,11 @@ impl State {
                 r.revoked = Some(aadsts);
             }
         }
+    }
+
+    /// Graph's delta state expires: every delta token issued so far is forgotten.
+    pub(crate) fn expire_delta_links(&mut self) {
+        self.delta_links.clear();
     }
 
     pub(crate) fn expire_access_tokens(&mut self) {

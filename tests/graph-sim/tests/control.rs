@@ -2,30 +2,11 @@
 //! sign-ins, and the `/_sim/` routes the demo's walk-through uses.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use graph_sim::{App, Sim, User};
+mod common;
+
+use common::{CLIENT, REDIRECT, TENANT, client, get_json, sim, token};
+use graph_sim::Sim;
 use serde_json::{Value, json};
-
-const CLIENT: &str = "11111111-2222-3333-4444-555555555555";
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
-
-async fn sim() -> Sim {
-    let sim = Sim::start().await.unwrap();
-    sim.register_app(App {
-        client_id: CLIENT.into(),
-        home_tenant: TENANT.into(),
-        client_secret: Some("s".into()),
-        certificate_der: None,
-        redirect_uris: vec![REDIRECT.into()],
-    });
-    sim.add_user(User {
-        id: "u1".into(),
-        upn: "ann@contoso.com".into(),
-        display_name: "Ann".into(),
-        tenant: TENANT.into(),
-    });
-    sim
-}
 
 fn authorize(sim: &Sim, extra: &[(&str, &str)]) -> String {
     let mut url = url::Url::parse(&format!("{}/{TENANT}/oauth2/v2.0/authorize", sim.url())).unwrap();
@@ -40,14 +21,6 @@ fn authorize(sim: &Sim, extra: &[(&str, &str)]) -> String {
         url.query_pairs_mut().append_pair(k, v);
     }
     url.to_string()
-}
-
-fn client() -> reqwest::Client {
-    relay365::https::client().unwrap()
-}
-
-async fn get_json(url: String) -> Value {
-    client().get(url).send().await.unwrap().json().await.unwrap()
 }
 
 #[tokio::test]
@@ -178,22 +151,18 @@ async fn discovery_and_id_tokens_carry_what_libraries_read() {
         .unwrap()
         .1
         .to_string();
-    let token: Value = client()
-        .post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.url()))
-        .form(&[
+    let token = token(
+        &sim,
+        &[
             ("grant_type", "authorization_code"),
             ("client_id", CLIENT),
             ("client_secret", "s"),
             ("code", &code),
             ("redirect_uri", REDIRECT),
             ("scope", "offline_access openid Mail.Read"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     let id_token = token["id_token"].as_str().unwrap_or_else(|| panic!("{token}"));
     let payload = id_token.split('.').nth(1).unwrap();
     use base64::Engine;

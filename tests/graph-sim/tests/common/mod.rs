@@ -1,0 +1,127 @@
+//! What the simulator's tests share: a simulator with one app and one user,
+//! an HTTPS client, an app-only token and a webhook that answers Graph's
+//! validation handshake.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use graph_sim::{App, Sim, User};
+use serde_json::Value;
+
+pub(crate) const CLIENT: &str = "11111111-2222-3333-4444-555555555555";
+pub(crate) const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+pub(crate) const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
+pub(crate) const UPN: &str = "ann@contoso.com";
+
+/// A simulator with the app (secret `s`) and the user Ann.
+pub(crate) async fn sim() -> Sim {
+    let sim = Sim::start().await.unwrap();
+    sim.register_app(App {
+        client_id: CLIENT.into(),
+        home_tenant: TENANT.into(),
+        client_secret: Some("s".into()),
+        certificate_der: None,
+        redirect_uris: vec![REDIRECT.into()],
+    });
+    sim.add_user(User {
+        id: "u1".into(),
+        upn: UPN.into(),
+        display_name: "Ann".into(),
+        tenant: TENANT.into(),
+    });
+    sim
+}
+
+pub(crate) fn client() -> reqwest::Client {
+    relay365::https::client().unwrap()
+}
+
+pub(crate) async fn get_json(url: String) -> Value {
+    client().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// A token request to the tenant's token endpoint, answered as JSON.
+pub(crate) async fn token(sim: &Sim, form: &[(&str, &str)]) -> Value {
+    client()
+        .post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.url()))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// An app-only access token for the app (client credentials).
+pub(crate) async fn app_token(sim: &Sim) -> String {
+    let v = token(
+        sim,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT),
+            ("client_secret", "s"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ],
+    )
+    .await;
+    v["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
+}
+
+/// A Graph request with the token: (status, JSON body or Null).
+pub(crate) async fn graph(
+    sim: &Sim,
+    token: &str,
+    method: reqwest::Method,
+    path_or_url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = if path_or_url.starts_with("http") {
+        path_or_url.to_string()
+    } else {
+        format!("{}/v1.0{path_or_url}", sim.url())
+    };
+    let mut req = client().request(method, url).bearer_auth(token);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A notification URL on 127.0.0.1 that answers the validation handshake
+/// (echoes `validationToken` as text/plain) and accepts notifications.
+pub(crate) async fn webhook() -> String {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|Query(q): Query<HashMap<String, String>>| async move {
+            match q.get("validationToken") {
+                Some(t) => (
+                    axum::http::StatusCode::OK,
+                    [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                    t.clone(),
+                ),
+                None => (
+                    axum::http::StatusCode::ACCEPTED,
+                    [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                    String::new(),
+                ),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}/hook")
+}
