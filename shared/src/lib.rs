@@ -22,10 +22,12 @@
 //!   explanations, the Graph client and Graph paths.
 //! - [`services`]: what a function builds once per container from all of the
 //!   above; [`subscriptions`]: creating, renewing and recreating Graph
-//!   subscriptions on top of it; [`sweep`]: the reconciliation sweep that
-//!   queues the mail Graph never announced.
+//!   subscriptions on top of it; [`catchup`]: the one bounded walk of a
+//!   flow's delta query that queues what it was never sent; [`sweep`]: the
+//!   reconciliation sweep that runs it for every flow that is due.
 
 pub mod aws;
+pub mod catchup;
 pub mod config;
 pub mod digest;
 pub mod https;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::aws::queue::Queue;
 use crate::aws::store::{StoreError, SubscriptionChange};
 use crate::microsoft::graph::GraphError;
 use crate::microsoft::paths::graph_resource;
@@ -45,14 +46,15 @@ struct GraphSubscription {
     expiration: String,
 }
 
+/// One page of a delta query.
 #[derive(Deserialize)]
-struct DeltaPage {
+pub(crate) struct DeltaPage {
     #[serde(default)]
-    value: Vec<serde_json::Value>,
+    pub(crate) value: Vec<serde_json::Value>,
     #[serde(rename = "@odata.nextLink")]
-    next: Option<String>,
+    pub(crate) next: Option<String>,
     #[serde(rename = "@odata.deltaLink")]
-    delta: Option<String>,
+    pub(crate) delta: Option<String>,
 }
 
 /// Runs a delta query from `start` (a first request or a stored link) to its
@@ -171,7 +173,8 @@ pub async fn calendar_delta(
 
 /// The first request of a folder's delta query: new mail received at or
 /// after `since` (Graph keeps the filter and the change type in the links it
-/// returns), ids only.
+/// returns), ids and received times only (the time lets a catch-up tell a
+/// new mail from an old one the ledger forgot).
 pub fn delta_start(conn: &Connection, sub: &Subscription, since: OffsetDateTime) -> String {
     let since = since
         .replace_nanosecond(0)
@@ -179,7 +182,7 @@ pub fn delta_start(conn: &Connection, sub: &Subscription, since: OffsetDateTime)
         .format(&Rfc3339)
         .unwrap_or_default();
     format!(
-        "{}/delta?changeType=created&$select=id&$filter=receivedDateTime%20ge%20{since}",
+        "{}/delta?changeType=created&$select=id,receivedDateTime&$filter=receivedDateTime%20ge%20{since}",
         graph_resource(conn, sub)
     )
 }
@@ -217,11 +220,36 @@ impl SubscriptionError {
     }
 }
 
-/// Creates one subscription at Graph and records its id and expiry in the
-/// state table the moment Graph returns them; for mail without a delta link
-/// yet, then runs the delta query to its end and records the link from which
-/// a resync starts. A subscription recreated after Graph lost it keeps its
-/// old link, so a resync covers the gap.
+/// Flows of the connection other than `sub` that watch the same resource
+/// and folder, and so share its Graph subscription.
+fn siblings<'a>(conn: &'a Connection, sub: &Subscription) -> Vec<&'a Subscription> {
+    conn.subscriptions
+        .iter()
+        .filter(|x| x.key != sub.key && x.same_resource(sub))
+        .collect()
+}
+
+/// The id Graph names in its 409 for a subscription that exists already
+/// ("Subscription Id … already exists for the requested combination").
+pub fn conflicting_id(message: &str) -> Option<&str> {
+    let rest = &message[message.find("Subscription Id ")? + "Subscription Id ".len()..];
+    let id = rest
+        .split_whitespace()
+        .next()?
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-');
+    (!id.is_empty() && id.len() <= 64).then_some(id)
+}
+
+/// Creates the Graph subscription of a flow and records its id and expiry
+/// on the flow and on every flow sharing it (same resource and folder) the
+/// moment Graph returns them; then, for a flow without a delta link yet,
+/// runs the baseline delta query and records the link a catch-up starts
+/// from. A flow added beside one that has a Graph subscription shares that
+/// one instead (Graph allows one per resource and app). A `409 Conflict`
+/// (the subscription exists already: an answer lost on the way, or made by
+/// another container) deletes the existing one and creates it again, so it
+/// carries the current `clientState`. A flow recreated after Graph lost its
+/// subscription keeps its old link, so a catch-up covers the gap.
 ///
 /// # Errors
 /// [`SubscriptionError`]; a failed validation handshake comes back as a 400.
@@ -236,34 +264,70 @@ pub async fn create(
             "RELAY365_PUBLIC_URL is not set".into(),
         ));
     };
-    let base = public.as_str().trim_end_matches('/');
-    let expires = OffsetDateTime::now_utc() + time::Duration::minutes(LIFETIME_MINUTES);
-    let signer = s.signer().await;
-    let body = serde_json::json!({
-        "changeType": change_types(sub.resource),
-        "notificationUrl": format!("{base}/notifications"),
-        "lifecycleNotificationUrl": format!("{base}/notifications/lifecycle"),
-        "resource": graph_resource(conn, sub),
-        "expirationDateTime": expires.format(&Rfc3339).unwrap_or_default(),
-        "clientState": signer.client_state(&conn.id).expose(),
-        "latestSupportedTlsVersion": "v1_2",
-    });
-    let created: GraphSubscription = s
-        .graph
-        .send(reqwest::Method::POST, "/subscriptions", token, Some(&body), &[])
-        .await?
-        .json()?;
-    recorded(
-        s,
-        conn,
-        sub,
-        SubscriptionChange::new()
-            .graph_id(&created.id)
-            .key_id(&signer.key_id()),
-        &created,
-    )
-    .await?;
-    tracing::info!(connection = %conn.id, subscription = %created.id, "subscription created");
+    let siblings = siblings(conn, sub);
+    let shared = siblings
+        .iter()
+        .find(|x| !x.id.is_empty() && x.id != sub.id && sub.id.is_empty());
+    let (id, key_id, expires) = if let Some(live) = shared {
+        tracing::info!(connection = %conn.id, flow = %sub.key, subscription = %live.id, "the flow shares the Graph subscription of its resource");
+        (
+            live.id.clone(),
+            live.key_id.clone().unwrap_or_default(),
+            live.expires_at,
+        )
+    } else {
+        let base = public.as_str().trim_end_matches('/');
+        let expires = OffsetDateTime::now_utc() + time::Duration::minutes(LIFETIME_MINUTES);
+        let signer = s.signer().await;
+        let body = serde_json::json!({
+            "changeType": change_types(sub.resource),
+            "notificationUrl": format!("{base}/notifications"),
+            "lifecycleNotificationUrl": format!("{base}/notifications/lifecycle"),
+            "resource": graph_resource(conn, sub),
+            "expirationDateTime": expires.format(&Rfc3339).unwrap_or_default(),
+            "clientState": signer.client_state(&conn.id).expose(),
+            "latestSupportedTlsVersion": "v1_2",
+        });
+        let post = || {
+            s.graph
+                .send(reqwest::Method::POST, "/subscriptions", token, Some(&body), &[])
+        };
+        let created: GraphSubscription = match post().await {
+            Ok(r) => r.json()?,
+            Err(GraphError::Api {
+                status: 409, message, ..
+            }) if conflicting_id(&message).is_some() => {
+                let existing = conflicting_id(&message).unwrap_or_default().to_string();
+                tracing::warn!(connection = %conn.id, subscription = %existing, "Graph has this subscription already; replacing it with one of the current key");
+                delete_at_graph(s, token, &existing).await;
+                post().await?.json()?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        (
+            created.id,
+            signer.key_id(),
+            OffsetDateTime::parse(&created.expiration, &Rfc3339).ok(),
+        )
+    };
+    let record = |change: SubscriptionChange| {
+        change
+            .graph_id(&id)
+            .key_id(&key_id)
+            .expires_at(expires)
+            .last_error(None)
+    };
+    s.state
+        .update_subscription(&conn.id, &sub.key, record(SubscriptionChange::new()))
+        .await?;
+    if shared.is_none() {
+        for sibling in &siblings {
+            s.state
+                .update_subscription(&conn.id, &sibling.key, record(SubscriptionChange::new()))
+                .await?;
+        }
+        tracing::info!(connection = %conn.id, subscription = %id, flows = siblings.len() + 1, "subscription created");
+    }
     if sub.resource == Resource::Mail && sub.delta_link.is_none() {
         // The baseline asks only for mail received from a minute ago on, so
         // it is one short page whatever the folder holds, and no later
@@ -291,7 +355,37 @@ pub async fn create(
             )
             .await?;
     }
-    Ok(created.id)
+    Ok(id)
+}
+
+/// Replaces a flow's Graph subscription (a new `clientState`): the old one
+/// is deleted first, then the new one created (Graph allows one per
+/// resource), then every flow sharing it catches up from its stored link,
+/// so what arrived in the gap is delivered too.
+///
+/// # Errors
+/// [`SubscriptionError`] from the create.
+pub async fn recreate(
+    s: &Services,
+    conn: &Connection,
+    sub: &Subscription,
+    token: &Sensitive,
+    queue: Option<&dyn Queue>,
+) -> Result<String, SubscriptionError> {
+    if !sub.id.is_empty() {
+        delete_at_graph(s, token, &sub.id).await;
+    }
+    // Without its old id the flow would share it; with it, create posts.
+    let id = create(s, conn, sub, token).await?;
+    if let Some(queue) = queue {
+        let mut flows = siblings(conn, sub);
+        flows.push(sub);
+        if let Err(e) = crate::catchup::start(queue, conn, &flows, false).await {
+            // The next sweep covers the gap from the same stored links.
+            tracing::warn!(connection = %conn.id, error = %e, "could not queue the catch-up after a recreate; the sweep will");
+        }
+    }
+    Ok(id)
 }
 
 /// Records what Graph answered for a subscription (its expiry, no error), with `change`.
@@ -446,7 +540,8 @@ pub struct Resubscribed {
 }
 
 /// Recreates a connection's subscriptions (new clientState from the current
-/// key) and deletes the old ones at Graph once each replacement exists. Work
+/// key): each old one is deleted at Graph first, then the new one created,
+/// then its flows catch up (see [`recreate`]). Work
 /// stops starting at `deadline`: what is left is marked, and the renewal run
 /// or the next call finishes it. A call while some are marked does only
 /// those.
@@ -458,6 +553,7 @@ pub async fn resubscribe(
     conn: &Connection,
     token: &Sensitive,
     deadline: std::time::Instant,
+    queue: Option<&dyn Queue>,
 ) -> Result<Resubscribed, SubscriptionError> {
     let pending: Vec<&Subscription> = conn
         .subscriptions
@@ -470,7 +566,13 @@ pub async fn resubscribe(
         pending
     };
     let mut done = Resubscribed::default();
+    // Flows sharing a Graph subscription are recreated once, together.
+    let mut handled: HashSet<String> = HashSet::new();
     for (i, sub) in todo.iter().enumerate() {
+        if !sub.id.is_empty() && handled.contains(&sub.id) {
+            done.recreated += 1;
+            continue;
+        }
         if std::time::Instant::now() >= deadline {
             for left in &todo[i..] {
                 s.state
@@ -485,11 +587,9 @@ pub async fn resubscribe(
             tracing::info!(connection = %conn.id, remaining = done.remaining, "resubscribe ran out of time; the rest is marked");
             return Ok(done);
         }
-        match create(s, conn, sub, token).await {
+        match recreate(s, conn, sub, token, queue).await {
             Ok(_) => {
-                if !sub.id.is_empty() {
-                    delete_at_graph(s, token, &sub.id).await;
-                }
+                handled.insert(sub.id.clone());
                 done.recreated += 1;
             }
             Err(e) => {
@@ -552,7 +652,7 @@ async fn listed(s: &Services, token: &Sensitive) -> Result<HashSet<String>, Grap
 /// current one (a key rotation), and reports what it could not fix. Each connection is
 /// read fresh and each subscription is written by itself, so the run never
 /// undoes what dispatch or a sign-in wrote meanwhile.
-pub async fn renew_due(s: &Services, within: time::Duration) -> RenewReport {
+pub async fn renew_due(s: &Services, within: time::Duration, queue: Option<&dyn Queue>) -> RenewReport {
     let mut report = RenewReport::default();
     let ids = match s.state.connection_ids().await {
         Ok(ids) => ids,
@@ -601,20 +701,29 @@ pub async fn renew_due(s: &Services, within: time::Duration) -> RenewReport {
                 None
             }
         };
+        // Flows sharing a Graph subscription: the first of them renews or
+        // recreates it, and the change is recorded on all.
+        let mut handled: HashSet<String> = HashSet::new();
         for sub in &conn.subscriptions {
+            if !sub.id.is_empty() && !handled.insert(sub.id.clone()) {
+                continue;
+            }
             let missing = sub.id.is_empty() || listed.as_ref().is_some_and(|l| !l.contains(&sub.id));
             let old_key = sub.key_id.as_deref() != Some(key_id.as_str());
             let result = if missing {
-                create(s, &conn, sub, &token).await.map(|_| Renewal::Recreated)
+                // Graph lost it: a new one, and the gap caught up.
+                let mut lost = sub.clone();
+                lost.id.clear();
+                recreate(s, &conn, &lost, &token, queue)
+                    .await
+                    .map(|_| Renewal::Recreated)
             } else if old_key {
                 // Graph cannot change a clientState: a new subscription with
-                // the current key replaces the old one (deleted once the new
-                // one exists, so notifications never stop).
-                match create(s, &conn, sub, &token).await {
-                    Ok(_) => {
-                        delete_at_graph(s, &token, &sub.id).await;
-                        Ok(Renewal::Rekeyed)
-                    }
+                // the current key replaces the old one. Graph allows one per
+                // resource, so the old one goes first and the gap is caught
+                // up from the flows' stored links.
+                match recreate(s, &conn, sub, &token, queue).await {
+                    Ok(_) => Ok(Renewal::Rekeyed),
                     Err(e) => {
                         report.on_previous_key += 1;
                         Err(e)

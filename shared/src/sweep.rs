@@ -3,15 +3,16 @@
 //!
 //! Graph's change notifications are best effort: in the field a fraction of
 //! them never arrive, and nothing says so. Every scheduled run therefore
-//! asks Graph, per active subscription, what arrived since the stored delta
-//! link (for mail, the link's filter keeps it to mail received since the
-//! subscription's baseline, created ones only; for a calendar, every change
-//! of the events in its window, one per version), looks each item up in the
-//! delivery ledger, and queues a notification for every item that was
-//! never delivered, on the same FIFO queue and message group as the webhook's,
-//! so dispatch delivers it in order and at most once (the ledger again). The
-//! new link is stored only after the queue took every item, so an
-//! interrupted sweep repeats work instead of skipping mail.
+//! runs the first step of the catch-up ([`crate::catchup::step`]) for each
+//! active flow that is due: what arrived since the flow's stored delta link
+//! (for mail, the link's filter keeps it to mail received since the flow's
+//! baseline, created ones only; for a calendar, every change of the events
+//! in its window, one per version), looked up in the flow's delivery
+//! ledger, and queued on the same FIFO queue and message group as the
+//! webhook's, so dispatch delivers it in order and at most once. A longer
+//! walk goes on in dispatch, one bounded step per queue record, and the new
+//! link is stored only after the queue took every item, so an interrupted
+//! sweep repeats work instead of skipping mail.
 //!
 //! A run sweeps the subscriptions not swept for [`SWEEP_AGE`] until its time
 //! budget is spent, the longest-waiting first, so a large deployment is
@@ -28,13 +29,10 @@ use futures_util::stream::{self, StreamExt};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::aws::queue::{Queue, QueuedNotification};
-use crate::aws::store::SubscriptionChange;
-use crate::microsoft::paths;
+use crate::aws::queue::{CatchUpStep, Queue, QueuedNotification};
+use crate::catchup;
 use crate::model::connection::{Connection, Status, Subscription};
-use crate::model::scopes::Resource;
 use crate::services::Services;
-use crate::subscriptions;
 
 /// A subscription swept more recently than this is left for a later run
 /// (unless the run sweeps all).
@@ -42,6 +40,16 @@ pub const SWEEP_AGE: time::Duration = time::Duration::minutes(10);
 
 /// One subscription's sweep: connection, subscription, mails recovered or why not.
 type Swept = (String, String, Result<usize, String>);
+
+/// A resumed flow whose catch-up has not finished after this long is
+/// started again (its step records may have gone to the dead-letter queue).
+pub const STALLED_CATCH_UP: time::Duration = time::Duration::minutes(30);
+
+fn catching_up_since(sub: &Subscription) -> Option<OffsetDateTime> {
+    sub.catching_up
+        .as_deref()
+        .map(|t| OffsetDateTime::parse(t, &Rfc3339).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+}
 
 /// Subscriptions swept at once.
 pub const CONCURRENCY: usize = 16;
@@ -60,6 +68,8 @@ pub struct SweepReport {
     /// Connections needing a new sign-in whose flow was not told yet: a
     /// reminder was queued, and dispatch sends `connection.reauth_required`.
     pub reminded: usize,
+    /// Resumed flows whose catch-up had stalled and was started again.
+    pub restarted: usize,
 }
 
 /// Sweeps the active mail subscriptions that are due (all of them when
@@ -86,12 +96,20 @@ pub async fn sweep(s: &Services, queue: &dyn Queue, deadline: Instant, all: bool
         if conn.status != Status::Active {
             continue;
         }
-        // Mail and calendar subscriptions alike, once their baseline is stored.
+        // Mail and calendar flows alike, once their baseline is stored; a
+        // paused flow is caught up when it is resumed, and a resumed one by
+        // its own catch-up, unless that stalled.
         for sub in conn
             .subscriptions
             .iter()
-            .filter(|x| !x.id.is_empty() && x.delta_link.is_some() && x.target_gone_at.is_none())
+            .filter(|x| !x.id.is_empty() && x.delta_link.is_some() && !x.is_paused())
         {
+            if let Some(since) = catching_up_since(sub) {
+                if now - since >= STALLED_CATCH_UP {
+                    report.restarted += catchup::start(queue, &conn, &[sub], true).await.unwrap_or(0);
+                }
+                continue;
+            }
             let last = sub
                 .last_swept_at
                 .as_deref()
@@ -110,7 +128,7 @@ pub async fn sweep(s: &Services, queue: &dyn Queue, deadline: Instant, all: bool
             if Instant::now() >= deadline {
                 return None;
             }
-            let r = sweep_one(s, queue, &conn, &sub).await;
+            let r = sweep_one(s, queue, &conn, &sub, deadline).await;
             Some((conn.id, sub.id, r))
         })
         .buffer_unordered(CONCURRENCY)
@@ -150,16 +168,9 @@ async fn remind(s: &Services, queue: &dyn Queue, conn: &Connection) -> usize {
         Ok(false) => {}
         _ => return 0,
     }
-    let reminder = QueuedNotification {
-        connection_id: conn.id.clone(),
-        subscription_id: sub.id.clone(),
-        change_type: Some("reauth_reminder".into()),
-        resource: None,
-        resource_id: None,
-        version: Some(conn.generation.to_string()),
-        lifecycle_event: None,
-        received_at: OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
-    };
+    let mut reminder = QueuedNotification::for_subscription(&conn.id, &sub.id);
+    reminder.change_type = Some("reauth_reminder".into());
+    reminder.version = Some(conn.generation.to_string());
     match queue.send(&[reminder]).await {
         Ok(()) => 1,
         Err(e) => {
@@ -169,108 +180,23 @@ async fn remind(s: &Services, queue: &dyn Queue, conn: &Connection) -> usize {
     }
 }
 
-/// One item a sweep found, as dispatch would record it.
-struct Found {
-    id: String,
-    change_type: &'static str,
-    version: Option<String>,
-    /// The delivery ledger's key for it: the message id, or a calendar
-    /// event's id and version.
-    ledger_key: String,
-}
-
-/// What Graph reports since `link`: new mail, or every calendar change.
-async fn changes_since(
-    s: &Services,
-    token: &crate::Sensitive,
-    sub: &Subscription,
-    link: &str,
-) -> Result<(Vec<Found>, String), String> {
-    match sub.resource {
-        Resource::Mail => {
-            let (ids, next) = subscriptions::delta(s, token, link)
-                .await
-                .map_err(|e| e.to_string())?;
-            let found = ids
-                .into_iter()
-                .map(|id| Found {
-                    ledger_key: id.clone(),
-                    id,
-                    change_type: "created",
-                    version: None,
-                })
-                .collect();
-            Ok((found, next))
-        }
-        Resource::Calendar => {
-            let (changes, next) = subscriptions::calendar_delta(s, token, link)
-                .await
-                .map_err(|e| e.to_string())?;
-            let found = changes
-                .into_iter()
-                .map(|c| Found {
-                    ledger_key: c.ledger_key(),
-                    change_type: c.change_type(),
-                    version: c.change_key.clone(),
-                    id: c.id,
-                })
-                .collect();
-            Ok((found, next))
-        }
-    }
-}
-
 async fn sweep_one(
     s: &Services,
     queue: &dyn Queue,
     conn: &Connection,
     sub: &Subscription,
+    deadline: Instant,
 ) -> Result<usize, String> {
-    let Some(link) = &sub.delta_link else {
-        return Ok(0);
-    };
     let token = s.tokens.access_token(conn).await.map_err(|e| e.to_string())?;
-    let (changes, next) = changes_since(s, &token, sub, link).await?;
-    let received_at = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
-    let mut missing = Vec::new();
-    for change in changes {
-        if paths::item_id(&change.id).is_err() {
-            continue;
-        }
-        if !s
-            .state
-            .is_delivered(&conn.id, &change.ledger_key)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            missing.push(QueuedNotification {
-                connection_id: conn.id.clone(),
-                subscription_id: sub.id.clone(),
-                change_type: Some(change.change_type.into()),
-                resource: None,
-                resource_id: Some(change.id),
-                version: change.version,
-                lifecycle_event: None,
-                received_at: received_at.clone(),
-            });
-        }
-    }
-    if !missing.is_empty() {
-        queue.send(&missing).await.map_err(|e| e.to_string())?;
-        tracing::warn!(
-            connection = %conn.id,
-            subscription = %sub.id,
-            recovered = missing.len(),
-            "the sweep found mail Graph never announced; queued for delivery"
-        );
-    }
-    let change = SubscriptionChange::new()
-        .delta_link(&next)
-        .last_swept_at(OffsetDateTime::now_utc())
-        .recovered(sub.recovered.unwrap_or(0) + missing.len() as u64);
-    s.state
-        .update_subscription(&conn.id, &sub.key, change)
+    // The first step here; a walk longer than one step goes on in dispatch
+    // (the step queues its continuation behind what it found).
+    let from = CatchUpStep {
+        cursor: None,
+        rebaseline: false,
+    };
+    let until = deadline.max(Instant::now() + catchup::PAGE_WORST);
+    let stepped = catchup::step(s, queue, conn, sub, &token, &from, until)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(missing.len())
+    Ok(stepped.queued)
 }

@@ -1,5 +1,5 @@
 //! The admin API of relay365 (IAM-authorised by API Gateway):
-//! create, list, read and delete connections.
+//! create, list, read and delete connections; add, pause and resume flows.
 //!
 //! A connection is created `pending_consent` and answered with the link that
 //! completes it: a signed connect link for delegated sign-in, or Microsoft's
@@ -12,7 +12,8 @@ pub mod validate;
 
 use lambda_http::Request;
 
-use relay365::aws::store::StoreError;
+use relay365::aws::queue::{Queue, SqsQueue};
+use relay365::aws::store::{StoreError, SubscriptionChange};
 use relay365::microsoft::tokens::TokenError;
 use relay365::model::connection::{self, AuthMode, Connection, Status, Subscription};
 use relay365::model::scopes;
@@ -27,8 +28,21 @@ pub use validate::{SubscriptionBody, subscription_from_body, validate_mailbox};
 /// How long `POST /connections/{id}/resubscribe` starts new work.
 pub const RESUBSCRIBE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Answers one API request.
+/// The notification queue the settings name (`RELAY365_QUEUE_URL`), where
+/// catch-ups are queued.
+fn configured_queue(s: &Services) -> Option<SqsQueue> {
+    s.config.queue_url.clone().map(SqsQueue::lazy)
+}
+
+/// Answers one API request, queueing catch-ups on the configured queue.
 pub async fn handle(req: Request, s: &Services) -> HttpResponse {
+    let queue = configured_queue(s);
+    handle_with(req, s, queue.as_ref().map(|q| q as &dyn Queue)).await
+}
+
+/// Answers one API request; catch-ups (after a resubscribe or a resume) go
+/// to `queue`, or are left to the next scheduled sweep without one.
+pub async fn handle_with(req: Request, s: &Services, queue: Option<&dyn Queue>) -> HttpResponse {
     // The views below sign links and name keys with the signer in use: bring
     // it up to date first (a re-read at most once per secret TTL).
     s.signer().await;
@@ -41,7 +55,14 @@ pub async fn handle(req: Request, s: &Services) -> HttpResponse {
         ("GET", ["connections", id]) => read(s, id).await,
         ("DELETE", ["connections", id]) => delete(s, id).await,
         ("POST", ["connections", id, "subscriptions"]) => add_subscription(&req, s, id).await,
-        ("POST", ["connections", id, "resubscribe"]) => resubscribe(s, id).await,
+        ("POST", ["connections", id, "resubscribe"]) => resubscribe(s, id, queue).await,
+        ("POST", ["connections", id, "subscriptions", key, "pause"]) => pause(s, id, key).await,
+        ("POST", ["connections", id, "subscriptions", key, "resume"]) => resume(s, id, key, queue).await,
+        (_, ["connections", _, "subscriptions", _, "pause" | "resume"]) => api::error(
+            405,
+            "method_not_allowed",
+            "use POST on /connections/{id}/subscriptions/{key}/pause or /resume",
+        ),
         (_, ["connections", _, "subscriptions"]) => api::error(
             405,
             "method_not_allowed",
@@ -251,7 +272,85 @@ async fn add_subscription(req: &Request, s: &Services, id: &str) -> HttpResponse
     api::json(201, &stored.public_view())
 }
 
-async fn resubscribe(s: &Services, id: &str) -> HttpResponse {
+/// The flow `key` of a connection, or the 404 that says how to find it.
+async fn flow(s: &Services, id: &str, key: &str) -> Result<(Connection, Subscription), HttpResponse> {
+    let conn = load(s, id).await?;
+    match conn.subscriptions.iter().find(|x| x.key == key).cloned() {
+        Some(sub) => Ok((conn, sub)),
+        None => Err(api::error(
+            404,
+            "not_found",
+            format!("connection {id} has no subscription {key:?}: GET /connections/{id} lists their keys"),
+        )),
+    }
+}
+
+async fn pause(s: &Services, id: &str, key: &str) -> HttpResponse {
+    let (_, sub) = match flow(s, id, key).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !sub.is_paused() {
+        let now = time::OffsetDateTime::now_utc();
+        let change = SubscriptionChange::new().paused(
+            now,
+            "paused by an operator: nothing is sent to this flow until it is resumed, and nothing is lost",
+        );
+        if let Err(e) = s.state.update_subscription(id, key, change).await {
+            return store_error(&e);
+        }
+    }
+    match flow(s, id, key).await {
+        Ok((_, sub)) => api::json(200, &sub.public_view()),
+        Err(r) => r,
+    }
+}
+
+async fn resume(s: &Services, id: &str, key: &str, queue: Option<&dyn Queue>) -> HttpResponse {
+    let (conn, sub) = match flow(s, id, key).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if sub.is_paused() {
+        let now = time::OffsetDateTime::now_utc();
+        if let Err(e) = s
+            .state
+            .update_subscription(id, key, SubscriptionChange::new().resumed(now))
+            .await
+        {
+            return store_error(&e);
+        }
+        // Everything since the watermark, through the catch-up; new mail
+        // waits for it, so the flow gets all of it once and in order.
+        let resumed = match flow(s, id, key).await {
+            Ok((_, sub)) => sub,
+            Err(r) => return r,
+        };
+        match queue {
+            Some(q) => {
+                if let Err(e) = relay365::catchup::start(q, &conn, &[&resumed], true).await {
+                    // The flow stays in catch-up; the sweep starts it again.
+                    return api::error(
+                        503,
+                        "queue_unavailable",
+                        format!(
+                            "the flow is resumed but its catch-up could not be queued ({e}); the scheduled run starts it within half an hour, or POST resume again"
+                        ),
+                    );
+                }
+            }
+            None => {
+                tracing::warn!(connection = %id, flow = %key, "no notification queue: the scheduled run starts the catch-up")
+            }
+        }
+    }
+    match flow(s, id, key).await {
+        Ok((_, sub)) => api::json(200, &sub.public_view()),
+        Err(r) => r,
+    }
+}
+
+async fn resubscribe(s: &Services, id: &str, queue: Option<&dyn Queue>) -> HttpResponse {
     let conn = match load(s, id).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -270,7 +369,7 @@ async fn resubscribe(s: &Services, id: &str) -> HttpResponse {
     // API Gateway cuts a request at 29 s: no new subscription is started
     // after 20 (one takes a few seconds, the validation handshake included).
     let deadline = std::time::Instant::now() + RESUBSCRIBE_BUDGET;
-    let done = match subscriptions::resubscribe(s, &conn, &token, deadline).await {
+    let done = match subscriptions::resubscribe(s, &conn, &token, deadline, queue).await {
         Ok(d) => d,
         Err(e) => {
             let status = if e.is_retryable() { 503 } else { 502 };
@@ -299,32 +398,23 @@ pub const SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(60)
 /// sweep queues what it recovers on the notification queue
 /// (`RELAY365_QUEUE_URL`; without it the run renews only).
 pub async fn handle_event(payload: serde_json::Value, s: &Services) -> serde_json::Value {
-    let queue = s
-        .config
-        .queue_url
-        .clone()
-        .map(relay365::aws::queue::SqsQueue::lazy);
-    handle_event_with(
-        payload,
-        s,
-        queue.as_ref().map(|q| q as &dyn relay365::aws::queue::Queue),
-    )
-    .await
+    let queue = configured_queue(s);
+    handle_event_with(payload, s, queue.as_ref().map(|q| q as &dyn Queue)).await
 }
 
 /// [`handle_event`] with the queue the sweep uses given.
 pub async fn handle_event_with(
     payload: serde_json::Value,
     s: &Services,
-    queue: Option<&dyn relay365::aws::queue::Queue>,
+    queue: Option<&dyn Queue>,
 ) -> serde_json::Value {
     if payload.get("requestContext").is_some() {
         return api::to_apigw_v2(match api::http_event(&payload) {
-            Ok(req) => handle(req, s).await,
+            Ok(req) => handle_with(req, s, queue).await,
             Err(r) => r,
         });
     }
-    let report = subscriptions::renew_due(s, time::Duration::days(1)).await;
+    let report = subscriptions::renew_due(s, time::Duration::days(1), queue).await;
     let mut out = serde_json::to_value(&report).unwrap_or_default();
     if let Some(queue) = queue {
         let all = payload

@@ -1,6 +1,9 @@
 //! What dispatch needs, built once per container.
 
+use std::sync::Arc;
+
 use relay365::Sensitive;
+use relay365::aws::queue::{Queue, SqsQueue};
 use relay365::aws::secret_value::SecretValue;
 use relay365::services::{Services, StartupError};
 use relay365::web::signing::EventSigner;
@@ -14,6 +17,12 @@ pub struct Dispatcher {
     pub(crate) events: SecretValue<EventSigner>,
     /// For `eventbridge:` targets; built on the first event for one.
     pub(crate) eventbridge: relay365::aws::sdk::LazyClient<aws_sdk_eventbridge::Client>,
+    /// The notification queue itself (`RELAY365_QUEUE_URL`): catch-up steps
+    /// queue what they find and their continuation there, and a failed
+    /// record is made visible again after its own backoff.
+    pub(crate) queue: Option<Arc<dyn Queue>>,
+    /// The first retry's wait ([`crate::FIRST_RETRY`]).
+    pub(crate) first_retry: std::time::Duration,
 }
 
 impl Dispatcher {
@@ -34,11 +43,31 @@ impl Dispatcher {
                 ..Default::default()
             },
         );
+        let queue = services
+            .config
+            .queue_url
+            .clone()
+            .map(|url| Arc::new(SqsQueue::lazy(url)) as Arc<dyn Queue>);
         Self {
             services,
             events,
             eventbridge: relay365::aws::sdk::LazyClient::new(aws_sdk_eventbridge::Client::new),
+            queue,
+            first_retry: crate::FIRST_RETRY,
         }
+    }
+
+    /// Waits `first` before a failed record's first retry, doubling from
+    /// there (tests that make a target fail on purpose, to keep them short).
+    pub fn with_first_retry(mut self, first: std::time::Duration) -> Self {
+        self.first_retry = first;
+        self
+    }
+
+    /// Uses this notification queue (tests, tools).
+    pub fn with_queue(mut self, queue: Arc<dyn Queue>) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// Sends to EventBridge through this client (tests, tools).

@@ -1,13 +1,14 @@
-//! From a notified item to an event at the flow: the ledger check, the
-//! fetch from Graph, the delivery and the ledger entry, for mail and for
-//! calendar events; and the resync that runs a delta query after `missed`.
+//! From a notified item to an event at each flow that should have it: the
+//! flows' ledger checks, one fetch from Graph, the deliveries and the ledger
+//! entries, for mail and for calendar events. Several flows on one Graph
+//! subscription each get the item once, in the order they were added.
 
+use relay365::Sensitive;
 use relay365::aws::queue::QueuedNotification;
 use relay365::aws::store::SubscriptionChange;
+use relay365::catchup;
 use relay365::microsoft::paths;
 use relay365::model::connection::{Connection, Subscription};
-use relay365::model::scopes::Resource;
-use relay365::{Sensitive, subscriptions};
 use serde_json::Value;
 
 use crate::deliver::{Delivery, Destination, deliver};
@@ -99,18 +100,17 @@ fn received_before_subscription(sub: &Subscription, received: Option<&str>) -> b
     }
 }
 
-/// The receiver asked for no more events: the subscription's target is
-/// switched off and `GET /connections/{id}` says so and how to fix it.
+/// The receiver asked for no more events: the flow is paused (nothing is
+/// sent to it, nothing is lost) and `GET /connections/{id}` says so and how
+/// to resume it.
 pub(crate) async fn target_gone(d: &Dispatcher, conn: &Connection, sub: &Subscription, why: &str) -> Outcome {
     let now = time::OffsetDateTime::now_utc();
     let words = format!(
-        "{why}: events for this subscription stopped; add a subscription with a working target (POST /connections/{}/subscriptions)",
-        conn.id
+        "{why}: the flow is paused and nothing is sent to it; fix the receiver, then resume it (POST /connections/{}/subscriptions/{}/resume) and everything that arrived meanwhile is delivered",
+        conn.id, sub.key
     );
-    tracing::error!(connection = %conn.id, subscription = %sub.id, "{words}");
-    let change = SubscriptionChange::new()
-        .target_gone_at(now)
-        .last_error(Some(&words));
+    tracing::error!(connection = %conn.id, flow = %sub.key, "{words}");
+    let change = SubscriptionChange::new().paused(now, &words);
     match d
         .services
         .state
@@ -138,12 +138,44 @@ fn forged(conn: &Connection) -> Outcome {
     Outcome::Done
 }
 
+/// One flow an item goes to, and where its events go.
+pub(crate) type Flow = (Subscription, Destination);
+
+/// The worst of two outcomes of one record: a retry wins, then a pause,
+/// then a delivery.
+fn worse(a: Outcome, b: Outcome) -> Outcome {
+    let rank = |o: &Outcome| match o {
+        Outcome::Retry(_) => 3,
+        Outcome::TargetGone => 2,
+        Outcome::Delivered => 1,
+        Outcome::Done => 0,
+    };
+    if rank(&b) > rank(&a) { b } else { a }
+}
+
+/// The flows whose ledger does not have `key(flow)` yet.
+async fn undelivered<'a>(
+    d: &Dispatcher,
+    conn: &Connection,
+    flows: &'a [Flow],
+    key: impl Fn(&Subscription) -> String,
+) -> Result<Vec<&'a Flow>, Outcome> {
+    let mut out = Vec::new();
+    for flow in flows {
+        match already_delivered(d, conn, &key(&flow.0)).await {
+            None => out.push(flow),
+            Some(Outcome::Done) => {}
+            Some(other) => return Err(other),
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) async fn deliver_message(
     d: &Dispatcher,
     conn: &Connection,
-    sub: &Subscription,
+    flows: &[Flow],
     token: &Sensitive,
-    target: &Destination,
     id: &str,
 ) -> Outcome {
     let s = &d.services;
@@ -151,9 +183,11 @@ pub(crate) async fn deliver_message(
     let Ok(base) = paths::message(conn, id) else {
         return forged(conn);
     };
-    if let Some(outcome) = already_delivered(d, conn, id).await {
-        return outcome;
-    }
+    let pending = match undelivered(d, conn, flows, |f| f.ledger_key(id)).await {
+        Ok(p) if p.is_empty() => return Outcome::Done,
+        Ok(p) => p,
+        Err(outcome) => return outcome,
+    };
     let message: Value = match s
         .graph
         .get_json(&format!("{base}?$select={MESSAGE_SELECT}"), token)
@@ -163,10 +197,21 @@ pub(crate) async fn deliver_message(
         Err(e) if e.status() == Some(404) => return Outcome::Done,
         Err(e) => return graph_failure(d, conn, e).await,
     };
-    // A mail received before the subscription existed was moved in (or
-    // restored), not received: it is no new mail.
-    if received_before_subscription(sub, message["receivedDateTime"].as_str()) {
-        tracing::info!(connection = %conn.id, "a mail received before the subscription (moved in) is not sent as new");
+    let received = message["receivedDateTime"].as_str();
+    // Each flow decides whether this is new mail for it: a mail received
+    // before the flow existed was moved in (or restored), and one well
+    // before what the flow was last sent is old mail its ledger forgot.
+    let pending: Vec<&Flow> = pending
+        .into_iter()
+        .filter(|(sub, _)| {
+            let old = received_before_subscription(sub, received) || catchup::older_than_watermark(sub, received);
+            if old {
+                tracing::info!(connection = %conn.id, flow = %sub.key, "a mail received before the flow's subscription or watermark (moved in, or delivered long ago) is not sent as new");
+            }
+            !old
+        })
+        .collect();
+    if pending.is_empty() {
         return Outcome::Done;
     }
     let attachments = if message["hasAttachments"].as_bool() == Some(true) {
@@ -185,24 +230,24 @@ pub(crate) async fn deliver_message(
         Vec::new()
     };
     let event = normalise::mail_event(conn, &message, &attachments);
-    deliver_and_record(
-        d,
-        conn,
-        sub,
-        target,
-        id,
-        &event,
-        message["receivedDateTime"].as_str(),
-    )
-    .await
+    let mut outcome = Outcome::Done;
+    for (sub, target) in pending {
+        let one = deliver_and_record(d, conn, sub, target, &sub.ledger_key(id), &event, received).await;
+        // A flow that failed is retried with the record; those that took the
+        // event are in their ledgers and are not sent it again.
+        if matches!(one, Outcome::Retry(_)) {
+            return one;
+        }
+        outcome = worse(outcome, one);
+    }
+    outcome
 }
 
 pub(crate) async fn deliver_calendar(
     d: &Dispatcher,
     conn: &Connection,
-    sub: &Subscription,
+    flows: &[Flow],
     token: &Sensitive,
-    target: &Destination,
     id: &str,
     n: &QueuedNotification,
 ) -> Outcome {
@@ -237,93 +282,19 @@ pub(crate) async fn deliver_calendar(
                 .and_then(|v| v["changeKey"].as_str().or_else(|| v["@odata.etag"].as_str()))
         })
         .unwrap_or(change);
-    let ledger_key = format!("{id}#{version}");
-    if let Some(outcome) = already_delivered(d, conn, &ledger_key).await {
-        return outcome;
-    }
+    let item_key = format!("{id}#{version}");
+    let pending = match undelivered(d, conn, flows, |f| f.ledger_key(&item_key)).await {
+        Ok(p) => p,
+        Err(outcome) => return outcome,
+    };
     let event = normalise::calendar_event(conn, change, id, item.as_ref(), version);
-    deliver_and_record(d, conn, sub, target, &ledger_key, &event, None).await
-}
-
-/// A calendar's resync: every change since the stored link, each delivered
-/// once per version (the ledger), then the new link. An event the resync
-/// finds is reported as updated with its current state (delta does not say
-/// whether it is new), a removed one as deleted.
-async fn resync_calendar(
-    d: &Dispatcher,
-    conn: &Connection,
-    sub: &Subscription,
-    token: &Sensitive,
-    target: &Destination,
-) -> Outcome {
-    let start = sub.delta_link.clone().unwrap_or_else(|| {
-        subscriptions::calendar_delta_start(conn, time::OffsetDateTime::now_utc() - time::Duration::days(1))
-    });
-    let (changes, link) = match subscriptions::calendar_delta(&d.services, token, &start).await {
-        Ok(x) => x,
-        Err(e) => return graph_failure(d, conn, e).await,
-    };
-    tracing::info!(connection = %conn.id, changes = changes.len(), "calendar resync");
-    for change in changes {
-        let n = QueuedNotification {
-            connection_id: conn.id.clone(),
-            subscription_id: sub.id.clone(),
-            change_type: Some(change.change_type().into()),
-            resource: None,
-            resource_id: Some(change.id.clone()),
-            version: change.change_key.clone(),
-            lifecycle_event: None,
-            received_at: String::new(),
-        };
-        if let Outcome::Retry(why) = deliver_calendar(d, conn, sub, token, target, &change.id, &n).await {
-            return Outcome::Retry(why);
+    let mut outcome = Outcome::Done;
+    for (sub, target) in pending {
+        let one = deliver_and_record(d, conn, sub, target, &sub.ledger_key(&item_key), &event, None).await;
+        if matches!(one, Outcome::Retry(_)) {
+            return one;
         }
+        outcome = worse(outcome, one);
     }
-    moved_on(d, conn, sub, &link).await
-}
-
-/// Stores the link a resync ends at, once everything it reported is delivered.
-async fn moved_on(d: &Dispatcher, conn: &Connection, sub: &Subscription, link: &str) -> Outcome {
-    match d
-        .services
-        .state
-        .update_subscription(&conn.id, &sub.key, SubscriptionChange::new().delta_link(link))
-        .await
-    {
-        Ok(()) => Outcome::Done,
-        Err(e) => retry(e),
-    }
-}
-
-pub(crate) async fn resync(
-    d: &Dispatcher,
-    conn: &Connection,
-    sub: &Subscription,
-    token: &Sensitive,
-    target: &Destination,
-) -> Outcome {
-    if sub.resource == Resource::Calendar {
-        return resync_calendar(d, conn, sub, token, target).await;
-    }
-    // Without a stored link (its baseline never completed), the resync covers
-    // the mail received since the subscription was made, never the folder's past.
-    let start = sub.delta_link.clone().unwrap_or_else(|| {
-        let since = sub
-            .created_at
-            .as_deref()
-            .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_else(time::OffsetDateTime::now_utc);
-        subscriptions::delta_start(conn, sub, since)
-    });
-    let (ids, link) = match subscriptions::delta(&d.services, token, &start).await {
-        Ok(x) => x,
-        Err(e) => return graph_failure(d, conn, e).await,
-    };
-    tracing::info!(connection = %conn.id, changes = ids.len(), "resync");
-    for id in ids {
-        if let Outcome::Retry(why) = deliver_message(d, conn, sub, token, target, &id).await {
-            return Outcome::Retry(why);
-        }
-    }
-    moved_on(d, conn, sub, &link).await
+    outcome
 }

@@ -38,7 +38,7 @@ use relay365::model::connection::{Connection, Status, Subscription};
 use relay365::model::scopes::Resource;
 use relay365::model::target::Target;
 use relay365::services::Services;
-use relay365::subscriptions;
+use relay365::{catchup, subscriptions};
 
 pub use dispatcher::Dispatcher;
 pub use items::MESSAGE_SELECT;
@@ -81,6 +81,28 @@ pub fn invocation_deadline(deadline_ms: u64, now: std::time::SystemTime, timeout
     Instant::now() + left
 }
 
+/// The first retry's wait: a target that failed once is tried again seconds
+/// later, not after the queue's visibility timeout.
+pub const FIRST_RETRY: Duration = Duration::from_secs(5);
+
+/// The longest wait between two tries of a record.
+pub const LONGEST_RETRY: Duration = Duration::from_secs(3600);
+
+/// How long a record that failed on its `receive_count`-th receive stays
+/// invisible: 5 s, doubled each time, at most an hour. With the template's
+/// `maxReceiveCount` of 36 the tries span more than 24 hours before the
+/// dead-letter queue (`docs/notifications.md` has the sums).
+pub fn retry_delay(receive_count: u32) -> Duration {
+    retry_delay_from(FIRST_RETRY, receive_count)
+}
+
+/// [`retry_delay`] with another first wait (tests that fail a target on
+/// purpose many times).
+pub fn retry_delay_from(first: Duration, receive_count: u32) -> Duration {
+    let doubled = first.saturating_mul(2u32.saturating_pow(receive_count.saturating_sub(1).min(20)));
+    doubled.min(LONGEST_RETRY)
+}
+
 /// Processes a batch with no deadline (tests, tools); returns the records to retry.
 pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
     handle_until(event, d, None).await
@@ -100,8 +122,18 @@ pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Inst
     // Per (connection, Graph subscription id): records of this batch that
     // come back, and whether the subscription was seen at all.
     let mut waiting: HashMap<(String, String), usize> = HashMap::new();
+    // When each record that comes back is to be seen again: a failed one
+    // after its backoff, one held back behind it (or for time) at once, so
+    // it follows as soon as its turn comes.
+    let mut visibility: Vec<(String, u32)> = Vec::new();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
+        let handle = record.receipt_handle.clone().unwrap_or_default();
+        let attempt: u32 = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
         let parsed = record
             .body
             .as_deref()
@@ -125,6 +157,7 @@ pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Inst
         if !group.is_empty() && failed_groups.contains(&group) {
             wait(&sub_of);
             failures.push(id);
+            visibility.push((handle, 0));
             continue;
         }
         if let Some(deadline) = deadline
@@ -135,6 +168,7 @@ pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Inst
             held_back += 1;
             wait(&sub_of);
             failures.push(id);
+            visibility.push((handle, 0));
             if !group.is_empty() {
                 failed_groups.push(group);
             }
@@ -142,12 +176,14 @@ pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Inst
         }
         let outcome = match &parsed {
             Some(n) => {
-                let attempt = record
-                    .attributes
-                    .get("ApproximateReceiveCount")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1);
-                process(d, n, attempt, &mut connections).await
+                // A catch-up step gets what is left of the record's budget.
+                let until = deadline
+                    .map(|d| {
+                        d.checked_sub(STEP_BUDGET - catchup::PAGE_WORST * 2)
+                            .unwrap_or_else(Instant::now)
+                    })
+                    .unwrap_or_else(|| Instant::now() + catchup::PAGE_WORST * 3);
+                process(d, n, attempt, &mut connections, until).await
             }
             _ => {
                 tracing::error!(message_id = %id, "dropping a queue record that is not a relay365 notification");
@@ -155,15 +191,24 @@ pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Inst
             }
         };
         if let Outcome::Retry(why) = outcome {
-            tracing::warn!(message_id = %id, reason = %why, "record left for retry");
+            let delay = retry_delay_from(d.first_retry, attempt);
+            tracing::warn!(message_id = %id, reason = %why, attempt, retry_in_secs = delay.as_secs(), "record left for retry");
             wait(&sub_of);
             failures.push(id);
+            visibility.push((handle, delay.as_secs() as u32));
             if !group.is_empty() {
                 failed_groups.push(group);
             }
         }
     }
     record_waiting(d, &connections, &waiting).await;
+    visibility.retain(|(h, _)| !h.is_empty());
+    if let (Some(queue), false) = (&d.queue, visibility.is_empty())
+        && let Err(e) = queue.retry_after(&visibility).await
+    {
+        // The queue's own visibility timeout still brings them back.
+        tracing::warn!(error = %e, "could not set the records' retry times");
+    }
     if held_back > 0 {
         tracing::info!(
             held_back,
@@ -188,6 +233,7 @@ async fn process(
     n: &QueuedNotification,
     attempt: u32,
     cache: &mut HashMap<String, Connection>,
+    until: Instant,
 ) -> Outcome {
     let s = &d.services;
     if !cache.contains_key(&n.connection_id) {
@@ -210,25 +256,43 @@ async fn process(
     if conn.status == Status::PendingConsent {
         return Outcome::Done;
     }
-    let Some(sub) = conn
+    // The flows this record is for: one flow (what its catch-up found), or
+    // every flow on the Graph subscription that takes new notifications.
+    let on_graph_sub: Vec<&Subscription> = conn
         .subscriptions
         .iter()
-        .find(|x| x.id == n.subscription_id)
-        .cloned()
-    else {
-        tracing::info!(connection = %conn.id, subscription = %n.subscription_id, "notification for an unknown subscription dropped");
+        .filter(|x| x.id == n.subscription_id && !x.id.is_empty())
+        .collect();
+    let flows: Vec<Subscription> = match (&n.flow, n.lifecycle_event.is_some()) {
+        (Some(key), _) => conn
+            .subscriptions
+            .iter()
+            .filter(|x| &x.key == key && !x.is_paused())
+            .cloned()
+            .collect(),
+        (None, true) => on_graph_sub.iter().map(|x| (*x).clone()).collect(),
+        (None, false) => on_graph_sub
+            .iter()
+            .filter(|x| x.takes_live())
+            .map(|x| (*x).clone())
+            .collect(),
+    };
+    let Some(first) = flows.first().cloned() else {
+        if on_graph_sub.is_empty() && n.flow.is_none() {
+            tracing::info!(connection = %conn.id, subscription = %n.subscription_id, "notification for an unknown subscription dropped");
+        }
+        // Paused flows: a resume catches up from the watermark.
         return Outcome::Done;
     };
-    if sub.target_gone_at.is_some() {
-        tracing::info!(connection = %conn.id, subscription = %sub.id, "the target answered 410 Gone earlier; notification dropped");
-        return Outcome::Done;
+    let mut destinations = Vec::with_capacity(flows.len());
+    for sub in &flows {
+        let Some(target) = target_of(s, sub) else {
+            // A person can fix this: keep the record (it ends in the dead-letter queue).
+            tracing::error!(connection = %conn.id, flow = %sub.key, "no target for events: set the subscription's target or RELAY365_DEFAULT_TARGET");
+            return retry("no target for events");
+        };
+        destinations.push((sub.clone(), Destination { target, attempt }));
     }
-    let Some(target) = target_of(s, &sub) else {
-        // A person can fix this: keep the record (it ends in the dead-letter queue).
-        tracing::error!(connection = %conn.id, "no target for events: set the subscription's target or RELAY365_DEFAULT_TARGET");
-        return retry("no target for events");
-    };
-    let target = Destination { target, attempt };
     if conn.status == Status::ReauthRequired {
         // Nothing can be fetched; whoever noticed first (send-mail, the
         // renewal run, a sign-in), the flow is told, once.
@@ -236,14 +300,14 @@ async fn process(
             .last_error
             .clone()
             .unwrap_or_else(|| "the connection needs a new sign-in".into());
-        return report_reauth(d, &conn, &sub, &target, &reason).await;
+        return report_reauth(d, &conn, &first, &destinations[0].1, &reason).await;
     }
     let token = match s.tokens.access_token(&conn).await {
         Ok(t) => t,
         Err(TokenError::ReauthRequired { reason, .. }) => {
             // The token code has marked the connection; tell the flow once.
             cache.remove(&conn.id);
-            return report_reauth(d, &conn, &sub, &target, &reason).await;
+            return report_reauth(d, &conn, &first, &destinations[0].1, &reason).await;
         }
         // Every other token failure is for a person to fix (an expired client
         // secret, a missing consent) or passes by itself: the record is kept,
@@ -256,36 +320,43 @@ async fn process(
             return retry(e);
         }
     };
-    let outcome = match n.lifecycle_event.as_deref() {
-        Some("reauthorizationRequired") => {
-            cache.remove(&conn.id);
-            sub_outcome(
-                subscriptions::renew_or_recreate(s, &conn, &sub, &token)
-                    .await
-                    .map(|_| ()),
-            )
-        }
-        Some("subscriptionRemoved") => {
-            cache.remove(&conn.id);
-            // The item keeps the removed subscription's delta link, so the
-            // resync starts where it left off, not at the new one's start.
-            if let Err(e) = subscriptions::create(s, &conn, &sub, &token).await {
-                return sub_outcome(Err(e));
+    let outcome = if let Some(step) = &n.catch_up {
+        cache.remove(&conn.id);
+        catch_up(d, &conn, &first, &token, step, until).await
+    } else {
+        match n.lifecycle_event.as_deref() {
+            Some("reauthorizationRequired") => {
+                cache.remove(&conn.id);
+                match subscriptions::renew_or_recreate(s, &conn, &first, &token).await {
+                    // Recreated: what came in the gap is caught up.
+                    Ok(true) => start_catch_up(d, &conn, &flows).await,
+                    r => sub_outcome(r.map(|_| ())),
+                }
             }
-            items::resync(d, &conn, &sub, &token, &target).await
-        }
-        Some("missed") => items::resync(d, &conn, &sub, &token, &target).await,
-        Some(other) => {
-            tracing::warn!(event = other, "unknown lifecycle event ignored");
-            Outcome::Done
-        }
-        None => {
-            let Some(item) = n.resource_id.as_deref() else {
-                return Outcome::Done;
-            };
-            match sub.resource {
-                Resource::Mail => items::deliver_message(d, &conn, &sub, &token, &target, item).await,
-                Resource::Calendar => items::deliver_calendar(d, &conn, &sub, &token, &target, item, n).await,
+            Some("subscriptionRemoved") => {
+                cache.remove(&conn.id);
+                // The flows keep their delta links, so the catch-up starts
+                // where each left off, not at the new subscription's start.
+                if let Err(e) = subscriptions::create(s, &conn, &first, &token).await {
+                    return sub_outcome(Err(e));
+                }
+                start_catch_up(d, &conn, &flows).await
+            }
+            Some("missed") => start_catch_up(d, &conn, &flows).await,
+            Some(other) => {
+                tracing::warn!(event = other, "unknown lifecycle event ignored");
+                Outcome::Done
+            }
+            None => {
+                let Some(item) = n.resource_id.as_deref() else {
+                    return Outcome::Done;
+                };
+                match first.resource {
+                    Resource::Mail => items::deliver_message(d, &conn, &destinations, &token, item).await,
+                    Resource::Calendar => {
+                        items::deliver_calendar(d, &conn, &destinations, &token, item, n).await
+                    }
+                }
             }
         }
     };
@@ -299,11 +370,63 @@ async fn process(
         if let Outcome::Retry(why) = &outcome {
             seen = seen.last_delivery_error(Some(why), now);
         }
-        if let Err(e) = s.state.update_subscription(&conn.id, &sub.key, seen).await {
-            tracing::warn!(connection = %conn.id, error = %e, "could not record the notification time");
+        for sub in &flows {
+            if let Err(e) = s
+                .state
+                .update_subscription(&conn.id, &sub.key, seen.clone())
+                .await
+            {
+                tracing::warn!(connection = %conn.id, error = %e, "could not record the notification time");
+            }
         }
     }
     outcome
+}
+
+/// Queues a catch-up for each of the flows (after `missed`, a lost or a
+/// recreated subscription): bounded steps in later records.
+async fn start_catch_up(d: &Dispatcher, conn: &Connection, flows: &[Subscription]) -> Outcome {
+    let Some(queue) = &d.queue else {
+        return retry(
+            "RELAY365_QUEUE_URL is not set for mail-dispatch: it cannot queue a catch-up (the template sets it)",
+        );
+    };
+    let refs: Vec<&Subscription> = flows.iter().collect();
+    match catchup::start(queue.as_ref(), conn, &refs, false).await {
+        Ok(n) => {
+            tracing::info!(connection = %conn.id, flows = n, "catch-up queued");
+            Outcome::Done
+        }
+        Err(e) => retry(e),
+    }
+}
+
+/// One step of a flow's catch-up, within the invocation's time.
+async fn catch_up(
+    d: &Dispatcher,
+    conn: &Connection,
+    sub: &Subscription,
+    token: &relay365::Sensitive,
+    step: &relay365::aws::queue::CatchUpStep,
+    until: Instant,
+) -> Outcome {
+    let Some(queue) = &d.queue else {
+        return retry(
+            "RELAY365_QUEUE_URL is not set for mail-dispatch: it cannot queue what a catch-up finds (the template sets it)",
+        );
+    };
+    match catchup::step(&d.services, queue.as_ref(), conn, sub, token, step, until).await {
+        Ok(_) => Outcome::Done,
+        Err(relay365::catchup::CatchUpError::Graph(e)) if e.status() == Some(401) => {
+            d.services.tokens.invalidate(&conn.id).await;
+            retry(format!("{e}; retrying with a fresh token"))
+        }
+        Err(e) if e.is_retryable() => retry(e),
+        Err(e) => {
+            tracing::error!(connection = %conn.id, flow = %sub.key, error = %e, "a catch-up step failed for good; the next sweep starts again from the stored link");
+            Outcome::Done
+        }
+    }
 }
 
 /// Records on each subscription of the batch how many of its records came
@@ -428,6 +551,29 @@ mod tests {
         let left =
             invocation_deadline(1_800_000_000_000, now, timeout).saturating_duration_since(Instant::now());
         assert!(left > Duration::from_secs(85), "{left:?}");
+    }
+
+    #[test]
+    fn retries_start_in_seconds_grow_to_an_hour_and_span_more_than_a_day_before_the_dead_letter_queue() {
+        assert_eq!(retry_delay(1), Duration::from_secs(5));
+        assert_eq!(retry_delay(2), Duration::from_secs(10));
+        assert_eq!(retry_delay(11), LONGEST_RETRY);
+        assert_eq!(retry_delay(u32::MAX), LONGEST_RETRY);
+        // The template's maxReceiveCount: the record's 36th receive goes to
+        // the dead-letter queue if it fails, after 35 waits.
+        let template = include_str!("../../../template.yaml");
+        let max: u32 = template
+            .split("NotificationQueue:")
+            .nth(1)
+            .and_then(|q| q.split("maxReceiveCount:").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("the notification queue's maxReceiveCount");
+        let span: Duration = (1..max).map(retry_delay).sum();
+        assert!(
+            span >= Duration::from_secs(24 * 3600),
+            "{span:?} with maxReceiveCount {max}"
+        );
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use serde_json::json;
 
 struct Pipe {
     stack: Arc<Stack>,
+    queue: Arc<SqsQueue>,
     webhook: Arc<Webhook>,
     _gateway: Gateway,
     fifo: Fifo,
@@ -31,6 +32,16 @@ impl Pipe {
 
     /// A pipeline whose containers start with extra settings.
     async fn start_with(env: Vec<(&'static str, String)>) -> Self {
+        Self::start_full(env, false).await
+    }
+
+    /// A pipeline whose queue is made as the template makes it (a 540 s
+    /// visibility timeout) and whose dispatch waits its real retry times.
+    async fn as_template() -> Self {
+        Self::start_full(Vec::new(), true).await
+    }
+
+    async fn start_full(env: Vec<(&'static str, String)>, as_template: bool) -> Self {
         let gateway = Gateway::start().await;
         let stack = Arc::new(
             Stack::start_with(Options {
@@ -40,17 +51,26 @@ impl Pipe {
             })
             .await,
         );
-        let fifo = Fifo::create(&stack.aws, 5).await;
+        let fifo = if as_template {
+            Fifo::as_template(&stack.aws, 36).await
+        } else {
+            Fifo::create(&stack.aws, 5).await
+        };
         let receiver = Receiver::start().await;
         let queue = Arc::new(SqsQueue::new(fifo.client.clone(), fifo.url.clone()));
         let webhook = Arc::new(
-            Webhook::new(stack.services.store.clone(), "relay365/signing-key".into(), queue)
-                .with_secret_ttl(stack.config.secret_ttl),
+            Webhook::new(
+                stack.services.store.clone(),
+                "relay365/signing-key".into(),
+                queue.clone(),
+            )
+            .with_secret_ttl(stack.config.secret_ttl),
         );
         let st = stack.clone();
         let hook = webhook.clone();
+        let q = queue.clone();
         gateway.set_handler(move |req| {
-            let (st, webhook) = (st.clone(), webhook.clone());
+            let (st, webhook, q) = (st.clone(), webhook.clone(), q.clone());
             async move {
                 let path = req.uri().path().to_string();
                 if path.starts_with("/notifications") {
@@ -58,13 +78,22 @@ impl Pipe {
                 } else if path.starts_with("/oauth") {
                     oauth_callback::handle(req, &st.services).await
                 } else {
-                    connections::handle(req, &st.services).await
+                    connections::handle_with(req, &st.services, Some(q.as_ref())).await
                 }
             }
         });
         // Dispatch runs in its own "container": its own services and caches.
-        let dispatcher = Dispatcher::load(stack.container().await).await.unwrap();
+        // Retries here wait a second, doubling; the queue's own visibility
+        // timeout is 1 s. `retries_come_in_seconds_...` runs the real times.
+        let mut dispatcher = Dispatcher::load(stack.container().await)
+            .await
+            .unwrap()
+            .with_queue(queue);
+        if !as_template {
+            dispatcher = dispatcher.with_first_retry(std::time::Duration::from_secs(1));
+        }
         Self {
+            queue: Arc::new(SqsQueue::new(fifo.client.clone(), fifo.url.clone())),
             stack,
             webhook: hook,
             _gateway: gateway,
@@ -189,6 +218,44 @@ impl Pipe {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         self.receiver.events()
+    }
+
+    /// An admin API call with the pipeline's queue (for the catch-ups it starts).
+    async fn admin(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
+        let resp = connections::handle_with(
+            request(method, path, Some("{}"), &[]),
+            &self.stack.container().await,
+            Some(self.queue.as_ref()),
+        )
+        .await;
+        (resp.status().as_u16(), body_json(&resp))
+    }
+
+    /// A scheduled run of `connections` with the pipeline's queue.
+    async fn schedule(&self, all: bool) -> serde_json::Value {
+        let mut event = scheduled_event();
+        if all {
+            event["detail"] = json!({"sweep": "all"});
+        }
+        connections::handle_event_with(event, &self.stack.container().await, Some(self.queue.as_ref())).await
+    }
+
+    /// Runs the event source until `done()` holds (at most `rounds` receives).
+    async fn pump_while(&self, rounds: usize, done: impl Fn() -> bool) -> bool {
+        for _ in 0..rounds {
+            if done() {
+                return true;
+            }
+            if self
+                .fifo
+                .pump(|e| mail_dispatch::handle(e, &self.dispatcher))
+                .await
+                == 0
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        done()
     }
 
     /// Runs the event source until `n` events arrived (or a few seconds passed), then a little longer.
@@ -1050,45 +1117,6 @@ async fn a_receiver_that_refuses_with_401_gets_the_event_once_it_is_fixed() {
 }
 
 #[tokio::test]
-async fn a_receiver_that_answers_410_is_switched_off_and_the_api_says_so() {
-    let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
-    p.stack.sim.deliver_message(UPN, mail("first"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
-    assert_eq!(
-        p.receiver.events()[0].header("relay365-delivery-attempt"),
-        Some("1")
-    );
-    p.receiver.fail_next_with(1, 410);
-    p.stack.sim.deliver_message(UPN, mail("refused with 410"));
-    p.stack.sim.deliver_message(UPN, mail("after 410"));
-    let got: Vec<String> = p
-        .settle()
-        .await
-        .iter()
-        .map(|e| e.json()["mail"]["subject"].to_string())
-        .collect();
-    assert_eq!(
-        got.len(),
-        1,
-        "nothing more goes to a receiver that said Gone: {got:?}"
-    );
-    let seen = view(&p.stack.services, "/connections/support").await;
-    let sub = &seen["subscriptions"][0];
-    assert!(sub["target_gone_at"].is_string(), "{seen}");
-    let why = sub["last_error"].as_str().unwrap();
-    assert!(
-        why.contains("410") && why.contains("POST /connections/support/subscriptions"),
-        "{why}"
-    );
-    assert_eq!(p.fifo.dead_letters().await, 0);
-}
-
-#[tokio::test]
 async fn an_expired_client_secret_keeps_notifications_until_the_new_secret_is_written() {
     let p = Pipe::start_with(vec![("RELAY365_SECRET_TTL_SECONDS", "0".into())]).await;
     p.connect(
@@ -1182,9 +1210,10 @@ async fn a_resubscribe_that_runs_out_of_time_is_finished_by_the_renewal_run() {
     let conn = p.stack.stored("support").await.unwrap();
     let token = services.tokens.access_token(&conn).await.unwrap();
     // No time left at all: nothing is started, everything is marked.
-    let done = relay365::subscriptions::resubscribe(&services, &conn, &token, std::time::Instant::now())
-        .await
-        .unwrap();
+    let done =
+        relay365::subscriptions::resubscribe(&services, &conn, &token, std::time::Instant::now(), None)
+            .await
+            .unwrap();
     assert_eq!((done.recreated, done.remaining), (0, 2));
     let before = view(&services, "/connections/support").await;
     assert_eq!(before["subscriptions"][0]["signing_key"], "pending", "{before}");
@@ -2055,4 +2084,369 @@ async fn a_lost_grant_noticed_first_by_send_mail_reaches_the_flow_exactly_once()
         1,
         "exactly one connection.reauth_required"
     );
+}
+
+fn subjects(events: &[Received]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            e.json()["mail"]["subject"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn two_flows_on_one_inbox_share_one_graph_subscription_and_each_gets_every_mail_once() {
+    let p = Pipe::start().await;
+    let second = Receiver::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}, {"resource": "mail", "target": second.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    assert_eq!(
+        p.stack.sim.subscriptions().len(),
+        1,
+        "one Graph subscription for the inbox"
+    );
+    let flows = p.stack.stored("support").await.unwrap().subscriptions;
+    assert_eq!(flows[0].id, flows[1].id, "both flows on it");
+    // A third flow added later shares it too.
+    let third = Receiver::start().await;
+    let resp = connections::handle(
+        request(
+            "POST",
+            "/connections/support/subscriptions",
+            Some(&json!({"resource": "mail", "target": third.url}).to_string()),
+            &[],
+        ),
+        &p.stack.services,
+    )
+    .await;
+    assert_eq!(resp.status(), 201, "{}", body_text(&resp));
+    assert_eq!(p.stack.sim.subscriptions().len(), 1);
+    p.stack.sim.set_duplicate_notifications(true);
+    for i in 0..4 {
+        p.stack.sim.deliver_message(UPN, mail(&format!("mail {i}")));
+    }
+    let all_have =
+        || p.receiver.events().len() >= 4 && second.events().len() >= 4 && third.events().len() >= 4;
+    assert!(p.pump_while(200, all_have).await);
+    p.settle().await;
+    let want: Vec<String> = (0..4).map(|i| format!("mail {i}")).collect();
+    for r in [&p.receiver, &second, &third] {
+        assert_eq!(subjects(&r.events()), want, "every mail once, in order");
+    }
+    assert_eq!(
+        p.stack.sim.stats().subscription_conflicts,
+        0,
+        "nothing asked Graph for a second subscription"
+    );
+}
+
+#[tokio::test]
+async fn resubscribe_and_a_key_rotation_end_with_one_graph_subscription_per_resource_and_deliver_the_unannounced_mail_once()
+ {
+    let p = Pipe::start_with(vec![("RELAY365_SECRET_TTL_SECONDS", "0".into())]).await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}, {"resource": "calendar", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly", "Calendars.ReadOnly"]),
+    )
+    .await;
+    assert_eq!(p.stack.sim.subscriptions().len(), 2);
+    // A mail whose notification Graph dropped just before the resubscribe.
+    p.stack.sim.set_drop_notifications(true);
+    p.stack
+        .sim
+        .deliver_message(UPN, mail("unannounced before resubscribe"));
+    p.stack.sim.set_drop_notifications(false);
+    let (status, body) = p.admin("POST", "/connections/support/resubscribe").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        p.stack.sim.subscriptions().len(),
+        2,
+        "one per resource: {:?}",
+        p.stack.sim.subscriptions()
+    );
+    assert!(p.pump_while(100, || !p.receiver.events().is_empty()).await);
+    assert_eq!(subjects(&p.settle().await), ["unannounced before resubscribe"]);
+
+    // A signing-key rotation: the scheduled run recreates both, old first.
+    let rotating = json!({"current": "rotated-signing-key-fedcba9876543210fedcba9876543210",
+        "previous": SIGNING_KEY, "previous_until": time::OffsetDateTime::now_utc().unix_timestamp() + 60})
+    .to_string();
+    p.stack
+        .direct
+        .put(
+            "relay365/signing-key",
+            &rotating,
+            &relay365::aws::secrets::new_request_token(),
+        )
+        .await
+        .unwrap();
+    p.stack.sim.set_drop_notifications(true);
+    p.stack
+        .sim
+        .deliver_message(UPN, mail("unannounced before rotation"));
+    p.stack.sim.set_drop_notifications(false);
+    let report = p.schedule(false).await;
+    assert_eq!(report["rekeyed"], 2, "{report}");
+    assert_eq!(
+        p.stack.sim.subscriptions().len(),
+        2,
+        "{:?}",
+        p.stack.sim.subscriptions()
+    );
+    assert!(p.pump_while(100, || p.receiver.events().len() >= 2).await);
+    p.stack.sim.deliver_message(UPN, mail("after rotation"));
+    assert!(p.pump_while(100, || p.receiver.events().len() >= 3).await);
+    assert_eq!(
+        subjects(&p.settle().await),
+        [
+            "unannounced before resubscribe",
+            "unannounced before rotation",
+            "after rotation"
+        ]
+    );
+    assert_eq!(p.stack.sim.stats().subscription_conflicts, 0);
+}
+
+/// The invocations of a pump, each timed against the deadline it was given.
+#[tokio::test]
+async fn a_missed_with_200_undelivered_mails_and_a_slow_target_delivers_each_once_in_bounded_invocations() {
+    let p = Pipe::start().await;
+    let sub = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    p.stack.sim.set_drop_notifications(true);
+    for i in 0..200 {
+        p.stack.sim.deliver_message(UPN, mail(&format!("missed {i:03}")));
+    }
+    p.stack.sim.set_drop_notifications(false);
+    p.receiver.set_delay(std::time::Duration::from_secs(1));
+    assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
+    // Each invocation is told it has 45 s (a short Lambda timeout) and is
+    // ended if it takes longer, as Lambda would end it.
+    let limit = std::time::Duration::from_secs(45);
+    let mut overran = 0;
+    for _ in 0..2000 {
+        if p.receiver.events().len() >= 200 {
+            break;
+        }
+        let started = std::time::Instant::now();
+        if p.pump_killing_at(limit).await == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        if started.elapsed() > limit {
+            overran += 1;
+        }
+    }
+    let events = p.receiver.events();
+    let mut ids: Vec<String> = events
+        .iter()
+        .map(|e| e.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (0..200).map(|i| format!("missed {i:03}")).collect();
+    assert_eq!(subjects(&events), want, "every mail once, in order");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200, "no event id twice");
+    assert_eq!(overran, 0, "an invocation outlived its deadline");
+}
+
+#[tokio::test]
+async fn with_the_template_s_visibility_timeout_one_503_delays_the_mailbox_by_seconds() {
+    let p = Pipe::as_template().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.receiver.fail_next_with(1, 503);
+    for i in 0..3 {
+        p.stack.sim.deliver_message(UPN, mail(&format!("mail {i}")));
+    }
+    let started = std::time::Instant::now();
+    // At most a minute of polling: far inside the 540 s the queue would
+    // hold the failed record and the two behind it.
+    let arrived = p.pump_while(600, || p.receiver.events().len() >= 3).await;
+    let waited = started.elapsed();
+    assert!(
+        arrived,
+        "the mailbox waited for the visibility timeout: {:?}",
+        subjects(&p.receiver.events())
+    );
+    assert_eq!(
+        subjects(&p.settle().await),
+        ["mail 0", "mail 1", "mail 2"],
+        "once each, in order"
+    );
+    assert_eq!(
+        p.receiver.events()[0].header("relay365-delivery-attempt"),
+        Some("2")
+    );
+    eprintln!(
+        "after one 503 the mailbox's three mails were all delivered {:.1} s after they arrived",
+        waited.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_410_pauses_the_flow_and_a_resume_delivers_everything_once_in_order() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    p.stack.sim.deliver_message(UPN, mail("first"));
+    assert_eq!(p.pump_until(1).await.len(), 1);
+    p.receiver.fail_next_with(1, 410);
+    p.stack.sim.deliver_message(UPN, mail("refused with 410"));
+    p.stack.sim.deliver_message(UPN, mail("while paused 1"));
+    p.stack.sim.set_drop_notifications(true);
+    p.stack
+        .sim
+        .deliver_message(UPN, mail("while paused, unannounced"));
+    p.stack.sim.set_drop_notifications(false);
+    p.stack.sim.deliver_message(UPN, mail("while paused 2"));
+    p.settle().await;
+    assert_eq!(
+        subjects(&p.receiver.events()),
+        ["first"],
+        "nothing goes to a paused flow"
+    );
+    let seen = view(&p.stack.services, "/connections/support").await;
+    let flow = &seen["subscriptions"][0];
+    assert_eq!(flow["status"], "paused", "{seen}");
+    assert!(flow["paused_at"].is_string(), "{seen}");
+    let why = flow["paused_reason"].as_str().unwrap();
+    assert!(why.contains("410") && why.contains("/resume"), "{why}");
+    // A sweep meanwhile changes nothing for the paused flow.
+    p.schedule(true).await;
+    p.settle().await;
+    assert_eq!(p.receiver.events().len(), 1);
+    assert_eq!(
+        p.fifo.dead_letters().await,
+        0,
+        "nothing was lost to the dead-letter queue"
+    );
+
+    let key = flow["key"].as_str().unwrap().to_string();
+    let (status, body) = p
+        .admin(
+            "POST",
+            &format!("/connections/support/subscriptions/{key}/resume"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "active", "{body}");
+    p.stack.sim.deliver_message(UPN, mail("after resume"));
+    assert!(p.pump_while(200, || p.receiver.events().len() >= 6).await);
+    assert_eq!(
+        subjects(&p.settle().await),
+        [
+            "first",
+            "refused with 410",
+            "while paused 1",
+            "while paused, unannounced",
+            "while paused 2",
+            "after resume"
+        ],
+        "everything once, in order"
+    );
+    let seen = view(&p.stack.services, "/connections/support").await;
+    assert!(seen["subscriptions"][0]["catching_up"].is_null(), "{seen}");
+}
+
+#[tokio::test]
+async fn an_operator_pause_sends_nothing_and_the_resume_delivers_all_of_it() {
+    let p = Pipe::start().await;
+    p.connect(
+        json!([{"resource": "mail", "target": p.receiver.url}]),
+        json!(["Mail.ReadOnly"]),
+    )
+    .await;
+    let key = p.stack.stored("support").await.unwrap().subscriptions[0]
+        .key
+        .clone();
+    let (status, body) = p
+        .admin("POST", &format!("/connections/support/subscriptions/{key}/pause"))
+        .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("paused")), "{body}");
+    let (status, body) = p
+        .admin("POST", "/connections/support/subscriptions/nope/pause")
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("GET /connections/support"),
+        "{body}"
+    );
+    // A minute of mail, announced and not.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut sent = Vec::new();
+    let mut i = 0;
+    while std::time::Instant::now() < until {
+        p.stack.sim.set_drop_notifications(i % 2 == 1);
+        let subject = format!("paused {i:02}");
+        p.stack.sim.deliver_message(UPN, mail(&subject));
+        sent.push(subject);
+        i += 1;
+        p.settle().await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    p.stack.sim.set_drop_notifications(false);
+    assert!(p.receiver.events().is_empty(), "nothing is sent while paused");
+    let (status, _) = p
+        .admin(
+            "POST",
+            &format!("/connections/support/subscriptions/{key}/resume"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let n = sent.len();
+    assert!(p.pump_while(300, || p.receiver.events().len() >= n).await);
+    assert_eq!(subjects(&p.settle().await), sent);
+}
+
+#[tokio::test]
+async fn an_expired_delta_link_is_replaced_and_the_sweep_and_missed_recover_once() {
+    let p = Pipe::start().await;
+    // Mail older than the subscription is never sent.
+    p.stack.sim.fill_inbox(UPN, 30);
+    let sub = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    p.stack.sim.deliver_message(UPN, mail("announced"));
+    assert_eq!(p.pump_until(1).await.len(), 1);
+    p.stack.sim.set_drop_notifications(true);
+    p.stack.sim.deliver_message(UPN, mail("unannounced 1"));
+    p.stack.sim.expire_delta_links();
+    let report = p.schedule(true).await;
+    assert_eq!(report["recovered"], 1, "{report}");
+    assert!(p.pump_while(100, || p.receiver.events().len() >= 2).await);
+    p.stack.sim.deliver_message(UPN, mail("unannounced 2"));
+    p.stack.sim.expire_delta_links();
+    p.stack.sim.set_drop_notifications(false);
+    assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
+    assert!(p.pump_while(100, || p.receiver.events().len() >= 3).await);
+    p.schedule(true).await;
+    assert_eq!(
+        subjects(&p.settle().await),
+        ["announced", "unannounced 1", "unannounced 2"],
+        "each once; nothing older than the subscription"
+    );
+    assert!(p.stack.sim.stats().delta_links_gone >= 2);
 }

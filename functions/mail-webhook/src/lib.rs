@@ -244,6 +244,8 @@ pub async fn handle(req: Request, w: &Webhook) -> HttpResponse {
             version,
             lifecycle_event: item.lifecycle_event,
             received_at: received_at.clone(),
+            flow: None,
+            catch_up: None,
         });
     }
     let forged = total - genuine.len();

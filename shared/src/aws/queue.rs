@@ -35,13 +35,70 @@ pub struct QueuedNotification {
     pub lifecycle_event: Option<String>,
     /// When the webhook received it (RFC 3339).
     pub received_at: String,
+    /// Only for this flow (a subscription key): an item a catch-up found for
+    /// that flow. Absent: every flow on the Graph subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// A step of a catch-up to run for `flow` (see `crate::catchup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUpStep>,
+}
+
+/// Where a catch-up step starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpStep {
+    /// A delta `@odata.nextLink` to go on from; absent: the flow's stored
+    /// delta link (or a new baseline when `rebaseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Start from a new baseline (received since the flow's watermark, less
+    /// a margin) instead of the stored link: a resume, an expired link.
+    #[serde(default)]
+    pub rebaseline: bool,
+}
+
+impl QueuedNotification {
+    /// A notification of the connection's Graph subscription `subscription_id`
+    /// with nothing else set: the start of what the sweep and catch-up queue.
+    pub fn for_subscription(connection_id: &str, subscription_id: &str) -> Self {
+        Self {
+            connection_id: connection_id.to_string(),
+            subscription_id: subscription_id.to_string(),
+            change_type: None,
+            resource: None,
+            resource_id: None,
+            version: None,
+            lifecycle_event: None,
+            received_at: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            flow: None,
+            catch_up: None,
+        }
+    }
 }
 
 impl QueuedNotification {
     /// The FIFO deduplication id: SHA-256 of what makes two notifications the same.
     pub fn dedup_id(&self) -> String {
+        // A catch-up step is work, not a change Graph may repeat: each one
+        // queued is its own message.
+        let step = match &self.catch_up {
+            Some(c) => format!(
+                "|step|{}|{}|{}",
+                c.cursor.as_deref().unwrap_or(""),
+                c.rebaseline,
+                self.received_at
+            ),
+            None => String::new(),
+        };
+        let flow = self
+            .flow
+            .as_deref()
+            .map(|f| format!("|flow|{f}"))
+            .unwrap_or_default();
         let key = format!(
-            "{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}{flow}{step}",
             self.subscription_id,
             self.resource.as_deref().unwrap_or(""),
             self.resource_id.as_deref().unwrap_or(""),
@@ -70,6 +127,14 @@ pub struct QueueError {
 pub trait Queue: Send + Sync {
     /// Sends all of them, or fails.
     async fn send(&self, items: &[QueuedNotification]) -> Result<(), QueueError>;
+
+    /// Makes received messages (by receipt handle) visible again after the
+    /// given number of seconds (0: at once), so a retry comes after its own
+    /// backoff instead of the queue's whole visibility timeout. A queue that
+    /// cannot leaves the visibility timeout in force.
+    async fn retry_after(&self, _handles: &[(String, u32)]) -> Result<(), QueueError> {
+        Ok(())
+    }
 }
 
 /// [`Queue`] on an SQS FIFO queue.
@@ -147,6 +212,58 @@ impl Queue for SqsQueue {
         }
         Ok(())
     }
+
+    async fn retry_after(&self, handles: &[(String, u32)]) -> Result<(), QueueError> {
+        for chunk in handles.chunks(10) {
+            self.change_visibility(chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+impl SqsQueue {
+    /// Changes the visibility of up to ten received messages in one call.
+    async fn change_visibility(&self, chunk: &[(String, u32)]) -> Result<(), QueueError> {
+        use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
+        let total = chunk.len();
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (handle, secs))| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .visibility_timeout((*secs).min(43_200) as i32)
+                    .build()
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        let out = self
+            .client
+            .get()
+            .await
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| QueueError {
+                failed: total,
+                total,
+                detail: aws_sdk_sqs::error::ProvideErrorMetadata::code(&e)
+                    .unwrap_or("unreachable")
+                    .to_string(),
+            })?;
+        if !out.failed().is_empty() {
+            let codes: Vec<&str> = out.failed().iter().map(|f| f.code()).collect();
+            return Err(QueueError {
+                failed: out.failed().len(),
+                total,
+                detail: codes.join(","),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +280,8 @@ mod tests {
             version: None,
             lifecycle_event: None,
             received_at: "2026-11-22T18:00:00Z".into(),
+            flow: None,
+            catch_up: None,
         }
     }
 

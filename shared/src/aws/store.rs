@@ -327,6 +327,26 @@ impl SubscriptionChange {
     pub fn target_gone_at(self, at: OffsetDateTime) -> Self {
         self.put("target_gone_at", Some(rfc3339(at).into()))
     }
+    /// Pauses the flow: nothing is sent to it until it is resumed.
+    pub fn paused(self, at: OffsetDateTime, reason: &str) -> Self {
+        self.put("status", Some("paused".into()))
+            .put("paused_at", Some(rfc3339(at).into()))
+            .put("paused_reason", Some(reason.into()))
+    }
+    /// Resumes the flow: active again, with its catch-up running from `at`
+    /// until [`SubscriptionChange::caught_up`].
+    pub fn resumed(self, at: OffsetDateTime) -> Self {
+        self.put("status", Some("active".into()))
+            .put("paused_at", None)
+            .put("paused_reason", None)
+            .put("target_gone_at", None)
+            .put("catching_up", Some(rfc3339(at).into()))
+    }
+    /// The resume's catch-up delivered everything: new notifications are
+    /// delivered to the flow again.
+    pub fn caught_up(self) -> Self {
+        self.put("catching_up", None)
+    }
     /// Records when the last event was delivered.
     pub fn last_delivery_at(self, at: OffsetDateTime) -> Self {
         self.put("last_delivery_at", Some(rfc3339(at).into()))

@@ -25,7 +25,22 @@ pub enum Status {
     ReauthRequired,
 }
 
-/// A Graph change-notification subscription owned by a connection.
+/// Whether a flow receives events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowStatus {
+    /// Events are sent to its target.
+    #[default]
+    Active,
+    /// Nothing is sent to it (its target answered 410 Gone, or an operator
+    /// paused it); what arrives meanwhile is delivered once it is resumed.
+    Paused,
+}
+
+/// A flow: what a connection watches (mail or calendar, a folder) and where
+/// its events go. Several flows on the same resource and folder share one
+/// Graph change-notification subscription (Graph allows one per resource and
+/// app); each keeps its own delivery ledger, delta link and watermark.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// Its key within the connection: stable while Graph's id changes on
@@ -82,6 +97,20 @@ pub struct Subscription {
     /// When it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery_error_at: Option<String>,
+    /// Whether events are sent to it.
+    #[serde(default)]
+    pub status: FlowStatus,
+    /// When it was paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<String>,
+    /// Why it was paused, in words, with what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
+    /// Set by a resume until the catch-up has delivered everything that
+    /// arrived while it was paused: until then new notifications are left to
+    /// the catch-up, so the flow gets every item once and in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catching_up: Option<String>,
     /// Records of it that the last batch returned for retry (0 once they
     /// went through).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,10 +144,48 @@ impl Subscription {
             last_delivery_error: None,
             last_delivery_error_at: None,
             waiting: None,
+            status: FlowStatus::Active,
+            paused_at: None,
+            paused_reason: None,
+            catching_up: None,
             last_swept_at: None,
             recovered: None,
             created_at: now.format(&time::format_description::well_known::Rfc3339).ok(),
         }
+    }
+}
+
+impl Subscription {
+    /// Whether nothing may be sent to it now (paused; a target that answered
+    /// 410 Gone before flows could be paused counts as paused).
+    pub fn is_paused(&self) -> bool {
+        self.status == FlowStatus::Paused || self.target_gone_at.is_some()
+    }
+
+    /// Whether a live notification is delivered to it: not while paused, and
+    /// not while a resume's catch-up is still delivering what came before.
+    pub fn takes_live(&self) -> bool {
+        !self.is_paused() && self.catching_up.is_none()
+    }
+
+    /// The folder it watches (`inbox` when none is named).
+    pub fn folder_or_inbox(&self) -> &str {
+        self.folder.as_deref().unwrap_or("inbox")
+    }
+
+    /// Whether `other` watches the same thing, so both share one Graph
+    /// subscription.
+    pub fn same_resource(&self, other: &Subscription) -> bool {
+        self.resource == other.resource
+            && (self.resource == Resource::Calendar
+                || self
+                    .folder_or_inbox()
+                    .eq_ignore_ascii_case(other.folder_or_inbox()))
+    }
+
+    /// Its key in the delivery ledger for `item`: each flow has its own.
+    pub fn ledger_key(&self, item: &str) -> String {
+        format!("f#{}#{item}", self.key)
     }
 }
 
@@ -249,6 +316,8 @@ impl Subscription {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(map) = v.as_object_mut() {
             map.remove("delta_link");
+            let status = if self.is_paused() { "paused" } else { "active" };
+            map.insert("status".into(), status.into());
         }
         v
     }

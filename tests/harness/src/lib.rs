@@ -467,17 +467,23 @@ pub struct Fifo {
 }
 
 impl Fifo {
-    /// The notification queue (FIFO), as the template makes it.
+    /// The notification queue (FIFO), retrying after 1 s.
     pub async fn create(aws: &Aws, max_receives: u32) -> Self {
-        Self::create_named(aws, "relay365", true, max_receives).await
+        Self::create_named(aws, "relay365", true, max_receives, 1).await
+    }
+
+    /// The notification queue (FIFO) with the template's visibility timeout
+    /// (540 s): only dispatch's own retry times bring a record back sooner.
+    pub async fn as_template(aws: &Aws, max_receives: u32) -> Self {
+        Self::create_named(aws, "relay365", true, max_receives, 540).await
     }
 
     /// A standard queue (the deferred-send queue) with its dead-letter queue.
     pub async fn standard(aws: &Aws, name: &str, max_receives: u32) -> Self {
-        Self::create_named(aws, name, false, max_receives).await
+        Self::create_named(aws, name, false, max_receives, 1).await
     }
 
-    async fn create_named(aws: &Aws, name: &str, fifo: bool, max_receives: u32) -> Self {
+    async fn create_named(aws: &Aws, name: &str, fifo: bool, max_receives: u32, visibility: u32) -> Self {
         let client = aws_sdk_sqs::Client::new(&aws.sdk_config().await);
         let suffix = if fifo { ".fifo" } else { "" };
         let mut dlq = client.create_queue().queue_name(format!("{name}-dlq{suffix}"));
@@ -501,7 +507,10 @@ impl Fifo {
             q = q.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
         }
         let q = q
-            .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "1")
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                visibility.to_string(),
+            )
             .attributes(
                 aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
                 serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
