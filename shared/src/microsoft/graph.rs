@@ -598,53 +598,53 @@ mod tests {
         (url, served)
     }
 
-    fn client(url: &str, deadline: Duration) -> GraphClient {
+    /// `get_capped` against [`serve`] with a policy `deadline`; and how
+    /// many requests the server saw.
+    async fn capped(
+        answers: Vec<(&'static str, usize, usize)>,
+        deadline: Duration,
+        cap: usize,
+    ) -> (Result<Capped, GraphError>, usize) {
+        let (url, served) = serve(answers).await;
         let policy = RetryPolicy {
             deadline,
             ..RetryPolicy::default()
         };
-        GraphClient::new(crate::https::client().unwrap(), url, policy)
+        let client = GraphClient::new(crate::https::client().unwrap(), &url, policy);
+        let got = client
+            .get_capped("/me/messages/x", &Sensitive::new("t"), cap)
+            .await;
+        (got, served.load(Ordering::SeqCst))
     }
 
     #[tokio::test]
     async fn a_capped_read_keeps_the_cap_counts_the_rest_and_retries_the_head_as_send_does() {
         let big = 3_000_000;
-        let (url, served) = serve(vec![
+        let answers = vec![
             ("429 Too Many Requests\r\nretry-after: 0", 0, 0),
             ("200 OK", big, big),
-        ])
-        .await;
-        let token = Sensitive::new("t".to_string());
-        let got = client(&url, Duration::from_secs(20))
-            .get_capped("/me/messages/x", &token, 1000)
-            .await
-            .unwrap();
+        ];
+        let (got, served) = capped(answers, Duration::from_secs(20), 1000).await;
+        let got = got.unwrap();
         assert_eq!((got.head.len(), got.len, got.complete), (1000, big as u64, true));
         assert!(!got.is_whole());
-        assert_eq!(served.load(Ordering::SeqCst), 2, "the 429 was retried");
+        assert_eq!(served, 2, "the 429 was retried");
     }
 
     #[tokio::test]
     async fn an_error_answer_is_read_only_up_to_its_cap() {
-        let (url, _) = serve(vec![("404 Not Found", 5_000_000, 5_000_000)]).await;
-        let token = Sensitive::new("t".to_string());
-        let err = client(&url, Duration::from_secs(20))
-            .get_capped("/me/messages/x", &token, 10)
-            .await
-            .unwrap_err();
-        assert_eq!(err.status(), Some(404));
+        let answers = vec![("404 Not Found", 5_000_000, 5_000_000)];
+        let (got, _) = capped(answers, Duration::from_secs(20), 10).await;
+        assert_eq!(got.unwrap_err().status(), Some(404));
     }
 
     #[tokio::test]
     async fn a_body_that_never_ends_is_cut_by_the_attempt_timeout() {
         // 10 MB announced, 1 MB sent: the read ends when the attempt's
         // time (here the 1 s minimum) is up, with what came.
-        let (url, _) = serve(vec![("200 OK", 10_000_000, 1_000_000)]).await;
-        let token = Sensitive::new("t".to_string());
-        let got = client(&url, Duration::from_millis(100))
-            .get_capped("/me/messages/x", &token, 100)
-            .await
-            .unwrap();
+        let answers = vec![("200 OK", 10_000_000, 1_000_000)];
+        let (got, _) = capped(answers, Duration::from_millis(100), 100).await;
+        let got = got.unwrap();
         assert_eq!((got.head.len(), got.len, got.complete), (100, 1_000_000, false));
     }
 
