@@ -19,12 +19,49 @@ pub const WEBHOOK_LIMIT: usize = 1024 * 1024;
 /// What a target that answered 413 is sent instead.
 pub const AFTER_413_LIMIT: usize = 64 * 1024;
 
+/// The length of `v`'s JSON, counted as it is written rather than written
+/// into a buffer: the cut below measures up to a megabyte several times.
 fn size(v: &Value) -> usize {
-    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX)
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, v).map_or(usize::MAX, |()| n.0)
+}
+
+/// A copy of `v` without the member at `path` (the one about to be
+/// replaced), so the part of the event that is cut is never copied whole.
+fn clone_without(v: &Value, path: &[&str]) -> Value {
+    match (v, path) {
+        (Value::Object(map), [first, rest @ ..]) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !(k.as_str() == *first && rest.is_empty()))
+                .map(|(k, x)| {
+                    let x = if k.as_str() == *first {
+                        clone_without(x, rest)
+                    } else {
+                        x.clone()
+                    };
+                    (k.clone(), x)
+                })
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
 }
 
 /// The event as it is when it fits `limit` bytes of JSON, else with its mail
 /// body's content shortened (on a character boundary) until it does.
+///
+/// `original_length` is the whole content's length in bytes: the one the
+/// fetch recorded when it cut the body already, else the content's own.
 pub fn fit(event: &Value, limit: usize) -> Cow<'_, Value> {
     let total = size(event);
     if total <= limit {
@@ -33,9 +70,13 @@ pub fn fit(event: &Value, limit: usize) -> Cow<'_, Value> {
     let Some(content) = event.pointer("/mail/body/content").and_then(Value::as_str) else {
         return Cow::Borrowed(event);
     };
-    let mut out = event.clone();
+    let original = event
+        .pointer("/mail/body/original_length")
+        .and_then(Value::as_u64)
+        .unwrap_or(content.len() as u64);
+    let mut out = clone_without(event, &["mail", "body", "content"]);
     out["mail"]["body"]["truncated"] = true.into();
-    out["mail"]["body"]["original_length"] = content.len().into();
+    out["mail"]["body"]["original_length"] = original.into();
     // Escaping can make the serialised content longer than the text, so cut,
     // measure, and cut more until it fits.
     let mut keep = content.len().saturating_sub(total - limit + 64);
@@ -89,5 +130,18 @@ mod tests {
         assert_eq!(fitted["id"], "evt_1");
         let small = fit(&e, AFTER_413_LIMIT);
         assert!(serde_json::to_vec(&*small).unwrap().len() <= AFTER_413_LIMIT);
+    }
+
+    #[test]
+    fn a_body_the_fetch_cut_keeps_its_original_length_when_cut_again() {
+        let content = "x".repeat(1024 * 1024);
+        let mut e = mail(&content);
+        e["mail"]["body"]["truncated"] = true.into();
+        e["mail"]["body"]["original_length"] = 52_428_800.into();
+        let fitted = fit(&e, EVENTBRIDGE_DETAIL_LIMIT);
+        assert!(size(&fitted) <= EVENTBRIDGE_DETAIL_LIMIT);
+        assert_eq!(fitted["mail"]["body"]["original_length"], 52_428_800);
+        assert_eq!(fitted["mail"]["body"]["truncated"], true);
+        assert_eq!(fitted["mail"]["subject"], "Big");
     }
 }

@@ -188,11 +188,7 @@ pub(crate) async fn deliver_message(
         Ok(p) => p,
         Err(outcome) => return outcome,
     };
-    let message: Value = match s
-        .graph
-        .get_json(&format!("{base}?$select={MESSAGE_SELECT}"), token)
-        .await
-    {
+    let message: Value = match crate::fetch::fetch_message(&s.graph, &base, token, MESSAGE_SELECT).await {
         Ok(m) => m,
         Err(e) if e.status() == Some(404) => return Outcome::Done,
         Err(e) => return graph_failure(d, conn, e).await,

@@ -21,6 +21,7 @@
 
 pub mod deliver;
 mod dispatcher;
+mod fetch;
 pub mod fit;
 mod items;
 pub mod normalise;

@@ -36,6 +36,21 @@ fn str_of(v: &Value) -> Value {
     Value::String(v.as_str().unwrap_or("").to_string())
 }
 
+/// The event's `body` from Graph's. A body the fetch cut (see
+/// [`crate::fetch`]) says so: `truncated` and the whole content's
+/// `original_length` in bytes, which `fit` keeps when it cuts further.
+fn body(b: &Value) -> Value {
+    let mut out = json!({
+        "content_type": b["contentType"].as_str().unwrap_or("text").to_ascii_lowercase(),
+        "content": str_of(&b["content"]),
+    });
+    if b["truncated"].as_bool() == Some(true) {
+        out["truncated"] = true.into();
+        out["original_length"] = b["originalLength"].as_u64().unwrap_or(0).into();
+    }
+    out
+}
+
 /// `mail.received` from a message (fetched with `MESSAGE_SELECT`) and its attachments.
 pub fn mail_event(conn: &Connection, m: &Value, attachments: &[Value]) -> Value {
     let id = m["id"].as_str().unwrap_or("");
@@ -54,10 +69,7 @@ pub fn mail_event(conn: &Connection, m: &Value, attachments: &[Value]) -> Value 
             "to": people(&m["toRecipients"]),
             "cc": people(&m["ccRecipients"]),
             "received_at": str_of(&m["receivedDateTime"]),
-            "body": {
-                "content_type": m["body"]["contentType"].as_str().unwrap_or("text").to_ascii_lowercase(),
-                "content": str_of(&m["body"]["content"]),
-            },
+            "body": body(&m["body"]),
             "body_preview": str_of(&m["bodyPreview"]),
             "has_attachments": m["hasAttachments"].as_bool().unwrap_or(false),
             "attachments": attachments.iter().map(|a| json!({
@@ -185,6 +197,21 @@ mod tests {
         assert_ne!(e["id"], mail_event(&conn(), &other, &[])["id"]);
         assert!(e["id"].as_str().unwrap().starts_with("evt_"));
         assert_eq!(e["id"].as_str().unwrap().len(), 36);
+    }
+
+    #[test]
+    fn a_body_cut_at_the_fetch_says_so_and_keeps_its_original_length() {
+        let mut m = fixture(include_str!("../../../tests/fixtures/graph/message.json"));
+        let whole = mail_event(&conn(), &m, &[]);
+        assert!(whole["mail"]["body"].get("truncated").is_none());
+        m["body"] =
+            json!({"contentType": "html", "content": "<p>", "truncated": true, "originalLength": 26_214_400});
+        let e = mail_event(&conn(), &m, &[]);
+        assert_eq!(
+            e["mail"]["body"],
+            json!({"content_type": "html", "content": "<p>", "truncated": true, "original_length": 26_214_400})
+        );
+        assert_eq!(e["mail"]["web_link"], whole["mail"]["web_link"]);
     }
 
     #[test]

@@ -116,6 +116,44 @@ impl GraphResponse {
     }
 }
 
+/// What [`GraphClient::get_streamed`] saw of a successful answer (its body
+/// went to the caller, piece by piece).
+#[derive(Debug)]
+pub struct Streamed {
+    /// The status (2xx).
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// How many bytes of body arrived.
+    pub len: u64,
+    /// False when the body ended early (a connection failure or the
+    /// attempt's timeout): `len` is then a lower bound.
+    pub complete: bool,
+}
+
+/// A successful answer read with a cap: its first bytes, and the size of
+/// the whole.
+#[derive(Debug)]
+pub struct Capped {
+    /// The status (2xx).
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body's first bytes, at most the cap.
+    pub head: Vec<u8>,
+    /// How many bytes of body arrived in all (kept or not).
+    pub len: u64,
+    /// False when the body ended early: `len` is then a lower bound.
+    pub complete: bool,
+}
+
+impl Capped {
+    /// True when `head` is the whole body.
+    pub fn is_whole(&self) -> bool {
+        self.complete && self.head.len() as u64 == self.len
+    }
+}
+
 /// The longest wait a `Retry-After` can ask for; a server asking for more
 /// (by seconds or by a date years ahead) gets this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -174,6 +212,23 @@ impl GraphClient {
         &self.base
     }
 
+    /// How hard this client retries.
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    /// The same client with another overall deadline per call, so that
+    /// several calls can share one time budget (the rest of it).
+    pub fn with_deadline(&self, deadline: Duration) -> GraphClient {
+        GraphClient {
+            policy: RetryPolicy {
+                deadline,
+                ..self.policy
+            },
+            ..self.clone()
+        }
+    }
+
     /// Resolves a path (`/me`) or an absolute link Graph returned (`@odata.nextLink`).
     /// Absolute links must point at this Graph host: the bearer token is never sent elsewhere.
     fn url(&self, path: &str) -> Result<String, GraphError> {
@@ -203,6 +258,40 @@ impl GraphClient {
         body: Option<&serde_json::Value>,
         extra_headers: &[(&'static str, String)],
     ) -> Result<GraphResponse, GraphError> {
+        let resp = self.respond(method, path, token, body, extra_headers).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let request_id = request_id_of(&headers);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| GraphError::Transport(describe_transport(&e)))?;
+        if (200..300).contains(&status) {
+            return Ok(GraphResponse {
+                status,
+                headers,
+                body: body.to_vec(),
+            });
+        }
+        Err(GraphError::from_answer(status, &body, request_id))
+    }
+
+    /// Sends one request until Graph answers with something other than
+    /// 429/503/504 (or the policy gives up), and returns that answer with its
+    /// body still unread: [`GraphClient::send`] reads it whole,
+    /// [`GraphClient::get_streamed`] chunk by chunk.
+    ///
+    /// Each attempt's timeout covers its body too (reqwest applies a
+    /// request's timeout "until the response body has finished"), so whoever
+    /// reads the body is bounded by the same attempt timeout.
+    async fn respond(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &Sensitive,
+        body: Option<&serde_json::Value>,
+        extra_headers: &[(&'static str, String)],
+    ) -> Result<reqwest::Response, GraphError> {
         let url = self.url(path)?;
         let started = Instant::now();
         let mut attempt = 0u32;
@@ -231,38 +320,22 @@ impl GraphClient {
                 }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let headers = resp.headers().clone();
-                    let request_id = headers
-                        .get("request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    if matches!(status, 429 | 503 | 504) {
-                        let retry_after = headers
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-                        (
-                            retry_after,
-                            GraphError::Throttled {
-                                status,
-                                retry_after,
-                                request_id,
-                            },
-                        )
-                    } else {
-                        let body = resp
-                            .bytes()
-                            .await
-                            .map_err(|e| GraphError::Transport(describe_transport(&e)))?;
-                        if (200..300).contains(&status) {
-                            return Ok(GraphResponse {
-                                status,
-                                headers,
-                                body: body.to_vec(),
-                            });
-                        }
-                        return Err(GraphError::from_answer(status, &body, request_id));
+                    if !matches!(status, 429 | 503 | 504) {
+                        return Ok(resp);
                     }
+                    let headers = resp.headers();
+                    let retry_after = headers
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                    (
+                        retry_after,
+                        GraphError::Throttled {
+                            status,
+                            retry_after,
+                            request_id: request_id_of(headers),
+                        },
+                    )
                 }
             };
             let wait = wait.unwrap_or_else(|| self.policy.base_backoff * 2u32.saturating_pow(attempt - 1));
@@ -279,6 +352,78 @@ impl GraphClient {
         }
     }
 
+    /// `GET` whose answer is handed to `on_chunk` piece by piece as it
+    /// arrives and never held whole: memory stays what `on_chunk` keeps,
+    /// however large the answer. The answer's head is retried as
+    /// [`GraphClient::send`] retries it; once a body is flowing nothing is
+    /// retried (a part of it has been handed over already).
+    ///
+    /// Reading the body ends early, with [`Streamed::complete`] false, when
+    /// the connection fails or the attempt's timeout (at most
+    /// [`ATTEMPT_TIMEOUT`], never past the policy's deadline) runs out: what
+    /// was handed over stays usable, and a caller that needs the whole
+    /// answer treats it as a transport failure.
+    ///
+    /// # Errors
+    /// As [`GraphClient::send`]; an error answer (non-2xx) is decoded from
+    /// its first [`ERROR_BODY_CAP`] bytes and never reaches `on_chunk`.
+    pub async fn get_streamed<F: FnMut(&[u8]) + Send>(
+        &self,
+        path: &str,
+        token: &Sensitive,
+        mut on_chunk: F,
+    ) -> Result<Streamed, GraphError> {
+        let mut resp = self.respond(reqwest::Method::GET, path, token, None, &[]).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        if !(200..300).contains(&status) {
+            // Error answers are small JSON; a server that sends a huge one
+            // still costs no more than the cap.
+            let mut head = Vec::new();
+            read_chunks(&mut resp, |c| {
+                let room = ERROR_BODY_CAP.saturating_sub(head.len());
+                head.extend_from_slice(&c[..c.len().min(room)]);
+            })
+            .await;
+            return Err(GraphError::from_answer(status, &head, request_id_of(&headers)));
+        }
+        let (len, complete) = read_chunks(&mut resp, &mut on_chunk).await;
+        Ok(Streamed {
+            status,
+            headers,
+            len,
+            complete,
+        })
+    }
+
+    /// `GET` keeping at most `cap_bytes` of the answer and only counting
+    /// the rest ([`GraphClient::get_streamed`] with a bounded buffer), so a
+    /// huge answer costs `cap_bytes` of memory, not its size.
+    ///
+    /// # Errors
+    /// As [`GraphClient::get_streamed`].
+    pub async fn get_capped(
+        &self,
+        path: &str,
+        token: &Sensitive,
+        cap_bytes: usize,
+    ) -> Result<Capped, GraphError> {
+        let mut head = Vec::new();
+        let streamed = self
+            .get_streamed(path, token, |c| {
+                let room = cap_bytes.saturating_sub(head.len());
+                head.extend_from_slice(&c[..c.len().min(room)]);
+            })
+            .await?;
+        Ok(Capped {
+            status: streamed.status,
+            headers: streamed.headers,
+            head,
+            len: streamed.len,
+            complete: streamed.complete,
+        })
+    }
+
     /// `GET` decoded as JSON.
     ///
     /// # Errors
@@ -291,6 +436,37 @@ impl GraphClient {
         self.send(reqwest::Method::GET, path, token, None, &[])
             .await?
             .json()
+    }
+}
+
+/// The most of an error answer's body that is read (Graph's error JSON is a
+/// few hundred bytes).
+pub const ERROR_BODY_CAP: usize = 64 * 1024;
+
+fn request_id_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Hands each chunk of `resp`'s body to `on_chunk` as it arrives; returns
+/// the bytes seen and whether the body ended normally (false when the
+/// connection failed or the request's timeout ran out part way).
+async fn read_chunks(resp: &mut reqwest::Response, mut on_chunk: impl FnMut(&[u8])) -> (u64, bool) {
+    let mut len = 0u64;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                len += c.len() as u64;
+                on_chunk(&c);
+            }
+            Ok(None) => return (len, true),
+            Err(e) => {
+                tracing::warn!(bytes = len, error = %describe_transport(&e), "a Graph answer ended early");
+                return (len, false);
+            }
+        }
     }
 }
 
@@ -341,6 +517,9 @@ impl GraphError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -376,6 +555,97 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A one-route HTTP/1.1 server: each connection gets the next of
+    /// `answers` (head, body length, bytes actually sent), then is closed.
+    async fn serve(answers: Vec<(&'static str, usize, usize)>) -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            for (head, len, sent) in answers {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = sock.read(&mut buf).await.unwrap();
+                    req.extend_from_slice(&buf[..n]);
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let head = format!("HTTP/1.1 {head}\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n");
+                sock.write_all(head.as_bytes()).await.unwrap();
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = sent;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if sock.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
+                if sent < len {
+                    // Never finish: only the attempt's timeout ends the read.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        drop(sock);
+                    });
+                }
+            }
+        });
+        (url, served)
+    }
+
+    /// `get_capped` against [`serve`] with a policy `deadline`; and how
+    /// many requests the server saw.
+    async fn capped(
+        answers: Vec<(&'static str, usize, usize)>,
+        deadline: Duration,
+        cap: usize,
+    ) -> (Result<Capped, GraphError>, usize) {
+        let (url, served) = serve(answers).await;
+        let policy = RetryPolicy {
+            deadline,
+            ..RetryPolicy::default()
+        };
+        let client = GraphClient::new(crate::https::client().unwrap(), &url, policy);
+        let got = client
+            .get_capped("/me/messages/x", &Sensitive::new("t"), cap)
+            .await;
+        (got, served.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_capped_read_keeps_the_cap_counts_the_rest_and_retries_the_head_as_send_does() {
+        let big = 3_000_000;
+        let answers = vec![
+            ("429 Too Many Requests\r\nretry-after: 0", 0, 0),
+            ("200 OK", big, big),
+        ];
+        let (got, served) = capped(answers, Duration::from_secs(20), 1000).await;
+        let got = got.unwrap();
+        assert_eq!((got.head.len(), got.len, got.complete), (1000, big as u64, true));
+        assert!(!got.is_whole());
+        assert_eq!(served, 2, "the 429 was retried");
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_is_read_only_up_to_its_cap() {
+        let answers = vec![("404 Not Found", 5_000_000, 5_000_000)];
+        let (got, _) = capped(answers, Duration::from_secs(20), 10).await;
+        assert_eq!(got.unwrap_err().status(), Some(404));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_ends_is_cut_by_the_attempt_timeout() {
+        // 10 MB announced, 1 MB sent: the read ends when the attempt's
+        // time (here the 1 s minimum) is up, with what came.
+        let answers = vec![("200 OK", 10_000_000, 1_000_000)];
+        let (got, _) = capped(answers, Duration::from_millis(100), 100).await;
+        let got = got.unwrap();
+        assert_eq!((got.head.len(), got.len, got.complete), (100, 1_000_000, false));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! paths it is called on).
 
 pub mod aadsts;
+pub mod body_prefix;
 pub mod certificate;
 pub mod graph;
 pub mod paths;
