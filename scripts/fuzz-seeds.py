@@ -96,6 +96,14 @@ for i, (s, body) in enumerate([
 ]):
     put("graph_error", f"e-{i}", bytes([s]) + body)
 
+# body_prefix: two bytes of limit (little endian), one byte of split point, then the answer.
+for i, (limit, body) in enumerate([
+    (64, b'{"@odata.etag":"W/\\"CQ\\"","id":"AAMk","body":{"contentType":"html","content":"<p>caf\\u00e9 \\"quoted\\" \\ud83d\\ude00</p>"}}'),
+    (8, b'{"body":{"content":"\\u00e9\\u00e9\\u00e9\\u00e9","contentType":"text"}}'),
+    (4096, b'{"id":"x","body":{"contentType":"html","content":"' + "é€😀".encode() * 40 + b'"}}'),
+]):
+    put("body_prefix", f"b-{i}", limit.to_bytes(2, "little") + bytes([128]) + body)
+
 put("token_answer", "refresh", b"\x00" + read("identity/token-refresh.json"))
 put("token_answer", "refresh-app", b"\x01" + read("identity/token-refresh.json"))
 for f in ["error-expired-secret-7000222.json", "error-invalid-client-7000215.json", "error-invalid-grant-50173.json"]:

@@ -103,6 +103,12 @@ pub enum Command {
         /// The connection id.
         id: String,
     },
+    /// Stop sending a subscription's events; nothing that arrives meanwhile is lost.
+    #[command(after_help = "Example:\n  relay365 pause support 3f2a9c41b7de")]
+    Pause(manage::FlowArgs),
+    /// Send a paused subscription's events again, first what arrived while it was paused.
+    #[command(after_help = "Example:\n  relay365 resume support 3f2a9c41b7de")]
+    Resume(manage::FlowArgs),
     /// Delete a connection: its subscriptions at Graph, its state, its tokens.
     #[command(after_help = "Example:\n  relay365 disconnect support --yes")]
     Disconnect {
@@ -168,6 +174,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Send(args) => send::run(&stack, &args, mode).await,
         Command::Subscribe(args) => manage::subscribe(&stack, &args, mode).await,
         Command::Resubscribe { id } => manage::resubscribe(&stack, &id, mode).await,
+        Command::Pause(args) => manage::pause_or_resume(&stack, &args, false, mode).await,
+        Command::Resume(args) => manage::pause_or_resume(&stack, &args, true, mode).await,
         Command::Disconnect { id, yes } => manage::disconnect(&stack, &id, yes, mode).await,
         Command::Events(events::EventsCommand::Tail(args)) => events::tail(&stack, &args, mode).await,
         Command::Events(events::EventsCommand::Verify(args)) => {

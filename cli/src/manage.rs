@@ -1,5 +1,5 @@
-//! `list`, `show`, `subscribe`, `resubscribe`, `disconnect`: the admin API's
-//! connection routes, laid out for a person.
+//! `list`, `show`, `subscribe`, `resubscribe`, `pause`, `resume`,
+//! `disconnect`: the admin API's connection routes, laid out for a person.
 
 use std::process::ExitCode;
 
@@ -18,10 +18,22 @@ use crate::ui::{self, Mode, s};
 /// # Errors
 /// The problem, in words.
 pub fn subscription_health(sub: &Value) -> Result<String, String> {
-    if !s(sub, "target_gone_at").is_empty() {
-        return Err(format!(
-            "target gone (answered 410 at {})",
-            s(sub, "target_gone_at")
+    if s(sub, "status") == "paused" {
+        let since = [s(sub, "paused_at"), s(sub, "target_gone_at")]
+            .into_iter()
+            .find(|t| !t.is_empty())
+            .unwrap_or("a while");
+        let why = s(sub, "paused_reason");
+        return Err(if why.is_empty() {
+            format!("paused since {since}: `relay365 resume` delivers what arrived meanwhile")
+        } else {
+            format!("paused since {since}: {why}")
+        });
+    }
+    if !s(sub, "catching_up").is_empty() {
+        return Ok(format!(
+            "catching up since {} (mail that arrived while it was paused)",
+            s(sub, "catching_up")
         ));
     }
     if !s(sub, "last_error").is_empty() {
@@ -306,6 +318,74 @@ pub async fn resubscribe(stack: &Stack, id: &str, mode: Mode) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// Arguments of `relay365 pause` and `relay365 resume`.
+#[derive(Debug, Args)]
+pub struct FlowArgs {
+    /// The connection id.
+    pub id: String,
+    /// The subscription's key (`relay365 show ID` lists them); may be left
+    /// out when the connection has one subscription.
+    pub key: Option<String>,
+}
+
+/// `relay365 pause ID [KEY]` and `relay365 resume ID [KEY]`.
+///
+/// # Errors
+/// When the API fails, or the key is needed and missing.
+pub async fn pause_or_resume(
+    stack: &Stack,
+    args: &FlowArgs,
+    resume: bool,
+    mode: Mode,
+) -> Result<ExitCode, CliError> {
+    let api = Api::new(stack)?;
+    let id = path_segment(&args.id);
+    let key = match &args.key {
+        Some(k) => k.clone(),
+        None => {
+            let conn = api.get(&format!("/connections/{id}")).await?;
+            let subs = conn["subscriptions"].as_array().cloned().unwrap_or_default();
+            match subs.as_slice() {
+                [only] => s(only, "key").to_string(),
+                _ => {
+                    let keys: Vec<String> = subs
+                        .iter()
+                        .map(|x| format!("{} ({} → {})", s(x, "key"), s(x, "resource"), s(x, "target")))
+                        .collect();
+                    return Err(CliError::Usage(format!(
+                        "{} has {} subscriptions: name one of {}",
+                        args.id,
+                        subs.len(),
+                        keys.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    let verb = if resume { "resume" } else { "pause" };
+    let path = format!("/connections/{id}/subscriptions/{}/{verb}", path_segment(&key));
+    let sub = api.call("POST", &path, Some(&json!({})), &[]).await?;
+    if mode == Mode::Json {
+        ui::json(&sub);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let words = if resume {
+        format!(
+            "{} {key} resumed: what arrived while it was paused is delivered first, once and in order, then new mail",
+            args.id
+        )
+    } else {
+        format!(
+            "{} {key} paused: nothing is sent to {} until `relay365 resume {} {key}`, and nothing is lost",
+            args.id,
+            s(&sub, "target"),
+            args.id
+        )
+    };
+    println!("{}", ui::check_line(true, &words, None));
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `relay365 disconnect ID`.
 ///
 /// # Errors
@@ -362,6 +442,15 @@ mod tests {
                 .unwrap_err()
                 .contains("not created")
         );
+        let paused = json!({"id": "g1", "status": "paused", "paused_at": "2026-12-04T10:00:00Z",
+            "paused_reason": "the target answered 410 Gone"});
+        let why = subscription_health(&paused).unwrap_err();
+        assert!(
+            why.contains("paused since 2026-12-04T10:00:00Z") && why.contains("410"),
+            "{why}"
+        );
+        let resuming = json!({"id": "g1", "status": "active", "catching_up": "2026-12-04T10:05:00Z"});
+        assert!(subscription_health(&resuming).unwrap().contains("catching up"));
     }
 
     #[test]

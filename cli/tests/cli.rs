@@ -184,6 +184,8 @@ async fn every_command_works_against_the_demo_stack() {
         "send",
         "subscribe",
         "resubscribe",
+        "pause",
+        "resume",
         "disconnect",
         "events",
         "events tail",
@@ -526,6 +528,29 @@ async fn every_command_works_against_the_demo_stack() {
     everything += &printed;
     assert!(printed.contains("Second question"), "{printed}");
     assert!(eventually_async(10, || async { dlq_depth(&demo).await == 0 }).await);
+
+    // pause and resume a flow: named by its key once there are several.
+    let shown = run(&dir, &["show", "support", "--json"]).await;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let conn: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let subs = conn["subscriptions"].as_array().unwrap().clone();
+    let key = subs[0]["key"].as_str().unwrap().to_string();
+    if subs.len() > 1 {
+        let out = run(&dir, &["pause", "support"]).await;
+        assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+        assert!(out.stderr.contains(&key), "{}", out.stderr);
+    }
+    let out = run(&dir, &["pause", "support", &key]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("paused: nothing is sent"), "{}", out.stdout);
+    let out = run(&dir, &["show", "support"]).await;
+    assert!(out.stdout.contains("paused since"), "{}", out.stdout);
+    let out = run(&dir, &["resume", "support", &key]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("resumed"), "{}", out.stdout);
+    let out = run(&dir, &["pause", "support", "no-such-key"]).await;
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("GET /connections/support"), "{}", out.stderr);
 
     // resubscribe, then disconnect (which asks first).
     let out = run(&dir, &["resubscribe", "support"]).await;

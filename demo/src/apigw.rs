@@ -74,6 +74,18 @@ pub const ROUTES: &[Route] = &[
         iam: true,
     },
     Route {
+        method: "POST",
+        path: "/connections/{id}/subscriptions/{key}/pause",
+        function: "connections",
+        iam: true,
+    },
+    Route {
+        method: "POST",
+        path: "/connections/{id}/subscriptions/{key}/resume",
+        function: "connections",
+        iam: true,
+    },
+    Route {
         method: "GET",
         path: "/oauth/start",
         function: "oauth-callback",

@@ -19,6 +19,8 @@
 //! [`WATERMARK_MARGIN`], with the ledger deciding what was delivered. A
 //! resumed flow starts from such a baseline too, so nothing that arrived
 //! while it was paused, or that was refused when it was paused, is skipped.
+//! Where message delta does not exist (the 21Vianet cloud), the same step
+//! lists the folder by `receivedDateTime` from the flow's position instead.
 //! While a resumed flow catches up, new notifications are left to the walk;
 //! its last step looks once more from the end and finishes the catch-up only
 //! when nothing new turned up, so the flow gets every item once and in order.
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::aws::queue::{CatchUpStep, Queue, QueueError, QueuedNotification};
+use crate::aws::queue::{CatchUpStep, ChangeType, Queue, QueueError, QueuedNotification};
 use crate::aws::store::{DELIVERY_TTL_DAYS, StoreError, SubscriptionChange};
 use crate::microsoft::graph::GraphError;
 use crate::microsoft::paths;
@@ -123,6 +125,9 @@ pub fn baseline_since(sub: &Subscription, now: OffsetDateTime) -> OffsetDateTime
 pub fn baseline(conn: &Connection, sub: &Subscription) -> String {
     let now = OffsetDateTime::now_utc();
     match sub.resource {
+        Resource::Mail if subscriptions::lists_instead_of_delta(conn, sub) => {
+            subscriptions::list_start(conn, sub, baseline_since(sub, now))
+        }
         Resource::Mail => subscriptions::delta_start(conn, sub, baseline_since(sub, now)),
         Resource::Calendar => subscriptions::calendar_delta_start(conn, now - time::Duration::days(1)),
     }
@@ -141,7 +146,7 @@ pub fn older_than_watermark(sub: &Subscription, received: Option<&str>) -> bool 
 /// An item a delta page reported.
 struct Found {
     id: String,
-    change_type: &'static str,
+    change_type: ChangeType,
     version: Option<String>,
     ledger_key: String,
     received: Option<String>,
@@ -160,7 +165,7 @@ fn found_on_page(resource: Resource, items: Vec<serde_json::Value>) -> Vec<Found
                     ledger_key: id.clone(),
                     received: v["receivedDateTime"].as_str().map(str::to_string),
                     id,
-                    change_type: "created",
+                    change_type: ChangeType::Created,
                     version: None,
                 }),
                 Resource::Calendar => {
@@ -250,6 +255,8 @@ pub async fn step(
         }
     };
     let prefer = [("Prefer", format!("odata.maxpagesize={PAGE_SIZE}"))];
+    let listing = subscriptions::lists_instead_of_delta(conn, sub);
+    let mut newest: Option<OffsetDateTime> = None;
     let mut found = Vec::new();
     let mut end = None;
     let mut pages = 0;
@@ -271,11 +278,24 @@ pub async fn step(
             Err(e) => return Err(e.into()),
         };
         pages += 1;
-        found.extend(found_on_page(sub.resource, page.value));
+        let items = found_on_page(sub.resource, page.value);
+        newest = items
+            .iter()
+            .filter_map(|f| f.received.as_deref().and_then(parse))
+            .chain(newest)
+            .max();
+        found.extend(items);
         match (page.next, page.delta) {
             (Some(next), _) => link = next,
             (None, Some(delta)) => {
                 end = Some(delta);
+                break;
+            }
+            // A listing (no message delta in this cloud) ends without a
+            // delta link: the next round lists from the newest mail seen.
+            (None, None) if listing => {
+                let since = newest.unwrap_or_else(|| baseline_since(sub, OffsetDateTime::now_utc()));
+                end = Some(subscriptions::list_start(conn, sub, since));
                 break;
             }
             (None, None) => {
@@ -301,7 +321,7 @@ pub async fn step(
         }
         let mut n = QueuedNotification::for_subscription(&conn.id, &sub.id);
         n.flow = Some(sub.key.clone());
-        n.change_type = Some(item.change_type.into());
+        n.change_type = Some(item.change_type);
         n.resource_id = Some(item.id);
         n.version = item.version;
         records.push(n);
@@ -335,10 +355,8 @@ pub async fn step(
     if let Some(delta) = end {
         let mut change = SubscriptionChange::new()
             .delta_link(&delta)
-            .last_swept_at(OffsetDateTime::now_utc());
-        if out.queued > 0 {
-            change = change.recovered(sub.recovered.unwrap_or(0) + out.queued as u64);
-        }
+            .last_swept_at(OffsetDateTime::now_utc())
+            .recovered(sub.recovered.unwrap_or(0) + out.queued as u64);
         if catching_up && out.queued == 0 {
             change = change.caught_up();
             tracing::info!(connection = %conn.id, flow = %sub.key, "the resumed flow has caught up; new mail goes to it again");
@@ -348,6 +366,11 @@ pub async fn step(
     }
     if out.queued > 0 {
         tracing::warn!(connection = %conn.id, flow = %sub.key, queued = out.queued, "catch-up found items the flow was never sent; queued for delivery");
+        if !out.finished {
+            // Counted now: the continuation reads the flow afresh.
+            let change = SubscriptionChange::new().recovered(sub.recovered.unwrap_or(0) + out.queued as u64);
+            s.state.update_subscription(&conn.id, &sub.key, change).await?;
+        }
     }
     Ok(out)
 }
@@ -415,7 +438,7 @@ mod tests {
         assert_eq!(cal[0].ledger_key, "e1#k1");
         assert_eq!(
             (cal[1].change_type, cal[1].ledger_key.as_str()),
-            ("deleted", "e2#deleted")
+            (ChangeType::Deleted, "e2#deleted")
         );
     }
 }

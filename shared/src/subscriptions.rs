@@ -117,8 +117,13 @@ pub struct CalendarChange {
 
 impl CalendarChange {
     /// The change type an event for it carries.
-    pub fn change_type(&self) -> &'static str {
-        if self.removed { "deleted" } else { "updated" }
+    pub fn change_type(&self) -> crate::model::notification::ChangeType {
+        use crate::model::notification::ChangeType;
+        if self.removed {
+            ChangeType::Deleted
+        } else {
+            ChangeType::Updated
+        }
     }
 
     /// Its delivery ledger key (as dispatch writes it): one per version.
@@ -183,6 +188,29 @@ pub fn delta_start(conn: &Connection, sub: &Subscription, since: OffsetDateTime)
         .unwrap_or_default();
     format!(
         "{}/delta?changeType=created&$select=id,receivedDateTime&$filter=receivedDateTime%20ge%20{since}",
+        graph_resource(conn, sub)
+    )
+}
+
+/// Whether a flow catches up by listing its folder instead of a delta query:
+/// message delta does not exist in the 21Vianet (China) cloud, so there the
+/// folder is listed by `receivedDateTime`, oldest first.
+pub fn lists_instead_of_delta(conn: &Connection, sub: &Subscription) -> bool {
+    conn.cloud == crate::model::cloud::Cloud::China && sub.resource == Resource::Mail
+}
+
+/// Where a folder's listing starts: mail received at or after `since`,
+/// oldest first, ids and received times, in pages of 50. It stands in for
+/// a delta link where message delta does not exist; the ledger drops what
+/// the boundary repeats.
+pub fn list_start(conn: &Connection, sub: &Subscription, since: OffsetDateTime) -> String {
+    let since = since
+        .replace_nanosecond(0)
+        .unwrap_or(since)
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    format!(
+        "{}?$filter=receivedDateTime%20ge%20{since}&$orderby=receivedDateTime%20asc&$select=id,receivedDateTime&$top=50",
         graph_resource(conn, sub)
     )
 }
@@ -259,6 +287,18 @@ pub async fn create(
     sub: &Subscription,
     token: &Sensitive,
 ) -> Result<String, SubscriptionError> {
+    create_with(s, conn, sub, token, true).await
+}
+
+/// [`create`]; with `adopt` false it never takes a sibling's subscription
+/// (a recreate: the siblings' id is the one being replaced).
+async fn create_with(
+    s: &Services,
+    conn: &Connection,
+    sub: &Subscription,
+    token: &Sensitive,
+    adopt: bool,
+) -> Result<String, SubscriptionError> {
     let Some(public) = &s.config.public_url else {
         return Err(SubscriptionError::Misconfigured(
             "RELAY365_PUBLIC_URL is not set".into(),
@@ -267,7 +307,7 @@ pub async fn create(
     let siblings = siblings(conn, sub);
     let shared = siblings
         .iter()
-        .find(|x| !x.id.is_empty() && x.id != sub.id && sub.id.is_empty());
+        .find(|x| adopt && !x.id.is_empty() && sub.id.is_empty());
     let (id, key_id, expires) = if let Some(live) = shared {
         tracing::info!(connection = %conn.id, flow = %sub.key, subscription = %live.id, "the flow shares the Graph subscription of its resource");
         (
@@ -328,34 +368,63 @@ pub async fn create(
         }
         tracing::info!(connection = %conn.id, subscription = %id, flows = siblings.len() + 1, "subscription created");
     }
-    if sub.resource == Resource::Mail && sub.delta_link.is_none() {
-        // The baseline asks only for mail received from a minute ago on, so
-        // it is one short page whatever the folder holds, and no later
-        // resync can return older mail.
-        let start = delta_start(conn, sub, OffsetDateTime::now_utc() - time::Duration::minutes(1));
-        let link = delta(s, token, &start).await?.1;
-        s.state
-            .update_subscription(
-                &conn.id,
-                &sub.key,
-                SubscriptionChange::new().delta_link_if_missing(&link),
-            )
-            .await?;
+    // Each flow without a link gets the baseline: this one, and those made
+    // beside it that share the subscription just created.
+    let mut lacking: Vec<&Subscription> = vec![sub];
+    if shared.is_none() {
+        lacking.extend(siblings.iter().copied());
     }
-    if sub.resource == Resource::Calendar && sub.delta_link.is_none() {
-        // The calendar's baseline walks the window's events once (a year of
-        // a calendar is a few pages), so later rounds report changes only.
-        let start = calendar_delta_start(conn, OffsetDateTime::now_utc() - time::Duration::days(1));
-        let link = calendar_delta(s, token, &start).await?.1;
-        s.state
-            .update_subscription(
-                &conn.id,
-                &sub.key,
-                SubscriptionChange::new().delta_link_if_missing(&link),
-            )
-            .await?;
+    lacking.retain(|f| f.delta_link.is_none());
+    if !lacking.is_empty() {
+        let link = baseline_link(s, conn, sub, token).await?;
+        for flow in lacking {
+            s.state
+                .update_subscription(
+                    &conn.id,
+                    &flow.key,
+                    SubscriptionChange::new().delta_link_if_missing(&link),
+                )
+                .await?;
+        }
     }
     Ok(id)
+}
+
+/// The link a new flow's catch-up starts from. For mail, the baseline asks
+/// only for mail received from a minute ago on, so it is one short page
+/// whatever the folder holds, and no later catch-up can return older mail;
+/// a calendar's baseline walks the window's events once (a year of a
+/// calendar is a few pages), so later rounds report changes only.
+async fn baseline_link(
+    s: &Services,
+    conn: &Connection,
+    sub: &Subscription,
+    token: &Sensitive,
+) -> Result<String, SubscriptionError> {
+    let now = OffsetDateTime::now_utc();
+    Ok(match sub.resource {
+        Resource::Mail if lists_instead_of_delta(conn, sub) => {
+            list_start(conn, sub, now - time::Duration::minutes(1))
+        }
+        Resource::Mail => {
+            delta(
+                s,
+                token,
+                &delta_start(conn, sub, now - time::Duration::minutes(1)),
+            )
+            .await?
+            .1
+        }
+        Resource::Calendar => {
+            calendar_delta(
+                s,
+                token,
+                &calendar_delta_start(conn, now - time::Duration::days(1)),
+            )
+            .await?
+            .1
+        }
+    })
 }
 
 /// Replaces a flow's Graph subscription (a new `clientState`): the old one
@@ -375,8 +444,7 @@ pub async fn recreate(
     if !sub.id.is_empty() {
         delete_at_graph(s, token, &sub.id).await;
     }
-    // Without its old id the flow would share it; with it, create posts.
-    let id = create(s, conn, sub, token).await?;
+    let id = create_with(s, conn, sub, token, false).await?;
     if let Some(queue) = queue {
         let mut flows = siblings(conn, sub);
         flows.push(sub);
@@ -515,7 +583,14 @@ pub async fn ensure(s: &Services, conn: &Connection) -> Vec<String> {
         }
     };
     let mut problems = Vec::new();
+    let mut made: Vec<&Subscription> = Vec::new();
     for sub in pending {
+        // A flow beside one made just now already shares its subscription
+        // and has its baseline (`create` records both on every such flow).
+        if made.iter().any(|m| m.same_resource(sub)) {
+            continue;
+        }
+        made.push(sub);
         if let Err(e) = create(s, conn, sub, &token).await {
             tracing::warn!(connection = %conn.id, error = %e, "could not create a subscription");
             let reason = explain(&e);
@@ -711,12 +786,15 @@ pub async fn renew_due(s: &Services, within: time::Duration, queue: Option<&dyn 
             let missing = sub.id.is_empty() || listed.as_ref().is_some_and(|l| !l.contains(&sub.id));
             let old_key = sub.key_id.as_deref() != Some(key_id.as_str());
             let result = if missing {
-                // Graph lost it: a new one, and the gap caught up.
-                let mut lost = sub.clone();
-                lost.id.clear();
-                recreate(s, &conn, &lost, &token, queue)
-                    .await
-                    .map(|_| Renewal::Recreated)
+                // Graph lost it (or never had it): a new one, and the gap
+                // caught up. A flow never created shares its siblings' one.
+                if sub.id.is_empty() {
+                    create(s, &conn, sub, &token).await.map(|_| Renewal::Recreated)
+                } else {
+                    recreate(s, &conn, sub, &token, queue)
+                        .await
+                        .map(|_| Renewal::Recreated)
+                }
             } else if old_key {
                 // Graph cannot change a clientState: a new subscription with
                 // the current key replaces the old one. Graph allows one per

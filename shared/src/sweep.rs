@@ -169,7 +169,7 @@ async fn remind(s: &Services, queue: &dyn Queue, conn: &Connection) -> usize {
         _ => return 0,
     }
     let mut reminder = QueuedNotification::for_subscription(&conn.id, &sub.id);
-    reminder.change_type = Some("reauth_reminder".into());
+    reminder.change_type = Some(crate::model::notification::ChangeType::ReauthReminder);
     reminder.version = Some(conn.generation.to_string());
     match queue.send(&[reminder]).await {
         Ok(()) => 1,

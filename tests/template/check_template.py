@@ -169,6 +169,17 @@ def main():
           f"RELAY365_FUNCTION_TIMEOUT_SECONDS={told}, Timeout={dispatch_fn['Timeout']}")
     q = resources["NotificationQueue"]["Properties"]
     check("the queue is FIFO with a dead-letter queue", q["FifoQueue"] is True and "RedrivePolicy" in q)
+    # Dispatch's retry times: 5 s doubling to an hour; the receives must span a day.
+    waits = [min(5 * 2 ** (n - 1), 3600) for n in range(1, int(q["RedrivePolicy"]["maxReceiveCount"]))]
+    check("a failed notification is retried for more than 24 hours before the dead-letter queue",
+          sum(waits) >= 86400, f"maxReceiveCount {q['RedrivePolicy']['maxReceiveCount']} spans {sum(waits)} s")
+    check("dispatch knows the notification queue (catch-up steps, retry times)",
+          ref_name(dispatch_fn["Environment"]["Variables"].get("RELAY365_QUEUE_URL")) == "NotificationQueue")
+    sqs_grants = [(sorted(as_list(st["Action"])), ref_name(r) if not isinstance(r, dict) or "Fn::GetAtt" not in r else r["Fn::GetAtt"][0] if isinstance(r["Fn::GetAtt"], list) else r["Fn::GetAtt"].split(".")[0])
+                  for st in statements(functions["mail-dispatch"][1]) for r in as_list(st["Resource"])
+                  if any(a.startswith("sqs:") for a in as_list(st["Action"]))]
+    check("dispatch may only queue on and set retry times of the notification queue",
+          sqs_grants == [(["sqs:ChangeMessageVisibility", "sqs:SendMessage"], "NotificationQueue")], str(sqs_grants))
     dq = resources["DeferredSendQueue"]["Properties"]
     send_fn = functions["send-mail"][1]["Properties"]
     check("deferred sends have a dead-letter queue", "RedrivePolicy" in dq)

@@ -4,7 +4,7 @@
 //! subscription each get the item once, in the order they were added.
 
 use relay365::Sensitive;
-use relay365::aws::queue::QueuedNotification;
+use relay365::aws::queue::{ChangeType, QueuedNotification};
 use relay365::aws::store::SubscriptionChange;
 use relay365::catchup;
 use relay365::microsoft::paths;
@@ -248,7 +248,7 @@ pub(crate) async fn deliver_calendar(
     n: &QueuedNotification,
 ) -> Outcome {
     let s = &d.services;
-    let change = n.change_type.as_deref().unwrap_or("updated");
+    let change = n.change_type.map_or("updated", ChangeType::as_str);
     // A notification names the version as an etag (`W/"<changeKey>"`), a
     // delta round as the bare changeKey: both are the same version.
     let announced = n.version.as_deref().map(|v| {

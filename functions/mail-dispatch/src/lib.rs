@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 pub use deliver::{Delivery, Destination, deliver};
-use relay365::aws::queue::QueuedNotification;
+use relay365::aws::queue::{LifecycleEvent, QueuedNotification};
 use relay365::aws::store::SubscriptionChange;
 use relay365::microsoft::tokens::TokenError;
 use relay365::model::connection::{Connection, Status, Subscription};
@@ -325,8 +325,8 @@ async fn process(
         cache.remove(&conn.id);
         catch_up(d, &conn, &first, &token, step, until).await
     } else {
-        match n.lifecycle_event.as_deref() {
-            Some("reauthorizationRequired") => {
+        match n.lifecycle_event {
+            Some(LifecycleEvent::ReauthorizationRequired) => {
                 cache.remove(&conn.id);
                 match subscriptions::renew_or_recreate(s, &conn, &first, &token).await {
                     // Recreated: what came in the gap is caught up.
@@ -334,7 +334,7 @@ async fn process(
                     r => sub_outcome(r.map(|_| ())),
                 }
             }
-            Some("subscriptionRemoved") => {
+            Some(LifecycleEvent::SubscriptionRemoved) => {
                 cache.remove(&conn.id);
                 // The flows keep their delta links, so the catch-up starts
                 // where each left off, not at the new subscription's start.
@@ -343,9 +343,9 @@ async fn process(
                 }
                 start_catch_up(d, &conn, &flows).await
             }
-            Some("missed") => start_catch_up(d, &conn, &flows).await,
-            Some(other) => {
-                tracing::warn!(event = other, "unknown lifecycle event ignored");
+            Some(LifecycleEvent::Missed) => start_catch_up(d, &conn, &flows).await,
+            Some(LifecycleEvent::Unknown) => {
+                tracing::warn!("unknown lifecycle event ignored");
                 Outcome::Done
             }
             None => {

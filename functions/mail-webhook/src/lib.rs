@@ -151,7 +151,7 @@ struct Item {
     #[serde(rename = "resourceData")]
     resource_data: Option<ResourceData>,
     #[serde(rename = "lifecycleEvent")]
-    lifecycle_event: Option<String>,
+    lifecycle_event: Option<relay365::aws::queue::LifecycleEvent>,
 }
 
 #[derive(Deserialize)]
@@ -238,7 +238,10 @@ pub async fn handle(req: Request, w: &Webhook) -> HttpResponse {
         genuine.push(QueuedNotification {
             connection_id: connection_id.to_string(),
             subscription_id: item.subscription_id,
-            change_type: item.change_type,
+            change_type: item
+                .change_type
+                .as_deref()
+                .and_then(relay365::aws::queue::ChangeType::parse),
             resource: item.resource,
             resource_id,
             version,
@@ -392,13 +395,13 @@ mod tests {
         handle(notification(&with_client_state(created, state.expose())), &w).await;
         let n = queue.0.lock().unwrap()[0].clone();
         assert_eq!(n.resource_id.as_deref(), Some("AAMkAGUwNjQ4ZjIxAAA="));
-        assert_eq!(n.change_type.as_deref(), Some("created"));
+        assert_eq!(n.change_type, Some(relay365::aws::queue::ChangeType::Created));
         let (w, queue) = webhook();
         let missed = include_str!("../../../tests/fixtures/graph/lifecycle-missed.json");
         handle(notification(&with_client_state(missed, state.expose())), &w).await;
         assert_eq!(
-            queue.0.lock().unwrap()[0].lifecycle_event.as_deref(),
-            Some("missed")
+            queue.0.lock().unwrap()[0].lifecycle_event,
+            Some(relay365::aws::queue::LifecycleEvent::Missed)
         );
     }
 

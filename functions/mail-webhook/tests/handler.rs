@@ -93,7 +93,10 @@ async fn only_genuine_items_are_queued_and_forged_ones_are_dropped() {
     assert_eq!(queued.len(), 2);
     assert_eq!(queued[0].connection_id, "support");
     assert_eq!(queued[0].resource_id.as_deref(), Some("m1"));
-    assert_eq!(queued[1].lifecycle_event.as_deref(), Some("missed"));
+    assert_eq!(
+        queued[1].lifecycle_event,
+        Some(relay365::aws::queue::LifecycleEvent::Missed)
+    );
     // All forged: still 202 (Graph must not retry garbage), nothing queued.
     let forged = r#"{"value":[{"subscriptionId":"s","clientState":"support.AAAA","changeType":"created"}]}"#;
     let resp = mail_webhook::handle(request("POST", "/notifications", Some(forged), &[]), &w).await;
@@ -181,4 +184,34 @@ async fn the_deployed_webhook_builds_nothing_until_a_real_notification() {
     );
     assert!(dir.exists(), "the store was built for the real notification");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// An SQS endpoint that accepts connections and never answers: the queue
+/// write gives up within its own budget (inside Graph's 3 s), so the webhook
+/// answers 5xx and Graph retries, instead of hanging past Graph's patience.
+#[tokio::test]
+async fn a_queue_that_never_answers_is_given_up_within_the_write_budget() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            keep.lock().unwrap().push(socket);
+        }
+    });
+    let endpoint = format!("http://{addr}");
+    let sdk = relay365_testkit::sdk_config(&endpoint).await;
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), format!("{endpoint}/123/q.fifo"));
+    let n = QueuedNotification::for_subscription("support", "sub-1");
+    // A bound for the test itself, far above the write budget: without the
+    // budget the send would hang until the SDK's general timeout or longer.
+    let (attempt, whole) = relay365::aws::sdk::QUEUE_WRITE_TIMEOUTS;
+    assert!(attempt < whole && whole < std::time::Duration::from_secs(3));
+    let sent = tokio::time::timeout(std::time::Duration::from_secs(10), queue.send(&[n]))
+        .await
+        .expect("the queue write gave up by itself");
+    let err = sent.unwrap_err();
+    assert_eq!((err.failed, err.total), (1, 1), "{err}");
+    assert!(!held.lock().unwrap().is_empty(), "the endpoint was reached");
 }

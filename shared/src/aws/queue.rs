@@ -8,75 +8,8 @@
 //! sends within SQS's five-minute window collapse into one message.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-/// A change notification, as queued.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueuedNotification {
-    /// The connection (from the verified `clientState`).
-    pub connection_id: String,
-    /// Graph's subscription id.
-    pub subscription_id: String,
-    /// `created`, `updated` or `deleted` (resource notifications).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub change_type: Option<String>,
-    /// The resource path Graph named.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource: Option<String>,
-    /// The changed item's id (`resourceData.id`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_id: Option<String>,
-    /// The item's version as Graph announced it (`resourceData.@odata.etag`):
-    /// two edits of an event are two notifications, not one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// `missed`, `subscriptionRemoved` or `reauthorizationRequired` (lifecycle notifications).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lifecycle_event: Option<String>,
-    /// When the webhook received it (RFC 3339).
-    pub received_at: String,
-    /// Only for this flow (a subscription key): an item a catch-up found for
-    /// that flow. Absent: every flow on the Graph subscription.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flow: Option<String>,
-    /// A step of a catch-up to run for `flow` (see `crate::catchup`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catch_up: Option<CatchUpStep>,
-}
-
-/// Where a catch-up step starts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CatchUpStep {
-    /// A delta `@odata.nextLink` to go on from; absent: the flow's stored
-    /// delta link (or a new baseline when `rebaseline`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-    /// Start from a new baseline (received since the flow's watermark, less
-    /// a margin) instead of the stored link: a resume, an expired link.
-    #[serde(default)]
-    pub rebaseline: bool,
-}
-
-impl QueuedNotification {
-    /// A notification of the connection's Graph subscription `subscription_id`
-    /// with nothing else set: the start of what the sweep and catch-up queue.
-    pub fn for_subscription(connection_id: &str, subscription_id: &str) -> Self {
-        Self {
-            connection_id: connection_id.to_string(),
-            subscription_id: subscription_id.to_string(),
-            change_type: None,
-            resource: None,
-            resource_id: None,
-            version: None,
-            lifecycle_event: None,
-            received_at: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            flow: None,
-            catch_up: None,
-        }
-    }
-}
+pub use crate::model::notification::{CatchUpStep, ChangeType, LifecycleEvent, QueuedNotification};
 
 impl QueuedNotification {
     /// The FIFO deduplication id: SHA-256 of what makes two notifications the same.
@@ -102,8 +35,13 @@ impl QueuedNotification {
             self.subscription_id,
             self.resource.as_deref().unwrap_or(""),
             self.resource_id.as_deref().unwrap_or(""),
-            self.change_type.as_deref().unwrap_or(""),
-            self.lifecycle_event.as_deref().unwrap_or(""),
+            self.change_type.map_or("", ChangeType::as_str),
+            self.lifecycle_event
+                .map(|e| serde_json::to_value(e)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string)))
+                .unwrap_or_default()
+                .unwrap_or_default(),
             self.version.as_deref().unwrap_or("")
         );
         crate::digest::sha256_hex(key.as_bytes())
@@ -185,6 +123,11 @@ impl Queue for SqsQueue {
                     })?;
                 entries.push(entry);
             }
+            let (attempt, whole) = crate::aws::sdk::QUEUE_WRITE_TIMEOUTS;
+            let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(whole)
+                .build();
             let out = self
                 .client
                 .get()
@@ -192,6 +135,8 @@ impl Queue for SqsQueue {
                 .send_message_batch()
                 .queue_url(&self.url)
                 .set_entries(Some(entries))
+                .customize()
+                .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
                 .send()
                 .await
                 .map_err(|e| QueueError {
@@ -274,7 +219,7 @@ mod tests {
         QueuedNotification {
             connection_id: "support".into(),
             subscription_id: "sub-1".into(),
-            change_type: Some(change.into()),
+            change_type: ChangeType::parse(change),
             resource: Some(format!("Users/u/Messages/{id}")),
             resource_id: Some(id.into()),
             version: None,

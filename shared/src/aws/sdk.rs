@@ -12,13 +12,35 @@ pub async fn aws_sdk_config() -> &'static aws_config::SdkConfig {
     if let Some(sdk) = AWS_SDK.get() {
         return sdk;
     }
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts());
     if let Some(client) = local_ca_client() {
         loader = loader.http_client(client);
     }
     let sdk = loader.load().await;
     AWS_SDK.get_or_init(|| sdk)
 }
+
+/// How long any AWS call may take: the SDK has no deadline of its own, and
+/// a call that hangs would hold a record (or a Graph notification) past its
+/// invocation's time. Callers with a tighter budget (the webhook's queue
+/// write, which must leave room inside Graph's 3 s) override these per
+/// operation ([`QUEUE_WRITE_TIMEOUTS`]).
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .operation_attempt_timeout(std::time::Duration::from_secs(5))
+        .operation_timeout(std::time::Duration::from_secs(12))
+        .build()
+}
+
+/// The webhook's budget for queueing a batch of notifications: each
+/// attempt at most 800 ms and all of them 2 s, well inside the 3 s Graph
+/// waits for an answer (a slow answer is better refused with a 5xx, which
+/// Graph retries, than given after Graph gave up).
+pub const QUEUE_WRITE_TIMEOUTS: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_millis(800),
+    std::time::Duration::from_secs(2),
+);
 
 /// In a local run with a test certificate authority
 /// ([`crate::https::local_ca`]), an HTTPS client that trusts that authority

@@ -2,7 +2,9 @@
 //!
 //! 429, 503 and 504 are retried, waiting what `Retry-After` says (whole or
 //! fractional seconds, or an HTTP date) or backing off exponentially when it
-//! says nothing, but never past an overall deadline: a Lambda invocation has
+//! says nothing, but never past an overall deadline (a POST, which creates
+//! something, only after a 429 or a refused connection: an answer lost on
+//! the way is no proof that nothing was made): a Lambda invocation has
 //! a time limit, and a caller is better served by a clear "throttled, retry
 //! after N s" than by a timeout. Graph's error JSON becomes a typed error that
 //! keeps the code, the message and the request id for support cases.
@@ -313,14 +315,25 @@ impl GraphClient {
                 req = req.json(b);
             }
             let outcome = req.send().await;
+            // A POST creates something (a subscription, a draft, a sent
+            // mail). Once it may have reached Graph (a timeout, a cut
+            // connection, a 503 or 504 from a gateway that may have passed
+            // it on) it is not sent again blindly: the caller looks for what
+            // it made, or Graph's 409 says it exists. Only a refused
+            // connection or a 429 (not processed) is retried here.
+            let creates = method == reqwest::Method::POST;
             let (wait, last) = match outcome {
                 Err(e) => {
                     let err = GraphError::Transport(describe_transport(&e));
+                    if creates && !e.is_connect() {
+                        tracing::warn!(error = %err, "a Graph POST may have been carried out; not repeating it");
+                        return Err(err);
+                    }
                     (None, err)
                 }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    if !matches!(status, 429 | 503 | 504) {
+                    if !matches!(status, 429 | 503 | 504) || (creates && status != 429) {
                         return Ok(resp);
                     }
                     let headers = resp.headers();

@@ -59,7 +59,15 @@ impl Stack {
 
     pub async fn start_with(opts: Options) -> Self {
         let aws = Aws::start().await;
-        let sim = Sim::start().await.unwrap();
+        // The simulator answers as the deployment's cloud's Graph does
+        // (scopes are spelled with its root).
+        let cloud: relay365::Cloud = opts
+            .env
+            .iter()
+            .find(|(k, _)| *k == "RELAY365_CLOUD")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_default();
+        let sim = Sim::start_on(0, cloud.graph_root()).await.unwrap();
         let public = opts.public_url.clone().unwrap_or_else(|| PUBLIC_URL.to_string());
         sim.register_app(App {
             client_id: CLIENT_ID.into(),

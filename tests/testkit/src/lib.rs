@@ -27,6 +27,8 @@ use hyper_util::rt::TokioExecutor;
 struct ProxyState {
     counts: Mutex<BTreeMap<String, u32>>,
     down: AtomicBool,
+    /// Milliseconds every request waits before it is passed on.
+    latency_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A moto server behind a counting proxy. Dropping it stops both.
@@ -206,6 +208,13 @@ impl Aws {
         self.state.counts.lock().unwrap().clone()
     }
 
+    /// Every request waits this long before it reaches moto (a slow AWS).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state
+            .latency_ms
+            .store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
     /// While down, every request is answered 503, as an unreachable service would be.
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
@@ -246,6 +255,10 @@ async fn forward(State((state, moto)): State<(Arc<ProxyState>, String)>, req: Re
     *state.counts.lock().unwrap().entry(op).or_default() += 1;
     if state.down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();
+    }
+    let latency = state.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     // TCP_NODELAY on this side too: a request's head and body must not wait
     // for moto's delayed ACK either.
