@@ -112,8 +112,9 @@ pub struct Options {
     /// outputs, resources and credentials, as CloudFormation would give
     /// them); removed when the demo stops.
     pub stack_file: Option<PathBuf>,
-    /// The notification queue's visibility timeout in seconds: how soon a
-    /// failed delivery is tried again (5 tries, then the dead-letter queue).
+    /// How soon a failed delivery is tried again, in seconds (doubling each
+    /// time; 5 tries, then the dead-letter queue); also the notification
+    /// queue's visibility timeout, which counts only when an invocation dies.
     pub retry_after_seconds: u32,
     /// Every invocation gets this `Lambda-Runtime-Deadline-Ms` instead of the
     /// real deadline, as `cargo lambda watch` does (600000, in 1970).
@@ -334,6 +335,13 @@ impl Demo {
             ("RELAY365_STATE_TABLE", resources.table.clone()),
             // Everything here listens on loopback: allowed only in a local run.
             ("RELAY365_LOCAL", "1".into()),
+            // A failed delivery is tried again this soon, then twice as
+            // late each time (the template's 5 s, shortened so a person
+            // watching the demo sees it).
+            (
+                "RELAY365_FIRST_RETRY_SECONDS",
+                opts.retry_after_seconds.max(1).to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

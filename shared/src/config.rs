@@ -79,6 +79,10 @@ pub struct Config {
     /// the runtime gives no usable deadline (`cargo lambda watch` sends one
     /// in 1970).
     pub function_timeout: Option<std::time::Duration>,
+    /// mail-dispatch: the wait before a failed record's first retry
+    /// (`RELAY365_FIRST_RETRY_SECONDS`, 1 to 300; doubled each time, at most
+    /// an hour). Unset: 5 seconds.
+    pub first_retry: Option<std::time::Duration>,
 }
 
 fn host_override(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
@@ -251,6 +255,18 @@ impl Config {
                         return Err(ConfigError {
                             name: "RELAY365_SECRET_TTL_SECONDS",
                             message: format!("{raw:?} is not a number of seconds from 0 to 300"),
+                        });
+                    }
+                },
+            },
+            first_retry: match get("RELAY365_FIRST_RETRY_SECONDS") {
+                None => None,
+                Some(raw) => match raw.parse::<u64>() {
+                    Ok(secs) if (1..=300).contains(&secs) => Some(std::time::Duration::from_secs(secs)),
+                    _ => {
+                        return Err(ConfigError {
+                            name: "RELAY365_FIRST_RETRY_SECONDS",
+                            message: format!("{raw:?} is not a number of seconds from 1 to 300"),
                         });
                     }
                 },

@@ -268,6 +268,21 @@ pub fn conflicting_id(message: &str) -> Option<&str> {
     (!id.is_empty() && id.len() <= 64).then_some(id)
 }
 
+/// The other connection whose flows use the Graph subscription `graph_id`,
+/// if any. Read only when Graph answers 409, so reading every connection is
+/// the price of a rare answer.
+async fn owner_elsewhere(s: &Services, conn: &Connection, graph_id: &str) -> Option<String> {
+    let ids = s.state.connection_ids().await.ok()?;
+    for id in ids.into_iter().filter(|id| *id != conn.id) {
+        if let Ok(Some(other)) = s.state.connection(&id).await
+            && other.subscriptions.iter().any(|x| x.id == graph_id)
+        {
+            return Some(id);
+        }
+    }
+    None
+}
+
 /// Creates the Graph subscription of a flow and records its id and expiry
 /// on the flow and on every flow sharing it (same resource and folder) the
 /// moment Graph returns them; then, for a flow without a delta link yet,
@@ -338,6 +353,18 @@ async fn create_with(
                 status: 409, message, ..
             }) if conflicting_id(&message).is_some() => {
                 let existing = conflicting_id(&message).unwrap_or_default().to_string();
+                // Another connection's subscription is never taken over: it
+                // would stop receiving without a word.
+                if let Some(owner) = owner_elsewhere(s, conn, &existing).await {
+                    return Err(SubscriptionError::Misconfigured(format!(
+                        "connection {owner} already watches this mailbox's {} at Graph, which allows one subscription per mailbox and resource for an app: add this subscription to connection {owner} (POST /connections/{owner}/subscriptions) instead, or disconnect one of the two",
+                        if sub.resource == Resource::Calendar {
+                            "calendar".to_string()
+                        } else {
+                            format!("folder {}", sub.folder_or_inbox())
+                        }
+                    )));
+                }
                 tracing::warn!(connection = %conn.id, subscription = %existing, "Graph has this subscription already; replacing it with one of the current key");
                 delete_at_graph(s, token, &existing).await;
                 post().await?.json()?
@@ -456,7 +483,8 @@ pub async fn recreate(
     Ok(id)
 }
 
-/// Records what Graph answered for a subscription (its expiry, no error), with `change`.
+/// Records what Graph answered for a subscription (its expiry, no error),
+/// with `change`, on the flow and on the flows sharing it.
 async fn recorded(
     s: &Services,
     conn: &Connection,
@@ -467,6 +495,12 @@ async fn recorded(
     let change = change
         .expires_at(OffsetDateTime::parse(&answer.expiration, &Rfc3339).ok())
         .last_error(None);
+    // Every flow on the same Graph subscription shows the same expiry.
+    for sibling in siblings(conn, sub).into_iter().filter(|x| x.id == sub.id) {
+        s.state
+            .update_subscription(&conn.id, &sibling.key, change.clone())
+            .await?;
+    }
     s.state.update_subscription(&conn.id, &sub.key, change).await
 }
 

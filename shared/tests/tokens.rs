@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use relay365::aws::secrets::SecretStore as _;
 use relay365::microsoft::tokens::{AppCredentials, AuthorizeOptions, TokenError};
 use relay365::model::connection::{AuthMode, Status};
 use relay365::model::scopes::{self, FeatureScope};
@@ -488,4 +489,88 @@ async fn more_than_four_concurrent_requests_per_mailbox_are_throttled_and_retrie
         "four were over the MailboxConcurrency limit: {:?}",
         w.sim.stats()
     );
+}
+
+/// A secret store that lets a new sign-in land between a rotated token's
+/// claim and its write, the race Secrets Manager cannot prevent by itself.
+struct SignInDuringRotation {
+    inner: Arc<dyn relay365::aws::secrets::SecretStore>,
+    state: relay365::aws::store::Store,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl relay365::aws::secrets::SecretStore for SignInDuringRotation {
+    async fn get(&self, name: &str) -> Result<Option<String>, relay365::aws::secrets::SecretError> {
+        self.inner.get(name).await
+    }
+    async fn get_fresh(&self, name: &str) -> Result<Option<String>, relay365::aws::secrets::SecretError> {
+        self.inner.get_fresh(name).await
+    }
+    async fn create(&self, name: &str, value: &str) -> Result<(), relay365::aws::secrets::SecretError> {
+        self.inner.create(name, value).await
+    }
+    async fn put(
+        &self,
+        name: &str,
+        value: &str,
+        token: &str,
+    ) -> Result<(), relay365::aws::secrets::SecretError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            // The other container's sign-in: its token, then the record.
+            let signed_in =
+                serde_json::json!({"refresh_token": "the-new-sign-in", "generation": 2}).to_string();
+            self.inner
+                .put(name, &signed_in, &relay365::aws::secrets::new_request_token())
+                .await?;
+            self.state
+                .update_connection(
+                    "support",
+                    relay365::aws::store::ConnectionChange::new().generation(2),
+                )
+                .await
+                .unwrap();
+        }
+        self.inner.put(name, value, token).await
+    }
+    async fn delete(&self, name: &str) -> Result<(), relay365::aws::secrets::SecretError> {
+        self.inner.delete(name).await
+    }
+    async fn previous(&self, name: &str) -> Result<Option<String>, relay365::aws::secrets::SecretError> {
+        self.inner.previous(name).await
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_token_that_lands_after_a_new_sign_in_never_undoes_it() {
+    let w = World::start().await;
+    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
+    let rt0 = first.refresh_token.clone().unwrap();
+    let mut conn = active("support", AuthMode::Delegated, Some(&rt0));
+    conn.conn.token_written_at =
+        Some((time::OffsetDateTime::now_utc() - time::Duration::minutes(11)).unix_timestamp());
+    w.put_connection(&conn).await;
+    let racing = Arc::new(SignInDuringRotation {
+        inner: w.store.clone(),
+        state: w.state.clone(),
+        armed: std::sync::atomic::AtomicBool::new(true),
+    });
+    let provider = relay365::microsoft::tokens::TokenProvider::new(
+        w.token_client(w.secret_app()),
+        racing,
+        w.state.clone(),
+        PREFIX,
+    );
+    // The refresh rotates the token and claims the write under generation 1;
+    // the sign-in of generation 2 lands first, then the rotated write.
+    provider.token_for("support").await.unwrap();
+    let sm = aws_sdk_secretsmanager::Client::new(&w.aws.sdk_config().await);
+    let raw = relay365::aws::secrets::AwsSecretStore::new(sm)
+        .get(&format!("{PREFIX}tokens/support"))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(stored["generation"], 2, "the new sign-in's token is what stays");
+    assert_eq!(stored["refresh_token"], "the-new-sign-in");
 }

@@ -43,6 +43,7 @@ impl Dispatcher {
                 ..Default::default()
             },
         );
+        let first_retry = services.config.first_retry.unwrap_or(crate::FIRST_RETRY);
         let queue = services
             .config
             .queue_url
@@ -53,7 +54,7 @@ impl Dispatcher {
             events,
             eventbridge: relay365::aws::sdk::LazyClient::new(aws_sdk_eventbridge::Client::new),
             queue,
-            first_retry: crate::FIRST_RETRY,
+            first_retry,
         }
     }
 

@@ -125,6 +125,13 @@ impl Pipe {
 
     /// A person opens the connect link and signs in (oauth-callback in the stack's container).
     async fn sign_in(&self, link: &str) {
+        let (status, page) = self.sign_in_page(link).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(!page.contains("could not be created"), "{page}");
+    }
+
+    /// The page a person sees after signing in through the connect link.
+    async fn sign_in_page(&self, link: &str) -> (u16, String) {
         let start = oauth_callback::handle(
             request("GET", &path_and_query(link), None, &[]),
             &self.stack.services,
@@ -137,9 +144,7 @@ impl Pipe {
             &self.stack.services,
         )
         .await;
-        let page = body_text(&done);
-        assert_eq!(done.status(), 200, "{page}");
-        assert!(!page.contains("could not be created"), "{page}");
+        (done.status().as_u16(), body_text(&done))
     }
 
     /// `k` app-only connections `desk0`… for mailboxes `desk0@contoso.com`…,
@@ -2571,4 +2576,49 @@ async fn without_message_delta_the_sweep_lists_the_folder_and_recovers_once() {
         "each once, nothing older than the subscription"
     );
     assert_eq!(p.stack.sim.stats().message_delta_refused, 0, "no delta asked for");
+}
+
+/// Graph allows one subscription per mailbox and resource for an app: a
+/// second connection on the same inbox is told which connection has it, and
+/// the first keeps its subscription and its mail.
+#[tokio::test]
+async fn a_second_connection_on_the_same_inbox_never_takes_the_first_one_s_subscription() {
+    let p = Pipe::start().await;
+    let first = p
+        .connect(
+            json!([{"resource": "mail", "target": p.receiver.url}]),
+            json!(["Mail.ReadOnly"]),
+        )
+        .await;
+    let body = json!({"id": "second", "auth": "delegated", "scopes": ["Mail.ReadOnly"],
+        "subscriptions": [{"resource": "mail", "target": p.receiver.url}]});
+    let resp = connections::handle(
+        request("POST", "/connections", Some(&body.to_string()), &[]),
+        &p.stack.services,
+    )
+    .await;
+    assert_eq!(resp.status(), 201, "{}", body_text(&resp));
+    let link = body_json(&resp)["connect_url"].as_str().unwrap().to_string();
+    let (_, page) = p.sign_in_page(&link).await;
+    assert!(page.contains("connection support already watches"), "{page}");
+    let second = view(&p.stack.services, "/connections/second").await;
+    let why = second["subscriptions"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("POST /connections/support/subscriptions"),
+        "{second}"
+    );
+    assert_eq!(
+        p.stack
+            .sim
+            .subscriptions()
+            .into_iter()
+            .map(|s| s.0)
+            .collect::<Vec<_>>(),
+        vec![first],
+        "the first connection's subscription is untouched"
+    );
+    p.stack.sim.deliver_message(UPN, mail("still the first's"));
+    assert_eq!(subjects(&p.pump_until(1).await), ["still the first's"]);
 }

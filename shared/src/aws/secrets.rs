@@ -76,6 +76,12 @@ pub trait SecretStore: Send + Sync {
     async fn get_fresh(&self, name: &str) -> Result<Option<String>, SecretError> {
         self.get(name).await
     }
+    /// The value the secret had before its latest write (Secrets Manager's
+    /// `AWSPREVIOUS`), where the store keeps one: a writer that finds it
+    /// overwrote a newer value puts that back. `None` where there is none.
+    async fn previous(&self, _name: &str) -> Result<Option<String>, SecretError> {
+        Ok(None)
+    }
 }
 
 /// A new idempotency token for [`SecretStore::put`] (Secrets Manager wants 32 to 64 characters).
@@ -141,6 +147,23 @@ fn map_sdk<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
 impl SecretStore for AwsSecretStore {
     async fn get(&self, name: &str) -> Result<Option<String>, SecretError> {
         match self.client.get_secret_value().secret_id(name).send().await {
+            Ok(out) => Ok(out.secret_string().map(str::to_string)),
+            Err(err) => match map_sdk(name, err) {
+                SecretError::NotFound { .. } | SecretError::AlreadyExists { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn previous(&self, name: &str) -> Result<Option<String>, SecretError> {
+        match self
+            .client
+            .get_secret_value()
+            .secret_id(name)
+            .version_stage("AWSPREVIOUS")
+            .send()
+            .await
+        {
             Ok(out) => Ok(out.secret_string().map(str::to_string)),
             Err(err) => match map_sdk(name, err) {
                 SecretError::NotFound { .. } | SecretError::AlreadyExists { .. } => Ok(None),
@@ -307,6 +330,7 @@ impl SecretStore for FileSecretStore {
 #[derive(Debug, Default)]
 pub struct MemorySecretStore {
     secrets: Mutex<std::collections::BTreeMap<String, String>>,
+    previous: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl MemorySecretStore {
@@ -319,6 +343,7 @@ impl MemorySecretStore {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             ),
+            previous: Mutex::default(),
         }
     }
 
@@ -348,13 +373,26 @@ impl SecretStore for MemorySecretStore {
     async fn put(&self, name: &str, value: &str, _request_token: &str) -> Result<(), SecretError> {
         match self.map().get_mut(name) {
             Some(v) => {
-                *v = value.to_string();
+                let old = std::mem::replace(v, value.to_string());
+                self.previous
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string(), old);
                 Ok(())
             }
             None => Err(SecretError::NotFound {
                 name: name.to_string(),
             }),
         }
+    }
+
+    async fn previous(&self, name: &str) -> Result<Option<String>, SecretError> {
+        Ok(self
+            .previous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned())
     }
 
     async fn delete(&self, name: &str) -> Result<(), SecretError> {
@@ -447,6 +485,10 @@ impl<S: SecretStore> SecretStore for CachedSecretStore<S> {
         self.remember(name, value.clone());
         Ok(value)
     }
+
+    async fn previous(&self, name: &str) -> Result<Option<String>, SecretError> {
+        self.inner.previous(name).await
+    }
 }
 
 #[async_trait]
@@ -465,6 +507,9 @@ impl<T: SecretStore + ?Sized> SecretStore for std::sync::Arc<T> {
     }
     async fn get_fresh(&self, name: &str) -> Result<Option<String>, SecretError> {
         (**self).get_fresh(name).await
+    }
+    async fn previous(&self, name: &str) -> Result<Option<String>, SecretError> {
+        (**self).previous(name).await
     }
 }
 

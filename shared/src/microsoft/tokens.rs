@@ -898,12 +898,45 @@ impl TokenProvider {
             generation: conn.generation,
         })
         .unwrap_or_default();
-        if let Err(e) = self
-            .secrets
-            .put(&self.secret_name(&conn.id), &value, &new_request_token())
-            .await
-        {
+        let name = self.secret_name(&conn.id);
+        if let Err(e) = self.secrets.put(&name, &value, &new_request_token()).await {
             tracing::warn!(connection = %conn.id, error = %e, "could not store the rotated refresh token");
+            return;
+        }
+        self.undo_if_overwrote_a_sign_in(conn, &name).await;
+    }
+
+    /// Secrets Manager cannot write conditionally, so a rotated token's
+    /// write (claimed under generation G) can land after a new sign-in
+    /// stored generation G+1 and moved the record. Once the record says a
+    /// newer generation, the secret must hold it: if it holds an older one,
+    /// this write overwrote the sign-in's, whose value is the secret's
+    /// previous version, and that is put back.
+    async fn undo_if_overwrote_a_sign_in(&self, conn: &Connection, name: &str) {
+        let record = match self.state.connection(&conn.id).await {
+            Ok(Some(c)) => c.generation,
+            _ => return,
+        };
+        if record <= conn.generation {
+            return;
+        }
+        let generation_of = |raw: Option<String>| {
+            raw.and_then(|r| serde_json::from_str::<StoredToken>(&r).ok())
+                .map(|t| t.generation)
+        };
+        let now_stored = generation_of(self.secrets.get_fresh(name).await.ok().flatten());
+        if now_stored.is_some_and(|g| g >= record) {
+            return;
+        }
+        let Ok(Some(previous)) = self.secrets.previous(name).await else {
+            tracing::error!(connection = %conn.id, "a rotated token may have overwritten a newer sign-in's, and no earlier version is left: the connection will ask for a new sign-in");
+            return;
+        };
+        if generation_of(Some(previous.clone())).is_some_and(|g| g >= record) {
+            tracing::warn!(connection = %conn.id, "a rotated token landed after a newer sign-in; the sign-in's token is put back");
+            if let Err(e) = self.secrets.put(name, &previous, &new_request_token()).await {
+                tracing::error!(connection = %conn.id, error = %e, "could not put the newer sign-in's token back");
+            }
         }
     }
 }

@@ -548,7 +548,7 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
             Ok(m) => (m, app_of(access, &st)),
             Err(r) => return r,
         };
-        if let Some(r) = refuse_duplicate(&mut st, &found.1, &change_types, &resource) {
+        if let Some(r) = refuse_duplicate(&mut st, &found.1, &change_types, (&found.0, events, &folder)) {
             return r;
         }
         found
@@ -579,7 +579,7 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
     let mut st = lock(state);
     // Checked again: another create of the same combination may have
     // finished during the handshake.
-    if let Some(r) = refuse_duplicate(&mut st, &app_id, &change_types, &resource) {
+    if let Some(r) = refuse_duplicate(&mut st, &app_id, &change_types, (&mailbox, events, &folder)) {
         return r;
     }
     *st.stats.subscription_calls.entry("create".into()).or_default() += 1;
@@ -617,8 +617,9 @@ fn canonical_segment(seg: &str) -> String {
 /// Graph's rule for duplicates (subscription-post-subscriptions): a second
 /// subscription of the same app with the same `changeType` and `resource`
 /// fails with `409 Conflict`, "Subscription Id <id> already exists for the
-/// requested combination". Resources compare as Graph reads them: without
-/// case and with or without the leading `/`; change types as a set. Only
+/// requested combination". Resources compare as Graph resolves them: the
+/// mailbox (`/me` is the signed-in user's, `/users/{id}` that user's), the
+/// folder without case, messages or events; change types as a set. Only
 /// live subscriptions count: an expired or silently removed one no longer
 /// exists at Graph. The code is the one Graph answers on the wire
 /// (`ObjectIdentifierInUse`, as clients that parse this error see it).
@@ -626,11 +627,10 @@ fn refuse_duplicate(
     st: &mut State,
     app_id: &str,
     change_types: &[String],
-    resource: &str,
+    (mailbox, events, folder): (&str, bool, &str),
 ) -> Option<Response> {
     let now = OffsetDateTime::now_utc();
     let wanted = change_set(change_types);
-    let resource = normal_resource(resource);
     let existing = st
         .subscriptions
         .values()
@@ -638,7 +638,9 @@ fn refuse_duplicate(
             s.app_id == app_id
                 && s.expires > now
                 && change_set(&s.change_types) == wanted
-                && normal_resource(&s.resource) == resource
+                && s.mailbox.eq_ignore_ascii_case(mailbox)
+                && s.events == events
+                && s.folder.eq_ignore_ascii_case(folder)
         })?
         .id
         .clone();
@@ -652,10 +654,6 @@ fn refuse_duplicate(
 
 fn change_set(change_types: &[String]) -> std::collections::BTreeSet<String> {
     change_types.iter().map(|c| c.to_ascii_lowercase()).collect()
-}
-
-fn normal_resource(resource: &str) -> String {
-    resource.trim_start_matches('/').to_ascii_lowercase()
 }
 
 fn owned<'a>(st: &'a mut State, access: &Access, id: &str) -> Result<&'a mut SimSubscription, Response> {
