@@ -25,6 +25,8 @@ pub struct Received {
     pub body: Vec<u8>,
     /// The `Relay365-Signature` header.
     pub signature: Option<String>,
+    /// The `X-Amzn-Trace-Id` header: the dispatch invocation's trace.
+    pub trace: Option<String>,
 }
 
 struct Inner {
@@ -91,6 +93,7 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
         signature_ok,
         body: body.to_vec(),
         signature: get("relay365-signature").map(str::to_string),
+        trace: get("x-amzn-trace-id").map(str::to_string),
     };
     if inner.print {
         let kind = received.event["type"].as_str().unwrap_or("event");

@@ -371,7 +371,43 @@ async fn dispatch_delivers_under_a_deadline_in_the_past_as_cargo_lambda_watch_se
         "no event arrived; dispatch log:\n{}",
         std::fs::read_to_string(logs.path.join("mail-dispatch.log")).unwrap_or_default()
     );
-    assert_eq!(demo.receiver.events()[0].event["mail"]["id"], id.as_str());
+    let got = &demo.receiver.events()[0];
+    assert_eq!(got.event["mail"]["id"], id.as_str());
+    // The invocation's trace reaches the target, so a mail can be followed.
+    assert!(
+        got.trace.as_deref().is_some_and(|t| t.starts_with("Root=1-")),
+        "{:?}",
+        got.trace
+    );
+    // The binary wrote the delivery as an Embedded Metric Format line, with
+    // the invocation's request id.
+    let log = logs.path.join("mail-dispatch.log");
+    let metric = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| !l["EventsDelivered"].is_null())
+    };
+    assert!(
+        eventually(10, || metric().is_some()).await,
+        "no metric line in the dispatch log"
+    );
+    let line = metric().unwrap();
+    assert_eq!(
+        line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "relay365",
+        "{line}"
+    );
+    assert_eq!(
+        (line["function"].as_str(), line["target"].as_str()),
+        (Some("mail-dispatch"), Some("https")),
+        "{line}"
+    );
+    assert!(
+        line["requestId"].as_str().is_some_and(|r| !r.is_empty()),
+        "{line}"
+    );
+    assert!(line["EndToEndLatency"].is_array(), "{line}");
 }
 
 fn webhook_spec(env: Vec<(String, String)>) -> Spec {

@@ -327,6 +327,7 @@ pub async fn step(
         records.push(n);
     }
     out.queued = records.len();
+    crate::metrics::recovered(out.queued);
     let catching_up = sub.catching_up.is_some();
     match &end {
         None => records.push(step_record(

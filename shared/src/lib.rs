@@ -15,7 +15,8 @@
 //! - [`aws`]: the SDK configuration, the secret store, the state table
 //!   ([`aws::store`]) and the queue.
 //! - [`digest`] and [`https`]: SHA-256 spellings and the one outbound HTTPS
-//!   client (Graph, the token endpoint, flow targets).
+//!   client (Graph, the token endpoint, flow targets); [`metrics`]: what the
+//!   functions measure, as CloudWatch Embedded Metric Format lines.
 //! - [`web`]: signing, the links a browser or Graph brings back, and the
 //!   responses the functions answer with.
 //! - [`microsoft`]: tokens (with their cache), certificate assertions, AADSTS
@@ -31,6 +32,7 @@ pub mod catchup;
 pub mod config;
 pub mod digest;
 pub mod https;
+pub mod metrics;
 pub mod microsoft;
 pub mod model;
 pub mod services;

@@ -867,5 +867,9 @@ pub async fn renew_due(s: &Services, within: time::Duration, queue: Option<&dyn 
             }
         }
     }
+    crate::metrics::renewals(
+        report.renewed + report.recreated + report.rekeyed,
+        report.failed.len(),
+    );
     report
 }

@@ -4,6 +4,7 @@ least-privilege for secrets. Prints 'N passed, M failed' and exits non-zero
 on any failure. Run by `make check-template-lint` (part of `make test`)."""
 
 import pathlib
+import json
 import re
 import sys
 
@@ -192,6 +193,43 @@ def main():
     alarmed = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"
                and any(ref_name(d.get("Value")) == "DeferredSendDeadLetterQueue" for d in r["Properties"].get("Dimensions", []))]
     check("the deferred-send dead-letter queue is alarmed", len(alarmed) == 1)
+    # What relay365 measures: alarms with their default thresholds, and a dashboard showing every metric.
+    params = t["Parameters"]
+    check("parameter OldestNotificationAlarmSeconds defaults to 300", params.get("OldestNotificationAlarmSeconds", {}).get("Default") == 300)
+    check("parameter WebhookLatencyAlarmMilliseconds defaults to 2000", params.get("WebhookLatencyAlarmMilliseconds", {}).get("Default") == 2000)
+    alarms = {lid: r["Properties"] for lid, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    def alarm(lid, namespace, metric, threshold, stat=None):
+        a = alarms.get(lid, {})
+        got_threshold = a.get("Threshold")
+        got_threshold = params[ref_name(got_threshold)]["Default"] if isinstance(got_threshold, dict) else got_threshold
+        ok = (a.get("Namespace"), a.get("MetricName")) == (namespace, metric) and got_threshold == threshold
+        if stat:
+            ok = ok and (a.get("ExtendedStatistic") or a.get("Statistic")) == stat
+        check(f"alarm {lid}: {namespace} {metric} over {threshold}", ok, str(a))
+        check(f"alarm {lid} notifies the alarm topic", a.get("AlarmActions") == {"Fn::If": ["WithAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}, str(a.get("AlarmActions")))
+    alarm("DeadLetterAlarm", "AWS/SQS", "ApproximateNumberOfMessagesVisible", 0)
+    alarm("DeferredSendDeadLetterAlarm", "AWS/SQS", "ApproximateNumberOfMessagesVisible", 0)
+    alarm("OldestNotificationAlarm", "AWS/SQS", "ApproximateAgeOfOldestMessage", 300)
+    alarm("WebhookLatencyAlarm", "relay365", "WebhookAckLatency", 2000, "p99")
+    alarm("RenewalFailuresAlarm", "relay365", "SubscriptionRenewalFailures", 0)
+    alarm("ReauthRequiredAlarm", "relay365", "ReauthRequired", 0)
+    check("the oldest-notification alarm watches the notification queue",
+          any(d.get("Value") == {"Fn::GetAtt": ["NotificationQueue", "QueueName"]} or d.get("Value") == {"Fn::GetAtt": "NotificationQueue.QueueName"}
+              for d in alarms.get("OldestNotificationAlarm", {}).get("Dimensions", [])))
+    names = re.findall(r'pub const \w+: &str = "(\w+)";', (ROOT / "shared/src/metrics.rs").read_text())
+    names = [n for n in names if n != "relay365"]
+    dash = resources.get("Dashboard", {}).get("Properties", {}).get("DashboardBody", {})
+    body = dash["Fn::Sub"][0] if isinstance(dash, dict) and "Fn::Sub" in dash else ""
+    filled = re.sub(r"\$\{[^}]+\}", "1", body)
+    try:
+        widgets = json.loads(filled)["widgets"]
+    except (ValueError, KeyError) as e:
+        widgets = []
+        check("the dashboard body is JSON", False, str(e))
+    shown = {m[1] for w in widgets for m in w["properties"].get("metrics", []) if len(m) > 1 and isinstance(m[1], str)}
+    check("the metrics module names metrics", len(names) >= 12, str(names))
+    check("the dashboard shows every relay365 metric", set(names) <= shown, str(set(names) - shown))
+    check("the dashboard shows the queue's oldest message", "ApproximateAgeOfOldestMessage" in shown)
     outputs = t["Outputs"]
     for o in ("ApiUrl", "RedirectUri", "AdminConsentRedirectUri", "NotificationUrl"):
         check(f"output {o}", o in outputs)

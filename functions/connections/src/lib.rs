@@ -299,6 +299,7 @@ async fn pause(s: &Services, id: &str, key: &str) -> HttpResponse {
         if let Err(e) = s.state.update_subscription(id, key, change).await {
             return store_error(&e);
         }
+        relay365::metrics::paused("operator");
     }
     match flow(s, id, key).await {
         Ok((_, sub)) => api::json(200, &sub.public_view()),

@@ -35,6 +35,19 @@ pub struct Destination {
     pub target: Target,
     /// 1 for the first delivery, more for retries.
     pub attempt: u32,
+    /// The invocation's X-Ray trace header, passed on to an HTTPS target as
+    /// `X-Amzn-Trace-Id` so one mail can be followed from webhook to target.
+    pub trace: Option<String>,
+}
+
+impl Destination {
+    /// The kind of target, as the metrics' `target` dimension names it.
+    pub fn kind(&self) -> &'static str {
+        match self.target {
+            Target::Webhook(_) => "https",
+            Target::EventBridge(_) => "eventbridge",
+        }
+    }
 }
 
 /// Delivers one event to a target.
@@ -84,7 +97,7 @@ async fn post(
 ) -> Result<(), (Option<u16>, Delivery)> {
     let body = serde_json::to_vec(event).unwrap_or_default();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let resp = d
+    let mut req = d
         .services
         .http
         .post(url)
@@ -92,10 +105,11 @@ async fn post(
         .header("content-type", "application/json")
         .header("relay365-signature", d.events.get().await.signature(now, &body))
         .header("relay365-event-id", event_id)
-        .header("relay365-delivery-attempt", to.attempt.to_string())
-        .body(body)
-        .send()
-        .await;
+        .header("relay365-delivery-attempt", to.attempt.to_string());
+    if let Some(trace) = &to.trace {
+        req = req.header("x-amzn-trace-id", trace);
+    }
+    let resp = req.body(body).send().await;
     match resp {
         Ok(r) if r.status().is_success() => {
             tracing::info!(event = %event_id, "event delivered");

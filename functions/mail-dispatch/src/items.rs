@@ -78,11 +78,23 @@ async fn deliver_and_record(
 ) -> Outcome {
     match deliver(d, target, event).await {
         Ok(()) => {
+            let since_arrival = received
+                .and_then(|r| {
+                    time::OffsetDateTime::parse(r, &time::format_description::well_known::Rfc3339).ok()
+                })
+                .and_then(|r| (time::OffsetDateTime::now_utc() - r).try_into().ok());
+            relay365::metrics::delivered(target.kind(), since_arrival);
             delivered(d, conn, sub, ledger_key, event, received).await;
             Outcome::Delivered
         }
-        Err(Delivery::Gone(why)) => target_gone(d, conn, sub, &why).await,
-        Err(Delivery::Retry(why)) => retry(why),
+        Err(Delivery::Gone(why)) => {
+            relay365::metrics::paused("target");
+            target_gone(d, conn, sub, &why).await
+        }
+        Err(Delivery::Retry(why)) => {
+            relay365::metrics::retried(target.kind());
+            retry(why)
+        }
     }
 }
 

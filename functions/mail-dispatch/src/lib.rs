@@ -40,6 +40,7 @@ use relay365::model::scopes::Resource;
 use relay365::model::target::Target;
 use relay365::services::Services;
 use relay365::{catchup, subscriptions};
+use tracing::Instrument;
 
 pub use dispatcher::Dispatcher;
 pub use items::MESSAGE_SELECT;
@@ -114,6 +115,18 @@ pub async fn handle(event: SqsEvent, d: &Dispatcher) -> SqsBatchResponse {
 /// untouched, so an invocation never ends in the middle of a delivery, and
 /// every delivery is in the ledger the moment the target took it.
 pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Instant>) -> SqsBatchResponse {
+    handle_traced(event, d, deadline, None).await
+}
+
+/// [`handle_until`], passing the invocation's X-Ray trace header on to the
+/// targets (`X-Amzn-Trace-Id`), so one mail can be followed from the
+/// webhook to the flow.
+pub async fn handle_traced(
+    event: SqsEvent,
+    d: &Dispatcher,
+    deadline: Option<Instant>,
+    trace: Option<&str>,
+) -> SqsBatchResponse {
     let mut failures = Vec::new();
     let mut held_back = 0usize;
     let mut failed_groups: Vec<String> = Vec::new();
@@ -184,7 +197,12 @@ pub async fn handle_until(event: SqsEvent, d: &Dispatcher, deadline: Option<Inst
                             .unwrap_or_else(Instant::now)
                     })
                     .unwrap_or_else(|| Instant::now() + catchup::PAGE_WORST * 3);
-                process(d, n, attempt, &mut connections, until).await
+                // Every log line of the record names it and its connection
+                // (and, through the runtime's span, the Lambda request id).
+                let span = tracing::info_span!("record", message_id = %id, connection = %n.connection_id);
+                process(d, n, attempt, &mut connections, until, trace)
+                    .instrument(span)
+                    .await
             }
             _ => {
                 tracing::error!(message_id = %id, "dropping a queue record that is not a relay365 notification");
@@ -235,6 +253,7 @@ async fn process(
     attempt: u32,
     cache: &mut HashMap<String, Connection>,
     until: Instant,
+    trace: Option<&str>,
 ) -> Outcome {
     let s = &d.services;
     if !cache.contains_key(&n.connection_id) {
@@ -292,7 +311,14 @@ async fn process(
             tracing::error!(connection = %conn.id, flow = %sub.key, "no target for events: set the subscription's target or RELAY365_DEFAULT_TARGET");
             return retry("no target for events");
         };
-        destinations.push((sub.clone(), Destination { target, attempt }));
+        destinations.push((
+            sub.clone(),
+            Destination {
+                target,
+                attempt,
+                trace: trace.map(str::to_string),
+            },
+        ));
     }
     if conn.status == Status::ReauthRequired {
         // Nothing can be fetched; whoever noticed first (send-mail, the
@@ -478,6 +504,7 @@ async fn report_reauth(
     let event = normalise::reauth_event(conn, reason, d.services.connect_url(conn));
     match deliver(d, target, &event).await {
         Ok(()) => {
+            relay365::metrics::reauth_sent();
             let event_id = event["id"].as_str().unwrap_or_default();
             if let Err(e) = d.services.state.mark_delivered(&conn.id, &key, event_id).await {
                 tracing::error!(connection = %conn.id, error = %e, "reported, but the ledger could not record it");

@@ -14,10 +14,15 @@ async fn main() -> Result<(), Error> {
         .config
         .function_timeout
         .unwrap_or(mail_dispatch::DEFAULT_TIMEOUT);
+    let metrics = relay365::metrics::init("mail-dispatch");
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline =
             mail_dispatch::invocation_deadline(event.context.deadline, std::time::SystemTime::now(), timeout);
-        Ok::<_, Error>(mail_dispatch::handle_until(event.payload, dispatcher, Some(deadline)).await)
+        let trace = event.context.xray_trace_id.clone();
+        let answer =
+            mail_dispatch::handle_traced(event.payload, dispatcher, Some(deadline), trace.as_deref()).await;
+        relay365::metrics::flush(metrics, &event.context.request_id, trace.as_deref());
+        Ok::<_, Error>(answer)
     }))
     .await
 }

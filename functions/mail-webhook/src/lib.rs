@@ -181,6 +181,9 @@ pub async fn handle(req: Request, w: &Webhook) -> HttpResponse {
     if req.method() != lambda_http::http::Method::POST {
         return api::error(405, "method_not_allowed", "Graph notifications are POSTed");
     }
+    // Graph gives up after 3 s; the webhook's answer time is measured
+    // (recorded in memory, written after the invocation).
+    let started = std::time::Instant::now();
     let body: &[u8] = req.body().as_ref();
     if body.len() > MAX_BODY {
         return api::error(
@@ -259,12 +262,17 @@ pub async fn handle(req: Request, w: &Webhook) -> HttpResponse {
             "dropped notifications whose clientState did not verify or whose item id is not Graph's"
         );
     }
-    if genuine.is_empty() {
-        return api::empty(202);
-    }
-    match w.queue.send(&genuine).await {
+    let sent = if genuine.is_empty() {
+        Ok(())
+    } else {
+        w.queue.send(&genuine).await
+    };
+    let queued = if sent.is_ok() { genuine.len() } else { 0 };
+    relay365::metrics::webhook_answered(started.elapsed(), total, queued, forged);
+    match sent {
+        Ok(()) if genuine.is_empty() => api::empty(202),
         Ok(()) => {
-            tracing::info!(queued = genuine.len(), "notifications queued");
+            tracing::info!(queued, "notifications queued");
             api::empty(202)
         }
         Err(e) => {

@@ -13,9 +13,16 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let webhook = Webhook::from_env()?;
     let webhook = &webhook;
+    let metrics = relay365::metrics::init("mail-webhook");
     run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            Ok::<_, Error>(mail_webhook::handle_event(event.payload, webhook).await)
+            let answer = mail_webhook::handle_event(event.payload, webhook).await;
+            relay365::metrics::flush(
+                metrics,
+                &event.context.request_id,
+                event.context.xray_trace_id.as_deref(),
+            );
+            Ok::<_, Error>(answer)
         },
     ))
     .await

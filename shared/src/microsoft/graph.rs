@@ -341,6 +341,9 @@ impl GraphClient {
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                    if status == 429 {
+                        crate::metrics::graph_throttled(retry_after);
+                    }
                     (
                         retry_after,
                         GraphError::Throttled {
