@@ -674,6 +674,7 @@ impl Bench {
             args,
             cpu,
             fixed_deadline_ms: None,
+            metrics: None,
         })
         .await
         .map_err(err("a Runtime API cannot listen"))?;

@@ -17,6 +17,7 @@ pub mod apigw;
 pub mod browser;
 pub mod cgroup;
 pub mod coldpath;
+pub mod metric_log;
 pub mod receiver;
 pub mod runtime;
 pub mod sigv4;
@@ -351,6 +352,7 @@ impl Demo {
             env.push(("RELAY365_GRAPH_URL".into(), sim.url()));
         }
 
+        let metrics = Arc::new(metric_log::MetricLog::default());
         let mut functions = HashMap::new();
         for (name, timeout) in FUNCTIONS {
             let spec = Spec {
@@ -363,6 +365,7 @@ impl Demo {
                 args: Vec::new(),
                 cpu: Default::default(),
                 fixed_deadline_ms: opts.fixed_deadline_ms,
+                metrics: Some(metrics.clone()),
             };
             let f = Function::new(spec)
                 .await
@@ -373,6 +376,7 @@ impl Demo {
         let functions = Arc::new(functions);
 
         let front = Front {
+            metrics: metrics.clone(),
             functions: functions.clone(),
             domain: url::Url::parse(&public_url)
                 .ok()
@@ -380,6 +384,7 @@ impl Demo {
                 .unwrap_or_else(|| "127.0.0.1".into()),
         };
         let app = axum::Router::new()
+            .route("/_demo/metrics", axum::routing::get(demo_metrics))
             .fallback(gateway)
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(Arc::new(front));
@@ -651,6 +656,17 @@ pub fn scheduled_event() -> Value {
 struct Front {
     functions: Arc<HashMap<&'static str, Function>>,
     domain: String,
+    metrics: Arc<metric_log::MetricLog>,
+}
+
+/// `GET /_demo/metrics?since=MS`: the functions' metric lines since then
+/// (what CloudWatch would have made metrics of), for `relay365 status`.
+async fn demo_metrics(
+    State(front): State<Arc<Front>>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> axum::Json<Value> {
+    let since = q.get("since").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    axum::Json(json!({"lines": front.metrics.since(since)}))
 }
 
 /// API Gateway's payload limit.

@@ -133,6 +133,8 @@ pub struct Spec {
     /// A fixed `Lambda-Runtime-Deadline-Ms` for every invocation instead of
     /// the real one, as `cargo lambda watch` sends (600000, in 1970).
     pub fixed_deadline_ms: Option<u64>,
+    /// Where its metric lines are kept (what CloudWatch would read), if anywhere.
+    pub metrics: Option<Arc<crate::metric_log::MetricLog>>,
 }
 
 /// Where a function's process runs, as Lambda shares the CPU: each field is
@@ -296,9 +298,13 @@ impl Function {
         .flatten()
         {
             let (log, name, echo) = (log.clone(), spec.name.clone(), spec.echo);
+            let metrics = spec.metrics.clone();
             tokio::spawn(async move {
                 let mut lines = tokio::io::BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(m) = &metrics {
+                        m.offer(&line);
+                    }
                     if echo {
                         eprintln!("[{name}] {line}");
                     }

@@ -421,6 +421,7 @@ fn webhook_spec(env: Vec<(String, String)>) -> Spec {
         args: Vec::new(),
         cpu: Default::default(),
         fixed_deadline_ms: None,
+        metrics: None,
     }
 }
 
