@@ -16,6 +16,7 @@ pub mod manage;
 pub mod send;
 pub mod sigv4;
 pub mod stack;
+pub mod status;
 pub mod ui;
 
 use std::process::ExitCode;
@@ -127,6 +128,9 @@ pub enum Command {
     /// What waits in the dead-letter queue, and moving it back once fixed.
     #[command(after_help = "Examples:\n  relay365 dlq\n  relay365 dlq redrive")]
     Dlq(dlq::DlqArgs),
+    /// One screen: every connection's health, the last hour's events, latency and queues.
+    #[command(after_help = "Example:\n  relay365 status --watch")]
+    Status(status::StatusArgs),
     /// Check a deployment end to end; one line per check, with the fix.
     #[command(after_help = "Example:\n  relay365 doctor --stack relay365 --profile prod")]
     Doctor,
@@ -183,5 +187,6 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Dlq(args) => dlq::run(&stack, &args, mode).await,
         Command::Doctor => doctor::run(&stack, mode).await,
+        Command::Status(args) => status::run(&stack, &args, mode).await,
     }
 }

@@ -193,6 +193,7 @@ async fn every_command_works_against_the_demo_stack() {
         "dlq",
         "dlq redrive",
         "doctor",
+        "status",
     ] {
         let mut args: Vec<&str> = cmd.split_whitespace().collect();
         args.push("--help");
@@ -331,6 +332,26 @@ async fn every_command_works_against_the_demo_stack() {
     );
     assert!(relay365_testkit::eventually(30, || !demo.receiver.events().is_empty()).await);
     let got = demo.receiver.events().remove(0);
+    // The status screen shows the mail, its latency and the connection's health,
+    // from the functions' own metric lines.
+    let mut status = String::new();
+    for _ in 0..20 {
+        status = run(&dir, &["status"]).await.stdout;
+        if status.contains("1 delivered") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    everything += &status;
+    assert!(status.contains("1 delivered"), "{status}");
+    assert!(!status.contains("p99 -"), "the latency is shown: {status}");
+    assert!(
+        status.contains("support@demo.example") && status.contains("mail ✔"),
+        "{status}"
+    );
+    let json_status = run(&dir, &["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json_status.stdout).unwrap();
+    assert_eq!(v["figures"]["delivered"], 1.0, "{v}");
     let body = write(&dir, "event.json", &got.body);
     let header = got.signature.clone().unwrap();
     let out = run(
@@ -463,6 +484,14 @@ async fn every_command_works_against_the_demo_stack() {
             run(&dir, &["show", "support"]).await.stdout
         );
     }
+    // The failing target shows in the status screen.
+    let status = run(&dir, &["status"]).await.stdout;
+    assert!(status.contains("1 dead letters ✘"), "{status}");
+    assert!(
+        !status.contains(" 0 retried"),
+        "the retries are counted: {status}"
+    );
+    assert!(status.contains("calendar ✘ delivery failing"), "{status}");
     let out = run(&dir, &["dlq"]).await;
     everything += &out.stdout;
     assert_eq!(out.code, 0, "{}", out.stderr);
