@@ -64,7 +64,10 @@ async fn openid_configuration(AxState(state): AxState<Shared>, Path(tenant): Pat
     drop(st);
     let base = base.trim_end_matches('/');
     let path_tenant = resolved.clone().unwrap_or_else(|| tenant.clone());
-    let issuer_tenant = resolved.unwrap_or_else(|| "{tenantid}".to_string());
+    let issuer_tenant = resolved
+        .as_deref()
+        .map(State::tenant_guid)
+        .unwrap_or_else(|| "{tenantid}".to_string());
     let tenant = path_tenant;
     let body = serde_json::json!({
         "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
@@ -784,10 +787,10 @@ fn token_response(
         let oid = user.map(|u| u.id.clone()).unwrap_or_default();
         let name = user.map(|u| u.display_name.clone()).unwrap_or_default();
         let claims = serde_json::json!({
-            "aud": client_id, "iss": format!("{}/{tenant}/v2.0", st.login_host()),
+            "aud": client_id, "iss": format!("{}/{}/v2.0", st.login_host(), State::tenant_guid(tenant)),
             "iat": now, "nbf": now, "exp": now + 3600, "name": name, "oid": oid,
             "preferred_username": upn, "sub": B64.encode(format!("{client_id}:{oid}")),
-            "tid": tenant, "ver": "2.0",
+            "tid": State::tenant_guid(tenant), "ver": "2.0",
         });
         body["id_token"] = serde_json::Value::String(format!(
             "{}.{}.sim",

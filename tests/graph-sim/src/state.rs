@@ -575,6 +575,23 @@ impl State {
             .unwrap_or_else(|| vec![format!("SMTP:{}", user.upn)])
     }
 
+    /// The tenant id (a GUID) Entra would show for a tenant: the tenant
+    /// itself when it is one; for a tenant the simulator was given by name
+    /// (`demo.onmicrosoft.com`), a GUID derived from the name, so ID tokens and
+    /// discovery documents always carry a tenant id as Entra's do.
+    pub(crate) fn tenant_guid(tenant: &str) -> String {
+        if let Ok(id) = uuid::Uuid::parse_str(tenant)
+            && tenant.len() == 36
+        {
+            return id.to_string();
+        }
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tenant.to_ascii_lowercase().as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest.as_ref()[..16]);
+        uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    }
+
     /// The cloud's identity platform host, which issuers name (whatever URL
     /// a caller reached the simulator at).
     pub(crate) fn login_host(&self) -> &'static str {

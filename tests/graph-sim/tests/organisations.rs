@@ -188,3 +188,35 @@ async fn me_answers_what_select_names_with_the_proxy_addresses_set() {
     assert_eq!(status, 400);
     assert_eq!(err["error"]["code"], "Request_BadRequest");
 }
+
+/// A tenant given to the simulator by name (as `graph-sim --tenant
+/// demo.onmicrosoft.com` does) still shows a tenant id, the same in ID tokens
+/// and in the discovery document of its domain.
+#[tokio::test]
+async fn a_tenant_named_by_domain_shows_one_tenant_id_everywhere() {
+    let sim = sim().await;
+    sim.add_user(User {
+        id: "u-desk".into(),
+        upn: "desk@demo.onmicrosoft.com".into(),
+        display_name: "Desk".into(),
+        tenant: "demo.onmicrosoft.com".into(),
+    });
+    let answer = sign_in(&sim, "desk@demo.onmicrosoft.com").await;
+    let id = claims(answer["id_token"].as_str().unwrap());
+    let tid = id["tid"].as_str().unwrap().to_string();
+    assert!(uuid_like(&tid), "{tid}");
+    assert_eq!(id["iss"], format!("https://login.microsoftonline.com/{tid}/v2.0"));
+    let doc = get_json(format!(
+        "{}/demo.onmicrosoft.com/v2.0/.well-known/openid-configuration",
+        sim.url()
+    ))
+    .await;
+    assert_eq!(
+        doc["issuer"],
+        format!("https://login.microsoftonline.com/{tid}/v2.0")
+    );
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
