@@ -110,6 +110,37 @@ for f in ["error-expired-secret-7000222.json", "error-invalid-client-7000215.jso
     put("token_answer", f, b"\x80" + read("identity/" + f))
     put("token_answer", f + "-app", b"\x81" + read("identity/" + f))
 
+# Sign-in binding: ID tokens, app-only tokens with roles, discovery documents
+# (the shapes Microsoft's ID token claims reference and a domain's discovery
+# document have).
+def jwt(claims):
+    import base64
+    b = lambda x: base64.urlsafe_b64encode(x).rstrip(b"=")
+    return b(b'{"typ":"JWT","alg":"RS256","kid":"k"}') + b"." + b(json.dumps(claims).encode()) + b".c2ln"
+
+
+TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+id_claims = {"aud": "6731de76-14a6-49ae-97bc-6eba6914391e", "iss": f"https://login.microsoftonline.com/{TID}/v2.0",
+             "iat": 1536275124, "nbf": 1536275124, "exp": 1536279024, "name": "Abe Lincoln",
+             "oid": "00000000-0000-0000-66f3-3332eca7ea81", "preferred_username": "AbeLi@microsoft.com",
+             "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ", "tid": TID, "ver": "2.0"}
+put("id_token_claims", "v2", jwt(id_claims))
+put("id_token_claims", "other-issuer", jwt(dict(id_claims, iss="https://sts.windows.net/" + TID + "/")))
+put("id_token_claims", "no-oid", jwt({k: v for k, v in id_claims.items() if k != "oid"}))
+app = {"aud": "https://graph.microsoft.com", "iss": f"https://sts.windows.net/{TID}/", "tid": TID, "idtyp": "app",
+       "appid": "11111111-2222-3333-4444-555555555555"}
+put("token_roles", "roles", jwt(dict(app, roles=["Mail.Read", "Mail.ReadWrite", "Mail.Send", "Calendars.Read"])))
+put("token_roles", "no-roles", jwt(app))
+put("token_roles", "one-role", jwt(dict(app, roles=["Mail.Send"])))
+for name, tenant in [("domain", TID), ("common", "{tenantid}")]:
+    put("discovery_tenant", name, json.dumps({
+        "token_endpoint": f"https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+        "issuer": f"https://login.microsoftonline.com/{tenant}/v2.0",
+        "authorization_endpoint": f"https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
+        "cloud_instance_name": "microsoftonline.com", "msgraph_host": "graph.microsoft.com"}).encode())
+put("discovery_tenant", "aadsts90002", json.dumps({"error": "invalid_tenant", "error_description":
+    "AADSTS90002: Tenant 'nobody.example' not found.", "error_codes": [90002]}).encode())
+
 # A PFX made here (a throw-away key, one PBKDF2 iteration so the fuzzer
 # spends its time in the parser, not in key derivation).
 with tempfile.TemporaryDirectory() as t:

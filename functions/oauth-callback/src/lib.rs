@@ -11,8 +11,16 @@
 //! verifier. The callback accepts only a state whose signature, expiry, nonce
 //! and cookie all match, then clears the nonce: a state works once, in the
 //! browser that started it, for the connection it names.
+//!
+//! Who signs in is bound too (see `binding`): the ID token's organisation
+//! (`tid`) must be the mailbox's, the user must be the mailbox (its UPN or
+//! one of its proxy addresses, never the `mail` attribute), and after the
+//! first sign-in the same user (`oid`). Admin consent is proven by the
+//! application permissions in an app-only token, not by Microsoft's redirect.
 
+mod binding;
 mod consent;
+mod exchange;
 mod pages;
 mod record;
 
@@ -151,13 +159,6 @@ async fn start(req: &Request, s: &Services) -> HttpResponse {
     )
 }
 
-#[derive(serde::Deserialize)]
-struct Me {
-    #[serde(rename = "userPrincipalName")]
-    upn: Option<String>,
-    mail: Option<String>,
-}
-
 async fn callback(req: &Request, s: &Services) -> HttpResponse {
     let q = api::query(req);
     let public = match public_url(s) {
@@ -254,17 +255,15 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
         );
     };
     let scope = scopes::delegated_scope_param(conn.cloud, &conn.scopes);
-    let tokens = match s
-        .tokens
-        .client()
-        .exchange_code(
-            &conn.tenant_id,
-            &Sensitive::new(code),
-            &Sensitive::new(cookie.v),
-            &redirect,
-            &scope,
-        )
-        .await
+    let signed = match exchange::exchange_code(
+        s,
+        &conn.tenant_id,
+        &Sensitive::new(code),
+        &Sensitive::new(cookie.v),
+        &redirect,
+        &scope,
+    )
+    .await
     {
         Ok(t) => t,
         Err(e) => {
@@ -273,6 +272,7 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
             return token_error_page(&e);
         }
     };
+    let tokens = signed.tokens;
     let Some(refresh) = tokens.refresh_token.clone() else {
         return page(
             400,
@@ -283,39 +283,31 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
             ],
         );
     };
-    let me: Me = match s.graph.get_json("/me", &tokens.access_token).await {
+    let id = match binding::id_claims(signed.id_token.as_ref().map(|t| t.expose()), &s.client_id()) {
+        Ok(c) => c,
+        Err(r) => {
+            tracing::warn!(connection = %conn.id, reason = %r, "sign-in refused");
+            return r.page();
+        }
+    };
+    let me: binding::Me = match s.graph.get_json(binding::ME_PATH, &tokens.access_token).await {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(connection = %conn.id, error = %e, "reading /me failed");
             return page(502, "Please try again", vec!["Microsoft signed you in but did not say which mailbox it is. Start again from the connect link.".into()]);
         }
     };
-    // A connection made for a mailbox is connected by that mailbox only:
-    // whoever else signs in is refused, and nothing of theirs is stored.
-    let names = [me.upn.clone(), me.mail.clone()];
-    if let Some(expected) = &conn.mailbox
-        && !names.iter().flatten().any(|n| n.eq_ignore_ascii_case(expected))
-    {
-        let signed_in = names
-            .iter()
-            .flatten()
-            .next()
-            .cloned()
-            .unwrap_or_else(|| "another account".into());
-        tracing::warn!(connection = %conn.id, "sign-in by another account than the connection's mailbox refused");
-        return page(
-            403,
-            "Signed in as someone else",
-            vec![
-                format!("This link connects {expected}, but you signed in as {signed_in}."),
-                format!(
-                    "Sign out of Microsoft (or use a private window) and sign in as {expected}; or, to connect {signed_in}, ask for a connection of its own."
-                ),
-                "Nothing was stored. The link can be used again for the right account.".into(),
-            ],
-        );
-    }
-    let mailbox = me.upn.or(me.mail).unwrap_or_default();
+    // The mailbox's own account, in the mailbox's organisation, and after the
+    // first sign-in the same account: anyone else is refused, and nothing of
+    // theirs is stored.
+    let who = match binding::check(s, &conn, &id, &me).await {
+        Ok(w) => w,
+        Err(r) => {
+            tracing::warn!(connection = %conn.id, tid = %id.tid, reason = %r, "sign-in refused");
+            return r.page();
+        }
+    };
+    let mailbox = who.mailbox.clone();
     let mut lines = vec![
         format!("{mailbox} is connected to relay365 as connection {}.", conn.id),
         "You can close this window.".into(),
@@ -330,6 +322,8 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
     let change = ConnectionChange::new()
         .status(Status::Active)
         .mailbox(&mailbox)
+        .tid(&who.tid)
+        .oid(&who.oid)
         .granted_scopes(&tokens.scopes)
         .generation(generation)
         .token_written_at(time::OffsetDateTime::now_utc().unix_timestamp())

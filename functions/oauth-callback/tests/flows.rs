@@ -44,6 +44,31 @@ async fn connect(s: &Stack, connect_url: &str) -> lambda_http::Response<lambda_h
     get(s, &path_and_query(&back), &[&cookie]).await
 }
 
+/// Admin consent through a link as `POST /connections` gives it (straight to
+/// Microsoft): Microsoft's redirect is sent through the start step, which
+/// binds the browser; returns the final page and the cookie of the start.
+async fn consent(s: &Stack, consent_url: &str) -> (lambda_http::Response<lambda_http::Body>, String) {
+    let back = s.follow(consent_url).await;
+    assert!(
+        back.starts_with("https://relay.example/oauth/admin-consent?admin_consent=True"),
+        "{back}"
+    );
+    let to_start = get(s, &path_and_query(&back), &[]).await;
+    assert_eq!(to_start.status(), 302, "{}", body_text(&to_start));
+    let start = location(&to_start);
+    assert!(
+        start.starts_with("https://relay.example/oauth/admin-consent?link="),
+        "{start}"
+    );
+    let (microsoft, cookie) = {
+        let r = get(s, &path_and_query(&start), &[]).await;
+        assert_eq!(r.status(), 302, "{}", body_text(&r));
+        (location(&r), cookies(&r).remove(0))
+    };
+    let back = s.follow(&microsoft).await;
+    (get(s, &path_and_query(&back), &[&cookie]).await, cookie)
+}
+
 #[tokio::test]
 async fn delegated_connect_end_to_end() {
     let logs = relay365_testkit::LogCapture::start();
@@ -119,12 +144,7 @@ async fn app_only_flow(s: &Stack, auth: &str) {
     let v = create(s, json!({"id": "fabrikam", "auth": auth, "scopes": ["Mail.ReadOnly", "Mail.Send"], "mailbox": SHARED_UPN, "tenant_id": CUSTOMER_TENANT})).await;
     let consent_url = v["admin_consent_url"].as_str().unwrap();
     assert!(!s.sim.is_consented(CLIENT_ID, CUSTOMER_TENANT));
-    let back = s.follow(consent_url).await;
-    assert!(
-        back.starts_with("https://relay.example/oauth/admin-consent?admin_consent=True"),
-        "{back}"
-    );
-    let resp = get(s, &path_and_query(&back), &[]).await;
+    let (resp, _) = consent(s, consent_url).await;
     let page = body_text(&resp);
     assert_eq!(resp.status(), 200, "{page}");
     assert!(
@@ -183,16 +203,30 @@ async fn app_only_with_a_certificate() {
 async fn admin_consent_is_proven_not_trusted() {
     let s = Stack::start().await;
     let v = create(&s, json!({"id": "fabrikam", "auth": "app_secret", "scopes": ["Mail.ReadOnly"], "mailbox": SHARED_UPN, "tenant_id": CUSTOMER_TENANT})).await;
-    // A forged callback claiming consent, with the real state: no token can be had, so it is refused.
     let consent = url::Url::parse(v["admin_consent_url"].as_str().unwrap()).unwrap();
-    let state = consent
+    let link = consent
         .query_pairs()
         .find(|(k, _)| k == "state")
         .unwrap()
         .1
         .into_owned();
-    let forged = format!("/oauth/admin-consent?admin_consent=True&tenant={CUSTOMER_TENANT}&state={state}");
-    let resp = get(&s, &forged, &[]).await;
+    // A forged callback claiming consent, with a real bound state and its
+    // cookie, but no consent at Microsoft: no token can be had, so it is refused.
+    let start = get(&s, &format!("/oauth/admin-consent?link={link}"), &[]).await;
+    assert_eq!(start.status(), 302, "{}", body_text(&start));
+    let cookie = cookies(&start).remove(0);
+    let state = url::Url::parse(&location(&start))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let forged = format!(
+        "/oauth/admin-consent?admin_consent=True&tenant={CUSTOMER_TENANT}&state={}",
+        url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()
+    );
+    let resp = get(&s, &forged, &[&cookie]).await;
     let page = body_text(&resp);
     assert_eq!(resp.status(), 400, "{page}");
     assert!(page.contains("not found in this tenant"), "{page}");

@@ -233,6 +233,14 @@ impl ConnectionChange {
     pub fn token_written_at(self, at: i64) -> Self {
         self.put("token_written_at", Some(at.into()))
     }
+    /// Records the tenant id (`tid`) of the organisation the sign-in was made in.
+    pub fn tid(self, tid: &str) -> Self {
+        self.put("tid", Some(tid.into()))
+    }
+    /// Records the object id (`oid`) of the user who signed in.
+    pub fn oid(self, oid: &str) -> Self {
+        self.put("oid", Some(oid.into()))
+    }
     /// Only if this sign-in nonce is still the pending one.
     pub fn if_nonce(self, nonce: &str) -> Self {
         self.expecting(Expect::Equals("pending_auth_nonce".into(), nonce.into()))

@@ -1,10 +1,12 @@
 //! Talking to Microsoft: the identity platform (tokens, certificate
-//! assertions, what each AADSTS code means) and Graph (the client and the
-//! paths it is called on).
+//! assertions, what each AADSTS code means, the claims of its tokens and
+//! discovery documents) and Graph (the client and the paths it is called
+//! on).
 
 pub mod aadsts;
 pub mod body_prefix;
 pub mod certificate;
+pub mod claims;
 pub mod graph;
 pub mod paths;
 pub mod tokens;

@@ -230,6 +230,14 @@ pub struct Connection {
     /// once, whichever container serves the callback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_auth_nonce: Option<String>,
+    /// Delegated only: the tenant id (`tid`) of the organisation the first
+    /// accepted sign-in was made in; later sign-ins must be in it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
+    /// Delegated only: the object id (`oid`) of the user whose sign-in
+    /// connected the mailbox; later sign-ins must be that same user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oid: Option<String>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -289,6 +297,8 @@ impl Connection {
             subscriptions: Vec::new(),
             last_error: None,
             pending_auth_nonce: None,
+            tid: None,
+            oid: None,
             created_at: now,
             updated_at: now,
             version: 0,

@@ -27,15 +27,48 @@ pub(crate) fn routes() -> Router<Shared> {
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(openid_configuration),
         )
+        // Graph's `/me` is the signed-in user's directory profile: it is
+        // answered here, with the organisations' attributes, ahead of the
+        // Graph catch-all route.
+        .route("/v1.0/me", get(me_profile))
 }
 
 /// The tenant's OpenID Connect discovery document (the fields MSAL and
-/// other libraries read), with endpoints on this simulator.
+/// other libraries read), with endpoints on this simulator. For a domain it
+/// answers as Entra does: the document of the organisation that verified the
+/// domain, whose `issuer` names that organisation's tenant id on the cloud's
+/// login host; for the multi-tenant names the issuer is the template
+/// `…/{tenantid}/v2.0`; an unknown tenant or domain is Entra's 400
+/// `invalid_tenant` (AADSTS90002).
 async fn openid_configuration(AxState(state): AxState<Shared>, Path(tenant): Path<String>) -> Response {
     let st = lock(&state);
     let base = st.advertised_url.clone().unwrap_or_else(|| st.base_url.clone());
+    let login = st.login_host();
+    let resolved = match tenant.to_ascii_lowercase().as_str() {
+        "common" | "organizations" | "consumers" => None,
+        _ => match st.resolve_tenant(&tenant) {
+            Some(t) => Some(t),
+            None => {
+                drop(st);
+                return aad_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_tenant",
+                    90002,
+                    &format!(
+                        "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+                    ),
+                );
+            }
+        },
+    };
     drop(st);
     let base = base.trim_end_matches('/');
+    let path_tenant = resolved.clone().unwrap_or_else(|| tenant.clone());
+    let issuer_tenant = resolved
+        .as_deref()
+        .map(State::tenant_guid)
+        .unwrap_or_else(|| "{tenantid}".to_string());
+    let tenant = path_tenant;
     let body = serde_json::json!({
         "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
@@ -45,7 +78,7 @@ async fn openid_configuration(AxState(state): AxState<Shared>, Path(tenant): Pat
         "id_token_signing_alg_values_supported": ["RS256"],
         "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
-        "issuer": format!("{base}/{tenant}/v2.0"),
+        "issuer": format!("{login}/{issuer_tenant}/v2.0"),
         "request_uri_parameter_supported": false,
         "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
         "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
@@ -63,6 +96,93 @@ async fn openid_configuration(AxState(state): AxState<Shared>, Path(tenant): Pat
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
         body.to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /v1.0/me`: the signed-in user's profile as Graph answers it: the
+/// default properties (`id`, `userPrincipalName`, `mail`, `displayName`, …),
+/// or with `$select` exactly the properties named (`proxyAddresses` only
+/// then, as in Graph).
+async fn me_profile(
+    AxState(state): AxState<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let st = lock(&state);
+    let access = match bearer(&st, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let graph_error = |status: StatusCode, code: &str, message: &str| {
+        let body = serde_json::json!({"error": {"code": code, "message": message,
+            "innerError": {"request-id": uuid::Uuid::new_v4().to_string()}}});
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    let upn = match &access.subject {
+        Subject::App(_) => {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "/me request is only valid with delegated authentication flow.",
+            );
+        }
+        Subject::User(upn) => upn.clone(),
+    };
+    let Some(user) = st.user(&upn).cloned() else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            "The user no longer exists.",
+        );
+    };
+    let all = serde_json::json!({
+        "id": user.id,
+        "userPrincipalName": user.upn,
+        "mail": st.mail_of(&user),
+        "displayName": user.display_name,
+        "proxyAddresses": st.proxy_addresses_of(&user),
+        "businessPhones": [], "givenName": null, "jobTitle": null, "mobilePhone": null,
+        "officeLocation": null, "preferredLanguage": null, "surname": null,
+    });
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "@odata.context".into(),
+        format!("{}/v1.0/$metadata#users/$entity", st.graph_root).into(),
+    );
+    match q.get("$select") {
+        Some(select) => {
+            for name in select.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let Some((key, value)) = all
+                    .as_object()
+                    .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+                else {
+                    return graph_error(
+                        StatusCode::BAD_REQUEST,
+                        "Request_BadRequest",
+                        &format!("Could not find a property named '{name}' on type 'microsoft.graph.user'."),
+                    );
+                };
+                body.insert(key.clone(), value.clone());
+            }
+        }
+        None => {
+            for (k, v) in all.as_object().into_iter().flatten() {
+                if k != "proxyAddresses" {
+                    body.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; odata.metadata=minimal")],
+        serde_json::Value::Object(body).to_string(),
     )
         .into_response()
 }
@@ -185,9 +305,7 @@ fn consent_page(
 }
 
 fn known_tenant(st: &State, tenant: &str) -> bool {
-    matches!(tenant, "common" | "organizations")
-        || st.users.iter().any(|u| u.tenant == tenant)
-        || st.apps.iter().any(|a| a.home_tenant == tenant)
+    matches!(tenant, "common" | "organizations") || st.resolve_tenant(tenant).is_some()
 }
 
 async fn authorize(
@@ -348,7 +466,10 @@ async fn authorize(
             "The user account does not exist in this directory.",
         );
     };
-    if tenant != "common" && tenant != "organizations" && user.tenant != tenant {
+    if tenant != "common"
+        && tenant != "organizations"
+        && st.resolve_tenant(&tenant).as_deref() != Some(user.tenant.as_str())
+    {
         return fail(
             "access_denied",
             90072,
@@ -666,10 +787,10 @@ fn token_response(
         let oid = user.map(|u| u.id.clone()).unwrap_or_default();
         let name = user.map(|u| u.display_name.clone()).unwrap_or_default();
         let claims = serde_json::json!({
-            "aud": client_id, "iss": format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+            "aud": client_id, "iss": format!("{}/{}/v2.0", st.login_host(), State::tenant_guid(tenant)),
             "iat": now, "nbf": now, "exp": now + 3600, "name": name, "oid": oid,
             "preferred_username": upn, "sub": B64.encode(format!("{client_id}:{oid}")),
-            "tid": tenant, "ver": "2.0",
+            "tid": State::tenant_guid(tenant), "ver": "2.0",
         });
         body["id_token"] = serde_json::Value::String(format!(
             "{}.{}.sim",

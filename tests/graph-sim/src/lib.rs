@@ -444,6 +444,39 @@ impl Sim {
     }
 }
 
+/// Organisations and their users' directory attributes: what a tenant's
+/// administrator controls (and so what proves nothing about who signed in).
+impl Sim {
+    /// Sets a user's `mail` attribute (`None`: no mail); by default it is the
+    /// UPN. Any organisation's administrator can set it to any address.
+    pub fn set_user_mail(&self, upn: &str, mail: Option<&str>) {
+        self.with(|s| {
+            s.profiles.entry(upn.to_ascii_lowercase()).or_default().mail = Some(mail.map(str::to_string));
+        });
+    }
+
+    /// Sets a user's `proxyAddresses` (`SMTP:` primary, `smtp:` aliases); by
+    /// default `["SMTP:{upn}"]`.
+    pub fn set_proxy_addresses(&self, upn: &str, addresses: &[&str]) {
+        self.with(|s| {
+            s.profiles
+                .entry(upn.to_ascii_lowercase())
+                .or_default()
+                .proxy_addresses = Some(addresses.iter().map(|a| a.to_string()).collect());
+        });
+    }
+
+    /// Makes `domain` a verified domain of `tenant` (the domains of the users'
+    /// UPNs are verified domains of their tenants already): its OpenID
+    /// discovery document names that tenant.
+    pub fn add_domain(&self, domain: &str, tenant: &str) {
+        self.with(|s| {
+            s.domains.retain(|(d, _)| !d.eq_ignore_ascii_case(domain));
+            s.domains.push((domain.to_ascii_lowercase(), tenant.to_string()));
+        });
+    }
+}
+
 /// Puts `message` in `upn`'s mailbox and notifies its subscriptions (the
 /// body of [`Sim::deliver_message`], shared with the `/_sim` control routes).
 pub(crate) fn deliver(state: &Arc<Mutex<State>>, upn: &str, mut message: Message) -> String {

@@ -346,6 +346,19 @@ pub(crate) struct State {
     pub(crate) delta_generation: u64,
     /// False in a cloud without message delta (21Vianet).
     pub(crate) message_delta_available: bool,
+    /// Directory attributes of users beyond [`User`]'s, by lowercase UPN.
+    pub(crate) profiles: HashMap<String, Profile>,
+    /// Verified domains given explicitly (domain, tenant), besides the
+    /// domains of the users' UPNs.
+    pub(crate) domains: Vec<(String, String)>,
+}
+
+/// A user's `mail` and `proxyAddresses`, when a test sets them (by default
+/// `mail` is the UPN and `proxyAddresses` is `["SMTP:{upn}"]`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Profile {
+    pub(crate) mail: Option<Option<String>>,
+    pub(crate) proxy_addresses: Option<Vec<String>>,
 }
 
 impl State {
@@ -387,6 +400,8 @@ impl State {
             delta_links: HashMap::new(),
             delta_generation: 0,
             message_delta_available: true,
+            profiles: HashMap::new(),
+            domains: Vec::new(),
         }
     }
 
@@ -492,5 +507,100 @@ impl State {
     pub(crate) fn normalize_scope(&self, scope: &str) -> String {
         let prefix = format!("{}/", self.graph_root);
         scope.strip_prefix(&prefix).unwrap_or(scope).to_string()
+    }
+}
+
+/// Organisations: which tenant a domain belongs to, and the directory
+/// attributes (`mail`, `proxyAddresses`) an organisation's administrator sets.
+impl State {
+    /// The tenant that verified `domain`: one given explicitly, else the
+    /// tenant of the first user whose UPN is in that domain (a UPN's suffix
+    /// is always a verified domain of the user's tenant).
+    pub(crate) fn tenant_of_domain(&self, domain: &str) -> Option<String> {
+        let domain = domain.to_ascii_lowercase();
+        self.domains
+            .iter()
+            .find(|(d, _)| *d == domain)
+            .map(|(_, t)| t.clone())
+            .or_else(|| {
+                self.users
+                    .iter()
+                    .find(|u| {
+                        u.upn
+                            .rsplit_once('@')
+                            .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&domain))
+                    })
+                    .map(|u| u.tenant.clone())
+            })
+    }
+
+    /// The tenant id a tenant name in a URL stands for: a known tenant id
+    /// itself, or the tenant of a verified domain; `None` when Entra would
+    /// answer AADSTS90002 (and for the multi-tenant names).
+    pub(crate) fn resolve_tenant(&self, name: &str) -> Option<String> {
+        let known = |t: &str| {
+            self.users.iter().any(|u| u.tenant.eq_ignore_ascii_case(t))
+                || self.apps.iter().any(|a| a.home_tenant.eq_ignore_ascii_case(t))
+                || self
+                    .domains
+                    .iter()
+                    .any(|(_, tenant)| tenant.eq_ignore_ascii_case(t))
+        };
+        if known(name) {
+            return Some(name.to_string());
+        }
+        if name.contains('.') {
+            return self.tenant_of_domain(name);
+        }
+        None
+    }
+
+    /// The user's `mail` attribute (the UPN unless a test set another, or none).
+    pub(crate) fn mail_of(&self, user: &User) -> Option<String> {
+        match self
+            .profiles
+            .get(&user.upn.to_ascii_lowercase())
+            .and_then(|p| p.mail.clone())
+        {
+            Some(set) => set,
+            None => Some(user.upn.clone()),
+        }
+    }
+
+    /// The user's `proxyAddresses` (`SMTP:{upn}` unless a test set others).
+    pub(crate) fn proxy_addresses_of(&self, user: &User) -> Vec<String> {
+        self.profiles
+            .get(&user.upn.to_ascii_lowercase())
+            .and_then(|p| p.proxy_addresses.clone())
+            .unwrap_or_else(|| vec![format!("SMTP:{}", user.upn)])
+    }
+
+    /// The tenant id (a GUID) Entra would show for a tenant: the tenant
+    /// itself when it is one; for a tenant the simulator was given by name
+    /// (`demo.onmicrosoft.com`), a GUID derived from the name, so ID tokens and
+    /// discovery documents always carry a tenant id as Entra's do.
+    pub(crate) fn tenant_guid(tenant: &str) -> String {
+        if let Ok(id) = uuid::Uuid::parse_str(tenant)
+            && tenant.len() == 36
+        {
+            return id.to_string();
+        }
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tenant.to_ascii_lowercase().as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest.as_ref()[..16]);
+        uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    }
+
+    /// The cloud's identity platform host, which issuers name (whatever URL
+    /// a caller reached the simulator at).
+    pub(crate) fn login_host(&self) -> &'static str {
+        match self.graph_root.as_str() {
+            "https://graph.microsoft.us" | "https://dod-graph.microsoft.us" => {
+                "https://login.microsoftonline.us"
+            }
+            "https://microsoftgraph.chinacloudapi.cn" => "https://login.partner.microsoftonline.cn",
+            _ => "https://login.microsoftonline.com",
+        }
     }
 }
