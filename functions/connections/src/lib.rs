@@ -138,7 +138,7 @@ pub fn view(s: &Services, conn: &Connection) -> serde_json::Value {
             v["connect_url"] = s.connect_url(conn).into();
         } else if conn.status != Status::Active {
             v["admin_consent_url"] =
-                links::admin_consent_url(public, &s.signing.now(), s.tokens.client(), conn).into();
+                links::admin_consent_url(public, &s.signing.now(), conn).into();
         }
     }
     v

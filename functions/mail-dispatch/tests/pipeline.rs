@@ -166,12 +166,19 @@ impl Pipe {
             )
             .await;
             assert_eq!(resp.status(), 201, "{}", body_text(&resp));
-            let back = self
-                .stack
-                .follow(body_json(&resp)["admin_consent_url"].as_str().unwrap())
-                .await;
+            // The administrator opens the link: its start binds the browser,
+            // Microsoft asks and sends them back.
+            let link = body_json(&resp)["admin_consent_url"].as_str().unwrap().to_string();
+            let start = oauth_callback::handle(
+                request("GET", &path_and_query(&link), None, &[]),
+                &self.stack.services,
+            )
+            .await;
+            assert_eq!(start.status(), 302, "{}", body_text(&start));
+            let cookie = cookies(&start).remove(0);
+            let back = self.stack.follow(&location(&start)).await;
             let done = oauth_callback::handle(
-                request("GET", &path_and_query(&back), None, &[]),
+                request("GET", &path_and_query(&back), None, &[&cookie]),
                 &self.stack.services,
             )
             .await;

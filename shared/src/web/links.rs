@@ -6,7 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::microsoft::tokens::TokenClient;
 use crate::model::connection::Connection;
 use crate::web::signing::{SignError, Signer};
 
@@ -94,13 +93,11 @@ pub fn admin_consent_uri(public_url: &url::Url) -> String {
     )
 }
 
-/// Microsoft's admin-consent URL for an app-only connection.
-pub fn admin_consent_url(
-    public_url: &url::Url,
-    signer: &Signer,
-    tokens: &TokenClient,
-    conn: &Connection,
-) -> String {
+/// The admin-consent link of an app-only connection: it starts at
+/// `{public_url}/oauth/admin-consent?link=…`, where oauth-callback binds the
+/// administrator's browser (a cookie and a nonce) before sending them on to
+/// Microsoft, so the link works once and only in that browser.
+pub fn admin_consent_url(public_url: &url::Url, signer: &Signer, conn: &Connection) -> String {
     let state = signer.seal(
         ADMIN_STATE,
         &LinkBody {
@@ -109,12 +106,8 @@ pub fn admin_consent_url(
         },
         now() + ADMIN_CONSENT_TTL_SECS,
     );
-    tokens.admin_consent_url(
-        &conn.tenant_id,
-        conn.cloud,
-        &admin_consent_uri(public_url),
-        &state,
-    )
+    let link: String = url::form_urlencoded::byte_serialize(state.as_bytes()).collect();
+    format!("{}?link={link}", admin_consent_uri(public_url))
 }
 
 /// Checks a connect link.

@@ -258,7 +258,6 @@ async fn dispatch(
         }
     };
     match (method.as_str(), segs.as_slice()) {
-        ("GET", ["me"]) => me(&state, &access),
         ("POST", ["subscriptions"]) => create_subscription(&state, &access, &body).await,
         ("GET", ["subscriptions"]) => list_subscriptions(&state, &access),
         ("PATCH", ["subscriptions", id]) => renew_subscription(&state, &access, id, &body),
@@ -281,28 +280,6 @@ async fn upload(
         .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     crate::mail::upload(&state, &session, &query, &headers, &body)
-}
-
-fn me(state: &Shared, access: &Access) -> Response {
-    let st = lock(state);
-    match &access.subject {
-        Subject::App(_) => graph_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "/me request is only valid with delegated authentication flow.",
-        ),
-        Subject::User(upn) => match st.user(upn) {
-            Some(u) => ok_json(
-                StatusCode::OK,
-                json!({"id": u.id, "userPrincipalName": u.upn, "mail": u.upn, "displayName": u.display_name}),
-            ),
-            None => graph_error(
-                StatusCode::NOT_FOUND,
-                "Request_ResourceNotFound",
-                "The user no longer exists.",
-            ),
-        },
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
