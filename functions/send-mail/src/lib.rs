@@ -30,7 +30,8 @@ pub use error::SendError;
 use error::{graph_error, token_error};
 use idempotency::{Claim, IdempotencyStore};
 pub use message::{Plan, graph_message, plan};
-use policy::check_connection;
+pub use policy::Caller;
+use policy::{check_caller, check_connection, check_contact_flow_recipients};
 use request::SendRequest;
 
 /// Largest request accepted: Lambda's synchronous invocation payload limit.
@@ -74,25 +75,42 @@ impl<'a> Sender<'a> {
     }
 }
 
-/// Sends a checked request. Returns `true` when it was a repeat of a request already sent.
+/// Sends a checked request for `caller`; `contact_flow` when it came from
+/// an Amazon Connect contact flow's parameters. Returns `true` when it was
+/// a repeat of a request already sent.
 ///
 /// # Errors
 /// [`SendError`] with the status and words for the caller.
-pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendError> {
-    let (conn, sizes) = check(sender, req).await?;
+pub async fn send(
+    sender: &Sender<'_>,
+    req: &SendRequest,
+    caller: &Caller,
+    contact_flow: bool,
+) -> Result<bool, SendError> {
+    let (conn, sizes) = check(sender, req, caller, contact_flow).await?;
     send_checked(sender, req, &conn, &sizes).await
 }
 
-/// Everything that can be refused before a send: the attachments (each
-/// inspected once), the connection and the send-as policy.
-async fn check(sender: &Sender<'_>, req: &SendRequest) -> Result<(Connection, Vec<u64>), SendError> {
+/// Everything that can be refused before a send: the caller (before
+/// anything else of the connection is used), the recipients of a contact
+/// flow, the attachments (each inspected once), and the send-as policy.
+async fn check(
+    sender: &Sender<'_>,
+    req: &SendRequest,
+    caller: &Caller,
+    contact_flow: bool,
+) -> Result<(Connection, Vec<u64>), SendError> {
     let s = sender.services;
-    let sizes = attachments::sizes(sender.objects(), &req.attachments).await?;
     let conn = s
         .tokens
         .load(&req.connection_id)
         .await
         .map_err(|e| token_error(e, s, None))?;
+    check_caller(&conn, caller)?;
+    if contact_flow {
+        check_contact_flow_recipients(req, &conn)?;
+    }
+    let sizes = attachments::sizes(sender.objects(), &req.attachments).await?;
     check_connection(req, &conn, &s.config)?;
     Ok((conn, sizes))
 }
@@ -302,7 +320,7 @@ pub async fn handle_deferred(
             }
         };
         let id = key_id(&req, &key);
-        let outcome = match check(sender, &req).await {
+        let outcome = match check(sender, &req, &Caller::Queue, false).await {
             Ok((conn, sizes)) => deliver(sender, &req, &conn, &sizes).await,
             Err(e) => Err(e),
         };
@@ -479,7 +497,7 @@ pub async fn handle_http(req: Request, sender: &Sender<'_>) -> HttpResponse {
             Err(e) => return store_unavailable(&e).response(),
         }
     }
-    let (conn, sizes) = match check(sender, &parsed).await {
+    let (conn, sizes) = match check(sender, &parsed, &Caller::of_http(&req), false).await {
         Ok(x) => x,
         Err(e) => return e.response(),
     };
@@ -520,10 +538,11 @@ pub async fn handle_event(payload: Value, sender: &Sender<'_>) -> Value {
         Some(params) => request::from_connect(params),
         None => Ok(payload.clone()),
     };
+    let caller = Caller::of_event(&payload);
     let outcome = match json_req
         .and_then(|v| request::parse(&v, sender.services.config.attachments_bucket.as_deref(), None))
     {
-        Ok(r) => send(sender, &r).await,
+        Ok(r) => send(sender, &r, &caller, connect.is_some()).await,
         Err(e) => Err(e.into()),
     };
     // Amazon Connect needs a flat map of strings.
