@@ -83,6 +83,8 @@ pub struct Message {
     pub seq: u64,
     /// The last change to it (arrival, an edit, a move), in the same order.
     pub changed_seq: u64,
+    /// Its single-value extended properties: (property id, value).
+    pub extended_properties: Vec<(String, String)>,
 }
 
 /// A calendar event in a simulated mailbox.
@@ -141,6 +143,8 @@ pub struct SentMail {
     pub save_to_sent_items: bool,
     /// For replies: the message replied to.
     pub in_reply_to: Option<String>,
+    /// The message's single-value extended properties: (property id, value).
+    pub extended_properties: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -346,6 +350,8 @@ pub(crate) struct State {
     pub(crate) delta_generation: u64,
     /// False in a cloud without message delta (21Vianet).
     pub(crate) message_delta_available: bool,
+    /// What the next sends do instead of answering at once ([`crate::mail::SendFaults`]).
+    pub(crate) send_faults: crate::mail::SendFaults,
 }
 
 impl State {
@@ -387,6 +393,7 @@ impl State {
             delta_links: HashMap::new(),
             delta_generation: 0,
             message_delta_available: true,
+            send_faults: crate::mail::SendFaults::default(),
         }
     }
 
