@@ -14,6 +14,7 @@ pub mod deferred;
 pub mod error;
 pub mod idempotency;
 pub mod message;
+pub mod once;
 pub mod policy;
 pub mod request;
 
@@ -358,6 +359,19 @@ pub async fn handle_deferred(
     resp
 }
 
+/// A send's lost answer that could not be settled, for the caller.
+fn outcome_unknown(message: String) -> SendError {
+    SendError::new(502, "send_outcome_unknown", message)
+}
+
+/// The error of a POST that creates a mail.
+fn not_sent(e: once::NotSent, conn: &Connection, from: Option<&str>) -> SendError {
+    match e {
+        once::NotSent::Graph(e) => graph_error(e, conn, from),
+        once::NotSent::Unknown(m) => outcome_unknown(m),
+    }
+}
+
 async fn send_with(
     sender: &Sender<'_>,
     req: &SendRequest,
@@ -366,6 +380,7 @@ async fn send_with(
     sizes: &[u64],
 ) -> Result<(), SendError> {
     let s = sender.services;
+    let started = std::time::Instant::now();
     let delegated = conn.auth == AuthMode::Delegated;
     // App-only sends through the mailbox it sends as; delegated through /me.
     let owner = if delegated {
@@ -374,86 +389,183 @@ async fn send_with(
         relay365::microsoft::paths::user(req.from.as_deref().or(conn.mailbox.as_deref()).unwrap_or(""))
     };
     let g = |e| graph_error(e, conn, req.from.as_deref());
-    match plan(req) {
+    // Every mail carries its idempotency key (a digest of it), so a lost
+    // answer can be settled by looking for the mail in Sent Items.
+    let key = req
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let value = once::property_value(&req.connection_id, &key, &req.fingerprint());
+    let outcome = match plan(req) {
         Plan::Single => {
-            let message = graph_message(req, delegated, true);
-            let (path, body) = match &req.reply_to_message_id {
+            let mut message = graph_message(req, delegated, true);
+            message["singleValueExtendedProperties"] = once::property(&value);
+            let (path, body, kept) = match &req.reply_to_message_id {
+                // A reply is always kept in Sent Items.
                 Some(id) => (
                     format!("{owner}/messages/{id}/reply"),
                     json!({"message": message}),
+                    true,
                 ),
                 None => (
                     format!("{owner}/sendMail"),
                     json!({"message": message, "saveToSentItems": req.save_to_sent_items}),
+                    req.save_to_sent_items,
                 ),
             };
-            s.graph
-                .send(reqwest::Method::POST, &path, token, Some(&body), &[])
+            once::post(&s.graph, token, &owner, &path, Some(&body), &value, kept, started)
                 .await
-                .map_err(g)?;
+                .map_err(|e| not_sent(e, conn, req.from.as_deref()))?
         }
         Plan::Draft => {
-            let draft: Value = match &req.reply_to_message_id {
-                Some(id) => {
-                    let d: Value = s
-                        .graph
-                        .send(
-                            reqwest::Method::POST,
-                            &format!("{owner}/messages/{id}/createReply"),
-                            token,
-                            None,
-                            &[],
-                        )
-                        .await
-                        .map_err(g)?
-                        .json()
-                        .map_err(g)?;
-                    let id = d["id"].as_str().unwrap_or("").to_string();
-                    let patch = graph_message(req, delegated, false);
-                    s.graph
-                        .send(
-                            reqwest::Method::PATCH,
-                            &format!("{owner}/messages/{id}"),
-                            token,
-                            Some(&patch),
-                            &[],
-                        )
-                        .await
-                        .map_err(g)?;
-                    d
-                }
-                None => s
-                    .graph
-                    .send(
-                        reqwest::Method::POST,
-                        &format!("{owner}/messages"),
-                        token,
-                        Some(&graph_message(req, delegated, false)),
-                        &[],
-                    )
-                    .await
-                    .map_err(g)?
-                    .json()
-                    .map_err(g)?,
-            };
-            let id = draft["id"].as_str().unwrap_or("").to_string();
+            let id = create_draft(s, req, conn, &owner, token, delegated, &value).await?;
             let base = format!("{owner}/messages/{id}");
-            for (a, size) in req.attachments.iter().zip(sizes) {
-                attachments::add(s, sender.objects(), token, &base, a, *size)
-                    .await
-                    .map_err(|e| match e {
-                        attachments::Upload::Graph(e) => g(e),
-                        attachments::Upload::Other(err) => err,
-                    })?;
-            }
-            s.graph
-                .send(reqwest::Method::POST, &format!("{base}/send"), token, None, &[])
+            let sent = async {
+                for (a, size) in req.attachments.iter().zip(sizes) {
+                    attachments::add(s, sender.objects(), token, &base, a, *size)
+                        .await
+                        .map_err(|e| match e {
+                            attachments::Upload::Graph(e) => g(e),
+                            attachments::Upload::Other(err) => err,
+                        })?;
+                }
+                once::post(
+                    &s.graph,
+                    token,
+                    &owner,
+                    &format!("{base}/send"),
+                    None,
+                    &value,
+                    true,
+                    started,
+                )
                 .await
-                .map_err(g)?;
+                .map_err(|e| not_sent(e, conn, req.from.as_deref()))
+            }
+            .await;
+            match sent {
+                Ok(o) => o,
+                Err(e) => {
+                    // After a lost answer the draft may have been sent:
+                    // only a draft that is still one is deleted.
+                    discard_draft(s, token, &base, e.code == "send_outcome_unknown").await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    tracing::info!(
+        connection = %conn.id,
+        attachments = req.attachments.len(),
+        found_after_lost_answer = matches!(outcome, once::Outcome::Found),
+        "mail sent"
+    );
+    Ok(())
+}
+
+/// Creates the draft a large send goes through, carrying the mail's
+/// property; returns its id. When the answer to its creation is lost, a
+/// draft it made is looked for and deleted, so none stays behind.
+async fn create_draft(
+    s: &Services,
+    req: &SendRequest,
+    conn: &Connection,
+    owner: &str,
+    token: &Sensitive,
+    delegated: bool,
+    value: &str,
+) -> Result<String, SendError> {
+    let property = once::property(value);
+    let (path, body) = match &req.reply_to_message_id {
+        // createReply takes writable properties; the rest is patched in.
+        Some(id) => (
+            format!("{owner}/messages/{id}/createReply"),
+            json!({"message": {"singleValueExtendedProperties": property}}),
+        ),
+        None => {
+            let mut message = graph_message(req, delegated, false);
+            message["singleValueExtendedProperties"] = property;
+            (format!("{owner}/messages"), message)
+        }
+    };
+    let created = s
+        .graph
+        .send(reqwest::Method::POST, &path, token, Some(&body), &[])
+        .await
+        .and_then(|r| r.json::<Value>());
+    let id = match created {
+        Ok(d) => d["id"].as_str().unwrap_or("").to_string(),
+        Err(e) => {
+            if once::answer_lost(&e) {
+                discard_lost_drafts(s, token, owner, value).await;
+            }
+            return Err(graph_error(e, conn, req.from.as_deref()));
+        }
+    };
+    if id.is_empty() {
+        return Err(SendError::new(
+            502,
+            "graph_failed",
+            "Microsoft created a draft without telling its id",
+        ));
+    }
+    if req.reply_to_message_id.is_some() {
+        let patch = graph_message(req, delegated, false);
+        let base = format!("{owner}/messages/{id}");
+        if let Err(e) = s
+            .graph
+            .send(reqwest::Method::PATCH, &base, token, Some(&patch), &[])
+            .await
+        {
+            discard_draft(s, token, &base, false).await;
+            return Err(graph_error(e, conn, req.from.as_deref()));
         }
     }
-    tracing::info!(connection = %conn.id, attachments = req.attachments.len(), "mail sent");
-    Ok(())
+    Ok(id)
+}
+
+/// Deletes the draft at `base` after a failed send. With `check`, only
+/// when Graph says it is still a draft: a send whose answer was lost may
+/// have sent it, and an immutable id is then the sent copy's, which must
+/// stay. Best effort: a failure is logged.
+async fn discard_draft(s: &Services, token: &Sensitive, base: &str, check: bool) {
+    if check && !still_draft(s, token, base).await {
+        return;
+    }
+    if let Err(e) = s
+        .graph
+        .send(reqwest::Method::DELETE, base, token, None, &[])
+        .await
+    {
+        tracing::warn!(error = %e, "a draft of a failed send could not be deleted");
+    }
+}
+
+/// Whether Graph says the message at `base` is a draft (`false` when it cannot tell).
+async fn still_draft(s: &Services, token: &Sensitive, base: &str) -> bool {
+    s.graph
+        .send(
+            reqwest::Method::GET,
+            &format!("{base}?$select=isDraft"),
+            token,
+            None,
+            &[],
+        )
+        .await
+        .and_then(|r| r.json::<Value>())
+        .is_ok_and(|v| v["isDraft"].as_bool() == Some(true))
+}
+
+/// Deletes the drafts carrying `value` (a draft whose creation's answer was lost).
+async fn discard_lost_drafts(s: &Services, token: &Sensitive, owner: &str, value: &str) {
+    match once::find(&s.graph, token, owner, "drafts", value).await {
+        Ok(ids) => {
+            for id in ids {
+                discard_draft(s, token, &format!("{owner}/messages/{id}"), true).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "drafts of a failed send could not be looked for"),
+    }
 }
 
 /// `POST /mail/send`.
