@@ -257,6 +257,44 @@ mod tests {
         assert!(!glob("Role", "role"), "with case");
     }
 
+    /// The slow, obviously right glob.
+    fn reference(p: &[u8], t: &[u8]) -> bool {
+        match (p.split_first(), t.split_first()) {
+            (None, _) => t.is_empty(),
+            (Some((b'*', rest)), _) => reference(rest, t) || (!t.is_empty() && reference(p, &t[1..])),
+            (Some((c, rest)), Some((d, trest))) => c == d && reference(rest, trest),
+            (Some(_), None) => false,
+        }
+    }
+
+    #[test]
+    fn the_glob_agrees_with_the_reference_on_every_short_input() {
+        fn all(alphabet: &[u8], max: usize) -> Vec<Vec<u8>> {
+            let mut out = vec![Vec::new()];
+            let mut last = vec![Vec::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|w| {
+                        alphabet.iter().map(move |c| {
+                            let mut x = w.clone();
+                            x.push(*c);
+                            x
+                        })
+                    })
+                    .collect();
+                out.extend(last.iter().cloned());
+            }
+            out
+        }
+        for p in all(b"ab*", 5) {
+            for t in all(b"ab", 5) {
+                let (ps, ts) = (std::str::from_utf8(&p).unwrap(), std::str::from_utf8(&t).unwrap());
+                assert_eq!(glob(ps, ts), reference(&p, &t), "{ps:?} / {ts:?}");
+            }
+        }
+    }
+
     #[test]
     fn roles_match_themselves_and_their_sessions() {
         let role = format!("arn:aws:iam::{ACCT}:role/billing");
@@ -271,7 +309,7 @@ mod tests {
         ));
         assert!(!matches(
             &role,
-            &format!("arn:aws:sts::999999999999:assumed-role/billing/s")
+            "arn:aws:sts::999999999999:assumed-role/billing/s"
         ));
         assert!(!matches(
             &role,
