@@ -154,3 +154,18 @@ with tempfile.TemporaryDirectory() as t:
     except (OSError, subprocess.CalledProcessError) as e:
         print(f"no PFX seed (openssl: {e}); the pfx target starts from nothing", file=sys.stderr)
         put("pfx", "empty", b"\x00")
+
+# Caller ARN matching: pattern NUL caller, as send-mail sees them.
+callers = [
+    ("arn:aws:iam::123456789012:role/billing", "arn:aws:sts::123456789012:assumed-role/billing/run-42"),
+    ("arn:aws:iam::123456789012:role/team/billing", "arn:aws:sts::123456789012:assumed-role/billing/s"),
+    ("arn:aws:iam::123456789012:role/billing-*", "arn:aws:sts::123456789012:assumed-role/billing-eu/s"),
+    ("arn:aws:iam::123456789012:user/ops-*", "arn:aws:iam::123456789012:user/ops-ann"),
+    ("arn:aws:sts::123456789012:assumed-role/billing/*", "arn:aws:sts::999999999999:assumed-role/billing/s"),
+    ("arn:aws:connect:us-east-1:123456789012:instance/9308c2a1-9bc6-4cea-8290-6c0b4a6d38fa",
+     "arn:aws:connect:us-east-1:123456789012:instance/9308c2a1-9bc6-4cea-8290-6c0b4a6d38fa"),
+    ("arn:aws:iam::*:role/x", "arn:aws:iam::123456789012:role/x"),
+    ("a*b*c*d*e*", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+]
+for i, (p, c) in enumerate(callers):
+    put("caller_arn", f"pair-{i}", p.encode() + b"\0" + c.encode())

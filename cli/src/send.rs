@@ -158,7 +158,8 @@ pub async fn run(stack: &Stack, args: &SendArgs, mode: Mode) -> Result<ExitCode,
                     stack.name
                 ))
             })?;
-            let object = format!("relay365-cli/{key}/{name}");
+            // send-mail reads a connection's attachments only under {connection_id}/.
+            let object = format!("{}/relay365-cli/{key}/{name}", args.id);
             upload(stack, bucket, &object, path, meta.len()).await?;
             attachments.push(json!({
                 "name": name, "content_type": ctype,

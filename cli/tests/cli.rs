@@ -431,7 +431,7 @@ async fn every_command_works_against_the_demo_stack() {
     let objects = s3
         .list_objects_v2()
         .bucket(&demo.resources.bucket)
-        .prefix("relay365-cli/")
+        .prefix("support/relay365-cli/")
         .send()
         .await
         .unwrap();

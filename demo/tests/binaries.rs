@@ -274,7 +274,7 @@ async fn connect_receive_and_send_through_the_release_binaries() {
     aws_sdk_s3::Client::new(&demo.aws.sdk_config().await)
         .put_object()
         .bucket(&demo.resources.bucket)
-        .key("c-1/call.wav")
+        .key("support/c-1/call.wav")
         .body(bytes.clone().into())
         .send()
         .await
@@ -287,7 +287,7 @@ async fn connect_receive_and_send_through_the_release_binaries() {
             &json!({"connection_id": "support", "to": ["customer@example.org"], "subject": "Recording",
                      "body": {"text": "Attached"},
                      "attachments": [{"name": "call.wav", "content_type": "audio/wav",
-                                      "s3": {"bucket": demo.resources.bucket, "key": "c-1/call.wav"}}]}),
+                                      "s3": {"bucket": demo.resources.bucket, "key": "support/c-1/call.wav"}}]}),
         ),
     )
     .await;

@@ -22,7 +22,7 @@ use relay365::services::Services;
 use relay365::subscriptions;
 use relay365::web::links;
 use relay365::web::response::{self as api, HttpResponse};
-use validate::{CreateBody, bad, validate_tenant};
+use validate::{CreateBody, bad, validate_send_settings, validate_tenant};
 pub use validate::{SubscriptionBody, subscription_from_body, validate_mailbox};
 
 /// How long `POST /connections/{id}/resubscribe` starts new work.
@@ -196,7 +196,12 @@ async fn create(req: &Request, s: &Services) -> HttpResponse {
             ));
         }
     }
+    if let Err(m) = validate_send_settings(&body.allowed_callers, body.connect_max_recipients) {
+        return bad(m);
+    }
     let mut conn = Connection::new(id, body.auth, cloud, tenant, body.mailbox, features);
+    conn.allowed_callers = body.allowed_callers;
+    conn.connect_max_recipients = body.connect_max_recipients;
     for sb in body.subscriptions {
         match subscription_from_body(s, &conn, sb) {
             Ok(sub) => conn.subscriptions.push(sub),

@@ -21,6 +21,35 @@ pub(crate) struct CreateBody {
     pub(crate) scopes: Vec<String>,
     #[serde(default)]
     pub(crate) subscriptions: Vec<SubscriptionBody>,
+    /// Who may send from it (IAM principal ARN patterns, Amazon Connect instance ARNs).
+    #[serde(default)]
+    pub(crate) allowed_callers: Vec<String>,
+    /// The most recipients a contact flow's send may name (default 10).
+    pub(crate) connect_max_recipients: Option<u32>,
+}
+
+/// The largest `connect_max_recipients` accepted: Exchange Online's
+/// per-message recipient limit, which send-mail enforces for every caller.
+pub const MAX_CONNECT_RECIPIENTS: u32 = 500;
+
+/// Checks the send-mail settings of a connection: `allowed_callers` and
+/// `connect_max_recipients`.
+///
+/// # Errors
+/// What is wrong and how to write it, for a 400.
+pub fn validate_send_settings(
+    allowed_callers: &[String],
+    connect_max_recipients: Option<u32>,
+) -> Result<(), String> {
+    relay365::model::callers::validate_list(allowed_callers).map_err(|e| format!("allowed_callers: {e}"))?;
+    if let Some(n) = connect_max_recipients
+        && !(1..=MAX_CONNECT_RECIPIENTS).contains(&n)
+    {
+        return Err(format!(
+            "connect_max_recipients is {n}: give 1 to {MAX_CONNECT_RECIPIENTS} (the addresses a contact flow's to, cc and bcc may split into; default 10)"
+        ));
+    }
+    Ok(())
 }
 
 /// A subscription request, at creation or later.
@@ -150,5 +179,21 @@ mod tests {
         assert!(validate_mailbox("ann@contoso.com").is_ok());
         let e = validate_mailbox("ann at contoso").unwrap_err();
         assert!(e.contains("not an e-mail address"), "{e}");
+    }
+
+    #[test]
+    fn send_settings_say_what_to_write() {
+        assert!(validate_send_settings(&[], None).is_ok());
+        assert!(
+            validate_send_settings(&["arn:aws:iam::123456789012:role/billing-*".into()], Some(2)).is_ok()
+        );
+        let e = validate_send_settings(&["*".into()], None).unwrap_err();
+        assert!(
+            e.starts_with("allowed_callers:") && e.contains("arn:aws:iam::ACCOUNT"),
+            "{e}"
+        );
+        let e = validate_send_settings(&[], Some(0)).unwrap_err();
+        assert!(e.contains("1 to 500"), "{e}");
+        assert!(validate_send_settings(&[], Some(501)).is_err());
     }
 }

@@ -14,6 +14,7 @@ pub mod deferred;
 pub mod error;
 pub mod idempotency;
 pub mod message;
+pub mod once;
 pub mod policy;
 pub mod request;
 
@@ -30,7 +31,8 @@ pub use error::SendError;
 use error::{graph_error, token_error};
 use idempotency::{Claim, IdempotencyStore};
 pub use message::{Plan, graph_message, plan};
-use policy::check_connection;
+pub use policy::Caller;
+use policy::{check_caller, check_connection, check_contact_flow_recipients};
 use request::SendRequest;
 
 /// Largest request accepted: Lambda's synchronous invocation payload limit.
@@ -74,25 +76,42 @@ impl<'a> Sender<'a> {
     }
 }
 
-/// Sends a checked request. Returns `true` when it was a repeat of a request already sent.
+/// Sends a checked request for `caller`; `contact_flow` when it came from
+/// an Amazon Connect contact flow's parameters. Returns `true` when it was
+/// a repeat of a request already sent.
 ///
 /// # Errors
 /// [`SendError`] with the status and words for the caller.
-pub async fn send(sender: &Sender<'_>, req: &SendRequest) -> Result<bool, SendError> {
-    let (conn, sizes) = check(sender, req).await?;
+pub async fn send(
+    sender: &Sender<'_>,
+    req: &SendRequest,
+    caller: &Caller,
+    contact_flow: bool,
+) -> Result<bool, SendError> {
+    let (conn, sizes) = check(sender, req, caller, contact_flow).await?;
     send_checked(sender, req, &conn, &sizes).await
 }
 
-/// Everything that can be refused before a send: the attachments (each
-/// inspected once), the connection and the send-as policy.
-async fn check(sender: &Sender<'_>, req: &SendRequest) -> Result<(Connection, Vec<u64>), SendError> {
+/// Everything that can be refused before a send: the caller (before
+/// anything else of the connection is used), the recipients of a contact
+/// flow, the attachments (each inspected once), and the send-as policy.
+async fn check(
+    sender: &Sender<'_>,
+    req: &SendRequest,
+    caller: &Caller,
+    contact_flow: bool,
+) -> Result<(Connection, Vec<u64>), SendError> {
     let s = sender.services;
-    let sizes = attachments::sizes(sender.objects(), &req.attachments).await?;
     let conn = s
         .tokens
         .load(&req.connection_id)
         .await
         .map_err(|e| token_error(e, s, None))?;
+    check_caller(&conn, caller)?;
+    if contact_flow {
+        check_contact_flow_recipients(req, &conn)?;
+    }
+    let sizes = attachments::sizes(sender.objects(), &req.attachments).await?;
     check_connection(req, &conn, &s.config)?;
     Ok((conn, sizes))
 }
@@ -302,7 +321,7 @@ pub async fn handle_deferred(
             }
         };
         let id = key_id(&req, &key);
-        let outcome = match check(sender, &req).await {
+        let outcome = match check(sender, &req, &Caller::Queue, false).await {
             Ok((conn, sizes)) => deliver(sender, &req, &conn, &sizes).await,
             Err(e) => Err(e),
         };
@@ -340,6 +359,19 @@ pub async fn handle_deferred(
     resp
 }
 
+/// A send's lost answer that could not be settled, for the caller.
+fn outcome_unknown(message: String) -> SendError {
+    SendError::new(502, "send_outcome_unknown", message)
+}
+
+/// The error of a POST that creates a mail.
+fn not_sent(e: once::NotSent, conn: &Connection, from: Option<&str>) -> SendError {
+    match e {
+        once::NotSent::Graph(e) => graph_error(e, conn, from),
+        once::NotSent::Unknown(m) => outcome_unknown(m),
+    }
+}
+
 async fn send_with(
     sender: &Sender<'_>,
     req: &SendRequest,
@@ -348,6 +380,7 @@ async fn send_with(
     sizes: &[u64],
 ) -> Result<(), SendError> {
     let s = sender.services;
+    let started = std::time::Instant::now();
     let delegated = conn.auth == AuthMode::Delegated;
     // App-only sends through the mailbox it sends as; delegated through /me.
     let owner = if delegated {
@@ -356,86 +389,183 @@ async fn send_with(
         relay365::microsoft::paths::user(req.from.as_deref().or(conn.mailbox.as_deref()).unwrap_or(""))
     };
     let g = |e| graph_error(e, conn, req.from.as_deref());
-    match plan(req) {
+    // Every mail carries its idempotency key (a digest of it), so a lost
+    // answer can be settled by looking for the mail in Sent Items.
+    let key = req
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let value = once::property_value(&req.connection_id, &key, &req.fingerprint());
+    let outcome = match plan(req) {
         Plan::Single => {
-            let message = graph_message(req, delegated, true);
-            let (path, body) = match &req.reply_to_message_id {
+            let mut message = graph_message(req, delegated, true);
+            message["singleValueExtendedProperties"] = once::property(&value);
+            let (path, body, kept) = match &req.reply_to_message_id {
+                // A reply is always kept in Sent Items.
                 Some(id) => (
                     format!("{owner}/messages/{id}/reply"),
                     json!({"message": message}),
+                    true,
                 ),
                 None => (
                     format!("{owner}/sendMail"),
                     json!({"message": message, "saveToSentItems": req.save_to_sent_items}),
+                    req.save_to_sent_items,
                 ),
             };
-            s.graph
-                .send(reqwest::Method::POST, &path, token, Some(&body), &[])
+            once::post(&s.graph, token, &owner, &path, Some(&body), &value, kept, started)
                 .await
-                .map_err(g)?;
+                .map_err(|e| not_sent(e, conn, req.from.as_deref()))?
         }
         Plan::Draft => {
-            let draft: Value = match &req.reply_to_message_id {
-                Some(id) => {
-                    let d: Value = s
-                        .graph
-                        .send(
-                            reqwest::Method::POST,
-                            &format!("{owner}/messages/{id}/createReply"),
-                            token,
-                            None,
-                            &[],
-                        )
-                        .await
-                        .map_err(g)?
-                        .json()
-                        .map_err(g)?;
-                    let id = d["id"].as_str().unwrap_or("").to_string();
-                    let patch = graph_message(req, delegated, false);
-                    s.graph
-                        .send(
-                            reqwest::Method::PATCH,
-                            &format!("{owner}/messages/{id}"),
-                            token,
-                            Some(&patch),
-                            &[],
-                        )
-                        .await
-                        .map_err(g)?;
-                    d
-                }
-                None => s
-                    .graph
-                    .send(
-                        reqwest::Method::POST,
-                        &format!("{owner}/messages"),
-                        token,
-                        Some(&graph_message(req, delegated, false)),
-                        &[],
-                    )
-                    .await
-                    .map_err(g)?
-                    .json()
-                    .map_err(g)?,
-            };
-            let id = draft["id"].as_str().unwrap_or("").to_string();
+            let id = create_draft(s, req, conn, &owner, token, delegated, &value).await?;
             let base = format!("{owner}/messages/{id}");
-            for (a, size) in req.attachments.iter().zip(sizes) {
-                attachments::add(s, sender.objects(), token, &base, a, *size)
-                    .await
-                    .map_err(|e| match e {
-                        attachments::Upload::Graph(e) => g(e),
-                        attachments::Upload::Other(err) => err,
-                    })?;
-            }
-            s.graph
-                .send(reqwest::Method::POST, &format!("{base}/send"), token, None, &[])
+            let sent = async {
+                for (a, size) in req.attachments.iter().zip(sizes) {
+                    attachments::add(s, sender.objects(), token, &base, a, *size)
+                        .await
+                        .map_err(|e| match e {
+                            attachments::Upload::Graph(e) => g(e),
+                            attachments::Upload::Other(err) => err,
+                        })?;
+                }
+                once::post(
+                    &s.graph,
+                    token,
+                    &owner,
+                    &format!("{base}/send"),
+                    None,
+                    &value,
+                    true,
+                    started,
+                )
                 .await
-                .map_err(g)?;
+                .map_err(|e| not_sent(e, conn, req.from.as_deref()))
+            }
+            .await;
+            match sent {
+                Ok(o) => o,
+                Err(e) => {
+                    // After a lost answer the draft may have been sent:
+                    // only a draft that is still one is deleted.
+                    discard_draft(s, token, &base, e.code == "send_outcome_unknown").await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    tracing::info!(
+        connection = %conn.id,
+        attachments = req.attachments.len(),
+        found_after_lost_answer = matches!(outcome, once::Outcome::Found),
+        "mail sent"
+    );
+    Ok(())
+}
+
+/// Creates the draft a large send goes through, carrying the mail's
+/// property; returns its id. When the answer to its creation is lost, a
+/// draft it made is looked for and deleted, so none stays behind.
+async fn create_draft(
+    s: &Services,
+    req: &SendRequest,
+    conn: &Connection,
+    owner: &str,
+    token: &Sensitive,
+    delegated: bool,
+    value: &str,
+) -> Result<String, SendError> {
+    let property = once::property(value);
+    let (path, body) = match &req.reply_to_message_id {
+        // createReply takes writable properties; the rest is patched in.
+        Some(id) => (
+            format!("{owner}/messages/{id}/createReply"),
+            json!({"message": {"singleValueExtendedProperties": property}}),
+        ),
+        None => {
+            let mut message = graph_message(req, delegated, false);
+            message["singleValueExtendedProperties"] = property;
+            (format!("{owner}/messages"), message)
+        }
+    };
+    let created = s
+        .graph
+        .send(reqwest::Method::POST, &path, token, Some(&body), &[])
+        .await
+        .and_then(|r| r.json::<Value>());
+    let id = match created {
+        Ok(d) => d["id"].as_str().unwrap_or("").to_string(),
+        Err(e) => {
+            if once::answer_lost(&e) {
+                discard_lost_drafts(s, token, owner, value).await;
+            }
+            return Err(graph_error(e, conn, req.from.as_deref()));
+        }
+    };
+    if id.is_empty() {
+        return Err(SendError::new(
+            502,
+            "graph_failed",
+            "Microsoft created a draft without telling its id",
+        ));
+    }
+    if req.reply_to_message_id.is_some() {
+        let patch = graph_message(req, delegated, false);
+        let base = format!("{owner}/messages/{id}");
+        if let Err(e) = s
+            .graph
+            .send(reqwest::Method::PATCH, &base, token, Some(&patch), &[])
+            .await
+        {
+            discard_draft(s, token, &base, false).await;
+            return Err(graph_error(e, conn, req.from.as_deref()));
         }
     }
-    tracing::info!(connection = %conn.id, attachments = req.attachments.len(), "mail sent");
-    Ok(())
+    Ok(id)
+}
+
+/// Deletes the draft at `base` after a failed send. With `check`, only
+/// when Graph says it is still a draft: a send whose answer was lost may
+/// have sent it, and an immutable id is then the sent copy's, which must
+/// stay. Best effort: a failure is logged.
+async fn discard_draft(s: &Services, token: &Sensitive, base: &str, check: bool) {
+    if check && !still_draft(s, token, base).await {
+        return;
+    }
+    if let Err(e) = s
+        .graph
+        .send(reqwest::Method::DELETE, base, token, None, &[])
+        .await
+    {
+        tracing::warn!(error = %e, "a draft of a failed send could not be deleted");
+    }
+}
+
+/// Whether Graph says the message at `base` is a draft (`false` when it cannot tell).
+async fn still_draft(s: &Services, token: &Sensitive, base: &str) -> bool {
+    s.graph
+        .send(
+            reqwest::Method::GET,
+            &format!("{base}?$select=isDraft"),
+            token,
+            None,
+            &[],
+        )
+        .await
+        .and_then(|r| r.json::<Value>())
+        .is_ok_and(|v| v["isDraft"].as_bool() == Some(true))
+}
+
+/// Deletes the drafts carrying `value` (a draft whose creation's answer was lost).
+async fn discard_lost_drafts(s: &Services, token: &Sensitive, owner: &str, value: &str) {
+    match once::find(&s.graph, token, owner, "drafts", value).await {
+        Ok(ids) => {
+            for id in ids {
+                discard_draft(s, token, &format!("{owner}/messages/{id}"), true).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "drafts of a failed send could not be looked for"),
+    }
 }
 
 /// `POST /mail/send`.
@@ -479,7 +609,7 @@ pub async fn handle_http(req: Request, sender: &Sender<'_>) -> HttpResponse {
             Err(e) => return store_unavailable(&e).response(),
         }
     }
-    let (conn, sizes) = match check(sender, &parsed).await {
+    let (conn, sizes) = match check(sender, &parsed, &Caller::of_http(&req), false).await {
         Ok(x) => x,
         Err(e) => return e.response(),
     };
@@ -520,10 +650,11 @@ pub async fn handle_event(payload: Value, sender: &Sender<'_>) -> Value {
         Some(params) => request::from_connect(params),
         None => Ok(payload.clone()),
     };
+    let caller = Caller::of_event(&payload);
     let outcome = match json_req
         .and_then(|v| request::parse(&v, sender.services.config.attachments_bucket.as_deref(), None))
     {
-        Ok(r) => send(sender, &r).await,
+        Ok(r) => send(sender, &r, &caller, connect.is_some()).await,
         Err(e) => Err(e.into()),
     };
     // Amazon Connect needs a flat map of strings.

@@ -146,7 +146,7 @@ mod tests {
         let r = req(
             json!({"connection_id": "support", "to": ["bo@example.com"], "subject": "Hi", "body": {"text": "x"},
                            "attachments": [{"name": "big.pdf", "content_type": "application/pdf",
-                                            "s3": {"bucket": "relay365-attachments", "key": "big.pdf"}}]}),
+                                            "s3": {"bucket": "relay365-attachments", "key": "support/big.pdf"}}]}),
         );
         assert_eq!(plan(&r), Plan::Draft);
         assert!(graph_message(&r, false, false).get("attachments").is_none());

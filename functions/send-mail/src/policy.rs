@@ -1,5 +1,6 @@
-//! Who a connection may send as, and what a request needs of its scopes,
-//! checked before anything reaches Graph.
+//! Who may send from a connection (its `allowed_callers`), who a
+//! connection may send as, how many recipients a contact flow may name, and
+//! what a request needs of its scopes, checked before anything reaches Graph.
 
 use relay365::model::connection::{AuthMode, Connection};
 use relay365::model::scopes::FeatureScope;
@@ -7,6 +8,112 @@ use relay365::model::scopes::FeatureScope;
 use crate::error::SendError;
 use crate::message::{Plan, plan};
 use crate::request::SendRequest;
+
+/// The most addresses a contact flow's `to`, `cc` and `bcc` may split into
+/// when the connection names no `connect_max_recipients`.
+pub const DEFAULT_CONNECT_MAX_RECIPIENTS: u32 = 10;
+
+/// Who asks for a send, as the invocation tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// An IAM principal, as API Gateway's IAM authorisation reports it
+    /// (`requestContext.authorizer.iam.userArn`, an STS session for a role).
+    Iam(String),
+    /// A contact flow of this Amazon Connect instance (`Details.ContactData.InstanceARN`).
+    Connect(String),
+    /// An invocation that names nobody: a direct JSON invocation, a route
+    /// without IAM authorisation, a contact flow event without its instance.
+    Unknown,
+    /// The deferred-send queue: its caller was checked when the send was accepted.
+    Queue,
+}
+
+impl Caller {
+    /// The caller of an HTTP request: the IAM principal API Gateway checked.
+    pub fn of_http(req: &lambda_http::Request) -> Self {
+        use lambda_http::RequestExt;
+        use lambda_http::request::RequestContext;
+        let arn = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+                .authorizer
+                .as_ref()
+                .and_then(|a| a.iam.as_ref())
+                .and_then(|iam| iam.user_arn.clone()),
+            _ => None,
+        };
+        arn.filter(|a| !a.is_empty()).map_or(Caller::Unknown, Caller::Iam)
+    }
+
+    /// The caller of a direct invocation: the Amazon Connect instance of a
+    /// contact flow event, else nobody.
+    pub fn of_event(payload: &serde_json::Value) -> Self {
+        payload
+            .pointer("/Details/ContactData/InstanceARN")
+            .and_then(serde_json::Value::as_str)
+            .filter(|a| !a.is_empty())
+            .map_or(Caller::Unknown, |a| Caller::Connect(a.to_string()))
+    }
+}
+
+/// Checks that `caller` may send from `conn`: anyone may when the
+/// connection lists no `allowed_callers`.
+///
+/// # Errors
+/// 403 `caller_not_allowed`, naming the caller's ARN.
+pub fn check_caller(conn: &Connection, caller: &Caller) -> Result<(), SendError> {
+    if conn.allowed_callers.is_empty() {
+        return Ok(());
+    }
+    let arn = match caller {
+        Caller::Queue => return Ok(()),
+        Caller::Iam(a) | Caller::Connect(a) => a,
+        Caller::Unknown => {
+            return Err(SendError::new(
+                403,
+                "caller_not_allowed",
+                format!(
+                    "connection {} sends only for its allowed_callers, and this invocation names no caller (no IAM principal from API Gateway, no Amazon Connect instance): call POST /mail/send with IAM (SigV4) authorisation, or from an allowed contact flow",
+                    conn.id
+                ),
+            ));
+        }
+    };
+    if relay365::model::callers::allowed(&conn.allowed_callers, arn) {
+        return Ok(());
+    }
+    Err(SendError::new(
+        403,
+        "caller_not_allowed",
+        format!(
+            "caller {arn} may not send from connection {}: its allowed_callers do not name this ARN (a role's ARN also names its sessions); call as an allowed principal, or have an operator create the connection with this ARN in allowed_callers",
+            conn.id
+        ),
+    ))
+}
+
+/// Checks that a contact flow's send names at most the connection's
+/// `connect_max_recipients` addresses (to, cc and bcc together), so a
+/// customer typing a list into a flow cannot make it a mass mailer.
+///
+/// # Errors
+/// 400 `too_many_recipients`.
+pub fn check_contact_flow_recipients(req: &SendRequest, conn: &Connection) -> Result<(), SendError> {
+    let limit = conn
+        .connect_max_recipients
+        .unwrap_or(DEFAULT_CONNECT_MAX_RECIPIENTS);
+    let count = req.to.len() + req.cc.len() + req.bcc.len();
+    if count as u64 <= u64::from(limit) {
+        return Ok(());
+    }
+    Err(SendError::new(
+        400,
+        "too_many_recipients",
+        format!(
+            "the contact flow's to, cc and bcc split into {count} addresses; connection {} sends at most {limit} from a contact flow (its connect_max_recipients): pass fewer addresses",
+            conn.id
+        ),
+    ))
+}
 
 /// Checks what only the connection can tell: may it send, and as whom.
 ///

@@ -218,7 +218,13 @@ fn opt_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&'a st
     }
 }
 
-fn attachment(i: usize, v: &Value, bucket: Option<&str>) -> Result<Attachment, Invalid> {
+/// The key prefix a connection's attachments by reference must lie under:
+/// `{connection_id}/`, so one caller's connection never reads another's files.
+pub fn attachment_prefix(connection_id: &str) -> String {
+    format!("{connection_id}/")
+}
+
+fn attachment(i: usize, v: &Value, bucket: Option<&str>, connection_id: &str) -> Result<Attachment, Invalid> {
     let field = format!("attachments[{i}]");
     let Value::Object(o) = v else {
         return Err(bad(format!("{field} must be an object")));
@@ -301,6 +307,12 @@ fn attachment(i: usize, v: &Value, bucket: Option<&str>) -> Result<Attachment, I
                     )));
                 }
                 _ => {}
+            }
+            let prefix = attachment_prefix(connection_id);
+            if !k.starts_with(&prefix) || k.len() == prefix.len() {
+                return Err(bad(format!(
+                    "{field}.s3.key {k:?} is outside this connection's files: attachments of connection {connection_id} must lie under the key prefix {prefix} of bucket {b}; upload it as {prefix}…"
+                )));
             }
             Source::S3 {
                 bucket: b.to_string(),
@@ -399,7 +411,7 @@ pub fn parse(v: &Value, bucket: Option<&str>, header_key: Option<&str>) -> Resul
         Some(Value::Array(a)) => a
             .iter()
             .enumerate()
-            .map(|(i, v)| attachment(i, v, bucket))
+            .map(|(i, v)| attachment(i, v, bucket, &connection_id))
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad("attachments must be a list")),
     };
@@ -534,13 +546,40 @@ mod tests {
             ),
             (
                 json!({"connection_id": "support", "to": ["a@b.com"], "subject": "s", "body": {"text": "t"},
-                    "attachments": [{"name": "a", "content_type": "text/plain", "s3": {"bucket": "elsewhere", "key": "k"}}]}),
+                    "attachments": [{"name": "a", "content_type": "text/plain", "s3": {"bucket": "elsewhere", "key": "support/k"}}]}),
                 "bucket",
             ),
         ] {
             let e = refused(body.clone());
             assert_eq!(e.status, 400, "{body}");
             assert!(e.message.contains(words), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn attachments_by_reference_stay_under_the_connection_s_prefix() {
+        let with_key = |k: &str| {
+            json!({"connection_id": "support", "to": ["a@b.com"], "body": {"text": "t"},
+                "attachments": [{"name": "a.pdf", "s3": {"bucket": "relay365-attachments", "key": k}}]})
+        };
+        assert!(
+            parse(
+                &with_key("support/case/a.pdf"),
+                Some("relay365-attachments"),
+                None
+            )
+            .is_ok()
+        );
+        for k in [
+            "billing/a.pdf",
+            "supportx/a.pdf",
+            "support",
+            "support/",
+            "/support/a.pdf",
+            "a.pdf",
+        ] {
+            let e = refused(with_key(k));
+            assert!(e.message.contains("key prefix support/"), "{k}: {}", e.message);
         }
     }
 

@@ -284,7 +284,7 @@ async fn big_attachments_go_through_upload_sessions_and_arrive_intact() {
     let big = pattern(20 * 1024 * 1024, 2);
     w.s3.put_object()
         .bucket(BUCKET)
-        .key("contacts/c-1/recording.wav")
+        .key("support/contacts/c-1/recording.wav")
         .body(big.clone().into())
         .send()
         .await
@@ -294,7 +294,7 @@ async fn big_attachments_go_through_upload_sessions_and_arrive_intact() {
         "connection_id": "support", "to": ["bo@example.com"], "subject": "Files", "body": {"text": "See attached"},
         "attachments": [
             {"name": "scan.pdf", "content_type": "application/pdf", "content_base64": b64(&inline)},
-            {"name": "recording.wav", "content_type": "audio/wav", "s3": {"bucket": BUCKET, "key": "contacts/c-1/recording.wav"}},
+            {"name": "recording.wav", "content_type": "audio/wav", "s3": {"bucket": BUCKET, "key": "support/contacts/c-1/recording.wav"}},
             {"name": "note.txt", "content_type": "text/plain", "content_base64": b64(&small)}
         ]
     }))
@@ -326,7 +326,7 @@ async fn big_attachments_go_through_upload_sessions_and_arrive_intact() {
     let reads = w
         .stack
         .aws
-        .count(&format!("GET /{BUCKET}/contacts/c-1/recording.wav"));
+        .count(&format!("GET /{BUCKET}/support/contacts/c-1/recording.wav"));
     assert_eq!(
         reads,
         5,
@@ -575,7 +575,7 @@ async fn malformed_requests_are_refused_naming_the_field() {
             "needs \"bucket\" and \"key\"",
         ),
         (
-            att(json!({"name": "a.pdf", "s3": {"bucket": BUCKET, "key": "missing.pdf"}})),
+            att(json!({"name": "a.pdf", "s3": {"bucket": BUCKET, "key": "support/missing.pdf"}})),
             "does not exist",
         ),
         (
@@ -620,14 +620,14 @@ async fn a_send_too_large_for_api_gateway_is_accepted_at_once_and_its_result_lea
     let big = pattern(21 * 1024 * 1024, 7);
     w.s3.put_object()
         .bucket(BUCKET)
-        .key("calls/long.wav")
+        .key("support/calls/long.wav")
         .body(big.clone().into())
         .send()
         .await
         .unwrap();
     let mail = json!({
         "connection_id": "support", "to": ["bo@example.com"], "subject": "The call", "body": {"text": "Attached"},
-        "attachments": [{"name": "long.wav", "content_type": "audio/wav", "s3": {"bucket": BUCKET, "key": "calls/long.wav"}}]
+        "attachments": [{"name": "long.wav", "content_type": "audio/wav", "s3": {"bucket": BUCKET, "key": "support/calls/long.wav"}}]
     });
     // No key given: one is made and returned; nothing is sent inside the request.
     let (status, v, _) = w.post(&mail).await;

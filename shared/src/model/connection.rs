@@ -247,6 +247,16 @@ pub struct Connection {
     /// Grows with every write; a read-modify-write is conditional on it.
     #[serde(default)]
     pub version: u64,
+    /// Who may send mail from it through send-mail: IAM principal ARNs
+    /// (`*` patterns allowed; a role's ARN also names its sessions) or
+    /// Amazon Connect instance ARNs ([`crate::model::callers`]). Empty:
+    /// anyone allowed to call the route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_callers: Vec<String>,
+    /// The most addresses a contact flow's recipients may split into;
+    /// `None`: send-mail's default (10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_max_recipients: Option<u32>,
 }
 
 /// The name of a delegated connection's token secret.
@@ -302,6 +312,8 @@ impl Connection {
             created_at: now,
             updated_at: now,
             version: 0,
+            allowed_callers: Vec::new(),
+            connect_max_recipients: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod callers;
 pub mod cloud;
 pub mod connection;
 pub mod notification;

@@ -56,7 +56,11 @@ pub fn is_loopback(url: &Url) -> bool {
 
 /// Why an address may not be called with events or tokens: private,
 /// link-local (the instance metadata address among them), multicast,
-/// unspecified or otherwise reserved, in IPv4 or IPv6 (IPv4-mapped too).
+/// unspecified or otherwise reserved, in IPv4 or IPv6. IPv6 forms that carry
+/// an IPv4 address are judged by it: IPv4-mapped (`::ffff:0:0/96`), NAT64
+/// (`64:ff9b::/96`) and 6to4 (`2002::/16`); IPv4-compatible (`::/96`,
+/// deprecated) and local-use NAT64 (`64:ff9b:1::/48`, where the IPv4 address
+/// sits where the network puts it) are refused outright.
 /// Loopback is refused unless `local`. `None` for a public address.
 pub fn forbidden_ip(ip: std::net::IpAddr, local: bool) -> Option<&'static str> {
     use std::net::IpAddr;
@@ -81,17 +85,41 @@ pub fn forbidden_ip(ip: std::net::IpAddr, local: bool) -> Option<&'static str> {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return forbidden_ip(IpAddr::V4(v4), local);
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            let first = seg[0];
+            let tail_v4 = || std::net::Ipv4Addr::from((u32::from(seg[6]) << 16) | u32::from(seg[7]));
+            // IPv6 forms that carry an IPv4 address: what they reach is that
+            // address. Loopback behind them is never a local run's loopback.
+            let embedded = |v4: std::net::Ipv4Addr| {
+                forbidden_ip(IpAddr::V4(v4), false).map(|_| {
+                    "an IPv6 address that carries a private, loopback, link-local or reserved IPv4 address (NAT64, 6to4 or IPv4-compatible)"
+                })
+            };
             if v6.is_loopback() {
                 (!local).then_some("a loopback address")
+            } else if v6.is_unspecified() {
+                Some("a reserved address")
+            } else if seg[..6] == [0; 6] {
+                // ::/96, IPv4-compatible (deprecated by RFC 4291): never used for real hosts.
+                Some("an IPv4-compatible IPv6 address (::a.b.c.d, deprecated)")
+            } else if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052).
+                embedded(tail_v4())
+            } else if seg[..3] == [0x64, 0xff9b, 1] {
+                // Local-use NAT64 64:ff9b:1::/48 (RFC 8215): where the IPv4
+                // address sits depends on the network, so it cannot be checked.
+                Some("a local-use NAT64 address (64:ff9b:1::/48)")
+            } else if first == 0x2002 {
+                // 6to4 2002:AABB:CCDD::/48 carries AA.BB.CC.DD (RFC 3056).
+                embedded(std::net::Ipv4Addr::from(
+                    (u32::from(seg[1]) << 16) | u32::from(seg[2]),
+                ))
             } else if (first & 0xfe00) == 0xfc00 {
                 Some("a private (unique local) address")
             } else if (first & 0xffc0) == 0xfe80 || (first & 0xffc0) == 0xfec0 {
                 Some("a link-local address")
             } else if v6.is_multicast() {
                 Some("a multicast address")
-            } else if v6.is_unspecified() {
-                Some("a reserved address")
             } else {
                 None
             }
@@ -200,5 +228,39 @@ mod tests {
         );
         assert!(Target::parse("https://8.8.8.8/hook", false).is_ok());
         assert!(Target::parse("https://[2001:4860:4860::8888]/hook", false).is_ok());
+    }
+
+    #[test]
+    fn ipv6_forms_that_carry_an_ipv4_address_are_judged_by_it() {
+        for local in [false, true] {
+            for bad in [
+                // NAT64 (64:ff9b::/96) to metadata, private, loopback.
+                "https://[64:ff9b::a9fe:a9fe]/",
+                "https://[64:ff9b::169.254.169.254]/",
+                "https://[64:ff9b::10.0.0.1]/",
+                "https://[64:ff9b::127.0.0.1]/",
+                "https://[64:ff9b::c0a8:101]/",
+                // Local-use NAT64 (64:ff9b:1::/48), whatever it carries.
+                "https://[64:ff9b:1::808:808]/",
+                "https://[64:ff9b:1:abcd::1]/",
+                // 6to4 (2002::/16) around metadata, private, loopback.
+                "https://[2002:a9fe:a9fe::1]/",
+                "https://[2002:0a00:0001::]/",
+                "https://[2002:7f00:1::1]/",
+                // IPv4-compatible (::/96), any.
+                "https://[::169.254.169.254]/",
+                "https://[::10.0.0.1]/",
+                "https://[::127.0.0.1]/",
+                "https://[::8.8.8.8]/",
+                // IPv4-mapped, for completeness.
+                "https://[::ffff:169.254.169.254]/",
+            ] {
+                let e = Target::parse(bad, local).unwrap_err();
+                assert!(e.contains("public hosts"), "{bad} (local {local}): {e}");
+            }
+        }
+        // The same forms around a public address reach a public host.
+        assert!(Target::parse("https://[64:ff9b::808:808]/hook", false).is_ok());
+        assert!(Target::parse("https://[2002:808:808::1]/hook", false).is_ok());
     }
 }

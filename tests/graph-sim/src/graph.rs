@@ -124,17 +124,31 @@ pub(crate) async fn count_and_throttle(
         }
         latency = st.latency;
     }
+    // Counted out when the request ends, also when its client gave up and
+    // the handler was dropped halfway (a stalled answer).
+    let _in_flight = key.map(|k| InFlight {
+        state: state.clone(),
+        key: k,
+    });
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let resp = next.run(req).await;
-    if let Some(k) = key {
-        let mut st = lock(&state);
-        if let Some(n) = st.in_flight.get_mut(&k) {
+    next.run(req).await
+}
+
+/// One request counted in a mailbox's concurrent requests until dropped.
+struct InFlight {
+    state: Shared,
+    key: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut st = lock(&self.state);
+        if let Some(n) = st.in_flight.get_mut(&self.key) {
             *n = n.saturating_sub(1);
         }
     }
-    resp
 }
 
 pub(crate) fn with_middleware(router: Router<Shared>, state: Shared) -> Router<Shared> {
@@ -169,6 +183,7 @@ pub(crate) fn message_json(m: &Message, upn: &str, preview: &str) -> Value {
         "hasAttachments": !m.attachments.is_empty(),
         "parentFolderId": m.folder,
         "isRead": false,
+        "isDraft": false,
         "webLink": format!("https://outlook.office365.com/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem&mailbox={upn}", m.id),
     })
 }
@@ -310,8 +325,16 @@ async fn mailbox_route(
             Err(r) => return r,
         }
     };
+    if crate::mail::is_send(method, rest)
+        && let Some(r) = crate::mail::refusal(state)
+    {
+        return r;
+    }
     match (method, rest) {
-        ("POST", ["sendMail"]) => return crate::mail::send_mail(state, &upn, body),
+        ("POST", ["sendMail"]) => {
+            return crate::mail::answer(state, crate::mail::send_mail(state, &upn, body)).await;
+        }
+        ("DELETE", ["messages", id]) => return crate::mail::delete_message(state, &upn, id),
         ("POST", ["messages"]) => return crate::mail::create_draft(state, &upn, body),
         ("PATCH", ["messages", id]) => return crate::mail::update_draft(state, &upn, id, body),
         ("POST", ["messages", id, "attachments"]) => {
@@ -320,9 +343,15 @@ async fn mailbox_route(
         ("POST", ["messages", id, "attachments", "createUploadSession"]) => {
             return crate::mail::create_upload_session(state, &upn, id, body);
         }
-        ("POST", ["messages", id, "send"]) => return crate::mail::send_draft(state, &upn, id),
-        ("POST", ["messages", id, "reply"]) => return crate::mail::reply(state, &upn, id, body),
-        ("POST", ["messages", id, "createReply"]) => return crate::mail::create_reply(state, &upn, id),
+        ("POST", ["messages", id, "send"]) => {
+            return crate::mail::answer(state, crate::mail::send_draft(state, &upn, id)).await;
+        }
+        ("POST", ["messages", id, "reply"]) => {
+            return crate::mail::answer(state, crate::mail::reply(state, &upn, id, body)).await;
+        }
+        ("POST", ["messages", id, "createReply"]) => {
+            return crate::mail::create_reply(state, &upn, id, body);
+        }
         _ => {}
     }
     let (folder, rest): (Option<String>, &[&str]) = match rest {
@@ -338,6 +367,12 @@ async fn mailbox_route(
         rest => (None, rest),
     };
     let mut st = lock(state);
+    if method == "GET"
+        && let ["messages", id] = rest
+        && let Some(r) = crate::mail::get_draft(&st, &upn, id)
+    {
+        return r;
+    }
     match (method, rest) {
         ("GET", ["messages", "delta"]) => {
             let folder = folder.as_deref().unwrap_or("inbox");
@@ -347,6 +382,9 @@ async fn mailbox_route(
             return crate::delta::calendar(&mut st, &upn, user, query, headers);
         }
         ("GET", ["messages"]) => {
+            if let Some(r) = crate::mail::list_by_property(&st, &upn, folder.as_deref(), query) {
+                return r;
+            }
             return crate::list::messages(&mut st, &upn, folder.as_deref(), user, query);
         }
         ("GET", ["messages", id]) => {

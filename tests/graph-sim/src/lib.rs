@@ -425,6 +425,49 @@ impl Sim {
         self.with(|s| s.sent.clone())
     }
 
+    /// The next send (`sendMail`, `reply` or a draft's `send`) that Graph
+    /// accepts is carried out (the mail reaches its recipients and the
+    /// sender's Sent Items) and then its `202` waits `stall` before it is
+    /// answered: a client whose deadline is shorter sees a timeout for a
+    /// mail that went out, as when Graph's answer is lost.
+    pub fn stall_next_send_answer(&self, stall: std::time::Duration) {
+        self.with(|s| s.send_faults.stall_next_answer = Some(stall));
+    }
+
+    /// The next send (`sendMail`, `reply` or a draft's `send`) is refused
+    /// with this status and Graph error, and nothing is sent (a `503` or
+    /// `504` is a gateway that never passed it on; a draft stays a draft).
+    pub fn fail_next_send(&self, status: u16, code: &str, message: &str) {
+        self.with(|s| s.send_faults.refuse_next = Some((status, code.to_string(), message.to_string())));
+    }
+
+    /// The ids of a mailbox's drafts (not yet sent, not deleted).
+    pub fn drafts(&self, upn: &str) -> Vec<String> {
+        self.with(|s| {
+            s.drafts
+                .iter()
+                .filter(|(_, d)| d.mailbox.eq_ignore_ascii_case(upn))
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
+    }
+
+    /// The messages of a mailbox's folder (`inbox`, `sentitems`, …), in order of arrival.
+    pub fn folder_messages(&self, upn: &str, folder: &str) -> Vec<Message> {
+        self.with(|s| {
+            s.mailboxes
+                .get(&upn.to_ascii_lowercase())
+                .map(|m| {
+                    m.messages
+                        .iter()
+                        .filter(|x| x.folder.eq_ignore_ascii_case(folder))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
     /// Gives `user` Send As rights on `address` (an Exchange admin's job).
     pub fn grant_send_as(&self, user: &str, address: &str) {
         self.with(|s| {

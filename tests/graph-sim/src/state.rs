@@ -83,6 +83,8 @@ pub struct Message {
     pub seq: u64,
     /// The last change to it (arrival, an edit, a move), in the same order.
     pub changed_seq: u64,
+    /// Its single-value extended properties: (property id, value).
+    pub extended_properties: Vec<(String, String)>,
 }
 
 /// A calendar event in a simulated mailbox.
@@ -141,6 +143,8 @@ pub struct SentMail {
     pub save_to_sent_items: bool,
     /// For replies: the message replied to.
     pub in_reply_to: Option<String>,
+    /// The message's single-value extended properties: (property id, value).
+    pub extended_properties: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -351,6 +355,8 @@ pub(crate) struct State {
     /// Verified domains given explicitly (domain, tenant), besides the
     /// domains of the users' UPNs.
     pub(crate) domains: Vec<(String, String)>,
+    /// What the next sends do instead of answering at once ([`crate::mail::SendFaults`]).
+    pub(crate) send_faults: crate::mail::SendFaults,
 }
 
 /// A user's `mail` and `proxyAddresses`, when a test sets them (by default
@@ -402,6 +408,7 @@ impl State {
             message_delta_available: true,
             profiles: HashMap::new(),
             domains: Vec::new(),
+            send_faults: crate::mail::SendFaults::default(),
         }
     }
 
