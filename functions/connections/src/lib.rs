@@ -137,8 +137,7 @@ pub fn view(s: &Services, conn: &Connection) -> serde_json::Value {
         if conn.auth == AuthMode::Delegated {
             v["connect_url"] = s.connect_url(conn).into();
         } else if conn.status != Status::Active {
-            v["admin_consent_url"] =
-                links::admin_consent_url(public, &s.signing.now(), conn).into();
+            v["admin_consent_url"] = links::admin_consent_url(public, &s.signing.now(), conn).into();
         }
     }
     v

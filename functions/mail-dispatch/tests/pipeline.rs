@@ -168,7 +168,10 @@ impl Pipe {
             assert_eq!(resp.status(), 201, "{}", body_text(&resp));
             // The administrator opens the link: its start binds the browser,
             // Microsoft asks and sends them back.
-            let link = body_json(&resp)["admin_consent_url"].as_str().unwrap().to_string();
+            let link = body_json(&resp)["admin_consent_url"]
+                .as_str()
+                .unwrap()
+                .to_string();
             let start = oauth_callback::handle(
                 request("GET", &path_and_query(&link), None, &[]),
                 &self.stack.services,

@@ -22,8 +22,14 @@ async fn create(s: &Stack, scopes: serde_json::Value) -> String {
     )
     .await;
     assert_eq!(resp.status(), 201, "{}", body_text(&resp));
-    let link = body_json(&resp)["admin_consent_url"].as_str().unwrap().to_string();
-    assert!(link.starts_with("https://relay.example/oauth/admin-consent?link="), "{link}");
+    let link = body_json(&resp)["admin_consent_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        link.starts_with("https://relay.example/oauth/admin-consent?link="),
+        "{link}"
+    );
     path_and_query(&link)
 }
 

@@ -226,12 +226,16 @@ async fn admin_consent_is_proven_not_trusted() {
         message: "User declined to consent to access the app.".into(),
         admin_consent_flag: true,
     });
-    let back = s.follow(&location(&start)).await;
+    // The administrator opens the link again (a new start, in the same browser).
+    let again = get(&s, &path_and_query(&link), &[]).await;
+    assert_eq!(again.status(), 302, "{}", body_text(&again));
+    let cookie = cookies(&again).remove(0);
+    let back = s.follow(&location(&again)).await;
     assert!(
         back.contains("admin_consent=True") && back.contains("error=consent_required"),
         "{back}"
     );
-    let resp = get(&s, &path_and_query(&back), &[]).await;
+    let resp = get(&s, &path_and_query(&back), &[&cookie]).await;
     assert_eq!(resp.status(), 400);
     assert!(
         body_text(&resp).contains("consent was declined"),
