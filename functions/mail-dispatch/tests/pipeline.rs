@@ -235,6 +235,21 @@ impl Pipe {
         self.receiver.events()
     }
 
+    /// Adds a mail flow to `target` on connection `id` (its inbox).
+    async fn add_flow(&self, id: &str, target: &str) {
+        let resp = connections::handle(
+            request(
+                "POST",
+                &format!("/connections/{id}/subscriptions"),
+                Some(&json!({"resource": "mail", "target": target}).to_string()),
+                &[],
+            ),
+            &self.stack.services,
+        )
+        .await;
+        assert_eq!(resp.status(), 201, "{}", body_text(&resp));
+    }
+
     /// An admin API call with the pipeline's queue (for the catch-ups it starts).
     async fn admin(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
         let resp = connections::handle_with(
@@ -1926,17 +1941,7 @@ async fn chaos_loses_no_mail_and_sends_none_under_two_event_ids() {
     let mailboxes = p.desks(4).await;
     // desk2's inbox has a second flow, with its own receiver.
     let second = Receiver::start().await;
-    let resp = connections::handle(
-        request(
-            "POST",
-            "/connections/desk2/subscriptions",
-            Some(&json!({"resource": "mail", "target": second.url}).to_string()),
-            &[],
-        ),
-        &p.stack.services,
-    )
-    .await;
-    assert_eq!(resp.status(), 201, "{}", body_text(&resp));
+    p.add_flow("desk2", &second.url).await;
     let mut for_desk2: Vec<String> = Vec::new();
     let mut large = 0;
     let rounds = 13;
@@ -2215,17 +2220,7 @@ async fn two_flows_on_one_inbox_share_one_graph_subscription_and_each_gets_every
     assert_eq!(flows[0].id, flows[1].id, "both flows on it");
     // A third flow added later shares it too.
     let third = Receiver::start().await;
-    let resp = connections::handle(
-        request(
-            "POST",
-            "/connections/support/subscriptions",
-            Some(&json!({"resource": "mail", "target": third.url}).to_string()),
-            &[],
-        ),
-        &p.stack.services,
-    )
-    .await;
-    assert_eq!(resp.status(), 201, "{}", body_text(&resp));
+    p.add_flow("support", &third.url).await;
     assert_eq!(p.stack.sim.subscriptions().len(), 1);
     p.stack.sim.set_duplicate_notifications(true);
     for i in 0..4 {

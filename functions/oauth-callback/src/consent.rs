@@ -402,22 +402,16 @@ async fn prove(conn: &Connection, s: &Services) -> HttpResponse {
         .generation(conn.generation + 1)
         .last_error(None)
         .if_generation(conn.generation);
-    match s.state.update_connection(&conn.id, change).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict { .. }) => {
-            return page(
-                409,
-                "Consent completed elsewhere meanwhile",
-                vec![
-                    "Another consent for this connection completed at the same time; that one is kept."
-                        .into(),
-                ],
-            );
-        }
-        Err(e) => {
-            tracing::warn!(connection = %conn.id, error = %e, "could not store a connection");
-            return save_failed();
-        }
+    if let Err(r) = crate::record::save_unless_beaten(
+        s,
+        &conn.id,
+        change,
+        "Consent completed elsewhere meanwhile",
+        "Another consent for this connection completed at the same time; that one is kept.",
+    )
+    .await
+    {
+        return r;
     }
     s.tokens.invalidate(&conn.id).await;
     tracing::info!(connection = %conn.id, "admin consent verified");

@@ -329,22 +329,16 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
         .token_written_at(time::OffsetDateTime::now_utc().unix_timestamp())
         .last_error(None)
         .if_generation(conn.generation);
-    match s.state.update_connection(&conn.id, change).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict { .. }) => {
-            return page(
-                409,
-                "Signed in elsewhere meanwhile",
-                vec![
-                    "Another sign-in for this connection completed at the same time; that one is kept."
-                        .into(),
-                ],
-            );
-        }
-        Err(e) => {
-            tracing::warn!(connection = %conn.id, error = %e, "could not store a connection");
-            return save_failed();
-        }
+    if let Err(r) = record::save_unless_beaten(
+        s,
+        &conn.id,
+        change,
+        "Signed in elsewhere meanwhile",
+        "Another sign-in for this connection completed at the same time; that one is kept.",
+    )
+    .await
+    {
+        return r;
     }
     s.tokens.invalidate(&conn.id).await;
     tracing::info!(connection = %conn.id, "mailbox connected");

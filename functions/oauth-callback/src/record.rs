@@ -52,6 +52,26 @@ pub(crate) async fn save(s: &Services, id: &str, change: ConnectionChange) -> Re
     })
 }
 
+/// Writes a completed sign-in or consent, conditional on the generation it
+/// read (the change says so): when another one completed at the same time,
+/// that one is kept and the person sees `title` and `words`.
+pub(crate) async fn save_unless_beaten(
+    s: &Services,
+    id: &str,
+    change: ConnectionChange,
+    title: &str,
+    words: &str,
+) -> Result<(), HttpResponse> {
+    match s.state.update_connection(id, change).await {
+        Ok(()) => Ok(()),
+        Err(relay365::aws::store::StoreError::Conflict { .. }) => Err(page(409, title, vec![words.into()])),
+        Err(e) => {
+            tracing::warn!(connection = id, error = %e, "could not store a connection");
+            Err(save_failed())
+        }
+    }
+}
+
 /// Records why a sign-in failed; the page already says it, so a failed write is only logged.
 pub(crate) async fn note_error(s: &Services, id: &str, error: &str) {
     let _ = save(s, id, ConnectionChange::new().last_error(Some(error))).await;

@@ -139,21 +139,8 @@ impl Queue for SqsQueue {
                 .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
                 .send()
                 .await
-                .map_err(|e| QueueError {
-                    failed: chunk.len(),
-                    total,
-                    detail: aws_sdk_sqs::error::ProvideErrorMetadata::code(&e)
-                        .unwrap_or("unreachable")
-                        .to_string(),
-                })?;
-            if !out.failed().is_empty() {
-                let codes: Vec<&str> = out.failed().iter().map(|f| f.code()).collect();
-                return Err(QueueError {
-                    failed: out.failed().len(),
-                    total,
-                    detail: codes.join(","),
-                });
-            }
+                .map_err(|e| unsent(chunk.len(), total, &e))?;
+            refused(out.failed().iter().map(|f| f.code()), total)?;
         }
         Ok(())
     }
@@ -192,23 +179,31 @@ impl SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| QueueError {
-                failed: total,
-                total,
-                detail: aws_sdk_sqs::error::ProvideErrorMetadata::code(&e)
-                    .unwrap_or("unreachable")
-                    .to_string(),
-            })?;
-        if !out.failed().is_empty() {
-            let codes: Vec<&str> = out.failed().iter().map(|f| f.code()).collect();
-            return Err(QueueError {
-                failed: out.failed().len(),
-                total,
-                detail: codes.join(","),
-            });
-        }
-        Ok(())
+            .map_err(|e| unsent(total, total, &e))?;
+        refused(out.failed().iter().map(|f| f.code()), total)
     }
+}
+
+/// A batch call SQS did not answer (or refused whole): its error code only.
+fn unsent(failed: usize, total: usize, e: &impl aws_sdk_sqs::error::ProvideErrorMetadata) -> QueueError {
+    QueueError {
+        failed,
+        total,
+        detail: e.code().unwrap_or("unreachable").to_string(),
+    }
+}
+
+/// The entries of a batch SQS refused, by their error codes.
+fn refused<'a>(codes: impl Iterator<Item = &'a str>, total: usize) -> Result<(), QueueError> {
+    let codes: Vec<&str> = codes.collect();
+    if codes.is_empty() {
+        return Ok(());
+    }
+    Err(QueueError {
+        failed: codes.len(),
+        total,
+        detail: codes.join(","),
+    })
 }
 
 #[cfg(test)]
