@@ -1644,8 +1644,9 @@ async fn dead_letters_moved_back_once_the_target_is_fixed_are_delivered_once_eac
             .sim
             .deliver_message(UPN, mail(&format!("during the outage {i}")));
     }
-    // Five receives apart by the retry times (1, 2, 4, 8 s here).
-    for _ in 0..150 {
+    // Five receives each, apart by the retry times (1, 2, 4, 8 s here); a
+    // bound, not a measure: on a loaded machine it takes longer.
+    for _ in 0..400 {
         p.fifo.pump(|e| mail_dispatch::handle(e, &p.dispatcher)).await;
         if queued(&p, &p.fifo.dlq_url).await == 3 && queued(&p, &p.fifo.url).await == 0 {
             break;
