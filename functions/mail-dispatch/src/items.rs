@@ -238,6 +238,8 @@ pub(crate) async fn deliver_message(
         Vec::new()
     };
     let event = normalise::mail_event(conn, &message, &attachments);
+    // From here on every log line of the record names its event.
+    tracing::Span::current().record("event", event["id"].as_str().unwrap_or_default());
     let mut outcome = Outcome::Done;
     for (sub, target) in pending {
         let one = deliver_and_record(d, conn, sub, target, &sub.ledger_key(id), &event, received).await;
@@ -296,6 +298,7 @@ pub(crate) async fn deliver_calendar(
         Err(outcome) => return outcome,
     };
     let event = normalise::calendar_event(conn, change, id, item.as_ref(), version);
+    tracing::Span::current().record("event", event["id"].as_str().unwrap_or_default());
     let mut outcome = Outcome::Done;
     for (sub, target) in pending {
         let one = deliver_and_record(d, conn, sub, target, &sub.ledger_key(&item_key), &event, None).await;

@@ -199,7 +199,12 @@ pub async fn handle_traced(
                     .unwrap_or_else(|| Instant::now() + catchup::PAGE_WORST * 3);
                 // Every log line of the record names it and its connection
                 // (and, through the runtime's span, the Lambda request id).
-                let span = tracing::info_span!("record", message_id = %id, connection = %n.connection_id);
+                let span = tracing::info_span!(
+                    "record",
+                    message_id = %id,
+                    connection = %n.connection_id,
+                    event = tracing::field::Empty
+                );
                 process(d, n, attempt, &mut connections, until, trace)
                     .instrument(span)
                     .await
