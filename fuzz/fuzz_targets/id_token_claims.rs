@@ -17,8 +17,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!c.oid.is_empty() && !c.aud.is_empty());
         }
         Err(e) => {
+            // The messages are fixed words, so a short input can be a piece
+            // of them ("is not a"); a token, with its dots, never is.
             let words = e.to_string();
-            if token.len() >= 8 {
+            if token.len() >= 8 && token.contains('.') {
                 assert!(!words.contains(token), "the token in an error: {words}");
             }
         }
