@@ -2372,6 +2372,9 @@ async fn with_the_template_s_visibility_timeout_one_503_delays_the_mailbox_by_se
     p.receiver.fail_next_with(1, 503);
     for i in 0..3 {
         p.stack.sim.deliver_message(UPN, mail(&format!("mail {i}")));
+        // Graph may announce mails in any order; one at a time, the queue's
+        // order is the mails' order.
+        assert!(eventually(10, || p.stack.sim.stats().notification_statuses.len() > i).await);
     }
     let started = std::time::Instant::now();
     // At most a minute of polling: far inside the 540 s the queue would
