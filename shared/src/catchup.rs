@@ -248,7 +248,10 @@ pub async fn step(
     let mut out = Stepped::default();
     let mut link = match (&from.cursor, &sub.delta_link) {
         (Some(cursor), _) => cursor.clone(),
-        (None, Some(stored)) if !from.rebaseline => stored.clone(),
+        // A calendar's new baseline is its whole window, which would send
+        // again every event whose ledger entry expired: a calendar flow goes
+        // on from its stored link (a paused flow's link has not moved).
+        (None, Some(stored)) if !from.rebaseline || sub.resource == Resource::Calendar => stored.clone(),
         _ => {
             out.rebaselined = true;
             baseline(conn, sub)
