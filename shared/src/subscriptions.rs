@@ -268,19 +268,40 @@ pub fn conflicting_id(message: &str) -> Option<&str> {
     (!id.is_empty() && id.len() <= 64).then_some(id)
 }
 
-/// The other connection whose flows use the Graph subscription `graph_id`,
-/// if any. Read only when Graph answers 409, so reading every connection is
-/// the price of a rare answer.
-async fn owner_elsewhere(s: &Services, conn: &Connection, graph_id: &str) -> Option<String> {
-    let ids = s.state.connection_ids().await.ok()?;
-    for id in ids.into_iter().filter(|id| *id != conn.id) {
-        if let Ok(Some(other)) = s.state.connection(&id).await
-            && other.subscriptions.iter().any(|x| x.id == graph_id)
-        {
-            return Some(id);
-        }
+/// The other connection that owns the Graph subscription `graph_id`, if
+/// any. Graph gives a subscription's `clientState` back, and ours starts
+/// with the connection id (`{id}.{HMAC}`), so one read at Graph and one in
+/// the state table say whose it is, whatever the size of the fleet. A
+/// connection that no longer exists owns nothing: its subscription is an
+/// orphan, free to be replaced.
+///
+/// # Errors
+/// [`SubscriptionError`] when Graph or the table cannot be read: then
+/// nothing is replaced.
+async fn owner_elsewhere(
+    s: &Services,
+    conn: &Connection,
+    token: &Sensitive,
+    graph_id: &str,
+) -> Result<Option<String>, SubscriptionError> {
+    let existing: serde_json::Value = match s
+        .graph
+        .get_json(&format!("/subscriptions/{graph_id}"), token)
+        .await
+    {
+        Ok(v) => v,
+        // Gone meanwhile: nobody owns it.
+        Err(e) if e.status() == Some(404) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let owner = existing["clientState"]
+        .as_str()
+        .and_then(|c| c.split_once('.'))
+        .map(|(id, _)| id.to_string());
+    match owner {
+        Some(id) if id != conn.id && s.state.connection(&id).await?.is_some() => Ok(Some(id)),
+        _ => Ok(None),
     }
-    None
 }
 
 /// Creates the Graph subscription of a flow and records its id and expiry
@@ -355,7 +376,7 @@ async fn create_with(
                 let existing = conflicting_id(&message).unwrap_or_default().to_string();
                 // Another connection's subscription is never taken over: it
                 // would stop receiving without a word.
-                if let Some(owner) = owner_elsewhere(s, conn, &existing).await {
+                if let Some(owner) = owner_elsewhere(s, conn, token, &existing).await? {
                     return Err(SubscriptionError::Misconfigured(format!(
                         "connection {owner} already watches this mailbox's {} at Graph, which allows one subscription per mailbox and resource for an app: add this subscription to connection {owner} (POST /connections/{owner}/subscriptions) instead, or disconnect one of the two",
                         if sub.resource == Resource::Calendar {

@@ -235,6 +235,24 @@ impl Pipe {
         self.receiver.events()
     }
 
+    /// Writes what the rotation script writes: a new signing key, the old
+    /// one kept for `grace_secs`.
+    async fn rotate_signing_key(&self, grace_secs: i64) {
+        let new_key = "rotated-signing-key-fedcba9876543210fedcba9876543210";
+        let until = time::OffsetDateTime::now_utc().unix_timestamp() + grace_secs;
+        let rotating =
+            json!({"current": new_key, "previous": SIGNING_KEY, "previous_until": until}).to_string();
+        self.stack
+            .direct
+            .put(
+                "relay365/signing-key",
+                &rotating,
+                &relay365::aws::secrets::new_request_token(),
+            )
+            .await
+            .unwrap();
+    }
+
     /// Adds a mail flow to `target` on connection `id` (its inbox).
     async fn add_flow(&self, id: &str, target: &str) {
         let resp = connections::handle(
@@ -953,19 +971,8 @@ async fn a_signing_key_rotation_loses_no_notification_and_ends_on_the_new_key() 
     }
     assert_eq!(p.pump_until(5).await.len(), 5);
 
-    // What the rotation script writes: the new key, the old one kept for a grace.
-    let new_key = "rotated-signing-key-fedcba9876543210fedcba9876543210";
     let until = time::OffsetDateTime::now_utc().unix_timestamp() + 6;
-    let rotating = json!({"current": new_key, "previous": SIGNING_KEY, "previous_until": until}).to_string();
-    p.stack
-        .direct
-        .put(
-            "relay365/signing-key",
-            &rotating,
-            &relay365::aws::secrets::new_request_token(),
-        )
-        .await
-        .unwrap();
+    p.rotate_signing_key(6).await;
     assert_eq!(
         get().await["subscriptions"][0]["signing_key"],
         "previous",
@@ -2276,18 +2283,7 @@ async fn resubscribe_and_a_key_rotation_end_with_one_graph_subscription_per_reso
     assert_eq!(subjects(&p.settle().await), ["unannounced before resubscribe"]);
 
     // A signing-key rotation: the scheduled run recreates both, old first.
-    let rotating = json!({"current": "rotated-signing-key-fedcba9876543210fedcba9876543210",
-        "previous": SIGNING_KEY, "previous_until": time::OffsetDateTime::now_utc().unix_timestamp() + 60})
-    .to_string();
-    p.stack
-        .direct
-        .put(
-            "relay365/signing-key",
-            &rotating,
-            &relay365::aws::secrets::new_request_token(),
-        )
-        .await
-        .unwrap();
+    p.rotate_signing_key(60).await;
     p.stack.sim.set_drop_notifications(true);
     p.stack
         .sim

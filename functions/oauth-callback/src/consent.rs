@@ -26,7 +26,7 @@
 
 use lambda_http::Request;
 use relay365::Status;
-use relay365::aws::store::{ConnectionChange, StoreError};
+use relay365::aws::store::ConnectionChange;
 use relay365::microsoft::claims;
 use relay365::model::connection::Connection;
 use relay365::model::scopes;
@@ -37,7 +37,7 @@ use relay365::web::signing::SignError;
 use serde::{Deserialize, Serialize};
 
 use crate::pages::{explained, page, public_url, sign_error_words, token_error_page};
-use crate::record::{create_subscriptions, load, note_error, save, save_failed};
+use crate::record::{create_subscriptions, load, note_error, save};
 
 /// Signing purpose of the `state` sent to Microsoft by the start step.
 const CONSENT_STATE: &str = "admin-consent-bound-state";
@@ -251,22 +251,8 @@ async fn callback(req: &Request, q: &[(String, String)], state: &str, s: &Servic
     if conn.pending_auth_nonce.as_deref() != Some(st.n.as_str()) {
         return used();
     }
-    // Spend the state, whatever the outcome: conditionally, so of two
-    // containers serving the same redirect only one gets past here.
-    match s
-        .state
-        .update_connection(
-            &conn.id,
-            ConnectionChange::new().pending_auth_nonce(None).if_nonce(&st.n),
-        )
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::Conflict { .. }) => return used(),
-        Err(e) => {
-            tracing::warn!(connection = %conn.id, error = %e, "could not spend the consent state");
-            return save_failed();
-        }
+    if let Err(r) = crate::record::spend_nonce(s, &conn.id, &st.n, used).await {
+        return r;
     }
     // Microsoft can send admin_consent=True together with an error: the error wins.
     if let Some(r) = microsoft_error(q, &conn, &public, s).await {

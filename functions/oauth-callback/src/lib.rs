@@ -28,7 +28,7 @@ use lambda_http::Request;
 use pages::{explained, page, public_url, sign_error_words, start_again, token_error_page};
 use record::{create_subscriptions, load, note_error, save, save_failed};
 use relay365::Sensitive;
-use relay365::aws::store::{ConnectionChange, StoreError};
+use relay365::aws::store::ConnectionChange;
 use relay365::microsoft::tokens::AuthorizeOptions;
 use relay365::model::connection::{AuthMode, Status};
 use relay365::model::scopes;
@@ -220,22 +220,8 @@ async fn callback(req: &Request, s: &Services) -> HttpResponse {
     if conn.pending_auth_nonce.as_deref() != Some(st.n.as_str()) {
         return used();
     }
-    // Spend the state, whatever the outcome: conditionally, so of two
-    // containers serving the same callback only one gets past here.
-    match s
-        .state
-        .update_connection(
-            &conn.id,
-            ConnectionChange::new().pending_auth_nonce(None).if_nonce(&st.n),
-        )
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::Conflict { .. }) => return used(),
-        Err(e) => {
-            tracing::warn!(connection = %conn.id, error = %e, "could not spend the sign-in state");
-            return save_failed();
-        }
+    if let Err(r) = record::spend_nonce(s, &conn.id, &st.n, used).await {
+        return r;
     }
     if let Some(error) = api::query_param(&q, "error") {
         let description = api::query_param(&q, "error_description").unwrap_or("");

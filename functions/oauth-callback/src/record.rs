@@ -52,6 +52,32 @@ pub(crate) async fn save(s: &Services, id: &str, change: ConnectionChange) -> Re
     })
 }
 
+/// Spends the nonce of a sign-in or consent state, whatever the outcome:
+/// conditionally, so of two containers serving the same redirect only one
+/// gets past here; the other gets `used()`.
+pub(crate) async fn spend_nonce(
+    s: &Services,
+    id: &str,
+    nonce: &str,
+    used: impl FnOnce() -> HttpResponse,
+) -> Result<(), HttpResponse> {
+    match s
+        .state
+        .update_connection(
+            id,
+            ConnectionChange::new().pending_auth_nonce(None).if_nonce(nonce),
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(relay365::aws::store::StoreError::Conflict { .. }) => Err(used()),
+        Err(e) => {
+            tracing::warn!(connection = id, error = %e, "could not spend the sign-in state");
+            Err(save_failed())
+        }
+    }
+}
+
 /// Writes a completed sign-in or consent, conditional on the generation it
 /// read (the change says so): when another one completed at the same time,
 /// that one is kept and the person sees `title` and `words`.
