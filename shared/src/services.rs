@@ -66,6 +66,8 @@ pub struct Services {
     pub graph: GraphClient,
     /// The shared HTTP client (also for delivering events).
     pub http: reqwest::Client,
+    /// Slots for Graph subscription writes, kept below Graph's limits.
+    pub pacer: Arc<crate::microsoft::pacing::WritePacer>,
 }
 
 impl std::fmt::Debug for Services {
@@ -185,6 +187,7 @@ impl Services {
             tokens,
             graph,
             http,
+            pacer: Arc::default(),
         })
     }
 

@@ -22,6 +22,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::aws::queue::Queue;
 use crate::aws::store::{StoreError, SubscriptionChange};
 use crate::microsoft::graph::GraphError;
+use crate::microsoft::pacing::Paced;
 use crate::microsoft::paths::graph_resource;
 use crate::model::connection::{Connection, Status, Subscription};
 use crate::model::scopes::Resource;
@@ -227,6 +228,56 @@ pub enum SubscriptionError {
     /// The deployment cannot create subscriptions.
     #[error("{0}")]
     Misconfigured(String),
+    /// Graph's write limit for the tenant leaves no slot in time: the next
+    /// scheduled run tries again.
+    #[error(transparent)]
+    Paced(#[from] Paced),
+}
+
+tokio::task_local! {
+    /// Until when a subscription write of this task may wait for its slot.
+    static WRITE_DEADLINE: tokio::time::Instant;
+}
+
+/// How long a write outside a scheduled run (the admin API, a sign-in,
+/// dispatch) waits for its slot at most.
+pub const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `work` with its subscription writes waiting for a slot until `deadline` at most.
+pub async fn with_write_deadline<F: std::future::Future>(deadline: tokio::time::Instant, work: F) -> F::Output {
+    WRITE_DEADLINE.scope(deadline, work).await
+}
+
+/// The tenant Graph counts a connection's subscription writes against.
+fn tenant_of(conn: &Connection) -> &str {
+    conn.tid.as_deref().unwrap_or(&conn.tenant_id)
+}
+
+/// Waits for a slot for one subscription write of `conn`, then makes it;
+/// a `429` holds the tenant's later writes for its `Retry-After`.
+async fn paced_write(
+    s: &Services,
+    conn: &Connection,
+    method: reqwest::Method,
+    path: &str,
+    token: &Sensitive,
+    body: Option<&serde_json::Value>,
+) -> Result<crate::microsoft::graph::GraphResponse, SubscriptionError> {
+    let deadline = WRITE_DEADLINE
+        .try_with(|d| *d)
+        .unwrap_or_else(|_| tokio::time::Instant::now() + WRITE_WAIT);
+    s.pacer.acquire(tenant_of(conn), deadline).await?;
+    match s.graph.send(method, path, token, body, &[]).await {
+        Err(e @ GraphError::Throttled { status: 429, retry_after, .. }) => {
+            s.pacer.hold(
+                tenant_of(conn),
+                retry_after.unwrap_or(std::time::Duration::from_secs(20)),
+                false,
+            );
+            Err(e.into())
+        }
+        other => Ok(other?),
+    }
 }
 
 impl SubscriptionError {
@@ -236,6 +287,7 @@ impl SubscriptionError {
             SubscriptionError::Graph(e) => e.is_retryable(),
             SubscriptionError::State(e) => e.is_retryable(),
             SubscriptionError::Misconfigured(_) => false,
+            SubscriptionError::Paced(_) => true,
         }
     }
 
@@ -364,15 +416,12 @@ async fn create_with(
             "clientState": signer.client_state(&conn.id).expose(),
             "latestSupportedTlsVersion": "v1_2",
         });
-        let post = || {
-            s.graph
-                .send(reqwest::Method::POST, "/subscriptions", token, Some(&body), &[])
-        };
+        let post = || paced_write(s, conn, reqwest::Method::POST, "/subscriptions", token, Some(&body));
         let created: GraphSubscription = match post().await {
             Ok(r) => r.json()?,
-            Err(GraphError::Api {
+            Err(SubscriptionError::Graph(GraphError::Api {
                 status: 409, message, ..
-            }) if conflicting_id(&message).is_some() => {
+            })) if conflicting_id(&message).is_some() => {
                 let existing = conflicting_id(&message).unwrap_or_default().to_string();
                 // Another connection's subscription is never taken over: it
                 // would stop receiving without a word.
@@ -387,10 +436,10 @@ async fn create_with(
                     )));
                 }
                 tracing::warn!(connection = %conn.id, subscription = %existing, "Graph has this subscription already; replacing it with one of the current key");
-                delete_at_graph(s, token, &existing).await;
+                delete_at_graph(s, conn, token, &existing).await;
                 post().await?.json()?
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         (
             created.id,
@@ -490,7 +539,7 @@ pub async fn recreate(
     queue: Option<&dyn Queue>,
 ) -> Result<String, SubscriptionError> {
     if !sub.id.is_empty() {
-        delete_at_graph(s, token, &sub.id).await;
+        delete_at_graph(s, conn, token, &sub.id).await;
     }
     let id = create_with(s, conn, sub, token, false).await?;
     if let Some(queue) = queue {
@@ -537,17 +586,16 @@ pub async fn renew(
 ) -> Result<(), SubscriptionError> {
     let expires = OffsetDateTime::now_utc() + time::Duration::minutes(LIFETIME_MINUTES);
     let body = serde_json::json!({"expirationDateTime": expires.format(&Rfc3339).unwrap_or_default()});
-    let renewed: GraphSubscription = s
-        .graph
-        .send(
-            reqwest::Method::PATCH,
-            &format!("/subscriptions/{}", sub.id),
-            token,
-            Some(&body),
-            &[],
-        )
-        .await?
-        .json()?;
+    let renewed: GraphSubscription = paced_write(
+        s,
+        conn,
+        reqwest::Method::PATCH,
+        &format!("/subscriptions/{}", sub.id),
+        token,
+        Some(&body),
+    )
+    .await?
+    .json()?;
     recorded(s, conn, sub, SubscriptionChange::new(), &renewed).await?;
     Ok(())
 }
@@ -570,14 +618,10 @@ pub async fn renew_or_recreate(
     }
 }
 
-/// Deletes one Graph subscription; a missing one counts as deleted.
-pub async fn delete_at_graph(s: &Services, token: &Sensitive, id: &str) {
+/// Deletes one Graph subscription of `conn`; a missing one counts as deleted.
+pub async fn delete_at_graph(s: &Services, conn: &Connection, token: &Sensitive, id: &str) {
     let path = format!("/subscriptions/{id}");
-    match s
-        .graph
-        .send(reqwest::Method::DELETE, &path, token, None, &[])
-        .await
-    {
+    match paced_write(s, conn, reqwest::Method::DELETE, &path, token, None).await {
         Ok(_) => {}
         Err(e) if e.status() == Some(404) => {}
         Err(e) => tracing::warn!(subscription = id, error = %e, "could not delete a subscription at Graph"),
@@ -606,7 +650,7 @@ pub fn explain(e: &SubscriptionError) -> String {
 
 /// Records a subscription's last error; a failure to record is logged, as
 /// the error itself is already being reported to the caller.
-async fn record_error(s: &Services, conn: &Connection, sub: &Subscription, reason: &str) {
+pub(crate) async fn record_error(s: &Services, conn: &Connection, sub: &Subscription, reason: &str) {
     if let Err(e) = s
         .state
         .update_subscription(
@@ -729,168 +773,4 @@ pub async fn resubscribe(
         }
     }
     Ok(done)
-}
-
-enum Renewal {
-    Renewed,
-    Recreated,
-    Rekeyed,
-}
-
-/// What the scheduled run did.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct RenewReport {
-    /// Connections looked at.
-    pub connections: usize,
-    /// Subscriptions extended.
-    pub renewed: usize,
-    /// Subscriptions created again because Graph no longer had them (or never did).
-    pub recreated: usize,
-    /// Subscriptions recreated because their `clientState` was made with
-    /// another signing key than the current one (after a rotation).
-    pub rekeyed: usize,
-    /// Subscriptions still on another signing key after this run (each also
-    /// in `failed`): while this is not 0, the previous key must stay.
-    pub on_previous_key: usize,
-    /// Subscriptions that could not be fixed, with the reason.
-    pub failed: Vec<serde_json::Value>,
-}
-
-/// The ids of the subscriptions Graph has for this token, following every page.
-async fn listed(s: &Services, token: &Sensitive) -> Result<HashSet<String>, GraphError> {
-    let mut ids = HashSet::new();
-    let mut next = "/subscriptions".to_string();
-    for _ in 0..100 {
-        let page: serde_json::Value = s.graph.get_json(&next, token).await?;
-        ids.extend(
-            page["value"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x["id"].as_str().map(str::to_string)),
-        );
-        match page["@odata.nextLink"].as_str() {
-            Some(n) => next = n.to_string(),
-            None => return Ok(ids),
-        }
-    }
-    Ok(ids)
-}
-
-/// Renews every subscription expiring within `within`, recreates the ones
-/// Graph does not list and the ones made with another signing key than the
-/// current one (a key rotation), and reports what it could not fix. Each connection is
-/// read fresh and each subscription is written by itself, so the run never
-/// undoes what dispatch or a sign-in wrote meanwhile.
-pub async fn renew_due(s: &Services, within: time::Duration, queue: Option<&dyn Queue>) -> RenewReport {
-    let mut report = RenewReport::default();
-    let ids = match s.state.connection_ids().await {
-        Ok(ids) => ids,
-        Err(e) => {
-            report.failed.push(serde_json::json!({"reason": e.to_string()}));
-            return report;
-        }
-    };
-    let horizon = OffsetDateTime::now_utc() + within;
-    let key_id = s.signer().await.key_id();
-    for id in ids {
-        let conn = match s.state.connection(&id).await {
-            Ok(Some(c)) => c,
-            Ok(None) => continue,
-            Err(e) => {
-                // A damaged item is reported and skipped; the others are served.
-                tracing::error!(connection = %id, error = %e, "connection unreadable");
-                report
-                    .failed
-                    .push(serde_json::json!({"connection": id, "reason": e.to_string()}));
-                continue;
-            }
-        };
-        report.connections += 1;
-        if conn.status != Status::Active || conn.subscriptions.is_empty() {
-            continue;
-        }
-        let token = match s.tokens.access_token(&conn).await {
-            Ok(t) => t,
-            Err(e) => {
-                report.on_previous_key += conn
-                    .subscriptions
-                    .iter()
-                    .filter(|sub| !sub.id.is_empty() && sub.key_id.as_deref() != Some(key_id.as_str()))
-                    .count();
-                report
-                    .failed
-                    .push(serde_json::json!({"connection": id, "reason": e.to_string()}));
-                continue;
-            }
-        };
-        let listed = match listed(s, &token).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(connection = %id, error = %e, "could not list subscriptions; renewing by our records");
-                None
-            }
-        };
-        // Flows sharing a Graph subscription: the first of them renews or
-        // recreates it, and the change is recorded on all.
-        let mut handled: HashSet<String> = HashSet::new();
-        for sub in &conn.subscriptions {
-            if !sub.id.is_empty() && !handled.insert(sub.id.clone()) {
-                continue;
-            }
-            let missing = sub.id.is_empty() || listed.as_ref().is_some_and(|l| !l.contains(&sub.id));
-            let old_key = sub.key_id.as_deref() != Some(key_id.as_str());
-            let result = if missing {
-                // Graph lost it (or never had it): a new one, and the gap
-                // caught up. A flow never created shares its siblings' one.
-                if sub.id.is_empty() {
-                    create(s, &conn, sub, &token).await.map(|_| Renewal::Recreated)
-                } else {
-                    recreate(s, &conn, sub, &token, queue)
-                        .await
-                        .map(|_| Renewal::Recreated)
-                }
-            } else if old_key {
-                // Graph cannot change a clientState: a new subscription with
-                // the current key replaces the old one. Graph allows one per
-                // resource, so the old one goes first and the gap is caught
-                // up from the flows' stored links.
-                match recreate(s, &conn, sub, &token, queue).await {
-                    Ok(_) => Ok(Renewal::Rekeyed),
-                    Err(e) => {
-                        report.on_previous_key += 1;
-                        Err(e)
-                    }
-                }
-            } else if sub.expires_at.is_none_or(|e| e <= horizon) {
-                renew_or_recreate(s, &conn, sub, &token).await.map(|recreated| {
-                    if recreated {
-                        Renewal::Recreated
-                    } else {
-                        Renewal::Renewed
-                    }
-                })
-            } else {
-                continue;
-            };
-            match result {
-                Ok(Renewal::Recreated) => report.recreated += 1,
-                Ok(Renewal::Renewed) => report.renewed += 1,
-                Ok(Renewal::Rekeyed) => report.rekeyed += 1,
-                Err(e) => {
-                    let reason = explain(&e);
-                    tracing::error!(connection = %id, subscription = %sub.id, reason = %reason, "subscription could not be renewed or recreated");
-                    record_error(s, &conn, sub, &reason).await;
-                    report.failed.push(
-                        serde_json::json!({"connection": id, "subscription": sub.id, "reason": reason}),
-                    );
-                }
-            }
-        }
-    }
-    crate::metrics::renewals(
-        report.renewed + report.recreated + report.rekeyed,
-        report.failed.len(),
-    );
-    report
 }

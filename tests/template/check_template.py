@@ -135,7 +135,13 @@ def main():
     check("state table keys pk/sk", [k["AttributeName"] for k in table.get("KeySchema", [])] == ["pk", "sk"])
     check("state table TTL on ttl", table.get("TimeToLiveSpecification") == {"AttributeName": "ttl", "Enabled": True})
     check("state table point-in-time recovery", table.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled") is True)
-    check("state table kind-index", [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])] == ["kind-index"])
+    indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
+    check("state table indexes: kind-index and due-index", sorted(indexes) == ["due-index", "kind-index"], str(sorted(indexes)))
+    due = indexes.get("due-index", {})
+    check("due-index: flows by kind and due_at, keys only",
+          [(k["AttributeName"], k["KeyType"]) for k in due.get("KeySchema", [])] == [("kind", "HASH"), ("due_at", "RANGE")]
+          and due.get("Projection") == {"ProjectionType": "KEYS_ONLY"})
+    check("every index is keys only", all(i.get("Projection") == {"ProjectionType": "KEYS_ONLY"} for i in indexes.values()))
     check("every function but the webhook knows the state table", ref_name(g["Environment"]["Variables"].get("RELAY365_STATE_TABLE")) == "StateTable")
     check("no separate idempotency table", "IdempotencyTable" not in resources)
     check("no deployed function is a local run", "RELAY365_LOCAL" not in str(t))
@@ -148,12 +154,26 @@ def main():
             check(f"{name}/{st.get('Sid')}: no table scans", "dynamodb:Scan" not in ddb, str(ddb))
             on_table = all(ref_name(r) == "StateTable" or (isinstance(r, dict) and "StateTable.Arn" in str(r)) for r in as_list(st["Resource"]))
             check(f"{name}/{st.get('Sid')}: only the state table", on_table, str(st["Resource"]))
+            on_index = [str(r) for r in as_list(st["Resource"]) if "/index/" in str(r)]
+            if on_index:
+                # On an index query dynamodb:LeadingKeys is the index's partition
+                # key value (the kind), so a table-key pattern (conn#*) would deny
+                # every listing: index grants are their own statement, Query only,
+                # on named indexes, limited to the kinds listed through them.
+                check(f"{name}/{st.get('Sid')}: index grants name their indexes, not index/*",
+                      all(re.search(r"/index/(kind|due)-index'?\}?$", r) for r in on_index), str(on_index))
+                check(f"{name}/{st.get('Sid')}: indexes are only queried, and apart from the table",
+                      ddb == ["dynamodb:Query"] and len(on_index) == len(as_list(st["Resource"])), str(ddb))
+                kinds = st.get("Condition", {}).get("ForAllValues:StringEquals", {}).get("dynamodb:LeadingKeys", [])
+                check(f"{name}/{st.get('Sid')}: index queries limited to the listed kinds", sorted(kinds) == ["connection", "flow"], str(st.get("Condition")))
+                check(f"{name}: only connections lists through the indexes", name == "connections")
+                continue
             keys = st.get("Condition", {}).get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys", [])
             check(f"{name}/{st.get('Sid')}: limited to its item types by partition key", bool(keys), str(st.get("Condition")))
             prefixes.update(keys)
             if any(a in ("dynamodb:DeleteItem", "dynamodb:BatchWriteItem") for a in ddb) and "conn#*" in keys:
                 check(f"{name}: only connections deletes connection items", name == "connections")
-        want = {"mail-webhook": set(), "send-mail": {"conn#*", "idem#*"}}.get(name, {"conn#*"})
+        want = {"mail-webhook": set(), "send-mail": {"conn#*", "idem#*"}, "connections": {"conn#*", "fleet"}}.get(name, {"conn#*"})
         check(f"{name}: state items it may reach", prefixes == want, str(prefixes))
     webhook = functions["mail-webhook"][1]
     read = [ref_name(r) for st in statements(webhook) for r in as_list(st["Resource"]) if any(a.startswith("secretsmanager:") for a in as_list(st["Action"]))]
@@ -168,6 +188,13 @@ def main():
     told = dispatch_fn.get("Environment", {}).get("Variables", {}).get("RELAY365_FUNCTION_TIMEOUT_SECONDS")
     check("dispatch knows its own Timeout (runtimes without a deadline)", told is not None and int(told) == int(dispatch_fn["Timeout"]),
           f"RELAY365_FUNCTION_TIMEOUT_SECONDS={told}, Timeout={dispatch_fn['Timeout']}")
+    conn_fn = functions["connections"][1]["Properties"]
+    told = conn_fn.get("Environment", {}).get("Variables", {}).get("RELAY365_FUNCTION_TIMEOUT_SECONDS")
+    check("connections knows its own Timeout (the scheduled run's budget)", told is not None and int(told) == int(conn_fn["Timeout"]),
+          f"RELAY365_FUNCTION_TIMEOUT_SECONDS={told}, Timeout={conn_fn['Timeout']}")
+    rate = re.match(r"rate\((\d+) (minute|minutes|hour|hours)\)", t["Parameters"]["SweepSchedule"]["Default"])
+    every = int(rate.group(1)) * (60 if rate.group(2).startswith("minute") else 3600) if rate else 0
+    check("one scheduled run ends before the next begins (default schedule)", every >= int(conn_fn["Timeout"]), f"every {every} s, Timeout {conn_fn['Timeout']}")
     q = resources["NotificationQueue"]["Properties"]
     check("the queue is FIFO with a dead-letter queue", q["FifoQueue"] is True and "RedrivePolicy" in q)
     # Dispatch's retry times: 5 s doubling to an hour; the receives must span a day.

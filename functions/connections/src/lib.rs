@@ -30,7 +30,7 @@ pub const RESUBSCRIBE_BUDGET: std::time::Duration = std::time::Duration::from_se
 
 /// The notification queue the settings name (`RELAY365_QUEUE_URL`), where
 /// catch-ups are queued.
-fn configured_queue(s: &Services) -> Option<SqsQueue> {
+pub fn configured_queue(s: &Services) -> Option<SqsQueue> {
     s.config.queue_url.clone().map(SqsQueue::lazy)
 }
 
@@ -396,8 +396,9 @@ async fn resubscribe(s: &Services, id: &str, queue: Option<&dyn Queue>) -> HttpR
     }
 }
 
-/// How long a scheduled run starts new sweeps (the function may run 120 s).
-pub const SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+/// The time a scheduled run has when neither the runtime nor the settings
+/// say: the template's `Timeout` for connections.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// Handles any invocation: an API Gateway HTTP event, or the schedule. The
 /// sweep queues what it recovers on the notification queue
@@ -407,11 +408,24 @@ pub async fn handle_event(payload: serde_json::Value, s: &Services) -> serde_jso
     handle_event_with(payload, s, queue.as_ref().map(|q| q as &dyn Queue)).await
 }
 
-/// [`handle_event`] with the queue the sweep uses given.
+/// [`handle_event`] with the queue the sweep uses given; the invocation has
+/// the configured timeout (`RELAY365_FUNCTION_TIMEOUT_SECONDS`) from now.
 pub async fn handle_event_with(
     payload: serde_json::Value,
     s: &Services,
     queue: Option<&dyn Queue>,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + s.config.function_timeout.unwrap_or(DEFAULT_TIMEOUT);
+    handle_event_until(payload, s, queue, deadline).await
+}
+
+/// [`handle_event_with`] with the invocation's deadline given (the Lambda
+/// runtime's, see [`relay365::lambda::invocation_deadline`]).
+pub async fn handle_event_until(
+    payload: serde_json::Value,
+    s: &Services,
+    queue: Option<&dyn Queue>,
+    deadline: std::time::Instant,
 ) -> serde_json::Value {
     if payload.get("requestContext").is_some() {
         return api::to_apigw_v2(match api::http_event(&payload) {
@@ -419,34 +433,33 @@ pub async fn handle_event_with(
             Err(r) => r,
         });
     }
-    let report = subscriptions::renew_due(s, time::Duration::days(1), queue).await;
-    let mut out = serde_json::to_value(&report).unwrap_or_default();
-    if let Some(queue) = queue {
-        let all = payload
-            .pointer("/detail/sweep")
+    let all = |what: &str| {
+        payload
+            .pointer(&format!("/detail/{what}"))
             .and_then(serde_json::Value::as_str)
-            == Some("all");
-        let deadline = std::time::Instant::now() + SWEEP_BUDGET;
-        let swept = relay365::sweep::sweep(s, queue, deadline, all).await;
-        out["swept"] = swept.swept.into();
-        out["recovered"] = swept.recovered.into();
-        out["sweep_left"] = swept.left.into();
-        out["reminded"] = swept.reminded.into();
-        if let Some(failed) = out["failed"].as_array_mut() {
-            failed.extend(swept.failed);
-        }
-    }
+            == Some("all")
+    };
+    let opts = relay365::schedule::RunOptions {
+        deadline: tokio::time::Instant::from_std(deadline),
+        renew_all: all("renew"),
+        sweep_all: all("sweep"),
+    };
+    let report = relay365::schedule::run(s, queue, opts).await;
     tracing::info!(
+        due = report.due,
+        full = report.full,
         connections = report.connections,
         renewed = report.renewed,
         recreated = report.recreated,
         rekeyed = report.rekeyed,
-        swept = out["swept"].as_u64().unwrap_or(0),
-        recovered = out["recovered"].as_u64().unwrap_or(0),
-        failed = out["failed"].as_array().map_or(0, Vec::len),
+        swept = report.swept,
+        recovered = report.recovered,
+        paced = report.paced,
+        left = report.left,
+        failed = report.failed.len(),
         "scheduled run"
     );
-    out
+    serde_json::to_value(&report).unwrap_or_default()
 }
 
 async fn read(s: &Services, id: &str) -> HttpResponse {
@@ -508,7 +521,7 @@ async fn delete(s: &Services, id: &str) -> HttpResponse {
         match s.tokens.access_token(&conn).await {
             Ok(token) => {
                 for sub in with_ids {
-                    subscriptions::delete_at_graph(s, &token, &sub.id).await;
+                    subscriptions::delete_at_graph(s, &conn, &token, &sub.id).await;
                 }
             }
             // Without a token the subscriptions cannot be removed; Graph drops them when they expire.

@@ -19,7 +19,10 @@
 //! `conn#{id}` / `dlv#{item}` (expires after [`DELIVERY_TTL_DAYS`] days), and
 //! idempotency keys `idem#{key}` / `idem`. Connection items carry
 //! `kind = "connection"`, the key of the sparse `kind-index` through which
-//! connections are listed without scanning deliveries.
+//! connections are listed without scanning deliveries. Subscription items
+//! carry `kind = "flow"` and `due_at`, the key of `due-index`, through which
+//! the scheduled run finds the flows it has work for (a renewal, a sweep, a
+//! new key) without reading every connection.
 //!
 //! The same semantics run on DynamoDB ([`Store::dynamo`]) and in memory
 //! ([`Store::memory`], for unit tests and network-free local runs): both are a
@@ -41,7 +44,14 @@ use crate::model::connection::{Connection, Status, Subscription};
 pub const DELIVERY_TTL_DAYS: i64 = 14;
 /// The name of the sparse index over connection items.
 pub const KIND_INDEX: &str = "kind-index";
+/// The name of the sparse index over subscription items by the time the
+/// scheduled run next has work for them.
+pub const DUE_INDEX: &str = "due-index";
 const KIND_CONNECTION: &str = "connection";
+const KIND_FLOW: &str = "flow";
+/// The item of the scheduled run's own state (`fleet` / `run`).
+const FLEET_PK: &str = "fleet";
+const FLEET_SK: &str = "run";
 
 /// A stored item: attribute names to JSON values (DynamoDB types through serde).
 pub type Item = Map<String, Value>;
@@ -168,6 +178,9 @@ pub trait Table: Send + Sync {
     async fn query(&self, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError>;
     /// The `pk` of every item whose `kind` is `kind` (through the sparse index).
     async fn keys_of_kind(&self, kind: &str) -> Result<Vec<String>, StoreError>;
+    /// The keys (`pk`, `sk`, `due_at`) of at most `limit` items of `kind`
+    /// whose `due_at` is at most `until`, the earliest first (through `due-index`).
+    async fn due(&self, kind: &str, until: &str, limit: usize) -> Result<Vec<Item>, StoreError>;
     /// Puts items together, all or none; `Err(Conflict)` when one's condition fails.
     async fn put_all(&self, items: Vec<Item>, mode: PutMode) -> Result<(), StoreError>;
     /// Updates an existing item; `NotFound` when missing, `Conflict` when a condition fails.
@@ -277,9 +290,21 @@ impl SubscriptionChange {
             update: self.update.put(name, value),
         }
     }
+    /// Sets when the scheduled run next has work for this flow (see
+    /// [`Store::due_flows`]); it also files the item in `due-index`.
+    pub fn due_at(self, at: OffsetDateTime) -> Self {
+        self.put("due_at", Some(rfc3339(at).into()))
+            .put("kind", Some(KIND_FLOW.into()))
+    }
+    /// The scheduled run looks at this flow again in its next run: a change
+    /// another writer made (a new Graph subscription, a pause, a resume) may
+    /// change what is due. The run itself sets the time after that.
+    fn look_again(self) -> Self {
+        self.due_at(OffsetDateTime::UNIX_EPOCH)
+    }
     /// Sets Graph's subscription id.
     pub fn graph_id(self, id: &str) -> Self {
-        self.put("id", Some(id.into()))
+        self.put("id", Some(id.into())).look_again()
     }
     /// Sets the id of the signing key its `clientState` was made with.
     pub fn key_id(self, key_id: &str) -> Self {
@@ -337,14 +362,16 @@ impl SubscriptionChange {
     }
     /// Pauses the flow: nothing is sent to it until it is resumed.
     pub fn paused(self, at: OffsetDateTime, reason: &str) -> Self {
-        self.put("status", Some("paused".into()))
+        self.look_again()
+            .put("status", Some("paused".into()))
             .put("paused_at", Some(rfc3339(at).into()))
             .put("paused_reason", Some(reason.into()))
     }
     /// Resumes the flow: active again, with its catch-up running from `at`
     /// until [`SubscriptionChange::caught_up`].
     pub fn resumed(self, at: OffsetDateTime) -> Self {
-        self.put("status", Some("active".into()))
+        self.look_again()
+            .put("status", Some("active".into()))
             .put("paused_at", None)
             .put("paused_reason", None)
             .put("target_gone_at", None)
@@ -552,6 +579,10 @@ impl Store {
         item.remove("key");
         item.insert("pk".into(), pk.into());
         item.insert("sk".into(), format!("sub#{}", sub.key).into());
+        // A new flow is due at once: the next scheduled run creates what
+        // sign-in could not and takes it into the sweep.
+        item.insert("kind".into(), KIND_FLOW.into());
+        item.insert("due_at".into(), rfc3339(OffsetDateTime::UNIX_EPOCH).into());
         item
     }
 
@@ -581,6 +612,68 @@ impl Store {
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    /// The flows the scheduled run has work for by `until`: `(connection id,
+    /// subscription key)`, the longest-waiting first, at most `limit`.
+    /// `until` of `None` lists every flow filed in `due-index`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn due_flows(
+        &self,
+        until: Option<OffsetDateTime>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let until = until.map_or_else(|| "9999".to_string(), rfc3339);
+        Ok(self
+            .table
+            .due(KIND_FLOW, &until, limit)
+            .await?
+            .into_iter()
+            .filter_map(|item| {
+                let id = item.get("pk")?.as_str()?.strip_prefix("conn#")?.to_string();
+                let key = item.get("sk")?.as_str()?.strip_prefix("sub#")?.to_string();
+                Some((id, key))
+            })
+            .collect())
+    }
+
+    /// The signing key id every flow's Graph subscription was last found to
+    /// use by a complete scheduled run (`fleet` / `run`); `None` before the
+    /// first one. A run whose key differs looks at every flow, not only the
+    /// due ones.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn fleet_key(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .table
+            .get(FLEET_PK, FLEET_SK)
+            .await?
+            .and_then(|i| i.get("key_id").and_then(Value::as_str).map(str::to_string)))
+    }
+
+    /// Records that every flow was looked at under `key_id`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn set_fleet_key(&self, key_id: &str) -> Result<(), StoreError> {
+        let update = stamped(Update::default().put("key_id", Some(key_id.into())));
+        match self.table.update(FLEET_PK, FLEET_SK, &update).await {
+            Err(StoreError::NotFound { .. }) => {
+                let mut item = Item::new();
+                item.insert("pk".into(), FLEET_PK.into());
+                item.insert("sk".into(), FLEET_SK.into());
+                item.insert("key_id".into(), key_id.into());
+                match self.table.put_all(vec![item], PutMode::IfAbsent).await {
+                    // Another run wrote it first: write over it.
+                    Err(StoreError::Conflict { .. }) => self.table.update(FLEET_PK, FLEET_SK, &update).await,
+                    other => other,
+                }
+            }
+            other => other,
+        }
     }
 
     /// Deletes a connection with its subscriptions and deliveries.
@@ -893,6 +986,32 @@ impl Table for MemoryTable {
             .collect())
     }
 
+    async fn due(&self, kind: &str, until: &str, limit: usize) -> Result<Vec<Item>, StoreError> {
+        let items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due: Vec<Item> = items
+            .values()
+            .filter(|i| i.get("kind").and_then(Value::as_str) == Some(kind))
+            .filter(|i| i.get("due_at").and_then(Value::as_str).is_some_and(|d| d <= until))
+            .map(|i| {
+                ["pk", "sk", "due_at"]
+                    .iter()
+                    .filter_map(|k| Some(((*k).to_string(), i.get(*k)?.clone())))
+                    .collect()
+            })
+            .collect();
+        due.sort_by(|a: &Item, b: &Item| {
+            let k = |i: &Item| {
+                (
+                    i.get("due_at").and_then(Value::as_str).unwrap_or("").to_string(),
+                    key_of(i),
+                )
+            };
+            k(a).cmp(&k(b))
+        });
+        due.truncate(limit);
+        Ok(due)
+    }
+
     async fn put_all(&self, new: Vec<Item>, mode: PutMode) -> Result<(), StoreError> {
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
         for item in &new {
@@ -1128,6 +1247,34 @@ impl Table for DynamoTable {
             }
         }
         Ok(keys)
+    }
+
+    async fn due(&self, kind: &str, until: &str, limit: usize) -> Result<Vec<Item>, StoreError> {
+        let mut due = Vec::new();
+        let mut pages = self
+            .client()
+            .await
+            .query()
+            .table_name(&self.name)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("#kind = :kind AND #due <= :until")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_names("#due", "due_at")
+            .expression_attribute_values(":kind", AttributeValue::S(kind.into()))
+            .expression_attribute_values(":until", AttributeValue::S(until.into()))
+            .projection_expression("pk, sk, #due")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk(&e))?;
+            for item in page.items.unwrap_or_default() {
+                due.push(from_av(item)?);
+                if due.len() >= limit {
+                    return Ok(due);
+                }
+            }
+        }
+        Ok(due)
     }
 
     async fn put_all(&self, items: Vec<Item>, mode: PutMode) -> Result<(), StoreError> {

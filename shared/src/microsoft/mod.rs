@@ -8,5 +8,6 @@ pub mod body_prefix;
 pub mod certificate;
 pub mod claims;
 pub mod graph;
+pub mod pacing;
 pub mod paths;
 pub mod tokens;

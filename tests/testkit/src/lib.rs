@@ -344,7 +344,8 @@ impl LogCapture {
 }
 
 /// Creates the state table as `template.yaml` defines it (keys `pk`/`sk`,
-/// the sparse `kind-index` over connection items, TTL on `ttl`), for moto.
+/// the sparse `kind-index` over connection items, the sparse `due-index`
+/// over subscription items by `due_at`, TTL on `ttl`), for moto.
 ///
 /// # Errors
 /// The SDK's error, as text.
@@ -380,6 +381,17 @@ pub async fn create_state_table(sdk: &aws_config::SdkConfig, name: &str) -> Resu
         )
         .build()
         .map_err(|e| err(&e))?;
+    let due = GlobalSecondaryIndex::builder()
+        .index_name("due-index")
+        .key_schema(key("kind", KeyType::Hash)?)
+        .key_schema(key("due_at", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
+        .build()
+        .map_err(|e| err(&e))?;
     ddb.create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
@@ -388,7 +400,9 @@ pub async fn create_state_table(sdk: &aws_config::SdkConfig, name: &str) -> Resu
         .attribute_definitions(attr("pk")?)
         .attribute_definitions(attr("sk")?)
         .attribute_definitions(attr("kind")?)
+        .attribute_definitions(attr("due_at")?)
         .global_secondary_indexes(index)
+        .global_secondary_indexes(due)
         .send()
         .await
         .map_err(|e| err(&aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
