@@ -35,7 +35,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -49,8 +48,8 @@ pub const ACCOUNT_ID: &str = "123456789012";
 /// Connect's supported attachment file types for email (and cases and chats),
 /// from the feature specifications of the administrator guide.
 pub const EMAIL_ATTACHMENT_EXTENSIONS: [&str; 18] = [
-    "csv", "doc", "docx", "heic", "jfif", "jpeg", "jpg", "mov", "mp4", "pdf", "png", "ppt", "pptx",
-    "rtf", "txt", "wav", "xls", "xlsx",
+    "csv", "doc", "docx", "heic", "jfif", "jpeg", "jpg", "mov", "mp4", "pdf", "png", "ppt", "pptx", "rtf",
+    "txt", "wav", "xls", "xlsx",
 ];
 
 /// The largest request body the fake reads (an email body may be 5 MiB of text).
@@ -98,7 +97,10 @@ impl Default for AttachmentLimits {
         Self {
             max_count: 10,
             max_bytes: 20 * 1024 * 1024,
-            extensions: EMAIL_ATTACHMENT_EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+            extensions: EMAIL_ATTACHMENT_EXTENSIONS
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
         }
     }
 }
@@ -339,7 +341,11 @@ impl Fake {
     /// When the instance was not added.
     pub fn set_attachment_limits(&self, instance_id: &str, limits: AttachmentLimits) {
         let mut store = self.inner.store();
-        store.instances.get_mut(instance_id).expect("add_instance first").limits = limits;
+        store
+            .instances
+            .get_mut(instance_id)
+            .expect("add_instance first")
+            .limits = limits;
     }
 
     /// The next `n` signed calls answer 429 `ThrottlingException`.
@@ -370,7 +376,11 @@ fn route(method: &str, path: &str) -> Option<(Operation, Vec<String>)> {
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect();
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     let op = match (method, s.as_slice()) {
@@ -388,7 +398,11 @@ fn route(method: &str, path: &str) -> Option<(Operation, Vec<String>)> {
 async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BYTES).await else {
-        return refuse(&inner, None, ApiError::serialization("the request body is too large"));
+        return refuse(
+            &inner,
+            None,
+            ApiError::serialization("the request body is too large"),
+        );
     };
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
@@ -406,7 +420,12 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let signed = sigv4::Signed {
         method: &method,
@@ -451,11 +470,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         Operation::SearchEmailAddresses => search_email_addresses(&inner, &body),
     };
     match answer {
-        Ok(value) => (
-            [("content-type", "application/json")],
-            value.to_string(),
-        )
-            .into_response(),
+        Ok(value) => ([("content-type", "application/json")], value.to_string()).into_response(),
         Err(err) => refuse(&inner, Some(op), err),
     }
 }
@@ -471,14 +486,18 @@ fn refuse(inner: &Inner, operation: Option<Operation>, err: ApiError) -> Respons
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<(T, Value), ApiError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::serialization(format!("the body is not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::serialization(format!("the body is not JSON: {e}")))?;
     let typed = serde_json::from_value(value.clone())
         .map_err(|e| ApiError::serialization(format!("the body does not fit the operation: {e}")))?;
     Ok((typed, value))
 }
 
-fn required<'a>(field: &str, value: &'a Option<String>, err: fn(String) -> ApiError) -> Result<&'a str, ApiError> {
+fn required<'a>(
+    field: &str,
+    value: &'a Option<String>,
+    err: fn(String) -> ApiError,
+) -> Result<&'a str, ApiError> {
     value
         .as_deref()
         .ok_or_else(|| err(format!("1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null")))
@@ -518,7 +537,8 @@ fn replay(store: &Store, start: &Start) -> Result<Option<String>, ApiError> {
 }
 
 async fn run_start(inner: &Inner, start: Start) -> Result<Value, ApiError> {
-    if let Some(id) = replay(&inner.store(), &start)? {
+    let replayed = replay(&inner.store(), &start)?;
+    if let Some(id) = replayed {
         return Ok(json!({ "ContactId": id }));
     }
     let mut files = Vec::new();
@@ -534,9 +554,10 @@ async fn run_start(inner: &Inner, start: Start) -> Result<Value, ApiError> {
     }
     let contact_id = uuid::Uuid::new_v4().to_string();
     if let Some(token) = &start.client_token {
-        store
-            .tokens
-            .insert((start.operation, token.clone()), (start.request.clone(), contact_id.clone()));
+        store.tokens.insert(
+            (start.operation, token.clone()),
+            (start.request.clone(), contact_id.clone()),
+        );
     }
     store.contacts.push(Contact {
         operation: start.operation,
@@ -553,7 +574,10 @@ async fn run_start(inner: &Inner, start: Start) -> Result<Value, ApiError> {
 /// Downloads an attachment from its presigned URL, no more than `max_bytes`.
 async fn download(inner: &Inner, a: &model::Attachment, max_bytes: Option<u64>) -> Result<Vec<u8>, ApiError> {
     let failed = |why: String| {
-        ApiError::invalid_request(format!("Attachment '{}' could not be downloaded from its S3Url: {why}", a.file_name))
+        ApiError::invalid_request(format!(
+            "Attachment '{}' could not be downloaded from its S3Url: {why}",
+            a.file_name
+        ))
     };
     let mut response = inner
         .http
@@ -588,10 +612,9 @@ fn instance<'a>(store: &'a Store, id: &str) -> Result<&'a Instance, ApiError> {
 }
 
 fn flow_of<'a>(instance: &'a Instance, id: &str) -> Result<&'a Flow, ApiError> {
-    instance
-        .flows
-        .get(id)
-        .ok_or_else(|| ApiError::not_found(format!("Contact flow {id} not found in instance {}", instance.id)))
+    instance.flows.get(id).ok_or_else(|| {
+        ApiError::not_found(format!("Contact flow {id} not found in instance {}", instance.id))
+    })
 }
 
 fn related_exists(store: &Store, instance_id: &str, id: &str) -> Result<(), ApiError> {
@@ -602,11 +625,18 @@ fn related_exists(store: &Store, instance_id: &str, id: &str) -> Result<(), ApiE
     {
         Ok(())
     } else {
-        Err(ApiError::not_found(format!("Contact {id} not found in instance {instance_id}")))
+        Err(ApiError::not_found(format!(
+            "Contact {id} not found in instance {instance_id}"
+        )))
     }
 }
 
 async fn start_task(inner: &Inner, body: &[u8]) -> Result<Value, ApiError> {
+    let start = check_task(inner, body)?;
+    run_start(inner, start).await
+}
+
+fn check_task(inner: &Inner, body: &[u8]) -> Result<Start, ApiError> {
     let bad = ApiError::invalid_parameter;
     let (req, request) = parse::<model::StartTaskContact>(body)?;
     let instance_id = required("instanceId", &req.instance_id, bad)?;
@@ -634,7 +664,8 @@ async fn start_task(inner: &Inner, body: &[u8]) -> Result<Value, ApiError> {
         }
     }
     let attachments = req.attachments.clone().unwrap_or_default();
-    if req.attachments.as_ref().is_some_and(Vec::is_empty) || attachments.len() > limits::TASK_ATTACHMENTS_MAX {
+    if req.attachments.as_ref().is_some_and(Vec::is_empty) || attachments.len() > limits::TASK_ATTACHMENTS_MAX
+    {
         return Err(bad(format!(
             "A task has 1 to {} attachments; {} were given",
             limits::TASK_ATTACHMENTS_MAX,
@@ -656,16 +687,27 @@ async fn start_task(inner: &Inner, body: &[u8]) -> Result<Value, ApiError> {
     let store = inner.store();
     let inst = instance(&store, instance_id)?;
     let Some(flow_id) = &req.contact_flow_id else {
-        let (what, id) = match (&req.task_template_id, &req.quick_connect_id) {
-            (Some(t), _) => ("Task template", t),
-            (_, Some(q)) => ("Quick connect", q),
-            _ => ("Flow", &String::new()),
+        // The fake knows no task templates or quick connects.
+        let what = if req.task_template_id.is_some() {
+            "Task template"
+        } else {
+            "Quick connect"
         };
-        return Err(ApiError::not_found(format!("{what} {id} not found in instance {instance_id}")));
+        let id = req
+            .task_template_id
+            .as_deref()
+            .or(req.quick_connect_id.as_deref())
+            .unwrap_or_default();
+        return Err(ApiError::not_found(format!(
+            "{what} {id} not found in instance {instance_id}"
+        )));
     };
     model::length("contactFlowId", flow_id, 0, limits::CONTACT_FLOW_ID_MAX, bad)?;
     flow_of(inst, flow_id)?;
-    for id in [&req.related_contact_id, &req.previous_contact_id].into_iter().flatten() {
+    for id in [&req.related_contact_id, &req.previous_contact_id]
+        .into_iter()
+        .flatten()
+    {
         related_exists(&store, instance_id, id)?;
     }
     let start = Start {
@@ -678,8 +720,7 @@ async fn start_task(inner: &Inner, body: &[u8]) -> Result<Value, ApiError> {
         max_bytes: None,
         request,
     };
-    drop(store);
-    run_start(inner, start).await
+    Ok(start)
 }
 
 fn address(field: &str, info: &model::EmailAddressInfo) -> Result<(), ApiError> {
@@ -690,7 +731,13 @@ fn address(field: &str, info: &model::EmailAddressInfo) -> Result<(), ApiError> 
         return Err(bad(format!("{field} '{address}' is not an email address")));
     }
     if let Some(name) = &info.display_name {
-        model::length(&format!("{field}.displayName"), name, 0, limits::DISPLAY_NAME_MAX, bad)?;
+        model::length(
+            &format!("{field}.displayName"),
+            name,
+            0,
+            limits::DISPLAY_NAME_MAX,
+            bad,
+        )?;
     }
     Ok(())
 }
@@ -703,6 +750,11 @@ fn extension(file_name: &str) -> Option<String> {
 }
 
 async fn start_email(inner: &Inner, body: &[u8]) -> Result<Value, ApiError> {
+    let start = check_email(inner, body)?;
+    run_start(inner, start).await
+}
+
+fn check_email(inner: &Inner, body: &[u8]) -> Result<Start, ApiError> {
     let bad = ApiError::invalid_request;
     let (req, request) = parse::<model::StartEmailContact>(body)?;
     let instance_id = required("instanceId", &req.instance_id, bad)?;
@@ -732,27 +784,52 @@ async fn start_email(inner: &Inner, body: &[u8]) -> Result<Value, ApiError> {
         .as_ref()
         .ok_or_else(|| bad("EmailMessage.RawMessage is required when MessageSourceType is RAW".into()))?;
     let subject = required("emailMessage.rawMessage.subject", &raw.subject, bad)?;
-    model::length("emailMessage.rawMessage.subject", subject, 0, limits::SUBJECT_MAX, bad)?;
+    model::length(
+        "emailMessage.rawMessage.subject",
+        subject,
+        0,
+        limits::SUBJECT_MAX,
+        bad,
+    )?;
     let text = required("emailMessage.rawMessage.body", &raw.body, bad)?;
     model::length("emailMessage.rawMessage.body", text, 1, limits::BODY_MAX, bad)?;
     let content_type = required("emailMessage.rawMessage.contentType", &raw.content_type, bad)?;
     if content_type != "text/plain" && content_type != "text/html" {
-        return Err(bad(format!("ContentType {content_type} is not text/plain or text/html")));
+        return Err(bad(format!(
+            "ContentType {content_type} is not text/plain or text/html"
+        )));
     }
     for (key, value) in raw.headers.iter().flatten() {
-        if !["REFERENCES", "MESSAGE_ID", "IN_REPLY_TO", "X_SES_SPAM_VERDICT", "X_SES_VIRUS_VERDICT"]
-            .contains(&key.as_str())
+        if ![
+            "REFERENCES",
+            "MESSAGE_ID",
+            "IN_REPLY_TO",
+            "X_SES_SPAM_VERDICT",
+            "X_SES_VIRUS_VERDICT",
+        ]
+        .contains(&key.as_str())
         {
             return Err(bad(format!("Header {key} is not an email header type")));
         }
-        model::length("emailMessage.rawMessage.headers.value", value, 1, limits::HEADER_VALUE_MAX, bad)?;
+        model::length(
+            "emailMessage.rawMessage.headers.value",
+            value,
+            1,
+            limits::HEADER_VALUE_MAX,
+            bad,
+        )?;
     }
     let mut recipients = 1;
     if let Some(more) = &req.additional_recipients {
-        for (field, list) in [("toAddresses", &more.to_addresses), ("ccAddresses", &more.cc_addresses)] {
+        for (field, list) in [
+            ("toAddresses", &more.to_addresses),
+            ("ccAddresses", &more.cc_addresses),
+        ] {
             let Some(list) = list else { continue };
             if list.is_empty() {
-                return Err(bad(format!("AdditionalRecipients.{field} must hold at least one address")));
+                return Err(bad(format!(
+                    "AdditionalRecipients.{field} must hold at least one address"
+                )));
             }
             for info in list {
                 address(&format!("additionalRecipients.{field}"), info)?;
@@ -793,22 +870,22 @@ async fn start_email(inner: &Inner, body: &[u8]) -> Result<Value, ApiError> {
     }
     let store = inner.store();
     let inst = instance(&store, instance_id)?;
-    let limits = inst.limits.clone();
-    if attachments.len() > limits.max_count {
+    let quota = inst.limits.clone();
+    if attachments.len() > quota.max_count {
         return Err(bad(format!(
             "An email has at most {} attachments; {} were given",
-            limits.max_count,
+            quota.max_count,
             attachments.len()
         )));
     }
     for a in &attachments {
         match extension(&a.file_name) {
-            Some(ext) if limits.extensions.contains(&ext) => {}
+            Some(ext) if quota.extensions.contains(&ext) => {}
             _ => {
                 return Err(bad(format!(
                     "Attachment '{}' is not of a supported file type ({})",
                     a.file_name,
-                    limits.extensions.join(", ")
+                    quota.extensions.join(", ")
                 )));
             }
         }
@@ -845,11 +922,10 @@ async fn start_email(inner: &Inner, body: &[u8]) -> Result<Value, ApiError> {
         related: req.related_contact_id.clone(),
         client_token: req.client_token.clone(),
         attachments,
-        max_bytes: Some(limits.max_bytes),
+        max_bytes: Some(quota.max_bytes),
         request,
     };
-    drop(store);
-    run_start(inner, start).await
+    Ok(start)
 }
 
 fn describe_instance(inner: &Inner, labels: &[String]) -> Result<Value, ApiError> {
@@ -923,7 +999,11 @@ fn search_email_addresses(inner: &Inner, body: &[u8]) -> Result<Value, ApiError>
     let found: Vec<Value> = inst
         .emails
         .values()
-        .filter(|e| exact.as_ref().is_none_or(|x| e.address.to_ascii_lowercase() == *x))
+        .filter(|e| {
+            exact
+                .as_ref()
+                .is_none_or(|x| e.address.to_ascii_lowercase() == *x)
+        })
         .map(|e| email_json(inst, e))
         .collect();
     Ok(json!({ "EmailAddresses": found, "ApproximateTotalCount": found.len() }))
@@ -935,8 +1015,14 @@ mod tests {
 
     #[test]
     fn routes_are_the_sdk_s() {
-        assert_eq!(route("PUT", "/contact/task").map(|r| r.0), Some(Operation::StartTaskContact));
-        assert_eq!(route("PUT", "/contact/email").map(|r| r.0), Some(Operation::StartEmailContact));
+        assert_eq!(
+            route("PUT", "/contact/task").map(|r| r.0),
+            Some(Operation::StartTaskContact)
+        );
+        assert_eq!(
+            route("PUT", "/contact/email").map(|r| r.0),
+            Some(Operation::StartEmailContact)
+        );
         let (op, labels) = route("GET", "/contact-flows/i-1/f%3A1").expect("a route");
         assert_eq!(op, Operation::DescribeContactFlow);
         assert_eq!(labels, ["i-1", "f:1"]);

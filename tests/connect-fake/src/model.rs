@@ -273,7 +273,9 @@ pub(crate) fn references(
             )));
         }
         if reference.r#type == "DATE" && !value.chars().all(|c| c.is_ascii_digit()) {
-            return Err(err(format!("Reference '{key}' of type DATE must be an epoch timestamp")));
+            return Err(err(format!(
+                "Reference '{key}' of type DATE must be an epoch timestamp"
+            )));
         }
         total += key.len() + value.len();
     }
@@ -287,12 +289,18 @@ pub(crate) fn references(
 }
 
 /// Attributes: keys of alphanumerics, `-` and `_`; 32,768 UTF-8 bytes in all.
-pub(crate) fn attributes(attrs: &BTreeMap<String, String>, err: fn(String) -> ApiError) -> Result<(), ApiError> {
+pub(crate) fn attributes(
+    attrs: &BTreeMap<String, String>,
+    err: fn(String) -> ApiError,
+) -> Result<(), ApiError> {
     let mut total = 0;
     for (key, value) in attrs {
         length("attributes.key", key, 1, limits::ATTRIBUTE_PART_MAX, err)?;
         length("attributes.value", value, 0, limits::ATTRIBUTE_PART_MAX, err)?;
-        if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(err(format!(
                 "Attribute key '{key}' may hold only alphanumeric, dash and underscore characters"
             )));
@@ -310,10 +318,18 @@ pub(crate) fn attributes(attrs: &BTreeMap<String, String>, err: fn(String) -> Ap
 
 /// An attachment's name and URL within their lengths, the name without control characters.
 pub(crate) fn attachment_shape(a: &Attachment, err: fn(String) -> ApiError) -> Result<(), ApiError> {
-    length("attachments.fileName", &a.file_name, 1, limits::FILE_NAME_MAX, err)?;
+    length(
+        "attachments.fileName",
+        &a.file_name,
+        1,
+        limits::FILE_NAME_MAX,
+        err,
+    )?;
     length("attachments.s3Url", &a.s3_url, 1, limits::S3_URL_MAX, err)?;
     if a.file_name.chars().any(char::is_control) {
-        return Err(err("An attachment's FileName may not hold control characters".into()));
+        return Err(err(
+            "An attachment's FileName may not hold control characters".into()
+        ));
     }
     Ok(())
 }

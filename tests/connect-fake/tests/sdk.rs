@@ -50,7 +50,9 @@ fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
         .unwrap_or_else(|| panic!("no service error: {err:?}"))
 }
 
-fn task(client: &aws_sdk_connect::Client) -> aws_sdk_connect::operation::start_task_contact::builders::StartTaskContactFluentBuilder {
+fn task(
+    client: &aws_sdk_connect::Client,
+) -> aws_sdk_connect::operation::start_task_contact::builders::StartTaskContactFluentBuilder {
     client
         .start_task_contact()
         .instance_id(INSTANCE)
@@ -89,7 +91,10 @@ async fn a_valid_task_is_started_and_recorded() {
 
     // A later task may name it as its related contact; an unknown one is refused.
     task(&client).related_contact_id(&id).send().await.unwrap();
-    assert_eq!(fake.contacts()[1].related_contact_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        fake.contacts()[1].related_contact_id.as_deref(),
+        Some(id.as_str())
+    );
     let unknown = task(&client).related_contact_id("nope").send().await;
     assert_eq!(code(unknown), "ResourceNotFoundException");
 }
@@ -120,7 +125,10 @@ async fn task_fields_are_held_to_the_reference_s_constraints() {
         .send()
         .await;
     let err = no_name.expect_err("a task needs a name");
-    assert!(err.as_service_error().unwrap().is_invalid_parameter_exception(), "{err:?}");
+    assert!(
+        err.as_service_error().unwrap().is_invalid_parameter_exception(),
+        "{err:?}"
+    );
 
     let long_description = task(&client).description("d".repeat(4097)).send().await;
     assert_eq!(code(long_description), "InvalidParameterException");
@@ -147,7 +155,10 @@ async fn task_fields_are_held_to_the_reference_s_constraints() {
 
     let unknown_flow = task(&client).contact_flow_id("no-such-flow").send().await;
     let err = unknown_flow.expect_err("unknown flow");
-    assert!(err.as_service_error().unwrap().is_resource_not_found_exception(), "{err:?}");
+    assert!(
+        err.as_service_error().unwrap().is_resource_not_found_exception(),
+        "{err:?}"
+    );
 
     let unknown_instance = task(&client).instance_id("no-such-instance").send().await;
     assert_eq!(code(unknown_instance), "ResourceNotFoundException");
@@ -155,7 +166,11 @@ async fn task_fields_are_held_to_the_reference_s_constraints() {
     assert_eq!(fake.contacts().len(), 1);
     let refused = fake.refused();
     assert_eq!(refused.len(), 7);
-    assert!(refused.iter().all(|r| r.operation == Some(Operation::StartTaskContact)));
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.operation == Some(Operation::StartTaskContact))
+    );
     assert!(refused[0].reason.contains("'name'"), "{:?}", refused[0]);
 }
 
@@ -163,16 +178,25 @@ async fn task_fields_are_held_to_the_reference_s_constraints() {
 async fn a_bad_signature_is_refused_before_anything_else() {
     let fake = fake().await;
     let wrong_secret = client_with(&fake, "test", "not-the-secret").await;
-    assert_eq!(code(task(&wrong_secret).send().await), "InvalidSignatureException");
+    assert_eq!(
+        code(task(&wrong_secret).send().await),
+        "InvalidSignatureException"
+    );
     let unknown_key = client_with(&fake, "AKIDUNKNOWN", "test").await;
-    assert_eq!(code(task(&unknown_key).send().await), "UnrecognizedClientException");
+    assert_eq!(
+        code(task(&unknown_key).send().await),
+        "UnrecognizedClientException"
+    );
 
     let sdk = relay365_testkit::sdk_config(&fake.url()).await;
     let other_region = aws_sdk_connect::config::Builder::from(&sdk)
         .region(aws_sdk_connect::config::Region::new("eu-west-1"))
         .build();
     let other_region = aws_sdk_connect::Client::from_conf(other_region);
-    assert_eq!(code(task(&other_region).send().await), "InvalidSignatureException");
+    assert_eq!(
+        code(task(&other_region).send().await),
+        "InvalidSignatureException"
+    );
 
     let unsigned = reqwest::Client::new()
         .put(format!("{}/contact/task", fake.url()))
@@ -198,7 +222,10 @@ async fn throttling_and_server_errors_are_injected_and_retries_stay_idempotent()
     fake.throttle_next(5);
     let throttled = task(&client).send().await;
     let err = throttled.expect_err("throttled");
-    assert!(err.as_service_error().unwrap().is_throttling_exception(), "{err:?}");
+    assert!(
+        err.as_service_error().unwrap().is_throttling_exception(),
+        "{err:?}"
+    );
     assert_eq!(err.raw_response().unwrap().status().as_u16(), 429);
     assert_eq!(fake.refused().len(), 2);
     fake.throttle_next(0);
@@ -216,7 +243,12 @@ async fn throttling_and_server_errors_are_injected_and_retries_stay_idempotent()
 async fn describe_calls_answer_what_the_sdk_parses() {
     let fake = fake().await;
     let client = client(&fake).await;
-    let instance = client.describe_instance().instance_id(INSTANCE).send().await.unwrap();
+    let instance = client
+        .describe_instance()
+        .instance_id(INSTANCE)
+        .send()
+        .await
+        .unwrap();
     let instance = instance.instance().unwrap();
     assert_eq!(instance.id(), Some(INSTANCE));
     assert!(instance.arn().unwrap().ends_with(&format!("instance/{INSTANCE}")));
@@ -274,7 +306,9 @@ async fn describe_calls_answer_what_the_sdk_parses() {
     assert_eq!(found.email_addresses()[0].email_address_id(), Some("email-1"));
 }
 
-fn email(client: &aws_sdk_connect::Client) -> aws_sdk_connect::operation::start_email_contact::builders::StartEmailContactFluentBuilder {
+fn email(
+    client: &aws_sdk_connect::Client,
+) -> aws_sdk_connect::operation::start_email_contact::builders::StartEmailContactFluentBuilder {
     client
         .start_email_contact()
         .instance_id(INSTANCE)
@@ -306,7 +340,7 @@ fn email(client: &aws_sdk_connect::Client) -> aws_sdk_connect::operation::start_
 
 /// moto S3 with a bucket; presigned GET URLs of objects put in it.
 struct Bucket {
-    _aws: relay365_testkit::Aws,
+    aws: relay365_testkit::Aws,
     s3: aws_sdk_s3::Client,
 }
 
@@ -315,10 +349,12 @@ impl Bucket {
         let aws = relay365_testkit::Aws::start().await;
         let sdk = aws.sdk_config().await;
         let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build(),
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
         );
         s3.create_bucket().bucket("attachments").send().await.unwrap();
-        Self { _aws: aws, s3 }
+        Self { aws, s3 }
     }
 
     async fn presigned(&self, key: &str, bytes: &[u8]) -> String {
@@ -344,7 +380,11 @@ impl Bucket {
 }
 
 fn attachment(name: &str, url: &str) -> EmailAttachment {
-    EmailAttachment::builder().file_name(name).s3_url(url).build().unwrap()
+    EmailAttachment::builder()
+        .file_name(name)
+        .s3_url(url)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -352,7 +392,9 @@ async fn an_email_contact_downloads_its_attachments() {
     let fake = fake().await;
     let client = client(&fake).await;
     let bucket = Bucket::start().await;
-    let pdf = bucket.presigned("support/evt_1/invoice.pdf", b"%PDF-1.7 invoice").await;
+    let pdf = bucket
+        .presigned("support/evt_1/invoice.pdf", b"%PDF-1.7 invoice")
+        .await;
     let txt = bucket.presigned("support/evt_1/notes.txt", b"line one\n").await;
     let out = email(&client)
         .attachments(attachment("invoice.pdf", &pdf))
@@ -370,16 +412,29 @@ async fn an_email_contact_downloads_its_attachments() {
     assert_eq!(c.attachments[0].file_name, "invoice.pdf");
     assert_eq!(c.attachments[0].bytes, b"%PDF-1.7 invoice");
     assert_eq!(c.attachments[1].bytes, b"line one\n");
-    assert_eq!(c.request["EmailMessage"]["RawMessage"]["Headers"]["MESSAGE_ID"], "<m1@example.com>");
+    assert_eq!(
+        c.request["EmailMessage"]["RawMessage"]["Headers"]["MESSAGE_ID"],
+        "<m1@example.com>"
+    );
 
     // A reply in the same conversation is related to it.
-    email(&client).related_contact_id(&c.contact_id).send().await.unwrap();
-    assert_eq!(fake.contacts()[1].related_contact_id.as_deref(), Some(c.contact_id.as_str()));
+    email(&client)
+        .related_contact_id(&c.contact_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.contacts()[1].related_contact_id.as_deref(),
+        Some(c.contact_id.as_str())
+    );
 
     // The same token with another request: IdempotencyException, as documented.
     let reused = email(&client).client_token("evt_1").name("changed").send().await;
     let err = reused.expect_err("token reused");
-    assert!(err.as_service_error().unwrap().is_idempotency_exception(), "{err:?}");
+    assert!(
+        err.as_service_error().unwrap().is_idempotency_exception(),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -390,14 +445,23 @@ async fn email_attachments_are_held_to_connect_s_quotas() {
 
     let mut eleven = email(&client);
     for i in 0..11 {
-        eleven = eleven.attachments(attachment(&format!("f{i}.pdf"), "http://127.0.0.1:9/never-fetched"));
+        eleven = eleven.attachments(attachment(
+            &format!("f{i}.pdf"),
+            "http://127.0.0.1:9/never-fetched",
+        ));
     }
     let err = eleven.send().await.expect_err("11 attachments");
-    assert!(err.as_service_error().unwrap().is_invalid_request_exception(), "{err:?}");
+    assert!(
+        err.as_service_error().unwrap().is_invalid_request_exception(),
+        "{err:?}"
+    );
     assert!(fake.refused()[0].reason.contains("at most 10 attachments"));
 
     let exe = bucket.presigned("support/x/run.exe", b"MZ").await;
-    let wrong_type = email(&client).attachments(attachment("run.exe", &exe)).send().await;
+    let wrong_type = email(&client)
+        .attachments(attachment("run.exe", &exe))
+        .send()
+        .await;
     assert_eq!(code(wrong_type), "InvalidRequestException");
     assert!(fake.refused()[1].reason.contains("supported file type"));
 
@@ -409,14 +473,24 @@ async fn email_attachments_are_held_to_connect_s_quotas() {
         },
     );
     let big = bucket.presigned("support/x/big.pdf", &[7u8; 1025]).await;
-    let too_large = email(&client).attachments(attachment("big.pdf", &big)).send().await;
+    let too_large = email(&client)
+        .attachments(attachment("big.pdf", &big))
+        .send()
+        .await;
     assert_eq!(code(too_large), "InvalidRequestException");
     assert!(fake.refused()[2].reason.contains("maximum file size"));
     let fits = bucket.presigned("support/x/fits.pdf", &[7u8; 1024]).await;
-    email(&client).attachments(attachment("fits.pdf", &fits)).send().await.unwrap();
+    email(&client)
+        .attachments(attachment("fits.pdf", &fits))
+        .send()
+        .await
+        .unwrap();
 
     let gone = email(&client)
-        .attachments(attachment("gone.pdf", &format!("{}/attachments/missing.pdf", bucket._aws.url())))
+        .attachments(attachment(
+            "gone.pdf",
+            &format!("{}/attachments/missing.pdf", bucket.aws.url()),
+        ))
         .send()
         .await;
     assert_eq!(code(gone), "InvalidRequestException");
@@ -429,11 +503,19 @@ async fn email_attachments_are_held_to_connect_s_quotas() {
 async fn email_fields_are_held_to_the_reference_s_constraints() {
     let fake = fake().await;
     let client = client(&fake).await;
-    let not_ours = email(&client).destination_email_address("help@elsewhere.com").send().await;
+    let not_ours = email(&client)
+        .destination_email_address("help@elsewhere.com")
+        .send()
+        .await;
     assert_eq!(code(not_ours), "ResourceNotFoundException");
 
     let bad_from = email(&client)
-        .from_email_address(EmailAddressInfo::builder().email_address("not-an-address").build().unwrap())
+        .from_email_address(
+            EmailAddressInfo::builder()
+                .email_address("not-an-address")
+                .build()
+                .unwrap(),
+        )
         .send()
         .await;
     assert_eq!(code(bad_from), "InvalidRequestException");
@@ -460,7 +542,12 @@ async fn email_fields_are_held_to_the_reference_s_constraints() {
     // The destination and 49 more recipients at most.
     let recipients = |n: usize| {
         let to: Vec<EmailAddressInfo> = (0..n)
-            .map(|i| EmailAddressInfo::builder().email_address(format!("r{i}@example.com")).build().unwrap())
+            .map(|i| {
+                EmailAddressInfo::builder()
+                    .email_address(format!("r{i}@example.com"))
+                    .build()
+                    .unwrap()
+            })
             .collect();
         aws_sdk_connect::types::InboundAdditionalRecipients::builder()
             .set_to_addresses(Some(to))
@@ -468,12 +555,21 @@ async fn email_fields_are_held_to_the_reference_s_constraints() {
     };
     let too_many = email(&client).additional_recipients(recipients(50)).send().await;
     assert_eq!(code(too_many), "InvalidRequestException");
-    email(&client).additional_recipients(recipients(49)).send().await.unwrap();
+    email(&client)
+        .additional_recipients(recipients(49))
+        .send()
+        .await
+        .unwrap();
 
     let no_flow = client
         .start_email_contact()
         .instance_id(INSTANCE)
-        .from_email_address(EmailAddressInfo::builder().email_address("ann@example.com").build().unwrap())
+        .from_email_address(
+            EmailAddressInfo::builder()
+                .email_address("ann@example.com")
+                .build()
+                .unwrap(),
+        )
         .destination_email_address(QUEUE_ADDRESS)
         .email_message(
             InboundEmailContent::builder()
