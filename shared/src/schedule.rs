@@ -111,7 +111,7 @@ pub struct RunReport {
 
 impl RunReport {
     fn add(&mut self, o: ConnectionOutcome) {
-        self.connections += 1;
+        self.connections += usize::from(o.read);
         self.renewed += o.renewed;
         self.recreated += o.recreated;
         self.rekeyed += o.rekeyed;
@@ -127,6 +127,8 @@ impl RunReport {
 
 #[derive(Debug, Default)]
 struct ConnectionOutcome {
+    /// The connection could be read.
+    read: bool,
     renewed: usize,
     recreated: usize,
     rekeyed: usize,
@@ -255,6 +257,7 @@ async fn one_connection(
             return out;
         }
     };
+    out.read = true;
     let now = OffsetDateTime::now_utc();
     if conn.status != Status::Active || conn.subscriptions.is_empty() {
         if conn.status == Status::ReauthRequired
@@ -272,7 +275,17 @@ async fn one_connection(
             out.on_previous_key += on_other_key(&conn, key_id);
             out.failed
                 .push(serde_json::json!({"connection": id, "reason": e.to_string()}));
-            set_due(s, &conn, &conn.subscriptions, now + RETRY_FAILED).await;
+            let again = if e.is_retryable() {
+                RETRY_FAILED
+            } else {
+                // The grant is gone: the connection now needs a new sign-in,
+                // and its flow is told (once per sign-in generation).
+                if let Some(queue) = queue {
+                    out.reminded += sweep::remind(s, queue, &conn).await;
+                }
+                IDLE_RECHECK
+            };
+            set_due(s, &conn, &conn.subscriptions, now + again).await;
             return out;
         }
     };

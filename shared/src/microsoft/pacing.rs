@@ -160,10 +160,11 @@ mod tests {
         let start = Instant::now();
         pacer.acquire("t", start + Duration::from_secs(60)).await.unwrap();
         assert_eq!(Instant::now() - start, Duration::from_secs(10));
-        // Another tenant is not held up by this one.
+        // Another tenant is not held up by this one: it waits only for the
+        // app's gap (20 s / 100).
         let other = Instant::now();
-        pacer.acquire("u", other).await.unwrap();
-        assert_eq!(Instant::now(), other);
+        pacer.acquire("u", other + Duration::from_secs(1)).await.unwrap();
+        assert_eq!(Instant::now() - other, Duration::from_millis(200));
     }
 
     #[tokio::test(start_paused = true)]
