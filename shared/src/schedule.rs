@@ -63,7 +63,9 @@ pub const DUE_LIMIT: usize = 50_000;
 /// What a run is asked to do.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
-    /// No connection is started after this, less [`FINISH_MARGIN`]; no write waits past it.
+    /// When the invocation ends. The run starts no connection and waits for
+    /// no write slot in its last stretch ([`FINISH_MARGIN`], or a quarter of
+    /// a short budget), so what it started can finish.
     pub deadline: Instant,
     /// Renew every subscription, whatever its expiry (after an outage).
     pub renew_all: bool,
@@ -186,11 +188,18 @@ pub async fn run(s: &Services, queue: Option<&dyn Queue>, opts: RunOptions) -> R
     };
     report.full = full;
     report.due = due;
-    let start_until = opts.deadline.checked_sub(FINISH_MARGIN).unwrap_or(opts.deadline);
+    // The last stretch is kept for the connections already started: a
+    // quarter of a short budget, FINISH_MARGIN of a long one.
+    let budget = opts.deadline.saturating_duration_since(Instant::now());
+    let work_until = opts.deadline - FINISH_MARGIN.min(budget / 4);
+    let opts = RunOptions {
+        deadline: work_until,
+        ..opts
+    };
     let key_id = &key_id;
     let outcomes: Vec<Option<ConnectionOutcome>> = stream::iter(ids)
         .map(|id| async move {
-            if Instant::now() >= start_until {
+            if Instant::now() >= work_until {
                 return None;
             }
             Some(
@@ -318,9 +327,9 @@ async fn one_connection(
                 let swept_at = if swept.get(i).copied().unwrap_or(false) {
                     Some(now)
                 } else {
-                    sub.last_swept_at
-                        .as_deref()
-                        .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+                    sub.last_swept_at.as_deref().and_then(|t| {
+                        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                    })
                 };
                 match swept_at {
                     Some(at) => renewal.min(at + sweep::SWEEP_AGE),
@@ -410,7 +419,9 @@ async fn renew_connection(
             // Graph lost it (or never had it): a new one, and the gap
             // caught up. A flow never created shares its siblings' one.
             if sub.id.is_empty() {
-                subscriptions::create(s, conn, sub, token).await.map(|_| &mut out.recreated)
+                subscriptions::create(s, conn, sub, token)
+                    .await
+                    .map(|_| &mut out.recreated)
             } else {
                 subscriptions::recreate(s, conn, sub, token, queue)
                     .await
@@ -452,7 +463,10 @@ async fn renew_connection(
                     done[j] = Done::No;
                 }
                 if matches!(e, SubscriptionError::Paced(_))
-                    || matches!(e, SubscriptionError::Graph(GraphError::Throttled { status: 429, .. }))
+                    || matches!(
+                        e,
+                        SubscriptionError::Graph(GraphError::Throttled { status: 429, .. })
+                    )
                 {
                     // Left for the next run, which takes it first.
                     out.paced += 1;
@@ -490,7 +504,9 @@ async fn sweep_connection(
         }
         if let Some(since) = sweep::catching_up_since(sub) {
             if now - since >= sweep::STALLED_CATCH_UP {
-                out.restarted += crate::catchup::start(queue, conn, &[sub], true).await.unwrap_or(0);
+                out.restarted += crate::catchup::start(queue, conn, &[sub], true)
+                    .await
+                    .unwrap_or(0);
             }
             continue;
         }
@@ -522,8 +538,9 @@ async fn sweep_connection(
             }
             Err(reason) => {
                 tracing::warn!(connection = %conn.id, subscription = %sub.id, reason = %reason, "sweep failed");
-                out.failed
-                    .push(serde_json::json!({"connection": conn.id, "subscription": sub.id, "reason": reason}));
+                out.failed.push(
+                    serde_json::json!({"connection": conn.id, "subscription": sub.id, "reason": reason}),
+                );
             }
         }
     }

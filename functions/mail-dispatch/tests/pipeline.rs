@@ -2627,3 +2627,129 @@ async fn a_second_connection_on_the_same_inbox_never_takes_the_first_one_s_subsc
     p.stack.sim.deliver_message(UPN, mail("still the first's"));
     assert_eq!(subjects(&p.pump_until(1).await), ["still the first's"]);
 }
+
+/// The scheduled run of a fleet: Graph's subscription write limit (scaled
+/// down to 6 per 2 s per tenant; the run's pacer keeps a margin below it, at
+/// 5, as it keeps 450 of Graph's 500: requests sent apart may arrive closer
+/// together) is never
+/// passed, nothing is refused, what one run could not renew in its time is
+/// what the next one renews first, and no subscription is renewed twice.
+#[tokio::test]
+async fn a_fleet_run_keeps_graphs_write_limit_and_leaves_the_rest_to_the_next_run_first() {
+    use relay365::microsoft::pacing::WritePacer;
+    let p = Pipe::start().await;
+    let desks = p.desks(24).await;
+    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
+    let window = std::time::Duration::from_secs(2);
+    let mut run_container = p.stack.container().await;
+    run_container.pacer = Arc::new(WritePacer::new(5, 100, window));
+    let run = |detail: serde_json::Value| {
+        let mut event = scheduled_event();
+        event["detail"] = detail;
+        let c = &run_container;
+        let q = &queue;
+        async move {
+            connections::handle_event_until(
+                event,
+                c,
+                Some(q),
+                std::time::Instant::now() + std::time::Duration::from_secs(4),
+            )
+            .await
+        }
+    };
+    // A first run looks at every connection (no key recorded yet) and finds nothing due.
+    let first = run(json!({})).await;
+    assert_eq!(
+        (first["full"].as_bool(), first["renewed"].as_u64()),
+        (Some(true), Some(0)),
+        "{first}"
+    );
+    // Every subscription comes due at once (an outage), Graph's limit is
+    // scaled down, and the sign-ups' writes have left its window.
+    for desk in 0..desks.len() {
+        let id = format!("desk{desk}");
+        let key = p.stack.stored(&id).await.unwrap().subscriptions[0].key.clone();
+        p.stack
+            .services
+            .state
+            .update_subscription(
+                &id,
+                &key,
+                relay365::aws::store::SubscriptionChange::new()
+                    .expires_at(Some(time::OffsetDateTime::now_utc() + time::Duration::hours(2))),
+            )
+            .await
+            .unwrap();
+    }
+    p.stack.sim.set_subscription_write_limits(6, 100, window);
+    tokio::time::sleep(window).await;
+    let before = p.stack.sim.stats();
+    let renewals_before = before.subscription_calls.get("renew").copied().unwrap_or(0);
+    let p = &p;
+    let renewed_by = |ids: Vec<String>| async move {
+        let mut renewed = Vec::new();
+        for id in ids {
+            let sub = &p.stack.stored(&id).await.unwrap().subscriptions[0];
+            if sub.expires_at.unwrap() - time::OffsetDateTime::now_utc() > time::Duration::days(6) {
+                renewed.push(id);
+            }
+        }
+        renewed
+    };
+    let all: Vec<String> = (0..desks.len()).map(|i| format!("desk{i}")).collect();
+    let mut runs = Vec::new();
+    let mut renewed = Vec::new();
+    for _ in 0..12 {
+        let report = run(json!({})).await;
+        assert_eq!(report["full"], false, "{report}");
+        assert_eq!(report["failed"], json!([]), "{report}");
+        let now_renewed = renewed_by(all.clone()).await;
+        let this_run: Vec<String> = now_renewed
+            .iter()
+            .filter(|x| !renewed.contains(*x))
+            .cloned()
+            .collect();
+        // Only what was left is due: the run lists exactly those flows.
+        assert_eq!(
+            report["due"].as_u64(),
+            Some((all.len() - renewed.len()) as u64),
+            "{report}"
+        );
+        assert_eq!(
+            report["renewed"].as_u64(),
+            Some(this_run.len() as u64),
+            "{report}"
+        );
+        runs.push(report);
+        renewed = now_renewed;
+        if renewed.len() == all.len() {
+            break;
+        }
+    }
+    assert_eq!(renewed.len(), all.len(), "every subscription renewed: {runs:?}");
+    assert!(
+        runs.len() > 1,
+        "24 writes at 5 per 2 s cannot fit one 3-second run: {runs:?}"
+    );
+    assert!(
+        runs[0]["paced"].as_u64().unwrap() + runs[0]["left"].as_u64().unwrap() > 0,
+        "{:?}",
+        runs[0]
+    );
+    let stats = p.stack.sim.stats();
+    assert_eq!(
+        stats.subscription_writes_refused, 0,
+        "the pacer kept below Graph's limit"
+    );
+    assert_eq!(
+        stats.subscription_calls.get("renew").copied().unwrap_or(0) - renewals_before,
+        24,
+        "each subscription renewed once"
+    );
+    let (tenant_max, _) = p
+        .stack
+        .sim
+        .busiest_subscription_writes(window, before.subscription_writes.len());
+    assert!(tenant_max <= 6, "{tenant_max} writes in one window");
+}

@@ -144,8 +144,12 @@ pub struct Update {
 }
 
 impl Update {
-    /// Sets `name` to `value`, or removes it when there is none.
+    /// Sets `name` to `value`, or removes it when there is none; a later
+    /// put of the same name replaces the earlier one (DynamoDB refuses an
+    /// update naming one attribute twice).
     fn put(mut self, name: &str, value: Option<Value>) -> Self {
+        self.set.retain(|(k, _)| k != name);
+        self.remove.retain(|k| k != name);
         match value {
             Some(v) => self.set.push((name.into(), v)),
             None => self.remove.push(name.into()),
@@ -297,8 +301,8 @@ impl SubscriptionChange {
             .put("kind", Some(KIND_FLOW.into()))
     }
     /// The scheduled run looks at this flow again in its next run: a change
-    /// another writer made (a new Graph subscription, a pause, a resume) may
-    /// change what is due. The run itself sets the time after that.
+    /// another writer made (a new Graph subscription or expiry, a pause, a
+    /// resume) may change what is due. The run itself sets the time after that.
     fn look_again(self) -> Self {
         self.due_at(OffsetDateTime::UNIX_EPOCH)
     }
@@ -312,7 +316,7 @@ impl SubscriptionChange {
     }
     /// Sets when Graph will delete it unless renewed.
     pub fn expires_at(self, at: Option<OffsetDateTime>) -> Self {
-        self.put("expires_at", at.map(|t| rfc3339(t).into()))
+        self.put("expires_at", at.map(|t| rfc3339(t).into())).look_again()
     }
     /// Sets or clears the last error.
     pub fn last_error(self, error: Option<&str>) -> Self {
@@ -991,7 +995,11 @@ impl Table for MemoryTable {
         let mut due: Vec<Item> = items
             .values()
             .filter(|i| i.get("kind").and_then(Value::as_str) == Some(kind))
-            .filter(|i| i.get("due_at").and_then(Value::as_str).is_some_and(|d| d <= until))
+            .filter(|i| {
+                i.get("due_at")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d <= until)
+            })
             .map(|i| {
                 ["pk", "sk", "due_at"]
                     .iter()

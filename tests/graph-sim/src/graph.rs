@@ -464,6 +464,51 @@ fn url_ok(u: &str) -> bool {
     }
 }
 
+/// Graph's subscription write limits (throttling-limits: 500 creates or
+/// renewals per 20 s per app and tenant, 2,000 per app across tenants): a
+/// write past them is answered `429` with the seconds until a slot frees;
+/// an accepted one is recorded.
+fn subscription_write_refused(state: &Shared, access: &Access) -> Option<Response> {
+    let mut st = lock(state);
+    let (per_tenant, per_app, window) = st.write_limits;
+    let now = st.started.elapsed();
+    let recent: Vec<&(Duration, String)> = st
+        .stats
+        .subscription_writes
+        .iter()
+        .filter(|(t, _)| now.saturating_sub(*t) < window)
+        .collect();
+    let tenant: Vec<&&(Duration, String)> = recent
+        .iter()
+        .filter(|(_, t)| t.eq_ignore_ascii_case(&access.tenant))
+        .collect();
+    let full = if tenant.len() >= per_tenant {
+        tenant.first().map(|(t, _)| *t)
+    } else if recent.len() >= per_app {
+        recent.first().map(|(t, _)| *t)
+    } else {
+        None
+    };
+    if let Some(oldest) = full {
+        let wait = (oldest + window).saturating_sub(now).as_secs().max(1);
+        st.stats.subscription_writes_refused += 1;
+        st.stats.throttled += 1;
+        drop(st);
+        let mut resp = graph_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "The application has exceeded the subscription write limit. Please retry again later.",
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&wait.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Some(resp);
+    }
+    let tenant = access.tenant.clone();
+    st.stats.subscription_writes.push((now, tenant));
+    None
+}
+
 async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> Response {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return graph_error(
@@ -568,6 +613,9 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         }
         found
     };
+    if let Some(refused) = subscription_write_refused(state, access) {
+        return refused;
+    }
     // The validation handshake, on both URLs, before the subscription exists.
     let mut urls = vec![url.clone()];
     if let Some(l) = &lifecycle {
@@ -704,6 +752,9 @@ fn get_subscription(state: &Shared, access: &Access, id: &str) -> Response {
 }
 
 fn renew_subscription(state: &Shared, access: &Access, id: &str, body: &Bytes) -> Response {
+    if let Some(refused) = subscription_write_refused(state, access) {
+        return refused;
+    }
     let exp = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
         v.get("expirationDateTime")
             .and_then(|x| x.as_str())

@@ -26,6 +26,7 @@ mod list;
 mod mail;
 mod state;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -413,6 +414,40 @@ impl Sim {
     /// Deletes a subscription without telling anyone (as Graph does when it gives up on one).
     pub fn remove_subscription_silently(&self, id: &str) {
         self.with(|s| s.subscriptions.remove(id));
+    }
+
+    /// Sets Graph's subscription write limits: creates and renewals per
+    /// `window`, per tenant and across tenants (Graph: 500 and 2,000 per 20 s).
+    pub fn set_subscription_write_limits(
+        &self,
+        per_tenant: usize,
+        per_app: usize,
+        window: std::time::Duration,
+    ) {
+        self.with(|s| s.write_limits = (per_tenant, per_app, window));
+    }
+
+    /// The most subscription writes Graph accepted in any `window`: per
+    /// tenant (the busiest) and across tenants, counting from the `from`-th
+    /// write on (`Stats::subscription_writes`).
+    pub fn busiest_subscription_writes(&self, window: std::time::Duration, from: usize) -> (usize, usize) {
+        let writes: Vec<(std::time::Duration, String)> =
+            self.with(|s| s.stats.subscription_writes.iter().skip(from).cloned().collect());
+        let mut tenant_max = 0;
+        let mut app_max = 0;
+        for (start, _) in &writes {
+            let inside: Vec<&(std::time::Duration, String)> = writes
+                .iter()
+                .filter(|(t, _)| *t >= *start && *t < *start + window)
+                .collect();
+            app_max = app_max.max(inside.len());
+            let mut per: HashMap<&str, usize> = HashMap::new();
+            for (_, tenant) in &inside {
+                *per.entry(tenant.as_str()).or_default() += 1;
+            }
+            tenant_max = tenant_max.max(per.values().copied().max().unwrap_or(0));
+        }
+        (tenant_max, app_max)
     }
 
     /// Makes every Graph request take at least this long (to make concurrency visible).

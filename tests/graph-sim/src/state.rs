@@ -263,6 +263,12 @@ pub struct Stats {
     /// Subscription creates answered `409 Conflict` because the same app
     /// already had a live subscription with the same `changeType` and `resource`.
     pub subscription_conflicts: u32,
+    /// Subscription creates and renewals answered `429` because the app
+    /// passed Graph's write limit (per tenant, or across tenants).
+    pub subscription_writes_refused: u32,
+    /// Every subscription create or renewal Graph accepted: when (since the
+    /// simulator started) and in which tenant, to check a caller's pacing.
+    pub subscription_writes: Vec<(Duration, String)>,
 }
 
 pub(crate) struct Code {
@@ -297,7 +303,6 @@ pub(crate) enum Subject {
 #[derive(Clone)]
 pub(crate) struct Access {
     pub(crate) subject: Subject,
-    #[allow(dead_code)]
     pub(crate) tenant: String,
     pub(crate) expires: Instant,
 }
@@ -323,6 +328,10 @@ pub(crate) struct State {
     /// Client secrets that have passed their end date (AADSTS7000222).
     pub(crate) expired_secrets: Vec<String>,
     pub(crate) throttle: Option<(u32, Option<String>)>,
+    /// Graph's subscription write limits: per tenant and per app, per window.
+    pub(crate) write_limits: (usize, usize, Duration),
+    /// When the simulator started (the origin of `Stats::subscription_writes`).
+    pub(crate) started: Instant,
     pub(crate) stats: Stats,
     pub(crate) mailboxes: HashMap<String, Mailbox>,
     pub(crate) subscriptions: HashMap<String, SimSubscription>,
@@ -386,6 +395,8 @@ impl State {
             fail_next_token: None,
             expired_secrets: Vec::new(),
             throttle: None,
+            write_limits: (500, 2_000, Duration::from_secs(20)),
+            started: Instant::now(),
             stats: Stats::default(),
             mailboxes: HashMap::new(),
             subscriptions: HashMap::new(),
