@@ -9,4 +9,5 @@ pub mod certificate;
 pub mod claims;
 pub mod graph;
 pub mod paths;
+pub mod sealed_tokens;
 pub mod tokens;
