@@ -765,7 +765,8 @@ impl TokenProvider {
             sealed.delete(id).await?;
         }
         match self.secrets.delete(&self.secret_name(id)).await {
-            Ok(()) | Err(SecretError::NotFound { .. }) => Ok(()),
+            // Missing, or scheduled for deletion already (a moved token secret).
+            Ok(()) | Err(SecretError::NotFound { .. } | SecretError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -983,7 +984,7 @@ impl TokenProvider {
     /// deletion; a failure is logged and tried again on the next sign-in.
     async fn retire_secret(&self, id: &str) {
         match self.secrets.delete(&self.secret_name(id)).await {
-            Ok(()) | Err(SecretError::NotFound { .. }) => {}
+            Ok(()) | Err(SecretError::NotFound { .. } | SecretError::AlreadyExists { .. }) => {}
             Err(e) => {
                 tracing::warn!(connection = %id, error = %e, "could not schedule the old token secret for deletion");
             }
