@@ -1341,8 +1341,13 @@ pub enum TokenWrite {
     /// same generation (a newer sign-in is never replaced).
     SignIn,
     /// A rotated token: only when the stored one is of the same generation
-    /// (a sign-in that landed meanwhile is never replaced).
-    Rotation,
+    /// (a sign-in that landed meanwhile is never replaced) and was written
+    /// before `written_before` (unix seconds): the write interval is claimed
+    /// by the write itself, so one container writes per interval.
+    Rotation {
+        /// The stored token must be older than this.
+        written_before: i64,
+    },
 }
 
 const TOKEN_FORMAT: u64 = 1;
@@ -1434,8 +1439,11 @@ impl Store {
         };
         let result = match mode {
             TokenWrite::IfAbsent => self.table.put_all(vec![whole()], PutMode::IfAbsent).await,
-            TokenWrite::Rotation => {
-                let update = replace(Expect::Equals("generation".into(), token.generation.into()));
+            TokenWrite::Rotation { written_before } => {
+                let mut update = replace(Expect::Equals("generation".into(), token.generation.into()));
+                update
+                    .expect
+                    .push(Expect::MissingOrBelow("written_at".into(), written_before.into()));
                 match self.table.update(&pk, TOKEN_SK, &update).await {
                     // Nothing to rotate: deleted meanwhile, or never stored.
                     Err(StoreError::NotFound { .. }) => Err(StoreError::Conflict { what: String::new() }),

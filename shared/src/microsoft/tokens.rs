@@ -997,10 +997,27 @@ impl TokenProvider {
     /// stays valid, so a skipped or failed write loses nothing.
     async fn write_rotated(&self, conn: &Connection, new_rt: &Sensitive) {
         let now = OffsetDateTime::now_utc().unix_timestamp();
+        let written_before = now - self.write_interval.whole_seconds() + 1;
+        let token = StoredToken {
+            refresh_token: new_rt.clone(),
+            generation: conn.generation,
+        };
+        if let Some(sealed) = &self.sealed {
+            // One conditional write claims the interval and stores the token:
+            // only if the stored token is of this generation (a sign-in that
+            // landed meanwhile keeps its token) and older than the interval.
+            match sealed.write_rotated(&conn.id, &token, written_before).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(connection = %conn.id, error = %e, "could not store the rotated refresh token");
+                }
+            }
+            return;
+        }
         let claim = ConnectionChange::new()
             .token_written_at(now)
             .if_generation(conn.generation)
-            .if_token_written_before(now - self.write_interval.whole_seconds() + 1);
+            .if_token_written_before(written_before);
         match self.state.update_connection(&conn.id, claim).await {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) => return,
@@ -1008,24 +1025,6 @@ impl TokenProvider {
                 tracing::warn!(connection = %conn.id, error = %e, "could not claim the refresh-token write");
                 return;
             }
-        }
-        let token = StoredToken {
-            refresh_token: new_rt.clone(),
-            generation: conn.generation,
-        };
-        if let Some(sealed) = &self.sealed {
-            // Conditional on the generation: a sign-in that landed since the
-            // claim keeps its token.
-            match sealed.write(&conn.id, &token, TokenWrite::Rotation).await {
-                Ok(()) => {}
-                Err(SealError::State(StoreError::Conflict { .. })) => {
-                    tracing::info!(connection = %conn.id, "a newer sign-in is stored; the rotated token is kept in memory only");
-                }
-                Err(e) => {
-                    tracing::warn!(connection = %conn.id, error = %e, "could not store the rotated refresh token");
-                }
-            }
-            return;
         }
         let value = serde_json::to_string(&token).unwrap_or_default();
         let name = self.secret_name(&conn.id);
