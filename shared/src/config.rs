@@ -83,6 +83,21 @@ pub struct Config {
     /// (`RELAY365_FIRST_RETRY_SECONDS`, 1 to 300; doubled each time, at most
     /// an hour). Unset: 5 seconds.
     pub first_retry: Option<std::time::Duration>,
+    /// `RELAY365_TOKEN_KEY_ID`: the KMS key (id, alias or ARN) that seals
+    /// delegated refresh tokens in the state table. Unset: one Secrets
+    /// Manager secret per delegated connection.
+    pub token_key_id: Option<String>,
+}
+
+/// `RELAY365_TOKEN_KEY_ID`: a key id, `alias/NAME` or an ARN, one word.
+fn token_key_id(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    match raw {
+        Some(v) if v.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(ConfigError {
+            name: "RELAY365_TOKEN_KEY_ID",
+            message: "is not a KMS key id, alias/NAME or key ARN (it contains spaces): the SAM template sets it to the token key".into(),
+        }),
+        other => Ok(other),
+    }
 }
 
 fn host_override(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
@@ -224,12 +239,14 @@ impl Config {
             }
         }
         let secret_prefix = get("RELAY365_SECRET_PREFIX").unwrap_or_else(|| "relay365/".into());
+        let token_key_id = token_key_id(get("RELAY365_TOKEN_KEY_ID"))?;
         Ok(Self {
             cloud,
             app_secret_id: required("RELAY365_APP_SECRET_ID")?,
             signing_key_secret_id: required("RELAY365_SIGNING_KEY_SECRET_ID")?,
             event_signing_secret_id: get("RELAY365_EVENT_SIGNING_SECRET_ID"),
             secret_prefix,
+            token_key_id,
             public_url,
             queue_url: get("RELAY365_QUEUE_URL"),
             default_target,

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aws::kms::{DataKeys, KmsDataKeys};
 use crate::aws::sdk::{LazyClient, aws_sdk_config};
 use crate::aws::secret_value::SecretValue;
 use crate::aws::secrets::{AwsSecretStore, CachedSecretStore, FileSecretStore, SecretError, SecretStore};
@@ -139,6 +140,21 @@ impl Services {
         store: Arc<dyn SecretStore>,
         state: Store,
     ) -> Result<Self, StartupError> {
+        Self::with_stores_and_keys(config, store, state, None).await
+    }
+
+    /// Like [`Services::with_stores`], with the data keys that seal refresh
+    /// tokens given (tests reach KMS through their own client); `None`
+    /// builds them from `RELAY365_TOKEN_KEY_ID`, when it is set.
+    ///
+    /// # Errors
+    /// [`StartupError`] naming what to fix.
+    pub async fn with_stores_and_keys(
+        config: Config,
+        store: Arc<dyn SecretStore>,
+        state: Store,
+        data_keys: Option<Arc<dyn DataKeys>>,
+    ) -> Result<Self, StartupError> {
         let key = store
             .get(&config.signing_key_secret_id)
             .await?
@@ -168,12 +184,17 @@ impl Services {
         );
         let http = crate::https::client_for(config.local).map_err(|_| StartupError::Http)?;
         let token_client = TokenClient::new(http.clone(), &config.login_base(config.cloud), Arc::new(app));
-        let tokens = Arc::new(TokenProvider::new(
-            token_client,
-            store.clone(),
-            state.clone(),
-            &config.secret_prefix,
-        ));
+        let mut tokens =
+            TokenProvider::new(token_client, store.clone(), state.clone(), &config.secret_prefix);
+        if let Some(keys) = data_keys.or_else(|| {
+            config
+                .token_key_id
+                .as_deref()
+                .map(|id| Arc::new(KmsDataKeys::from_env(id)) as Arc<dyn DataKeys>)
+        }) {
+            tokens = tokens.with_sealed_tokens(keys, config.secret_ttl);
+        }
+        let tokens = Arc::new(tokens);
         let graph = GraphClient::new(
             http.clone(),
             &config.graph_base(config.cloud),

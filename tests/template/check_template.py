@@ -69,6 +69,71 @@ def as_list(v):
     return v if isinstance(v, list) else [v]
 
 
+# The refresh-token key: who may seal and open tokens, and where the setting is.
+TOKEN_CONTEXT_PURPOSE = "kms:EncryptionContext:relay365:purpose"
+CRYPTO_ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo"]
+
+
+def token_users(functions):
+    """Functions whose code asks the token provider for anything (`s.tokens.…`)."""
+    users = set()
+    for name in functions:
+        for src in (ROOT / "functions" / name / "src").rglob("*.rs"):
+            if re.search(r"\.tokens\s*\.\w", src.read_text()):
+                users.add(name)
+    return users
+
+
+def grants_crypto(actions):
+    import fnmatch
+    return [a for a in as_list(actions) if any(fnmatch.fnmatchcase(c.lower(), a.lower()) for c in CRYPTO_ACTIONS)]
+
+
+def check_token_key(t, functions):
+    resources = t["Resources"]
+    users = token_users(functions)
+    check("the functions that use tokens", users == {"oauth-callback", "connections", "mail-dispatch", "send-mail"}, str(sorted(users)))
+    key = resources.get("TokenKey", {})
+    props = key.get("Properties", {})
+    check("TokenKey is a symmetric KMS key", key.get("Type") == "AWS::KMS::Key" and props.get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT")
+    check("TokenKey rotates", props.get("EnableKeyRotation") is True)
+    roles = {f"{functions[n][0]}Role" for n in users}
+    policy = props.get("KeyPolicy", {}).get("Statement", [])
+    crypto_principals = set()
+    for st in policy:
+        granted = grants_crypto(st.get("Action", []))
+        principal = st.get("Principal", {}).get("AWS")
+        if not granted or st.get("Effect") != "Allow":
+            continue
+        names = {ref_name(p) for p in as_list(principal)}
+        crypto_principals |= names
+        check(f"TokenKey/{st.get('Sid')}: only data keys are made and opened", sorted(granted) == ["kms:Decrypt", "kms:GenerateDataKey"], str(granted))
+        cond = st.get("Condition", {})
+        check(f"TokenKey/{st.get('Sid')}: only with the refresh-token purpose", cond.get("StringEquals", {}).get(TOKEN_CONTEXT_PURPOSE) == "refresh-token", str(cond))
+        keys = cond.get("ForAllValues:StringEquals", {}).get("kms:EncryptionContextKeys")
+        check(f"TokenKey/{st.get('Sid')}: only the token context keys", sorted(as_list(keys or [])) == ["relay365:connection", "relay365:purpose"], str(keys))
+    check("TokenKey: only the token users' roles may use it", crypto_principals == roles, f"{sorted(crypto_principals)} vs {sorted(roles)}")
+    root = [st for st in policy if "iam::${AWS::AccountId}:root" in str(st.get("Principal"))]
+    check("TokenKey: the account administers it", len(root) == 1 and "kms:ScheduleKeyDeletion" in as_list(root[0].get("Action")) and "kms:Put*" in as_list(root[0].get("Action")))
+    check("the token key id is no global setting", "RELAY365_TOKEN_KEY_ID" not in t["Globals"]["Function"]["Environment"]["Variables"])
+    for name, (lid, fn) in functions.items():
+        env = fn["Properties"].get("Environment", {}).get("Variables", {})
+        setting = env.get("RELAY365_TOKEN_KEY_ID")
+        check(f"{name}: RELAY365_TOKEN_KEY_ID set exactly where tokens are used", (ref_name(setting) == "TokenKey") == (name in users) and (setting is None) == (name not in users), str(setting))
+        kms = [st for st in statements(fn) if any(a.startswith("kms:") for a in as_list(st["Action"]))]
+        if name not in users:
+            check(f"{name}: no KMS permission", not kms, str(kms))
+            continue
+        actions = sorted(a for st in kms for a in as_list(st["Action"]))
+        check(f"{name}: makes and opens data keys only", actions == ["kms:Decrypt", "kms:GenerateDataKey"], str(actions))
+        for st in kms:
+            cond = st.get("Condition", {})
+            check(f"{name}/{st.get('Sid')}: only with the refresh-token purpose", cond.get("StringEquals", {}).get(TOKEN_CONTEXT_PURPOSE) == "refresh-token", str(cond))
+            check(f"{name}/{st.get('Sid')}: only the token key (by its alias)", "-tokens" in str(cond.get("ForAnyValue:StringEquals", {}).get("kms:ResourceAliases")), str(cond))
+        ddb = {a for st in statements(fn) for a in as_list(st["Action"]) if a.startswith("dynamodb:") and "conn#*" in str(st.get("Condition"))}
+        check(f"{name}: may read and write sealed token items", {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"} <= ddb, str(sorted(ddb)))
+
+
 def main():
     t = load_template()
     resources = t["Resources"]
@@ -260,6 +325,8 @@ def main():
     outputs = t["Outputs"]
     for o in ("ApiUrl", "RedirectUri", "AdminConsentRedirectUri", "NotificationUrl"):
         check(f"output {o}", o in outputs)
+
+    check_token_key(t, functions)
 
     failed = [r for r in results if not r[1]]
     for name, _, detail in failed:

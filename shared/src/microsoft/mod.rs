@@ -10,4 +10,5 @@ pub mod claims;
 pub mod graph;
 pub mod pacing;
 pub mod paths;
+pub mod sealed_tokens;
 pub mod tokens;

@@ -18,6 +18,11 @@
 //! every cache, and only when no newer sign-in exists is the connection marked
 //! `reauth_required`, so nothing keeps hammering a dead grant and a fresh
 //! sign-in is never undone.
+//!
+//! With `RELAY365_TOKEN_KEY_ID` the refresh tokens are sealed with KMS in the
+//! state table instead ([`crate::microsoft::sealed_tokens`]), under the same
+//! rules; a token secret left by an earlier version is moved there on first
+//! use and then scheduled for deletion.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,9 +38,10 @@ use time::OffsetDateTime;
 
 use crate::aws::secret_value::SecretValue;
 use crate::aws::secrets::{SecretError, SecretStore, new_request_token};
-use crate::aws::store::{ConnectionChange, Store, StoreError};
+use crate::aws::store::{ConnectionChange, Store, StoreError, TokenWrite};
 use crate::microsoft::aadsts;
 use crate::microsoft::certificate::{Certificate, CertificateError};
+use crate::microsoft::sealed_tokens::{SealError, SealedTokens};
 use crate::model::cloud::Cloud;
 use crate::model::connection::{AuthMode, Connection, Status, token_secret_name};
 use crate::model::scopes;
@@ -94,6 +100,10 @@ pub enum TokenError {
     /// The state table failed.
     #[error(transparent)]
     State(#[from] StoreError),
+    /// The sealed refresh token could not be read or written (KMS, or a
+    /// token that is not this connection's); the variant says what to do.
+    #[error(transparent)]
+    Sealed(#[from] SealError),
 }
 
 impl TokenError {
@@ -103,6 +113,7 @@ impl TokenError {
             TokenError::Unavailable(_) => true,
             TokenError::Store(e) => e.is_retryable(),
             TokenError::State(e) => e.is_retryable(),
+            TokenError::Sealed(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -616,6 +627,8 @@ pub struct TokenProvider {
     renew_before: Duration,
     write_interval: time::Duration,
     slots: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// With `RELAY365_TOKEN_KEY_ID`: refresh tokens sealed in the state table.
+    sealed: Option<SealedTokens>,
 }
 
 impl std::fmt::Debug for TokenProvider {
@@ -638,7 +651,22 @@ impl TokenProvider {
             renew_before: Duration::from_secs(300),
             write_interval: time::Duration::minutes(10),
             slots: std::sync::Mutex::new(HashMap::new()),
+            sealed: None,
         }
+    }
+
+    /// Keeps refresh tokens sealed with data keys from `keys` in the state
+    /// table instead of token secrets (`RELAY365_TOKEN_KEY_ID`); opened
+    /// tokens are trusted from memory for `ttl`. Token secrets an earlier
+    /// version wrote are moved on first use.
+    pub fn with_sealed_tokens(mut self, keys: Arc<dyn crate::aws::kms::DataKeys>, ttl: Duration) -> Self {
+        self.sealed = Some(SealedTokens::new(keys, self.state.clone(), ttl));
+        self
+    }
+
+    /// Whether refresh tokens are sealed in the state table.
+    pub fn seals_tokens(&self) -> bool {
+        self.sealed.is_some()
     }
 
     /// Changes how long before expiry a cached token is renewed (default five minutes).
@@ -697,15 +725,27 @@ impl TokenProvider {
         generation: u64,
     ) -> Result<(), TokenError> {
         let name = self.secret_name(id);
-        let value = serde_json::to_string(&StoredToken {
+        let token = StoredToken {
             refresh_token: refresh.clone(),
             generation,
-        })
-        .unwrap_or_default();
-        match self.secrets.put(&name, &value, &new_request_token()).await {
-            Ok(()) => {}
-            Err(SecretError::NotFound { .. }) => self.secrets.create(&name, &value).await?,
-            Err(e) => return Err(e.into()),
+        };
+        if let Some(sealed) = &self.sealed {
+            match sealed.write(id, &token, TokenWrite::SignIn).await {
+                Ok(()) => {}
+                // A newer sign-in is stored already: this one lost the race,
+                // and its caller's move of the record's generation will fail too.
+                Err(SealError::State(StoreError::Conflict { .. })) => {}
+                Err(e) => return Err(e.into()),
+            }
+            // A token secret an earlier version left is of an older sign-in.
+            self.retire_secret(id).await;
+        } else {
+            let value = serde_json::to_string(&token).unwrap_or_default();
+            match self.secrets.put(&name, &value, &new_request_token()).await {
+                Ok(()) => {}
+                Err(SecretError::NotFound { .. }) => self.secrets.create(&name, &value).await?,
+                Err(e) => return Err(e.into()),
+            }
         }
         // This container's rotated token, if any, belongs to the old sign-in.
         let slot = self.slot(id);
@@ -714,13 +754,19 @@ impl TokenProvider {
         Ok(())
     }
 
-    /// Schedules a deleted connection's token secret for deletion (missing is fine).
+    /// Deletes a deleted connection's tokens: the sealed token item, if
+    /// tokens are sealed, and the token secret, scheduled for deletion
+    /// (missing is fine).
     ///
     /// # Errors
-    /// The secret store's error.
+    /// The state table's or the secret store's error.
     pub async fn delete_tokens(&self, id: &str) -> Result<(), TokenError> {
+        if let Some(sealed) = &self.sealed {
+            sealed.delete(id).await?;
+        }
         match self.secrets.delete(&self.secret_name(id)).await {
-            Ok(()) | Err(SecretError::NotFound { .. }) => Ok(()),
+            // Missing, or scheduled for deletion already (a moved token secret).
+            Ok(()) | Err(SecretError::NotFound { .. } | SecretError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -728,6 +774,12 @@ impl TokenProvider {
     /// The stored refresh token for the record's generation; past the cache
     /// when the cached copy is older than the record.
     async fn stored_token(&self, conn: &Connection, fresh: bool) -> Result<Option<StoredToken>, TokenError> {
+        if let Some(sealed) = &self.sealed {
+            return match sealed.read(&conn.id, conn.generation, fresh).await? {
+                Some(t) => Ok(Some(t)),
+                None => self.migrate_secret(sealed, conn).await,
+            };
+        }
         let name = self.secret_name(&conn.id);
         let parse = |raw: Option<String>| -> Result<Option<StoredToken>, TokenError> {
             raw.map(|r| {
@@ -817,9 +869,19 @@ impl TokenProvider {
                 .as_ref()
                 .filter(|(_, g)| *g == conn.generation && !fresh)
                 .map(|(t, _)| t.clone());
-            let rt = match from_memory {
-                Some(t) => t,
-                None => match self.stored_token(&conn, fresh).await? {
+            let stored = match from_memory {
+                Some(_) => None,
+                None => match self.stored_token(&conn, fresh).await {
+                    Err(TokenError::Sealed(SealError::Unopenable { id })) => {
+                        let reason = SealError::Unopenable { id }.to_string();
+                        return Err(self.mark_reauth(&conn, None, reason).await);
+                    }
+                    other => Some(other?),
+                },
+            };
+            let rt = match (from_memory, stored) {
+                (Some(t), _) => t,
+                (None, stored) => match stored.flatten() {
                     Some(t) if t.generation >= conn.generation && !t.refresh_token.is_empty() => {
                         t.refresh_token
                     }
@@ -847,7 +909,11 @@ impl TokenProvider {
                         // read: look again, past every cache, and try once more
                         // if there is a newer grant.
                         let newer = self.load(&conn.id).await?;
-                        let stored = self.stored_token(&newer, true).await?;
+                        let stored = match self.stored_token(&newer, true).await {
+                            // Unopenable is no newer grant: the connection is marked below.
+                            Err(TokenError::Sealed(SealError::Unopenable { .. })) => None,
+                            other => other?,
+                        };
                         let changed = newer.generation != conn.generation
                             || stored.as_ref().is_some_and(|t| t.refresh_token != rt);
                         if changed && newer.status == Status::Active {
@@ -857,20 +923,70 @@ impl TokenProvider {
                         }
                     }
                     tracing::warn!(connection = %conn.id, code = code.as_deref().unwrap_or(""), "the grant is gone; the connection needs a new sign-in");
-                    let change = ConnectionChange::new()
-                        .status(Status::ReauthRequired)
-                        .last_error(Some(&reason))
-                        .if_generation(conn.generation);
-                    return match self.state.update_connection(&conn.id, change).await {
-                        Ok(()) => Err(TokenError::ReauthRequired { code, reason }),
-                        // A newer sign-in landed meanwhile: it is not ours to undo.
-                        Err(StoreError::Conflict { .. }) => Err(TokenError::Unavailable(
-                            "the connection was connected again meanwhile".into(),
-                        )),
-                        Err(e) => Err(e.into()),
-                    };
+                    return Err(self.mark_reauth(&conn, code, reason).await);
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Marks the connection `reauth_required` with `reason`, unless a newer
+    /// sign-in landed meanwhile; returns the error to give the caller.
+    async fn mark_reauth(&self, conn: &Connection, code: Option<String>, reason: String) -> TokenError {
+        let change = ConnectionChange::new()
+            .status(Status::ReauthRequired)
+            .last_error(Some(&reason))
+            .if_generation(conn.generation);
+        match self.state.update_connection(&conn.id, change).await {
+            Ok(()) => TokenError::ReauthRequired { code, reason },
+            // A newer sign-in landed meanwhile: it is not ours to undo.
+            Err(StoreError::Conflict { .. }) => {
+                TokenError::Unavailable("the connection was connected again meanwhile".into())
+            }
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Moves a token secret an earlier version wrote into the state table:
+    /// read it past the cache, seal it, store it only if no sealed token
+    /// exists yet, then schedule the secret for deletion. `None` when there
+    /// is no secret either.
+    async fn migrate_secret(
+        &self,
+        sealed: &SealedTokens,
+        conn: &Connection,
+    ) -> Result<Option<StoredToken>, TokenError> {
+        let name = self.secret_name(&conn.id);
+        let Some(raw) = self.secrets.get_fresh(&name).await? else {
+            return Ok(None);
+        };
+        let token = serde_json::from_str::<StoredToken>(&raw).map_err(|e| {
+            TokenError::Misconfigured(format!(
+                "the token secret of connection {} is damaged ({}); connect the mailbox again",
+                conn.id,
+                e.classify_message()
+            ))
+        })?;
+        let token = match sealed.write(&conn.id, &token, TokenWrite::IfAbsent).await {
+            Ok(()) => {
+                tracing::info!(connection = %conn.id, "moved the token secret into the state table, sealed");
+                Some(token)
+            }
+            // Another container moved it (or a sign-in stored one) first: use that.
+            Err(SealError::State(StoreError::Conflict { .. })) => sealed.read(&conn.id, 0, true).await?,
+            Err(e) => return Err(e.into()),
+        };
+        self.retire_secret(&conn.id).await;
+        Ok(token)
+    }
+
+    /// Schedules the token secret of a connection whose token is sealed for
+    /// deletion; a failure is logged and tried again on the next sign-in.
+    async fn retire_secret(&self, id: &str) {
+        match self.secrets.delete(&self.secret_name(id)).await {
+            Ok(()) | Err(SecretError::NotFound { .. } | SecretError::AlreadyExists { .. }) => {}
+            Err(e) => {
+                tracing::warn!(connection = %id, error = %e, "could not schedule the old token secret for deletion");
             }
         }
     }
@@ -881,10 +997,27 @@ impl TokenProvider {
     /// stays valid, so a skipped or failed write loses nothing.
     async fn write_rotated(&self, conn: &Connection, new_rt: &Sensitive) {
         let now = OffsetDateTime::now_utc().unix_timestamp();
+        let written_before = now - self.write_interval.whole_seconds() + 1;
+        let token = StoredToken {
+            refresh_token: new_rt.clone(),
+            generation: conn.generation,
+        };
+        if let Some(sealed) = &self.sealed {
+            // One conditional write claims the interval and stores the token:
+            // only if the stored token is of this generation (a sign-in that
+            // landed meanwhile keeps its token) and older than the interval.
+            match sealed.write_rotated(&conn.id, &token, written_before).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(connection = %conn.id, error = %e, "could not store the rotated refresh token");
+                }
+            }
+            return;
+        }
         let claim = ConnectionChange::new()
             .token_written_at(now)
             .if_generation(conn.generation)
-            .if_token_written_before(now - self.write_interval.whole_seconds() + 1);
+            .if_token_written_before(written_before);
         match self.state.update_connection(&conn.id, claim).await {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) => return,
@@ -893,11 +1026,7 @@ impl TokenProvider {
                 return;
             }
         }
-        let value = serde_json::to_string(&StoredToken {
-            refresh_token: new_rt.clone(),
-            generation: conn.generation,
-        })
-        .unwrap_or_default();
+        let value = serde_json::to_string(&token).unwrap_or_default();
         let name = self.secret_name(&conn.id);
         if let Err(e) = self.secrets.put(&name, &value, &new_request_token()).await {
             tracing::warn!(connection = %conn.id, error = %e, "could not store the rotated refresh token");

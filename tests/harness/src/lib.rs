@@ -8,6 +8,11 @@
 //! gateway (`relay365_demo::apigw`, checked against AWS's own fixtures) and
 //! parsed by lambda_http's own deserializer, so the tests cross the same
 //! boundary a deployed function does.
+//!
+//! With `RELAY365_TEST_SEALED_TOKENS=1` in the environment (or
+//! [`Options::sealed_tokens`]) every stack creates a KMS key in moto and sets
+//! `RELAY365_TOKEN_KEY_ID`, so the same tests run with refresh tokens sealed
+//! in the state table instead of token secrets.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
@@ -50,6 +55,8 @@ pub struct Options {
     pub certificate: Option<(Vec<u8>, serde_json::Value)>,
     /// The public URL (default: https://relay.example); use a [`Gateway`]'s URL for flows that need Graph to call back.
     pub public_url: Option<String>,
+    /// Seal refresh tokens with a KMS key in moto (also with `RELAY365_TEST_SEALED_TOKENS=1`).
+    pub sealed_tokens: bool,
 }
 
 impl Stack {
@@ -127,6 +134,12 @@ impl Stack {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if opts.sealed_tokens || relay365_testkit::sealed_tokens_requested() {
+            let key = relay365_testkit::create_token_key(&aws.sdk_config().await)
+                .await
+                .unwrap();
+            env.insert("RELAY365_TOKEN_KEY_ID".into(), key);
+        }
         for (k, v) in opts.env {
             env.insert(k.to_string(), v);
         }
@@ -152,8 +165,18 @@ impl Stack {
         self.services.state.connection(id).await.unwrap()
     }
 
-    /// The refresh token in a delegated connection's token secret, past every cache.
+    /// The refresh token stored for a delegated connection (its token
+    /// secret, or its sealed item when tokens are sealed), past every cache.
     pub async fn stored_refresh_token(&self, id: &str) -> Option<(String, u64)> {
+        if let Some(key) = &self.config.token_key_id {
+            let vault = relay365::microsoft::sealed_tokens::SealedTokens::new(
+                kms_keys(&self.aws, key).await,
+                self.services.state.clone(),
+                std::time::Duration::ZERO,
+            );
+            let t = vault.read(id, 0, true).await.unwrap()?;
+            return Some((t.refresh_token.expose().to_string(), t.generation));
+        }
         let raw = self.direct.get(&format!("relay365/tokens/{id}")).await.unwrap()?;
         let t: relay365::microsoft::tokens::StoredToken = serde_json::from_str(&raw).unwrap();
         Some((t.refresh_token.expose().to_string(), t.generation))
@@ -180,7 +203,24 @@ async fn container(aws: &Aws, config: relay365::Config) -> Services {
         )),
         STATE_TABLE.into(),
     );
-    Services::with_stores(config, store, state).await.unwrap()
+    let keys = match &config.token_key_id {
+        Some(key) => Some(kms_keys(aws, key).await),
+        None => None,
+    };
+    Services::with_stores_and_keys(config, store, state, keys)
+        .await
+        .unwrap()
+}
+
+/// KMS data keys of `key` in this stack's moto.
+async fn kms_keys(aws: &Aws, key: &str) -> Arc<dyn relay365::aws::kms::DataKeys> {
+    let sdk = aws.sdk_config().await;
+    Arc::new(relay365::aws::kms::KmsDataKeys::new(
+        Arc::new(relay365::aws::sdk::LazyClient::ready(aws_sdk_kms::Client::new(
+            &sdk,
+        ))),
+        key,
+    ))
 }
 
 /// An API Gateway HTTP API (2.0) event, as AWS sends it, parsed by lambda_http.

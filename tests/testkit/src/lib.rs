@@ -419,3 +419,40 @@ pub async fn create_state_table(sdk: &aws_config::SdkConfig, name: &str) -> Resu
         .map_err(|e| err(&aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
     Ok(())
 }
+
+/// The alias [`create_token_key`] gives the key, as `RELAY365_TOKEN_KEY_ID` names it.
+pub const TOKEN_KEY_ALIAS: &str = "alias/relay365-tokens";
+
+/// Creates a symmetric KMS key for sealing refresh tokens (as the
+/// template's `TokenKey`) with the alias [`TOKEN_KEY_ALIAS`]; returns the alias.
+///
+/// # Errors
+/// The SDK's error, as text.
+pub async fn create_token_key(sdk: &aws_config::SdkConfig) -> Result<String, String> {
+    let err = |e: &dyn std::fmt::Display| format!("the token key could not be created: {e}");
+    let kms = aws_sdk_kms::Client::new(sdk);
+    let key = kms
+        .create_key()
+        .description("relay365 refresh tokens (test)")
+        .send()
+        .await
+        .map_err(|e| err(&aws_sdk_kms::error::DisplayErrorContext(&e)))?;
+    let id = key
+        .key_metadata()
+        .map(|m| m.key_id().to_string())
+        .ok_or_else(|| err(&"no key id"))?;
+    kms.create_alias()
+        .alias_name(TOKEN_KEY_ALIAS)
+        .target_key_id(id)
+        .send()
+        .await
+        .map_err(|e| err(&aws_sdk_kms::error::DisplayErrorContext(&e)))?;
+    Ok(TOKEN_KEY_ALIAS.to_string())
+}
+
+/// Whether end-to-end stacks seal refresh tokens with KMS in the state table
+/// (`RELAY365_TEST_SEALED_TOKENS=1`) instead of keeping token secrets, so
+/// one suite runs on either store.
+pub fn sealed_tokens_requested() -> bool {
+    std::env::var("RELAY365_TEST_SEALED_TOKENS").is_ok_and(|v| v == "1")
+}

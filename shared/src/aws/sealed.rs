@@ -1,0 +1,196 @@
+//! Envelope encryption: a value sealed with a fresh KMS data key
+//! (AES-256-GCM), stored with that data key encrypted by KMS.
+//!
+//! This exists so a secret value (a refresh token) can live in the state
+//! table, which anyone with read access to the table could copy, without
+//! being readable or movable there: opening needs KMS (the key policy lets
+//! only the functions that use tokens decrypt, and only with the purpose in
+//! the encryption context), and the value is bound twice to where it belongs,
+//! by the KMS encryption context and by the AES-GCM associated data. A sealed
+//! value copied elsewhere fails to open with [`OpenError::Rejected`].
+//!
+//! AES-256-GCM is aws-lc-rs's, the library already behind every TLS
+//! connection and signature of the functions. Each seal uses its own data
+//! key and a random 96-bit nonce.
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use zeroize::Zeroizing;
+
+use crate::aws::kms::{Context, DataKeys, KeyError};
+
+/// A sealed value as it is stored: three opaque byte strings, none secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The data key, encrypted by KMS under the encryption context.
+    pub encrypted_key: Vec<u8>,
+    /// The AES-GCM nonce (12 bytes).
+    pub nonce: Vec<u8>,
+    /// The sealed value with its 16-byte tag.
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope").finish_non_exhaustive()
+    }
+}
+
+/// Why a sealed value could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// It was not sealed for this context and associated data (copied from
+    /// elsewhere), or it is damaged: what it held must be made again.
+    #[error("the sealed value does not belong here or is damaged")]
+    Rejected,
+    /// The key service failed; its variant says what to do.
+    #[error(transparent)]
+    Key(KeyError),
+}
+
+impl From<KeyError> for OpenError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Rejected => OpenError::Rejected,
+            other => OpenError::Key(other),
+        }
+    }
+}
+
+fn key(bytes: &[u8]) -> Result<LessSafeKey, ()> {
+    UnboundKey::new(&AES_256_GCM, bytes)
+        .map(LessSafeKey::new)
+        .map_err(|_| ())
+}
+
+/// AES-256-GCM with a random nonce; returns the nonce followed by the
+/// ciphertext and tag.
+pub(crate) fn seal_bytes(key_bytes: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, ()> {
+    let (nonce, sealed) = seal_parts(key_bytes, aad, plaintext)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Opens what [`seal_bytes`] made.
+pub(crate) fn open_bytes(key_bytes: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, ()> {
+    if sealed.len() < NONCE_LEN {
+        return Err(());
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    open_parts(key_bytes, aad, nonce, rest).map(|p| p.to_vec())
+}
+
+fn seal_parts(key_bytes: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<([u8; NONCE_LEN], Vec<u8>), ()> {
+    let key = key(key_bytes)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ())?;
+    let mut in_out = plaintext.to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut in_out)
+        .map_err(|_| ())?;
+    Ok((nonce, in_out))
+}
+
+fn open_parts(key_bytes: &[u8], aad: &[u8], nonce: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
+    let key = key(key_bytes)?;
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| ())?;
+    let mut in_out = Zeroizing::new(sealed.to_vec());
+    let len = key
+        .open_in_place(nonce, Aad::from(aad), in_out.as_mut_slice())
+        .map_err(|_| ())?
+        .len();
+    in_out.truncate(len);
+    Ok(in_out)
+}
+
+/// Seals `plaintext` with a new data key from `keys` bound to `context`,
+/// and with `aad` as AES-GCM associated data.
+///
+/// # Errors
+/// The key service's error; [`KeyError::Unavailable`] if sealing itself fails.
+pub async fn seal(
+    keys: &dyn DataKeys,
+    context: &Context,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Envelope, KeyError> {
+    let data_key = keys.generate(context).await?;
+    let (nonce, ciphertext) =
+        seal_parts(&data_key.plaintext, aad, plaintext).map_err(|()| KeyError::Unavailable {
+            detail: "the data key could not seal".into(),
+        })?;
+    Ok(Envelope {
+        encrypted_key: data_key.encrypted,
+        nonce: nonce.to_vec(),
+        ciphertext,
+    })
+}
+
+/// Opens an [`Envelope`] with the same context and associated data it was sealed with.
+///
+/// # Errors
+/// [`OpenError::Rejected`] when the context or the associated data differ or
+/// anything was changed; [`OpenError::Key`] when the key service failed.
+pub async fn open(
+    keys: &dyn DataKeys,
+    context: &Context,
+    aad: &[u8],
+    envelope: &Envelope,
+) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    let data_key = keys.decrypt(&envelope.encrypted_key, context).await?;
+    open_parts(&data_key, aad, &envelope.nonce, &envelope.ciphertext).map_err(|()| OpenError::Rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::kms::MemoryDataKeys;
+
+    fn context(id: &str) -> Context {
+        [
+            ("relay365:purpose".to_string(), "test".to_string()),
+            ("relay365:connection".to_string(), id.to_string()),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn a_sealed_value_opens_only_with_its_context_and_associated_data() {
+        let keys = MemoryDataKeys::new();
+        let sealed = seal(&keys, &context("a"), b"aad-a", b"the value").await.unwrap();
+        assert!(!sealed.ciphertext.windows(9).any(|w| w == b"the value"));
+        let opened = open(&keys, &context("a"), b"aad-a", &sealed).await.unwrap();
+        assert_eq!(opened.as_slice(), b"the value");
+        assert_eq!(
+            open(&keys, &context("b"), b"aad-a", &sealed).await,
+            Err(OpenError::Rejected)
+        );
+        assert_eq!(
+            open(&keys, &context("a"), b"aad-b", &sealed).await,
+            Err(OpenError::Rejected)
+        );
+        let mut changed = sealed.clone();
+        changed.ciphertext[0] ^= 1;
+        assert_eq!(
+            open(&keys, &context("a"), b"aad-a", &changed).await,
+            Err(OpenError::Rejected)
+        );
+        let mut short = sealed.clone();
+        short.nonce.truncate(3);
+        assert_eq!(
+            open(&keys, &context("a"), b"aad-a", &short).await,
+            Err(OpenError::Rejected)
+        );
+        assert!(!format!("{sealed:?}").contains(&format!("{:?}", sealed.ciphertext)));
+    }
+
+    #[tokio::test]
+    async fn each_seal_has_its_own_data_key_and_nonce() {
+        let keys = MemoryDataKeys::new();
+        let one = seal(&keys, &context("a"), b"x", b"same").await.unwrap();
+        let two = seal(&keys, &context("a"), b"x", b"same").await.unwrap();
+        assert_ne!(one.encrypted_key, two.encrypted_key);
+        assert_ne!(one.nonce, two.nonce);
+        assert_ne!(one.ciphertext, two.ciphertext);
+    }
+}
