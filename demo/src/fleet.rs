@@ -147,7 +147,10 @@ pub fn read_template(path: &std::path::Path) -> Result<TemplateFacts, String> {
     let mut global_memory = None;
     // Globals → Function: its keys at indent 4.
     if let Some(g) = lines.iter().position(|l| *l == "Globals:") {
-        for l in lines[g + 1..].iter().take_while(|l| l.trim().is_empty() || indent(l) > 0) {
+        for l in lines[g + 1..]
+            .iter()
+            .take_while(|l| l.trim().is_empty() || indent(l) > 0)
+        {
             if indent(l) != 4 {
                 continue;
             }
@@ -172,7 +175,9 @@ pub fn read_template(path: &std::path::Path) -> Result<TemplateFacts, String> {
                 .position(|l| !l.trim().is_empty() && indent(l) <= 2)
                 .map_or(lines.len(), |p| i + 1 + p);
             let block = &lines[i + 1..end];
-            if block.iter().any(|l| l.trim() == "Type: AWS::Serverless::Function")
+            if block
+                .iter()
+                .any(|l| l.trim() == "Type: AWS::Serverless::Function")
                 && let Some(binary) = block.iter().find_map(|l| value_of(l, "Binary"))
             {
                 let own = |key: &str| {
@@ -488,7 +493,10 @@ async fn dispatch_poller(shared: Arc<Shared>, sqs: aws_sdk_sqs::Client, queue_ur
                         .collect()
                 })
                 .unwrap_or_default(),
-            Err(_) => messages.iter().filter_map(|m| m.message_id().map(str::to_string)).collect(),
+            Err(_) => messages
+                .iter()
+                .filter_map(|m| m.message_id().map(str::to_string))
+                .collect(),
         };
         for m in &messages {
             if m.message_id().is_some_and(|id| failed.contains(id)) {
@@ -550,7 +558,11 @@ fn cookie_jar(resp: &reqwest::Response) -> String {
 /// (keeping the cookie), let Microsoft answer (as `upn`, for a sign-in),
 /// come back to the callback. Returns the callback's page.
 async fn browse(http: &reqwest::Client, link: &str, sign_in_as: Option<&str>) -> Result<String, String> {
-    let start = http.get(link).send().await.map_err(|e| format!("GET {link}: {e}"))?;
+    let start = http
+        .get(link)
+        .send()
+        .await
+        .map_err(|e| format!("GET {link}: {e}"))?;
     if start.status() != 302 {
         return Err(format!("the link answered {}", start.status()));
     }
@@ -582,7 +594,10 @@ async fn browse(http: &reqwest::Client, link: &str, sign_in_as: Option<&str>) ->
     let status = done.status();
     let page = done.text().await.unwrap_or_default();
     if status != 200 {
-        return Err(format!("the callback answered {status}: {}", truncate(&page, 200)));
+        return Err(format!(
+            "the callback answered {status}: {}",
+            truncate(&page, 200)
+        ));
     }
     Ok(page)
 }
@@ -608,7 +623,11 @@ async fn connect(shared: &Shared, http: &reqwest::Client, m: &Mailbox, target: &
         return Err(format!("POST /connections answered {resp}"));
     }
     let (link, user, done) = if m.delegated {
-        (created["connect_url"].as_str(), Some(m.upn.as_str()), "is connected")
+        (
+            created["connect_url"].as_str(),
+            Some(m.upn.as_str()),
+            "is connected",
+        )
     } else {
         (created["admin_consent_url"].as_str(), None, "is active")
     };
@@ -709,7 +728,10 @@ pub async fn run(opts: FleetOptions, progress: impl Fn(&str)) -> Result<FleetRes
     // The harness invokes the scheduled run itself.
     demo_opts.renew_every = Duration::from_secs(30 * 24 * 3600);
     let demo = Demo::start(demo_opts).await.map_err(err("the local stack"))?;
-    let sim = demo.sim.as_ref().ok_or("the fleet benchmark needs the simulator")?;
+    let sim = demo
+        .sim
+        .as_ref()
+        .ok_or("the fleet benchmark needs the simulator")?;
     // Each sign-in names its user on the consent page, so concurrent
     // sign-ins never take each other's.
     sim.set_interactive_consent(true);
@@ -877,7 +899,10 @@ async fn measure(
             Err(e) => results.connect_failures.push(e.to_string()),
         }
         if done % 100 == 0 {
-            progress(&format!("  {done} connects answered, {:.0} s", started.elapsed().as_secs_f64()));
+            progress(&format!(
+                "  {done} connects answered, {:.0} s",
+                started.elapsed().as_secs_f64()
+            ));
         }
     }
     results.connect_wall = started.elapsed();
@@ -930,6 +955,19 @@ async fn measure(
         results.runs.push(ScheduledRun { duration, report });
         if !failed && left.unwrap_or(0) == 0 {
             results.nothing_left = true;
+            break;
+        }
+        // Two runs in a row without a report (overrun or failed): another
+        // says nothing new about what is left.
+        if failed
+            && results
+                .runs
+                .iter()
+                .rev()
+                .nth(1)
+                .is_some_and(|r| r.report.is_err())
+        {
+            progress("two runs in a row answered no report: stopping the renewal phase");
             break;
         }
     }
@@ -1009,7 +1047,11 @@ async fn measure(
         );
         expected.insert(id);
         if (k + 1) % 1000 == 0 {
-            progress(&format!("  {} mails created, {:.0} s", k + 1, started.elapsed().as_secs_f64()));
+            progress(&format!(
+                "  {} mails created, {:.0} s",
+                k + 1,
+                started.elapsed().as_secs_f64()
+            ));
         }
     }
     results.storm_wall = started.elapsed();
@@ -1027,7 +1069,10 @@ async fn measure(
         if delivered > last.0 {
             last = (delivered, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(60) {
-            progress(&format!("no delivery for 60 s: {delivered} of {} delivered", expected.len()));
+            progress(&format!(
+                "no delivery for 60 s: {delivered} of {} delivered",
+                expected.len()
+            ));
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

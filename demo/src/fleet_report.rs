@@ -57,9 +57,14 @@ fn capacity(counts: &PhaseCounts) -> (f64, f64) {
     let mut reads = 0.0;
     let mut writes = 0.0;
     for (op, n) in &counts.aws {
-        let Some(name) = op.strip_prefix("dynamodb.") else {
+        // The proxy names operations by their target header
+        // (`DynamoDB_20120810.GetItem`) or service (`dynamodb.GetItem`).
+        let Some((service, name)) = op.split_once('.') else {
             continue;
         };
+        if !service.to_ascii_lowercase().starts_with("dynamodb") {
+            continue;
+        }
         let n = f64::from(*n);
         match name {
             "GetItem" | "Query" | "Scan" | "BatchGetItem" => reads += n,
@@ -90,7 +95,7 @@ fn num(x: f64) -> String {
     let s = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -110,7 +115,11 @@ fn rates_row(what: &str, r: &WriteRates) -> String {
     let kinds: Vec<String> = r.by_kind.iter().map(|(k, v)| format!("{v} {k}")).collect();
     format!(
         "| {what} | {} | {} / {LIMIT_PER_TENANT} | {} / {LIMIT_PER_APP} |",
-        if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") },
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(", ")
+        },
         r.max_per_tenant,
         r.max_per_app
     )
@@ -168,6 +177,9 @@ fn lambda_of(results: &FleetResults, phase: usize, function: &str) -> (f64, f64,
     }
     (n, gb_s, records)
 }
+
+/// A table row: its name and the figure it shows of a [`Month`].
+type Row = (&'static str, fn(&Month) -> f64);
 
 /// One mailbox's month, by resource.
 #[derive(Debug, Default, Clone, Copy)]
@@ -276,7 +288,10 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         } else {
             " (the bound was reached with work left, or a run failed)"
         },
-        if r.runs.iter().all(|x| x.duration.as_secs() < timeout && x.report.is_ok()) {
+        if r.runs
+            .iter()
+            .all(|x| x.duration.as_secs() < timeout && x.report.is_ok())
+        {
             "yes"
         } else {
             "no"
@@ -379,7 +394,8 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         // The pollers' empty receives are the event source's, not per
         // mail: count sends and deletes, and one receive per batch.
         sum_matching(c, |k| {
-            k.contains("SQS") && (k.contains("SendMessage") || k.contains("DeleteMessage"))
+            k.to_ascii_lowercase().contains("sqs")
+                && (k.contains("SendMessage") || k.contains("DeleteMessage"))
         }) + dispatches
     };
     let sm_calls = |c: &PhaseCounts| sum_matching(c, |k| k.starts_with("secretsmanager."));
@@ -443,9 +459,15 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         gb_s: runs_per_month * per_run.gb_s
             + renewals_per_month * per_renewal.gb_s
             + mails_per_month * per_mail.gb_s,
-        rru: runs_per_month * per_run.rru + renewals_per_month * per_renewal.rru + mails_per_month * per_mail.rru,
-        wru: runs_per_month * per_run.wru + renewals_per_month * per_renewal.wru + mails_per_month * per_mail.wru,
-        sqs: runs_per_month * per_run.sqs + renewals_per_month * per_renewal.sqs + mails_per_month * per_mail.sqs,
+        rru: runs_per_month * per_run.rru
+            + renewals_per_month * per_renewal.rru
+            + mails_per_month * per_mail.rru,
+        wru: runs_per_month * per_run.wru
+            + renewals_per_month * per_renewal.wru
+            + mails_per_month * per_mail.wru,
+        sqs: runs_per_month * per_run.sqs
+            + renewals_per_month * per_renewal.sqs
+            + mails_per_month * per_mail.sqs,
         secrets_calls: runs_per_month * per_run.secrets_calls
             + renewals_per_month * per_renewal.secrets_calls
             + mails_per_month * per_mail.secrets_calls,
@@ -470,7 +492,7 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         s,
         "| per mailbox | per ordinary run | per renewal | per mail | a month |\n|---|---|---|---|---|"
     );
-    let rows: [(&str, fn(&Month) -> f64); 8] = [
+    let rows: [Row; 8] = [
         ("Lambda invocations", |m| m.lambda_requests),
         ("Lambda GB-s", |m| m.gb_s),
         ("DynamoDB RRU", |m| m.rru),
@@ -540,7 +562,11 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         let secrets = (k * share).round();
         let calls = k * month.secrets_calls;
         (
-            format!("{} secrets × $0.40 + {} calls × $0.05/10k", num(secrets), num(calls)),
+            format!(
+                "{} secrets × $0.40 + {} calls × $0.05/10k",
+                num(secrets),
+                num(calls)
+            ),
             secrets * p.secret_month + calls * p.secret_call,
         )
     };

@@ -767,7 +767,11 @@ fn record_write(st: &mut State, kind: &'static str, mailbox: &str, app_id: &str)
 
 /// [`record_write`] for a write naming a subscription by id.
 fn record_write_of(st: &mut State, kind: &'static str, access: &Access, id: &str) {
-    let mailbox = st.subscriptions.get(id).map(|s| s.mailbox.clone()).unwrap_or_default();
+    let mailbox = st
+        .subscriptions
+        .get(id)
+        .map(|s| s.mailbox.clone())
+        .unwrap_or_default();
     let app = app_of(access, st);
     record_write(st, kind, &mailbox, &app);
 }

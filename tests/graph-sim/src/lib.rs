@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 
 use state::State;
 pub use state::{
-    App, AuthorizeOutcome, DEFAULT_ROLES, Event, Lifecycle, Message, NotificationPost, Recording, SentMail, Stats,
-    SubscriptionWrite, User,
+    App, AuthorizeOutcome, DEFAULT_ROLES, Event, Lifecycle, Message, NotificationPost, Recording, SentMail,
+    Stats, SubscriptionWrite, User,
 };
 
 /// A running simulator. Dropping it stops the server.
