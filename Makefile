@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-v1
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 export RELAY365_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: test tests e2e venv unit fmt clippy deny demo cli bench check-template lint-template build-venv release e2e-release cold-check nextest fuzz chaos
+.PHONY: test tests e2e venv unit fmt clippy deny demo cli bench bench-fleet check-template lint-template build-venv release e2e-release cold-check nextest fuzz chaos
 
 FUNCTIONS := connections oauth-callback mail-webhook mail-dispatch send-mail
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -95,6 +95,21 @@ bench: venv
 	$(PY) scripts/coldstart.py --out BENCHMARKS.coldstart.md
 	$(TARGET_DIR)/debug/relay365-coldpath --bin-dir $(TARGET_DIR)/release --python $(CURDIR)/$(PY) --out BENCHMARKS.coldpath.md $(COLDPATH_ARGS)
 	python3 scripts/bench.py
+
+## The fleet benchmark: FLEET mailboxes (default 1000; half app-only, half
+## delegated, one tenant) connected through the admin API, every subscription
+## renewed and swept by scheduled runs until nothing is left, a storm of mail
+## (20 a second for 300 s), Graph 150 ms away, and a mailbox's month at AWS
+## list prices; on the release binaries (relay365-fleet, demo/src/fleet.rs).
+## Writes BENCHMARKS.fleet.md and its section of BENCHMARKS.md. FLEET_ARGS
+## passes options (e.g. FLEET_ARGS="--storm-seconds 60 --tenants 4").
+FLEET ?= 1000
+FLEET_ARGS ?=
+bench-fleet: venv
+	$(RELEASE_BUILD)
+	cargo build --locked -p relay365-demo --bin relay365-fleet
+	FLEET=$(FLEET) $(TARGET_DIR)/debug/relay365-fleet --bin-dir $(TARGET_DIR)/release --out BENCHMARKS.fleet.md --work-dir $(TARGET_DIR)/fleet $(FLEET_ARGS)
+	python3 scripts/bench.py --section BENCHMARKS.fleet.md
 
 ## The whole stack on this machine: moto, the Microsoft simulator, the five
 ## function binaries under a local Lambda Runtime API, an API Gateway front, the

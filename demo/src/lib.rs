@@ -17,6 +17,8 @@ pub mod apigw;
 pub mod browser;
 pub mod cgroup;
 pub mod coldpath;
+pub mod fleet;
+pub mod fleet_report;
 pub mod metric_log;
 pub mod receiver;
 pub mod runtime;

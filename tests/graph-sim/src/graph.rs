@@ -646,6 +646,7 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         return r;
     }
     *st.stats.subscription_calls.entry("create".into()).or_default() += 1;
+    record_write(&mut st, "create", &mailbox, &app_id);
     let sub = SimSubscription {
         id: uuid::Uuid::new_v4().to_string(),
         app_id,
@@ -777,6 +778,7 @@ fn renew_subscription(state: &Shared, access: &Access, id: &str, body: &Bytes) -
     }
     let mut st = lock(state);
     *st.stats.subscription_calls.entry("renew".into()).or_default() += 1;
+    record_write_of(&mut st, "renew", access, id);
     match owned(&mut st, access, id) {
         Ok(s) => {
             s.expires = expires;
@@ -790,11 +792,39 @@ fn renew_subscription(state: &Shared, access: &Access, id: &str, body: &Bytes) -
 fn delete_subscription(state: &Shared, access: &Access, id: &str) -> Response {
     let mut st = lock(state);
     *st.stats.subscription_calls.entry("delete".into()).or_default() += 1;
+    record_write_of(&mut st, "delete", access, id);
     if let Err(r) = owned(&mut st, access, id) {
         return r;
     }
     st.subscriptions.remove(id);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Logs a subscription write when recording.
+fn record_write(st: &mut State, kind: &'static str, mailbox: &str, app_id: &str) {
+    if st.recording.is_none() {
+        return;
+    }
+    let tenant = st.user(mailbox).map(|u| u.tenant.clone()).unwrap_or_default();
+    if let Some(r) = st.recording.as_mut() {
+        r.subscription_writes.push(crate::state::SubscriptionWrite {
+            at: std::time::SystemTime::now(),
+            kind,
+            tenant,
+            app_id: app_id.to_string(),
+        });
+    }
+}
+
+/// [`record_write`] for a write naming a subscription by id.
+fn record_write_of(st: &mut State, kind: &'static str, access: &Access, id: &str) {
+    let mailbox = st
+        .subscriptions
+        .get(id)
+        .map(|s| s.mailbox.clone())
+        .unwrap_or_default();
+    let app = app_of(access, st);
+    record_write(st, kind, &mailbox, &app);
 }
 
 fn reauthorize(state: &Shared, access: &Access, id: &str) -> Response {
@@ -858,11 +888,28 @@ pub(crate) fn send_notifications(state: Shared, url: String, payload: Value, cop
                 else {
                     return;
                 };
+                let sent_at = std::time::SystemTime::now();
+                let started = std::time::Instant::now();
                 let status = match tokio::time::timeout(Duration::from_secs(3), client().request(req)).await {
                     Ok(Ok(r)) => r.status().as_u16(),
                     _ => 0,
                 };
-                lock(&state).stats.notification_statuses.push(status);
+                {
+                    let mut st = lock(&state);
+                    st.stats.notification_statuses.push(status);
+                    if let Some(r) = st.recording.as_mut() {
+                        r.notification_posts.push(crate::state::NotificationPost {
+                            item_id: payload
+                                .pointer("/value/0/resourceData/id")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                            sent_at,
+                            answered_after: started.elapsed(),
+                            status,
+                        });
+                    }
+                }
                 if (200..300).contains(&status) {
                     break;
                 }

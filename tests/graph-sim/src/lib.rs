@@ -31,7 +31,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use state::State;
-pub use state::{App, AuthorizeOutcome, DEFAULT_ROLES, Event, Lifecycle, Message, SentMail, Stats, User};
+pub use state::{
+    App, AuthorizeOutcome, DEFAULT_ROLES, Event, Lifecycle, Message, NotificationPost, Recording, SentMail,
+    Stats, SubscriptionWrite, User,
+};
 
 /// A running simulator. Dropping it stops the server.
 pub struct Sim {
@@ -389,6 +392,17 @@ impl Sim {
                 .map(std::mem::take)
                 .unwrap_or_default()
         })
+    }
+
+    /// Starts (`true`) or stops logging every subscription write and
+    /// notification POST with its time ([`Recording`]); starting clears the log.
+    pub fn set_recording(&self, on: bool) {
+        self.with(|s| s.recording = on.then(Recording::default));
+    }
+
+    /// What was logged since recording started, leaving the log empty.
+    pub fn take_recording(&self) -> Recording {
+        self.with(|s| s.recording.as_mut().map(std::mem::take).unwrap_or_default())
     }
 
     /// Graph "forgets" to notify this fraction of changes (0.0 to 1.0) and

@@ -230,6 +230,42 @@ pub(crate) struct Mailbox {
     pub(crate) bodies: HashMap<String, crate::body::Served>,
 }
 
+/// What the simulator logs while recording ([`crate::Sim::set_recording`]).
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    /// Every subscription write (create, renew, delete), as Graph counts
+    /// them against its per-tenant and per-app limits.
+    pub subscription_writes: Vec<SubscriptionWrite>,
+    /// Every change-notification POST and how its receiver answered.
+    pub notification_posts: Vec<NotificationPost>,
+}
+
+/// One `POST`, `PATCH` or `DELETE` of `/subscriptions`.
+#[derive(Debug, Clone)]
+pub struct SubscriptionWrite {
+    /// When it reached the simulator.
+    pub at: std::time::SystemTime,
+    /// `create`, `renew` or `delete`.
+    pub kind: &'static str,
+    /// The mailbox's tenant (empty when the subscription was unknown).
+    pub tenant: String,
+    /// The calling app's client id.
+    pub app_id: String,
+}
+
+/// One change-notification POST to a notification URL.
+#[derive(Debug, Clone)]
+pub struct NotificationPost {
+    /// The changed item's Graph id (`resourceData.id`).
+    pub item_id: String,
+    /// When the POST started.
+    pub sent_at: std::time::SystemTime,
+    /// How long until its answer (or until it gave up after 3 s).
+    pub answered_after: std::time::Duration,
+    /// The status it got (0: no answer).
+    pub status: u16,
+}
+
 /// Counts of requests that reached the simulator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -341,6 +377,9 @@ pub(crate) struct State {
     pub(crate) drop_notifications: bool,
     /// When set, change notifications are kept here (URL, payload) instead of sent.
     pub(crate) held_notifications: Option<Vec<(String, serde_json::Value)>>,
+    /// When set, subscription writes and notification POSTs are logged here
+    /// with their times (the fleet benchmark reads them).
+    pub(crate) recording: Option<Recording>,
     /// Forget to notify this fraction of changes (as per mille), evenly spread.
     pub(crate) drop_per_mille: u32,
     /// Changes seen while a fraction is dropped (drives the even spread).
@@ -404,6 +443,7 @@ impl State {
             duplicate_notifications: false,
             drop_notifications: false,
             held_notifications: None,
+            recording: None,
             drop_per_mille: 0,
             drop_counter: 0,
             in_flight: HashMap::new(),

@@ -1,0 +1,605 @@
+//! The fleet benchmark's Markdown section, and its month per mailbox.
+//!
+//! Kept apart from the measuring ([`crate::fleet`]) because the arithmetic
+//! is the part a reader checks: every figure of the cost table is written
+//! out from the counts the run measured and the assumptions stated with it.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::fleet::{FleetOptions, FleetResults, PHASES, PhaseCounts, WriteRates, percentile};
+
+/// Graph's subscription-write limits (graph.md §14): per app and tenant, per app; per 20 s.
+const LIMIT_PER_TENANT: usize = 500;
+/// Per app across all tenants, per 20 s.
+const LIMIT_PER_APP: usize = 2000;
+
+/// AWS us-east-1 list prices, USD.
+struct Prices {
+    lambda_gb_s: f64,
+    lambda_request: f64,
+    wru: f64,
+    rru: f64,
+    sqs_fifo: f64,
+    secret_month: f64,
+    secret_call: f64,
+    kms_key_month: f64,
+    kms_request: f64,
+    http_api: f64,
+}
+
+fn prices(architecture: &str) -> Prices {
+    Prices {
+        lambda_gb_s: if architecture == "arm64" {
+            0.000_013_333_4
+        } else {
+            0.000_016_666_7
+        },
+        lambda_request: 0.20 / 1e6,
+        wru: 1.25 / 1e6,
+        rru: 0.25 / 1e6,
+        sqs_fifo: 0.50 / 1e6,
+        secret_month: 0.40,
+        secret_call: 0.05 / 1e4,
+        kms_key_month: 1.0,
+        kms_request: 0.03 / 1e4,
+        http_api: 1.00 / 1e6,
+    }
+}
+
+/// Request units of one phase's DynamoDB operations: (reads, writes). Items
+/// are at most 1 KB and reads at most 4 KB (connection, subscription and
+/// ledger items; keys-only index pages), so each read request is one RRU and
+/// each write one WRU; a transaction counts twice; a batch counts as one
+/// request (the proxy does not see its items).
+fn capacity(counts: &PhaseCounts) -> (f64, f64) {
+    let mut reads = 0.0;
+    let mut writes = 0.0;
+    for (op, n) in &counts.aws {
+        // The proxy names operations by their target header
+        // (`DynamoDB_20120810.GetItem`) or service (`dynamodb.GetItem`).
+        let Some((service, name)) = op.split_once('.') else {
+            continue;
+        };
+        if !service.to_ascii_lowercase().starts_with("dynamodb") {
+            continue;
+        }
+        let n = f64::from(*n);
+        match name {
+            "GetItem" | "Query" | "Scan" | "BatchGetItem" => reads += n,
+            "TransactGetItems" => reads += 2.0 * n,
+            "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" => writes += n,
+            "TransactWriteItems" => writes += 2.0 * n,
+            _ => {}
+        }
+    }
+    (reads, writes)
+}
+
+fn sum_matching(counts: &PhaseCounts, f: impl Fn(&str) -> bool) -> f64 {
+    counts
+        .aws
+        .iter()
+        .filter(|(k, _)| f(k))
+        .map(|(_, v)| f64::from(*v))
+        .sum()
+}
+
+/// A count with thousands separators, or a small figure with decimals.
+fn num(x: f64) -> String {
+    if x != 0.0 && x.abs() < 100.0 && x.fract() != 0.0 {
+        return format!("{x:.3}");
+    }
+    let n = x.round() as i64;
+    let s = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn usd(x: f64) -> String {
+    if x < 0.01 {
+        format!("${x:.4}")
+    } else {
+        format!("${x:.2}")
+    }
+}
+
+fn rates_row(what: &str, r: &WriteRates) -> String {
+    let kinds: Vec<String> = r.by_kind.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    format!(
+        "| {what} | {} | {} / {LIMIT_PER_TENANT} | {} / {LIMIT_PER_APP} |",
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(", ")
+        },
+        r.max_per_tenant,
+        r.max_per_app
+    )
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
+
+/// The report's keys, flattened to `key: value` (objects one level deep).
+fn report_counts(report: &Value) -> String {
+    let Some(o) = report.as_object() else {
+        return report.to_string();
+    };
+    let mut out = Vec::new();
+    for (k, v) in o {
+        match v {
+            Value::Array(a) => out.push(format!("{k}: {}", a.len())),
+            Value::Object(inner) => {
+                let parts: Vec<String> = inner.iter().map(|(ik, iv)| format!("{ik} {iv}")).collect();
+                out.push(format!("{k}: {{{}}}", parts.join(", ")));
+            }
+            other => out.push(format!("{k}: {other}")),
+        }
+    }
+    out.join(", ")
+}
+
+/// Per-function invocation figures of one phase: (count, GB-s, records).
+fn lambda_of(results: &FleetResults, phase: usize, function: &str) -> (f64, f64, f64) {
+    let mb = results.template.memory.get(function).copied().unwrap_or(128) as f64;
+    let mut n = 0.0;
+    let mut gb_s = 0.0;
+    let mut records = 0.0;
+    for i in results
+        .invocations
+        .iter()
+        .filter(|i| i.phase == phase && i.function == function)
+    {
+        n += 1.0;
+        gb_s += i.duration.as_secs_f64() * mb / 1024.0;
+        records += i.records as f64;
+    }
+    (n, gb_s, records)
+}
+
+/// A table row: its name and the figure it shows of a [`Month`].
+type Row = (&'static str, fn(&Month) -> f64);
+
+/// One mailbox's month, by resource.
+#[derive(Debug, Default, Clone, Copy)]
+struct Month {
+    lambda_requests: f64,
+    gb_s: f64,
+    rru: f64,
+    wru: f64,
+    sqs: f64,
+    secrets_calls: f64,
+    http_api: f64,
+    graph: f64,
+}
+
+/// The Markdown section `make bench-fleet` writes (BENCHMARKS.fleet.md).
+pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
+    let mut s = String::new();
+    let n = opts.mailboxes.max(1) as f64;
+    let t = &r.template;
+    let arch = t.architecture.as_str();
+    let p = prices(arch);
+    let timeout = t.timeout.get("connections").copied().unwrap_or(0);
+    let _ = writeln!(s, "## Fleet: {} mailboxes\n", opts.mailboxes);
+    let _ = writeln!(
+        s,
+        "Measured by `make bench-fleet` (`{command}`; `demo/src/fleet.rs`) on {}: the release \
+         binaries under the local Runtime API, each HTTP function and dispatch in {} sandboxes, \
+         moto behind its counting proxy, the Microsoft simulator adding {} ms to every Graph \
+         request. {} mailboxes in {} tenant(s): {} app-only (admin consent each) and {} delegated \
+         (a browser sign-in each), each with one mail subscription.\n",
+        machine(),
+        opts.sandboxes,
+        opts.graph_latency.as_millis(),
+        opts.mailboxes,
+        opts.tenants,
+        opts.mailboxes - r.delegated,
+        r.delegated
+    );
+
+    // 1. Connect.
+    let _ = writeln!(s, "### Connecting\n");
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "| connected (`POST /connections`, then consent or sign-in), {} at a time | {} of {} in {:.1} s ({:.1} per second) |",
+        opts.connect_concurrency,
+        r.connected,
+        opts.mailboxes,
+        r.connect_wall.as_secs_f64(),
+        r.connected as f64 / r.connect_wall.as_secs_f64().max(0.001)
+    );
+    let _ = writeln!(s, "| Graph subscriptions afterwards | {} |", r.subscriptions);
+    for f in &r.connect_failures {
+        let _ = writeln!(s, "| failed | {} |", f.replace('|', "/"));
+    }
+    let _ = writeln!(
+        s,
+        "\nSubscription writes as the simulator saw them (Graph's limits: {LIMIT_PER_TENANT} per 20 s per app and tenant, {LIMIT_PER_APP} per 20 s per app):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| phase | writes | most in 20 s, one tenant | most in 20 s, the app |\n|---|---|---|---|"
+    );
+    let _ = writeln!(s, "{}", rates_row("connect", &r.connect_writes));
+    let _ = writeln!(s, "{}", rates_row("renew and sweep", &r.renew_writes));
+
+    // 2. Scheduled runs.
+    let _ = writeln!(
+        s,
+        "\n### Scheduled run: renew every subscription, sweep every one\n\n\
+         `connections` invoked with `{{\"detail\": {{\"renew\": \"all\", \"sweep\": \"all\"}}}}` (deadline: \
+         its `Timeout` of {timeout} s from template.yaml, passed as Lambda passes it) until its report \
+         says nothing is left (at most {} runs).\n",
+        opts.max_runs
+    );
+    let _ = writeln!(s, "| run | duration / Timeout | report |\n|---|---|---|");
+    for (i, run) in r.runs.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} s / {timeout} s | {} |",
+            i + 1,
+            run.duration.as_secs_f64(),
+            match &run.report {
+                Ok(v) => report_counts(v),
+                Err(e) => format!("error: {}", e.replace('|', "/")),
+            }
+        );
+    }
+    if let Some(o) = &r.ordinary {
+        let _ = writeln!(
+            s,
+            "| then an ordinary run (`{{\"sweep\": \"all\"}}`) | {:.1} s / {timeout} s | {} |",
+            o.duration.as_secs_f64(),
+            match &o.report {
+                Ok(v) => report_counts(v),
+                Err(e) => format!("error: {}", e.replace('|', "/")),
+            }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n- runs needed: **{}**{}; every invocation within its Timeout: **{}**",
+        r.runs.len(),
+        if r.nothing_left {
+            " (the last report left nothing)"
+        } else {
+            " (the bound was reached with work left, or a run failed)"
+        },
+        if r.runs
+            .iter()
+            .all(|x| x.duration.as_secs() < timeout && x.report.is_ok())
+        {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "- due subscriptions renewed at Graph (a later expiry, or recreated): **{} of {}**",
+        r.renewed_at_graph, r.due
+    );
+    let swept: u64 = r
+        .runs
+        .iter()
+        .filter_map(|x| x.report.as_ref().ok())
+        .filter_map(|v| v["swept"].as_u64())
+        .sum();
+    let _ = writeln!(
+        s,
+        "- subscriptions swept (sum of the reports' `swept`): **{swept} of {}**",
+        r.subscriptions
+    );
+
+    // 3. Storm.
+    let _ = writeln!(
+        s,
+        "\n### Notification storm\n\n{} mails created at the simulator in {:.0} s ({} per second requested) in random mailboxes; the simulator POSTs each notification to the webhook as Graph does.\n",
+        r.mails,
+        r.storm_wall.as_secs_f64(),
+        opts.storm_rate
+    );
+    let _ = writeln!(s, "| | p50 | p99 | max |\n|---|---|---|---|");
+    let row = |what: &str, v: &[f64]| {
+        format!(
+            "| {what} ({} samples) | {:.0} ms | {:.0} ms | {:.0} ms |",
+            v.len(),
+            percentile(v, 50.0),
+            percentile(v, 99.0),
+            percentile(v, 100.0)
+        )
+    };
+    let _ = writeln!(s, "{}", row("webhook acknowledgement (POST to 202)", &r.ack_ms));
+    let _ = writeln!(
+        s,
+        "{}",
+        row("end to end (notification sent to the flow's 2xx)", &r.e2e_ms)
+    );
+    let _ = writeln!(
+        s,
+        "\n- delivered: **{} of {}**; lost: **{}**; doubled: **{}**; bad signatures: {}; notification POSTs not answered 2xx: {}",
+        r.delivered,
+        r.mails,
+        r.mails.saturating_sub(r.delivered),
+        r.doubled,
+        r.bad_signatures,
+        r.ack_failures
+    );
+
+    // 4. Counts per phase.
+    let _ = writeln!(
+        s,
+        "\n### Requests counted per phase\n\nAWS at moto's counting proxy (every request of the functions and of the harness's SQS pollers), Graph and token requests at the simulator, invocations and their wall time by the harness.\n"
+    );
+    let mut ops: Vec<String> = r.counts.iter().flat_map(|c| c.aws.keys().cloned()).collect();
+    ops.sort();
+    ops.dedup();
+    let _ = writeln!(
+        s,
+        "| | {} |\n|---|{}",
+        PHASES[..r.counts.len()].join(" | "),
+        "---|".repeat(r.counts.len())
+    );
+    let cells = |f: &dyn Fn(&PhaseCounts) -> String| r.counts.iter().map(f).collect::<Vec<_>>().join(" | ");
+    let _ = writeln!(s, "| Graph requests | {} |", cells(&|c| num(f64::from(c.graph))));
+    let _ = writeln!(s, "| token requests | {} |", cells(&|c| num(f64::from(c.token))));
+    for op in &ops {
+        let _ = writeln!(
+            s,
+            "| {op} | {} |",
+            cells(&|c| num(f64::from(c.aws.get(op).copied().unwrap_or(0))))
+        );
+    }
+    for f in ["connections", "oauth-callback", "mail-webhook", "mail-dispatch"] {
+        let line: Vec<String> = (0..r.counts.len())
+            .map(|ph| {
+                let (count, gb_s, _) = lambda_of(r, ph, f);
+                format!("{} ({:.2} GB-s)", num(count), gb_s)
+            })
+            .collect();
+        let _ = writeln!(s, "| {f} invocations | {} |", line.join(" | "));
+    }
+
+    // 5. The month per mailbox.
+    let runs_per_month = 30.0 * 24.0 * 60.0 / opts.schedule_minutes.max(1.0);
+    let renewals_per_month = 5.0;
+    let mails_per_month = opts.mails_per_day * 30.0;
+    let phase = |i: usize| r.counts.get(i).cloned().unwrap_or_default();
+    let (renew, ordinary, storm) = (phase(1), phase(2), phase(3));
+    let mails = r.mails.max(1) as f64;
+    let sqs_calls = |c: &PhaseCounts, dispatches: f64| {
+        // The pollers' empty receives are the event source's, not per
+        // mail: count sends and deletes, and one receive per batch.
+        sum_matching(c, |k| {
+            k.to_ascii_lowercase().contains("sqs")
+                && (k.contains("SendMessage") || k.contains("DeleteMessage"))
+        }) + dispatches
+    };
+    let sm_calls = |c: &PhaseCounts| sum_matching(c, |k| k.starts_with("secretsmanager."));
+    // Per ordinary run (per mailbox), per renewal (the renew-all phase
+    // beyond an ordinary run), per mail.
+    let per_run = {
+        let (inv, gb_s, _) = lambda_of(r, 2, "connections");
+        let (rru, wru) = capacity(&ordinary);
+        let (d_inv, d_gb, _) = lambda_of(r, 2, "mail-dispatch");
+        Month {
+            lambda_requests: (inv + d_inv) / n,
+            gb_s: (gb_s + d_gb) / n,
+            rru: rru / n,
+            wru: wru / n,
+            sqs: sqs_calls(&ordinary, d_inv) / n,
+            secrets_calls: sm_calls(&ordinary) / n,
+            http_api: 0.0,
+            graph: f64::from(ordinary.graph) / n,
+        }
+    };
+    let per_renewal = {
+        let (_, gb_s, _) = lambda_of(r, 1, "connections");
+        let (_, o_gb, _) = lambda_of(r, 2, "connections");
+        let (rru, wru) = capacity(&renew);
+        let (orru, owru) = capacity(&ordinary);
+        let runs = r.runs.len().max(1) as f64;
+        Month {
+            // Extra runs beyond the one the schedule makes anyway.
+            lambda_requests: (runs - 1.0) / n,
+            gb_s: (gb_s - o_gb).max(0.0) / n,
+            rru: (rru - orru).max(0.0) / n,
+            wru: (wru - owru).max(0.0) / n,
+            sqs: (sqs_calls(&renew, 0.0) - sqs_calls(&ordinary, 0.0)).max(0.0) / n,
+            secrets_calls: (sm_calls(&renew) - sm_calls(&ordinary)).max(0.0) / n,
+            http_api: 0.0,
+            graph: f64::from(renew.graph.saturating_sub(ordinary.graph)) / n,
+        }
+    };
+    let per_mail = {
+        let (w_inv, w_gb, _) = lambda_of(r, 3, "mail-webhook");
+        let (d_inv, d_gb, d_rec) = lambda_of(r, 3, "mail-dispatch");
+        // Dispatch's figures come from the harness's sandboxes (the demo's
+        // own event source takes some batches untimed): per record handled.
+        let per_record = |x: f64| if d_rec > 0.0 { x / d_rec } else { 0.0 };
+        let (rru, wru) = capacity(&storm);
+        Month {
+            lambda_requests: w_inv / mails + per_record(d_inv),
+            gb_s: w_gb / mails + per_record(d_gb),
+            rru: rru / mails,
+            wru: wru / mails,
+            sqs: sqs_calls(&storm, 0.0) / mails + per_record(d_inv),
+            secrets_calls: sm_calls(&storm) / mails,
+            http_api: w_inv / mails,
+            graph: f64::from(storm.graph) / mails,
+        }
+    };
+    let month = Month {
+        lambda_requests: runs_per_month * per_run.lambda_requests
+            + renewals_per_month * per_renewal.lambda_requests
+            + mails_per_month * per_mail.lambda_requests,
+        gb_s: runs_per_month * per_run.gb_s
+            + renewals_per_month * per_renewal.gb_s
+            + mails_per_month * per_mail.gb_s,
+        rru: runs_per_month * per_run.rru
+            + renewals_per_month * per_renewal.rru
+            + mails_per_month * per_mail.rru,
+        wru: runs_per_month * per_run.wru
+            + renewals_per_month * per_renewal.wru
+            + mails_per_month * per_mail.wru,
+        sqs: runs_per_month * per_run.sqs
+            + renewals_per_month * per_renewal.sqs
+            + mails_per_month * per_mail.sqs,
+        secrets_calls: runs_per_month * per_run.secrets_calls
+            + renewals_per_month * per_renewal.secrets_calls
+            + mails_per_month * per_mail.secrets_calls,
+        http_api: mails_per_month * per_mail.http_api,
+        graph: runs_per_month * per_run.graph
+            + renewals_per_month * per_renewal.graph
+            + mails_per_month * per_mail.graph,
+    };
+    let mem: Vec<String> = t.memory.iter().map(|(k, v)| format!("{k} {v} MB")).collect();
+    let _ = writeln!(
+        s,
+        "\n### A mailbox's month\n\nAssumptions: the schedule runs every {} minutes ({} runs a month), each an ordinary run as measured above (per mailbox: the ordinary run's counts ÷ {}); each subscription is renewed {} times a month (Graph's 7-day lifetime for mail, renewed in its last day), each renewal costing what the renew-all phase cost beyond the ordinary run; {} mails per mailbox per day ({} a month), each costing what the storm cost per mail. Lambda: {arch} (template.yaml), {}; GB-s = measured wall time × memory. DynamoDB: one RRU per read request and one WRU per write request (items ≤ 1 KB, reads ≤ 4 KB, keys-only index pages; strongly consistent reads, so no half units), a transaction twice, a batch once. SQS: sends and deletes as counted, plus one receive per dispatch batch (the event source's empty long polls are a fixed cost of the queue, left out). API Gateway: one request per notification.\n",
+        opts.schedule_minutes,
+        num(runs_per_month),
+        opts.mailboxes,
+        renewals_per_month,
+        opts.mails_per_day,
+        num(mails_per_month),
+        mem.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "| per mailbox | per ordinary run | per renewal | per mail | a month |\n|---|---|---|---|---|"
+    );
+    let rows: [Row; 8] = [
+        ("Lambda invocations", |m| m.lambda_requests),
+        ("Lambda GB-s", |m| m.gb_s),
+        ("DynamoDB RRU", |m| m.rru),
+        ("DynamoDB WRU", |m| m.wru),
+        ("SQS requests", |m| m.sqs),
+        ("Secrets Manager calls", |m| m.secrets_calls),
+        ("API Gateway requests", |m| m.http_api),
+        ("Graph requests", |m| m.graph),
+    ];
+    for (name, f) in rows {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} |",
+            num(f(&per_run)),
+            num(f(&per_renewal)),
+            num(f(&per_mail)),
+            num(f(&month))
+        );
+    }
+    let share = r.delegated as f64 / n;
+    let _ = writeln!(
+        s,
+        "\nCost a month at N mailboxes ({:.0} % delegated, as measured), us-east-1 list prices. Delegated refresh tokens either in Secrets Manager (one secret each, $0.40 a month, $0.05 per 10,000 calls) or sealed with one KMS key in the state table ($1 a month, $0.03 per 10,000 requests; counted as one KMS request per Secrets Manager call measured, an upper bound since those include the deployment's own secrets):\n",
+        share * 100.0
+    );
+    let _ = writeln!(s, "| | N = 10 | N = 1,000 | N = 10,000 |\n|---|---|---|---|");
+    let sizes = [10.0, 1000.0, 10000.0];
+    let line = |name: &str, f: &dyn Fn(f64) -> (String, f64)| {
+        let cells: Vec<String> = sizes
+            .iter()
+            .map(|&k| {
+                let (how, cost) = f(k);
+                format!("{how} = **{}**", usd(cost))
+            })
+            .collect();
+        format!("| {name} | {} |", cells.join(" | "))
+    };
+    let lambda = |k: f64| {
+        let req = k * month.lambda_requests;
+        let gb = k * month.gb_s;
+        (
+            format!(
+                "{} req × $0.20/M + {} GB-s × ${}",
+                num(req),
+                num(gb),
+                p.lambda_gb_s
+            ),
+            req * p.lambda_request + gb * p.lambda_gb_s,
+        )
+    };
+    let dynamo = |k: f64| {
+        let (w, rd) = (k * month.wru, k * month.rru);
+        (
+            format!("{} WRU × $1.25/M + {} RRU × $0.25/M", num(w), num(rd)),
+            w * p.wru + rd * p.rru,
+        )
+    };
+    let sqs = |k: f64| {
+        let q = k * month.sqs;
+        (format!("{} × $0.50/M (FIFO)", num(q)), q * p.sqs_fifo)
+    };
+    let api = |k: f64| {
+        let q = k * month.http_api;
+        (format!("{} × $1.00/M", num(q)), q * p.http_api)
+    };
+    let secrets = |k: f64| {
+        let secrets = (k * share).round();
+        let calls = k * month.secrets_calls;
+        (
+            format!(
+                "{} secrets × $0.40 + {} calls × $0.05/10k",
+                num(secrets),
+                num(calls)
+            ),
+            secrets * p.secret_month + calls * p.secret_call,
+        )
+    };
+    let kms = |k: f64| {
+        let calls = k * month.secrets_calls;
+        (
+            format!("1 key × $1 + {} requests × $0.03/10k", num(calls)),
+            p.kms_key_month + calls * p.kms_request,
+        )
+    };
+    let _ = writeln!(s, "{}", line("Lambda", &lambda));
+    let _ = writeln!(s, "{}", line("DynamoDB on demand", &dynamo));
+    let _ = writeln!(s, "{}", line("SQS", &sqs));
+    let _ = writeln!(s, "{}", line("API Gateway HTTP API", &api));
+    let _ = writeln!(s, "{}", line("tokens in Secrets Manager", &secrets));
+    let _ = writeln!(s, "{}", line("tokens sealed with KMS (instead)", &kms));
+    let total = |with_kms: bool| {
+        let cells: Vec<String> = sizes
+            .iter()
+            .map(|&k| {
+                let base = lambda(k).1 + dynamo(k).1 + sqs(k).1 + api(k).1;
+                let tokens = if with_kms { kms(k).1 } else { secrets(k).1 };
+                let all = base + tokens;
+                format!("**{}** ({} per mailbox)", usd(all), usd(all / k))
+            })
+            .collect();
+        cells.join(" | ")
+    };
+    let _ = writeln!(s, "| total with Secrets Manager | {} |", total(false));
+    let _ = writeln!(s, "| total with KMS | {} |", total(true));
+    let _ = writeln!(
+        s,
+        "\nThe app secret, signing key and event signing secret (3 × $0.40) and the CloudWatch logs and metrics are the same at every N and left out."
+    );
+    s
+}
