@@ -107,9 +107,11 @@ pub(crate) async fn deliver_task(
         .set_description(task.description)
         .set_related_contact_id(related.clone());
     for (name, value, kind) in task.references {
-        let reference = Reference::builder().value(value).r#type(kind).build().map_err(|e| {
-            Delivery::Retry(format!("a task reference could not be built: {e}"))
-        })?;
+        let reference = Reference::builder()
+            .value(value)
+            .r#type(kind)
+            .build()
+            .map_err(|e| Delivery::Retry(format!("a task reference could not be built: {e}")))?;
         req = req.references(name, reference);
     }
     for (key, value) in task.attributes {
@@ -233,7 +235,7 @@ pub fn html_text(html: &str, max: usize) -> String {
     let mut count = 0usize;
     let mut rest = html;
     let mut pending_space: Option<char> = None;
-    let mut push = |out: &mut String, count: &mut usize, pending: &mut Option<char>, c: char| {
+    let push = |out: &mut String, count: &mut usize, pending: &mut Option<char>, c: char| {
         if c.is_whitespace() {
             if !out.is_empty() && *pending != Some('\n') {
                 *pending = Some(if c == '\n' { '\n' } else { ' ' });
@@ -338,15 +340,15 @@ pub fn explain(code: &str, status: u16, message: &str, target: &str, instance_id
         "ResourceNotFoundException" => format!(
             "Amazon Connect: {message}: check the target {target}: the instance id and the contact flow id must be those of an existing instance and a published flow (the last parts of their ARNs)"
         ),
-        "InvalidParameterException" | "InvalidRequestException" => format!(
-            "Amazon Connect refused the task for {target} ({code}): {message}"
-        ),
+        "InvalidParameterException" | "InvalidRequestException" => {
+            format!("Amazon Connect refused the task for {target} ({code}): {message}")
+        }
         "AccessDeniedException" => format!(
             "Amazon Connect denied StartTaskContact for {target}: mail-dispatch's role needs connect:StartTaskContact on instance {instance_id}; deploy with the template parameter ConnectInstanceId={instance_id}"
         ),
-        "ServiceQuotaExceededException" => format!(
-            "Amazon Connect's quota for tasks is reached ({message}); retrying"
-        ),
+        "ServiceQuotaExceededException" => {
+            format!("Amazon Connect's quota for tasks is reached ({message}); retrying")
+        }
         other => format!("Amazon Connect answered {status} {other}: {message}"),
     }
 }
@@ -430,10 +432,17 @@ mod tests {
     #[test]
     fn every_refusal_says_what_to_fix() {
         let t = "connect-task:i/f";
-        assert!(explain("ResourceNotFoundException", 404, "Contact flow f not found", t, "i").contains(t));
         assert!(
-            explain("AccessDeniedException", 403, "", t, "i").contains("connect:StartTaskContact")
+            explain(
+                "ResourceNotFoundException",
+                404,
+                "Contact flow f not found",
+                t,
+                "i"
+            )
+            .contains(t)
         );
+        assert!(explain("AccessDeniedException", 403, "", t, "i").contains("connect:StartTaskContact"));
         assert!(explain("InvalidParameterException", 400, "name too long", t, "i").contains("name too long"));
         assert!(explain("ThrottlingException", 429, "", t, "i").contains("throttled"));
     }

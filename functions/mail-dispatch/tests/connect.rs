@@ -188,7 +188,10 @@ async fn a_new_mail_starts_exactly_one_task_with_the_mail_s_fields() {
     );
     assert!(field(c, "ClientToken").starts_with(&event_id));
     let refs = &c.request["References"];
-    assert_eq!(refs["relay365_event_id"], json!({"Value": event_id, "Type": "STRING"}));
+    assert_eq!(
+        refs["relay365_event_id"],
+        json!({"Value": event_id, "Type": "STRING"})
+    );
     assert_eq!(refs["web_link"]["Type"], "URL");
     assert!(
         refs["web_link"]["Value"]
@@ -270,6 +273,23 @@ async fn a_duplicate_notification_and_a_redelivery_after_a_crash_start_no_second
     let record = kept.lock().unwrap().take().expect("a record was dispatched");
     let again = mail_dispatch::handle(record, &p.dispatcher).await;
     assert!(again.batch_item_failures.is_empty(), "{again:?}");
+    // It went through Connect again: the ledger holds it once more.
+    let back = dynamo
+        .get_item()
+        .table_name(STATE_TABLE)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("conn#support".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("dlv#f#{key}#{id}")),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(back.item().is_some(), "the redelivery was delivered");
     let contacts = p.fake.contacts();
     assert_eq!(contacts.len(), 1, "the retry found its task by its ClientToken");
     assert_eq!(contacts[0].contact_id, first);
@@ -323,9 +343,7 @@ async fn throttling_is_retried_and_ends_in_exactly_one_task() {
         .await;
     // More than the SDK's own attempts: the record itself comes back.
     p.fake.throttle_next(3);
-    p.stack
-        .sim
-        .deliver_message(UPN, mail("throttled", "AAQkconv-5"));
+    p.stack.sim.deliver_message(UPN, mail("throttled", "AAQkconv-5"));
     let contacts = p.pump_until_tasks(1).await;
     assert_eq!(contacts.len(), 1, "{contacts:?}");
     let refused = p.fake.refused();
@@ -341,16 +359,13 @@ async fn an_unknown_flow_says_so_on_the_subscription_and_loses_nothing() {
     let p = Pipe::start().await;
     let missing = "bbbbbbbb-0000-0000-0000-000000000000";
     let target = format!("connect-task:{INSTANCE}/{missing}");
-    p.connect(json!([{"resource": "mail", "target": target}]))
-        .await;
+    p.connect(json!([{"resource": "mail", "target": target}])).await;
     p.stack
         .sim
         .deliver_message(UPN, mail("waiting for a flow", "AAQkconv-6"));
     let mut error = None;
     for _ in 0..50 {
-        p.fifo
-            .pump(|e| mail_dispatch::handle(e, &p.dispatcher))
-            .await;
+        p.fifo.pump(|e| mail_dispatch::handle(e, &p.dispatcher)).await;
         error = p.flow().await.last_delivery_error;
         if error.is_some() {
             break;
@@ -402,7 +417,10 @@ async fn the_admin_api_refuses_malformed_task_targets_and_calendar_flows_to_them
         }
     };
     for (bad, words) in [
-        ("connect-task:only-an-instance", "connect-task:{instance-id}/{contact-flow-id}"),
+        (
+            "connect-task:only-an-instance",
+            "connect-task:{instance-id}/{contact-flow-id}",
+        ),
         (
             "connect-task:arn:aws:connect:us-east-1:123456789012:instance/x/y",
             "the last part of its ARN",

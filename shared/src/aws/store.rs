@@ -997,7 +997,10 @@ fn conversation_contact_sk(flow: &str, conversation: &str) -> String {
     if key.len() <= 900 {
         key
     } else {
-        format!("cx#{flow}#sha256:{}", crate::digest::sha256_hex(conversation.as_bytes()))
+        format!(
+            "cx#{flow}#sha256:{}",
+            crate::digest::sha256_hex(conversation.as_bytes())
+        )
     }
 }
 
@@ -1090,7 +1093,11 @@ impl Table for MemoryTable {
         let mut due: Vec<Item> = items
             .values()
             .filter(|i| i.get("kind").and_then(Value::as_str) == Some(kind))
-            .filter(|i| i.get("due_at").and_then(Value::as_str).is_some_and(|d| d <= until))
+            .filter(|i| {
+                i.get("due_at")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d <= until)
+            })
             .map(|i| {
                 ["pk", "sk", "due_at"]
                     .iter()
@@ -1609,21 +1616,51 @@ mod conversation_contact_tests {
             contact_id: "c-2".into(),
             event_id: "evt_2".into(),
         };
-        assert_eq!(store.conversation_contact("a", "f", "conv", "i").await.unwrap(), None);
-        assert!(store.remember_conversation_contact("a", "f", "conv", "i", &first).await.unwrap());
-        assert!(!store.remember_conversation_contact("a", "f", "conv", "i", &second).await.unwrap());
+        assert_eq!(
+            store.conversation_contact("a", "f", "conv", "i").await.unwrap(),
+            None
+        );
+        assert!(
+            store
+                .remember_conversation_contact("a", "f", "conv", "i", &first)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remember_conversation_contact("a", "f", "conv", "i", &second)
+                .await
+                .unwrap()
+        );
         assert_eq!(
             store.conversation_contact("a", "f", "conv", "i").await.unwrap(),
             Some(first.clone())
         );
         // Another instance, flow, conversation or connection knows nothing of it.
-        assert_eq!(store.conversation_contact("a", "f", "conv", "j").await.unwrap(), None);
-        assert_eq!(store.conversation_contact("a", "g", "conv", "i").await.unwrap(), None);
-        assert_eq!(store.conversation_contact("a", "f", "other", "i").await.unwrap(), None);
-        assert_eq!(store.conversation_contact("b", "f", "conv", "i").await.unwrap(), None);
+        assert_eq!(
+            store.conversation_contact("a", "f", "conv", "j").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.conversation_contact("a", "g", "conv", "i").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.conversation_contact("a", "f", "other", "i").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.conversation_contact("b", "f", "conv", "i").await.unwrap(),
+            None
+        );
         // A very long conversation id still has a key.
         let long = "c".repeat(2000);
-        assert!(store.remember_conversation_contact("a", "f", &long, "i", &first).await.unwrap());
+        assert!(
+            store
+                .remember_conversation_contact("a", "f", &long, "i", &first)
+                .await
+                .unwrap()
+        );
         assert_eq!(
             store.conversation_contact("a", "f", &long, "i").await.unwrap(),
             Some(first)

@@ -298,7 +298,11 @@ mod tests {
             assert!(e.contains(words), "{bad}: {e}");
         }
         assert!(
-            Target::parse(&format!("connect-task:{}/{}", "i".repeat(100), "f".repeat(500)), false).is_ok()
+            Target::parse(
+                &format!("connect-task:{}/{}", "i".repeat(100), "f".repeat(500)),
+                false
+            )
+            .is_ok()
         );
     }
 
