@@ -305,9 +305,9 @@ async fn one_connection(
                 let swept_at = if swept.get(i).copied().unwrap_or(false) {
                     Some(now)
                 } else {
-                    sub.last_swept_at.as_deref().and_then(|t| {
-                        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-                    })
+                    sub.last_swept_at
+                        .as_deref()
+                        .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
                 };
                 match swept_at {
                     Some(at) => renewal.min(at + sweep::SWEEP_AGE),
@@ -397,9 +397,7 @@ async fn renew_connection(
             // Graph lost it (or never had it): a new one, and the gap
             // caught up. A flow never created shares its siblings' one.
             if sub.id.is_empty() {
-                subscriptions::create(s, conn, sub, token)
-                    .await
-                    .map(|_| &mut out.recreated)
+                subscriptions::create(s, conn, sub, token).await.map(|_| &mut out.recreated)
             } else {
                 subscriptions::recreate(s, conn, sub, token, queue)
                     .await
@@ -441,10 +439,7 @@ async fn renew_connection(
                     done[j] = Done::No;
                 }
                 if matches!(e, SubscriptionError::Paced(_))
-                    || matches!(
-                        e,
-                        SubscriptionError::Graph(GraphError::Throttled { status: 429, .. })
-                    )
+                    || matches!(e, SubscriptionError::Graph(GraphError::Throttled { status: 429, .. }))
                 {
                     // Left for the next run, which takes it first.
                     out.paced += 1;
@@ -482,9 +477,7 @@ async fn sweep_connection(
         }
         if let Some(since) = sweep::catching_up_since(sub) {
             if now - since >= sweep::STALLED_CATCH_UP {
-                out.restarted += crate::catchup::start(queue, conn, &[sub], true)
-                    .await
-                    .unwrap_or(0);
+                out.restarted += crate::catchup::start(queue, conn, &[sub], true).await.unwrap_or(0);
             }
             continue;
         }
@@ -516,9 +509,8 @@ async fn sweep_connection(
             }
             Err(reason) => {
                 tracing::warn!(connection = %conn.id, subscription = %sub.id, reason = %reason, "sweep failed");
-                out.failed.push(
-                    serde_json::json!({"connection": conn.id, "subscription": sub.id, "reason": reason}),
-                );
+                out.failed
+                    .push(serde_json::json!({"connection": conn.id, "subscription": sub.id, "reason": reason}));
             }
         }
     }

@@ -244,10 +244,7 @@ tokio::task_local! {
 pub const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs `work` with its subscription writes waiting for a slot until `deadline` at most.
-pub async fn with_write_deadline<F: std::future::Future>(
-    deadline: tokio::time::Instant,
-    work: F,
-) -> F::Output {
+pub async fn with_write_deadline<F: std::future::Future>(deadline: tokio::time::Instant, work: F) -> F::Output {
     WRITE_DEADLINE.scope(deadline, work).await
 }
 
@@ -271,13 +268,7 @@ async fn paced_write(
         .unwrap_or_else(|_| tokio::time::Instant::now() + WRITE_WAIT);
     s.pacer.acquire(tenant_of(conn), deadline).await?;
     match s.graph.send(method, path, token, body, &[]).await {
-        Err(
-            e @ GraphError::Throttled {
-                status: 429,
-                retry_after,
-                ..
-            },
-        ) => {
+        Err(e @ GraphError::Throttled { status: 429, retry_after, .. }) => {
             s.pacer.hold(
                 tenant_of(conn),
                 retry_after.unwrap_or(std::time::Duration::from_secs(20)),
@@ -425,16 +416,7 @@ async fn create_with(
             "clientState": signer.client_state(&conn.id).expose(),
             "latestSupportedTlsVersion": "v1_2",
         });
-        let post = || {
-            paced_write(
-                s,
-                conn,
-                reqwest::Method::POST,
-                "/subscriptions",
-                token,
-                Some(&body),
-            )
-        };
+        let post = || paced_write(s, conn, reqwest::Method::POST, "/subscriptions", token, Some(&body));
         let created: GraphSubscription = match post().await {
             Ok(r) => r.json()?,
             Err(SubscriptionError::Graph(GraphError::Api {

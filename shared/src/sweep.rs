@@ -34,6 +34,7 @@ use crate::services::Services;
 /// (unless the run sweeps all).
 pub const SWEEP_AGE: time::Duration = time::Duration::minutes(10);
 
+
 /// A resumed flow whose catch-up has not finished after this long is
 /// started again (its step records may have gone to the dead-letter queue).
 pub const STALLED_CATCH_UP: time::Duration = time::Duration::minutes(30);

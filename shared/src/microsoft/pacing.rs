@@ -32,9 +32,7 @@ pub const PER_APP: u32 = 1_800;
 
 /// The slot came too late for the caller's deadline: nothing was reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "Graph's subscription write limit for this tenant is reached until {wait:?} from now; the write is left for the next scheduled run"
-)]
+#[error("Graph's subscription write limit for this tenant is reached until {wait:?} from now; the write is left for the next scheduled run")]
 pub struct Paced {
     /// How long the caller would have had to wait.
     pub wait: Duration,
@@ -82,10 +80,7 @@ impl WritePacer {
         let now = Instant::now();
         let tenant = tenant.to_ascii_lowercase();
         let slot = {
-            let mut slots = self
-                .slots
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let tenant_free = slots.tenants.get(&tenant).copied().unwrap_or(now);
             let app_free = slots.app.unwrap_or(now);
             let slot = now.max(tenant_free).max(app_free);
@@ -104,10 +99,7 @@ impl WritePacer {
     /// `wait`: Graph answered `429` with this `Retry-After`.
     pub fn hold(&self, tenant: &str, wait: Duration, whole_app: bool) {
         let until = Instant::now() + wait;
-        let mut slots = self
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = slots.tenants.entry(tenant.to_ascii_lowercase()).or_insert(until);
         *entry = (*entry).max(until);
         if whole_app {
@@ -125,12 +117,7 @@ mod tests {
     fn busiest(slots: &[Instant], window: Duration) -> usize {
         slots
             .iter()
-            .map(|start| {
-                slots
-                    .iter()
-                    .filter(|t| **t >= *start && **t < *start + window)
-                    .count()
-            })
+            .map(|start| slots.iter().filter(|t| **t >= *start && **t < *start + window).count())
             .max()
             .unwrap_or(0)
     }
@@ -144,10 +131,7 @@ mod tests {
             let pacer = pacer.clone();
             let tenant = if i % 2 == 0 { "contoso" } else { "fabrikam" };
             tasks.push(tokio::spawn(async move {
-                pacer
-                    .acquire(tenant, far)
-                    .await
-                    .map(|()| (tenant, Instant::now()))
+                pacer.acquire(tenant, far).await.map(|()| (tenant, Instant::now()))
             }));
         }
         let mut by_tenant: HashMap<&str, Vec<Instant>> = HashMap::new();
@@ -159,11 +143,7 @@ mod tests {
         }
         assert_eq!(all.len(), 60, "every write got its slot");
         for (tenant, slots) in &by_tenant {
-            assert!(
-                busiest(slots, WINDOW) <= 10,
-                "{tenant}: {}",
-                busiest(slots, WINDOW)
-            );
+            assert!(busiest(slots, WINDOW) <= 10, "{tenant}: {}", busiest(slots, WINDOW));
         }
         assert!(busiest(&all, WINDOW) <= 15, "app: {}", busiest(&all, WINDOW));
     }
@@ -191,24 +171,11 @@ mod tests {
         let pacer = WritePacer::new(100, 100, WINDOW);
         pacer.hold("Contoso", Duration::from_secs(7), false);
         let start = Instant::now();
-        assert!(
-            pacer
-                .acquire("contoso", start + Duration::from_secs(6))
-                .await
-                .is_err()
-        );
+        assert!(pacer.acquire("contoso", start + Duration::from_secs(6)).await.is_err());
         pacer.acquire("fabrikam", start).await.unwrap();
         pacer.hold("contoso", Duration::from_secs(3), true);
-        assert!(
-            pacer
-                .acquire("fabrikam", start + Duration::from_secs(2))
-                .await
-                .is_err()
-        );
-        pacer
-            .acquire("contoso", start + Duration::from_secs(8))
-            .await
-            .unwrap();
+        assert!(pacer.acquire("fabrikam", start + Duration::from_secs(2)).await.is_err());
+        pacer.acquire("contoso", start + Duration::from_secs(8)).await.unwrap();
         assert_eq!(Instant::now() - start, Duration::from_secs(7));
     }
 }
