@@ -1093,11 +1093,7 @@ impl Table for MemoryTable {
         let mut due: Vec<Item> = items
             .values()
             .filter(|i| i.get("kind").and_then(Value::as_str) == Some(kind))
-            .filter(|i| {
-                i.get("due_at")
-                    .and_then(Value::as_str)
-                    .is_some_and(|d| d <= until)
-            })
+            .filter(|i| i.get("due_at").and_then(Value::as_str).is_some_and(|d| d <= until))
             .map(|i| {
                 ["pk", "sk", "due_at"]
                     .iter()
