@@ -235,7 +235,7 @@ pub struct SubscribeArgs {
     /// What to watch: mail or calendar.
     #[arg(value_enum, hide_possible_values = true)]
     pub resource: Resource,
-    /// Where its events go (https://… or eventbridge:BUS; default: the stack's DefaultTarget).
+    /// Where its events go (https://…, eventbridge:BUS or connect-task:{instance-id}/{contact-flow-id}; default: the stack's DefaultTarget).
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
     /// The mail folder (default: inbox).

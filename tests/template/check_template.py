@@ -247,6 +247,26 @@ def main():
     check("only mail-dispatch reads the event signing secret", event_readers == ["mail-dispatch"], str(event_readers))
     s3_users = sorted(name for name, (_, fn) in functions.items() for st in statements(fn) if any(a.startswith("s3:") for a in as_list(st["Action"])))
     check("only send-mail reads the attachments bucket", s3_users == ["send-mail"], str(s3_users))
+    # Amazon Connect: only mail-dispatch starts contacts, only tasks, only on
+    # the instance the deployment names, and only when it names one.
+    connect_grants = [(name, st) for name, (_, fn) in functions.items() for st in statements(fn)
+                      if any(a.startswith("connect:") for a in as_list(st["Action"]))]
+    check("only mail-dispatch may call Amazon Connect", sorted({n for n, _ in connect_grants}) == ["mail-dispatch"], str([n for n, _ in connect_grants]))
+    check("mail-dispatch may only start tasks", all(as_list(st["Action"]) == ["connect:StartTaskContact"] for _, st in connect_grants), str([st["Action"] for _, st in connect_grants]))
+    instance = "arn:${AWS::Partition}:connect:${AWS::Region}:${AWS::AccountId}:instance/${ConnectInstanceId}/"
+    def connect_arns(res):
+        if isinstance(res, dict) and "Fn::If" in res:
+            return [a for branch in res["Fn::If"][1:] for a in connect_arns(branch)]
+        return [res["Fn::Sub"] if isinstance(res, dict) and "Fn::Sub" in res else str(res)]
+    arns = [a for _, st in connect_grants for r in as_list(st["Resource"]) for a in connect_arns(r)]
+    check("tasks are started on the deployment's instance only", bool(arns) and all(a.startswith(instance) and "${ConnectInstanceId}/" in a and a.count("*") <= 1 and a.split("/")[-2] in ("contact-flow", "contact") for a in arns), str(arns))
+    dispatch_policies = functions["mail-dispatch"][1]["Properties"].get("Policies", [])
+    conditional = [p for p in dispatch_policies if isinstance(p, dict) and "Fn::If" in p and "connect:" in str(p)]
+    check("Amazon Connect permissions only when ConnectInstanceId is set",
+          len(conditional) == 1 and conditional[0]["Fn::If"][0] == "WithConnect" and conditional[0]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+          and t["Conditions"].get("WithConnect") == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ConnectInstanceId"}, ""]}]}
+          and t["Parameters"].get("ConnectInstanceId", {}).get("Default") == ""
+          and all("connect:" not in str(p) for p in dispatch_policies if p not in conditional), str(conditional))
     dispatch_events = functions["mail-dispatch"][1]["Properties"]["Events"]
     check("dispatch reports partial batch failures", any(e["Properties"].get("FunctionResponseTypes") == ["ReportBatchItemFailures"] for e in dispatch_events.values()))
     dispatch_fn = functions["mail-dispatch"][1]["Properties"]

@@ -60,7 +60,8 @@ pub struct SubscriptionBody {
     pub resource: Resource,
     /// `inbox` or a folder id (mail only).
     pub folder: Option<String>,
-    /// `https://…` or `eventbridge:BUS`.
+    /// `https://…`, `eventbridge:BUS` or
+    /// `connect-task:{instance-id}/{contact-flow-id}`.
     pub target: Option<String>,
     /// The mailbox to watch; only the connection's own is possible.
     pub mailbox: Option<String>,
@@ -140,15 +141,24 @@ pub fn subscription_from_body(
         }
         validate_folder(f).map_err(bad)?;
     }
-    let target = match (&b.target, &s.config.default_target) {
-        (Some(t), _) => Some(Target::parse(t, s.config.local).map_err(bad)?.to_string_form()),
-        (None, Some(_)) => None,
+    let (target, resolved) = match (&b.target, &s.config.default_target) {
+        (Some(t), _) => {
+            let parsed = Target::parse(t, s.config.local).map_err(bad)?;
+            (Some(parsed.to_string_form()), parsed)
+        }
+        (None, Some(default)) => (None, default.clone()),
         (None, None) => {
             return Err(bad(
-                "name a target (https://… or eventbridge:BUS): this deployment has no RELAY365_DEFAULT_TARGET",
+                "name a target (https://…, eventbridge:BUS or connect-task:{instance-id}/{contact-flow-id}): this deployment has no RELAY365_DEFAULT_TARGET",
             ));
         }
     };
+    if b.resource == Resource::Calendar && resolved.mail_only() {
+        return Err(bad(format!(
+            "{} starts an Amazon Connect task per new mail: calendar changes cannot go there; subscribe calendar to an https:// or eventbridge: target",
+            resolved.to_string_form()
+        )));
+    }
     Ok(Subscription::new(
         b.resource,
         b.folder

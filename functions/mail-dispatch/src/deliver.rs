@@ -1,5 +1,6 @@
 //! Handing one event to a flow's target: an HTTPS POST signed with
-//! `Relay365-Signature`, or EventBridge `PutEvents`; and what the answer
+//! `Relay365-Signature`, EventBridge `PutEvents`, or an Amazon Connect task
+//! ([`crate::connect`]); and what the answer
 //! means for the queue record. Every refusal a person can fix (a 401 or 403
 //! from a receiver whose key or route is wrong, a 404 from a moved endpoint,
 //! any 5xx or timeout) is retried, so the record ends in the dead-letter
@@ -33,6 +34,8 @@ pub enum Delivery {
 pub struct Destination {
     /// The target.
     pub target: Target,
+    /// The key of the flow (subscription) the event goes to.
+    pub flow: String,
     /// 1 for the first delivery, more for retries.
     pub attempt: u32,
     /// The invocation's X-Ray trace header, passed on to an HTTPS target as
@@ -46,6 +49,7 @@ impl Destination {
         match self.target {
             Target::Webhook(_) => "https",
             Target::EventBridge(_) => "eventbridge",
+            Target::ConnectTask { .. } => "connect-task",
         }
     }
 }
@@ -83,6 +87,9 @@ pub async fn deliver(d: &Dispatcher, to: &Destination, event: &Value) -> Result<
                 Ok(_) => Err(Delivery::Retry("EventBridge refused the entry".into())),
                 Err(_) => Err(Delivery::Retry("EventBridge unreachable".into())),
             }
+        }
+        Target::ConnectTask { instance_id, flow_id } => {
+            crate::connect::deliver_task(d, to, instance_id, flow_id, event).await
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct Dispatcher {
     pub(crate) events: SecretValue<EventSigner>,
     /// For `eventbridge:` targets; built on the first event for one.
     pub(crate) eventbridge: relay365::aws::sdk::LazyClient<aws_sdk_eventbridge::Client>,
+    /// For `connect-task:` targets; built on the first task
+    /// (`AWS_ENDPOINT_URL_CONNECT` names another endpoint).
+    pub(crate) connect: relay365::aws::sdk::LazyClient<aws_sdk_connect::Client>,
     /// The notification queue itself (`RELAY365_QUEUE_URL`): catch-up steps
     /// queue what they find and their continuation there, and a failed
     /// record is made visible again after its own backoff.
@@ -53,6 +56,7 @@ impl Dispatcher {
             services,
             events,
             eventbridge: relay365::aws::sdk::LazyClient::new(aws_sdk_eventbridge::Client::new),
+            connect: relay365::aws::sdk::LazyClient::new(crate::connect::client),
             queue,
             first_retry,
         }
@@ -74,6 +78,12 @@ impl Dispatcher {
     /// Sends to EventBridge through this client (tests, tools).
     pub fn with_eventbridge(mut self, client: aws_sdk_eventbridge::Client) -> Self {
         self.eventbridge = relay365::aws::sdk::LazyClient::ready(client);
+        self
+    }
+
+    /// Starts Amazon Connect tasks through this client (tests, tools).
+    pub fn with_connect(mut self, client: aws_sdk_connect::Client) -> Self {
+        self.connect = relay365::aws::sdk::LazyClient::ready(client);
         self
     }
 

@@ -3,7 +3,8 @@
 //! For each SQS record: get a token for the connection, fetch the message or
 //! event (only the fields the event needs), normalise it into relay365's event
 //! shape, and deliver it to the subscription's target: an HTTPS POST signed
-//! with `Relay365-Signature`, or EventBridge `PutEvents`. A target that fails
+//! with `Relay365-Signature`, EventBridge `PutEvents`, or an Amazon Connect
+//! task per new mail ([`connect`]). A target that fails
 //! with 5xx, 429 or a timeout leaves the record for SQS to redeliver (partial
 //! batch response); after the queue's maximum receives it lands in the
 //! dead-letter queue. Records after a failure in the same FIFO group are
@@ -19,6 +20,7 @@
 //! revoked grant produces one `connection.reauth_required` event with the
 //! link to reconnect.
 
+pub mod connect;
 pub mod deliver;
 mod dispatcher;
 mod fetch;
@@ -299,6 +301,7 @@ async fn process(
             sub.clone(),
             Destination {
                 target,
+                flow: sub.key.clone(),
                 attempt,
                 trace: trace.map(str::to_string),
             },

@@ -904,6 +904,108 @@ impl Store {
     pub async fn claim_release(&self, key: &str) -> Result<(), StoreError> {
         self.table.delete(&format!("idem#{key}"), "idem").await
     }
+
+    /// The Amazon Connect contact a flow started first for a conversation of
+    /// this connection (`conn#{id}` / `cx#{flow}#{conversation}`), when it is
+    /// remembered and was started in `instance_id`: later mail of the
+    /// conversation is related to it.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn conversation_contact(
+        &self,
+        id: &str,
+        flow: &str,
+        conversation: &str,
+        instance_id: &str,
+    ) -> Result<Option<ConversationContact>, StoreError> {
+        let Some(item) = self
+            .table
+            .get(&conn_pk(id), &conversation_contact_sk(flow, conversation))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let live = item
+            .get("ttl")
+            .and_then(Value::as_i64)
+            .is_none_or(|t| t >= now_unix());
+        let same_instance = item.get("instance_id").and_then(Value::as_str) == Some(instance_id);
+        let field = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_string);
+        Ok(match (field("contact_id"), live && same_instance) {
+            (Some(contact_id), true) => Some(ConversationContact {
+                contact_id,
+                event_id: field("event_id").unwrap_or_default(),
+            }),
+            _ => None,
+        })
+    }
+
+    /// Remembers the first Amazon Connect contact a flow started for a
+    /// conversation (started for the relay365 event `contact.event_id`),
+    /// for [`CONVERSATION_CONTACT_TTL_DAYS`] days. Returns false when one is
+    /// remembered already (the first one stays).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn remember_conversation_contact(
+        &self,
+        id: &str,
+        flow: &str,
+        conversation: &str,
+        instance_id: &str,
+        contact: &ConversationContact,
+    ) -> Result<bool, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut record = Item::new();
+        record.insert("pk".into(), conn_pk(id).into());
+        record.insert("sk".into(), conversation_contact_sk(flow, conversation).into());
+        record.insert("instance_id".into(), instance_id.into());
+        record.insert("contact_id".into(), contact.contact_id.as_str().into());
+        record.insert("event_id".into(), contact.event_id.as_str().into());
+        record.insert("started_at".into(), rfc3339(now).into());
+        record.insert(
+            "ttl".into(),
+            (now.unix_timestamp() + CONVERSATION_CONTACT_TTL_DAYS * 86_400).into(),
+        );
+        match self
+            .table
+            .put_all(vec![record], PutMode::IfAbsentOrExpired(now.unix_timestamp()))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The first Amazon Connect contact a flow started for a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationContact {
+    /// Connect's contact id.
+    pub contact_id: String,
+    /// The relay365 event it was started for.
+    pub event_id: String,
+}
+
+/// How long the first Amazon Connect contact of a conversation is
+/// remembered, so later mail of the conversation is related to it.
+pub const CONVERSATION_CONTACT_TTL_DAYS: i64 = 30;
+
+/// The sort key of a conversation's first Amazon Connect contact. A Graph
+/// conversation id is at most a few hundred characters; a long one is
+/// hashed so the key stays inside DynamoDB's 1,024 bytes.
+fn conversation_contact_sk(flow: &str, conversation: &str) -> String {
+    let key = format!("cx#{flow}#{conversation}");
+    if key.len() <= 900 {
+        key
+    } else {
+        format!(
+            "cx#{flow}#sha256:{}",
+            crate::digest::sha256_hex(conversation.as_bytes())
+        )
+    }
 }
 
 /// Puts the item's name into NotFound / Conflict errors.
@@ -1678,5 +1780,74 @@ mod tests {
         assert!(matches!(err, StoreError::Damaged { ref id, .. } if id == "x"));
         assert!(err.to_string().contains("DELETE /connections/x"), "{err}");
         assert!(!err.is_retryable());
+    }
+}
+
+#[cfg(test)]
+mod conversation_contact_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_contact_of_a_conversation_is_kept_per_flow_and_instance() {
+        let store = Store::memory();
+        let first = ConversationContact {
+            contact_id: "c-1".into(),
+            event_id: "evt_1".into(),
+        };
+        let second = ConversationContact {
+            contact_id: "c-2".into(),
+            event_id: "evt_2".into(),
+        };
+        assert_eq!(
+            store.conversation_contact("a", "f", "conv", "i").await.unwrap(),
+            None
+        );
+        assert!(
+            store
+                .remember_conversation_contact("a", "f", "conv", "i", &first)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remember_conversation_contact("a", "f", "conv", "i", &second)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.conversation_contact("a", "f", "conv", "i").await.unwrap(),
+            Some(first.clone())
+        );
+        // Another instance, flow, conversation or connection knows nothing of it.
+        assert_eq!(
+            store.conversation_contact("a", "f", "conv", "j").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.conversation_contact("a", "g", "conv", "i").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.conversation_contact("a", "f", "other", "i").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.conversation_contact("b", "f", "conv", "i").await.unwrap(),
+            None
+        );
+        // A very long conversation id still has a key.
+        let long = "c".repeat(2000);
+        assert!(
+            store
+                .remember_conversation_contact("a", "f", &long, "i", &first)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.conversation_contact("a", "f", &long, "i").await.unwrap(),
+            Some(first)
+        );
+        // The connection's own record and subscriptions are untouched.
+        assert_eq!(store.connection("a").await.unwrap(), None);
     }
 }

@@ -1,5 +1,7 @@
 //! Where a subscription's events go, and which URLs relay365 accepts as
-//! targets and public URLs.
+//! targets and public URLs: `https://…`, `eventbridge:BUS` and
+//! `connect-task:{instance-id}/{contact-flow-id}` (an Amazon Connect task per
+//! new mail).
 
 use url::Url;
 
@@ -10,10 +12,64 @@ pub enum Target {
     Webhook(Url),
     /// An EventBridge bus, by name or ARN.
     EventBridge(String),
+    /// An Amazon Connect task per new mail (`StartTaskContact`), run by a
+    /// contact flow of an instance.
+    ConnectTask {
+        /// The instance id (the last part of the instance's ARN).
+        instance_id: String,
+        /// The contact flow id (the last part of the flow's ARN).
+        flow_id: String,
+    },
+}
+
+/// The prefix of an Amazon Connect task target.
+pub const CONNECT_TASK_PREFIX: &str = "connect-task:";
+
+/// The longest instance id Connect accepts (`InstanceId`, 1 to 100 characters).
+pub const CONNECT_INSTANCE_ID_MAX: usize = 100;
+
+/// The longest contact flow id Connect accepts (`ContactFlowId`, at most 500 characters).
+pub const CONNECT_FLOW_ID_MAX: usize = 500;
+
+/// Checks one id of a Connect target: 1 to `max` characters of letters,
+/// digits, `-` and `_` (Connect's ids are UUIDs, the last part of an ARN;
+/// an ARN or a path would not fit in the IAM resource relay365 is allowed).
+fn connect_id(what: &str, id: &str, max: usize) -> Result<(), String> {
+    if id.is_empty() {
+        return Err(format!("the {what} is missing"));
+    }
+    if id.chars().count() > max {
+        return Err(format!("the {what} is longer than {max} characters"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "the {what} {id:?} has {c:?}: give the id only (the last part of its ARN), letters, digits and -"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses what follows `connect-task:`.
+fn connect_task(raw: &str, rest: &str) -> Result<Target, String> {
+    let hint = "write connect-task:{instance-id}/{contact-flow-id}, the ids as the instance's and the flow's ARNs end, e.g. connect-task:11111111-2222-3333-4444-555555555555/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    let Some((instance_id, flow_id)) = rest.split_once('/') else {
+        return Err(format!("target {raw:?}: {hint}"));
+    };
+    connect_id("instance id", instance_id, CONNECT_INSTANCE_ID_MAX)
+        .and_then(|()| connect_id("contact flow id", flow_id, CONNECT_FLOW_ID_MAX))
+        .map_err(|e| format!("target {raw:?}: {e}; {hint}"))?;
+    Ok(Target::ConnectTask {
+        instance_id: instance_id.to_string(),
+        flow_id: flow_id.to_string(),
+    })
 }
 
 impl Target {
-    /// Parses `https://…` or `eventbridge:BUS`. `local` (a local run,
+    /// Parses `https://…`, `eventbridge:BUS` or
+    /// `connect-task:{instance-id}/{contact-flow-id}`. `local` (a local run,
     /// `RELAY365_LOCAL=1`) also allows loopback hosts and plain `http://` to them.
     ///
     /// # Errors
@@ -27,8 +83,14 @@ impl Target {
             }
             return Ok(Target::EventBridge(bus.to_string()));
         }
-        let url = Url::parse(raw)
-            .map_err(|_| format!("target {raw:?} is neither an https:// URL nor eventbridge:BUS"))?;
+        if let Some(rest) = raw.strip_prefix(CONNECT_TASK_PREFIX) {
+            return connect_task(raw, rest);
+        }
+        let url = Url::parse(raw).map_err(|_| {
+            format!(
+                "target {raw:?} is neither an https:// URL, eventbridge:BUS nor connect-task:{{instance-id}}/{{contact-flow-id}}"
+            )
+        })?;
         check_public_url(&url, local).map_err(|e| format!("target {raw:?}: {e}"))?;
         Ok(Target::Webhook(url))
     }
@@ -38,7 +100,17 @@ impl Target {
         match self {
             Target::Webhook(u) => u.to_string(),
             Target::EventBridge(b) => format!("eventbridge:{b}"),
+            Target::ConnectTask { instance_id, flow_id } => {
+                format!("{CONNECT_TASK_PREFIX}{instance_id}/{flow_id}")
+            }
         }
+    }
+
+    /// Whether the target takes new mail only (an Amazon Connect task is
+    /// started per mail; calendar changes and notices about the connection
+    /// have no task to become).
+    pub fn mail_only(&self) -> bool {
+        matches!(self, Target::ConnectTask { .. })
     }
 }
 
@@ -189,6 +261,48 @@ mod tests {
         assert_eq!(
             Target::parse("eventbridge:b", false).unwrap().to_string_form(),
             "eventbridge:b"
+        );
+    }
+
+    #[test]
+    fn connect_task_targets_name_an_instance_and_a_flow() {
+        let raw = "connect-task:11111111-2222-3333-4444-555555555555/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+        let t = Target::parse(raw, false).unwrap();
+        assert_eq!(
+            t,
+            Target::ConnectTask {
+                instance_id: "11111111-2222-3333-4444-555555555555".into(),
+                flow_id: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into(),
+            }
+        );
+        assert_eq!(t.to_string_form(), raw);
+        assert!(t.mail_only());
+        assert!(!Target::parse("eventbridge:b", false).unwrap().mail_only());
+        let long_instance = format!("connect-task:{}/f", "i".repeat(101));
+        let long_flow = format!("connect-task:i/{}", "f".repeat(501));
+        for (bad, words) in [
+            ("connect-task:", "connect-task:{instance-id}/{contact-flow-id}"),
+            ("connect-task:abc", "connect-task:{instance-id}/{contact-flow-id}"),
+            ("connect-task:/flow", "instance id is missing"),
+            ("connect-task:inst/", "contact flow id is missing"),
+            ("connect-task:inst/flow/extra", "has '/'"),
+            (
+                "connect-task:arn:aws:connect:us-east-1:1:instance/x/flow",
+                "has ':'",
+            ),
+            ("connect-task:in st/flow", "has ' '"),
+            (long_instance.as_str(), "longer than 100"),
+            (long_flow.as_str(), "longer than 500"),
+        ] {
+            let e = Target::parse(bad, false).unwrap_err();
+            assert!(e.contains(words), "{bad}: {e}");
+        }
+        assert!(
+            Target::parse(
+                &format!("connect-task:{}/{}", "i".repeat(100), "f".repeat(500)),
+                false
+            )
+            .is_ok()
         );
     }
 
