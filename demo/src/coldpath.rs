@@ -932,7 +932,8 @@ fn steps(list: &[(&'static str, f64, usize)]) -> String {
         .join(", ")
 }
 
-fn machine() -> String {
+/// The machine a benchmark ran on, in one line (CPU, cores, kernel).
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

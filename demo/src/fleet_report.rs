@@ -125,22 +125,6 @@ fn rates_row(what: &str, r: &WriteRates) -> String {
     )
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .and_then(|r| r.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
-}
-
 /// The report's keys, flattened to `key: value` (objects one level deep).
 fn report_counts(report: &Value) -> String {
     let Some(o) = report.as_object() else {
@@ -210,7 +194,7 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
          moto behind its counting proxy, the Microsoft simulator adding {} ms to every Graph \
          request. {} mailboxes in {} tenant(s): {} app-only (admin consent each) and {} delegated \
          (a browser sign-in each), each with one mail subscription.\n",
-        machine(),
+        crate::coldpath::machine(),
         opts.sandboxes,
         opts.graph_latency.as_millis(),
         opts.mailboxes,

@@ -324,14 +324,12 @@ async fn one_connection(
                 renewal.min(now + IDLE_RECHECK)
             }
             Done::Yes => {
-                let swept_at = if swept.get(i).copied().unwrap_or(false) {
+                let last = if swept.get(i).copied().unwrap_or(false) {
                     Some(now)
                 } else {
-                    sub.last_swept_at.as_deref().and_then(|t| {
-                        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-                    })
+                    swept_at(sub)
                 };
-                match swept_at {
+                match last {
                     Some(at) => renewal.min(at + sweep::SWEEP_AGE),
                     // Not swept: failed or left; look again next run.
                     None => continue,
@@ -341,6 +339,13 @@ async fn one_connection(
         set_due(s, &conn, std::slice::from_ref(sub), next).await;
     }
     out
+}
+
+/// When the flow was last swept, if it was.
+fn swept_at(sub: &Subscription) -> Option<OffsetDateTime> {
+    sub.last_swept_at
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
 }
 
 /// How many of the connection's Graph subscriptions carry another key.
@@ -510,10 +515,7 @@ async fn sweep_connection(
             }
             continue;
         }
-        let last = sub
-            .last_swept_at
-            .as_deref()
-            .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
+        let last = swept_at(sub);
         if opts.sweep_all || last.is_none_or(|t| now - t >= sweep::SWEEP_AGE / 2) {
             due.push(i);
         }

@@ -6,12 +6,13 @@
 //! every call it refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use connect_fake::Fake;
 use graph_sim::Message;
 use mail_dispatch::Dispatcher;
-use mail_webhook::Webhook;
 use relay365::aws::queue::SqsQueue;
 use relay365_harness::*;
 use serde_json::{Value, json};
@@ -43,29 +44,7 @@ impl Pipe {
         );
         let fifo = Fifo::create(&stack.aws, 5).await;
         let queue = Arc::new(SqsQueue::new(fifo.client.clone(), fifo.url.clone()));
-        let webhook = Arc::new(
-            Webhook::new(
-                stack.services.store.clone(),
-                "relay365/signing-key".into(),
-                queue.clone(),
-            )
-            .with_secret_ttl(stack.config.secret_ttl),
-        );
-        let st = stack.clone();
-        let q = queue.clone();
-        gateway.set_handler(move |req| {
-            let (st, webhook, q) = (st.clone(), webhook.clone(), q.clone());
-            async move {
-                let path = req.uri().path().to_string();
-                if path.starts_with("/notifications") {
-                    mail_webhook::handle(req, &webhook).await
-                } else if path.starts_with("/oauth") {
-                    oauth_callback::handle(req, &st.services).await
-                } else {
-                    connections::handle_with(req, &st.services, Some(q.as_ref())).await
-                }
-            }
-        });
+        common::serve_front(&gateway, &stack, &queue);
         let fake = Fake::start().await;
         fake.add_instance(INSTANCE);
         fake.add_flow(INSTANCE, FLOW, "relay365 tasks");

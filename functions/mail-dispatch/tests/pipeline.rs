@@ -5,6 +5,8 @@
 //! flow receiver records what arrives.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use graph_sim::{Event, Lifecycle, Message};
@@ -58,30 +60,7 @@ impl Pipe {
         };
         let receiver = Receiver::start().await;
         let queue = Arc::new(SqsQueue::new(fifo.client.clone(), fifo.url.clone()));
-        let webhook = Arc::new(
-            Webhook::new(
-                stack.services.store.clone(),
-                "relay365/signing-key".into(),
-                queue.clone(),
-            )
-            .with_secret_ttl(stack.config.secret_ttl),
-        );
-        let st = stack.clone();
-        let hook = webhook.clone();
-        let q = queue.clone();
-        gateway.set_handler(move |req| {
-            let (st, webhook, q) = (st.clone(), webhook.clone(), q.clone());
-            async move {
-                let path = req.uri().path().to_string();
-                if path.starts_with("/notifications") {
-                    mail_webhook::handle(req, &webhook).await
-                } else if path.starts_with("/oauth") {
-                    oauth_callback::handle(req, &st.services).await
-                } else {
-                    connections::handle_with(req, &st.services, Some(q.as_ref())).await
-                }
-            }
-        });
+        let webhook = common::serve_front(&gateway, &stack, &queue);
         // Dispatch runs in its own "container": its own services and caches.
         // Retries here wait a second, doubling; the queue's own visibility
         // timeout is 1 s. `retries_come_in_seconds_...` runs the real times.
@@ -95,7 +74,7 @@ impl Pipe {
         Self {
             queue: Arc::new(SqsQueue::new(fifo.client.clone(), fifo.url.clone())),
             stack,
-            webhook: hook,
+            webhook,
             _gateway: gateway,
             fifo,
             receiver,

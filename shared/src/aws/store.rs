@@ -618,6 +618,21 @@ impl Store {
         Ok(ids)
     }
 
+    /// Puts `record`, to expire `days` after `now`, unless an item with its
+    /// key is there and not expired: true when this call wrote it.
+    async fn put_once(&self, mut record: Item, now: OffsetDateTime, days: i64) -> Result<bool, StoreError> {
+        record.insert("ttl".into(), (now.unix_timestamp() + days * 86_400).into());
+        match self
+            .table
+            .put_all(vec![record], PutMode::IfAbsentOrExpired(now.unix_timestamp()))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The flows the scheduled run has work for by `until`: `(connection id,
     /// subscription key)`, the longest-waiting first, at most `limit`.
     /// `until` of `None` lists every flow filed in `due-index`.
@@ -794,19 +809,7 @@ impl Store {
         record.insert("sk".into(), format!("dlv#{item}").into());
         record.insert("event_id".into(), event_id.into());
         record.insert("delivered_at".into(), rfc3339(now).into());
-        record.insert(
-            "ttl".into(),
-            (now.unix_timestamp() + DELIVERY_TTL_DAYS * 86_400).into(),
-        );
-        match self
-            .table
-            .put_all(vec![record], PutMode::IfAbsentOrExpired(now.unix_timestamp()))
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(StoreError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.put_once(record, now, DELIVERY_TTL_DAYS).await
     }
 
     /// Claims an idempotency key for a request fingerprint, for `claim_secs`
@@ -964,19 +967,7 @@ impl Store {
         record.insert("contact_id".into(), contact.contact_id.as_str().into());
         record.insert("event_id".into(), contact.event_id.as_str().into());
         record.insert("started_at".into(), rfc3339(now).into());
-        record.insert(
-            "ttl".into(),
-            (now.unix_timestamp() + CONVERSATION_CONTACT_TTL_DAYS * 86_400).into(),
-        );
-        match self
-            .table
-            .put_all(vec![record], PutMode::IfAbsentOrExpired(now.unix_timestamp()))
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(StoreError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.put_once(record, now, CONVERSATION_CONTACT_TTL_DAYS).await
     }
 }
 
