@@ -46,9 +46,9 @@ const HTML_SCAN_MAX: usize = 256 * 1024;
 /// The Connect client of a container: the SDK configuration's, with a
 /// deadline that fits a record's delivery share ([`TARGET_TIMEOUT`]).
 pub(crate) fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_connect::Client {
-    let timeouts = aws_sdk_connect::config::timeout::TimeoutConfig::builder()
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .operation_attempt_timeout(std::time::Duration::from_secs(5))
+    // The deployment's AWS timeouts, with the whole call cut to the target's share.
+    let timeouts = relay365::aws::sdk::timeouts()
+        .to_builder()
         .operation_timeout(TARGET_TIMEOUT)
         .build();
     let config = aws_sdk_connect::config::Builder::from(sdk)
