@@ -25,11 +25,13 @@
 //! leaves the write for the next run. No connection is started after the
 //! deadline, and no step runs past it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use time::OffsetDateTime;
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::aws::queue::Queue;
@@ -196,19 +198,17 @@ pub async fn run(s: &Services, queue: Option<&dyn Queue>, opts: RunOptions) -> R
         deadline: work_until,
         ..opts
     };
-    let key_id = &key_id;
+    let run = &Run {
+        key_id: &key_id,
+        opts,
+        listings: Listings::default(),
+    };
     let outcomes: Vec<Option<ConnectionOutcome>> = stream::iter(ids)
         .map(|id| async move {
             if Instant::now() >= work_until {
                 return None;
             }
-            Some(
-                subscriptions::with_write_deadline(
-                    opts.deadline,
-                    one_connection(s, queue, &id, key_id, &opts),
-                )
-                .await,
-            )
+            Some(subscriptions::with_write_deadline(opts.deadline, one_connection(s, queue, &id, run)).await)
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
@@ -224,7 +224,7 @@ pub async fn run(s: &Services, queue: Option<&dyn Queue>, opts: RunOptions) -> R
         && report.paced == 0
         && report.on_previous_key == 0
         && report.failed.is_empty()
-        && let Err(e) = s.state.set_fleet_key(key_id).await
+        && let Err(e) = s.state.set_fleet_key(&key_id).await
     {
         tracing::warn!(error = %e, "could not record the completed full run; the next run looks at every connection again");
     }
@@ -251,8 +251,7 @@ async fn one_connection(
     s: &Services,
     queue: Option<&dyn Queue>,
     id: &str,
-    key_id: &str,
-    opts: &RunOptions,
+    run: &Run<'_>,
 ) -> ConnectionOutcome {
     let mut out = ConnectionOutcome::default();
     let conn = match s.state.connection(id).await {
@@ -281,7 +280,7 @@ async fn one_connection(
     let token = match s.tokens.access_token(&conn).await {
         Ok(t) => t,
         Err(e) => {
-            out.on_previous_key += on_other_key(&conn, key_id);
+            out.on_previous_key += on_other_key(&conn, run.key_id);
             out.failed
                 .push(serde_json::json!({"connection": id, "reason": e.to_string()}));
             let again = if e.is_retryable() {
@@ -298,7 +297,7 @@ async fn one_connection(
             return out;
         }
     };
-    let done = renew_connection(s, queue, &conn, &token, key_id, opts, &mut out).await;
+    let done = renew_connection(s, queue, &conn, &token, run, &mut out).await;
     // The sweep reads the flows as the renewals left them (a recreated
     // subscription has a new id; the delta links are kept).
     let conn = if done.iter().any(|d| *d != Done::Yes) {
@@ -310,7 +309,7 @@ async fn one_connection(
         conn
     };
     let swept = match queue {
-        Some(queue) => sweep_connection(s, queue, &conn, opts, &mut out).await,
+        Some(queue) => sweep_connection(s, queue, &conn, &run.opts, &mut out).await,
         None => vec![false; conn.subscriptions.len()],
     };
     // When each flow is next due: failures at once; otherwise its next sweep
@@ -370,11 +369,16 @@ async fn set_due(s: &Services, conn: &Connection, flows: &[Subscription], at: Of
     }
 }
 
-/// The ids of the subscriptions Graph has for this token, following every page.
-async fn graph_has(s: &Services, token: &Sensitive) -> Result<HashSet<String>, GraphError> {
+/// Pages of `GET /subscriptions` read at most (100 subscriptions each).
+const LISTING_PAGES: usize = 1_000;
+
+/// The ids of the subscriptions Graph lists for this token, following every
+/// page; `None` when there are more than [`LISTING_PAGES`] pages (then
+/// nothing can be called missing).
+async fn graph_has(s: &Services, token: &Sensitive) -> Result<Option<HashSet<String>>, GraphError> {
     let mut ids = HashSet::new();
     let mut next = "/subscriptions".to_string();
-    for _ in 0..100 {
+    for _ in 0..LISTING_PAGES {
         let page: serde_json::Value = s.graph.get_json(&next, token).await?;
         ids.extend(
             page["value"]
@@ -385,10 +389,55 @@ async fn graph_has(s: &Services, token: &Sensitive) -> Result<HashSet<String>, G
         );
         match page["@odata.nextLink"].as_str() {
             Some(n) => next = n.to_string(),
-            None => return Ok(ids),
+            None => return Ok(Some(ids)),
         }
     }
-    Ok(ids)
+    Ok(None)
+}
+
+/// What Graph lists for an app token is every subscription of the app in
+/// the tenant, the same for each of the tenant's app-only connections: it
+/// is read once per run and tenant, not once per connection (which would
+/// read the whole tenant's list for every mailbox).
+#[derive(Default)]
+struct Listings(Mutex<HashMap<String, Arc<OnceCell<Listed>>>>);
+
+/// The ids Graph listed, or `None` when they could not be listed.
+type Listed = Option<Arc<HashSet<String>>>;
+
+/// What every connection of one run shares.
+struct Run<'a> {
+    /// The current signing key's id.
+    key_id: &'a str,
+    opts: RunOptions,
+    listings: Listings,
+}
+
+impl Listings {
+    /// The subscriptions Graph has that `conn`'s token can see; `None`
+    /// when they could not be listed (renewals then go by our records).
+    async fn of(&self, s: &Services, conn: &Connection, token: &Sensitive) -> Listed {
+        let list = || async {
+            match graph_has(s, token).await {
+                Ok(l) => l.map(Arc::new),
+                Err(e) => {
+                    tracing::warn!(connection = %conn.id, error = %e, "could not list subscriptions; renewing by our records");
+                    None
+                }
+            }
+        };
+        if !conn.auth.is_app_only() {
+            return list().await;
+        }
+        let cell = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(subscriptions::tenant_of(conn).to_ascii_lowercase())
+            .or_default()
+            .clone();
+        cell.get_or_init(list).await.clone()
+    }
 }
 
 /// Renews, recreates or rekeys what is due of one connection; returns, per
@@ -398,19 +447,13 @@ async fn renew_connection(
     queue: Option<&dyn Queue>,
     conn: &Connection,
     token: &Sensitive,
-    key_id: &str,
-    opts: &RunOptions,
+    run: &Run<'_>,
     out: &mut ConnectionOutcome,
 ) -> Vec<Done> {
+    let (key_id, opts) = (run.key_id, &run.opts);
     let mut done = vec![Done::Yes; conn.subscriptions.len()];
     let horizon = OffsetDateTime::now_utc() + RENEW_WITHIN;
-    let listed = match graph_has(s, token).await {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::warn!(connection = %conn.id, error = %e, "could not list subscriptions; renewing by our records");
-            None
-        }
-    };
+    let listed = run.listings.of(s, conn, token).await;
     // Flows sharing a Graph subscription: the first of them renews or
     // recreates it, and the change is recorded on all.
     let mut handled: HashSet<String> = HashSet::new();

@@ -252,7 +252,7 @@ pub async fn with_write_deadline<F: std::future::Future>(
 }
 
 /// The tenant Graph counts a connection's subscription writes against.
-fn tenant_of(conn: &Connection) -> &str {
+pub(crate) fn tenant_of(conn: &Connection) -> &str {
     conn.tid.as_deref().unwrap_or(&conn.tenant_id)
 }
 

@@ -2637,12 +2637,29 @@ async fn a_fleet_run_keeps_graphs_write_limit_and_leaves_the_rest_to_the_next_ru
             .await
         }
     };
-    // A first run looks at every connection (no key recorded yet) and finds nothing due.
+    // A first run looks at every connection (no key recorded yet) and finds
+    // nothing due. Graph lists an app token every subscription of the app
+    // in the tenant: the run reads that list once, not once per mailbox.
+    let lists = || {
+        p.stack
+            .sim
+            .stats()
+            .subscription_calls
+            .get("list")
+            .copied()
+            .unwrap_or(0)
+    };
+    let lists_before = lists();
     let first = run(json!({})).await;
     assert_eq!(
         (first["full"].as_bool(), first["renewed"].as_u64()),
         (Some(true), Some(0)),
         "{first}"
+    );
+    assert_eq!(
+        lists() - lists_before,
+        1,
+        "one listing for the 24 app-only mailboxes of one tenant"
     );
     // Every subscription comes due at once (an outage), Graph's limit is
     // scaled down, and the sign-ups' writes have left its window.

@@ -274,7 +274,7 @@ async fn dispatch(
     };
     match (method.as_str(), segs.as_slice()) {
         ("POST", ["subscriptions"]) => create_subscription(&state, &access, &body).await,
-        ("GET", ["subscriptions"]) => list_subscriptions(&state, &access),
+        ("GET", ["subscriptions"]) => list_subscriptions(&state, &access, &query),
         ("PATCH", ["subscriptions", id]) => renew_subscription(&state, &access, id, &body),
         ("DELETE", ["subscriptions", id]) => delete_subscription(&state, &access, id),
         ("POST", ["subscriptions", id, "reauthorize"]) => reauthorize(&state, &access, id),
@@ -650,6 +650,7 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
     let sub = SimSubscription {
         id: uuid::Uuid::new_v4().to_string(),
         app_id,
+        tenant: access.tenant.clone(),
         mailbox,
         events,
         folder,
@@ -732,16 +733,47 @@ fn owned<'a>(st: &'a mut State, access: &Access, id: &str) -> Result<&'a mut Sim
     }
 }
 
-fn list_subscriptions(state: &Shared, access: &Access) -> Response {
-    let st = lock(state);
+/// Subscriptions listed per page (Graph pages `GET /subscriptions`).
+const SUBSCRIPTIONS_PAGE: usize = 100;
+
+/// `GET /subscriptions` as Graph scopes it: a delegated token sees the
+/// app's subscriptions of the signed-in user, an app token every
+/// subscription of the app in its tenant, a page at a time.
+fn list_subscriptions(state: &Shared, access: &Access, query: &[(String, String)]) -> Response {
+    let mut st = lock(state);
+    *st.stats.subscription_calls.entry("list".into()).or_default() += 1;
     let app = app_of(access, &st);
-    let value: Vec<Value> = st
+    let mut mine: Vec<&SimSubscription> = st
         .subscriptions
         .values()
         .filter(|s| s.app_id == app)
-        .map(sub_json)
+        .filter(|s| match &access.subject {
+            Subject::User(upn) => s.mailbox.eq_ignore_ascii_case(upn),
+            Subject::App(_) => s.tenant.eq_ignore_ascii_case(&access.tenant),
+        })
         .collect();
-    ok_json(StatusCode::OK, json!({"value": value}))
+    mine.sort_by(|a, b| a.id.cmp(&b.id));
+    let from: usize = query
+        .iter()
+        .find(|(k, _)| k == "$skiptoken")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let value: Vec<Value> = mine
+        .iter()
+        .skip(from)
+        .take(SUBSCRIPTIONS_PAGE)
+        .map(|s| sub_json(s))
+        .collect();
+    let mut body = json!({"value": value});
+    if mine.len() > from + SUBSCRIPTIONS_PAGE {
+        body["@odata.nextLink"] = format!(
+            "{}/v1.0/subscriptions?$skiptoken={}",
+            st.base_url,
+            from + SUBSCRIPTIONS_PAGE
+        )
+        .into();
+    }
+    ok_json(StatusCode::OK, body)
 }
 
 fn get_subscription(state: &Shared, access: &Access, id: &str) -> Response {

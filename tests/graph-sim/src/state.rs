@@ -180,6 +180,8 @@ pub enum Lifecycle {
 pub(crate) struct SimSubscription {
     pub(crate) id: String,
     pub(crate) app_id: String,
+    /// The tenant of the token that created it.
+    pub(crate) tenant: String,
     pub(crate) mailbox: String,
     pub(crate) events: bool,
     pub(crate) folder: String,
@@ -285,7 +287,8 @@ pub struct Stats {
     pub handshakes: (u32, u32),
     /// Notification POSTs sent and the status each got (0: no answer).
     pub notification_statuses: Vec<u16>,
-    /// Subscriptions created, renewed (PATCH), deleted, reauthorized.
+    /// Subscriptions created, renewed (PATCH), deleted, reauthorized, and
+    /// list pages read (`list`).
     pub subscription_calls: BTreeMap<String, u32>,
     /// Refresh-token requests that presented a revoked refresh token.
     pub revoked_refresh_uses: u32,
