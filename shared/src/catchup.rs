@@ -40,6 +40,10 @@ use crate::model::sensitive::Sensitive;
 use crate::services::Services;
 use crate::subscriptions;
 
+/// A flow swept more recently than this is left for a later scheduled run
+/// (unless the run sweeps all).
+pub const SWEEP_AGE: time::Duration = time::Duration::minutes(10);
+
 /// Delta pages one step reads at most.
 pub const PAGES_PER_STEP: usize = 4;
 
@@ -87,7 +91,7 @@ impl CatchUpError {
 }
 
 /// What one step did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stepped {
     /// Items queued for the flow (not in its ledger).
     pub queued: usize,
@@ -360,6 +364,7 @@ pub async fn step(
         let mut change = SubscriptionChange::new()
             .delta_link(&delta)
             .last_swept_at(OffsetDateTime::now_utc())
+            .due_at(next_due(sub, OffsetDateTime::now_utc()))
             .recovered(sub.recovered.unwrap_or(0) + out.queued as u64);
         if catching_up && out.queued == 0 {
             change = change.caught_up();
@@ -379,6 +384,13 @@ pub async fn step(
     Ok(out)
 }
 
+/// A flow swept at `swept` is next due for the scheduled run at its next
+/// sweep or its renewal, whichever comes first.
+pub fn next_due(sub: &Subscription, swept: OffsetDateTime) -> OffsetDateTime {
+    let renewal = sub.expires_at.map_or(swept, |e| e - subscriptions::RENEW_WITHIN);
+    renewal.min(swept + SWEEP_AGE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +404,18 @@ mod tests {
 
     fn at(t: &str) -> OffsetDateTime {
         OffsetDateTime::parse(t, &Rfc3339).unwrap()
+    }
+
+    #[test]
+    fn a_swept_flow_is_next_due_at_its_next_sweep_or_its_renewal_whichever_first() {
+        let swept = at("2026-12-05T10:00:00Z");
+        let mut flow = sub("2026-12-01T00:00:00Z", None);
+        flow.expires_at = Some(at("2026-12-08T10:00:00Z"));
+        assert_eq!(next_due(&flow, swept), at("2026-12-05T10:10:00Z"));
+        flow.expires_at = Some(at("2026-12-06T10:05:00Z"));
+        assert_eq!(next_due(&flow, swept), at("2026-12-05T10:05:00Z"));
+        flow.expires_at = None;
+        assert_eq!(next_due(&flow, swept), swept, "no expiry known: due at once");
     }
 
     #[test]

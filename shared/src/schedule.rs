@@ -49,8 +49,7 @@ use crate::sweep;
 pub const CONCURRENCY: usize = 48;
 /// Graph requests one mailbox gets at a time (Graph allows four).
 pub const PER_MAILBOX: usize = 4;
-/// A subscription expiring within this is renewed.
-pub const RENEW_WITHIN: time::Duration = time::Duration::days(1);
+pub use crate::subscriptions::RENEW_WITHIN;
 /// How long before its deadline the run starts no more connections: enough
 /// for one connection's work to finish.
 pub const FINISH_MARGIN: Duration = Duration::from_secs(20);
@@ -310,30 +309,29 @@ async fn one_connection(
     };
     let swept = match queue {
         Some(queue) => sweep_connection(s, queue, &conn, &run.opts, &mut out).await,
-        None => vec![false; conn.subscriptions.len()],
+        None => vec![None; conn.subscriptions.len()],
     };
     // When each flow is next due: failures at once; otherwise its next sweep
-    // or its renewal, whichever comes first.
+    // or its renewal, whichever comes first. A sweep that stored its link
+    // wrote that time itself, in the same write.
     for (i, sub) in conn.subscriptions.iter().enumerate() {
         let renewal = sub.expires_at.map_or(now, |e| e - RENEW_WITHIN);
+        let stepped = swept.get(i).copied().flatten();
+        let finished = stepped.is_some_and(|st| st.finished);
         let next = match done.get(i).copied().unwrap_or(Done::Yes) {
+            // The renewal is still to do: due at once again.
+            Done::No if finished => OffsetDateTime::UNIX_EPOCH,
             Done::No => continue,
+            _ if finished => continue,
             Done::Renewed => now + sweep::SWEEP_AGE,
             Done::Yes if sub.is_paused() || sub.delta_link.is_none() || queue.is_none() => {
                 renewal.min(now + IDLE_RECHECK)
             }
-            Done::Yes => {
-                let last = if swept.get(i).copied().unwrap_or(false) {
-                    Some(now)
-                } else {
-                    swept_at(sub)
-                };
-                match last {
-                    Some(at) => renewal.min(at + sweep::SWEEP_AGE),
-                    // Not swept: failed or left; look again next run.
-                    None => continue,
-                }
-            }
+            Done::Yes => match stepped.map(|_| now).or_else(|| swept_at(sub)) {
+                Some(at) => crate::catchup::next_due(sub, at),
+                // Not swept: failed or left; look again next run.
+                None => continue,
+            },
         };
         set_due(s, &conn, std::slice::from_ref(sub), next).await;
     }
@@ -533,14 +531,14 @@ async fn renew_connection(
 }
 
 /// Sweeps the connection's flows that are due, [`PER_MAILBOX`] at a time;
-/// returns, per flow, whether it was swept.
+/// returns, per flow, its sweep's step if it was swept.
 async fn sweep_connection(
     s: &Services,
     queue: &dyn Queue,
     conn: &Connection,
     opts: &RunOptions,
     out: &mut ConnectionOutcome,
-) -> Vec<bool> {
+) -> Vec<Option<crate::catchup::Stepped>> {
     let now = OffsetDateTime::now_utc();
     let mut due = Vec::new();
     for (i, sub) in conn.subscriptions.iter().enumerate() {
@@ -564,7 +562,7 @@ async fn sweep_connection(
         }
     }
     let deadline = opts.deadline.into_std();
-    let results: Vec<(usize, Result<usize, String>)> = stream::iter(due)
+    let results: Vec<(usize, Result<crate::catchup::Stepped, String>)> = stream::iter(due)
         .map(|i| async move {
             let sub = &conn.subscriptions[i];
             (i, sweep::sweep_one(s, queue, conn, sub, deadline).await)
@@ -572,14 +570,14 @@ async fn sweep_connection(
         .buffer_unordered(PER_MAILBOX)
         .collect()
         .await;
-    let mut swept = vec![false; conn.subscriptions.len()];
+    let mut swept = vec![None; conn.subscriptions.len()];
     for (i, r) in results {
         let sub = &conn.subscriptions[i];
         match r {
-            Ok(n) => {
+            Ok(stepped) => {
                 out.swept += 1;
-                out.recovered += n;
-                swept[i] = true;
+                out.recovered += stepped.queued;
+                swept[i] = Some(stepped);
             }
             Err(reason) => {
                 tracing::warn!(connection = %conn.id, subscription = %sub.id, reason = %reason, "sweep failed");

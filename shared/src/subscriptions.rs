@@ -32,6 +32,9 @@ use crate::services::Services;
 /// The lifetime asked for, just under Graph's 10,080-minute maximum for Outlook resources.
 pub const LIFETIME_MINUTES: i64 = 10_070;
 
+/// A subscription expiring within this is renewed by the scheduled run.
+pub const RENEW_WITHIN: time::Duration = time::Duration::days(1);
+
 /// The change types a subscription asks for: new mail only; every calendar change.
 pub fn change_types(resource: Resource) -> &'static str {
     match resource {

@@ -30,9 +30,7 @@ use crate::catchup;
 use crate::model::connection::{Connection, Subscription};
 use crate::services::Services;
 
-/// A subscription swept more recently than this is left for a later run
-/// (unless the run sweeps all).
-pub const SWEEP_AGE: time::Duration = time::Duration::minutes(10);
+pub use crate::catchup::SWEEP_AGE;
 
 /// A resumed flow whose catch-up has not finished after this long is
 /// started again (its step records may have gone to the dead-letter queue).
@@ -72,14 +70,14 @@ pub(crate) async fn remind(s: &Services, queue: &dyn Queue, conn: &Connection) -
     }
 }
 
-/// Sweeps one flow: the first step of its catch-up; returns the items queued.
+/// Sweeps one flow: the first step of its catch-up.
 pub(crate) async fn sweep_one(
     s: &Services,
     queue: &dyn Queue,
     conn: &Connection,
     sub: &Subscription,
     deadline: Instant,
-) -> Result<usize, String> {
+) -> Result<catchup::Stepped, String> {
     let token = s.tokens.access_token(conn).await.map_err(|e| e.to_string())?;
     // The first step here; a walk longer than one step goes on in dispatch
     // (the step queues its continuation behind what it found).
@@ -88,8 +86,7 @@ pub(crate) async fn sweep_one(
         rebaseline: false,
     };
     let until = deadline.max(Instant::now() + catchup::PAGE_WORST);
-    let stepped = catchup::step(s, queue, conn, sub, &token, &from, until)
+    catchup::step(s, queue, conn, sub, &token, &from, until)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(stepped.queued)
+        .map_err(|e| e.to_string())
 }
