@@ -296,6 +296,8 @@ pub struct FleetResults {
     pub ack_ms: Vec<f64>,
     /// Notification POSTs answered other than 2xx.
     pub ack_failures: usize,
+    /// Those POSTs by the status they got (0: no answer within Graph's 3 s).
+    pub ack_failure_statuses: BTreeMap<u16, usize>,
     /// End-to-end latencies (ms): notification sent to the flow's 2xx.
     pub e2e_ms: Vec<f64>,
     /// Counts per phase (index in [`PHASES`]).
@@ -1090,6 +1092,7 @@ async fn measure(
     for post in &recording.notification_posts {
         if !(200..300).contains(&post.status) {
             results.ack_failures += 1;
+            *results.ack_failure_statuses.entry(post.status).or_default() += 1;
         }
         if seen.insert(post.item_id.as_str()) {
             results.ack_ms.push(ms(post.answered_after));

@@ -324,13 +324,26 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "\n- delivered: **{} of {}**; lost: **{}**; doubled: **{}**; bad signatures: {}; notification POSTs not answered 2xx: {}",
+        "\n- delivered: **{} of {}**; lost: **{}**; doubled: **{}**; bad signatures: {}; notification POSTs not answered 2xx: {}{}",
         r.delivered,
         r.mails,
         r.mails.saturating_sub(r.delivered),
         r.doubled,
         r.bad_signatures,
-        r.ack_failures
+        r.ack_failures,
+        if r.ack_failure_statuses.is_empty() {
+            String::new()
+        } else {
+            let by: Vec<String> = r
+                .ack_failure_statuses
+                .iter()
+                .map(|(status, n)| match status {
+                    0 => format!("{n} unanswered within 3 s"),
+                    s => format!("{n} answered {s}"),
+                })
+                .collect();
+            format!(" ({}; Graph retries each)", by.join(", "))
+        }
     );
 
     // 4. Counts per phase.

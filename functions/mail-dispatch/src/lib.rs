@@ -7,8 +7,9 @@
 //! task per new mail ([`connect`]). A target that fails
 //! with 5xx, 429 or a timeout leaves the record for SQS to redeliver (partial
 //! batch response); after the queue's maximum receives it lands in the
-//! dead-letter queue. Records after a failure in the same FIFO group are
-//! failed too, so a mailbox's events keep their order.
+//! dead-letter queue. A batch's FIFO groups (one per connection) run side
+//! by side; inside a group the records run in order, and those after a
+//! failure are failed too, so a mailbox's events keep their order.
 //!
 //! Lifecycle notifications are acted on here: `reauthorizationRequired`
 //! renews the subscription, `subscriptionRemoved` recreates it and resyncs,
@@ -32,8 +33,9 @@ mod outcome;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 pub use deliver::{Delivery, Destination, deliver};
+use futures_util::stream::{self, StreamExt};
 use relay365::aws::queue::{LifecycleEvent, QueuedNotification};
 use relay365::aws::store::SubscriptionChange;
 use relay365::microsoft::tokens::TokenError;
@@ -108,11 +110,32 @@ pub async fn handle_traced(
     deadline: Option<Instant>,
     trace: Option<&str>,
 ) -> SqsBatchResponse {
+    // A FIFO batch holds records of several mailboxes (message groups, one
+    // per connection). Each group runs in order; the groups run side by
+    // side, so a batch takes as long as its busiest mailbox, not the sum of
+    // all of them. A standard queue's records (no group) are each their own.
+    let mut groups: Vec<Vec<Record>> = Vec::new();
+    let mut group_of: HashMap<String, usize> = HashMap::new();
+    for record in event.records {
+        let record = Record::from(record);
+        match group_of.get(&record.group) {
+            Some(&i) if !record.group.is_empty() => groups[i].push(record),
+            _ => {
+                if !record.group.is_empty() {
+                    group_of.insert(record.group.clone(), groups.len());
+                }
+                groups.push(vec![record]);
+            }
+        }
+    }
+    let ran: Vec<GroupRun> = stream::iter(groups)
+        .map(|records| run_group(d, records, deadline, trace))
+        .buffer_unordered(GROUPS_AT_ONCE)
+        .collect()
+        .await;
+
     let mut failures = Vec::new();
     let mut held_back = 0usize;
-    let mut failed_groups: Vec<String> = Vec::new();
-    // Each connection is read fresh once per batch (one invocation); nothing
-    // outlives it.
     let mut connections: HashMap<String, Connection> = HashMap::new();
     // Per (connection, Graph subscription id): records of this batch that
     // come back, and whether the subscription was seen at all.
@@ -121,91 +144,25 @@ pub async fn handle_traced(
     // after its backoff, one held back behind it (or for time) at once, so
     // it follows as soon as its turn comes.
     let mut visibility: Vec<(String, u32)> = Vec::new();
-    for record in event.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        let handle = record.receipt_handle.clone().unwrap_or_default();
-        let attempt: u32 = record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
-        let parsed = record
-            .body
-            .as_deref()
-            .and_then(|b| serde_json::from_str::<QueuedNotification>(b).ok());
-        let sub_of = parsed
-            .as_ref()
-            .map(|n| (n.connection_id.clone(), n.subscription_id.clone()));
-        if let Some(k) = &sub_of {
-            waiting.entry(k.clone()).or_insert(0);
-        }
-        let mut wait = |k: &Option<(String, String)>| {
-            if let Some(k) = k {
-                *waiting.entry(k.clone()).or_insert(0) += 1;
-            }
-        };
-        let group = record
-            .attributes
-            .get("MessageGroupId")
-            .cloned()
-            .unwrap_or_default();
-        if !group.is_empty() && failed_groups.contains(&group) {
-            wait(&sub_of);
-            failures.push(id);
-            visibility.push((handle, 0));
-            continue;
-        }
-        if let Some(deadline) = deadline
-            && deadline.saturating_duration_since(Instant::now()) < STEP_BUDGET
-        {
-            // Not started: retried as it is. Later records of its mailbox
-            // wait behind it, so the order holds.
-            held_back += 1;
-            wait(&sub_of);
-            failures.push(id);
-            visibility.push((handle, 0));
-            if !group.is_empty() {
-                failed_groups.push(group);
-            }
-            continue;
-        }
-        let outcome = match &parsed {
-            Some(n) => {
-                // A catch-up step gets what is left of the record's budget.
-                let until = deadline
-                    .map(|d| {
-                        d.checked_sub(STEP_BUDGET - catchup::PAGE_WORST * 2)
-                            .unwrap_or_else(Instant::now)
-                    })
-                    .unwrap_or_else(|| Instant::now() + catchup::PAGE_WORST * 3);
-                // Every log line of the record names it and its connection
-                // (and, through the runtime's span, the Lambda request id).
-                let span = tracing::info_span!(
-                    "record",
-                    message_id = %id,
-                    connection = %n.connection_id,
-                    event = tracing::field::Empty
-                );
-                process(d, n, attempt, &mut connections, until, trace)
-                    .instrument(span)
-                    .await
-            }
-            _ => {
-                tracing::error!(message_id = %id, "dropping a queue record that is not a relay365 notification");
-                Outcome::Done
-            }
-        };
-        if let Outcome::Retry(why) = outcome {
-            let delay = retry_delay_from(d.first_retry, attempt);
-            tracing::warn!(message_id = %id, reason = %why, attempt, retry_in_secs = delay.as_secs(), "record left for retry");
-            wait(&sub_of);
-            failures.push(id);
-            visibility.push((handle, delay.as_secs() as u32));
-            if !group.is_empty() {
-                failed_groups.push(group);
-            }
+    for run in ran {
+        connections.extend(run.connections);
+        for (record, fate) in run.fates {
+            let seen = waiting.entry(record.sub_of()).or_insert(0);
+            let delay = match fate {
+                Fate::Done => continue,
+                Fate::HeldBack => {
+                    held_back += 1;
+                    0
+                }
+                Fate::Behind => 0,
+                Fate::Retry(delay) => delay,
+            };
+            *seen += 1;
+            failures.push(record.id);
+            visibility.push((record.handle, delay));
         }
     }
+    waiting.remove(&(String::new(), String::new()));
     record_waiting(d, &connections, &waiting).await;
     visibility.retain(|(h, _)| !h.is_empty());
     if let (Some(queue), false) = (&d.queue, visibility.is_empty())
@@ -231,6 +188,143 @@ pub async fn handle_traced(
         })
         .collect();
     resp
+}
+
+/// How many mailboxes of one batch are worked on at once. A batch holds at
+/// most ten records (the template's `BatchSize`), so every group of it runs
+/// at once; the bound keeps a larger batch from opening more Graph requests
+/// than a container should.
+const GROUPS_AT_ONCE: usize = 10;
+
+/// One SQS record, as dispatch reads it.
+struct Record {
+    id: String,
+    handle: String,
+    attempt: u32,
+    group: String,
+    notification: Option<QueuedNotification>,
+}
+
+impl From<SqsMessage> for Record {
+    fn from(record: SqsMessage) -> Self {
+        let attempt = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let group = record
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_default();
+        let notification = record
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<QueuedNotification>(b).ok());
+        Self {
+            id: record.message_id.unwrap_or_default(),
+            handle: record.receipt_handle.unwrap_or_default(),
+            attempt,
+            group,
+            notification,
+        }
+    }
+}
+
+impl Record {
+    /// The (connection, Graph subscription id) the record is for; empty for
+    /// a record that is not a relay365 notification.
+    fn sub_of(&self) -> (String, String) {
+        self.notification
+            .as_ref()
+            .map(|n| (n.connection_id.clone(), n.subscription_id.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// What became of one record.
+enum Fate {
+    /// Done: delivered, or nothing to deliver.
+    Done,
+    /// Failed: seen again after this many seconds.
+    Retry(u32),
+    /// Not started, the invocation's time being nearly up.
+    HeldBack,
+    /// Not started because an earlier record of its mailbox came back.
+    Behind,
+}
+
+/// One message group's records and the connections it read.
+struct GroupRun {
+    fates: Vec<(Record, Fate)>,
+    connections: HashMap<String, Connection>,
+}
+
+/// Runs one mailbox's records in order. Once one comes back (failed, or
+/// not started for time), the rest of its group come back behind it, so a
+/// mailbox's events keep their order.
+async fn run_group(
+    d: &Dispatcher,
+    records: Vec<Record>,
+    deadline: Option<Instant>,
+    trace: Option<&str>,
+) -> GroupRun {
+    // Each connection is read fresh once per batch (one invocation); nothing
+    // outlives it.
+    let mut connections: HashMap<String, Connection> = HashMap::new();
+    let mut fates = Vec::with_capacity(records.len());
+    let mut stopped = false;
+    for record in records {
+        if stopped {
+            fates.push((record, Fate::Behind));
+            continue;
+        }
+        if let Some(deadline) = deadline
+            && deadline.saturating_duration_since(Instant::now()) < STEP_BUDGET
+        {
+            // Not started: retried as it is. Later records of its mailbox
+            // wait behind it, so the order holds.
+            stopped = !record.group.is_empty();
+            fates.push((record, Fate::HeldBack));
+            continue;
+        }
+        let outcome = match &record.notification {
+            Some(n) => {
+                // A catch-up step gets what is left of the record's budget.
+                let until = deadline
+                    .map(|d| {
+                        d.checked_sub(STEP_BUDGET - catchup::PAGE_WORST * 2)
+                            .unwrap_or_else(Instant::now)
+                    })
+                    .unwrap_or_else(|| Instant::now() + catchup::PAGE_WORST * 3);
+                // Every log line of the record names it and its connection
+                // (and, through the runtime's span, the Lambda request id).
+                let span = tracing::info_span!(
+                    "record",
+                    message_id = %record.id,
+                    connection = %n.connection_id,
+                    event = tracing::field::Empty
+                );
+                process(d, n, record.attempt, &mut connections, until, trace)
+                    .instrument(span)
+                    .await
+            }
+            None => {
+                tracing::error!(message_id = %record.id, "dropping a queue record that is not a relay365 notification");
+                Outcome::Done
+            }
+        };
+        match outcome {
+            Outcome::Retry(why) => {
+                let delay = retry_delay_from(d.first_retry, record.attempt);
+                tracing::warn!(message_id = %record.id, reason = %why, attempt = record.attempt, retry_in_secs = delay.as_secs(), "record left for retry");
+                stopped = !record.group.is_empty();
+                fates.push((record, Fate::Retry(delay.as_secs() as u32)));
+            }
+            _ => fates.push((record, Fate::Done)),
+        }
+    }
+    GroupRun { fates, connections }
 }
 
 async fn process(

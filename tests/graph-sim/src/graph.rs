@@ -121,6 +121,8 @@ pub(crate) async fn count_and_throttle(
                 return resp;
             }
             *n += 1;
+            let busy = st.in_flight.values().filter(|n| **n > 0).count() as u32;
+            st.stats.peak_mailboxes_busy = st.stats.peak_mailboxes_busy.max(busy);
         }
         latency = st.latency;
     }

@@ -308,6 +308,9 @@ pub struct Stats {
     /// Every subscription create or renewal Graph accepted: when (since the
     /// simulator started) and in which tenant, to check a caller's pacing.
     pub subscription_writes: Vec<(Duration, String)>,
+    /// The most mailboxes that had a Graph request in flight at the same
+    /// moment: above one, a caller worked on mailboxes side by side.
+    pub peak_mailboxes_busy: u32,
 }
 
 pub(crate) struct Code {
