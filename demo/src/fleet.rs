@@ -304,8 +304,8 @@ pub struct FleetResults {
     pub counts: Vec<PhaseCounts>,
     /// Every timed invocation.
     pub invocations: Vec<Invocation>,
-    /// Token-secret reads by delegated connections (`secretsmanager.*` on `tokens/`) are
-    /// not told apart by the proxy: the share of delegated mailboxes, for the KMS row.
+    /// Delegated mailboxes: each would hold one token secret in the
+    /// Secrets Manager comparison row.
     pub delegated: usize,
 }
 

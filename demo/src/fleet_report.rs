@@ -174,6 +174,7 @@ struct Month {
     wru: f64,
     sqs: f64,
     secrets_calls: f64,
+    kms_calls: f64,
     http_api: f64,
     graph: f64,
 }
@@ -396,6 +397,8 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         }) + dispatches
     };
     let sm_calls = |c: &PhaseCounts| sum_matching(c, |k| k.starts_with("secretsmanager."));
+    // KMS speaks the `TrentService` target at the proxy.
+    let kms_calls = |c: &PhaseCounts| sum_matching(c, |k| k.starts_with("TrentService."));
     // Per ordinary run (per mailbox), per renewal (the renew-all phase
     // beyond an ordinary run), per mail.
     let per_run = {
@@ -409,6 +412,7 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
             wru: wru / n,
             sqs: sqs_calls(&ordinary, d_inv) / n,
             secrets_calls: sm_calls(&ordinary) / n,
+            kms_calls: kms_calls(&ordinary) / n,
             http_api: 0.0,
             graph: f64::from(ordinary.graph) / n,
         }
@@ -427,6 +431,7 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
             wru: (wru - owru).max(0.0) / n,
             sqs: (sqs_calls(&renew, 0.0) - sqs_calls(&ordinary, 0.0)).max(0.0) / n,
             secrets_calls: (sm_calls(&renew) - sm_calls(&ordinary)).max(0.0) / n,
+            kms_calls: (kms_calls(&renew) - kms_calls(&ordinary)).max(0.0) / n,
             http_api: 0.0,
             graph: f64::from(renew.graph.saturating_sub(ordinary.graph)) / n,
         }
@@ -445,6 +450,7 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
             wru: wru / mails,
             sqs: sqs_calls(&storm, 0.0) / mails + per_record(d_inv),
             secrets_calls: sm_calls(&storm) / mails,
+            kms_calls: kms_calls(&storm) / mails,
             http_api: w_inv / mails,
             graph: f64::from(storm.graph) / mails,
         }
@@ -468,6 +474,9 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         secrets_calls: runs_per_month * per_run.secrets_calls
             + renewals_per_month * per_renewal.secrets_calls
             + mails_per_month * per_mail.secrets_calls,
+        kms_calls: runs_per_month * per_run.kms_calls
+            + renewals_per_month * per_renewal.kms_calls
+            + mails_per_month * per_mail.kms_calls,
         http_api: mails_per_month * per_mail.http_api,
         graph: runs_per_month * per_run.graph
             + renewals_per_month * per_renewal.graph
@@ -489,13 +498,14 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         s,
         "| per mailbox | per ordinary run | per renewal | per mail | a month |\n|---|---|---|---|---|"
     );
-    let rows: [Row; 8] = [
+    let rows: [Row; 9] = [
         ("Lambda invocations", |m| m.lambda_requests),
         ("Lambda GB-s", |m| m.gb_s),
         ("DynamoDB RRU", |m| m.rru),
         ("DynamoDB WRU", |m| m.wru),
         ("SQS requests", |m| m.sqs),
         ("Secrets Manager calls", |m| m.secrets_calls),
+        ("KMS requests (sealed tokens)", |m| m.kms_calls),
         ("API Gateway requests", |m| m.http_api),
         ("Graph requests", |m| m.graph),
     ];
@@ -512,7 +522,7 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
     let share = r.delegated as f64 / n;
     let _ = writeln!(
         s,
-        "\nCost a month at N mailboxes ({:.0} % delegated, as measured), us-east-1 list prices. Delegated refresh tokens either in Secrets Manager (one secret each, $0.40 a month, $0.05 per 10,000 calls) or sealed with one KMS key in the state table ($1 a month, $0.03 per 10,000 requests; counted as one KMS request per Secrets Manager call measured, an upper bound since those include the deployment's own secrets):\n",
+        "\nCost a month at N mailboxes ({:.0} % delegated, as measured), us-east-1 list prices. Delegated refresh tokens are sealed with one KMS key in the state table, as the template deploys them ($1 a month, $0.03 per 10,000 requests, the KMS requests measured; their items are in the DynamoDB row). For comparison, the earlier design with one Secrets Manager secret per delegated mailbox ($0.40 a month, $0.05 per 10,000 calls, one call per KMS request measured). The Secrets Manager calls measured are the deployment's own secrets (the app's, the signing keys), in the base:\n",
         share * 100.0
     );
     let _ = writeln!(s, "| | N = 10 | N = 1,000 | N = 10,000 |\n|---|---|---|---|");
@@ -555,9 +565,13 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         let q = k * month.http_api;
         (format!("{} × $1.00/M", num(q)), q * p.http_api)
     };
+    let own_secrets = |k: f64| {
+        let calls = k * month.secrets_calls;
+        (format!("{} calls × $0.05/10k", num(calls)), calls * p.secret_call)
+    };
     let secrets = |k: f64| {
         let secrets = (k * share).round();
-        let calls = k * month.secrets_calls;
+        let calls = k * month.kms_calls;
         (
             format!(
                 "{} secrets × $0.40 + {} calls × $0.05/10k",
@@ -568,7 +582,7 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         )
     };
     let kms = |k: f64| {
-        let calls = k * month.secrets_calls;
+        let calls = k * month.kms_calls;
         (
             format!("1 key × $1 + {} requests × $0.03/10k", num(calls)),
             p.kms_key_month + calls * p.kms_request,
@@ -578,13 +592,22 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
     let _ = writeln!(s, "{}", line("DynamoDB on demand", &dynamo));
     let _ = writeln!(s, "{}", line("SQS", &sqs));
     let _ = writeln!(s, "{}", line("API Gateway HTTP API", &api));
-    let _ = writeln!(s, "{}", line("tokens in Secrets Manager", &secrets));
-    let _ = writeln!(s, "{}", line("tokens sealed with KMS (instead)", &kms));
+    let _ = writeln!(
+        s,
+        "{}",
+        line("Secrets Manager (the deployment's secrets)", &own_secrets)
+    );
+    let _ = writeln!(s, "{}", line("tokens sealed with KMS (as deployed)", &kms));
+    let _ = writeln!(
+        s,
+        "{}",
+        line("tokens in Secrets Manager (for comparison)", &secrets)
+    );
     let total = |with_kms: bool| {
         let cells: Vec<String> = sizes
             .iter()
             .map(|&k| {
-                let base = lambda(k).1 + dynamo(k).1 + sqs(k).1 + api(k).1;
+                let base = lambda(k).1 + dynamo(k).1 + sqs(k).1 + api(k).1 + own_secrets(k).1;
                 let tokens = if with_kms { kms(k).1 } else { secrets(k).1 };
                 let all = base + tokens;
                 format!("**{}** ({} per mailbox)", usd(all), usd(all / k))
@@ -592,8 +615,8 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
             .collect();
         cells.join(" | ")
     };
-    let _ = writeln!(s, "| total with Secrets Manager | {} |", total(false));
-    let _ = writeln!(s, "| total with KMS | {} |", total(true));
+    let _ = writeln!(s, "| total, tokens sealed with KMS | {} |", total(true));
+    let _ = writeln!(s, "| total, tokens in Secrets Manager | {} |", total(false));
     let _ = writeln!(
         s,
         "\nThe app secret, signing key and event signing secret (3 × $0.40) and the CloudWatch logs and metrics are the same at every N and left out."

@@ -191,6 +191,9 @@ pub struct Resources {
     pub deferred_dlq_url: String,
     /// The attachments bucket.
     pub bucket: String,
+    /// The KMS key that seals delegated refresh tokens (the template's
+    /// `TokenKey`), as `RELAY365_TOKEN_KEY_ID` names it.
+    pub token_key: String,
     /// The state table.
     pub table: String,
 }
@@ -336,6 +339,7 @@ impl Demo {
             ("RELAY365_DEFAULT_TARGET", receiver.url.clone()),
             ("RELAY365_ATTACHMENTS_BUCKET", resources.bucket.clone()),
             ("RELAY365_STATE_TABLE", resources.table.clone()),
+            ("RELAY365_TOKEN_KEY_ID", resources.token_key.clone()),
             // Everything here listens on loopback: allowed only in a local run.
             ("RELAY365_LOCAL", "1".into()),
             // A failed delivery is tried again this soon, then twice as
@@ -619,7 +623,12 @@ async fn create_resources(
         .send()
         .await
         .map_err(setup("the attachments bucket"))?;
+    // The template always seals refresh tokens; so does the local stack.
+    let token_key = relay365_testkit::create_token_key(sdk)
+        .await
+        .map_err(DemoError::Setup)?;
     Ok(Resources {
+        token_key,
         queue_url,
         dlq_url,
         deferred_url,

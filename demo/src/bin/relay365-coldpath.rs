@@ -13,7 +13,7 @@ use relay365_demo::coldpath::{self, BenchOptions, PathKind};
 
 /// The cold path over TLS at Lambda's CPU shares, with the Python baseline.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// The release binaries.
     #[arg(long, default_value = "target/release")]

@@ -14,7 +14,7 @@ use relay365_demo::fleet::{self, FleetOptions};
 
 /// N mailboxes connected, renewed and swept, and a storm of mail, with the month's cost.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// The function binaries.
     #[arg(long, default_value = "target/release")]
