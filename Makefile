@@ -103,12 +103,17 @@ bench: venv
 ## list prices; on the release binaries (relay365-fleet, demo/src/fleet.rs).
 ## Writes BENCHMARKS.fleet.md and its section of BENCHMARKS.md. FLEET_ARGS
 ## passes options (e.g. FLEET_ARGS="--storm-seconds 60 --tenants 4").
+## FLEET_SCALE_FROM names sizes measured before (their figures are in
+## target/fleet/fleet-N.json): the report extrapolates from them and this
+## run to 10,000 mailboxes (e.g. `make bench-fleet FLEET=3000` first, then
+## `make bench-fleet FLEET_SCALE_FROM=3000`).
 FLEET ?= 1000
 FLEET_ARGS ?=
+FLEET_SCALE_FROM ?=
 bench-fleet: venv
 	$(RELEASE_BUILD)
 	cargo build --locked -p relay365-demo --bin relay365-fleet
-	FLEET=$(FLEET) $(TARGET_DIR)/debug/relay365-fleet --bin-dir $(TARGET_DIR)/release --out BENCHMARKS.fleet.md --work-dir $(TARGET_DIR)/fleet $(FLEET_ARGS)
+	FLEET=$(FLEET) $(TARGET_DIR)/debug/relay365-fleet --bin-dir $(TARGET_DIR)/release --out BENCHMARKS.fleet.md --work-dir $(TARGET_DIR)/fleet $(foreach n,$(FLEET_SCALE_FROM),--scale-from $(TARGET_DIR)/fleet/fleet-$(n).json) $(FLEET_ARGS)
 	python3 scripts/bench.py --section BENCHMARKS.fleet.md
 
 ## The whole stack on this machine: moto, the Microsoft simulator, the five

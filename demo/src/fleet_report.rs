@@ -181,6 +181,26 @@ struct Month {
 
 /// The Markdown section `make bench-fleet` writes (BENCHMARKS.fleet.md).
 pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
+    report_with_scale(r, opts, command, &[])
+}
+
+/// [`report`], followed by the extrapolation from this run and the other
+/// sizes measured (`others`) to 10,000 mailboxes.
+pub fn report_with_scale(
+    r: &FleetResults,
+    opts: &FleetOptions,
+    command: &str,
+    others: &[ScalePoint],
+) -> String {
+    let mut s = report_of_run(r, opts, command);
+    let mut points = others.to_vec();
+    points.push(ScalePoint::of(r, opts));
+    let timeout = r.template.timeout.get("connections").copied().unwrap_or(0);
+    s.push_str(&scale_section(&points, timeout, 10_000));
+    s
+}
+
+fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
     let mut s = String::new();
     let n = opts.mailboxes.max(1) as f64;
     let t = &r.template;
@@ -622,4 +642,205 @@ pub fn report(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
         "\nThe app secret, signing key and event signing secret (3 × $0.40) and the CloudWatch logs and metrics are the same at every N and left out."
     );
     s
+}
+
+/// One size the fleet benchmark ran at, as the extrapolation to 10,000
+/// mailboxes uses it (`relay365-fleet --scale-out` writes it as JSON, a
+/// later run reads it back with `--scale-from`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalePoint {
+    /// Mailboxes connected.
+    pub mailboxes: usize,
+    /// Tenants they were spread over.
+    pub tenants: usize,
+    /// Wall time of connecting them all (s).
+    pub connect_s: f64,
+    /// Wall time of the renew-and-sweep phase, all its runs together (s).
+    pub renew_s: f64,
+    /// Scheduled runs the phase took.
+    pub renew_runs: usize,
+    /// Wall time of the ordinary run that swept every subscription (s).
+    pub sweep_s: f64,
+    /// The storm's end-to-end p99 (ms).
+    pub e2e_p99_ms: f64,
+}
+
+impl ScalePoint {
+    /// The figures of one run.
+    pub fn of(r: &FleetResults, opts: &FleetOptions) -> Self {
+        Self {
+            mailboxes: opts.mailboxes,
+            tenants: opts.tenants,
+            connect_s: r.connect_wall.as_secs_f64(),
+            renew_s: r.runs.iter().map(|x| x.duration.as_secs_f64()).sum(),
+            renew_runs: r.runs.len(),
+            sweep_s: r.ordinary.as_ref().map_or(0.0, |o| o.duration.as_secs_f64()),
+            e2e_p99_ms: percentile(&r.e2e_ms, 99.0),
+        }
+    }
+
+    /// As JSON, for `--scale-out`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "mailboxes": self.mailboxes,
+            "tenants": self.tenants,
+            "connect_s": self.connect_s,
+            "renew_s": self.renew_s,
+            "renew_runs": self.renew_runs,
+            "sweep_s": self.sweep_s,
+            "e2e_p99_ms": self.e2e_p99_ms,
+        })
+    }
+
+    /// Back from [`ScalePoint::to_json`]; `None` when a field is missing.
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        let u = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x as usize);
+        Some(Self {
+            mailboxes: u("mailboxes")?,
+            tenants: u("tenants")?,
+            connect_s: f("connect_s")?,
+            renew_s: f("renew_s")?,
+            renew_runs: u("renew_runs")?,
+            sweep_s: f("sweep_s")?,
+            e2e_p99_ms: f("e2e_p99_ms")?,
+        })
+    }
+}
+
+/// The least-squares line `a + b·x` through the points; `None` with fewer
+/// than two distinct x.
+pub fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    if points.len() < 2 || sxx == 0.0 {
+        return None;
+    }
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    let b = sxy / sxx;
+    Some((mean_y - b * mean_x, b))
+}
+
+/// The section that carries the sizes measured to 10,000 mailboxes: a table
+/// of each size's wall times and the fitted line's prediction against the
+/// scheduled run's `Timeout`. Empty with fewer than two sizes.
+pub fn scale_section(points: &[ScalePoint], timeout_s: u64, target: usize) -> String {
+    let mut points = points.to_vec();
+    points.sort_by_key(|p| p.mailboxes);
+    points.dedup_by_key(|p| p.mailboxes);
+    if points.len() < 2 {
+        return String::new();
+    }
+    let mut s = String::new();
+    let sizes: Vec<String> = points.iter().map(|p| num(p.mailboxes as f64)).collect();
+    let _ = writeln!(
+        s,
+        "\n### From {} to {} mailboxes\n\nEach size measured by its own run of this benchmark on this machine (the same options but the size; the others' figures read back with `--scale-from`).\n",
+        sizes.join(" and "),
+        num(target as f64)
+    );
+    let _ = writeln!(
+        s,
+        "| mailboxes | tenants | connect | renew and sweep all (runs) | sweep all | end to end p99 |\n|---|---|---|---|---|---|"
+    );
+    for p in &points {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} s | {:.1} s ({}) | {:.1} s | {:.0} ms |",
+            num(p.mailboxes as f64),
+            p.tenants,
+            p.connect_s,
+            p.renew_s,
+            p.renew_runs,
+            p.sweep_s,
+            p.e2e_p99_ms
+        );
+    }
+    let x = target as f64;
+    let predict = |f: fn(&ScalePoint) -> f64| {
+        let pts: Vec<(f64, f64)> = points.iter().map(|p| (p.mailboxes as f64, f(p))).collect();
+        fit_line(&pts).map(|(a, b)| (a, b, a + b * x))
+    };
+    let _ = writeln!(
+        s,
+        "\nMethod: each wall time fitted as a + b·N through the measured sizes (least squares), then read at N = {}. The work of both phases is per subscription (one renewal, one delta query), so it grows linearly with N; the renewal is also bound by Graph's write limit as the run paces it, 450 per 20 s per tenant, so it cannot be faster than N ÷ 22.5 s in one tenant.\n",
+        num(x)
+    );
+    let _ = writeln!(
+        s,
+        "| at N = {} | fitted line | predicted | against the Timeout ({timeout_s} s) |\n|---|---|---|---|",
+        num(x)
+    );
+    type Figure = fn(&ScalePoint) -> f64;
+    let rows: [(&str, Figure); 2] = [
+        ("renew and sweep every subscription", |p| p.renew_s),
+        ("sweep every subscription", |p| p.sweep_s),
+    ];
+    for (what, f) in rows {
+        if let Some((a, b, at)) = predict(f) {
+            let verdict = if at <= timeout_s as f64 {
+                format!("inside, {:.0} % of it", 100.0 * at / timeout_s.max(1) as f64)
+            } else {
+                format!(
+                    "over: {} runs, each taking up what the last left",
+                    (at / timeout_s.max(1) as f64).ceil()
+                )
+            };
+            let _ = writeln!(
+                s,
+                "| {what} | {a:.1} s + {:.2} ms × N | {at:.0} s | {verdict} |",
+                b * 1000.0
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(n: usize, renew_s: f64, sweep_s: f64) -> ScalePoint {
+        ScalePoint {
+            mailboxes: n,
+            tenants: 1,
+            connect_s: 0.0,
+            renew_s,
+            renew_runs: 1,
+            sweep_s,
+            e2e_p99_ms: 900.0,
+        }
+    }
+
+    #[test]
+    fn the_line_through_two_sizes_predicts_the_third() {
+        let (a, b) = fit_line(&[(1000.0, 50.0), (3000.0, 140.0)]).unwrap();
+        assert!((a - 5.0).abs() < 1e-9 && (b - 0.045).abs() < 1e-12, "{a} {b}");
+        assert_eq!(fit_line(&[(1000.0, 50.0)]), None);
+        assert_eq!(fit_line(&[(1000.0, 50.0), (1000.0, 60.0)]), None);
+    }
+
+    #[test]
+    fn the_scale_section_says_whether_10000_fit_in_one_run() {
+        let s = scale_section(&[point(3000, 140.0, 30.0), point(1000, 50.0, 10.0)], 900, 10_000);
+        assert!(s.contains("### From 1,000 and 3,000 to 10,000 mailboxes"), "{s}");
+        assert!(
+            s.contains(
+                "| renew and sweep every subscription | 5.0 s + 45.00 ms × N | 455 s | inside, 51 % of it |"
+            ),
+            "{s}"
+        );
+        let over = scale_section(&[point(1000, 100.0, 10.0), point(3000, 300.0, 30.0)], 900, 10_000);
+        assert!(over.contains("| 1000 s | over: 2 runs"), "{over}");
+        assert_eq!(scale_section(&[point(1000, 50.0, 10.0)], 900, 10_000), "");
+    }
+
+    #[test]
+    fn a_scale_point_survives_its_file() {
+        let p = point(3000, 140.5, 30.25);
+        assert_eq!(ScalePoint::from_json(&p.to_json()), Some(p));
+        assert_eq!(ScalePoint::from_json(&serde_json::json!({"mailboxes": 3})), None);
+    }
 }

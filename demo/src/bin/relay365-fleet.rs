@@ -4,13 +4,18 @@
 //! relay365-fleet [--bin-dir target/release] [--mailboxes 1000] [--delegated N]
 //!                [--tenants 1] [--graph-latency-ms 150] [--storm-rate 20]
 //!                [--storm-seconds 300] [--out BENCHMARKS.fleet.md]
+//!                [--scale-out FILE] [--scale-from FILE]...
 //! ```
+//!
+//! Each run leaves its figures in `--scale-out`; a run given the files of
+//! runs at other sizes (`--scale-from`) extrapolates to 10,000 mailboxes.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use relay365_demo::fleet::{self, FleetOptions};
+use relay365_demo::fleet_report::ScalePoint;
 
 /// N mailboxes connected, renewed and swept, and a storm of mail, with the month's cost.
 #[derive(Parser)]
@@ -58,6 +63,14 @@ struct Args {
     /// For the function logs.
     #[arg(long, default_value = "target/fleet")]
     work_dir: PathBuf,
+    /// Where this run's figures for the extrapolation go (JSON; default
+    /// `{work-dir}/fleet-{mailboxes}.json`).
+    #[arg(long)]
+    scale_out: Option<PathBuf>,
+    /// Figures of runs at other sizes (their `--scale-out` files): the
+    /// report extrapolates from them and this run to 10,000 mailboxes.
+    #[arg(long)]
+    scale_from: Vec<PathBuf>,
 }
 
 #[tokio::main]
@@ -101,7 +114,31 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let text = fleet::report(&results, &opts, &command);
+    let mut others = Vec::new();
+    for path in &args.scale_from {
+        let point = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .and_then(|v| ScalePoint::from_json(&v));
+        match point {
+            Some(p) => others.push(p),
+            None => {
+                eprintln!(
+                    "relay365-fleet: {} is not a --scale-out file of an earlier run",
+                    path.display()
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    let scale_out = args
+        .scale_out
+        .unwrap_or_else(|| opts.work_dir.join(format!("fleet-{}.json", opts.mailboxes)));
+    let point = ScalePoint::of(&results, &opts).to_json();
+    if let Err(e) = std::fs::write(&scale_out, format!("{point:#}\n")) {
+        eprintln!("relay365-fleet: cannot write {}: {e}", scale_out.display());
+    }
+    let text = relay365_demo::fleet_report::report_with_scale(&results, &opts, &command, &others);
     if let Some(out) = args.out
         && let Err(e) = std::fs::write(&out, &text)
     {
