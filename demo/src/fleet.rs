@@ -91,7 +91,7 @@ impl FleetOptions {
             delegated: 500,
             tenants: 1,
             graph_latency: Duration::from_millis(150),
-            connect_concurrency: 16,
+            connect_concurrency: 8,
             sandboxes: 4,
             storm_rate: 20.0,
             storm_seconds: 300.0,

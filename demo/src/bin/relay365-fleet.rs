@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 150)]
     graph_latency_ms: u64,
     /// Admin-API connects in flight at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     connect_concurrency: usize,
     /// Sandboxes of each HTTP function and of dispatch.
     #[arg(long, default_value_t = 4)]
