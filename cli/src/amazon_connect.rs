@@ -246,11 +246,20 @@ pub async fn checks(stack: &Stack, targets: &BTreeMap<String, Vec<String>>) -> V
         return out;
     }
     let connect = client(stack);
+    // Each instance is described once, however many targets name it.
+    let mut instances: BTreeMap<String, bool> = BTreeMap::new();
     for (raw, target, used_by) in parsed {
         out.push(permission(stack, &raw, &target, &used_by));
-        let instance = instance(&connect, stack, &target).await;
-        let found = instance.ok;
-        out.push(instance);
+        let found = match instances.get(target.instance_id()) {
+            Some(found) => *found,
+            None => {
+                let check = instance(&connect, stack, &target).await;
+                let found = check.ok;
+                instances.insert(target.instance_id().to_string(), found);
+                out.push(check);
+                found
+            }
+        };
         if !found {
             continue;
         }
