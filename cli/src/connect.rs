@@ -62,8 +62,9 @@ pub struct ConnectArgs {
         hide_possible_values = true
     )]
     pub subscribe: Vec<Resource>,
-    /// Where their events go (default: the stack's DefaultTarget).
-    #[arg(long, value_name = "URL")]
+    /// Where their events go: https://…, eventbridge:BUS, connect-task:… or connect-email:…
+    /// (default: the stack's DefaultTarget).
+    #[arg(long, value_name = "TARGET", value_parser = crate::amazon_connect::target_arg)]
     pub target: Option<String>,
     /// Print the link and return at once.
     #[arg(long)]

@@ -7,7 +7,9 @@
 //! application permissions the token carries against what the app-only
 //! connections need); the redirect URIs; the notification URLs answering
 //! Graph's validation handshake from outside; the signing keys; every
-//! connection and subscription; the dead-letter queues. No secret value is
+//! connection and subscription; for the flows that deliver to Amazon Connect,
+//! the stack's permission, the instance, the contact flow and the email
+//! address ([`amazon_connect`]); the dead-letter queues. No secret value is
 //! printed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +24,7 @@ use relay365::model::scopes::FeatureScope;
 use relay365::web::signing::{EventSigner, Signer};
 use serde_json::{Value, json};
 
+use crate::amazon_connect;
 use crate::api::Api;
 use crate::dlq;
 use crate::error::{CliError, chain};
@@ -40,7 +43,8 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-fn pass(text: impl Into<String>) -> Check {
+/// A check that passed.
+pub(crate) fn pass(text: impl Into<String>) -> Check {
     Check {
         ok: true,
         text: text.into(),
@@ -48,7 +52,8 @@ fn pass(text: impl Into<String>) -> Check {
     }
 }
 
-fn fail(text: impl Into<String>, fix: impl Into<String>) -> Check {
+/// A check that failed, with what to do.
+pub(crate) fn fail(text: impl Into<String>, fix: impl Into<String>) -> Check {
     Check {
         ok: false,
         text: text.into(),
@@ -158,6 +163,7 @@ pub async fn checks(stack: &Stack) -> Vec<Check> {
     out.extend(signing_keys(stack).await);
     if let Some(all) = &connections {
         out.extend(connection_checks(all));
+        out.extend(amazon_connect::checks(stack, &connect_targets(stack, all)).await);
     }
     out.extend(dead_letters(stack).await);
     out
@@ -443,6 +449,34 @@ fn connection_checks(all: &Value) -> Vec<Check> {
                 s(u, "id")
             ),
         ));
+    }
+    out
+}
+
+/// The flows whose target is Amazon Connect, by target: each subscription's
+/// own, else the stack's `DefaultTarget`.
+fn connect_targets(stack: &Stack, all: &Value) -> BTreeMap<String, Vec<String>> {
+    let default = stack
+        .parameters
+        .get("DefaultTarget")
+        .map(String::as_str)
+        .unwrap_or("");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in all["connections"].as_array().into_iter().flatten() {
+        for sub in c["subscriptions"].as_array().into_iter().flatten() {
+            let target = match s(sub, "target") {
+                "" => default,
+                t => t,
+            };
+            if amazon_connect::ConnectTarget::parse(target).is_some() {
+                out.entry(target.to_string()).or_default().push(format!(
+                    "{} {} {}",
+                    s(c, "id"),
+                    s(sub, "resource"),
+                    s(sub, "key")
+                ));
+            }
+        }
     }
     out
 }

@@ -6,6 +6,7 @@
 //! Each command is a module; [`run`] dispatches. What a command prints for a
 //! person is laid out by [`ui`]; `--json` prints the API's own JSON instead.
 
+pub mod amazon_connect;
 pub mod api;
 pub mod connect;
 pub mod dlq;

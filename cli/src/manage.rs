@@ -235,8 +235,9 @@ pub struct SubscribeArgs {
     /// What to watch: mail or calendar.
     #[arg(value_enum, hide_possible_values = true)]
     pub resource: Resource,
-    /// Where its events go (https://…, eventbridge:BUS or connect-task:{instance-id}/{contact-flow-id}; default: the stack's DefaultTarget).
-    #[arg(long, value_name = "URL")]
+    /// Where its events go: https://…, eventbridge:BUS, connect-task:{instance-id}/{contact-flow-id}
+    /// or connect-email:{instance-id}/{contact-flow-id}/{address} (default: the stack's DefaultTarget).
+    #[arg(long, value_name = "TARGET", value_parser = crate::amazon_connect::target_arg)]
     pub target: Option<String>,
     /// The mail folder (default: inbox).
     #[arg(long)]

@@ -50,6 +50,9 @@ pub struct Stack {
     pub resources: BTreeMap<String, String>,
     /// The identity platform (an override in a local run).
     pub login_url: String,
+    /// AWS services reached elsewhere than the SDK's endpoint, by service
+    /// (`connect`: the demo's local Amazon Connect); empty for a deployed stack.
+    pub endpoints: BTreeMap<String, String>,
 }
 
 /// The file `make demo` writes (`target/demo/stack.json`).
@@ -66,6 +69,8 @@ struct DemoFile {
     resources: BTreeMap<String, String>,
     #[serde(default)]
     login_url: Option<String>,
+    #[serde(default)]
+    endpoints: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +180,7 @@ impl Stack {
             parameters: file.parameters,
             resources: file.resources,
             login_url: file.login_url.unwrap_or_else(|| cloud.login_host().to_string()),
+            endpoints: file.endpoints,
         })
     }
 
@@ -260,6 +266,7 @@ impl Stack {
             parameters,
             resources,
             login_url: cloud.login_host().to_string(),
+            endpoints: BTreeMap::new(),
         })
     }
 

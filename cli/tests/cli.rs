@@ -779,3 +779,210 @@ async fn errors_say_what_to_do() {
     let out = run(&dir, &["send", "support", "--subject", "s"]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
 }
+
+/// The ✘ line naming `failure` and the `→` fix under it.
+fn failed_with_fix(stdout: &str, failure: &str) -> String {
+    let at = stdout
+        .find(failure)
+        .unwrap_or_else(|| panic!("{failure:?} not in:\n{stdout}"));
+    let line_start = stdout[..at].rfind('\n').map_or(0, |i| i + 1);
+    assert!(
+        stdout[line_start..].starts_with('✘'),
+        "{failure:?} is not a ✘ line:\n{stdout}"
+    );
+    let fix = stdout[at..].lines().nth(1).unwrap_or("");
+    assert!(
+        fix.trim_start().starts_with('→'),
+        "no fix under {failure:?}:\n{stdout}"
+    );
+    fix.to_string()
+}
+
+/// Sets one parameter of the demo's stack file, as `sam deploy
+/// --parameter-overrides` would change a deployed stack's.
+fn set_parameter(dir: &Dir, key: &str, value: &str) {
+    let file = dir.0.join("stack.json");
+    let mut desc: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    desc["parameters"][key] = value.into();
+    std::fs::write(&file, desc.to_string()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
+    use relay365_demo::{DEMO_CONNECT_FLOW_ID as FLOW, DEMO_CONNECT_INSTANCE_ID as INSTANCE};
+    let dir = Dir::new();
+    let demo = start(&dir, None).await;
+    let sim = demo.sim.as_ref().unwrap();
+    let task = format!("connect-task:{INSTANCE}/{FLOW}");
+
+    // A malformed Connect target is a usage error naming the shape, before anything is sent.
+    for (target, shape) in [
+        (
+            "connect-task:only-an-instance",
+            "connect-task:{instance-id}/{contact-flow-id}",
+        ),
+        (
+            "connect-email:i-1/f-1/not-an-address",
+            "connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}",
+        ),
+        (
+            "connect-tasks:i-1/f-1",
+            "connect-task:{instance-id}/{contact-flow-id}",
+        ),
+    ] {
+        let out = run(&dir, &["subscribe", "support", "mail", "--target", target]).await;
+        assert_eq!(out.code, 2, "{target}: {}", out.stderr);
+        assert!(out.stderr.contains(shape), "{target}: {}", out.stderr);
+    }
+    let out = run(
+        &dir,
+        &[
+            "subscribe",
+            "support",
+            "mail",
+            "--target",
+            "connect-task:arn:aws:connect:x/y",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("give the id only"), "{}", out.stderr);
+
+    // connect-task: accepted at connect and at subscribe; a mail becomes one task.
+    let out = connect(
+        &dir,
+        &["connect", DEMO_USER, "--subscribe", "mail", "--target", &task],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    sim.deliver_message(
+        DEMO_USER,
+        graph_sim::Message {
+            from: ("Customer".into(), "customer@example.org".into()),
+            subject: "Refund for order 1234".into(),
+            body_html: "<p>Please refund the broken kettle.</p>".into(),
+            ..Default::default()
+        },
+    );
+    assert!(
+        relay365_testkit::eventually(60, || !demo.connect.contacts().is_empty()).await,
+        "no task started; refused: {:?}",
+        demo.connect.refused()
+    );
+    let contacts = demo.connect.contacts();
+    assert_eq!(contacts.len(), 1, "{contacts:#?}");
+    assert_eq!(contacts[0].contact_flow_id, FLOW);
+    assert_eq!(contacts[0].request["Name"], "Refund for order 1234");
+
+    // doctor: every Connect target's permission, instance and flow pass.
+    let out = run(&dir, &["doctor"]).await;
+    for expected in [
+        format!("✔ {task} (support mail "),
+        format!("the stack lets mail-dispatch start tasks in instance {INSTANCE}"),
+        format!("✔ Connect instance {INSTANCE} ("),
+        format!("✔ contact flow {FLOW} (relay365 demo inbound) is a published inbound flow"),
+    ] {
+        assert!(
+            out.stdout.contains(&expected),
+            "{expected:?} not in:\n{}",
+            out.stdout
+        );
+    }
+    assert!(!out.stdout.contains("✘"), "{}", out.stdout);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+
+    // A flow that is not there, one of the wrong type, and an instance the stack does not name.
+    demo.connect
+        .add_flow_of_type(INSTANCE, "whisper-1", "agent whisper", "AGENT_WHISPER");
+    for target in [
+        format!("connect-task:{INSTANCE}/no-such-flow"),
+        format!("connect-task:{INSTANCE}/whisper-1"),
+        format!("connect-task:other-instance/{FLOW}"),
+    ] {
+        let out = run(&dir, &["subscribe", "support", "mail", "--target", &target]).await;
+        assert_eq!(out.code, 0, "{target}: {}\n{}", out.stdout, out.stderr);
+    }
+    let out = run(&dir, &["doctor"]).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        failed_with_fix(
+            &out.stdout,
+            &format!("contact flow no-such-flow of instance {INSTANCE}")
+        )
+        .contains("published flow of type Contact flow (inbound)")
+    );
+    assert!(out.stdout.contains("ResourceNotFoundException"), "{}", out.stdout);
+    assert!(
+        failed_with_fix(
+            &out.stdout,
+            "contact flow whisper-1 (agent whisper) is of type AGENT_WHISPER"
+        )
+        .contains("Contact flow (inbound)")
+    );
+    assert!(
+        failed_with_fix(
+            &out.stdout,
+            "mail-dispatch may not start tasks in instance other-instance"
+        )
+        .contains("--parameter-overrides ConnectInstanceId=other-instance")
+    );
+    assert!(
+        failed_with_fix(
+            &out.stdout,
+            "Connect instance other-instance: ResourceNotFoundException"
+        )
+        .contains("last part of the instance ARN")
+    );
+
+    // connect-email: through the stack's DefaultTarget (subscriptions without a target):
+    // the instance's address passes, another address fails with the fix, and so
+    // does a stack whose ConnectEmailAddress is empty.
+    let out = run(&dir, &["subscribe", "support", "mail"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    set_parameter(
+        &dir,
+        "DefaultTarget",
+        &format!("connect-email:{INSTANCE}/{FLOW}/{DEMO_USER}"),
+    );
+    let out = run(&dir, &["doctor"]).await;
+    assert!(
+        out.stdout.contains(&format!(
+            "✔ email address {DEMO_USER} is an address of instance {INSTANCE} (id "
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "the stack lets mail-dispatch start email contacts in instance {INSTANCE}"
+        )),
+        "{}",
+        out.stdout
+    );
+    set_parameter(
+        &dir,
+        "DefaultTarget",
+        &format!("connect-email:{INSTANCE}/{FLOW}/sales@demo.example"),
+    );
+    set_parameter(&dir, "ConnectEmailAddress", "");
+    let out = run(&dir, &["doctor"]).await;
+    assert!(
+        failed_with_fix(
+            &out.stdout,
+            &format!("email address sales@demo.example is not an address of instance {INSTANCE}")
+        )
+        .contains("Channels → Email addresses")
+    );
+    assert!(
+        failed_with_fix(&out.stdout, "mail-dispatch may not start email contacts")
+            .contains("ConnectEmailAddress=sales@demo.example")
+    );
+
+    // --json says the same for scripts.
+    let json: Value = serde_json::from_str(&run(&dir, &["doctor", "--json"]).await.stdout).unwrap();
+    assert!(json["checks"].as_array().unwrap().iter().any(|c| c["ok"] == false
+        && c["check"].as_str().unwrap_or("").contains("no-such-flow")
+        && c["fix"].as_str().unwrap_or("").contains("Contact flow (inbound)")));
+    // Nothing the doctor did started a contact.
+    assert_eq!(demo.connect.contacts().len(), 1);
+}

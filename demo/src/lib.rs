@@ -8,7 +8,10 @@
 //! shapes requests as API Gateway does ([`apigw`]), the SQS event source
 //! mappings of `mail-dispatch` (batches of 10, partial batch failures) and of
 //! `send-mail`'s deferred sends, the
-//! 6-hourly renewal schedule, and a flow receiver ([`receiver`]).
+//! 6-hourly renewal schedule, a flow receiver ([`receiver`]), and a local
+//! Amazon Connect (`connect-fake`, strict and SigV4-checked) with one
+//! instance, its inbound flow and the mailbox's address, so that
+//! `connect-task:` and `connect-email:` targets can be tried without AWS.
 //!
 //! The same [`Demo`] runs the binary end-to-end tests, so what the tests
 //! check is what a user sees with `make demo`.
@@ -65,6 +68,14 @@ pub const DEMO_CLIENT_ID: &str = "00000000-0000-0000-0000-0000000d3e30";
 pub const DEMO_TENANT: &str = "6d3e0000-0000-4000-8000-00000000de30";
 /// The simulated mailbox that signs in.
 pub const DEMO_USER: &str = "support@demo.example";
+
+/// The local Amazon Connect instance's id (the last part of its ARN).
+pub const DEMO_CONNECT_INSTANCE_ID: &str = "5e1a7365-0000-4000-8000-00000000c0de";
+/// Its published inbound contact flow.
+pub const DEMO_CONNECT_FLOW_ID: &str = "f10e7365-0000-4000-8000-00000000c0de";
+/// The id of its email address, [`DEMO_USER`] (the mailbox's own address, as
+/// the design asks: agents reply from it).
+pub const DEMO_CONNECT_EMAIL_ID: &str = "e3a17365-0000-4000-8000-00000000c0de";
 
 /// Which Microsoft the stack talks to.
 #[derive(Debug, Clone)]
@@ -210,6 +221,10 @@ pub struct Demo {
     pub aws: Aws,
     /// The flow receiver.
     pub receiver: Receiver,
+    /// The local Amazon Connect ([`DEMO_CONNECT_INSTANCE_ID`], its flow
+    /// [`DEMO_CONNECT_FLOW_ID`] and the address [`DEMO_USER`]): every contact
+    /// mail-dispatch starts is recorded there.
+    pub connect: Arc<connect_fake::Fake>,
     /// The resources in moto.
     pub resources: Resources,
     /// The environment every function runs with.
@@ -318,13 +333,17 @@ impl Demo {
         let receiver = Receiver::start(opts.receiver_port, &event_signing_key, opts.print_events)
             .await
             .map_err(DemoError::Setup)?;
+        let connect = Arc::new(start_connect().await);
 
         let mut env: Vec<(String, String)> = [
             ("AWS_REGION", "us-east-1".to_string()),
             ("AWS_DEFAULT_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", "test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            // The demo's one key: moto takes any, the local Connect only this one.
+            ("AWS_ACCESS_KEY_ID", DEMO_ACCESS_KEY_ID.into()),
+            ("AWS_SECRET_ACCESS_KEY", DEMO_SECRET_ACCESS_KEY.into()),
             ("AWS_ENDPOINT_URL", aws.url()),
+            // The SDK's per-service override: Connect is not in moto.
+            ("AWS_ENDPOINT_URL_CONNECT", connect.url()),
             ("RUST_LOG", "info".into()),
             ("RELAY365_CLOUD", cloud.name().into()),
             ("RELAY365_APP_SECRET_ID", "relay365/app".into()),
@@ -382,6 +401,7 @@ impl Demo {
         let functions = Arc::new(functions);
 
         let front = Front {
+            connect: connect.clone(),
             metrics: metrics.clone(),
             functions: functions.clone(),
             domain: url::Url::parse(&public_url)
@@ -391,6 +411,7 @@ impl Demo {
         };
         let app = axum::Router::new()
             .route("/_demo/metrics", axum::routing::get(demo_metrics))
+            .route("/_demo/connect/contacts", axum::routing::get(demo_contacts))
             .fallback(gateway)
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(Arc::new(front));
@@ -420,6 +441,9 @@ impl Demo {
             "send-mail",
             1,
         )));
+        if opts.print_events {
+            tasks.push(tokio::spawn(print_contacts(connect.clone())));
+        }
         let f = functions.clone();
         let every = opts.renew_every;
         tasks.push(tokio::spawn(async move {
@@ -438,6 +462,7 @@ impl Demo {
             sim,
             aws,
             receiver,
+            connect,
             resources,
             env: env.clone(),
             functions,
@@ -468,7 +493,15 @@ impl Demo {
             "region": DEMO_REGION,
             "endpoint_url": self.aws.url(),
             "credentials": {"access_key_id": DEMO_ACCESS_KEY_ID, "secret_access_key": DEMO_SECRET_ACCESS_KEY},
-            "parameters": {"Cloud": cloud.name()},
+            "parameters": {
+                "Cloud": cloud.name(),
+                // As `sam deploy --parameter-overrides` would set them for the
+                // local Connect: its instance, every flow of it, email contacts on.
+                "ConnectInstanceId": DEMO_CONNECT_INSTANCE_ID,
+                "ConnectContactFlowId": "",
+                "ConnectEmailAddress": DEMO_USER,
+            },
+            "endpoints": {"connect": self.connect.url()},
             "outputs": {
                 "ApiUrl": self.api_url,
                 "RedirectUri": format!("{public}/oauth/callback"),
@@ -665,6 +698,7 @@ pub fn scheduled_event() -> Value {
 }
 
 struct Front {
+    connect: Arc<connect_fake::Fake>,
     functions: Arc<HashMap<&'static str, Function>>,
     domain: String,
     metrics: Arc<metric_log::MetricLog>,
@@ -678,6 +712,84 @@ async fn demo_metrics(
 ) -> axum::Json<Value> {
     let since = q.get("since").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     axum::Json(json!({"lines": front.metrics.since(since)}))
+}
+
+/// The local Amazon Connect with the demo's instance, its published inbound
+/// flow and the mailbox's address; it accepts the demo's key only.
+async fn start_connect() -> connect_fake::Fake {
+    let connect = connect_fake::Fake::start_with(connect_fake::Config {
+        region: DEMO_REGION.into(),
+        access_key_id: DEMO_ACCESS_KEY_ID.into(),
+        secret_access_key: DEMO_SECRET_ACCESS_KEY.into(),
+    })
+    .await;
+    connect.add_instance(DEMO_CONNECT_INSTANCE_ID);
+    connect.add_flow(
+        DEMO_CONNECT_INSTANCE_ID,
+        DEMO_CONNECT_FLOW_ID,
+        "relay365 demo inbound",
+    );
+    connect.add_email_address(
+        DEMO_CONNECT_INSTANCE_ID,
+        DEMO_CONNECT_EMAIL_ID,
+        DEMO_USER,
+        Some(DEMO_CONNECT_FLOW_ID),
+    );
+    connect
+}
+
+/// A contact the local Connect started, as `GET /_demo/connect/contacts`
+/// lists it: what an agent would see of it, and the whole request.
+pub fn contact_json(c: &connect_fake::Contact) -> Value {
+    let r = &c.request;
+    let name = r["Name"]
+        .as_str()
+        .or_else(|| r["EmailMessage"]["RawMessage"]["Subject"].as_str())
+        .unwrap_or("");
+    json!({
+        "operation": format!("{:?}", c.operation),
+        "contact_id": c.contact_id,
+        "instance_id": c.instance_id,
+        "contact_flow_id": c.contact_flow_id,
+        "name": name,
+        "related_contact_id": c.related_contact_id,
+        "attachments": c.attachments.iter().map(|a| json!({"file_name": a.file_name, "size": a.bytes.len()})).collect::<Vec<_>>(),
+        "request": r,
+    })
+}
+
+/// `GET /_demo/connect/contacts`: every contact the local Amazon Connect
+/// started (tasks and email contacts), oldest first.
+async fn demo_contacts(State(front): State<Arc<Front>>) -> axum::Json<Value> {
+    let contacts: Vec<Value> = front.connect.contacts().iter().map(contact_json).collect();
+    axum::Json(json!({ "contacts": contacts }))
+}
+
+/// Prints each contact the local Connect starts, as the receiver prints events.
+async fn print_contacts(connect: Arc<connect_fake::Fake>) {
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let contacts = connect.contacts();
+        for c in contacts.iter().skip(seen) {
+            let what = match c.operation {
+                connect_fake::Operation::StartEmailContact => "email contact",
+                _ => "task",
+            };
+            let related = c
+                .related_contact_id
+                .as_ref()
+                .map(|r| format!(", related to {r}"))
+                .unwrap_or_default();
+            println!(
+                "==> Amazon Connect (local): {what} {} started in flow {}{related}: {:?}",
+                c.contact_id,
+                c.contact_flow_id,
+                contact_json(c)["name"].as_str().unwrap_or("")
+            );
+        }
+        seen = contacts.len();
+    }
 }
 
 /// API Gateway's payload limit.

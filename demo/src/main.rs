@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use relay365::model::cloud::Cloud;
-use relay365_demo::{DEMO_USER, Demo, Microsoft, Options};
+use relay365_demo::{DEMO_CONNECT_FLOW_ID, DEMO_CONNECT_INSTANCE_ID, DEMO_USER, Demo, Microsoft, Options};
 
 fn usage(why: &str) -> ! {
     eprintln!(
@@ -144,9 +144,10 @@ fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
         (None, _) => String::new(),
     };
     out += &format!(
-        "  flow receiver          {}\n  AWS (moto)             {}\n  function logs          {logs}\n",
+        "  flow receiver          {}\n  AWS (moto)             {}\n  Amazon Connect (local) {}   instance {DEMO_CONNECT_INSTANCE_ID}\n  function logs          {logs}\n",
         demo.receiver.url,
-        demo.aws.url()
+        demo.aws.url(),
+        demo.connect.url()
     );
     if demo.public_url != demo.api_url {
         out += &format!("  public URL             {}\n", demo.public_url);
@@ -178,6 +179,12 @@ fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
             );
         }
     }
+    let cli = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("relay365")))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "relay365".into());
     out += &format!(
         "4. Reply with one curl line:\n\n\
          \x20 $ curl -sS {api}/mail/send {sign} \\\n\
@@ -191,12 +198,31 @@ fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
             sim.url()
         );
     }
-    let cli = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("relay365")))
-        .filter(|p| p.is_file())
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "relay365".into());
+    let task_target = format!("connect-task:{DEMO_CONNECT_INSTANCE_ID}/{DEMO_CONNECT_FLOW_ID}");
+    out += &format!(
+        "5. Turn the mailbox's new mail into Amazon Connect tasks as well (a second flow on the mailbox;\n\
+         \x20  the local Connect has instance {DEMO_CONNECT_INSTANCE_ID} with the inbound flow {DEMO_CONNECT_FLOW_ID}):\n\n\
+         \x20 $ {cli} subscribe support mail --target {task_target}\n\n"
+    );
+    match &demo.sim {
+        Some(sim) => {
+            out += &format!(
+                "   Send another mail; it becomes a task, printed below (==> Amazon Connect) and listed by the local Connect:\n\n\
+                 \x20 $ curl -sS {}/_sim/mailboxes/{DEMO_USER}/messages \\\n\
+                 \x20     -H 'content-type: application/json' \\\n\
+                 \x20     -d '{{\"from\":\"customer@example.org\",\"subject\":\"Refund for order 1234\",\"body\":\"<p>Please refund the broken kettle.</p>\"}}'\n\n",
+                sim.url()
+            );
+        }
+        None => {
+            out += "   Send the mailbox another mail; it becomes a task, printed below (==> Amazon Connect) and listed by the local Connect:\n\n";
+        }
+    }
+    out += &format!(
+        "\x20 $ curl -sS {api}/_demo/connect/contacts\n\n\
+         \x20  `{cli} doctor` checks each Connect target: the stack's permission, the instance, the flow\n\
+         \x20  (and for connect-email:{{instance}}/{{flow}}/{DEMO_USER}, the instance's address).\n\n"
+    );
     let stack_file = opts
         .stack_file
         .as_ref()
@@ -232,6 +258,6 @@ async fn main() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
-    println!("\nstopping: functions, simulator, moto");
+    println!("\nstopping: functions, simulator, moto, the local Amazon Connect");
     drop(demo);
 }

@@ -1,8 +1,9 @@
 //! `make demo`'s walk-through, scripted: start `relay365-demo` as a user
 //! does, wait for its "ready" text, run the very `curl` lines it prints
 //! (connect, open the link and accept the consent page as a browser would,
-//! send a mail in, see the event, send a reply), then Ctrl-C it and check
-//! that everything it started is gone.
+//! send a mail in, see the event, send a reply, subscribe a second flow to
+//! the local Amazon Connect with the `relay365` CLI and see the next mail
+//! become a task), then Ctrl-C it and check that everything it started is gone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -39,11 +40,16 @@ fn commands(text: &str) -> Vec<String> {
 }
 
 fn run(cmd: &str) -> String {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .unwrap();
+    run_with(cmd, &[])
+}
+
+fn run_with(cmd: &str, env: &[(&str, &std::path::Path)]) -> String {
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c").arg(cmd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
     assert!(
         out.status.success(),
         "{cmd}: {}",
@@ -111,7 +117,7 @@ async fn the_printed_walkthrough_works_and_ctrl_c_stops_everything() {
     let walkthrough = text();
     assert!(walkthrough.contains("relay365 demo: ready in"), "{walkthrough}");
     let cmds = commands(&walkthrough);
-    assert_eq!(cmds.len(), 5, "{cmds:#?}");
+    assert_eq!(cmds.len(), 8, "{cmds:#?}");
 
     // 1. Create the connection.
     let created: Value = serde_json::from_str(&run(&cmds[0])).unwrap();
@@ -151,6 +157,29 @@ async fn the_printed_walkthrough_works_and_ctrl_c_stops_everything() {
     let mailbox: Value = serde_json::from_str(&run(&cmds[4])).unwrap();
     assert_eq!(mailbox["value"][0]["subject"], "Re: Where is my order?");
     assert_eq!(mailbox["value"][0]["body"], "It ships today.");
+    // 5. A second flow to the local Amazon Connect, with the CLI; the next mail becomes a task.
+    assert!(
+        cmds[5].contains("subscribe support mail --target connect-task:"),
+        "{}",
+        cmds[5]
+    );
+    let subscribed = run_with(
+        &cmds[5],
+        &[("RELAY365_DEMO_STACK", logs.join("stack.json").as_path())],
+    );
+    assert!(subscribed.contains("mail subscription"), "{subscribed}");
+    run(&cmds[6]);
+    assert!(
+        eventually(30, || text().contains("==> Amazon Connect (local): task")).await,
+        "no task printed:\n{}",
+        text()
+    );
+    let contacts: Value = serde_json::from_str(&run(&cmds[7])).unwrap();
+    assert_eq!(
+        contacts["contacts"][0]["name"], "Refund for order 1234",
+        "{contacts}"
+    );
+    assert_eq!(contacts["contacts"][0]["operation"], "StartTaskContact");
 
     // Ctrl-C stops the demo and everything it started.
     let pid = demo.id().unwrap();

@@ -247,26 +247,56 @@ def main():
     check("only mail-dispatch reads the event signing secret", event_readers == ["mail-dispatch"], str(event_readers))
     s3_users = sorted(name for name, (_, fn) in functions.items() for st in statements(fn) if any(a.startswith("s3:") for a in as_list(st["Action"])))
     check("only send-mail reads the attachments bucket", s3_users == ["send-mail"], str(s3_users))
-    # Amazon Connect: only mail-dispatch starts contacts, only tasks, only on
-    # the instance the deployment names, and only when it names one.
+    # Amazon Connect: only mail-dispatch starts contacts (tasks, and email
+    # contacts), only on the instance the deployment names, and only when it
+    # names one (email contacts only when it names an email address too).
     connect_grants = [(name, st) for name, (_, fn) in functions.items() for st in statements(fn)
                       if any(a.startswith("connect:") for a in as_list(st["Action"]))]
     check("only mail-dispatch may call Amazon Connect", sorted({n for n, _ in connect_grants}) == ["mail-dispatch"], str([n for n, _ in connect_grants]))
-    check("mail-dispatch may only start tasks", all(as_list(st["Action"]) == ["connect:StartTaskContact"] for _, st in connect_grants), str([st["Action"] for _, st in connect_grants]))
+    by_sid = {st.get("Sid"): st for _, st in connect_grants}
+    check("mail-dispatch may only start tasks and email contacts, one action per statement",
+          sorted(by_sid) == ["StartConnectEmailContacts", "StartConnectTasks"]
+          and as_list(by_sid["StartConnectTasks"]["Action"]) == ["connect:StartTaskContact"]
+          and as_list(by_sid["StartConnectEmailContacts"]["Action"]) == ["connect:StartEmailContact"],
+          str({sid: st["Action"] for sid, st in by_sid.items()}))
+    check("no Connect grant has a condition to widen or a Deny to rely on",
+          all(st.get("Effect") == "Allow" and "Condition" not in st and "NotResource" not in st and "NotAction" not in st for _, st in connect_grants))
     instance = "arn:${AWS::Partition}:connect:${AWS::Region}:${AWS::AccountId}:instance/${ConnectInstanceId}/"
     def connect_arns(res):
         if isinstance(res, dict) and "Fn::If" in res:
             return [a for branch in res["Fn::If"][1:] for a in connect_arns(branch)]
         return [res["Fn::Sub"] if isinstance(res, dict) and "Fn::Sub" in res else str(res)]
+    def kinds(st):
+        return sorted({a.split("/")[-2] for r in as_list(st["Resource"]) for a in connect_arns(r)})
     arns = [a for _, st in connect_grants for r in as_list(st["Resource"]) for a in connect_arns(r)]
-    check("tasks are started on the deployment's instance only", bool(arns) and all(a.startswith(instance) and "${ConnectInstanceId}/" in a and a.count("*") <= 1 and a.split("/")[-2] in ("contact-flow", "contact") for a in arns), str(arns))
+    check("contacts are started on the deployment's instance only", bool(arns) and all(a.startswith(instance) and a.count("${ConnectInstanceId}") == 1 and a.count("*") <= 1 and a.split("/")[-2] in ("contact-flow", "contact", "email-address") for a in arns), str(arns))
+    check("tasks: the flow and the related contact, nothing else", kinds(by_sid.get("StartConnectTasks", {"Resource": []})) == ["contact", "contact-flow"], str(kinds(by_sid.get("StartConnectTasks", {"Resource": []}))))
+    check("email contacts: the flow, the instance's address and the related contact, nothing else",
+          kinds(by_sid.get("StartConnectEmailContacts", {"Resource": []})) == ["contact", "contact-flow", "email-address"], str(kinds(by_sid.get("StartConnectEmailContacts", {"Resource": []}))))
+    for sid, st in by_sid.items():
+        flows = [r for r in as_list(st["Resource"]) if "contact-flow" in str(r)]
+        check(f"{sid}: the one flow when ConnectContactFlowId is set, else the instance's flows",
+              len(flows) == 1 and isinstance(flows[0], dict) and "Fn::If" in flows[0] and flows[0]["Fn::If"][0] == "WithConnectFlow"
+              and connect_arns(flows[0]["Fn::If"][1]) == [instance + "contact-flow/${ConnectContactFlowId}"]
+              and connect_arns(flows[0]["Fn::If"][2]) == [instance + "contact-flow/*"], str(flows))
     dispatch_policies = functions["mail-dispatch"][1]["Properties"].get("Policies", [])
-    conditional = [p for p in dispatch_policies if isinstance(p, dict) and "Fn::If" in p and "connect:" in str(p)]
-    check("Amazon Connect permissions only when ConnectInstanceId is set",
-          len(conditional) == 1 and conditional[0]["Fn::If"][0] == "WithConnect" and conditional[0]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
-          and t["Conditions"].get("WithConnect") == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ConnectInstanceId"}, ""]}]}
-          and t["Parameters"].get("ConnectInstanceId", {}).get("Default") == ""
-          and all("connect:" not in str(p) for p in dispatch_policies if p not in conditional), str(conditional))
+    conditional = {p["Fn::If"][0]: p for p in dispatch_policies if isinstance(p, dict) and "Fn::If" in p and "connect:" in str(p)}
+    def statement_of(policy):
+        return [st.get("Sid") for st in policy["Fn::If"][1].get("Statement", [])]
+    not_empty = lambda param: {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, ""]}]}
+    check("task permissions only when ConnectInstanceId is set",
+          "WithConnect" in conditional and statement_of(conditional["WithConnect"]) == ["StartConnectTasks"]
+          and conditional["WithConnect"]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+          and t["Conditions"].get("WithConnect") == not_empty("ConnectInstanceId")
+          and t["Parameters"].get("ConnectInstanceId", {}).get("Default") == "", str(conditional.get("WithConnect")))
+    check("email-contact permissions only when ConnectInstanceId and ConnectEmailAddress are set",
+          "WithConnectEmail" in conditional and statement_of(conditional["WithConnectEmail"]) == ["StartConnectEmailContacts"]
+          and conditional["WithConnectEmail"]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+          and t["Conditions"].get("WithConnectEmail") == {"Fn::And": [{"Condition": "WithConnect"}, not_empty("ConnectEmailAddress")]}
+          and t["Parameters"].get("ConnectEmailAddress", {}).get("Default") == "", str(conditional.get("WithConnectEmail")))
+    check("no Connect permission outside those two conditions",
+          sorted(conditional) == ["WithConnect", "WithConnectEmail"]
+          and all("connect:" not in str(p) for p in dispatch_policies if p not in conditional.values()), str(sorted(conditional)))
     dispatch_events = functions["mail-dispatch"][1]["Properties"]["Events"]
     check("dispatch reports partial batch failures", any(e["Properties"].get("FunctionResponseTypes") == ["ReportBatchItemFailures"] for e in dispatch_events.values()))
     dispatch_fn = functions["mail-dispatch"][1]["Properties"]
