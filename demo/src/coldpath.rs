@@ -290,6 +290,10 @@ impl Bench {
         }
         let mut demo_opts = Options::for_tests(opts.bin_dir.clone());
         demo_opts.log_dir = Some(opts.work_dir.join("demo-logs"));
+        // Refresh tokens stay in Secrets Manager here, as the Python
+        // baseline keeps them: both sides read one secret on the cold path,
+        // so the comparison is like with like.
+        demo_opts.seal_tokens = false;
         let demo = Demo::start(demo_opts).await.map_err(err("the local stack"))?;
         let sim = demo.sim.as_ref().ok_or("the benchmark needs the simulator")?;
         // Mail arriving for the benchmark's samples must reach only the

@@ -133,6 +133,10 @@ pub struct Options {
     /// Every invocation gets this `Lambda-Runtime-Deadline-Ms` instead of the
     /// real deadline, as `cargo lambda watch` does (600000, in 1970).
     pub fixed_deadline_ms: Option<u64>,
+    /// Seal delegated refresh tokens with a KMS key in the state table, as
+    /// the template deploys them (`RELAY365_TOKEN_KEY_ID`); off, each
+    /// token is a Secrets Manager secret, as earlier versions kept them.
+    pub seal_tokens: bool,
 }
 
 impl Options {
@@ -154,6 +158,7 @@ impl Options {
             stack_file: None,
             retry_after_seconds: 10,
             fixed_deadline_ms: None,
+            seal_tokens: true,
         }
     }
 }
@@ -358,7 +363,6 @@ impl Demo {
             ("RELAY365_DEFAULT_TARGET", receiver.url.clone()),
             ("RELAY365_ATTACHMENTS_BUCKET", resources.bucket.clone()),
             ("RELAY365_STATE_TABLE", resources.table.clone()),
-            ("RELAY365_TOKEN_KEY_ID", resources.token_key.clone()),
             // Everything here listens on loopback: allowed only in a local run.
             ("RELAY365_LOCAL", "1".into()),
             // A failed delivery is tried again this soon, then twice as
@@ -372,6 +376,9 @@ impl Demo {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if opts.seal_tokens {
+            env.push(("RELAY365_TOKEN_KEY_ID".into(), resources.token_key.clone()));
+        }
         if let Some(sim) = &sim {
             env.push(("RELAY365_LOGIN_URL".into(), sim.url()));
             env.push(("RELAY365_GRAPH_URL".into(), sim.url()));

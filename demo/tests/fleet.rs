@@ -61,7 +61,7 @@ async fn a_fleet_of_fifty_connects_renews_sweeps_and_loses_no_mail_in_a_storm() 
         "### Scheduled run",
         "### Notification storm",
         "### A mailbox's month",
-        "| total with KMS |",
+        "| total, tokens sealed with KMS |",
     ] {
         assert!(text.contains(heading), "{heading} missing: {text}");
     }
