@@ -123,7 +123,11 @@ async fn rotation_writes_the_sealed_token_at_most_every_ten_minutes() {
     let (rt1, generation) = stored_sealed(&w, keys.clone(), "support").await.unwrap();
     assert_ne!(rt1, rt0.expose(), "the rotated refresh token is written back");
     assert_eq!(generation, 1);
-    assert_eq!(w.aws.count("TrentService.GenerateDataKey"), 2);
+    assert_eq!(
+        w.aws.count("TrentService.GenerateDataKey"),
+        1,
+        "the rotated write reuses the data key this container's cold read decrypted"
+    );
     // This container's cold read, and the check above: the token it wrote
     // it keeps in memory, without KMS.
     assert_eq!(w.aws.count("TrentService.Decrypt"), 2);
@@ -136,8 +140,8 @@ async fn rotation_writes_the_sealed_token_at_most_every_ten_minutes() {
     assert_eq!(w.sim.stats().by_grant["refresh_token"], 2);
     assert_eq!(
         w.aws.count("TrentService.GenerateDataKey"),
-        2,
-        "no write within ten minutes"
+        1,
+        "no write within ten minutes (the token below is still the first rotated one)"
     );
     assert_eq!(stored_sealed(&w, keys.clone(), "support").await.unwrap().0, rt1);
 
@@ -193,7 +197,8 @@ async fn a_newer_sign_in_is_used_at_once_and_never_undone() {
 }
 
 /// Data keys whose next `generate` first lets a new sign-in (generation 2)
-/// land, as another container's would between a rotation's claim and its write.
+/// land, as another container's would between a rotation's check that the
+/// write is due and its conditional write.
 struct SignInDuringRotation {
     inner: Arc<dyn DataKeys>,
     other: TokenProvider,
@@ -237,14 +242,82 @@ async fn a_rotated_token_that_lands_after_a_new_sign_in_never_undoes_it() {
         state: w.state.clone(),
         armed: AtomicBool::new(true),
     });
-    let provider = sealed_provider(&w, racing);
-    // The refresh rotates the token and claims the write under generation 1;
-    // the sign-in of generation 2 lands first, then the rotated write.
-    provider.token_for("support").await.unwrap();
+    // A container that holds no data key for the connection yet (it has not
+    // read the item; one that has reuses that key and asks KMS nothing, so
+    // there would be no moment to race in) finds the rotated write due under
+    // generation 1 and asks KMS for a key; the sign-in of generation 2 lands
+    // meanwhile, then the rotated write, conditional, fails.
+    let vault = SealedTokens::new(racing, w.state.clone(), Duration::from_secs(300));
+    let rotated = SealedTokens::stored(&Sensitive::new("the-rotated-token"), 1);
+    let written_before = time::OffsetDateTime::now_utc().unix_timestamp() - 10 * 60 + 1;
+    assert!(
+        !vault
+            .write_rotated("support", &rotated, written_before)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         stored_sealed(&w, keys.clone(), "support").await.unwrap(),
         ("the-new-sign-in".to_string(), 2),
         "the new sign-in's token is what stays"
+    );
+}
+
+#[tokio::test]
+async fn two_rotated_writes_in_one_container_make_one_data_key() {
+    let w = World::start().await;
+    let keys = kms_keys(&w).await;
+    connect_sealed(&w, keys.clone(), "support").await;
+    let generated = w.aws.count("TrentService.GenerateDataKey");
+    let decrypted = w.aws.count("TrentService.Decrypt");
+    // A container that has not read the item (so it holds no key for it).
+    let vault = SealedTokens::new(keys.clone(), w.state.clone(), Duration::from_secs(300));
+    // Both writes are due: `written_before` past both (as once the interval
+    // has passed; the interval itself is the token code's, tested above).
+    let due = || time::OffsetDateTime::now_utc().unix_timestamp() + 1;
+    let first = SealedTokens::stored(&Sensitive::new("rotated-once"), 1);
+    assert!(vault.write_rotated("support", &first, due()).await.unwrap());
+    assert_eq!(w.aws.count("TrentService.GenerateDataKey"), generated + 1);
+    let one = w.state.sealed_token("support").await.unwrap().unwrap();
+
+    let second = SealedTokens::stored(&Sensitive::new("rotated-twice"), 1);
+    assert!(vault.write_rotated("support", &second, due()).await.unwrap());
+    assert_eq!(
+        w.aws.count("TrentService.GenerateDataKey"),
+        generated + 1,
+        "the second write reuses the container's data key"
+    );
+    let two = w.state.sealed_token("support").await.unwrap().unwrap();
+    assert_eq!(two.envelope.encrypted_key, one.envelope.encrypted_key);
+    assert_ne!(two.envelope.nonce, one.envelope.nonce);
+    // This container opens its own item without KMS; another asks once,
+    // and moto's KMS opens what the cached key sealed.
+    assert_eq!(
+        vault.open("support", &two).await.unwrap().refresh_token.expose(),
+        "rotated-twice"
+    );
+    assert_eq!(w.aws.count("TrentService.Decrypt"), decrypted);
+    assert_eq!(
+        stored_sealed(&w, keys.clone(), "support").await.unwrap(),
+        ("rotated-twice".to_string(), 1)
+    );
+    assert_eq!(w.aws.count("TrentService.Decrypt"), decrypted + 1);
+
+    // The cache keeps the context binding: this container holds support's
+    // key, and support's item copied to another connection still fails.
+    w.state
+        .put_sealed_token("sales", &two, TokenWrite::IfAbsent)
+        .await
+        .unwrap();
+    let err = vault.read("sales", 0, true).await.unwrap_err();
+    assert!(
+        matches!(err, SealError::Unopenable { ref id } if id == "sales"),
+        "{err:?}"
+    );
+    assert_eq!(
+        w.aws.count("TrentService.Decrypt"),
+        decrypted + 2,
+        "KMS refused it"
     );
 }
 

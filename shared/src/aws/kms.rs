@@ -3,21 +3,26 @@
 //!
 //! A Secrets Manager secret per delegated connection costs $0.40 a month
 //! whatever it holds; a sealed item in the state table costs a fraction of a
-//! cent. KMS never sees a token: each write asks it for a fresh AES-256 data
-//! key ([`DataKeys::generate`]), the token is sealed with that key here, and
+//! cent. KMS never sees a token: a write asks it for an AES-256 data key
+//! ([`DataKeys::generate`]), the token is sealed with that key here, and
 //! only the data key, encrypted under the deployment's KMS key, is stored
 //! beside it. Reading asks KMS to decrypt the data key
-//! ([`DataKeys::decrypt`]). Both calls carry an encryption context (the
+//! ([`DataKeys::decrypt`]). A container reuses a connection's data key for a
+//! while ([`CachingDataKeys`]), so most writes and reads skip these requests. Both calls carry an encryption context (the
 //! connection and the purpose), which KMS binds to the encrypted key: a data
 //! key made for one connection does not decrypt under another's context, and
 //! the key policy refuses any call without the purpose.
 //!
 //! [`DataKeys`] is the port; [`KmsDataKeys`] is AWS KMS through the SDK (with
 //! the project's timeouts), [`MemoryDataKeys`] a local stand-in with the same
-//! context rule, for unit tests and runs without AWS.
+//! context rule, for unit tests and runs without AWS, and [`CachingDataKeys`]
+//! keeps a container's recent data keys so that most writes and reads need
+//! no KMS request at all (as the AWS Encryption SDK's caching materials
+//! manager does; the bounds and why are on [`KeyCachePolicy`]).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
@@ -89,6 +94,12 @@ pub trait DataKeys: Send + Sync {
     async fn generate(&self, context: &Context) -> Result<DataKey, KeyError>;
     /// The plaintext of an encrypted data key, which only the same context opens.
     async fn decrypt(&self, encrypted: &[u8], context: &Context) -> Result<Zeroizing<Vec<u8>>, KeyError>;
+    /// The KMS key the data keys are made under (id, alias or ARN as
+    /// configured), which [`CachingDataKeys`] keys its entries by; empty
+    /// when there is no such name (a stand-in in memory).
+    fn key_id(&self) -> &str {
+        ""
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -198,6 +209,10 @@ impl DataKeys for KmsDataKeys {
                 detail: "Decrypt answered without a key".into(),
             })
     }
+
+    fn key_id(&self) -> &str {
+        &self.key_id
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -254,5 +269,446 @@ impl DataKeys for MemoryDataKeys {
         crate::aws::sealed::open_bytes(&self.master, &context_bytes(context), encrypted)
             .map(Zeroizing::new)
             .map_err(|_| KeyError::Rejected)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The container's data-key cache
+
+/// How long and how much [`CachingDataKeys`] may use one data key.
+///
+/// The defaults, and why:
+///
+/// - **`max_age` 90 minutes**, counted from when this container generated or
+///   decrypted the key. Microsoft's access tokens live 60 to 90 minutes and a
+///   warm container refreshes (and writes the rotated token) 55 to 85 minutes
+///   after its last write for a mailbox: a key that lives 90 minutes serves
+///   that next write too, where 15 minutes would serve almost none (a
+///   connection writes at most once per ten minutes). It adds no real window
+///   after KMS access is revoked (a disabled key, a changed key policy): a
+///   warm container already keeps its access tokens (up to 90 minutes) and an
+///   opened refresh token (as long as the item is unchanged) without KMS.
+/// - **`max_uses` 1,000 seals** per key and container. A connection writes at
+///   most once per ten minutes (about ten seals in 90 minutes, with sign-ins
+///   and lost races), so this binds only if something loops; it is far below
+///   the 2^32 messages a key may seal with random 96-bit nonces (NIST SP
+///   800-38D). A key decrypted from another container's item may be reused
+///   here for up to 90 minutes more; however often that chains, a key only
+///   ever seals one connection's tokens, at most one write per ten minutes.
+/// - **`max_entries` 1,000**, one per connection (the KMS key and the
+///   encryption context, which names the connection): under a kilobyte
+///   each, so under a megabyte per container. When full, expired entries go
+///   first, then the least recently used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCachePolicy {
+    /// How long after this container generated or decrypted a key it is used.
+    pub max_age: Duration,
+    /// How many values one key may seal in this container.
+    pub max_uses: u64,
+    /// How many keys the container keeps (one per KMS key and context).
+    pub max_entries: usize,
+}
+
+impl Default for KeyCachePolicy {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(90 * 60),
+            max_uses: 1_000,
+            max_entries: 1_000,
+        }
+    }
+}
+
+/// A clock for the cache's ages: [`Instant::now`] in production, a
+/// hand-moved one in tests.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// One cached data key. The plaintext is wiped when the entry is dropped
+/// (replaced, expired or evicted).
+struct KeyEntry {
+    plaintext: Zeroizing<Vec<u8>>,
+    encrypted: Vec<u8>,
+    /// When this container generated or decrypted it: the age starts here.
+    obtained: Instant,
+    /// Seals made with it in this container.
+    uses: u64,
+    /// For evicting the least recently used.
+    last_used: Instant,
+}
+
+/// The cache's key: the KMS key and the whole encryption context, so a key is
+/// only ever handed out for the very context KMS bound it to.
+type EntryKey = (String, Context);
+
+/// [`DataKeys`] that reuses the container's recent data keys, bounded by a
+/// [`KeyCachePolicy`].
+///
+/// - [`DataKeys::generate`] (sealing) hands out the key this container last
+///   generated or decrypted for the same KMS key and encryption context while
+///   it is younger than `max_age` and has sealed fewer than `max_uses`
+///   values; otherwise it asks the inner source for a new one. The caller
+///   seals with a fresh random nonce each time, and stores the same encrypted
+///   data key.
+/// - [`DataKeys::decrypt`] (opening) answers from memory when the encrypted
+///   key is byte for byte the cached one of the same KMS key and context, and
+///   is younger than `max_age`; otherwise it asks the inner source, which
+///   checks the context, and keeps what it answers.
+///
+/// Nothing weakens the context binding: an entry is found only under the
+/// context KMS bound it to, so an item copied to another connection looks
+/// under that connection's context, misses (or finds another encrypted
+/// key), and goes to KMS, which refuses it.
+pub struct CachingDataKeys {
+    inner: Arc<dyn DataKeys>,
+    policy: KeyCachePolicy,
+    now: Clock,
+    entries: Mutex<HashMap<EntryKey, KeyEntry>>,
+}
+
+impl std::fmt::Debug for CachingDataKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachingDataKeys")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachingDataKeys {
+    /// Caches the data keys of `inner` under `policy`.
+    pub fn new(inner: Arc<dyn DataKeys>, policy: KeyCachePolicy) -> Self {
+        Self::with_clock(inner, policy, Arc::new(Instant::now))
+    }
+
+    /// As [`CachingDataKeys::new`], with ages measured by `now` (for tests).
+    pub fn with_clock(inner: Arc<dyn DataKeys>, policy: KeyCachePolicy, now: Clock) -> Self {
+        Self {
+            inner,
+            policy,
+            now,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Drops the cached key of `context` (a deleted connection), wiping it.
+    pub fn forget(&self, context: &Context) {
+        let key = self.entry_key(context);
+        self.lock().remove(&key);
+    }
+
+    /// How many keys are cached.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no key is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EntryKey, KeyEntry>> {
+        // A panic elsewhere cannot leave an entry half-written (each change
+        // is one insert or remove), so a poisoned lock is still sound.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn entry_key(&self, context: &Context) -> EntryKey {
+        (self.inner.key_id().to_string(), context.clone())
+    }
+
+    fn fresh(&self, entry: &KeyEntry, now: Instant) -> bool {
+        now.saturating_duration_since(entry.obtained) < self.policy.max_age
+    }
+
+    /// Keeps a key just generated or decrypted, making room if needed.
+    fn keep(&self, key: EntryKey, plaintext: Zeroizing<Vec<u8>>, encrypted: Vec<u8>, uses: u64) {
+        if self.policy.max_entries == 0 {
+            return;
+        }
+        let now = (self.now)();
+        let mut entries = self.lock();
+        if !entries.contains_key(&key) && entries.len() >= self.policy.max_entries {
+            entries.retain(|_, e| now.saturating_duration_since(e.obtained) < self.policy.max_age);
+            while entries.len() >= self.policy.max_entries {
+                let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.last_used)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(
+            key,
+            KeyEntry {
+                plaintext,
+                encrypted,
+                obtained: now,
+                uses,
+                last_used: now,
+            },
+        );
+    }
+}
+
+#[async_trait]
+impl DataKeys for CachingDataKeys {
+    async fn generate(&self, context: &Context) -> Result<DataKey, KeyError> {
+        let key = self.entry_key(context);
+        {
+            let now = (self.now)();
+            let mut entries = self.lock();
+            if let Some(entry) = entries.get_mut(&key) {
+                if self.fresh(entry, now) && entry.uses < self.policy.max_uses {
+                    entry.uses += 1;
+                    entry.last_used = now;
+                    return Ok(DataKey {
+                        plaintext: entry.plaintext.clone(),
+                        encrypted: entry.encrypted.clone(),
+                    });
+                }
+                // Too old or used up: wipe it now rather than at the next insert.
+                entries.remove(&key);
+            }
+        }
+        // The lock is not held across the request: two seals racing here
+        // each get a new key, and the later one stays cached.
+        let new = self.inner.generate(context).await?;
+        self.keep(key, new.plaintext.clone(), new.encrypted.clone(), 1);
+        Ok(new)
+    }
+
+    async fn decrypt(&self, encrypted: &[u8], context: &Context) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let key = self.entry_key(context);
+        {
+            let now = (self.now)();
+            let mut entries = self.lock();
+            if let Some(entry) = entries.get_mut(&key)
+                && entry.encrypted == encrypted
+                && self.fresh(entry, now)
+            {
+                entry.last_used = now;
+                return Ok(entry.plaintext.clone());
+            }
+        }
+        // A refusal changes nothing: the entry this context holds (if any)
+        // is still the right one for it.
+        let plaintext = self.inner.decrypt(encrypted, context).await?;
+        self.keep(key, plaintext.clone(), encrypted.to_vec(), 0);
+        Ok(plaintext)
+    }
+
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+}
+
+/// [`MemoryDataKeys`] that count their requests, for tests of the cache.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct CountingDataKeys {
+    inner: MemoryDataKeys,
+    /// `generate` calls that reached this source.
+    pub(crate) generated: std::sync::atomic::AtomicU32,
+    /// `decrypt` calls that reached this source.
+    pub(crate) decrypted: std::sync::atomic::AtomicU32,
+}
+
+#[cfg(test)]
+impl CountingDataKeys {
+    /// (generate, decrypt) calls so far.
+    pub(crate) fn counts(&self) -> (u32, u32) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.generated.load(SeqCst), self.decrypted.load(SeqCst))
+    }
+}
+
+#[cfg(test)]
+#[async_trait]
+impl DataKeys for CountingDataKeys {
+    async fn generate(&self, context: &Context) -> Result<DataKey, KeyError> {
+        self.generated.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.generate(context).await
+    }
+
+    async fn decrypt(&self, encrypted: &[u8], context: &Context) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        self.decrypted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.decrypt(encrypted, context).await
+    }
+
+    fn key_id(&self) -> &str {
+        "test-key"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn context(id: &str) -> Context {
+        [
+            ("relay365:purpose".to_string(), "test".to_string()),
+            ("relay365:connection".to_string(), id.to_string()),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    /// A clock that moves only when the test moves it.
+    struct ManualClock {
+        start: Instant,
+        offset_secs: AtomicU64,
+    }
+
+    impl ManualClock {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                start: Instant::now(),
+                offset_secs: AtomicU64::new(0),
+            })
+        }
+
+        fn advance(&self, by: Duration) {
+            self.offset_secs.fetch_add(by.as_secs(), Ordering::SeqCst);
+        }
+
+        fn clock(self: &Arc<Self>) -> Clock {
+            let me = self.clone();
+            Arc::new(move || me.start + Duration::from_secs(me.offset_secs.load(Ordering::SeqCst)))
+        }
+    }
+
+    fn cache(policy: KeyCachePolicy) -> (Arc<CountingDataKeys>, Arc<ManualClock>, CachingDataKeys) {
+        let inner = Arc::new(CountingDataKeys::default());
+        let clock = ManualClock::new();
+        let keys = CachingDataKeys::with_clock(inner.clone(), policy, clock.clock());
+        (inner, clock, keys)
+    }
+
+    #[tokio::test]
+    async fn a_second_seal_within_the_age_reuses_the_key_and_another_connection_or_an_old_key_does_not() {
+        let policy = KeyCachePolicy::default();
+        let (inner, clock, keys) = cache(policy);
+        let one = keys.generate(&context("a")).await.unwrap();
+        clock.advance(policy.max_age - Duration::from_secs(1));
+        let two = keys.generate(&context("a")).await.unwrap();
+        assert_eq!(inner.counts(), (1, 0), "the second seal asks KMS nothing");
+        assert_eq!(one.encrypted, two.encrypted);
+        assert_eq!(one.plaintext.as_slice(), two.plaintext.as_slice());
+        assert_eq!(keys.key_id(), "test-key");
+
+        let other = keys.generate(&context("b")).await.unwrap();
+        assert_eq!(inner.counts(), (2, 0), "another connection has its own key");
+        assert_ne!(other.encrypted, one.encrypted);
+
+        clock.advance(Duration::from_secs(1));
+        let three = keys.generate(&context("a")).await.unwrap();
+        assert_eq!(inner.counts(), (3, 0), "at max_age a new key");
+        assert_ne!(three.encrypted, one.encrypted);
+        assert!(!format!("{keys:?}").contains(&format!("{:?}", three.plaintext.as_slice())));
+    }
+
+    #[tokio::test]
+    async fn a_key_seals_at_most_max_uses_values() {
+        let (inner, _clock, keys) = cache(KeyCachePolicy {
+            max_uses: 3,
+            ..KeyCachePolicy::default()
+        });
+        let first = keys.generate(&context("a")).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                keys.generate(&context("a")).await.unwrap().encrypted,
+                first.encrypted
+            );
+        }
+        assert_eq!(inner.counts(), (1, 0));
+        let fourth = keys.generate(&context("a")).await.unwrap();
+        assert_eq!(inner.counts(), (2, 0));
+        assert_ne!(fourth.encrypted, first.encrypted);
+    }
+
+    #[tokio::test]
+    async fn opening_a_key_this_container_holds_asks_nothing_and_a_decrypted_key_seals_too() {
+        let policy = KeyCachePolicy::default();
+        let inner = Arc::new(CountingDataKeys::default());
+        let clock = ManualClock::new();
+        let here = CachingDataKeys::with_clock(inner.clone(), policy, clock.clock());
+        let there = CachingDataKeys::with_clock(inner.clone(), policy, clock.clock());
+
+        let key = here.generate(&context("a")).await.unwrap();
+        let back = here.decrypt(&key.encrypted, &context("a")).await.unwrap();
+        assert_eq!(back.as_slice(), key.plaintext.as_slice());
+        assert_eq!(inner.counts(), (1, 0), "its own key: no Decrypt");
+
+        // Another container decrypts once, then opens and seals with it.
+        there.decrypt(&key.encrypted, &context("a")).await.unwrap();
+        there.decrypt(&key.encrypted, &context("a")).await.unwrap();
+        assert_eq!(inner.counts(), (1, 1));
+        let reused = there.generate(&context("a")).await.unwrap();
+        assert_eq!(reused.encrypted, key.encrypted);
+        assert_eq!(inner.counts(), (1, 1));
+
+        // Past the age, KMS is asked again.
+        clock.advance(policy.max_age);
+        here.decrypt(&key.encrypted, &context("a")).await.unwrap();
+        assert_eq!(inner.counts(), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_cached_key_never_opens_under_another_connections_context() {
+        let (inner, _clock, keys) = cache(KeyCachePolicy::default());
+        let a = keys.generate(&context("a")).await.unwrap();
+        // Connection a's key is cached; its encrypted key presented as b's
+        // goes to the key service, which refuses it.
+        assert_eq!(
+            keys.decrypt(&a.encrypted, &context("b")).await,
+            Err(KeyError::Rejected)
+        );
+        assert_eq!(inner.counts(), (1, 1));
+        // Also when b has a key of its own cached.
+        keys.generate(&context("b")).await.unwrap();
+        assert_eq!(
+            keys.decrypt(&a.encrypted, &context("b")).await,
+            Err(KeyError::Rejected)
+        );
+        assert_eq!(inner.counts(), (2, 2));
+        // The refusals left a's entry as it was.
+        keys.decrypt(&a.encrypted, &context("a")).await.unwrap();
+        assert_eq!(inner.counts(), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn the_cache_keeps_at_most_max_entries_dropping_the_least_recently_used() {
+        let (inner, clock, keys) = cache(KeyCachePolicy {
+            max_entries: 2,
+            ..KeyCachePolicy::default()
+        });
+        keys.generate(&context("a")).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        keys.generate(&context("b")).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        keys.generate(&context("a")).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        keys.generate(&context("c")).await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(inner.counts(), (3, 0));
+        keys.generate(&context("a")).await.unwrap();
+        assert_eq!(inner.counts(), (3, 0), "a was used more recently than b");
+        keys.generate(&context("b")).await.unwrap();
+        assert_eq!(inner.counts(), (4, 0), "b was dropped");
+
+        keys.forget(&context("b"));
+        assert_eq!(keys.len(), 1);
+        let none = CachingDataKeys::new(
+            inner.clone(),
+            KeyCachePolicy {
+                max_entries: 0,
+                ..KeyCachePolicy::default()
+            },
+        );
+        none.generate(&context("a")).await.unwrap();
+        assert!(none.is_empty());
     }
 }

@@ -10,8 +10,12 @@
 //! value copied elsewhere fails to open with [`OpenError::Rejected`].
 //!
 //! AES-256-GCM is aws-lc-rs's, the library already behind every TLS
-//! connection and signature of the functions. Each seal uses its own data
-//! key and a random 96-bit nonce.
+//! connection and signature of the functions. Each seal uses a random 96-bit
+//! nonce and the data key `keys` hands out: a new one from KMS each time, or
+//! with [`crate::aws::kms::CachingDataKeys`] the container's recent key for
+//! the same context (bounded in age and uses), stored with the same
+//! encrypted data key. Random nonces make that reuse safe far beyond its
+//! bound: NIST SP 800-38D allows 2^32 messages per key.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::Zeroizing;
@@ -102,8 +106,9 @@ fn open_parts(key_bytes: &[u8], aad: &[u8], nonce: &[u8], sealed: &[u8]) -> Resu
     Ok(in_out)
 }
 
-/// Seals `plaintext` with a new data key from `keys` bound to `context`,
-/// and with `aad` as AES-GCM associated data.
+/// Seals `plaintext` with a data key from `keys` bound to `context` (new, or
+/// a cached one if `keys` caches) and a fresh random nonce, with `aad` as
+/// AES-GCM associated data.
 ///
 /// # Errors
 /// The key service's error; [`KeyError::Unavailable`] if sealing itself fails.
@@ -192,5 +197,32 @@ mod tests {
         assert_ne!(one.encrypted_key, two.encrypted_key);
         assert_ne!(one.nonce, two.nonce);
         assert_ne!(one.ciphertext, two.ciphertext);
+    }
+
+    #[tokio::test]
+    async fn a_cached_data_key_seals_with_a_new_nonce_each_time_and_opens_without_a_request() {
+        use crate::aws::kms::{CachingDataKeys, CountingDataKeys, KeyCachePolicy};
+        use std::sync::Arc;
+        let inner = Arc::new(CountingDataKeys::default());
+        let keys = CachingDataKeys::new(inner.clone(), KeyCachePolicy::default());
+        let one = seal(&keys, &context("a"), b"x", b"same").await.unwrap();
+        let two = seal(&keys, &context("a"), b"x", b"same").await.unwrap();
+        assert_eq!(one.encrypted_key, two.encrypted_key);
+        assert_ne!(one.nonce, two.nonce);
+        assert_ne!(one.ciphertext, two.ciphertext);
+        for sealed in [&one, &two] {
+            let opened = open(&keys, &context("a"), b"x", sealed).await.unwrap();
+            assert_eq!(opened.as_slice(), b"same");
+        }
+        assert_eq!(inner.counts(), (1, 0));
+        // Still bound to its context and associated data.
+        assert_eq!(
+            open(&keys, &context("b"), b"x", &one).await,
+            Err(OpenError::Rejected)
+        );
+        assert_eq!(
+            open(&keys, &context("a"), b"y", &one).await,
+            Err(OpenError::Rejected)
+        );
     }
 }

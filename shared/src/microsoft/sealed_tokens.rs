@@ -9,11 +9,17 @@
 //! conditional on the generation, so a rotated token never replaces a newer
 //! sign-in's and two containers never undo each other's write.
 //!
-//! The token JSON is sealed with a fresh data key per write. The connection
-//! id is in the KMS encryption context and, with the generation, in the
-//! AES-GCM associated data, so an item copied into another connection's
-//! partition (or given another generation) does not open:
-//! [`SealError::Unopenable`], which means the connection needs a new sign-in.
+//! The token JSON is sealed with a fresh random nonce per write and a data
+//! key from the container's cache ([`CachingDataKeys`]): the key this
+//! container generated or decrypted for the connection within the last 90
+//! minutes, else a new one from KMS. So a rotated write after a cold read,
+//! and the next refresh's write in a warm container, ask KMS nothing, and
+//! opening an item this container sealed needs no `Decrypt`. The connection
+//! id is in the KMS encryption context (which also keys the cache) and, with
+//! the generation, in the AES-GCM associated data, so an item copied into
+//! another connection's partition (or given another generation) does not
+//! open: [`SealError::Unopenable`], which means the connection needs a new
+//! sign-in.
 //!
 //! Opened tokens are kept in memory for the secret TTL, as the secret cache
 //! keeps token secrets: a warm container reads the item again only after
@@ -25,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::aws::kms::{Context, DataKeys, KeyError};
+use crate::aws::kms::{CachingDataKeys, Context, DataKeys, KeyCachePolicy, KeyError};
 use crate::aws::sealed::{self, OpenError};
 use crate::aws::store::{SealedTokenItem, Store, StoreError, TokenWrite};
 use crate::microsoft::tokens::StoredToken;
@@ -93,7 +99,8 @@ struct Cached {
 
 /// Sealed refresh tokens in the state table, with the opened ones cached.
 pub struct SealedTokens {
-    keys: Arc<dyn DataKeys>,
+    /// The container's data keys, cached per connection.
+    keys: CachingDataKeys,
     state: Store,
     ttl: Duration,
     cache: Mutex<HashMap<String, Cached>>,
@@ -108,9 +115,16 @@ impl std::fmt::Debug for SealedTokens {
 }
 
 impl SealedTokens {
-    /// Sealed tokens in `state`, with data keys from `keys`; an opened token
-    /// is trusted from memory for `ttl`.
+    /// Sealed tokens in `state`, with data keys from `keys` cached under the
+    /// default [`KeyCachePolicy`]; an opened token is trusted from memory
+    /// for `ttl`. One per container: the caches are this value's.
     pub fn new(keys: Arc<dyn DataKeys>, state: Store, ttl: Duration) -> Self {
+        Self::with_key_cache(CachingDataKeys::new(keys, KeyCachePolicy::default()), state, ttl)
+    }
+
+    /// As [`SealedTokens::new`], with a data-key cache of one's own (another
+    /// policy, or a test clock).
+    pub fn with_key_cache(keys: CachingDataKeys, state: Store, ttl: Duration) -> Self {
         Self {
             keys,
             state,
@@ -149,13 +163,7 @@ impl SealedTokens {
     /// [`SealError::Key`] when KMS failed.
     pub async fn seal(&self, id: &str, token: &StoredToken) -> Result<SealedTokenItem, SealError> {
         let json = zeroize::Zeroizing::new(serde_json::to_vec(token).unwrap_or_default());
-        let envelope = sealed::seal(
-            self.keys.as_ref(),
-            &context(id),
-            &aad(id, token.generation),
-            &json,
-        )
-        .await?;
+        let envelope = sealed::seal(&self.keys, &context(id), &aad(id, token.generation), &json).await?;
         Ok(SealedTokenItem {
             generation: token.generation,
             written_at: OffsetDateTime::now_utc().unix_timestamp(),
@@ -171,7 +179,7 @@ impl SealedTokens {
     pub async fn open(&self, id: &str, item: &SealedTokenItem) -> Result<StoredToken, SealError> {
         let unopenable = || SealError::Unopenable { id: id.to_string() };
         let json = sealed::open(
-            self.keys.as_ref(),
+            &self.keys,
             &context(id),
             &aad(id, item.generation),
             &item.envelope,
@@ -290,6 +298,7 @@ impl SealedTokens {
     /// The state table's error.
     pub async fn delete(&self, id: &str) -> Result<(), SealError> {
         self.forget(id);
+        self.keys.forget(&context(id));
         self.state.delete_sealed_token(id).await.map_err(Into::into)
     }
 }
@@ -339,6 +348,97 @@ mod tests {
             v.open("a", &relabelled).await,
             Err(SealError::Unopenable { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_container_reuses_its_data_key_per_connection_and_opens_its_own_items_without_kms() {
+        use crate::aws::kms::CountingDataKeys;
+        let state = Store::memory();
+        let keys = Arc::new(CountingDataKeys::default());
+        let v = SealedTokens::new(keys.clone(), state.clone(), Duration::from_secs(300));
+        let t = |rt: &str, g| SealedTokens::stored(&Sensitive::new(rt), g);
+        v.write("a", &t("one", 1), TokenWrite::SignIn).await.unwrap();
+        assert_eq!(keys.counts(), (1, 0));
+        let first = state.sealed_token("a").await.unwrap().unwrap();
+        // A rotated write, due: the same data key, a new nonce, no KMS request.
+        let due = OffsetDateTime::now_utc().unix_timestamp() + 1;
+        assert!(v.write_rotated("a", &t("two", 1), due).await.unwrap());
+        assert_eq!(keys.counts(), (1, 0));
+        let second = state.sealed_token("a").await.unwrap().unwrap();
+        assert_eq!(second.envelope.encrypted_key, first.envelope.encrypted_key);
+        assert_ne!(second.envelope.nonce, first.envelope.nonce);
+        // Opening what this container sealed asks KMS nothing.
+        assert_eq!(v.open("a", &second).await.unwrap().refresh_token.expose(), "two");
+        assert_eq!(keys.counts(), (1, 0));
+        // Another connection gets a key of its own.
+        v.write("b", &t("bee", 1), TokenWrite::SignIn).await.unwrap();
+        assert_eq!(keys.counts(), (2, 0));
+        // Another container decrypts once, then writes with that key.
+        let other = SealedTokens::new(keys.clone(), state.clone(), Duration::from_secs(300));
+        assert_eq!(
+            other
+                .read("a", 0, true)
+                .await
+                .unwrap()
+                .unwrap()
+                .refresh_token
+                .expose(),
+            "two"
+        );
+        assert_eq!(keys.counts(), (2, 1));
+        other
+            .write("a", &t("three", 2), TokenWrite::SignIn)
+            .await
+            .unwrap();
+        assert_eq!(keys.counts(), (2, 1));
+        // A deleted connection's key is dropped: a new sign-in makes a new one.
+        other.delete("a").await.unwrap();
+        other.write("a", &t("four", 3), TokenWrite::SignIn).await.unwrap();
+        assert_eq!(keys.counts(), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn a_cached_key_does_not_open_an_item_copied_to_another_connection() {
+        use crate::aws::kms::CountingDataKeys;
+        let state = Store::memory();
+        let keys = Arc::new(CountingDataKeys::default());
+        let v = SealedTokens::new(keys.clone(), state.clone(), Duration::from_secs(300));
+        let t = |rt: &str, g| SealedTokens::stored(&Sensitive::new(rt), g);
+        // The container holds connection a's data key (it just sealed a's token).
+        v.write("a", &t("a-secret-token", 1), TokenWrite::SignIn)
+            .await
+            .unwrap();
+        let item = state.sealed_token("a").await.unwrap().unwrap();
+        assert_eq!(
+            v.open("a", &item).await.unwrap().refresh_token.expose(),
+            "a-secret-token"
+        );
+        assert_eq!(keys.counts(), (1, 0), "opened from the cache");
+        // Copied to b and opened as b: the cache has nothing under b's
+        // context, KMS is asked and refuses.
+        state
+            .put_sealed_token("b", &item, TokenWrite::IfAbsent)
+            .await
+            .unwrap();
+        let err = v.read("b", 0, true).await.unwrap_err();
+        assert!(
+            matches!(err, SealError::Unopenable { ref id } if id == "b"),
+            "{err:?}"
+        );
+        assert_eq!(keys.counts(), (1, 1));
+        // Also when b has a key of its own cached.
+        v.write("b", &t("b-token", 2), TokenWrite::SignIn).await.unwrap();
+        assert!(matches!(
+            v.open("b", &item).await,
+            Err(SealError::Unopenable { .. })
+        ));
+        assert_eq!(keys.counts(), (2, 2));
+        // a's own item still opens, from the cache.
+        assert_eq!(
+            v.open("a", &item).await.unwrap().refresh_token.expose(),
+            "a-secret-token"
+        );
+        assert_eq!(keys.counts(), (2, 2));
     }
 
     #[tokio::test]
