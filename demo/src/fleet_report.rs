@@ -37,8 +37,9 @@ fn prices(architecture: &str) -> Prices {
             0.000_016_666_7
         },
         lambda_request: 0.20 / 1e6,
-        wru: 1.25 / 1e6,
-        rru: 0.25 / 1e6,
+        // On demand, since the November 2024 price cut.
+        wru: 0.625 / 1e6,
+        rru: 0.125 / 1e6,
         sqs_fifo: 0.50 / 1e6,
         secret_month: 0.40,
         secret_call: 0.05 / 1e4,
@@ -505,7 +506,7 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
     let mem: Vec<String> = t.memory.iter().map(|(k, v)| format!("{k} {v} MB")).collect();
     let _ = writeln!(
         s,
-        "\n### A mailbox's month\n\nAssumptions: the schedule runs every {} minutes ({} runs a month), each an ordinary run as measured above (per mailbox: the ordinary run's counts ÷ {}); each subscription is renewed {} times a month (Graph's 7-day lifetime for mail, renewed in its last day), each renewal costing what the renew-all phase cost beyond the ordinary run; {} mails per mailbox per day ({} a month), each costing what the storm cost per mail. Lambda: {arch} (template.yaml), {}; GB-s = measured wall time × memory. DynamoDB: one RRU per read request and one WRU per write request (items ≤ 1 KB, reads ≤ 4 KB, keys-only index pages; strongly consistent reads, so no half units), a transaction twice, a batch once. SQS: sends and deletes as counted, plus one receive per dispatch batch (the event source's empty long polls are a fixed cost of the queue, left out). API Gateway: one request per notification.\n",
+        "\n### A mailbox's month\n\nAssumptions: the schedule runs every {} minutes ({} runs a month), each an ordinary run as measured above (per mailbox: the ordinary run's counts ÷ {}); each subscription is renewed {} times a month (Graph's 7-day lifetime for mail, renewed in its last day), each renewal costing what the renew-all phase cost beyond the ordinary run; {} mails per mailbox per day ({} a month), each costing what the storm cost per mail. Lambda: {arch} (template.yaml), {}; GB-s = measured wall time × memory. DynamoDB: one RRU per read request and one WRU per write request (items ≤ 1 KB, reads ≤ 4 KB, keys-only index pages; strongly consistent reads, so no half units), a transaction twice, a batch once; a sealed refresh token's item is about 2.3 KB, 3 WRU, so each token write is undercounted by 2 WRU ($0.00000125; docs/architecture.md prices it exactly). SQS: sends and deletes as counted, plus one receive per dispatch batch (the event source's empty long polls are a fixed cost of the queue, left out). API Gateway: one request per notification.\n",
         opts.schedule_minutes,
         num(runs_per_month),
         opts.mailboxes,
@@ -573,7 +574,7 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
     let dynamo = |k: f64| {
         let (w, rd) = (k * month.wru, k * month.rru);
         (
-            format!("{} WRU × $1.25/M + {} RRU × $0.25/M", num(w), num(rd)),
+            format!("{} WRU × $0.625/M + {} RRU × $0.125/M", num(w), num(rd)),
             w * p.wru + rd * p.rru,
         )
     };
