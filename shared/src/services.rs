@@ -155,33 +155,30 @@ impl Services {
         state: Store,
         data_keys: Option<Arc<dyn DataKeys>>,
     ) -> Result<Self, StartupError> {
-        let key = store
-            .get(&config.signing_key_secret_id)
-            .await?
-            .ok_or(StartupError::Missing(
-                config.signing_key_secret_id.clone(),
-                "the template generates it",
-            ))?;
-        let signing = SecretValue::new(
-            Signer::new(&Sensitive::new(key.clone()))?,
-            &key,
+        let signing = SecretValue::load(
             store.clone(),
             &config.signing_key_secret_id,
             config.secret_ttl,
             |raw| Signer::new(&Sensitive::new(raw)).map_err(|e| e.to_string()),
-        );
-        let app_raw = store.get(&config.app_secret_id).await?.ok_or(StartupError::Missing(
-            config.app_secret_id.clone(),
-            "fill it in with infra/set-app-secret.sh (client_id, tenant_id, client_secret or certificate)",
+            |raw| Ok::<_, StartupError>(Signer::new(&Sensitive::new(raw))?),
+        )
+        .await?
+        .ok_or(StartupError::Missing(
+            config.signing_key_secret_id.clone(),
+            "the template generates it",
         ))?;
-        let app = SecretValue::new(
-            AppCredentials::from_secret_json(&app_raw)?,
-            &app_raw,
+        let app = SecretValue::load(
             store.clone(),
             &config.app_secret_id,
             config.secret_ttl,
             |raw| AppCredentials::from_secret_json(raw).map_err(|e| e.to_string()),
-        );
+            |raw| Ok::<_, StartupError>(AppCredentials::from_secret_json(raw)?),
+        )
+        .await?
+        .ok_or(StartupError::Missing(
+            config.app_secret_id.clone(),
+            "fill it in with infra/set-app-secret.sh (client_id, tenant_id, client_secret or certificate)",
+        ))?;
         let http = crate::https::client_for(config.local).map_err(|_| StartupError::Http)?;
         let token_client = TokenClient::new(http.clone(), &config.login_base(config.cloud), Arc::new(app));
         let mut tokens =

@@ -114,20 +114,16 @@ impl Webhook {
                         .await
                         .map_err(|e| e.to_string())?,
                 };
-                let key = store
-                    .get(&self.signing_key_secret_id)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("secret {} is empty", self.signing_key_secret_id))?;
-                let signer = Signer::new(&Sensitive::new(key.clone())).map_err(|e| e.to_string())?;
-                Ok::<_, String>(SecretValue::new(
-                    signer,
-                    &key,
+                SecretValue::load(
                     store,
                     &self.signing_key_secret_id,
                     self.secret_ttl,
                     |raw| Signer::new(&Sensitive::new(raw)).map_err(|e| e.to_string()),
-                ))
+                    |raw| Ok::<_, relay365::services::StartupError>(Signer::new(&Sensitive::new(raw))?),
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("secret {} is empty", self.signing_key_secret_id))
             })
             .await?;
         Ok(value.get().await)

@@ -14,7 +14,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::aws::secrets::SecretStore;
+use crate::aws::secrets::{SecretError, SecretStore};
 
 /// How a secret's text becomes the value; the error is words for the log.
 pub type Parse<T> = fn(&str) -> Result<T, String>;
@@ -73,6 +73,27 @@ impl<T: Send + Sync> SecretValue<T> {
             }),
             reading: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Reads the secret `name` from `store` and builds the value with
+    /// `build`, which may fail with the caller's own error; later re-reads
+    /// (at most every `ttl`) rebuild it with `parse`. `Ok(None)` when the
+    /// secret has no value.
+    ///
+    /// # Errors
+    /// The store's error, or `build`'s.
+    pub async fn load<E: From<SecretError>>(
+        store: Arc<dyn SecretStore>,
+        name: &str,
+        ttl: Duration,
+        parse: Parse<T>,
+        build: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<Option<Self>, E> {
+        let Some(raw) = store.get(name).await? else {
+            return Ok(None);
+        };
+        let value = build(&raw)?;
+        Ok(Some(Self::new(value, &raw, store, name, ttl, parse)))
     }
 
     /// A value that never changes (tests, tools).
