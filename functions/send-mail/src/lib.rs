@@ -121,7 +121,7 @@ fn key_id(req: &SendRequest, key: &str) -> String {
     relay365::digest::sha256_hex(format!("{}\n{key}", req.connection_id).as_bytes())
 }
 
-fn store_unavailable(e: &str) -> SendError {
+fn store_unavailable(e: &relay365::aws::store::StoreError) -> SendError {
     SendError::new(
         503,
         "unavailable",
