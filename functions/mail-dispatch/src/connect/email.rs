@@ -21,13 +21,15 @@
 //!   the reply path reads.
 //!
 //! A retry of the same event sends the same request: the staged objects are
-//! kept, and their URLs are signed at a time rounded down to
-//! [`SIGNING_WINDOW`], so Connect recognises its `ClientToken`. A retry in a
-//! later window (or with rotated credentials) differs in its URLs only;
-//! Connect answers `IdempotencyException`, which means the contact was
-//! started by the earlier try, and the event counts as delivered.
+//! kept, and their URLs are signed as of the object's `Last-Modified`, so
+//! Connect recognises its `ClientToken`. An object staged more than
+//! [`STAGED_FRESH`] ago is staged again, so its URL is valid for at least
+//! [`PRESIGN_VALIDITY`] less that. A retry whose URLs differ (restaged, or
+//! signed with rotated credentials) gets `IdempotencyException` from
+//! Connect, which means the earlier try started the contact: the event
+//! counts as delivered.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_connect::types::{
     EmailAddressInfo, EmailAttachment, EmailHeaderType, InboundAdditionalRecipients, InboundEmailContent,
@@ -62,11 +64,10 @@ pub const HEADER_VALUE_MAX: usize = 20_000;
 const ADDRESS_MAX: usize = 255;
 /// The longest file name Connect takes.
 const FILE_NAME_MAX: usize = 256;
-/// Presigned URLs are signed at the start of the current window of this
-/// length, so two tries within it send the same URLs.
-pub const SIGNING_WINDOW: Duration = Duration::from_secs(600);
-/// How long a presigned URL is valid from its signing time: more than the
-/// window, so a URL is valid at least [`PRESIGN_VALIDITY`] less the window.
+/// A staged object older than this is staged again before its URL is signed.
+pub const STAGED_FRESH: Duration = Duration::from_secs(1800);
+/// How long a presigned URL is valid from its signing time (the object's
+/// `Last-Modified`): at least half an hour after it is sent to Connect.
 pub const PRESIGN_VALIDITY: Duration = Duration::from_secs(3600);
 
 /// A `connect-email:` target.
@@ -306,13 +307,6 @@ fn safe_file_name(name: &str) -> String {
     }
 }
 
-/// The start of the signing window `now` is in.
-fn signing_time(now: SystemTime) -> SystemTime {
-    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let window = SIGNING_WINDOW.as_secs();
-    UNIX_EPOCH + Duration::from_secs(secs - secs % window)
-}
-
 /// Starts the email contact for one event (or records a non-mail event as done).
 ///
 /// # Errors
@@ -506,6 +500,25 @@ async fn read_extras(
     Ok((headers, listed))
 }
 
+/// When the object at `key` was staged (its `Last-Modified`), if it is there.
+///
+/// # Errors
+/// [`Delivery::Retry`] when the bucket cannot be read.
+async fn staged_at(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<SystemTime>, Delivery> {
+    match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(head) => Ok(Some(
+            head.last_modified()
+                .and_then(|t| SystemTime::try_from(*t).ok())
+                .unwrap_or_else(SystemTime::now),
+        )),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+        Err(e) => Err(Delivery::Retry(format!(
+            "the attachments bucket {bucket} could not be read: {}",
+            e.code().unwrap_or("unreachable")
+        ))),
+    }
+}
+
 /// A Graph failure while reading the mail: retried (with a fresh token
 /// after a 401, whose cached token went bad before its time).
 async fn graph_failed(
@@ -540,17 +553,8 @@ async fn stage(
         event["id"].as_str().unwrap_or_default(),
         safe_file_name(&a.name)
     );
-    let staged = match s3.head_object().bucket(bucket).key(&key).send().await {
-        Ok(_) => true,
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => false,
-        Err(e) => {
-            return Err(Delivery::Retry(format!(
-                "the attachments bucket {bucket} could not be read: {}",
-                e.code().unwrap_or("unreachable")
-            )));
-        }
-    };
-    if !staged {
+    let mut staged = staged_at(s3, bucket, &key).await?;
+    if staged.is_none_or(|at| SystemTime::now().duration_since(at).unwrap_or_default() > STAGED_FRESH) {
         let Ok(id) = relay365::microsoft::paths::item_id(&a.id) else {
             return Ok(Err("its id is not Graph's".into()));
         };
@@ -585,9 +589,15 @@ async fn stage(
                     e.code().unwrap_or("unreachable")
                 ))
             })?;
+        staged = staged_at(s3, bucket, &key).await?;
     }
+    let Some(signed_at) = staged else {
+        return Err(Delivery::Retry(format!(
+            "the attachments bucket {bucket} does not show an attachment just put there"
+        )));
+    };
     let presigning = aws_sdk_s3::presigning::PresigningConfig::builder()
-        .start_time(signing_time(SystemTime::now()))
+        .start_time(signed_at)
         .expires_in(PRESIGN_VALIDITY)
         .build()
         .map_err(|e| Delivery::Retry(format!("an attachment URL could not be signed: {e}")))?;
@@ -693,15 +703,8 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_signed_at_the_start_of_their_window() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_123);
-        let s = signing_time(t);
-        assert_eq!(
-            s.duration_since(UNIX_EPOCH).unwrap().as_secs() % SIGNING_WINDOW.as_secs(),
-            0
-        );
-        assert_eq!(s, signing_time(t + Duration::from_secs(60)));
-        assert!(PRESIGN_VALIDITY > SIGNING_WINDOW * 2);
+    fn file_names_fit_connect_and_urls_outlive_a_restage() {
+        assert!(PRESIGN_VALIDITY >= STAGED_FRESH * 2);
         assert_eq!(safe_file_name("a/b\u{7}.pdf"), "a_b_.pdf");
         let long = safe_file_name(&format!("{}.pdf", "x".repeat(400)));
         assert_eq!(long.chars().count(), FILE_NAME_MAX);
