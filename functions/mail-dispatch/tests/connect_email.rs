@@ -162,7 +162,10 @@ fn mail(subject: &str, conversation: &str) -> Message {
 }
 
 fn field<'a>(c: &'a connect_fake::Contact, pointer: &str) -> &'a str {
-    c.request.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+    c.request
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 const INVOICE: &[u8] = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n";
@@ -176,7 +179,11 @@ async fn a_mail_with_three_attachments_becomes_one_email_contact_with_two_files_
     p.connect_mail().await;
     let mut m = mail("Order 4411 is late", "AAQkconv-e1");
     m.attachments = vec![
-        ("invoice.pdf".into(), "application/pdf".into(), INVOICE.len() as u64),
+        (
+            "invoice.pdf".into(),
+            "application/pdf".into(),
+            INVOICE.len() as u64,
+        ),
         ("notes.txt".into(), "text/plain".into(), NOTES.len() as u64),
         ("scan.pdf".into(), "application/pdf".into(), SCAN_SIZE),
     ];
@@ -253,7 +260,11 @@ async fn a_duplicate_notification_and_a_redelivery_after_a_crash_start_no_second
     let key = p.flow().await.key;
     p.stack.sim.set_duplicate_notifications(true);
     let mut m = mail("twice", "AAQkconv-e2");
-    m.attachments = vec![("invoice.pdf".into(), "application/pdf".into(), INVOICE.len() as u64)];
+    m.attachments = vec![(
+        "invoice.pdf".into(),
+        "application/pdf".into(),
+        INVOICE.len() as u64,
+    )];
     m.attachment_bytes = vec![INVOICE.to_vec()];
     let id = p.stack.sim.deliver_message(UPN, m);
     assert!(
@@ -283,7 +294,11 @@ async fn a_duplicate_notification_and_a_redelivery_after_a_crash_start_no_second
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let contacts = p.pump_until_contacts(2).await;
-    assert_eq!(contacts.len(), 1, "Graph sent it twice; one contact: {contacts:?}");
+    assert_eq!(
+        contacts.len(),
+        1,
+        "Graph sent it twice; one contact: {contacts:?}"
+    );
     let first = contacts[0].contact_id.clone();
 
     // A crash after Connect started the contact and before the ledger held
@@ -309,7 +324,11 @@ async fn a_duplicate_notification_and_a_redelivery_after_a_crash_start_no_second
     let again = mail_dispatch::handle(record, &p.dispatcher).await;
     assert!(again.batch_item_failures.is_empty(), "{again:?}");
     let contacts = p.fake.contacts();
-    assert_eq!(contacts.len(), 1, "the retry found its contact by its ClientToken");
+    assert_eq!(
+        contacts.len(),
+        1,
+        "the retry found its contact by its ClientToken"
+    );
     assert_eq!(contacts[0].contact_id, first);
     assert!(p.fake.refused().is_empty(), "{:?}", p.fake.refused());
     assert!(p.flow().await.last_delivery_error.is_none());
@@ -329,12 +348,7 @@ async fn the_agent_s_reply_reaches_the_customer_in_the_thread_and_sent_items_hol
     // The agent answers from the queue's outbound address: the mailbox's.
     let reply = p
         .fake
-        .agent_reply(
-            INSTANCE,
-            &inbound,
-            UPN,
-            "<p>Hello Bo, your order left today.</p>",
-        )
+        .agent_reply(INSTANCE, &inbound, UPN, "<p>Hello Bo, your order left today.</p>")
         .unwrap();
     let out = p.fake.outbound();
     assert_eq!(out.len(), 1);
@@ -365,8 +379,15 @@ async fn the_agent_s_reply_reaches_the_customer_in_the_thread_and_sent_items_hol
     let copy = &sent[0];
     assert!(!copy.is_draft, "an ordinary sent item, not a draft");
     assert_eq!(copy.subject, "RE: Order 4411 is late");
-    assert_eq!(copy.to, vec![("bo@example.com".to_string(), "bo@example.com".to_string())]);
-    assert!(copy.body_html.contains("your order left today"), "{}", copy.body_html);
+    assert_eq!(
+        copy.to,
+        vec![("bo@example.com".to_string(), "bo@example.com".to_string())]
+    );
+    assert!(
+        copy.body_html.contains("your order left today"),
+        "{}",
+        copy.body_html
+    );
     assert!(
         copy.extended_properties
             .iter()
@@ -414,7 +435,11 @@ async fn events_that_are_not_an_agent_s_sent_email_reply_file_nothing() {
     started["detail"]["eventType"] = "INITIATED".into();
     let mut task = reply.event.clone();
     task["detail"]["channel"] = "TASK".into();
-    for e in [started, task, json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})] {
+    for e in [
+        started,
+        task,
+        json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}),
+    ] {
         assert!(matches!(
             file_reply(&p.dispatcher, &e).await.unwrap(),
             Filed::Ignored(_)
@@ -424,7 +449,12 @@ async fn events_that_are_not_an_agent_s_sent_email_reply_file_nothing() {
     // Connect sends only from the instance's addresses.
     let refused = p
         .fake
-        .agent_reply(INSTANCE, &contacts[0].contact_id, "someone@else.example", "<p>x</p>")
+        .agent_reply(
+            INSTANCE,
+            &contacts[0].contact_id,
+            "someone@else.example",
+            "<p>x</p>",
+        )
         .unwrap_err();
     assert_eq!(refused.kind, "InvalidRequestException");
 }

@@ -395,8 +395,14 @@ mod tests {
         assert!(t.mail_only());
         let long = format!("connect-email:i/f/{}@contoso.com", "a".repeat(250));
         for (bad, words) in [
-            ("connect-email:", "connect-email:{instance-id}/{contact-flow-id}/{email-address}"),
-            ("connect-email:i/f", "connect-email:{instance-id}/{contact-flow-id}/{email-address}"),
+            (
+                "connect-email:",
+                "connect-email:{instance-id}/{contact-flow-id}/{email-address}",
+            ),
+            (
+                "connect-email:i/f",
+                "connect-email:{instance-id}/{contact-flow-id}/{email-address}",
+            ),
             ("connect-email:i/f/", "email address is missing"),
             ("connect-email:/f/a@b.com", "instance id is missing"),
             ("connect-email:i//a@b.com", "contact flow id is missing"),

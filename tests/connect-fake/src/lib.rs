@@ -459,11 +459,7 @@ impl Fake {
         let mut store = self.inner.store();
         let inst = instance(&store, instance_id)?;
         let arn = inst.arn.clone();
-        if !inst
-            .emails
-            .values()
-            .any(|e| e.address.eq_ignore_ascii_case(from))
-        {
+        if !inst.emails.values().any(|e| e.address.eq_ignore_ascii_case(from)) {
             return Err(ApiError::invalid_request(format!(
                 "{from} is not an email address of instance {instance_id}: replies are sent from the instance's addresses"
             )));
@@ -518,11 +514,7 @@ impl Fake {
         );
         store.replies.insert(
             outbound.contact_id.clone(),
-            (
-                instance_id.to_string(),
-                inbound_contact_id.to_string(),
-                file_id,
-            ),
+            (instance_id.to_string(), inbound_contact_id.to_string(), file_id),
         );
         let event = json!({
             "version": "0",
@@ -595,9 +587,10 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     if let Some(secret) = path.strip_prefix("/_files/") {
         return download_file(&inner, &method, secret);
     }
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let Some((op, labels)) = route(&method, &path) else {
         return refuse(
             &inner,
@@ -1135,11 +1128,9 @@ fn addr_of(headers: &axum::http::HeaderMap) -> String {
 fn download_file(inner: &Inner, method: &str, secret: &str) -> Response {
     let store = inner.store();
     match store.files.values().find(|f| f.download == secret) {
-        Some(f) if method == "GET" => (
-            [("content-type", "text/html; charset=utf-8")],
-            f.bytes.clone(),
-        )
-            .into_response(),
+        Some(f) if method == "GET" => {
+            ([("content-type", "text/html; charset=utf-8")], f.bytes.clone()).into_response()
+        }
         _ => (
             axum::http::StatusCode::FORBIDDEN,
             "<Error><Code>AccessDenied</Code></Error>",
@@ -1151,7 +1142,13 @@ fn download_file(inner: &Inner, method: &str, secret: &str) -> Response {
 /// A contact of the instance: one started through the API, or a reply.
 fn contact_attributes(inner: &Inner, labels: &[String]) -> Result<Value, ApiError> {
     let (instance_id, contact_id) = (&labels[1], &labels[2]);
-    model::length("initialContactId", contact_id, 1, limits::CONTACT_ID_MAX, ApiError::invalid_request)?;
+    model::length(
+        "initialContactId",
+        contact_id,
+        1,
+        limits::CONTACT_ID_MAX,
+        ApiError::invalid_request,
+    )?;
     let store = inner.store();
     instance(&store, instance_id)?;
     let started = |id: &str| {
@@ -1186,7 +1183,11 @@ const REFERENCE_TYPES: [&str; 9] = [
     "EMAIL_MESSAGE_PLAIN_TEXT",
 ];
 
-fn contact_references(inner: &Inner, labels: &[String], query: &[(String, String)]) -> Result<Value, ApiError> {
+fn contact_references(
+    inner: &Inner,
+    labels: &[String],
+    query: &[(String, String)],
+) -> Result<Value, ApiError> {
     let bad: fn(String) -> ApiError = ApiError::invalid_parameter;
     let (instance_id, contact_id) = (&labels[1], &labels[2]);
     let types: Vec<&str> = query
@@ -1211,7 +1212,9 @@ fn contact_references(inner: &Inner, labels: &[String], query: &[(String, String
     {
         if types.contains(&"EMAIL_MESSAGE") {
             let f = &store.files[file_id];
-            out.push(json!({"EmailMessage": {"Name": f.name, "Arn": format!("{}/file/{file_id}", inst.arn)}}));
+            out.push(
+                json!({"EmailMessage": {"Name": f.name, "Arn": format!("{}/file/{file_id}", inst.arn)}}),
+            );
         }
         return Ok(json!({ "ReferenceSummaryList": out }));
     }
@@ -1268,7 +1271,9 @@ fn attached_file(
         .get(file_id.as_str())
         .filter(|f| f.instance_id == *instance_id)
     else {
-        return Err(ApiError::not_found(format!("File {file_id} not found in instance {instance_id}")));
+        return Err(ApiError::not_found(format!(
+            "File {file_id} not found in instance {instance_id}"
+        )));
     };
     if f.contact_arn != associated {
         return Err(ApiError::not_found(format!(
@@ -1276,7 +1281,10 @@ fn attached_file(
         )));
     }
     let now = time::OffsetDateTime::now_utc();
-    let iso = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let iso = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
     Ok(json!({
         "FileArn": format!("{}/file/{file_id}", inst.arn),
         "FileId": file_id,

@@ -616,7 +616,13 @@ async fn an_agent_reply_is_sent_in_the_thread_and_read_back_as_connect_documents
         .agent_reply(INSTANCE, &inbound, "agent@elsewhere.example", "<p>x</p>")
         .unwrap_err();
     assert_eq!(refused.kind, "InvalidRequestException");
-    let task_id = task(&client).send().await.unwrap().contact_id().unwrap().to_string();
+    let task_id = task(&client)
+        .send()
+        .await
+        .unwrap()
+        .contact_id()
+        .unwrap()
+        .to_string();
     assert_eq!(
         fake.agent_reply(INSTANCE, &task_id, QUEUE_ADDRESS, "<p>x</p>")
             .unwrap_err()
@@ -648,7 +654,11 @@ async fn an_agent_reply_is_sent_in_the_thread_and_read_back_as_connect_documents
             .await
             .unwrap();
         assert_eq!(
-            attrs.attributes().unwrap().get("connection_id").map(String::as_str),
+            attrs
+                .attributes()
+                .unwrap()
+                .get("connection_id")
+                .map(String::as_str),
             Some("support")
         );
     }

@@ -226,7 +226,11 @@ fn attachment_bytes(m: &Message, index: usize) -> Vec<u8> {
         return b.clone();
     }
     let (name, _, size) = &m.attachments[index];
-    name.bytes().chain(std::iter::once(b'\n')).cycle().take(*size as usize).collect()
+    name.bytes()
+        .chain(std::iter::once(b'\n'))
+        .cycle()
+        .take(*size as usize)
+        .collect()
 }
 
 pub(crate) fn event_json(e: &Event) -> Value {
@@ -479,9 +483,11 @@ async fn mailbox_route(
                     (at < m.attachments.len()).then(|| (m.attachments[at].1.clone(), attachment_bytes(m, at)))
                 });
             match found {
-                Some((content_type, bytes)) => {
-                    axum::response::IntoResponse::into_response((StatusCode::OK, [(header::CONTENT_TYPE, content_type)], bytes))
-                }
+                Some((content_type, bytes)) => axum::response::IntoResponse::into_response((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, content_type)],
+                    bytes,
+                )),
                 None => graph_error(
                     StatusCode::NOT_FOUND,
                     "ErrorItemNotFound",

@@ -682,7 +682,15 @@ async fn internet_headers_come_only_with_select_and_attachments_with_their_bytes
     };
     assert_eq!(value("Message-ID").as_deref(), Some("<m2@example.com>"));
     assert_eq!(value("In-Reply-To").as_deref(), Some("<m1@example.com>"));
-    let (_, list) = graph(&sim, &token, Method::GET, &format!("{message}/attachments"), &[], None).await;
+    let (_, list) = graph(
+        &sim,
+        &token,
+        Method::GET,
+        &format!("{message}/attachments"),
+        &[],
+        None,
+    )
+    .await;
     let ids: Vec<String> = list["value"]
         .as_array()
         .unwrap()

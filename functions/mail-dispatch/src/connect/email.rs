@@ -31,11 +31,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_connect::error::ProvideErrorMetadata;
 use aws_sdk_connect::types::{
     EmailAddressInfo, EmailAttachment, EmailHeaderType, InboundAdditionalRecipients, InboundEmailContent,
     InboundMessageSourceType, InboundRawMessage, Reference,
 };
-use aws_sdk_connect::error::ProvideErrorMetadata;
 use serde_json::Value;
 
 use super::{Conversation, TaskFields, client_token, cut, refusal};
@@ -157,11 +157,7 @@ pub fn threading_headers(internet_message_id: &str, headers: &[Value]) -> Vec<(E
     let header = |name: &str| {
         headers
             .iter()
-            .find(|h| {
-                h["name"]
-                    .as_str()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            })
+            .find(|h| h["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
             .and_then(|h| h["value"].as_str())
             .map(str::trim)
             .filter(|v| !v.is_empty())
@@ -294,7 +290,13 @@ fn description(left_out: &[(String, String)], more_recipients: usize, web_link: 
 fn safe_file_name(name: &str) -> String {
     let clean: String = name
         .chars()
-        .map(|c| if c.is_control() || c == '/' || c == '\\' { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '/' || c == '\\' {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     if clean.chars().count() <= FILE_NAME_MAX {
         return clean;
@@ -356,7 +358,9 @@ pub(crate) async fn deliver_email(
                                 .file_name(safe_file_name(&a.name))
                                 .s3_url(url)
                                 .build()
-                                .map_err(|e| Delivery::Retry(format!("an attachment could not be built: {e}")))?,
+                                .map_err(|e| {
+                                    Delivery::Retry(format!("an attachment could not be built: {e}"))
+                                })?,
                         ),
                         Err(why) => plan.left_out.push((a.name.clone(), why)),
                     }
@@ -379,7 +383,10 @@ pub(crate) async fn deliver_email(
     let content = body["content"].as_str().unwrap_or_default();
     let (content, content_type) = if content.trim().is_empty() {
         let preview = mail["body_preview"].as_str().unwrap_or_default().trim();
-        (if preview.is_empty() { "(no text)" } else { preview }.to_string(), "text/plain")
+        (
+            if preview.is_empty() { "(no text)" } else { preview }.to_string(),
+            "text/plain",
+        )
     } else if body["content_type"].as_str() == Some("html") {
         (cut(content, BODY_MAX), "text/html")
     } else {
@@ -462,13 +469,13 @@ async fn read_extras(
 ) -> Result<(Vec<Value>, Vec<Listed>), Delivery> {
     let graph = &d.services.graph;
     let headers = match graph
-        .get_json::<Value>(
-            &format!("{}?$select=internetMessageHeaders", src.base),
-            src.token,
-        )
+        .get_json::<Value>(&format!("{}?$select=internetMessageHeaders", src.base), src.token)
         .await
     {
-        Ok(v) => v["internetMessageHeaders"].as_array().cloned().unwrap_or_default(),
+        Ok(v) => v["internetMessageHeaders"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
         // Deleted since: the contact is started from what the event holds.
         Err(e) if e.status() == Some(404) => Vec::new(),
         Err(e) => return Err(graph_failed(d, src, "the mail's headers", e).await),
@@ -645,7 +652,13 @@ mod tests {
         let names: Vec<&str> = plan.left_out.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["huge.pdf", "run.exe", "forwarded.eml", "photo9.JPG", "photo10.JPG"]
+            [
+                "huge.pdf",
+                "run.exe",
+                "forwarded.eml",
+                "photo9.JPG",
+                "photo10.JPG"
+            ]
         );
         assert!(plan.left_out[0].1.contains("20 MB"), "{:?}", plan.left_out[0]);
         assert!(plan.left_out[1].1.contains("file type"));

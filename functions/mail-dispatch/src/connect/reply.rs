@@ -135,13 +135,12 @@ pub fn reply_event(event: &Value) -> Result<ReplyEvent, &'static str> {
         return Err("not an Amazon Connect contact event");
     }
     let detail = &event["detail"];
-    if detail["channel"].as_str() != Some("EMAIL") || detail["initiationMethod"].as_str() != Some("AGENT_REPLY") {
+    if detail["channel"].as_str() != Some("EMAIL")
+        || detail["initiationMethod"].as_str() != Some("AGENT_REPLY")
+    {
         return Err("not an agent's email reply");
     }
-    if !matches!(
-        detail["eventType"].as_str(),
-        Some("DISCONNECTED" | "COMPLETED")
-    ) {
+    if !matches!(detail["eventType"].as_str(), Some("DISCONNECTED" | "COMPLETED")) {
         return Err("the reply has not left yet");
     }
     let text = |k: &str| detail[k].as_str().unwrap_or_default().to_string();
@@ -212,13 +211,7 @@ pub async fn file_reply(d: &Dispatcher, event: &Value) -> Result<Filed, ReplyErr
         return Ok(Filed::AlreadyFiled);
     }
     let (text, html) = read_message(d, &reply).await?;
-    let copy = sent_copy(
-        attr("sender"),
-        attr("subject"),
-        &text,
-        html,
-        &reply.contact_id,
-    );
+    let copy = sent_copy(attr("sender"), attr("subject"), &text, html, &reply.contact_id);
     create(d, &conn, &token, &owner, &copy).await?;
     if let Err(e) = d
         .services
@@ -239,8 +232,9 @@ pub async fn file_reply(d: &Dispatcher, event: &Value) -> Result<Filed, ReplyErr
 /// The path that finds a copy of the reply `contact_id` in Sent Items.
 pub fn lookup_path(owner: &str, contact_id: &str) -> String {
     let value = contact_id.replace('\'', "''");
-    let filter =
-        format!("singleValueExtendedProperties/Any(ep: ep/id eq '{REPLY_PROPERTY}' and ep/value eq '{value}')");
+    let filter = format!(
+        "singleValueExtendedProperties/Any(ep: ep/id eq '{REPLY_PROPERTY}' and ep/value eq '{value}')"
+    );
     let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes())
         .collect::<String>()
         .replace('+', "%20");
@@ -321,10 +315,7 @@ async fn read_message(d: &Dispatcher, reply: &ReplyEvent) -> Result<(String, boo
         .get_attached_file()
         .instance_id(&reply.instance_id)
         .file_id(file_id)
-        .associated_resource_arn(format!(
-            "{}/contact/{}",
-            reply.instance_arn, reply.contact_id
-        ))
+        .associated_resource_arn(format!("{}/contact/{}", reply.instance_arn, reply.contact_id))
         .url_expiry_in_seconds(300)
         .send()
         .await
@@ -417,7 +408,11 @@ mod tests {
         assert_eq!(c["singleValueExtendedProperties"][1]["value"], "reply-1");
         assert_eq!(sent_copy("", "Re: x", "t", false, "r")["subject"], "Re: x");
         let path = lookup_path("/me", "reply-1");
-        assert!(path.starts_with("/me/mailFolders/sentitems/messages?$filter=singleValueExtendedProperties%2FAny"));
+        assert!(
+            path.starts_with(
+                "/me/mailFolders/sentitems/messages?$filter=singleValueExtendedProperties%2FAny"
+            )
+        );
         assert!(!path.contains(' ') && !path.contains('+'));
     }
 }
