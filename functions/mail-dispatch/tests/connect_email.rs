@@ -555,3 +555,34 @@ async fn the_admin_api_refuses_malformed_email_targets_and_calendar_flows_to_the
     assert!(p.fake.contacts().is_empty());
     assert!(p.fake.refused().is_empty());
 }
+
+#[tokio::test]
+async fn a_customer_s_next_mail_in_the_conversation_is_related_to_the_first_contact() {
+    let p = Pipe::start().await;
+    p.connect_mail().await;
+    p.stack
+        .sim
+        .deliver_message(UPN, mail("Order 4411 is late", "AAQkconv-e7"));
+    assert_eq!(p.pump_until_contacts(1).await.len(), 1);
+    p.stack
+        .sim
+        .deliver_message(UPN, mail("RE: Order 4411 is late", "AAQkconv-e7"));
+    p.stack
+        .sim
+        .deliver_message(UPN, mail("Another matter", "AAQkconv-e8"));
+    let contacts = p.pump_until_contacts(3).await;
+    assert_eq!(contacts.len(), 3, "{contacts:?}");
+    let by_subject = |s: &str| {
+        contacts
+            .iter()
+            .find(|c| field(c, "/EmailMessage/RawMessage/Subject") == s)
+            .unwrap()
+    };
+    let first = by_subject("Order 4411 is late").contact_id.clone();
+    assert_eq!(
+        by_subject("RE: Order 4411 is late").related_contact_id.as_deref(),
+        Some(first.as_str())
+    );
+    assert_eq!(by_subject("Another matter").related_contact_id, None);
+    assert!(p.fake.refused().is_empty(), "{:?}", p.fake.refused());
+}
