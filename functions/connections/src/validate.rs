@@ -60,8 +60,9 @@ pub struct SubscriptionBody {
     pub resource: Resource,
     /// `inbox` or a folder id (mail only).
     pub folder: Option<String>,
-    /// `https://…`, `eventbridge:BUS` or
-    /// `connect-task:{instance-id}/{contact-flow-id}`.
+    /// `https://…`, `eventbridge:BUS`,
+    /// `connect-task:{instance-id}/{contact-flow-id}` or
+    /// `connect-email:{instance-id}/{contact-flow-id}/{email-address}`.
     pub target: Option<String>,
     /// The mailbox to watch; only the connection's own is possible.
     pub mailbox: Option<String>,
@@ -149,13 +150,13 @@ pub fn subscription_from_body(
         (None, Some(default)) => (None, default.clone()),
         (None, None) => {
             return Err(bad(
-                "name a target (https://…, eventbridge:BUS or connect-task:{instance-id}/{contact-flow-id}): this deployment has no RELAY365_DEFAULT_TARGET",
+                "name a target (https://…, eventbridge:BUS, connect-task:{instance-id}/{contact-flow-id} or connect-email:{instance-id}/{contact-flow-id}/{email-address}): this deployment has no RELAY365_DEFAULT_TARGET",
             ));
         }
     };
     if b.resource == Resource::Calendar && resolved.mail_only() {
         return Err(bad(format!(
-            "{} starts an Amazon Connect task per new mail: calendar changes cannot go there; subscribe calendar to an https:// or eventbridge: target",
+            "{} starts an Amazon Connect contact (a task or an email) per new mail: calendar changes cannot go there; subscribe calendar to an https:// or eventbridge: target",
             resolved.to_string_form()
         )));
     }

@@ -1,6 +1,9 @@
-//! Delivery to an Amazon Connect task target
-//! (`connect-task:{instance-id}/{contact-flow-id}`): each new mail starts one
-//! task through `StartTaskContact`.
+//! Delivery to Amazon Connect: a task per new mail for a
+//! `connect-task:{instance-id}/{contact-flow-id}` target (`StartTaskContact`,
+//! here), an email contact per new mail for a
+//! `connect-email:{instance-id}/{contact-flow-id}/{address}` target
+//! ([`email`]), and the copy of an agent's reply in the mailbox's Sent Items
+//! ([`reply`]).
 //!
 //! - `Name` is the subject (cut to [`NAME_MAX`] characters; "(no subject)"
 //!   when there is none), `Description` the start of the body as text (cut
@@ -24,13 +27,15 @@
 //! subscription's `last_delivery_error`; nothing is lost.
 
 use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_connect::operation::start_task_contact::StartTaskContactError;
 use aws_sdk_connect::types::{Reference, ReferenceType};
 use relay365::aws::store::ConversationContact;
 use serde_json::Value;
 
 use crate::deliver::{Delivery, Destination, TARGET_TIMEOUT};
 use crate::dispatcher::Dispatcher;
+
+pub mod email;
+pub mod reply;
 
 /// The longest task name Connect accepts (`Name`, in characters).
 pub const NAME_MAX: usize = 1024;
@@ -77,23 +82,8 @@ pub(crate) async fn deliver_task(
         );
         return Ok(());
     }
-    let connection = event["connection_id"].as_str().unwrap_or_default();
-    let conversation = event["mail"]["conversation_id"].as_str().unwrap_or_default();
-    let state = &d.services.state;
-    let earlier = if conversation.is_empty() {
-        None
-    } else {
-        state
-            .conversation_contact(connection, &to.flow, conversation, instance_id)
-            .await
-            .map_err(|e| Delivery::Retry(e.to_string()))?
-    };
-    // A retry of the conversation's first mail sends the same request as
-    // its first try (no related contact), so Connect finds it by its token.
-    let related = earlier
-        .as_ref()
-        .filter(|c| c.event_id != event_id)
-        .map(|c| c.contact_id.clone());
+    let conversation = Conversation::of(d, to, instance_id, event).await?;
+    let related = conversation.related.clone();
     let task = TaskFields::of(event);
     let mut req = d
         .connect
@@ -121,23 +111,96 @@ pub(crate) async fn deliver_task(
         Ok(out) => {
             let contact_id = out.contact_id().unwrap_or_default();
             tracing::info!(event = %event_id, contact = %contact_id, related = related.is_some(), "Amazon Connect task started");
-            if earlier.is_none() && !conversation.is_empty() && !contact_id.is_empty() {
-                let first = ConversationContact {
-                    contact_id: contact_id.to_string(),
-                    event_id: event_id.to_string(),
-                };
-                if let Err(e) = state
-                    .remember_conversation_contact(connection, &to.flow, conversation, instance_id, &first)
-                    .await
-                {
-                    // The task is started; later mail of the conversation
-                    // starts tasks of its own, unrelated.
-                    tracing::warn!(event = %event_id, error = %e, "task started, but its conversation could not be remembered");
-                }
-            }
+            conversation.remember(d, contact_id).await;
             Ok(())
         }
-        Err(e) => Err(Delivery::Retry(refusal(&e, instance_id, flow_id))),
+        Err(e) => Err(Delivery::Retry(refusal(
+            &e,
+            "StartTaskContact",
+            &format!("connect-task:{instance_id}/{flow_id}"),
+            instance_id,
+        ))),
+    }
+}
+
+/// A mail's conversation as a flow's Amazon Connect contacts see it: the
+/// contact the flow started first for it, if any.
+pub(crate) struct Conversation<'a> {
+    connection: &'a str,
+    flow: &'a str,
+    instance_id: &'a str,
+    conversation: &'a str,
+    event_id: &'a str,
+    earlier: Option<ConversationContact>,
+    /// `RelatedContactId` for this mail: the first contact, unless this
+    /// mail is the one that started it (a retry of the first mail sends the
+    /// same request as its first try, so Connect finds it by its token).
+    pub(crate) related: Option<String>,
+}
+
+impl<'a> Conversation<'a> {
+    /// Reads the conversation's first contact from the state table
+    /// (`conn#{id}` / `cx#{flow}#{conversation}`).
+    ///
+    /// # Errors
+    /// [`Delivery::Retry`] when the state table cannot be read.
+    pub(crate) async fn of(
+        d: &Dispatcher,
+        to: &'a Destination,
+        instance_id: &'a str,
+        event: &'a Value,
+    ) -> Result<Self, Delivery> {
+        let connection = event["connection_id"].as_str().unwrap_or_default();
+        let conversation = event["mail"]["conversation_id"].as_str().unwrap_or_default();
+        let event_id = event["id"].as_str().unwrap_or_default();
+        let earlier = if conversation.is_empty() {
+            None
+        } else {
+            d.services
+                .state
+                .conversation_contact(connection, &to.flow, conversation, instance_id)
+                .await
+                .map_err(|e| Delivery::Retry(e.to_string()))?
+        };
+        let related = earlier
+            .as_ref()
+            .filter(|c| c.event_id != event_id)
+            .map(|c| c.contact_id.clone());
+        Ok(Self {
+            connection,
+            flow: &to.flow,
+            instance_id,
+            conversation,
+            event_id,
+            earlier,
+            related,
+        })
+    }
+
+    /// Remembers `contact_id` as the conversation's first contact when there
+    /// was none; a failure is logged (later mail starts unrelated contacts).
+    pub(crate) async fn remember(&self, d: &Dispatcher, contact_id: &str) {
+        if self.earlier.is_some() || self.conversation.is_empty() || contact_id.is_empty() {
+            return;
+        }
+        let first = ConversationContact {
+            contact_id: contact_id.to_string(),
+            event_id: self.event_id.to_string(),
+        };
+        if let Err(e) = d
+            .services
+            .state
+            .remember_conversation_contact(
+                self.connection,
+                self.flow,
+                self.conversation,
+                self.instance_id,
+                &first,
+            )
+            .await
+        {
+            tracing::warn!(event = %self.event_id, error = %e, "contact started, but its conversation could not be remembered");
+        }
     }
 }
 
@@ -311,15 +374,15 @@ fn floor_boundary(s: &str, at: usize) -> usize {
     at
 }
 
-/// What a refused `StartTaskContact` means, for a person: the record is
+/// What a refused call to Connect means, for a person: the record is
 /// retried in every case, and these words are the subscription's
 /// `last_delivery_error`.
-fn refusal(
-    e: &SdkError<StartTaskContactError, aws_sdk_connect::config::http::HttpResponse>,
+pub(crate) fn refusal<E: ProvideErrorMetadata>(
+    e: &SdkError<E, aws_sdk_connect::config::http::HttpResponse>,
+    operation: &str,
+    target: &str,
     instance_id: &str,
-    flow_id: &str,
 ) -> String {
-    let target = format!("connect-task:{instance_id}/{flow_id}");
     let Some(service) = e.as_service_error() else {
         return match e {
             SdkError::TimeoutError(_) => "Amazon Connect did not answer in time".into(),
@@ -329,25 +392,47 @@ fn refusal(
     let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
     let code = service.code().unwrap_or("an error");
     let message = service.message().unwrap_or_default();
-    explain(code, status, message, &target, instance_id)
+    explain_for(operation, code, status, message, target, instance_id)
 }
 
-/// The words for a Connect error `code` (with its HTTP `status` and message).
+/// The words for a Connect error `code` (with its HTTP `status` and message)
+/// to `StartTaskContact`.
 pub fn explain(code: &str, status: u16, message: &str, target: &str, instance_id: &str) -> String {
+    explain_for("StartTaskContact", code, status, message, target, instance_id)
+}
+
+/// The words for a Connect error `code` (with its HTTP `status` and message)
+/// to `operation`, for the subscription's `last_delivery_error`.
+pub fn explain_for(
+    operation: &str,
+    code: &str,
+    status: u16,
+    message: &str,
+    target: &str,
+    instance_id: &str,
+) -> String {
+    let what = if operation == "StartEmailContact" {
+        "the email contact"
+    } else {
+        "the task"
+    };
     match code {
-        "ThrottlingException" => "Amazon Connect throttled StartTaskContact; retrying".into(),
+        "ThrottlingException" => format!("Amazon Connect throttled {operation}; retrying"),
         "InternalServiceException" => format!("Amazon Connect failed ({status}); retrying"),
+        "ResourceNotFoundException" if operation == "StartEmailContact" => format!(
+            "Amazon Connect: {message}: check the target {target}: the instance id and the contact flow id must be those of an existing instance and a published flow (the last parts of their ARNs), and the email address one of the instance's"
+        ),
         "ResourceNotFoundException" => format!(
             "Amazon Connect: {message}: check the target {target}: the instance id and the contact flow id must be those of an existing instance and a published flow (the last parts of their ARNs)"
         ),
         "InvalidParameterException" | "InvalidRequestException" => {
-            format!("Amazon Connect refused the task for {target} ({code}): {message}")
+            format!("Amazon Connect refused {what} for {target} ({code}): {message}")
         }
         "AccessDeniedException" => format!(
-            "Amazon Connect denied StartTaskContact for {target}: mail-dispatch's role needs connect:StartTaskContact on instance {instance_id}; deploy with the template parameter ConnectInstanceId={instance_id}"
+            "Amazon Connect denied {operation} for {target}: mail-dispatch's role needs connect:{operation} on instance {instance_id}; deploy with the template parameter ConnectInstanceId={instance_id}"
         ),
         "ServiceQuotaExceededException" => {
-            format!("Amazon Connect's quota for tasks is reached ({message}); retrying")
+            format!("Amazon Connect's quota for contacts is reached ({message}); retrying")
         }
         other => format!("Amazon Connect answered {status} {other}: {message}"),
     }

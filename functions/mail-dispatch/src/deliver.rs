@@ -1,6 +1,6 @@
 //! Handing one event to a flow's target: an HTTPS POST signed with
 //! `Relay365-Signature`, EventBridge `PutEvents`, or an Amazon Connect task
-//! ([`crate::connect`]); and what the answer
+//! or email contact ([`crate::connect`]); and what the answer
 //! means for the queue record. Every refusal a person can fix (a 401 or 403
 //! from a receiver whose key or route is wrong, a 404 from a moved endpoint,
 //! any 5xx or timeout) is retried, so the record ends in the dead-letter
@@ -50,8 +50,22 @@ impl Destination {
             Target::Webhook(_) => "https",
             Target::EventBridge(_) => "eventbridge",
             Target::ConnectTask { .. } => "connect-task",
+            Target::ConnectEmail { .. } => "connect-email",
         }
     }
+}
+
+/// Where a new mail can be read again, for targets that carry more of it
+/// than the event does (an Amazon Connect email contact takes the mail's
+/// threading headers and its attachments' bytes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MailSource<'a> {
+    /// The mailbox's connection.
+    pub(crate) conn: &'a relay365::model::connection::Connection,
+    /// A Graph token for it.
+    pub(crate) token: &'a relay365::Sensitive,
+    /// The message's Graph path (`/me/messages/{id}`).
+    pub(crate) base: &'a str,
 }
 
 /// Delivers one event to a target.
@@ -59,6 +73,16 @@ impl Destination {
 /// # Errors
 /// [`Delivery`] saying whether to retry.
 pub async fn deliver(d: &Dispatcher, to: &Destination, event: &Value) -> Result<(), Delivery> {
+    deliver_from(d, to, event, None).await
+}
+
+/// [`deliver`], with where the event's mail can be read again (`source`).
+pub(crate) async fn deliver_from(
+    d: &Dispatcher,
+    to: &Destination,
+    event: &Value,
+    source: Option<MailSource<'_>>,
+) -> Result<(), Delivery> {
     let event_id = event["id"].as_str().unwrap_or_default().to_string();
     match &to.target {
         Target::Webhook(url) => {
@@ -90,6 +114,18 @@ pub async fn deliver(d: &Dispatcher, to: &Destination, event: &Value) -> Result<
         }
         Target::ConnectTask { instance_id, flow_id } => {
             crate::connect::deliver_task(d, to, instance_id, flow_id, event).await
+        }
+        Target::ConnectEmail {
+            instance_id,
+            flow_id,
+            address,
+        } => {
+            let target = crate::connect::email::EmailTarget {
+                instance_id,
+                flow_id,
+                address,
+            };
+            crate::connect::email::deliver_email(d, to, &target, event, source).await
         }
     }
 }

@@ -17,9 +17,13 @@ pub struct Dispatcher {
     pub(crate) events: SecretValue<EventSigner>,
     /// For `eventbridge:` targets; built on the first event for one.
     pub(crate) eventbridge: relay365::aws::sdk::LazyClient<aws_sdk_eventbridge::Client>,
-    /// For `connect-task:` targets; built on the first task
+    /// For `connect-task:` and `connect-email:` targets and the reply path;
+    /// built on the first contact
     /// (`AWS_ENDPOINT_URL_CONNECT` names another endpoint).
     pub(crate) connect: relay365::aws::sdk::LazyClient<aws_sdk_connect::Client>,
+    /// For the attachments of `connect-email:` contacts, staged in the
+    /// attachments bucket (`RELAY365_ATTACHMENTS_BUCKET`); built on first use.
+    pub(crate) s3: relay365::aws::sdk::LazyClient<aws_sdk_s3::Client>,
     /// The notification queue itself (`RELAY365_QUEUE_URL`): catch-up steps
     /// queue what they find and their continuation there, and a failed
     /// record is made visible again after its own backoff.
@@ -57,6 +61,7 @@ impl Dispatcher {
             events,
             eventbridge: relay365::aws::sdk::LazyClient::new(aws_sdk_eventbridge::Client::new),
             connect: relay365::aws::sdk::LazyClient::new(crate::connect::client),
+            s3: relay365::aws::sdk::LazyClient::new(aws_sdk_s3::Client::new),
             queue,
             first_retry,
         }
@@ -84,6 +89,12 @@ impl Dispatcher {
     /// Starts Amazon Connect tasks through this client (tests, tools).
     pub fn with_connect(mut self, client: aws_sdk_connect::Client) -> Self {
         self.connect = relay365::aws::sdk::LazyClient::ready(client);
+        self
+    }
+
+    /// Stages Amazon Connect email attachments through this S3 client (tests, tools).
+    pub fn with_s3(mut self, client: aws_sdk_s3::Client) -> Self {
+        self.s3 = relay365::aws::sdk::LazyClient::ready(client);
         self
     }
 

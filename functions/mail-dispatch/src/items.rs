@@ -11,7 +11,7 @@ use relay365::microsoft::paths;
 use relay365::model::connection::{Connection, Subscription};
 use serde_json::Value;
 
-use crate::deliver::{Delivery, Destination, deliver};
+use crate::deliver::{Delivery, Destination, MailSource, deliver_from};
 use crate::dispatcher::Dispatcher;
 use crate::normalise;
 use relay365::microsoft::graph::GraphError;
@@ -67,6 +67,7 @@ pub(crate) async fn already_delivered(
 }
 
 /// Delivers an event and, once the target took it, records it.
+#[allow(clippy::too_many_arguments)]
 async fn deliver_and_record(
     d: &Dispatcher,
     conn: &Connection,
@@ -75,8 +76,9 @@ async fn deliver_and_record(
     ledger_key: &str,
     event: &Value,
     received: Option<&str>,
+    source: Option<MailSource<'_>>,
 ) -> Outcome {
-    match deliver(d, target, event).await {
+    match deliver_from(d, target, event, source).await {
         Ok(()) => {
             let since_arrival = received
                 .and_then(|r| {
@@ -240,9 +242,24 @@ pub(crate) async fn deliver_message(
     let event = normalise::mail_event(conn, &message, &attachments);
     // From here on every log line of the record names its event.
     tracing::Span::current().record("event", event["id"].as_str().unwrap_or_default());
+    let source = MailSource {
+        conn,
+        token,
+        base: &base,
+    };
     let mut outcome = Outcome::Done;
     for (sub, target) in pending {
-        let one = deliver_and_record(d, conn, sub, target, &sub.ledger_key(id), &event, received).await;
+        let one = deliver_and_record(
+            d,
+            conn,
+            sub,
+            target,
+            &sub.ledger_key(id),
+            &event,
+            received,
+            Some(source),
+        )
+        .await;
         // A flow that failed is retried with the record; those that took the
         // event are in their ledgers and are not sent it again.
         if matches!(one, Outcome::Retry(_)) {
@@ -301,7 +318,17 @@ pub(crate) async fn deliver_calendar(
     tracing::Span::current().record("event", event["id"].as_str().unwrap_or_default());
     let mut outcome = Outcome::Done;
     for (sub, target) in pending {
-        let one = deliver_and_record(d, conn, sub, target, &sub.ledger_key(&item_key), &event, None).await;
+        let one = deliver_and_record(
+            d,
+            conn,
+            sub,
+            target,
+            &sub.ledger_key(&item_key),
+            &event,
+            None,
+            None,
+        )
+        .await;
         if matches!(one, Outcome::Retry(_)) {
             return one;
         }

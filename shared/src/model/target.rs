@@ -1,7 +1,8 @@
 //! Where a subscription's events go, and which URLs relay365 accepts as
 //! targets and public URLs: `https://…`, `eventbridge:BUS` and
 //! `connect-task:{instance-id}/{contact-flow-id}` (an Amazon Connect task per
-//! new mail).
+//! new mail) and `connect-email:{instance-id}/{contact-flow-id}/{address}`
+//! (an Amazon Connect email contact per new mail).
 
 use url::Url;
 
@@ -20,10 +21,28 @@ pub enum Target {
         /// The contact flow id (the last part of the flow's ARN).
         flow_id: String,
     },
+    /// An Amazon Connect email contact per new mail (`StartEmailContact`),
+    /// addressed to an email address of the instance and run by a contact
+    /// flow.
+    ConnectEmail {
+        /// The instance id (the last part of the instance's ARN).
+        instance_id: String,
+        /// The inbound contact flow id (the last part of the flow's ARN).
+        flow_id: String,
+        /// The instance's email address the contact is addressed to
+        /// (`DestinationEmailAddress`).
+        address: String,
+    },
 }
 
 /// The prefix of an Amazon Connect task target.
 pub const CONNECT_TASK_PREFIX: &str = "connect-task:";
+
+/// The prefix of an Amazon Connect email target.
+pub const CONNECT_EMAIL_PREFIX: &str = "connect-email:";
+
+/// The longest email address Connect accepts (`EmailAddress`, 1 to 255 characters).
+pub const CONNECT_EMAIL_ADDRESS_MAX: usize = 255;
 
 /// The longest instance id Connect accepts (`InstanceId`, 1 to 100 characters).
 pub const CONNECT_INSTANCE_ID_MAX: usize = 100;
@@ -67,9 +86,55 @@ fn connect_task(raw: &str, rest: &str) -> Result<Target, String> {
     })
 }
 
+/// Parses what follows `connect-email:`.
+fn connect_email(raw: &str, rest: &str) -> Result<Target, String> {
+    let hint = "write connect-email:{instance-id}/{contact-flow-id}/{email-address}, the ids as the instance's and the flow's ARNs end and an email address of the instance, e.g. connect-email:11111111-2222-3333-4444-555555555555/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee/support@contoso.com";
+    let mut parts = rest.splitn(3, '/');
+    let (Some(instance_id), Some(flow_id), Some(address)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("target {raw:?}: {hint}"));
+    };
+    connect_id("instance id", instance_id, CONNECT_INSTANCE_ID_MAX)
+        .and_then(|()| connect_id("contact flow id", flow_id, CONNECT_FLOW_ID_MAX))
+        .and_then(|()| connect_address(address))
+        .map_err(|e| format!("target {raw:?}: {e}; {hint}"))?;
+    Ok(Target::ConnectEmail {
+        instance_id: instance_id.to_string(),
+        flow_id: flow_id.to_string(),
+        address: address.to_string(),
+    })
+}
+
+/// Checks the address of a `connect-email:` target by Connect's pattern for
+/// an email address (`[^\s@]+@[^\s@]+\.[^\s@]+`, at most 255 characters).
+fn connect_address(address: &str) -> Result<(), String> {
+    if address.is_empty() {
+        return Err("the email address is missing".into());
+    }
+    if address.chars().count() > CONNECT_EMAIL_ADDRESS_MAX {
+        return Err(format!(
+            "the email address is longer than {CONNECT_EMAIL_ADDRESS_MAX} characters"
+        ));
+    }
+    let part = |p: &str| !p.is_empty() && !p.chars().any(|c| c.is_whitespace() || c == '@' || c == '/');
+    let ok = address.split_once('@').is_some_and(|(local, domain)| {
+        part(local)
+            && domain
+                .rsplit_once('.')
+                .is_some_and(|(host, tld)| part(host) && part(tld))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the email address {address:?} is not an address (name@domain.tld)"
+        ))
+    }
+}
+
 impl Target {
-    /// Parses `https://…`, `eventbridge:BUS` or
-    /// `connect-task:{instance-id}/{contact-flow-id}`. `local` (a local run,
+    /// Parses `https://…`, `eventbridge:BUS`,
+    /// `connect-task:{instance-id}/{contact-flow-id}` or
+    /// `connect-email:{instance-id}/{contact-flow-id}/{email-address}`. `local` (a local run,
     /// `RELAY365_LOCAL=1`) also allows loopback hosts and plain `http://` to them.
     ///
     /// # Errors
@@ -86,9 +151,12 @@ impl Target {
         if let Some(rest) = raw.strip_prefix(CONNECT_TASK_PREFIX) {
             return connect_task(raw, rest);
         }
+        if let Some(rest) = raw.strip_prefix(CONNECT_EMAIL_PREFIX) {
+            return connect_email(raw, rest);
+        }
         let url = Url::parse(raw).map_err(|_| {
             format!(
-                "target {raw:?} is neither an https:// URL, eventbridge:BUS nor connect-task:{{instance-id}}/{{contact-flow-id}}"
+                "target {raw:?} is neither an https:// URL, eventbridge:BUS, connect-task:{{instance-id}}/{{contact-flow-id}} nor connect-email:{{instance-id}}/{{contact-flow-id}}/{{email-address}}"
             )
         })?;
         check_public_url(&url, local).map_err(|e| format!("target {raw:?}: {e}"))?;
@@ -103,14 +171,19 @@ impl Target {
             Target::ConnectTask { instance_id, flow_id } => {
                 format!("{CONNECT_TASK_PREFIX}{instance_id}/{flow_id}")
             }
+            Target::ConnectEmail {
+                instance_id,
+                flow_id,
+                address,
+            } => format!("{CONNECT_EMAIL_PREFIX}{instance_id}/{flow_id}/{address}"),
         }
     }
 
-    /// Whether the target takes new mail only (an Amazon Connect task is
-    /// started per mail; calendar changes and notices about the connection
-    /// have no task to become).
+    /// Whether the target takes new mail only (an Amazon Connect task or
+    /// email contact is started per mail; calendar changes and notices about
+    /// the connection have no contact to become).
     pub fn mail_only(&self) -> bool {
-        matches!(self, Target::ConnectTask { .. })
+        matches!(self, Target::ConnectTask { .. } | Target::ConnectEmail { .. })
     }
 }
 
@@ -304,6 +377,43 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn connect_email_targets_name_an_instance_a_flow_and_an_address() {
+        let raw = "connect-email:11111111-2222-3333-4444-555555555555/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee/support@contoso.com";
+        let t = Target::parse(raw, false).unwrap();
+        assert_eq!(
+            t,
+            Target::ConnectEmail {
+                instance_id: "11111111-2222-3333-4444-555555555555".into(),
+                flow_id: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into(),
+                address: "support@contoso.com".into(),
+            }
+        );
+        assert_eq!(t.to_string_form(), raw);
+        assert!(t.mail_only());
+        let long = format!("connect-email:i/f/{}@contoso.com", "a".repeat(250));
+        for (bad, words) in [
+            (
+                "connect-email:",
+                "connect-email:{instance-id}/{contact-flow-id}/{email-address}",
+            ),
+            (
+                "connect-email:i/f",
+                "connect-email:{instance-id}/{contact-flow-id}/{email-address}",
+            ),
+            ("connect-email:i/f/", "email address is missing"),
+            ("connect-email:/f/a@b.com", "instance id is missing"),
+            ("connect-email:i//a@b.com", "contact flow id is missing"),
+            ("connect-email:i/f/support", "is not an address"),
+            ("connect-email:i/f/a@b.com/x", "is not an address"),
+            ("connect-email:i/f/a b@c.com", "is not an address"),
+            (long.as_str(), "longer than 255"),
+        ] {
+            let e = Target::parse(bad, false).unwrap_err();
+            assert!(e.contains(words), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! A strict local fake of the Amazon Connect API, for relay365's tests.
 //!
 //! relay365 turns new mail into Amazon Connect contacts (`StartTaskContact`,
-//! `StartEmailContact`) and checks a deployment's Connect settings
+//! `StartEmailContact`), checks a deployment's Connect settings
 //! (`DescribeInstance`, `DescribeContactFlow`, `DescribeEmailAddress`,
-//! `SearchEmailAddresses`). No emulator implements those, and a lenient
+//! `SearchEmailAddresses`), and files an agent's email reply in the
+//! mailbox's Sent Items, reading it with `GetContactAttributes`,
+//! `ListContactReferences` and `GetAttachedFile`. No emulator implements those, and a lenient
 //! stand-in would let a request through that Connect refuses. So, in the
 //! spirit of the Microsoft simulator, [`Fake`] follows the documented
 //! contract exactly and nothing more:
@@ -20,7 +22,15 @@
 //!   the same contact, the same token with another request is refused;
 //! * attachments are downloaded from their presigned URLs, as Connect does,
 //!   and their bytes kept, so a test can check what reached Connect;
-//! * a test can make the next calls throttled (429) or failed (5xx).
+//! * a test can make the next calls throttled (429) or failed (5xx);
+//! * an agent can reply to an email contact ([`Fake::agent_reply`]): the
+//!   reply is checked as Connect would send it (from an email address of
+//!   the instance, to the customer, in the thread of the inbound email:
+//!   `In-Reply-To` and `References` from its `MESSAGE_ID` and
+//!   `REFERENCES`), recorded as the outbound email ([`Fake::outbound`]),
+//!   kept as an `EMAIL_MESSAGE` file of the reply contact behind a
+//!   presigned-style URL, and announced by the contact event Connect puts
+//!   on EventBridge (returned to the test, which hands it on).
 //!
 //! Every contact started and every call refused is recorded
 //! ([`Fake::contacts`], [`Fake::refused`]). The server binds 127.0.0.1 only.
@@ -120,6 +130,54 @@ pub enum Operation {
     DescribeEmailAddress,
     /// `POST /search-email-addresses`.
     SearchEmailAddresses,
+    /// `GET /contact/attributes/{InstanceId}/{InitialContactId}`.
+    GetContactAttributes,
+    /// `GET /contact/references/{InstanceId}/{ContactId}`.
+    ListContactReferences,
+    /// `GET /attached-files/{InstanceId}/{FileId}`.
+    GetAttachedFile,
+}
+
+/// An email an agent's reply sent to the customer (through SES, in Connect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundEmail {
+    /// The reply's contact id (initiation method `AGENT_REPLY`).
+    pub contact_id: String,
+    /// The inbound email contact it answers.
+    pub related_contact_id: String,
+    /// The From address: an email address of the instance.
+    pub from: String,
+    /// The customer.
+    pub to: String,
+    /// `RE: ` and the inbound subject.
+    pub subject: String,
+    /// `In-Reply-To`: the inbound email's `MESSAGE_ID`.
+    pub in_reply_to: Option<String>,
+    /// `References`: the inbound email's `REFERENCES` and `MESSAGE_ID`.
+    pub references: Option<String>,
+    /// The HTML body.
+    pub body: String,
+}
+
+/// An agent's reply: its contact id and the contact event Connect puts on
+/// EventBridge once it has left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentReply {
+    /// The reply's contact id.
+    pub contact_id: String,
+    /// The `Amazon Connect Contact Event` (`DISCONNECTED`, `EMAIL`, `AGENT_REPLY`).
+    pub event: Value,
+}
+
+/// A file Connect keeps for a contact (the reply's `EMAIL_MESSAGE`).
+#[derive(Debug, Clone)]
+struct StoredFile {
+    instance_id: String,
+    contact_arn: String,
+    name: String,
+    bytes: Vec<u8>,
+    /// The secret part of its download URL.
+    download: String,
 }
 
 /// An attachment as Connect downloaded it.
@@ -207,6 +265,12 @@ struct Store {
     throttle_next: u32,
     fail_next: u32,
     fail_status: u16,
+    /// Replies sent, in order.
+    outbound: Vec<OutboundEmail>,
+    /// Reply contacts: contact id → (instance id, the inbound contact id, file id).
+    replies: BTreeMap<String, (String, String, String)>,
+    /// Files by id.
+    files: BTreeMap<String, StoredFile>,
 }
 
 struct Inner {
@@ -369,6 +433,115 @@ impl Fake {
     pub fn refused(&self) -> Vec<Refusal> {
         self.inner.store().refused.clone()
     }
+
+    /// Every agent reply sent, in order.
+    pub fn outbound(&self) -> Vec<OutboundEmail> {
+        self.inner.store().outbound.clone()
+    }
+
+    /// An agent replies to the email contact `inbound_contact_id` from
+    /// `from` (the queue's outbound address) with `body_html`, as the agent
+    /// workspace sends it: the reply goes to the customer in the inbound
+    /// email's thread, and its text is kept as the reply contact's
+    /// `EMAIL_MESSAGE` file.
+    ///
+    /// # Errors
+    /// `ResourceNotFoundException` for an unknown instance or contact;
+    /// `InvalidRequestException` when the contact is not an email or `from`
+    /// is not an email address of the instance (Connect sends only from those).
+    pub fn agent_reply(
+        &self,
+        instance_id: &str,
+        inbound_contact_id: &str,
+        from: &str,
+        body_html: &str,
+    ) -> Result<AgentReply, ApiError> {
+        let mut store = self.inner.store();
+        let inst = instance(&store, instance_id)?;
+        let arn = inst.arn.clone();
+        if !inst.emails.values().any(|e| e.address.eq_ignore_ascii_case(from)) {
+            return Err(ApiError::invalid_request(format!(
+                "{from} is not an email address of instance {instance_id}: replies are sent from the instance's addresses"
+            )));
+        }
+        let Some(inbound) = store
+            .contacts
+            .iter()
+            .find(|c| c.contact_id == inbound_contact_id && c.instance_id == instance_id)
+        else {
+            return Err(ApiError::not_found(format!(
+                "Contact {inbound_contact_id} not found in instance {instance_id}"
+            )));
+        };
+        if inbound.operation != Operation::StartEmailContact {
+            return Err(ApiError::invalid_request(format!(
+                "Contact {inbound_contact_id} is not an email contact"
+            )));
+        }
+        let raw = &inbound.request["EmailMessage"]["RawMessage"];
+        let header = |k: &str| raw["Headers"][k].as_str().map(str::to_string);
+        let message_id = header("MESSAGE_ID");
+        let references = match (header("REFERENCES"), &message_id) {
+            (Some(r), Some(m)) => Some(format!("{r} {m}")),
+            (None, Some(m)) => Some(m.clone()),
+            (r, None) => r,
+        };
+        let subject = raw["Subject"].as_str().unwrap_or_default();
+        let outbound = OutboundEmail {
+            contact_id: uuid::Uuid::new_v4().to_string(),
+            related_contact_id: inbound_contact_id.to_string(),
+            from: from.to_string(),
+            to: inbound.request["FromEmailAddress"]["EmailAddress"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            subject: format!("RE: {subject}"),
+            in_reply_to: message_id,
+            references,
+            body: body_html.to_string(),
+        };
+        let contact_arn = format!("{arn}/contact/{}", outbound.contact_id);
+        let file_id = uuid::Uuid::new_v4().to_string();
+        store.files.insert(
+            file_id.clone(),
+            StoredFile {
+                instance_id: instance_id.to_string(),
+                contact_arn: contact_arn.clone(),
+                name: "email-message.html".into(),
+                bytes: body_html.as_bytes().to_vec(),
+                download: uuid::Uuid::new_v4().simple().to_string(),
+            },
+        );
+        store.replies.insert(
+            outbound.contact_id.clone(),
+            (instance_id.to_string(), inbound_contact_id.to_string(), file_id),
+        );
+        let event = json!({
+            "version": "0",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "detail-type": "Amazon Connect Contact Event",
+            "source": "aws.connect",
+            "account": ACCOUNT_ID,
+            "time": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "region": self.inner.config.region,
+            "resources": [contact_arn],
+            "detail": {
+                "eventType": "DISCONNECTED",
+                "contactId": outbound.contact_id,
+                "initialContactId": outbound.contact_id,
+                "relatedContactId": inbound_contact_id,
+                "channel": "EMAIL",
+                "instanceArn": arn,
+                "initiationMethod": "AGENT_REPLY",
+            },
+        });
+        let reply = AgentReply {
+            contact_id: outbound.contact_id.clone(),
+            event,
+        };
+        store.outbound.push(outbound);
+        Ok(reply)
+    }
 }
 
 /// Which operation a method and path name, with the path's labels.
@@ -390,6 +563,9 @@ fn route(method: &str, path: &str) -> Option<(Operation, Vec<String>)> {
         ("GET", ["contact-flows", _, _]) => Operation::DescribeContactFlow,
         ("GET", ["email-addresses", _, _]) => Operation::DescribeEmailAddress,
         ("POST", ["search-email-addresses"]) => Operation::SearchEmailAddresses,
+        ("GET", ["contact", "attributes", _, _]) => Operation::GetContactAttributes,
+        ("GET", ["contact", "references", _, _]) => Operation::ListContactReferences,
+        ("GET", ["attached-files", _, _]) => Operation::GetAttachedFile,
         _ => return None,
     };
     Some((op, segments.into_iter().skip(1).collect()))
@@ -406,6 +582,15 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     };
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
+    // A file's download URL is presigned (it carries its own secret), as
+    // S3's are: no SigV4 header.
+    if let Some(secret) = path.strip_prefix("/_files/") {
+        return download_file(&inner, &method, secret);
+    }
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let Some((op, labels)) = route(&method, &path) else {
         return refuse(
             &inner,
@@ -468,6 +653,9 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         Operation::DescribeContactFlow => describe_flow(&inner, &labels),
         Operation::DescribeEmailAddress => describe_email_address(&inner, &labels),
         Operation::SearchEmailAddresses => search_email_addresses(&inner, &body),
+        Operation::GetContactAttributes => contact_attributes(&inner, &labels),
+        Operation::ListContactReferences => contact_references(&inner, &labels, &query),
+        Operation::GetAttachedFile => attached_file(&inner, &labels, &query, addr_of(&parts.headers)),
     };
     match answer {
         Ok(value) => ([("content-type", "application/json")], value.to_string()).into_response(),
@@ -926,6 +1114,191 @@ fn check_email(inner: &Inner, body: &[u8]) -> Result<Start, ApiError> {
         request,
     };
     Ok(start)
+}
+
+/// The host a request reached the fake at (its own URL, for download links).
+fn addr_of(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string()
+}
+
+fn download_file(inner: &Inner, method: &str, secret: &str) -> Response {
+    let store = inner.store();
+    match store.files.values().find(|f| f.download == secret) {
+        Some(f) if method == "GET" => {
+            ([("content-type", "text/html; charset=utf-8")], f.bytes.clone()).into_response()
+        }
+        _ => (
+            axum::http::StatusCode::FORBIDDEN,
+            "<Error><Code>AccessDenied</Code></Error>",
+        )
+            .into_response(),
+    }
+}
+
+/// A contact of the instance: one started through the API, or a reply.
+fn contact_attributes(inner: &Inner, labels: &[String]) -> Result<Value, ApiError> {
+    let (instance_id, contact_id) = (&labels[1], &labels[2]);
+    model::length(
+        "initialContactId",
+        contact_id,
+        1,
+        limits::CONTACT_ID_MAX,
+        ApiError::invalid_request,
+    )?;
+    let store = inner.store();
+    instance(&store, instance_id)?;
+    let started = |id: &str| {
+        store
+            .contacts
+            .iter()
+            .find(|c| c.contact_id == id && c.instance_id == *instance_id)
+    };
+    // A reply's attributes are those of the contact it is related to.
+    let id = match store.replies.get(contact_id.as_str()) {
+        Some((inst, inbound, _)) if inst == instance_id => inbound.clone(),
+        _ => contact_id.clone(),
+    };
+    let Some(c) = started(&id) else {
+        return Err(ApiError::not_found(format!(
+            "Contact {contact_id} not found in instance {instance_id}"
+        )));
+    };
+    Ok(json!({ "Attributes": c.request.get("Attributes").cloned().unwrap_or_else(|| json!({})) }))
+}
+
+/// The reference types `ListContactReferences` takes.
+const REFERENCE_TYPES: [&str; 9] = [
+    "URL",
+    "ATTACHMENT",
+    "CONTACT_ANALYSIS",
+    "NUMBER",
+    "STRING",
+    "DATE",
+    "EMAIL",
+    "EMAIL_MESSAGE",
+    "EMAIL_MESSAGE_PLAIN_TEXT",
+];
+
+fn contact_references(
+    inner: &Inner,
+    labels: &[String],
+    query: &[(String, String)],
+) -> Result<Value, ApiError> {
+    let bad: fn(String) -> ApiError = ApiError::invalid_parameter;
+    let (instance_id, contact_id) = (&labels[1], &labels[2]);
+    let types: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k == "referenceTypes")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if types.is_empty() {
+        return Err(bad("1 validation error detected: Value null at 'referenceTypes' failed to satisfy constraint: Member must not be null".into()));
+    }
+    if types.len() > 6 {
+        return Err(bad("ReferenceTypes holds at most 6 items".into()));
+    }
+    if let Some(t) = types.iter().find(|t| !REFERENCE_TYPES.contains(t)) {
+        return Err(bad(format!("{t} is not a reference type")));
+    }
+    let store = inner.store();
+    let inst = instance(&store, instance_id)?;
+    let mut out = Vec::new();
+    if let Some((inst_id, _, file_id)) = store.replies.get(contact_id.as_str())
+        && inst_id == instance_id
+    {
+        if types.contains(&"EMAIL_MESSAGE") {
+            let f = &store.files[file_id];
+            out.push(
+                json!({"EmailMessage": {"Name": f.name, "Arn": format!("{}/file/{file_id}", inst.arn)}}),
+            );
+        }
+        return Ok(json!({ "ReferenceSummaryList": out }));
+    }
+    let Some(c) = store
+        .contacts
+        .iter()
+        .find(|c| c.contact_id == *contact_id && c.instance_id == *instance_id)
+    else {
+        return Err(ApiError::not_found(format!(
+            "Contact {contact_id} not found in instance {instance_id}"
+        )));
+    };
+    for (name, r) in c.request["References"].as_object().into_iter().flatten() {
+        let (kind, key) = match r["Type"].as_str().unwrap_or_default() {
+            "URL" => ("URL", "Url"),
+            "STRING" => ("STRING", "String"),
+            "NUMBER" => ("NUMBER", "Number"),
+            "DATE" => ("DATE", "Date"),
+            "EMAIL" => ("EMAIL", "Email"),
+            _ => continue,
+        };
+        if types.contains(&kind) {
+            out.push(json!({ key: {"Name": name, "Value": r["Value"]} }));
+        }
+    }
+    Ok(json!({ "ReferenceSummaryList": out }))
+}
+
+fn attached_file(
+    inner: &Inner,
+    labels: &[String],
+    query: &[(String, String)],
+    host: String,
+) -> Result<Value, ApiError> {
+    let bad: fn(String) -> ApiError = ApiError::invalid_request;
+    let (instance_id, file_id) = (&labels[0], &labels[1]);
+    let param = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.clone());
+    let Some(associated) = param("associatedResourceArn") else {
+        return Err(bad("1 validation error detected: Value null at 'associatedResourceArn' failed to satisfy constraint: Member must not be null".into()));
+    };
+    let expiry: i64 = match param("urlExpiryInSeconds") {
+        Some(v) => v
+            .parse()
+            .map_err(|_| bad(format!("urlExpiryInSeconds {v} is not a number")))?,
+        None => 300,
+    };
+    if !(5..=300).contains(&expiry) {
+        return Err(bad(format!("urlExpiryInSeconds must be 5 to 300, not {expiry}")));
+    }
+    let store = inner.store();
+    let inst = instance(&store, instance_id)?;
+    let Some(f) = store
+        .files
+        .get(file_id.as_str())
+        .filter(|f| f.instance_id == *instance_id)
+    else {
+        return Err(ApiError::not_found(format!(
+            "File {file_id} not found in instance {instance_id}"
+        )));
+    };
+    if f.contact_arn != associated {
+        return Err(ApiError::not_found(format!(
+            "File {file_id} is not associated with {associated}"
+        )));
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let iso = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    Ok(json!({
+        "FileArn": format!("{}/file/{file_id}", inst.arn),
+        "FileId": file_id,
+        "CreationTime": iso(now),
+        "FileStatus": "APPROVED",
+        "FileName": f.name,
+        "FileSizeInBytes": f.bytes.len(),
+        "AssociatedResourceArn": f.contact_arn,
+        "FileUseCaseType": "EMAIL_MESSAGE",
+        "DownloadUrlMetadata": {
+            "Url": format!("http://{host}/_files/{}", f.download),
+            "UrlExpiry": iso(now + time::Duration::seconds(expiry)),
+        },
+    }))
 }
 
 fn describe_instance(inner: &Inner, labels: &[String]) -> Result<Value, ApiError> {

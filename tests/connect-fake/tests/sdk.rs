@@ -598,3 +598,176 @@ async fn email_fields_are_held_to_the_reference_s_constraints() {
         .unwrap();
     assert_eq!(fake.contacts().last().unwrap().contact_flow_id, FLOW);
 }
+
+#[tokio::test]
+async fn an_agent_reply_is_sent_in_the_thread_and_read_back_as_connect_documents_it() {
+    let fake = fake().await;
+    let client = client(&fake).await;
+    let inbound = email(&client)
+        .attributes("connection_id", "support")
+        .send()
+        .await
+        .unwrap()
+        .contact_id()
+        .unwrap()
+        .to_string();
+    // Connect sends only from the instance's addresses, and answers only email contacts.
+    let refused = fake
+        .agent_reply(INSTANCE, &inbound, "agent@elsewhere.example", "<p>x</p>")
+        .unwrap_err();
+    assert_eq!(refused.kind, "InvalidRequestException");
+    let task_id = task(&client)
+        .send()
+        .await
+        .unwrap()
+        .contact_id()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        fake.agent_reply(INSTANCE, &task_id, QUEUE_ADDRESS, "<p>x</p>")
+            .unwrap_err()
+            .kind,
+        "InvalidRequestException"
+    );
+    let reply = fake
+        .agent_reply(INSTANCE, &inbound, QUEUE_ADDRESS, "<p>Shipped today.</p>")
+        .unwrap();
+    let out = fake.outbound();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].from, QUEUE_ADDRESS);
+    assert_eq!(out[0].to, "ann@example.com");
+    assert_eq!(out[0].subject, "RE: Order 4411");
+    assert_eq!(out[0].in_reply_to.as_deref(), Some("<m1@example.com>"));
+    assert_eq!(out[0].references.as_deref(), Some("<m1@example.com>"));
+    let detail = &reply.event["detail"];
+    assert_eq!(reply.event["detail-type"], "Amazon Connect Contact Event");
+    assert_eq!(detail["initiationMethod"], "AGENT_REPLY");
+    assert_eq!(detail["relatedContactId"], inbound.as_str());
+
+    // The inbound contact's attributes, also through the reply.
+    for id in [&inbound, &reply.contact_id] {
+        let attrs = client
+            .get_contact_attributes()
+            .instance_id(INSTANCE)
+            .initial_contact_id(id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            attrs
+                .attributes()
+                .unwrap()
+                .get("connection_id")
+                .map(String::as_str),
+            Some("support")
+        );
+    }
+    assert_eq!(
+        code(
+            client
+                .get_contact_attributes()
+                .instance_id(INSTANCE)
+                .initial_contact_id("no-such-contact")
+                .send()
+                .await
+        ),
+        "ResourceNotFoundException"
+    );
+    // The reply's EMAIL_MESSAGE reference, then its file.
+    let refs = client
+        .list_contact_references()
+        .instance_id(INSTANCE)
+        .contact_id(&reply.contact_id)
+        .reference_types(ReferenceType::EmailMessage)
+        .send()
+        .await
+        .unwrap();
+    let arn = refs.reference_summary_list()[0]
+        .as_email_message()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let file_id = arn.rsplit('/').next().unwrap();
+    let contact_arn = format!(
+        "arn:aws:connect:us-east-1:{}:instance/{INSTANCE}/contact/{}",
+        connect_fake::ACCOUNT_ID,
+        reply.contact_id
+    );
+    let file = client
+        .get_attached_file()
+        .instance_id(INSTANCE)
+        .file_id(file_id)
+        .associated_resource_arn(&contact_arn)
+        .send()
+        .await
+        .unwrap();
+    let url = file.download_url_metadata().unwrap().url().unwrap();
+    let body = reqwest::get(url).await.unwrap().text().await.unwrap();
+    assert_eq!(body, "<p>Shipped today.</p>");
+    // What Connect refuses: another contact's file, an expiry out of range,
+    // a reference type that does not exist, an unknown contact.
+    assert_eq!(
+        code(
+            client
+                .get_attached_file()
+                .instance_id(INSTANCE)
+                .file_id(file_id)
+                .associated_resource_arn(format!("{contact_arn}x"))
+                .send()
+                .await
+        ),
+        "ResourceNotFoundException"
+    );
+    assert_eq!(
+        code(
+            client
+                .get_attached_file()
+                .instance_id(INSTANCE)
+                .file_id(file_id)
+                .associated_resource_arn(&contact_arn)
+                .url_expiry_in_seconds(301)
+                .send()
+                .await
+        ),
+        "InvalidRequestException"
+    );
+    assert_eq!(
+        code(
+            client
+                .list_contact_references()
+                .instance_id(INSTANCE)
+                .contact_id(&reply.contact_id)
+                .reference_types(ReferenceType::from("NOT_A_TYPE"))
+                .send()
+                .await
+        ),
+        "InvalidParameterException"
+    );
+    assert_eq!(
+        code(
+            client
+                .list_contact_references()
+                .instance_id(INSTANCE)
+                .contact_id("no-such-contact")
+                .reference_types(ReferenceType::Url)
+                .send()
+                .await
+        ),
+        "ResourceNotFoundException"
+    );
+    // A download URL is the file's own: a wrong one is refused.
+    let wrong = format!("{}x", url);
+    assert_eq!(reqwest::get(wrong).await.unwrap().status(), 403);
+    let refused: Vec<Option<Operation>> = fake.refused().iter().map(|r| r.operation).collect();
+    assert_eq!(
+        refused,
+        vec![
+            Some(Operation::GetContactAttributes),
+            Some(Operation::GetAttachedFile),
+            Some(Operation::GetAttachedFile),
+            Some(Operation::ListContactReferences),
+            Some(Operation::ListContactReferences),
+        ]
+    );
+}

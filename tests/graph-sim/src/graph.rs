@@ -185,9 +185,54 @@ pub(crate) fn message_json(m: &Message, upn: &str, preview: &str) -> Value {
         "hasAttachments": !m.attachments.is_empty(),
         "parentFolderId": m.folder,
         "isRead": false,
-        "isDraft": false,
+        "isDraft": m.is_draft,
+        "internetMessageHeaders": internet_headers(m),
         "webLink": format!("https://outlook.office365.com/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem&mailbox={upn}", m.id),
     })
+}
+
+/// A message's `internetMessageHeaders`: the ones every message has, then
+/// its own (`In-Reply-To`, `References`, …). Graph returns them only when
+/// `$select` names them.
+fn internet_headers(m: &Message) -> Value {
+    let list = |people: &[(String, String)]| {
+        people
+            .iter()
+            .map(|(name, address)| format!("{name} <{address}>"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut headers = vec![
+        ("Message-ID".to_string(), m.internet_message_id.clone()),
+        ("From".to_string(), list(std::slice::from_ref(&m.from))),
+        ("To".to_string(), list(&m.to)),
+        ("Subject".to_string(), m.subject.clone()),
+        ("Date".to_string(), m.received.clone()),
+    ];
+    if !m.cc.is_empty() {
+        headers.push(("Cc".to_string(), list(&m.cc)));
+    }
+    headers.extend(m.headers.iter().cloned());
+    Value::Array(
+        headers
+            .into_iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect(),
+    )
+}
+
+/// The bytes of a message's `index`-th attachment: those it was given, else
+/// its size in bytes made from its name.
+fn attachment_bytes(m: &Message, index: usize) -> Vec<u8> {
+    if let Some(b) = m.attachment_bytes.get(index) {
+        return b.clone();
+    }
+    let (name, _, size) = &m.attachments[index];
+    name.bytes()
+        .chain(std::iter::once(b'\n'))
+        .cycle()
+        .take(*size as usize)
+        .collect()
 }
 
 pub(crate) fn event_json(e: &Event) -> Value {
@@ -208,6 +253,11 @@ pub(crate) fn event_json(e: &Event) -> Value {
 
 pub(crate) fn select(v: Value, query: &[(String, String)]) -> Value {
     let Some((_, sel)) = query.iter().find(|(k, _)| k == "$select") else {
+        // Returned only on applying $select (Graph's message resource).
+        let mut v = v;
+        if let Value::Object(map) = &mut v {
+            map.remove("internetMessageHeaders");
+        }
         return v;
     };
     let wanted: Vec<&str> = sel.split(',').map(str::trim).collect();
@@ -338,6 +388,9 @@ async fn mailbox_route(
         }
         ("DELETE", ["messages", id]) => return crate::mail::delete_message(state, &upn, id),
         ("POST", ["messages"]) => return crate::mail::create_draft(state, &upn, body),
+        ("POST", ["mailFolders", folder, "messages"]) => {
+            return crate::mail::create_in_folder(state, &upn, &folder.to_ascii_lowercase(), body);
+        }
         ("PATCH", ["messages", id]) => return crate::mail::update_draft(state, &upn, id, body),
         ("POST", ["messages", id, "attachments"]) => {
             return crate::mail::add_attachment(state, &upn, id, body);
@@ -417,6 +470,26 @@ async fn mailbox_route(
                     StatusCode::OK,
                     json!({"value": m.attachments.iter().enumerate().map(|(i, a)| json!({"@odata.type": "#microsoft.graph.fileAttachment", "id": format!("att{i}"), "name": a.0, "contentType": a.1, "size": a.2, "isInline": false})).collect::<Vec<_>>()}),
                 ),
+                None => graph_error(
+                    StatusCode::NOT_FOUND,
+                    "ErrorItemNotFound",
+                    "The specified object was not found in the store.",
+                ),
+            }
+        }
+        ("GET", ["messages", id, "attachments", aid, "$value"]) => {
+            let found = mbox
+                .and_then(|m| m.messages.iter().find(|x| x.id == *id))
+                .and_then(|m| {
+                    let at: usize = aid.strip_prefix("att")?.parse().ok()?;
+                    (at < m.attachments.len()).then(|| (m.attachments[at].1.clone(), attachment_bytes(m, at)))
+                });
+            match found {
+                Some((content_type, bytes)) => axum::response::IntoResponse::into_response((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, content_type)],
+                    bytes,
+                )),
                 None => graph_error(
                     StatusCode::NOT_FOUND,
                     "ErrorItemNotFound",

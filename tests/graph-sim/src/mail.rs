@@ -252,6 +252,83 @@ pub(crate) fn create_draft(state: &Shared, mailbox: &str, body: &Bytes) -> Respo
     ok(StatusCode::CREATED, json!({"id": id, "isDraft": true}))
 }
 
+/// `PidTagMessageFlags` (`Integer 0x0E07`), and its `MSGFLAG_UNSENT` bit:
+/// a message created in a folder with the property and without that bit is
+/// an ordinary (sent or received) item, not a draft.
+const MESSAGE_FLAGS: &str = "integer 0x0e07";
+const MSGFLAG_UNSENT: i64 = 0x8;
+
+/// `POST …/mailFolders/{folder}/messages` with a JSON message: the message is
+/// created in the folder (`201` with it). As Graph documents, it is a draft
+/// unless it is given `PidTagMessageFlags` (`singleValueExtendedProperties`
+/// `Integer 0x0E07`) without the unsent bit at creation; such a message
+/// keeps the properties given, is read when `isRead` says so, and raises no
+/// notification (only new mail arriving does, and Sent Items is not watched).
+pub(crate) fn create_in_folder(state: &Shared, mailbox: &str, folder: &str, body: &Bytes) -> Response {
+    let message = match json_body(body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let mut st = lock(state);
+    let sent = match to_sent(&st, mailbox, &message, Vec::new(), false) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Some(v) = message.get("isRead")
+        && !v.is_boolean()
+    {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "RequestBodyRead",
+            "isRead must be a boolean.",
+        );
+    }
+    let mut is_draft = true;
+    for (id, value) in &sent.extended_properties {
+        if id.to_ascii_lowercase() == MESSAGE_FLAGS {
+            let Ok(flags) = value.parse::<i64>() else {
+                return graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "ErrorInvalidExtendedPropertyValue",
+                    &format!("The value '{value}' of an Integer extended property is not an integer."),
+                );
+            };
+            is_draft = flags & MSGFLAG_UNSENT != 0;
+        }
+    }
+    let html = if sent.content_type == "html" {
+        sent.body.clone()
+    } else {
+        format!("<pre>{}</pre>", sent.body)
+    };
+    st.seq += 1;
+    let seq = st.seq;
+    let id = format!("AAMkItem{}", uuid::Uuid::new_v4().simple());
+    let mailbox_address = mailbox.to_string();
+    let kept = Message {
+        id: id.clone(),
+        internet_message_id: format!("<{}@sim.example>", uuid::Uuid::new_v4().simple()),
+        conversation_id: format!("AAQkAD{}", uuid::Uuid::new_v4().simple()),
+        subject: sent.subject.clone(),
+        from: (mailbox_address.clone(), mailbox_address),
+        to: sent.to.iter().map(|a| (a.clone(), a.clone())).collect(),
+        cc: sent.cc.iter().map(|a| (a.clone(), a.clone())).collect(),
+        body_html: html,
+        received: crate::graph::now_rfc3339(),
+        folder: folder.to_string(),
+        seq,
+        changed_seq: seq,
+        extended_properties: sent.extended_properties.clone(),
+        is_draft,
+        ..Default::default()
+    };
+    let mbox = st.mailboxes.entry(mailbox.to_ascii_lowercase()).or_default();
+    crate::body::keep(mbox, &kept.id, &kept.body_html);
+    let answer = crate::graph::message_json(&kept, mailbox, "");
+    mbox.messages.push(kept);
+    ok(StatusCode::CREATED, answer)
+}
+
 pub(crate) fn create_reply(state: &Shared, mailbox: &str, original: &str, body: &Bytes) -> Response {
     // An optional body: {"comment"?, "message"?: writable properties}.
     let given = if body.is_empty() {
@@ -809,6 +886,7 @@ fn accept(st: &mut State, sent: SentMail, id: Option<String>) -> Vec<(String, Me
         seq: 0,
         changed_seq: 0,
         extended_properties: Vec::new(),
+        ..Default::default()
     };
     if sent.save_to_sent_items {
         st.seq += 1;

@@ -75,6 +75,16 @@ pub struct Message {
     pub body_html: String,
     /// Attachments (name, content type, size).
     pub attachments: Vec<(String, String, u64)>,
+    /// The bytes of the attachments, by position; an attachment without
+    /// them is served as `size` bytes made from its name.
+    pub attachment_bytes: Vec<Vec<u8>>,
+    /// Internet headers besides those the simulator writes itself
+    /// (`Message-ID`, `From`, `To`, `Subject`, `Date`), e.g. `In-Reply-To`
+    /// and `References` of a reply: (name, value).
+    pub headers: Vec<(String, String)>,
+    /// A draft (`isDraft`): a message created in a folder without
+    /// `PidTagMessageFlags` stays one, as Graph creates it.
+    pub is_draft: bool,
     /// Received time (RFC 3339; set by the simulator when empty).
     pub received: String,
     /// Folder (`inbox` by default).

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{UPN, app_token, graph, sim, webhook};
+use common::{UPN, app_token, client, graph, sim, webhook};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -598,4 +598,115 @@ async fn a_body_of_tens_of_megabytes_is_served_whole_with_or_without_other_prope
     .await;
     assert_eq!(status, 200);
     check_body(&list["value"][0]);
+}
+
+#[tokio::test]
+async fn a_message_created_in_a_folder_is_a_draft_unless_its_message_flags_say_otherwise() {
+    let sim = sim().await;
+    let token = app_token(&sim).await;
+    let path = "/users/ann@contoso.com/mailFolders/sentitems/messages";
+    let message = |flags: Option<&str>| {
+        let mut m = json!({
+            "subject": "RE: Order 4411",
+            "body": {"contentType": "HTML", "content": "<p>Shipped</p>"},
+            "toRecipients": [{"emailAddress": {"address": "bo@example.com"}}],
+            "isRead": true,
+        });
+        if let Some(f) = flags {
+            m["singleValueExtendedProperties"] = json!([{"id": "Integer 0x0E07", "value": f}]);
+        }
+        m
+    };
+    // As Graph documents it: created in a folder, a message is a draft.
+    let (status, draft) = graph(&sim, &token, Method::POST, path, &[], Some(message(None))).await;
+    assert_eq!(status, 201, "{draft}");
+    assert_eq!(draft["isDraft"], true);
+    // PidTagMessageFlags without MSGFLAG_UNSENT (0x8) at creation: an ordinary item.
+    let (status, sent) = graph(&sim, &token, Method::POST, path, &[], Some(message(Some("1")))).await;
+    assert_eq!(status, 201, "{sent}");
+    assert_eq!(sent["isDraft"], false);
+    assert_eq!(sent["parentFolderId"], "sentitems");
+    let (status, unsent) = graph(&sim, &token, Method::POST, path, &[], Some(message(Some("9")))).await;
+    assert_eq!(status, 201);
+    assert_eq!(unsent["isDraft"], true);
+    let (status, err) = graph(&sim, &token, Method::POST, path, &[], Some(message(Some("one")))).await;
+    assert_eq!(status, 400, "{err}");
+    let folder = sim.folder_messages(UPN, "sentitems");
+    assert_eq!(folder.len(), 3);
+    assert_eq!(
+        folder.iter().map(|m| m.is_draft).collect::<Vec<_>>(),
+        vec![true, false, true]
+    );
+    // Nothing was sent: creating a message in a folder mails no one.
+    assert!(sim.sent().is_empty());
+}
+
+#[tokio::test]
+async fn internet_headers_come_only_with_select_and_attachments_with_their_bytes() {
+    let sim = sim().await;
+    let token = app_token(&sim).await;
+    let id = sim.deliver_message(
+        UPN,
+        graph_sim::Message {
+            subject: "Invoice".into(),
+            internet_message_id: "<m2@example.com>".into(),
+            from: ("Bo".into(), "bo@example.com".into()),
+            to: vec![("Ann".into(), UPN.into())],
+            headers: vec![("In-Reply-To".into(), "<m1@example.com>".into())],
+            attachments: vec![
+                ("a.pdf".into(), "application/pdf".into(), 4),
+                ("b.txt".into(), "text/plain".into(), 5),
+            ],
+            attachment_bytes: vec![b"%PDF".to_vec()],
+            ..Default::default()
+        },
+    );
+    let message = format!("/users/{UPN}/messages/{id}");
+    let (_, plain) = graph(&sim, &token, Method::GET, &message, &[], None).await;
+    assert!(plain.get("internetMessageHeaders").is_none(), "{plain}");
+    let (_, selected) = graph(
+        &sim,
+        &token,
+        Method::GET,
+        &format!("{message}?$select=internetMessageHeaders"),
+        &[],
+        None,
+    )
+    .await;
+    let headers = selected["internetMessageHeaders"].as_array().unwrap();
+    let value = |n: &str| {
+        headers
+            .iter()
+            .find(|h| h["name"] == n)
+            .map(|h| h["value"].as_str().unwrap().to_string())
+    };
+    assert_eq!(value("Message-ID").as_deref(), Some("<m2@example.com>"));
+    assert_eq!(value("In-Reply-To").as_deref(), Some("<m1@example.com>"));
+    let (_, list) = graph(
+        &sim,
+        &token,
+        Method::GET,
+        &format!("{message}/attachments"),
+        &[],
+        None,
+    )
+    .await;
+    let ids: Vec<String> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    let raw = |aid: String| {
+        let url = format!("{}/v1.0{message}/attachments/{aid}/$value", sim.url());
+        let token = token.clone();
+        async move {
+            let r = client().get(url).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        }
+    };
+    assert_eq!(raw(ids[0].clone()).await, (200, b"%PDF".to_vec()));
+    let (status, bytes) = raw(ids[1].clone()).await;
+    assert_eq!((status, bytes.len()), (200, 5), "size bytes made from the name");
+    assert_eq!(raw("att9".into()).await.0, 404);
 }
