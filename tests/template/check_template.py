@@ -246,7 +246,15 @@ def main():
     event_readers = sorted(name for name, (_, fn) in functions.items() for st in statements(fn) for r in as_list(st["Resource"]) if ref_name(r) == "EventSigningSecret")
     check("only mail-dispatch reads the event signing secret", event_readers == ["mail-dispatch"], str(event_readers))
     s3_users = sorted(name for name, (_, fn) in functions.items() for st in statements(fn) if any(a.startswith("s3:") for a in as_list(st["Action"])))
-    check("only send-mail reads the attachments bucket", s3_users == ["send-mail"], str(s3_users))
+    check("only send-mail and mail-dispatch use the attachments bucket", s3_users == ["mail-dispatch", "send-mail"], str(s3_users))
+    staging = [st for st in statements(functions["mail-dispatch"][1]) if any(a.startswith("s3:") for a in as_list(st["Action"]))]
+    check("mail-dispatch only stages Connect attachments under connect/",
+          len(staging) == 1 and sorted(as_list(staging[0]["Action"])) == ["s3:GetObject", "s3:PutObject"]
+          and as_list(staging[0]["Resource"]) == [{"Fn::Sub": "${AttachmentsBucket.Arn}/connect/*"}], str(staging))
+    staging_policy = [p for p in functions["mail-dispatch"][1]["Properties"].get("Policies", []) if isinstance(p, dict) and "Fn::If" in p and "s3:" in str(p)]
+    check("the staging grant only with connect-email targets and the bucket",
+          len(staging_policy) == 1 and staging_policy[0]["Fn::If"][0] == "WithConnectEmailBucket"
+          and t["Conditions"].get("WithConnectEmailBucket") == {"Fn::And": [{"Condition": "WithConnectEmail"}, {"Condition": "WithBucket"}]}, str(staging_policy))
     # Amazon Connect: only mail-dispatch starts contacts (tasks, and email
     # contacts), only on the instance the deployment names, and only when it
     # names one (email contacts only when it names an email address too).
@@ -254,10 +262,12 @@ def main():
                       if any(a.startswith("connect:") for a in as_list(st["Action"]))]
     check("only mail-dispatch may call Amazon Connect", sorted({n for n, _ in connect_grants}) == ["mail-dispatch"], str([n for n, _ in connect_grants]))
     by_sid = {st.get("Sid"): st for _, st in connect_grants}
-    check("mail-dispatch may only start tasks and email contacts, one action per statement",
-          sorted(by_sid) == ["StartConnectEmailContacts", "StartConnectTasks"]
+    check("mail-dispatch may only start tasks and email contacts and read an agent's reply back",
+          sorted(by_sid) == ["ReadAgentReplies", "ReadAgentReplyFiles", "StartConnectEmailContacts", "StartConnectTasks"]
           and as_list(by_sid["StartConnectTasks"]["Action"]) == ["connect:StartTaskContact"]
-          and as_list(by_sid["StartConnectEmailContacts"]["Action"]) == ["connect:StartEmailContact"],
+          and as_list(by_sid["StartConnectEmailContacts"]["Action"]) == ["connect:StartEmailContact"]
+          and sorted(as_list(by_sid["ReadAgentReplies"]["Action"])) == ["connect:GetContactAttributes", "connect:ListContactReferences"]
+          and as_list(by_sid["ReadAgentReplyFiles"]["Action"]) == ["connect:GetAttachedFile"],
           str({sid: st["Action"] for sid, st in by_sid.items()}))
     check("no Connect grant has a condition to widen or a Deny to rely on",
           all(st.get("Effect") == "Allow" and "Condition" not in st and "NotResource" not in st and "NotAction" not in st for _, st in connect_grants))
@@ -268,12 +278,18 @@ def main():
         return [res["Fn::Sub"] if isinstance(res, dict) and "Fn::Sub" in res else str(res)]
     def kinds(st):
         return sorted({a.split("/")[-2] for r in as_list(st["Resource"]) for a in connect_arns(r)})
-    arns = [a for _, st in connect_grants for r in as_list(st["Resource"]) for a in connect_arns(r)]
+    starts = {sid: st for sid, st in by_sid.items() if sid.startswith("Start")}
+    arns = [a for st in starts.values() for r in as_list(st["Resource"]) for a in connect_arns(r)]
+    every_arn = [a for _, st in connect_grants for r in as_list(st["Resource"]) for a in connect_arns(r)]
+    check("every Connect grant is on the deployment's instance only", bool(every_arn) and all(a.startswith(instance) and a.count("${ConnectInstanceId}") == 1 for a in every_arn), str(every_arn))
+    check("replies are read on the instance's contacts (and its files) only",
+          [connect_arns(r) for r in as_list(by_sid.get("ReadAgentReplies", {"Resource": []})["Resource"])] == [[instance + "contact/*"]]
+          and [connect_arns(r) for r in as_list(by_sid.get("ReadAgentReplyFiles", {"Resource": []})["Resource"])] == [[instance + "*"]])
     check("contacts are started on the deployment's instance only", bool(arns) and all(a.startswith(instance) and a.count("${ConnectInstanceId}") == 1 and a.count("*") <= 1 and a.split("/")[-2] in ("contact-flow", "contact", "email-address") for a in arns), str(arns))
     check("tasks: the flow and the related contact, nothing else", kinds(by_sid.get("StartConnectTasks", {"Resource": []})) == ["contact", "contact-flow"], str(kinds(by_sid.get("StartConnectTasks", {"Resource": []}))))
     check("email contacts: the flow, the instance's address and the related contact, nothing else",
           kinds(by_sid.get("StartConnectEmailContacts", {"Resource": []})) == ["contact", "contact-flow", "email-address"], str(kinds(by_sid.get("StartConnectEmailContacts", {"Resource": []}))))
-    for sid, st in by_sid.items():
+    for sid, st in starts.items():
         flows = [r for r in as_list(st["Resource"]) if "contact-flow" in str(r)]
         check(f"{sid}: the one flow when ConnectContactFlowId is set, else the instance's flows",
               len(flows) == 1 and isinstance(flows[0], dict) and "Fn::If" in flows[0] and flows[0]["Fn::If"][0] == "WithConnectFlow"
@@ -290,13 +306,34 @@ def main():
           and t["Conditions"].get("WithConnect") == not_empty("ConnectInstanceId")
           and t["Parameters"].get("ConnectInstanceId", {}).get("Default") == "", str(conditional.get("WithConnect")))
     check("email-contact permissions only when ConnectInstanceId and ConnectEmailAddress are set",
-          "WithConnectEmail" in conditional and statement_of(conditional["WithConnectEmail"]) == ["StartConnectEmailContacts"]
+          "WithConnectEmail" in conditional and statement_of(conditional["WithConnectEmail"]) == ["StartConnectEmailContacts", "ReadAgentReplies", "ReadAgentReplyFiles"]
           and conditional["WithConnectEmail"]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
           and t["Conditions"].get("WithConnectEmail") == {"Fn::And": [{"Condition": "WithConnect"}, not_empty("ConnectEmailAddress")]}
           and t["Parameters"].get("ConnectEmailAddress", {}).get("Default") == "", str(conditional.get("WithConnectEmail")))
     check("no Connect permission outside those two conditions",
           sorted(conditional) == ["WithConnect", "WithConnectEmail"]
           and all("connect:" not in str(p) for p in dispatch_policies if p not in conditional.values()), str(sorted(conditional)))
+    # The agent-reply path: a rule on the instance's email replies, only with
+    # connect-email targets, invoking mail-dispatch, failures kept and alarmed.
+    res = t["Resources"]
+    rule = res.get("ConnectReplyRule", {})
+    pattern = rule.get("Properties", {}).get("EventPattern", {})
+    target = (rule.get("Properties", {}).get("Targets") or [{}])[0]
+    check("the agent-reply rule: only with connect-email targets, the instance's email replies, to mail-dispatch",
+          rule.get("Condition") == "WithConnectEmail"
+          and pattern.get("source") == ["aws.connect"]
+          and pattern.get("detail", {}).get("channel") == ["EMAIL"]
+          and pattern.get("detail", {}).get("initiationMethod") == ["AGENT_REPLY"]
+          and connect_arns(pattern.get("detail", {}).get("instanceArn", [""])[0]) == [instance.rstrip("/")]
+          and target.get("Arn") == {"Fn::GetAtt": ["MailDispatchFunction", "Arn"]}, str(rule))
+    check("a reply that cannot be filed ends in a dead-letter queue with an alarm",
+          target.get("DeadLetterConfig", {}).get("Arn") == {"Fn::GetAtt": ["ConnectReplyDeadLetterQueue", "Arn"]}
+          and res.get("ConnectReplyDeadLetterQueue", {}).get("Condition") == "WithConnectEmail"
+          and any((r.get("Type") == "AWS::CloudWatch::Alarm" and "ConnectReplyDeadLetterQueue" in str(r.get("Properties", {}).get("Dimensions"))) for r in res.values()),
+          str(target))
+    permission = res.get("ConnectReplyPermission", {}).get("Properties", {})
+    check("only the reply rule may invoke mail-dispatch through EventBridge",
+          permission.get("Principal") == "events.amazonaws.com" and permission.get("SourceArn") == {"Fn::GetAtt": ["ConnectReplyRule", "Arn"]}, str(permission))
     dispatch_events = functions["mail-dispatch"][1]["Properties"]["Events"]
     check("dispatch reports partial batch failures", any(e["Properties"].get("FunctionResponseTypes") == ["ReportBatchItemFailures"] for e in dispatch_events.values()))
     dispatch_fn = functions["mail-dispatch"][1]["Properties"]
