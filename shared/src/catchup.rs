@@ -38,7 +38,7 @@ use crate::model::connection::{Connection, Subscription};
 use crate::model::scopes::Resource;
 use crate::model::sensitive::Sensitive;
 use crate::services::Services;
-use crate::subscriptions;
+use crate::{delta, subscriptions};
 
 /// A flow swept more recently than this is left for a later scheduled run
 /// (unless the run sweeps all).
@@ -129,11 +129,11 @@ pub fn baseline_since(sub: &Subscription, now: OffsetDateTime) -> OffsetDateTime
 pub fn baseline(conn: &Connection, sub: &Subscription) -> String {
     let now = OffsetDateTime::now_utc();
     match sub.resource {
-        Resource::Mail if subscriptions::lists_instead_of_delta(conn, sub) => {
-            subscriptions::list_start(conn, sub, baseline_since(sub, now))
+        Resource::Mail if delta::lists_instead_of_delta(conn, sub) => {
+            delta::list_start(conn, sub, baseline_since(sub, now))
         }
-        Resource::Mail => subscriptions::delta_start(conn, sub, baseline_since(sub, now)),
-        Resource::Calendar => subscriptions::calendar_delta_start(conn, now - time::Duration::days(1)),
+        Resource::Mail => delta::delta_start(conn, sub, baseline_since(sub, now)),
+        Resource::Calendar => delta::calendar_delta_start(conn, now - time::Duration::days(1)),
     }
 }
 
@@ -173,7 +173,7 @@ fn found_on_page(resource: Resource, items: Vec<serde_json::Value>) -> Vec<Found
                     version: None,
                 }),
                 Resource::Calendar => {
-                    let change = subscriptions::CalendarChange {
+                    let change = delta::CalendarChange {
                         change_key: v.get("changeKey").and_then(|c| c.as_str()).map(str::to_string),
                         removed,
                         id,
@@ -262,13 +262,13 @@ pub async fn step(
         }
     };
     let prefer = [("Prefer", format!("odata.maxpagesize={PAGE_SIZE}"))];
-    let listing = subscriptions::lists_instead_of_delta(conn, sub);
+    let listing = delta::lists_instead_of_delta(conn, sub);
     let mut newest: Option<OffsetDateTime> = None;
     let mut found = Vec::new();
     let mut end = None;
     let mut pages = 0;
     while pages < PAGES_PER_STEP && (pages == 0 || Instant::now() + PAGE_WORST < until) {
-        let page: subscriptions::DeltaPage = match s
+        let page: delta::DeltaPage = match s
             .graph
             .send(reqwest::Method::GET, &link, token, None, &prefer)
             .await
@@ -302,7 +302,7 @@ pub async fn step(
             // delta link: the next round lists from the newest mail seen.
             (None, None) if listing => {
                 let since = newest.unwrap_or_else(|| baseline_since(sub, OffsetDateTime::now_utc()));
-                end = Some(subscriptions::list_start(conn, sub, since));
+                end = Some(delta::list_start(conn, sub, since));
                 break;
             }
             (None, None) => {

@@ -21,15 +21,20 @@
 //!   responses the functions answer with.
 //! - [`microsoft`]: tokens (with their cache), certificate assertions, AADSTS
 //!   explanations, the Graph client and Graph paths.
+//! - [`lambda`]: the invocation's deadline as the runtime passes it.
 //! - [`services`]: what a function builds once per container from all of the
-//!   above; [`subscriptions`]: creating, renewing and recreating Graph
-//!   subscriptions on top of it; [`catchup`]: the one bounded walk of a
+//!   above; [`delta`]: where a flow's delta query starts and walking one to
+//!   its end; [`subscriptions`]: creating, renewing and recreating Graph
+//!   subscriptions on top of them; [`catchup`]: the one bounded walk of a
 //!   flow's delta query that queues what it was never sent; [`sweep`]: the
-//!   reconciliation sweep that runs it for every flow that is due.
+//!   reconciliation sweep that runs it for a flow; [`schedule`]: the
+//!   scheduled run that finds the flows that are due and does their work
+//!   within the invocation's time and Graph's write limits.
 
 pub mod aws;
 pub mod catchup;
 pub mod config;
+pub mod delta;
 pub mod digest;
 pub mod https;
 pub mod lambda;
