@@ -49,6 +49,10 @@ pub struct Config {
     pub public_url: Option<Url>,
     /// `RELAY365_QUEUE_URL`.
     pub queue_url: Option<String>,
+    /// `RELAY365_SEND_QUEUE_URL`: send-mail's deferred-send queue, for sends
+    /// too large to finish within API Gateway's time limit. Unset: every
+    /// send is made in the request.
+    pub send_queue_url: Option<String>,
     /// `RELAY365_DEFAULT_TARGET`.
     pub default_target: Option<Target>,
     /// `RELAY365_LOGIN_URL`: the identity host override (scheme, host, port).
@@ -249,6 +253,7 @@ impl Config {
             token_key_id,
             public_url,
             queue_url: get("RELAY365_QUEUE_URL"),
+            send_queue_url: get("RELAY365_SEND_QUEUE_URL"),
             default_target,
             login_url: get("RELAY365_LOGIN_URL")
                 .map(|v| host_override("RELAY365_LOGIN_URL", &v))
@@ -303,17 +308,6 @@ impl Config {
                     }
                 },
             },
-        })
-    }
-
-    /// The public base URL, for functions that build redirect and notification URLs.
-    ///
-    /// # Errors
-    /// When `RELAY365_PUBLIC_URL` is not set.
-    pub fn require_public_url(&self) -> Result<&Url, ConfigError> {
-        self.public_url.as_ref().ok_or(ConfigError {
-            name: "RELAY365_PUBLIC_URL",
-            message: "is required by this function: the HTTP API's base URL".into(),
         })
     }
 
