@@ -3,7 +3,9 @@
 //!
 //! A person meets these pages, so every failure is a page that says what
 //! happened and what to change, keyed on Microsoft's AADSTS code where there
-//! is one, with every value from the request escaped.
+//! is one, with every value from the request escaped. Each step of a flow
+//! returns a `pages::PageError` naming what the person can do, and the one
+//! conversion in `pages` makes its page.
 //!
 //! Security: the connect link is signed and expires; `/oauth/start` creates a
 //! nonce, stores it in the connection record, and sends it both in the signed
