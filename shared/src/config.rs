@@ -360,6 +360,16 @@ mod tests {
     }
 
     #[test]
+    fn the_deferred_send_queue_is_optional() {
+        assert_eq!(Config::from_map(&env(&[])).unwrap().send_queue_url, None);
+        let empty = env(&[("RELAY365_SEND_QUEUE_URL", "")]);
+        assert_eq!(Config::from_map(&empty).unwrap().send_queue_url, None);
+        let url = "https://sqs.us-east-1.amazonaws.com/1/deferred";
+        let c = Config::from_map(&env(&[("RELAY365_SEND_QUEUE_URL", url)])).unwrap();
+        assert_eq!(c.send_queue_url.as_deref(), Some(url));
+    }
+
+    #[test]
     fn overrides_replace_hosts_but_not_scopes() {
         let c = Config::from_map(&env(&[
             ("RELAY365_CLOUD", "usgov-l4"),
