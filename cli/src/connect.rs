@@ -6,33 +6,14 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde_json::{Value, json};
 
 use crate::api::Api;
 use crate::error::CliError;
-use crate::manage::subscription_health;
 use crate::stack::Stack;
+use crate::subscriptions::{Resource, resource_arg, subscription_health};
 use crate::ui::{self, Mode, s};
-
-/// What a subscription watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Resource {
-    /// New mail in the inbox.
-    Mail,
-    /// Calendar events created, updated, deleted.
-    Calendar,
-}
-
-impl Resource {
-    /// The API's name for it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Resource::Mail => "mail",
-            Resource::Calendar => "calendar",
-        }
-    }
-}
 
 /// `relay365 connect`.
 #[derive(Debug, Args)]
@@ -59,6 +40,7 @@ pub struct ConnectArgs {
         long,
         value_delimiter = ',',
         value_name = "mail,calendar",
+        value_parser = resource_arg(),
         hide_possible_values = true
     )]
     pub subscribe: Vec<Resource>,

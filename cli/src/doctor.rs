@@ -28,8 +28,8 @@ use crate::amazon_connect;
 use crate::api::Api;
 use crate::dlq;
 use crate::error::{CliError, chain};
-use crate::manage::subscription_health;
 use crate::stack::Stack;
+use crate::subscriptions::subscription_health;
 use crate::ui::{self, Mode, s};
 
 /// One check's outcome.

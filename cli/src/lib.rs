@@ -18,6 +18,7 @@ pub mod send;
 pub mod sigv4;
 pub mod stack;
 pub mod status;
+pub mod subscriptions;
 pub mod ui;
 
 use std::process::ExitCode;

@@ -359,7 +359,7 @@ pub fn render(stack_name: &str, conns: &Value, f: &Figures) -> String {
             let flows = subs
                 .iter()
                 .map(|x| {
-                    let mut words = match crate::manage::subscription_health(x) {
+                    let mut words = match crate::subscriptions::subscription_health(x) {
                         Ok(_) => format!("{} ✔", s(x, "resource")),
                         Err(e) => format!("{} ✘ {e}", s(x, "resource")),
                     };

@@ -49,6 +49,10 @@ pub struct Config {
     pub public_url: Option<Url>,
     /// `RELAY365_QUEUE_URL`.
     pub queue_url: Option<String>,
+    /// `RELAY365_SEND_QUEUE_URL`: send-mail's deferred-send queue, for sends
+    /// too large to finish within API Gateway's time limit. Unset: every
+    /// send is made in the request.
+    pub send_queue_url: Option<String>,
     /// `RELAY365_DEFAULT_TARGET`.
     pub default_target: Option<Target>,
     /// `RELAY365_LOGIN_URL`: the identity host override (scheme, host, port).
@@ -249,6 +253,7 @@ impl Config {
             token_key_id,
             public_url,
             queue_url: get("RELAY365_QUEUE_URL"),
+            send_queue_url: get("RELAY365_SEND_QUEUE_URL"),
             default_target,
             login_url: get("RELAY365_LOGIN_URL")
                 .map(|v| host_override("RELAY365_LOGIN_URL", &v))
@@ -306,17 +311,6 @@ impl Config {
         })
     }
 
-    /// The public base URL, for functions that build redirect and notification URLs.
-    ///
-    /// # Errors
-    /// When `RELAY365_PUBLIC_URL` is not set.
-    pub fn require_public_url(&self) -> Result<&Url, ConfigError> {
-        self.public_url.as_ref().ok_or(ConfigError {
-            name: "RELAY365_PUBLIC_URL",
-            message: "is required by this function: the HTTP API's base URL".into(),
-        })
-    }
-
     /// The identity platform base for a cloud: the override, or the cloud's login host.
     pub fn login_base(&self, cloud: Cloud) -> String {
         match &self.login_url {
@@ -363,6 +357,16 @@ mod tests {
             c.graph_base(Cloud::China),
             "https://microsoftgraph.chinacloudapi.cn"
         );
+    }
+
+    #[test]
+    fn the_deferred_send_queue_is_optional() {
+        assert_eq!(Config::from_map(&env(&[])).unwrap().send_queue_url, None);
+        let empty = env(&[("RELAY365_SEND_QUEUE_URL", "")]);
+        assert_eq!(Config::from_map(&empty).unwrap().send_queue_url, None);
+        let url = "https://sqs.us-east-1.amazonaws.com/1/deferred";
+        let c = Config::from_map(&env(&[("RELAY365_SEND_QUEUE_URL", url)])).unwrap();
+        assert_eq!(c.send_queue_url.as_deref(), Some(url));
     }
 
     #[test]

@@ -19,10 +19,7 @@
 use relay365::microsoft::claims::{self, ClaimsError, IdClaims};
 use relay365::model::connection::Connection;
 use relay365::services::Services;
-use relay365::web::response::HttpResponse;
 use serde::Deserialize;
-
-use crate::pages::page;
 
 /// The signed-in user's profile, as Graph's `/me` answers it.
 #[derive(Debug, Deserialize)]
@@ -48,7 +45,8 @@ pub(crate) struct Accepted {
 }
 
 /// Why a sign-in is not accepted. Each names who was expected and who
-/// signed in (addresses and tenant ids, never a token).
+/// signed in (addresses and tenant ids, never a token); the page each makes
+/// is in `pages`.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Refusal {
     /// The token answer had no ID token, or one that cannot be read.
@@ -81,72 +79,6 @@ pub(crate) enum Refusal {
         signed_in: String,
         tid: String,
     },
-}
-
-impl Refusal {
-    /// The page a person sees.
-    pub(crate) fn page(&self) -> HttpResponse {
-        let nothing = "Nothing was stored. The link can be used again for the right account.".to_string();
-        match self {
-            Refusal::NoIdentity(_) => page(
-                502,
-                "Please try again",
-                vec![
-                    "Microsoft signed you in but did not say who you are and in which organisation, so the mailbox was not connected.".into(),
-                    "Start again from the connect link.".into(),
-                ],
-            ),
-            Refusal::Audience => page(
-                400,
-                "Sign-in not valid",
-                vec![
-                    "Microsoft's answer was made for another app than this deployment's.".into(),
-                    "Start again from the connect link; if this happens again, check the client_id in the app secret.".into(),
-                ],
-            ),
-            Refusal::UnknownDomain { domain } => page(
-                400,
-                "Organisation not found",
-                vec![
-                    format!("Microsoft knows no organisation that owns the domain {domain}, so relay365 cannot tell which organisation may connect this mailbox."),
-                    "Check the mailbox address of the connection, or create it again with the organisation's tenant id (tenant_id).".into(),
-                    nothing,
-                ],
-            ),
-            Refusal::Discovery(_) => page(
-                503,
-                "Please try again",
-                vec!["Microsoft did not say which organisation owns the mailbox's domain just now. Start again from the connect link in a moment.".into()],
-            ),
-            Refusal::OtherOrganisation { mailbox, expected_tid, signed_in, tid } => page(
-                403,
-                "Signed in from another organisation",
-                vec![
-                    format!("This link connects {mailbox}, a mailbox of organisation {expected_tid}, but you signed in as {signed_in} of organisation {tid}."),
-                    format!("Only the mailbox's own account, in its own organisation, can connect it: sign out of Microsoft (or use a private window) and sign in as {mailbox}."),
-                    nothing,
-                ],
-            ),
-            Refusal::NotTheMailbox { mailbox, signed_in } => page(
-                403,
-                "Signed in as someone else",
-                vec![
-                    format!("This link connects {mailbox}, but you signed in as {signed_in}."),
-                    format!("Sign out of Microsoft (or use a private window) and sign in as {mailbox}; or, to connect {signed_in}, ask for a connection of its own."),
-                    nothing,
-                ],
-            ),
-            Refusal::OtherUser { mailbox, signed_in, tid } => page(
-                403,
-                "Signed in as another user",
-                vec![
-                    format!("{mailbox} was connected by another account of organisation {tid}; you signed in as {signed_in}. A connection stays with the account that connected it."),
-                    "Sign in with the account that connected it; to connect this account, ask for a new connection.".into(),
-                    "Nothing was stored: the connection keeps working as before.".into(),
-                ],
-            ),
-        }
-    }
 }
 
 /// The ID token's claims, checked to be for this app.

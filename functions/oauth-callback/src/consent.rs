@@ -36,8 +36,8 @@ use relay365::web::response::{self as api, HttpResponse};
 use relay365::web::signing::SignError;
 use serde::{Deserialize, Serialize};
 
-use crate::pages::{explained, page, public_url, sign_error_words, token_error_page};
-use crate::record::{create_subscriptions, load, note_error, save};
+use crate::pages::{Flow, PageError, explained, page, public_url};
+use crate::record::{create_subscriptions, load, note_error, save, save_unless_beaten, spend_nonce};
 
 /// Signing purpose of the `state` sent to Microsoft by the start step.
 const CONSENT_STATE: &str = "admin-consent-bound-state";
@@ -55,64 +55,45 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn new_link() -> String {
-    "Ask the person who manages the connection for a new admin-consent link (GET /connections/{id} gives it), and open it in this browser.".into()
-}
-
 /// Answers `GET /oauth/admin-consent`: the start step or Microsoft's redirect.
 pub(crate) async fn admin_consent(req: &Request, s: &Services) -> HttpResponse {
     let q = api::query(req);
-    if let Some(state) = api::query_param(&q, "state") {
-        return callback(req, &q, state, s).await;
+    let answer = if let Some(state) = api::query_param(&q, "state") {
+        callback(req, &q, state, s).await
+    } else if let Some(link) = api::query_param(&q, "link") {
+        start(link, s).await
+    } else {
+        Err(PageError::ConsentIncomplete)
+    };
+    answer.unwrap_or_else(HttpResponse::from)
+}
+
+fn link_not_valid(reason: SignError) -> PageError {
+    PageError::LinkNotValid {
+        flow: Flow::AdminConsent,
+        reason,
     }
-    if let Some(link) = api::query_param(&q, "link") {
-        return start(link, s).await;
+}
+
+/// The connection, which must be app-only: a delegated one has a connect link instead.
+fn app_only(conn: Connection) -> Result<Connection, PageError> {
+    if conn.auth.is_app_only() {
+        Ok(conn)
+    } else {
+        Err(PageError::WrongKindOfLink {
+            flow: Flow::AdminConsent,
+            connection: conn.id,
+        })
     }
-    page(
-        400,
-        "Consent incomplete",
-        vec![
-            "The address has neither a consent link nor Microsoft's answer.".into(),
-            "Open the admin-consent link again.".into(),
-        ],
-    )
 }
 
 /// The start step: binds the consent to this browser, then sends it to Microsoft.
-async fn start(link: &str, s: &Services) -> HttpResponse {
-    let body = match links::open_admin_state(&*s.signer().await, link) {
-        Ok(b) => b,
-        Err(e) => {
-            return page(
-                400,
-                "Consent link not valid",
-                vec![sign_error_words(e, "admin-consent link"), new_link()],
-            );
-        }
-    };
-    let public = match public_url(s) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let conn = match load(s, &body.c).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if !conn.auth.is_app_only() {
-        return wrong_kind(&conn);
-    }
+async fn start(link: &str, s: &Services) -> Result<HttpResponse, PageError> {
+    let body = links::open_admin_state(&*s.signer().await, link).map_err(link_not_valid)?;
+    let public = public_url(s)?;
+    let conn = app_only(load(s, &body.c).await?)?;
     if body.g != conn.generation {
-        return page(
-            400,
-            "Consent link already used",
-            vec![
-                format!(
-                    "This link was used to grant connection {} already, and a used link does not work twice.",
-                    conn.id
-                ),
-                new_link(),
-            ],
-        );
+        return Err(PageError::ConsentLinkUsed { connection: conn.id });
     }
     let signer = s.signer().await;
     let nonce = uuid::Uuid::new_v4().simple().to_string();
@@ -140,27 +121,20 @@ async fn start(link: &str, s: &Services) -> HttpResponse {
         &state,
     );
     if url.is_empty() {
-        return page(
-            500,
-            "Not configured",
-            vec![format!(
-                "The tenant {:?} of connection {} makes no valid Microsoft address.",
-                conn.tenant_id, conn.id
-            )],
-        );
+        return Err(PageError::NotConfigured(format!(
+            "The tenant {:?} of connection {} makes no valid Microsoft address.",
+            conn.tenant_id, conn.id
+        )));
     }
     // A newer start replaces the nonce: only the latest consent can complete.
-    if let Err(r) = save(
+    save(
         s,
         &conn.id,
         ConnectionChange::new().pending_auth_nonce(Some(&nonce)),
     )
-    .await
-    {
-        return r;
-    }
+    .await?;
     tracing::info!(connection = %conn.id, "admin consent started");
-    api::redirect(
+    Ok(api::redirect(
         &url,
         &[api::set_cookie(
             links::OAUTH_COOKIE,
@@ -168,241 +142,103 @@ async fn start(link: &str, s: &Services) -> HttpResponse {
             "/oauth",
             links::SIGN_IN_TTL_SECS,
         )],
-    )
-}
-
-fn wrong_kind(conn: &Connection) -> HttpResponse {
-    page(
-        400,
-        "Wrong kind of link",
-        vec![format!(
-            "Connection {} signs in as a user: use its connect link.",
-            conn.id
-        )],
-    )
+    ))
 }
 
 /// Microsoft's redirect back.
-async fn callback(req: &Request, q: &[(String, String)], state: &str, s: &Services) -> HttpResponse {
-    let public = match public_url(s) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+async fn callback(
+    req: &Request,
+    q: &[(String, String)],
+    state: &str,
+    s: &Services,
+) -> Result<HttpResponse, PageError> {
+    let public = public_url(s)?;
     let signer = s.signer().await;
     let st: StateBody = match signer.open(CONSENT_STATE, state, now()) {
         Ok(st) => st,
         Err(bound_error) => {
             return match links::open_admin_state(&signer, state) {
                 Ok(_) => unbound(q, state, &public, s).await,
-                Err(SignError::Expired) => page(
-                    400,
-                    "Consent link not valid",
-                    vec![
-                        sign_error_words(SignError::Expired, "admin-consent link"),
-                        new_link(),
-                    ],
-                ),
-                Err(_) => page(
-                    400,
-                    "Consent link not valid",
-                    vec![sign_error_words(bound_error, "admin-consent link"), new_link()],
-                ),
+                Err(SignError::Expired) => Err(link_not_valid(SignError::Expired)),
+                Err(_) => Err(link_not_valid(bound_error)),
             };
         }
     };
-    let other_browser = || {
-        page(
-            400,
-            "Finish in the same browser",
-            vec![
-                "This consent was started in another browser, or this browser blocked the consent cookie."
-                    .into(),
-                "Open the admin-consent link again in this browser and finish there.".into(),
-            ],
-        )
-    };
-    let Some(cookie) = api::cookie(req, links::OAUTH_COOKIE).and_then(|raw| {
-        signer
-            .open_private::<ConsentCookie>(CONSENT_COOKIE, &raw, now())
-            .ok()
-    }) else {
-        return other_browser();
-    };
-    if cookie.c != st.c || cookie.n != st.n {
-        return other_browser();
+    let cookie = api::cookie(req, links::OAUTH_COOKIE)
+        .and_then(|raw| {
+            signer
+                .open_private::<ConsentCookie>(CONSENT_COOKIE, &raw, now())
+                .ok()
+        })
+        .filter(|cookie| cookie.c == st.c && cookie.n == st.n);
+    if cookie.is_none() {
+        return Err(PageError::OtherBrowser(Flow::AdminConsent));
     }
-    let conn = match load(s, &st.c).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if !conn.auth.is_app_only() {
-        return wrong_kind(&conn);
-    }
-    let used = || {
-        page(
-            400,
-            "Consent already used",
-            vec![
-                "This consent was already completed, or a newer one was started since.".into(),
-                "Open the admin-consent link again if the connection is not active.".into(),
-            ],
-        )
-    };
+    let conn = app_only(load(s, &st.c).await?)?;
     if conn.pending_auth_nonce.as_deref() != Some(st.n.as_str()) {
-        return used();
+        return Err(PageError::AlreadyUsed(Flow::AdminConsent));
     }
-    if let Err(r) = crate::record::spend_nonce(s, &conn.id, &st.n, used).await {
-        return r;
-    }
+    spend_nonce(s, &conn.id, &st.n, Flow::AdminConsent).await?;
     // Microsoft can send admin_consent=True together with an error: the error wins.
-    if let Some(r) = microsoft_error(q, &conn, &public, s).await {
-        return r;
-    }
+    microsoft_error(q, &conn, &public, s).await?;
     if !api::query_param(q, "admin_consent").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return not_granted();
+        return Err(PageError::ConsentNotGranted);
     }
     prove(&conn, s).await
 }
 
-fn not_granted() -> HttpResponse {
-    page(
-        400,
-        "Consent not granted",
-        vec![
-            "Microsoft did not report that an administrator consented.".into(),
-            "Open the admin-consent link again.".into(),
-        ],
-    )
-}
-
-/// The page for Microsoft's `error`, if it sent one.
+/// Microsoft's `error`, if it sent one, explained and noted on the connection.
 async fn microsoft_error(
     q: &[(String, String)],
     conn: &Connection,
     public: &url::Url,
     s: &Services,
-) -> Option<HttpResponse> {
-    let error = api::query_param(q, "error")?;
+) -> Result<(), PageError> {
+    let Some(error) = api::query_param(q, "error") else {
+        return Ok(());
+    };
     let description = api::query_param(q, "error_description").unwrap_or("");
-    let (e, resp) = explained(s, conn, &links::admin_consent_uri(public), error, description);
+    let e = explained(s, conn, &links::admin_consent_uri(public), error, description);
     note_error(s, &conn.id, &format!("{} {} ({})", e.title, e.fix, e.code)).await;
-    Some(resp)
+    Err(PageError::Microsoft(e))
 }
 
 /// A redirect whose state is the admin-consent link itself (a link that went
 /// to Microsoft without the start step): Microsoft's error is shown as it is;
 /// a consent is sent through the start step, so the one that counts is made
 /// in a browser bound to it.
-async fn unbound(q: &[(String, String)], link: &str, public: &url::Url, s: &Services) -> HttpResponse {
-    let Ok(body) = links::open_admin_state(&*s.signer().await, link) else {
-        return not_granted();
-    };
-    let conn = match load(s, &body.c).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if !conn.auth.is_app_only() {
-        return wrong_kind(&conn);
-    }
-    if let Some(r) = microsoft_error(q, &conn, public, s).await {
-        return r;
-    }
+async fn unbound(
+    q: &[(String, String)],
+    link: &str,
+    public: &url::Url,
+    s: &Services,
+) -> Result<HttpResponse, PageError> {
+    let body = links::open_admin_state(&*s.signer().await, link).map_err(|_| PageError::ConsentNotGranted)?;
+    let conn = app_only(load(s, &body.c).await?)?;
+    microsoft_error(q, &conn, public, s).await?;
     let mut start = public.clone();
     start.set_path("/oauth/admin-consent");
     start.set_query(None);
     start.query_pairs_mut().append_pair("link", link);
-    api::redirect(start.as_str(), &[])
+    Ok(api::redirect(start.as_str(), &[]))
 }
 
 /// Proves the consent with an app-only token whose `roles` hold every
 /// application permission the connection needs, then activates it.
-async fn prove(conn: &Connection, s: &Services) -> HttpResponse {
-    let tokens = match s
-        .tokens
-        .client()
-        .client_credentials(&conn.tenant_id, conn.cloud, conn.auth)
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(connection = %conn.id, error = %e, "admin consent could not be proven");
-            note_error(s, &conn.id, &e.to_string()).await;
-            return token_error_page(&e);
-        }
-    };
-    // The token came over TLS from Microsoft's token endpoint, in answer to
-    // our own client credentials: its claims are read, not verified.
-    let roles = match claims::token_roles(tokens.access_token.expose()) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(connection = %conn.id, error = %e, "the app-only token's permissions could not be read");
-            return page(
-                502,
-                "Please try again",
-                vec![
-                    "Microsoft's token did not say which permissions were granted, so the consent could not be checked.".into(),
-                    "Open the admin-consent link again in a moment.".into(),
-                ],
-            );
-        }
-    };
+async fn prove(conn: &Connection, s: &Services) -> Result<HttpResponse, PageError> {
     let required = scopes::graph_permissions(&conn.scopes);
-    let missing = claims::missing_roles(&required, &roles);
-    if !missing.is_empty() {
-        let list = missing.join(", ");
-        let client_id = s.client_id();
-        let why = format!(
-            "The consent for tenant {} does not include the application permission{} {list}, which connection {} needs for {}.",
-            conn.tenant_id,
-            if missing.len() == 1 { "" } else { "s" },
-            conn.id,
-            conn.scopes
-                .iter()
-                .map(|f| f.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        tracing::warn!(connection = %conn.id, missing = %list, "admin consent lacks application permissions");
-        note_error(
-            s,
-            &conn.id,
-            &format!("{why} Grant them and open the admin-consent link again."),
-        )
-        .await;
-        return page(
-            403,
-            "Permission missing",
-            vec![
-                why,
-                format!(
-                    "To grant {}: in the Microsoft Entra admin center, open App registrations → {client_id} → API permissions → Add a permission → Microsoft Graph → Application permissions, add {list}, then choose \"Grant admin consent\" for the organisation.",
-                    if missing.len() == 1 { "it" } else { "them" }
-                ),
-                "Then open the admin-consent link again. The connection stays waiting for consent until then.".into(),
-            ],
-        );
-    }
+    check_roles(conn, &required, s).await?;
     // Active, and the generation moves on: the link that got here is spent.
     let change = ConnectionChange::new()
         .status(Status::Active)
         .generation(conn.generation + 1)
         .last_error(None)
         .if_generation(conn.generation);
-    if let Err(r) = crate::record::save_unless_beaten(
-        s,
-        &conn.id,
-        change,
-        "Consent completed elsewhere meanwhile",
-        "Another consent for this connection completed at the same time; that one is kept.",
-    )
-    .await
-    {
-        return r;
-    }
+    save_unless_beaten(s, &conn.id, change, Flow::AdminConsent).await?;
     s.tokens.invalidate(&conn.id).await;
     tracing::info!(connection = %conn.id, "admin consent verified");
     let problems = create_subscriptions(s, &conn.id).await;
-    page(
+    Ok(page(
         200,
         "Consent granted",
         vec![
@@ -418,5 +254,58 @@ async fn prove(conn: &Connection, s: &Services) -> HttpResponse {
         .into_iter()
         .chain(problems)
         .collect(),
+    ))
+}
+
+/// Checks that an app-only token's `roles` hold every permission in
+/// `required`; what is missing is noted on the connection and named on the page.
+async fn check_roles(conn: &Connection, required: &[&str], s: &Services) -> Result<(), PageError> {
+    let tokens = match s
+        .tokens
+        .client()
+        .client_credentials(&conn.tenant_id, conn.cloud, conn.auth)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(connection = %conn.id, error = %e, "admin consent could not be proven");
+            note_error(s, &conn.id, &e.to_string()).await;
+            return Err(e.into());
+        }
+    };
+    // The token came over TLS from Microsoft's token endpoint, in answer to
+    // our own client credentials: its claims are read, not verified.
+    let roles = claims::token_roles(tokens.access_token.expose()).map_err(|e| {
+        tracing::warn!(connection = %conn.id, error = %e, "the app-only token's permissions could not be read");
+        PageError::RolesUnreadable
+    })?;
+    let missing = claims::missing_roles(required, &roles);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(", ");
+    let why = format!(
+        "The consent for tenant {} does not include the application permission{} {list}, which connection {} needs for {}.",
+        conn.tenant_id,
+        if missing.len() == 1 { "" } else { "s" },
+        conn.id,
+        conn.scopes
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    tracing::warn!(connection = %conn.id, missing = %list, "admin consent lacks application permissions");
+    note_error(
+        s,
+        &conn.id,
+        &format!("{why} Grant them and open the admin-consent link again."),
     )
+    .await;
+    Err(PageError::PermissionMissing {
+        why,
+        missing: list,
+        count: missing.len(),
+        client_id: s.client_id(),
+    })
 }

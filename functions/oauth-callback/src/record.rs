@@ -2,98 +2,77 @@
 //! reads, writes of the attributes a sign-in owns, and the subscriptions a
 //! completed sign-in creates.
 
-use relay365::aws::store::ConnectionChange;
+use relay365::aws::store::{ConnectionChange, StoreError};
 use relay365::microsoft::tokens::TokenError;
 use relay365::model::connection::Connection;
 use relay365::services::Services;
 use relay365::subscriptions;
-use relay365::web::response::HttpResponse;
 
-use crate::pages::page;
+use crate::pages::{Flow, PageError};
 
-pub(crate) async fn load(s: &Services, id: &str) -> Result<Connection, HttpResponse> {
-    match s.tokens.load(id).await {
-        Ok(c) => Ok(c),
-        Err(TokenError::UnknownConnection(_)) => Err(page(
-            404,
-            "Connection not found",
-            vec![
-                format!("The connection {id} no longer exists."),
-                "Ask for a new connect link.".into(),
-            ],
-        )),
-        Err(e) => {
+/// The connection, read fresh.
+///
+/// # Errors
+/// [`PageError::ConnectionGone`] when it no longer exists,
+/// [`PageError::ReadFailed`] when it cannot be read just now.
+pub(crate) async fn load(s: &Services, id: &str) -> Result<Connection, PageError> {
+    s.tokens.load(id).await.map_err(|e| match e {
+        TokenError::UnknownConnection(_) => PageError::ConnectionGone(id.to_string()),
+        e => {
             tracing::warn!(connection = id, error = %e, "could not load a connection");
-            Err(page(
-                503,
-                "Please try again",
-                vec![
-                    "The service could not read the connection just now. Reload this page in a moment."
-                        .into(),
-                ],
-            ))
+            PageError::ReadFailed
         }
-    }
-}
-
-pub(crate) fn save_failed() -> HttpResponse {
-    page(
-        503,
-        "Please try again",
-        vec!["The service could not save the connection just now. Start again from the connect link in a moment.".into()],
-    )
+    })
 }
 
 /// Writes the attributes the sign-in owns (and nothing else of the record).
-pub(crate) async fn save(s: &Services, id: &str, change: ConnectionChange) -> Result<(), HttpResponse> {
+///
+/// # Errors
+/// [`PageError::SaveFailed`].
+pub(crate) async fn save(s: &Services, id: &str, change: ConnectionChange) -> Result<(), PageError> {
     s.state.update_connection(id, change).await.map_err(|e| {
         tracing::warn!(connection = id, error = %e, "could not store a connection");
-        save_failed()
+        PageError::SaveFailed
     })
 }
 
 /// Spends the nonce of a sign-in or consent state, whatever the outcome:
 /// conditionally, so of two containers serving the same redirect only one
-/// gets past here; the other gets `used()`.
-pub(crate) async fn spend_nonce(
-    s: &Services,
-    id: &str,
-    nonce: &str,
-    used: impl FnOnce() -> HttpResponse,
-) -> Result<(), HttpResponse> {
-    match s
-        .state
-        .update_connection(
-            id,
-            ConnectionChange::new().pending_auth_nonce(None).if_nonce(nonce),
-        )
-        .await
-    {
+/// gets past here.
+///
+/// # Errors
+/// [`PageError::AlreadyUsed`] for the container that comes second,
+/// [`PageError::SaveFailed`] when the record cannot be written.
+pub(crate) async fn spend_nonce(s: &Services, id: &str, nonce: &str, flow: Flow) -> Result<(), PageError> {
+    let change = ConnectionChange::new().pending_auth_nonce(None).if_nonce(nonce);
+    match s.state.update_connection(id, change).await {
         Ok(()) => Ok(()),
-        Err(relay365::aws::store::StoreError::Conflict { .. }) => Err(used()),
+        Err(StoreError::Conflict { .. }) => Err(PageError::AlreadyUsed(flow)),
         Err(e) => {
             tracing::warn!(connection = id, error = %e, "could not spend the sign-in state");
-            Err(save_failed())
+            Err(PageError::SaveFailed)
         }
     }
 }
 
 /// Writes a completed sign-in or consent, conditional on the generation it
-/// read (the change says so): when another one completed at the same time,
-/// that one is kept and the person sees `title` and `words`.
+/// read (the change says so).
+///
+/// # Errors
+/// [`PageError::Beaten`] when another one completed at the same time (that
+/// one is kept), [`PageError::SaveFailed`] when the record cannot be written.
 pub(crate) async fn save_unless_beaten(
     s: &Services,
     id: &str,
     change: ConnectionChange,
-    title: &str,
-    words: &str,
-) -> Result<(), HttpResponse> {
+    flow: Flow,
+) -> Result<(), PageError> {
     match s.state.update_connection(id, change).await {
         Ok(()) => Ok(()),
-        Err(relay365::aws::store::StoreError::Conflict { .. }) => Err(page(409, title, vec![words.into()])),
+        Err(StoreError::Conflict { .. }) => Err(PageError::Beaten(flow)),
         Err(e) => {
             tracing::warn!(connection = id, error = %e, "could not store a connection");
-            Err(save_failed())
+            Err(PageError::SaveFailed)
         }
     }
 }

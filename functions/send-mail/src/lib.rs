@@ -46,7 +46,8 @@ pub struct Sender<'a> {
     /// For idempotency keys.
     pub idempotency: Option<Arc<dyn IdempotencyStore>>,
     /// Where sends too large for API Gateway's time limit go
-    /// (`RELAY365_SEND_QUEUE_URL`); without it every send is synchronous.
+    /// (`Config::send_queue_url`, `RELAY365_SEND_QUEUE_URL`); without it every
+    /// send is synchronous.
     pub deferred: Option<Arc<dyn deferred::Deferred>>,
 }
 
@@ -63,9 +64,10 @@ impl<'a> Sender<'a> {
                 .as_ref()
                 .map(|_| relay365::aws::sdk::LazyClient::new(aws_sdk_s3::Client::new)),
             idempotency: Some(Arc::new(idempotency::StateKeys::new(services.state.clone()))),
-            deferred: std::env::var("RELAY365_SEND_QUEUE_URL")
-                .ok()
-                .filter(|u| !u.is_empty())
+            deferred: services
+                .config
+                .send_queue_url
+                .clone()
                 .map(|u| Arc::new(deferred::SqsDeferred::new(u)) as Arc<dyn deferred::Deferred>),
             services,
         }

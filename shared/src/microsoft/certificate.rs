@@ -79,11 +79,6 @@ impl Certificate {
         })
     }
 
-    /// The base64url SHA-256 thumbprint of the certificate (`x5t#S256`).
-    pub fn thumbprint_s256(&self) -> &str {
-        &self.x5t_s256
-    }
-
     /// A signed client assertion for `client_id` at the token endpoint `audience`.
     ///
     /// # Errors

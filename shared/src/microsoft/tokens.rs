@@ -669,18 +669,6 @@ impl TokenProvider {
         self.sealed.is_some()
     }
 
-    /// Changes how long before expiry a cached token is renewed (default five minutes).
-    pub fn with_renew_before(mut self, d: Duration) -> Self {
-        self.renew_before = d;
-        self
-    }
-
-    /// Changes the least time between two refresh-token writes (default ten minutes).
-    pub fn with_write_interval(mut self, d: time::Duration) -> Self {
-        self.write_interval = d;
-        self
-    }
-
     /// The token client.
     pub fn client(&self) -> &TokenClient {
         &self.client

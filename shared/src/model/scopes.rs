@@ -287,6 +287,24 @@ pub enum Resource {
     Calendar,
 }
 
+impl Resource {
+    /// Every resource, in the order they are listed.
+    pub const ALL: [Resource; 2] = [Resource::Mail, Resource::Calendar];
+
+    /// The API's name for it (`mail`, `calendar`), as it is serialized.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Mail => "mail",
+            Resource::Calendar => "calendar",
+        }
+    }
+
+    /// The resource an API name stands for, if any.
+    pub fn from_name(name: &str) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
 /// Checks that a connection may subscribe to a resource.
 ///
 /// `own_mailbox` says whether the mailbox to watch is the signed-in user's own
@@ -332,11 +350,7 @@ pub fn check_subscription(
         return Err(ScopeError::Refused(format!(
             "a {} subscription needs read access: add {need} to the connection's scopes (Graph {kind} \
              permission {perm}); write or send permissions do not allow subscriptions",
-            if resource == Resource::Mail {
-                "mail"
-            } else {
-                "calendar"
-            }
+            resource.name()
         )));
     }
     Ok(())
@@ -367,6 +381,15 @@ mod tests {
             assert_eq!(scope.name(), name);
             assert_eq!(graph_permissions(&[scope]), vec![permission]);
         }
+    }
+
+    #[test]
+    fn resource_names_are_their_serialized_names() {
+        for r in Resource::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name());
+            assert_eq!(Resource::from_name(r.name()), Some(r));
+        }
+        assert_eq!(Resource::from_name("contacts"), None);
     }
 
     #[test]
