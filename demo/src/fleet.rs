@@ -348,11 +348,26 @@ impl Pool {
         let Some(i) = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
             return (Err("no free sandbox".into()), Duration::ZERO);
         };
+        // The sandbox goes back to the free list however this ends: when a
+        // caller gives up (Graph drops a notification POST after 3 s), its
+        // handler is dropped here, and a sandbox lost that way was never
+        // used again (every later request found none free).
+        let _back = FreeOnDrop { free: &self.free, i };
         let started = Instant::now();
         let out = self.sandboxes[i].invoke(event).await.map_err(|e| e.to_string());
-        let took = started.elapsed();
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(i);
-        (out, took)
+        (out, started.elapsed())
+    }
+}
+
+/// Puts a sandbox back on its pool's free list when dropped.
+struct FreeOnDrop<'a> {
+    free: &'a Mutex<Vec<usize>>,
+    i: usize,
+}
+
+impl Drop for FreeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(self.i);
     }
 }
 
@@ -365,6 +380,8 @@ struct Shared {
     /// Per Graph message id: when the flow answered each delivery.
     received: Mutex<HashMap<String, Vec<SystemTime>>>,
     bad_signatures: AtomicUsize,
+    /// Invocations behind the front that failed (answered 500).
+    front_errors: AtomicUsize,
 }
 
 impl Shared {
@@ -425,7 +442,14 @@ async fn front(State(shared): State<Arc<Shared>>, req: Request<axum::body::Body>
     let event = apigw::event(&route.key(), &params, &http, None, "127.0.0.1");
     match shared.invoke(route.function, &event, 0).await {
         Ok(payload) => answer(apigw::response(&payload)),
-        Err(_) => answer(apigw::gateway_error(500)),
+        Err(e) => {
+            // API Gateway's 500 says nothing; the first few failures say why
+            // on the harness's error stream.
+            if shared.front_errors.fetch_add(1, Ordering::Relaxed) < 20 {
+                eprintln!("front: {} failed: {e}", route.function);
+            }
+            answer(apigw::gateway_error(500))
+        }
     }
 }
 
@@ -767,6 +791,7 @@ pub async fn run(opts: FleetOptions, progress: impl Fn(&str)) -> Result<FleetRes
         signer: Mutex::new(None),
         received: Mutex::new(HashMap::new()),
         bad_signatures: AtomicUsize::new(0),
+        front_errors: AtomicUsize::new(0),
     });
     let sdk = demo.aws.sdk_config().await;
     let key = aws_sdk_secretsmanager::Client::new(&sdk)
