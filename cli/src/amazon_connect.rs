@@ -15,24 +15,17 @@ use std::time::Duration;
 
 use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_connect::types::{EmailAddressSearchCriteria, StringComparisonType, StringCondition};
-use relay365::model::target::{CONNECT_FLOW_ID_MAX, CONNECT_INSTANCE_ID_MAX, CONNECT_TASK_PREFIX};
+use relay365::model::target::{CONNECT_EMAIL_PREFIX, CONNECT_TASK_PREFIX, Target};
 
 use crate::doctor::{Check, fail, pass};
 use crate::error::chain;
 use crate::stack::Stack;
-
-/// The prefix of an Amazon Connect email-contact target.
-pub const CONNECT_EMAIL_PREFIX: &str = "connect-email:";
-
-/// The longest email address Connect accepts (`EmailAddress`, 1 to 255 characters).
-pub const EMAIL_ADDRESS_MAX: usize = 255;
 
 /// How long one Connect read may take before doctor reports it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 const TASK_SHAPE: &str = "connect-task:{instance-id}/{contact-flow-id}";
 const EMAIL_SHAPE: &str = "connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}";
-const EXAMPLE_IDS: &str = "11111111-2222-3333-4444-555555555555/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 
 /// An Amazon Connect target of a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,11 +55,24 @@ impl ConnectTarget {
     /// # Errors
     /// A sentence naming the part that is wrong and the shape to write.
     pub fn parse(raw: &str) -> Option<Result<Self, String>> {
-        if let Some(rest) = raw.strip_prefix(CONNECT_TASK_PREFIX) {
-            return Some(task(raw, rest));
-        }
-        if let Some(rest) = raw.strip_prefix(CONNECT_EMAIL_PREFIX) {
-            return Some(email(raw, rest));
+        // The model parses targets for the admin API; the CLI takes its
+        // checks and words, so both refuse the same targets the same way.
+        if raw.starts_with(CONNECT_TASK_PREFIX) || raw.starts_with(CONNECT_EMAIL_PREFIX) {
+            return Some(Target::parse(raw, false).and_then(|t| match t {
+                Target::ConnectTask { instance_id, flow_id } => {
+                    Ok(ConnectTarget::Task { instance_id, flow_id })
+                }
+                Target::ConnectEmail {
+                    instance_id,
+                    flow_id,
+                    address,
+                } => Ok(ConnectTarget::Email {
+                    instance_id,
+                    flow_id,
+                    address,
+                }),
+                _ => Err(format!("target {raw:?}: write {TASK_SHAPE} or {EMAIL_SHAPE}")),
+            }));
         }
         // `connect:…`, `connect-tasks:…`: meant to be one, misspelled.
         let scheme = raw.split_once(':').map(|(s, _)| s.to_ascii_lowercase())?;
@@ -99,77 +105,6 @@ impl ConnectTarget {
             ConnectTarget::Email { .. } => "email contacts",
         }
     }
-}
-
-/// Checks one id of a Connect target: 1 to `max` letters, digits, `-` and
-/// `_` (the last part of an ARN), as the API and the template's parameters do.
-fn id(what: &str, id: &str, max: usize) -> Result<(), String> {
-    if id.is_empty() {
-        return Err(format!("the {what} is missing"));
-    }
-    if id.chars().count() > max {
-        return Err(format!("the {what} is longer than {max} characters"));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(format!(
-            "the {what} {id:?} has {c:?}: give the id only (the last part of its ARN), letters, digits and -"
-        ));
-    }
-    Ok(())
-}
-
-/// Connect's pattern for an address, `[^\s@]+@[^\s@]+\.[^\s@]+`, 1 to 255 characters.
-fn address(address: &str) -> Result<(), String> {
-    let fits = |part: &str| !part.is_empty() && !part.chars().any(|c| c.is_whitespace() || c == '@');
-    let ok = address.chars().count() <= EMAIL_ADDRESS_MAX
-        && address.split_once('@').is_some_and(|(local, domain)| {
-            fits(local) && domain.split_once('.').is_some_and(|(a, b)| fits(a) && fits(b))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "the email address {address:?} is not an address (name@domain.tld, at most {EMAIL_ADDRESS_MAX} characters)"
-        ))
-    }
-}
-
-fn task(raw: &str, rest: &str) -> Result<ConnectTarget, String> {
-    let hint = format!(
-        "write {TASK_SHAPE}, the ids as the instance's and the flow's ARNs end, e.g. connect-task:{EXAMPLE_IDS}"
-    );
-    let Some((instance_id, flow_id)) = rest.split_once('/') else {
-        return Err(format!("target {raw:?}: {hint}"));
-    };
-    id("instance id", instance_id, CONNECT_INSTANCE_ID_MAX)
-        .and_then(|()| id("contact flow id", flow_id, CONNECT_FLOW_ID_MAX))
-        .map_err(|e| format!("target {raw:?}: {e}; {hint}"))?;
-    Ok(ConnectTarget::Task {
-        instance_id: instance_id.into(),
-        flow_id: flow_id.into(),
-    })
-}
-
-fn email(raw: &str, rest: &str) -> Result<ConnectTarget, String> {
-    let hint = format!(
-        "write {EMAIL_SHAPE}, the ids as the instance's and the flow's ARNs end and the address as the instance shows it, e.g. connect-email:{EXAMPLE_IDS}/support@contoso.com"
-    );
-    let mut parts = rest.splitn(3, '/');
-    let (Some(instance_id), Some(flow_id), Some(to)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!("target {raw:?}: {hint}"));
-    };
-    id("instance id", instance_id, CONNECT_INSTANCE_ID_MAX)
-        .and_then(|()| id("contact flow id", flow_id, CONNECT_FLOW_ID_MAX))
-        .and_then(|()| address(to))
-        .map_err(|e| format!("target {raw:?}: {e}; {hint}"))?;
-    Ok(ConnectTarget::Email {
-        instance_id: instance_id.into(),
-        flow_id: flow_id.into(),
-        address: to.into(),
-    })
 }
 
 /// clap's check of `--target`: a Connect target must be well formed; any

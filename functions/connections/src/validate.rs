@@ -62,7 +62,7 @@ pub struct SubscriptionBody {
     pub folder: Option<String>,
     /// `https://…`, `eventbridge:BUS`,
     /// `connect-task:{instance-id}/{contact-flow-id}` or
-    /// `connect-email:{instance-id}/{contact-flow-id}/{email-address}`.
+    /// `connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}`.
     pub target: Option<String>,
     /// The mailbox to watch; only the connection's own is possible.
     pub mailbox: Option<String>,
@@ -150,7 +150,7 @@ pub fn subscription_from_body(
         (None, Some(default)) => (None, default.clone()),
         (None, None) => {
             return Err(bad(
-                "name a target (https://…, eventbridge:BUS, connect-task:{instance-id}/{contact-flow-id} or connect-email:{instance-id}/{contact-flow-id}/{email-address}): this deployment has no RELAY365_DEFAULT_TARGET",
+                "name a target (https://…, eventbridge:BUS, connect-task:{instance-id}/{contact-flow-id} or connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}): this deployment has no RELAY365_DEFAULT_TARGET",
             ));
         }
     };

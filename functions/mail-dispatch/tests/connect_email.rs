@@ -538,7 +538,7 @@ async fn the_admin_api_refuses_malformed_email_targets_and_calendar_flows_to_the
     for (bad, words) in [
         (
             format!("connect-email:{INSTANCE}/{FLOW}"),
-            "connect-email:{instance-id}/{contact-flow-id}/{email-address}",
+            "connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}",
         ),
         (
             format!("connect-email:{INSTANCE}/{FLOW}/support"),

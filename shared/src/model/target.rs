@@ -88,7 +88,7 @@ fn connect_task(raw: &str, rest: &str) -> Result<Target, String> {
 
 /// Parses what follows `connect-email:`.
 fn connect_email(raw: &str, rest: &str) -> Result<Target, String> {
-    let hint = "write connect-email:{instance-id}/{contact-flow-id}/{email-address}, the ids as the instance's and the flow's ARNs end and an email address of the instance, e.g. connect-email:11111111-2222-3333-4444-555555555555/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee/support@contoso.com";
+    let hint = "write connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}, the ids as the instance's and the flow's ARNs end and an email address of the instance, e.g. connect-email:11111111-2222-3333-4444-555555555555/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee/support@contoso.com";
     let mut parts = rest.splitn(3, '/');
     let (Some(instance_id), Some(flow_id), Some(address)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(format!("target {raw:?}: {hint}"));
@@ -134,7 +134,7 @@ fn connect_address(address: &str) -> Result<(), String> {
 impl Target {
     /// Parses `https://…`, `eventbridge:BUS`,
     /// `connect-task:{instance-id}/{contact-flow-id}` or
-    /// `connect-email:{instance-id}/{contact-flow-id}/{email-address}`. `local` (a local run,
+    /// `connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}`. `local` (a local run,
     /// `RELAY365_LOCAL=1`) also allows loopback hosts and plain `http://` to them.
     ///
     /// # Errors
@@ -156,7 +156,7 @@ impl Target {
         }
         let url = Url::parse(raw).map_err(|_| {
             format!(
-                "target {raw:?} is neither an https:// URL, eventbridge:BUS, connect-task:{{instance-id}}/{{contact-flow-id}} nor connect-email:{{instance-id}}/{{contact-flow-id}}/{{email-address}}"
+                "target {raw:?} is neither an https:// URL, eventbridge:BUS, connect-task:{{instance-id}}/{{contact-flow-id}} nor connect-email:{{instance-id}}/{{contact-flow-id}}/{{connect-email-address}}"
             )
         })?;
         check_public_url(&url, local).map_err(|e| format!("target {raw:?}: {e}"))?;
@@ -397,11 +397,11 @@ mod tests {
         for (bad, words) in [
             (
                 "connect-email:",
-                "connect-email:{instance-id}/{contact-flow-id}/{email-address}",
+                "connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}",
             ),
             (
                 "connect-email:i/f",
-                "connect-email:{instance-id}/{contact-flow-id}/{email-address}",
+                "connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}",
             ),
             ("connect-email:i/f/", "email address is missing"),
             ("connect-email:/f/a@b.com", "instance id is missing"),
