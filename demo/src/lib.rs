@@ -127,8 +127,9 @@ pub struct Options {
     /// them); removed when the demo stops.
     pub stack_file: Option<PathBuf>,
     /// How soon a failed delivery is tried again, in seconds (doubling each
-    /// time; 5 tries, then the dead-letter queue); also the notification
-    /// queue's visibility timeout, which counts only when an invocation dies.
+    /// time; 5 tries, then the dead-letter queue). The notification queue's
+    /// visibility timeout stays the template's, as it must outlast the
+    /// longest dispatch invocation.
     pub retry_after_seconds: u32,
     /// Every invocation gets this `Lambda-Runtime-Deadline-Ms` instead of the
     /// real deadline, as `cargo lambda watch` does (600000, in 1970).
@@ -327,14 +328,7 @@ impl Demo {
             aws_lc_rs::rand::fill(&mut bytes).map_err(setup("random event signing key"))?;
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         };
-        let resources = create_resources(
-            &sdk,
-            &app.to_string(),
-            &signing_key,
-            &event_signing_key,
-            opts.retry_after_seconds,
-        )
-        .await?;
+        let resources = create_resources(&sdk, &app.to_string(), &signing_key, &event_signing_key).await?;
         let receiver = Receiver::start(opts.receiver_port, &event_signing_key, opts.print_events)
             .await
             .map_err(DemoError::Setup)?;
@@ -567,12 +561,15 @@ impl Demo {
 
 /// What `template.yaml` creates: the two secrets, the FIFO queue and its
 /// dead-letter queue, the state table and the attachments bucket.
+/// The notification queue's visibility timeout in template.yaml (six times
+/// mail-dispatch's Timeout of 90 s, as Lambda's SQS event source asks).
+const NOTIFICATION_VISIBILITY_SECONDS: u32 = 540;
+
 async fn create_resources(
     sdk: &aws_config::SdkConfig,
     app_secret: &str,
     signing_key: &str,
     event_signing_key: &str,
-    retry_after_seconds: u32,
 ) -> Result<Resources, DemoError> {
     let sm = aws_sdk_secretsmanager::Client::new(sdk);
     for (name, value) in [
@@ -607,15 +604,18 @@ async fn create_resources(
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .unwrap_or_default();
-    // The template's visibility timeout is 540 s (6× dispatch's timeout); the
-    // demo retries a failed delivery after 10 s so a person sees it happen.
+    // The template's visibility timeout: 6× dispatch's timeout. A shorter
+    // one hands a record that an invocation still works on to a second
+    // invocation, which delivers it again. Dispatch makes a failed record
+    // visible again after its own backoff (`RELAY365_FIRST_RETRY_SECONDS`,
+    // short in the demo so a person sees it happen).
     let queue_url = sqs
         .create_queue()
         .queue_name("relay365-notifications.fifo")
         .attributes(QueueAttributeName::FifoQueue, "true")
         .attributes(
             QueueAttributeName::VisibilityTimeout,
-            retry_after_seconds.to_string(),
+            NOTIFICATION_VISIBILITY_SECONDS.to_string(),
         )
         .attributes(
             QueueAttributeName::RedrivePolicy,
@@ -980,5 +980,27 @@ async fn event_source(
                     .await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A visibility timeout shorter than an invocation hands a record still
+    /// in work to a second invocation, which delivers it again: the demo
+    /// keeps the template's.
+    #[test]
+    fn the_notification_queue_keeps_the_template_s_visibility_timeout() {
+        let template = include_str!("../../template.yaml");
+        let block: Vec<&str> = template
+            .lines()
+            .skip_while(|l| *l != "  NotificationQueue:")
+            .skip(1)
+            .take_while(|l| l.trim().is_empty() || l.starts_with("    "))
+            .collect();
+        let visibility = block
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("VisibilityTimeout:"))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        assert_eq!(visibility, Some(super::NOTIFICATION_VISIBILITY_SECONDS));
     }
 }

@@ -129,8 +129,35 @@ fn moto_binary() -> String {
     }
 }
 
-/// A port free on loopback now (for a server a test starts later).
+/// A port free on loopback now, for a server a test starts later.
+///
+/// It is drawn below the kernel's ephemeral range: every outgoing connection
+/// (an SDK client's, the simulator's) takes its local port from that range,
+/// so a port the kernel handed out could belong to some client socket by the
+/// time the server binds it. Below the range only another test's server
+/// competes, and a random draw over twenty thousand ports rarely meets one.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    const FIRST: u16 = 10_000;
+    let span = u64::from(low.saturating_sub(FIRST).max(1));
+    let random = std::collections::hash_map::RandomState::new();
+    for attempt in 0..1_000u64 {
+        let mut h = random.build_hasher();
+        h.write_u64(attempt);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let port = FIRST + (h.finish() % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
