@@ -96,19 +96,13 @@ where
     check().await
 }
 
-/// `moto_server`, with TCP_NODELAY on every connection it accepts, and
-/// without moto's record of every model object it ever made (kept for its
-/// dashboard, which nothing here reads): each DynamoDB `TransactWriteItems`
-/// deep-copies the whole table to roll back with, and the record kept every
-/// copy, so memory grew with the square of the table (4 GB after 800
-/// transactions on an 800-connection table; a fleet of 1,000 mailboxes
-/// exhausted 24 GB).
-const MOTO_LAUNCHER: &str = "import socketserver, sys\n\
-socketserver.StreamRequestHandler.disable_nagle_algorithm = True\n\
-import moto.core.common_models as models\n\
-models.BaseModel.__new__ = lambda cls, *args, **kwargs: object.__new__(cls)\n\
-from moto.server import main\n\
-sys.exit(main(sys.argv[1:]))\n";
+/// `moto_server` as the tests and benches run it (`moto_launcher.py` says
+/// what it changes and why): answers with TCP_NODELAY, no record of every
+/// model object moto made, and DynamoDB transactions that roll back the
+/// items they touched instead of copying whole tables. Without the last two,
+/// memory grew with the square of the table (a fleet of 1,000 mailboxes
+/// exhausted 24 GB) and each transaction took longer than the one before.
+const MOTO_LAUNCHER: &str = include_str!("moto_launcher.py");
 
 fn moto_binary() -> String {
     if let Ok(p) = std::env::var("RELAY365_MOTO_SERVER") {

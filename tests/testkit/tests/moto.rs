@@ -1,0 +1,122 @@
+//! The moto the tests run keeps DynamoDB's transaction contract: its
+//! launcher replaces moto's whole-table rollback copy with one of the
+//! touched items, so a cancelled transaction must still leave every item as
+//! it was, and a committed one every change.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update};
+use relay365_testkit::{Aws, create_state_table};
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn key(pk: &str) -> std::collections::HashMap<String, AttributeValue> {
+    [("pk".to_string(), s(pk)), ("sk".to_string(), s("x"))].into()
+}
+
+async fn items(ddb: &aws_sdk_dynamodb::Client) -> Vec<(String, Option<String>)> {
+    let mut all: Vec<_> = ddb
+        .scan()
+        .table_name("t")
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| {
+            (
+                i["pk"].as_s().unwrap().clone(),
+                i.get("v").and_then(|v| v.as_s().ok()).cloned(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+#[tokio::test]
+async fn a_cancelled_transaction_leaves_every_item_as_it_was() {
+    let aws = Aws::start().await;
+    let sdk = aws.sdk_config().await;
+    create_state_table(&sdk, "t").await.unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    for pk in ["a", "b"] {
+        ddb.put_item()
+            .table_name("t")
+            .set_item(Some(key(pk)))
+            .item("v", s("1"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let put_c = TransactWriteItem::builder()
+        .put(
+            Put::builder()
+                .table_name("t")
+                .set_item(Some(key("c")))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let update_a = TransactWriteItem::builder()
+        .update(
+            Update::builder()
+                .table_name("t")
+                .set_key(Some(key("a")))
+                .update_expression("SET v = :v")
+                .expression_attribute_values(":v", s("2"))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let delete_b = TransactWriteItem::builder()
+        .delete(
+            Delete::builder()
+                .table_name("t")
+                .set_key(Some(key("b")))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let missing = TransactWriteItem::builder()
+        .condition_check(
+            ConditionCheck::builder()
+                .table_name("t")
+                .set_key(Some(key("nobody")))
+                .condition_expression("attribute_exists(pk)")
+                .build()
+                .unwrap(),
+        )
+        .build();
+
+    let cancelled = ddb
+        .transact_write_items()
+        .transact_items(put_c.clone())
+        .transact_items(update_a.clone())
+        .transact_items(delete_b)
+        .transact_items(missing)
+        .send()
+        .await;
+    assert!(cancelled.is_err(), "the failed condition cancels the transaction");
+    assert_eq!(
+        items(&ddb).await,
+        [("a".into(), Some("1".into())), ("b".into(), Some("1".into()))]
+    );
+
+    ddb.transact_write_items()
+        .transact_items(put_c)
+        .transact_items(update_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        items(&ddb).await,
+        [
+            ("a".into(), Some("2".into())),
+            ("b".into(), Some("1".into())),
+            ("c".into(), None)
+        ]
+    );
+}
