@@ -63,8 +63,12 @@ pub struct FleetOptions {
     pub graph_latency: Duration,
     /// Admin-API connects in flight at once.
     pub connect_concurrency: usize,
-    /// Sandboxes of each HTTP function and of dispatch (Lambda's scale-out).
+    /// Sandboxes each HTTP function starts with.
     pub sandboxes: usize,
+    /// How far each HTTP function scales out when every sandbox is busy
+    /// (Lambda starts one per waiting request), and dispatch's event source
+    /// (pollers, one invocation each).
+    pub max_sandboxes: usize,
     /// Mails per second across the fleet during the storm.
     pub storm_rate: f64,
     /// How long the storm lasts.
@@ -93,6 +97,7 @@ impl FleetOptions {
             graph_latency: Duration::from_millis(150),
             connect_concurrency: 8,
             sandboxes: 4,
+            max_sandboxes: 32,
             storm_rate: 20.0,
             storm_seconds: 300.0,
             max_runs: 20,
@@ -307,54 +312,84 @@ pub struct FleetResults {
     /// Delegated mailboxes: each would hold one token secret in the
     /// Secrets Manager comparison row.
     pub delegated: usize,
+    /// Sandboxes each function's pool had started by the end (its scale-out).
+    pub sandboxes_started: BTreeMap<String, usize>,
+    /// Pollers dispatch's event source had scaled out to by the end.
+    pub pollers: usize,
 }
 
 fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e}")
 }
 
-/// A function run in several sandboxes, each invocation on a free one and timed.
+/// A function run in several sandboxes, each invocation on a free one and
+/// timed. Like Lambda, the pool starts a new sandbox (a cold start) when
+/// every one is busy, up to its most.
 struct Pool {
     name: &'static str,
-    sandboxes: Vec<Function>,
+    spec: Spec,
+    sandboxes: Mutex<Vec<Arc<Function>>>,
     free: Mutex<Vec<usize>>,
     permits: tokio::sync::Semaphore,
 }
 
 impl Pool {
-    async fn start(name: &'static str, spec: Spec, n: usize) -> Result<Self, String> {
+    /// Starts `warm` sandboxes; up to `most` run at once.
+    async fn start(name: &'static str, spec: Spec, warm: usize, most: usize) -> Result<Self, String> {
+        let warm = warm.max(1);
         let mut sandboxes = Vec::new();
-        for _ in 0..n.max(1) {
-            let f = Function::new(spec.clone())
-                .await
-                .map_err(err("a Runtime API cannot listen"))?;
-            f.start().await.map_err(|e| e.to_string())?;
-            sandboxes.push(f);
+        for _ in 0..warm {
+            sandboxes.push(Self::sandbox(&spec).await?);
         }
-        let n = sandboxes.len();
         Ok(Self {
             name,
-            sandboxes,
-            free: Mutex::new((0..n).collect()),
-            permits: tokio::sync::Semaphore::new(n),
+            spec,
+            sandboxes: Mutex::new(sandboxes),
+            free: Mutex::new((0..warm).collect()),
+            permits: tokio::sync::Semaphore::new(most.max(warm)),
         })
     }
 
-    /// Invokes on a free sandbox; returns the answer and the wall time.
+    async fn sandbox(spec: &Spec) -> Result<Arc<Function>, String> {
+        let f = Function::new(spec.clone())
+            .await
+            .map_err(err("a Runtime API cannot listen"))?;
+        f.start().await.map_err(|e| e.to_string())?;
+        Ok(Arc::new(f))
+    }
+
+    /// How many sandboxes the pool has started.
+    fn started(&self) -> usize {
+        self.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Invokes on a free sandbox (a new one when all are busy); returns the
+    /// answer and the wall time, a cold start included.
     async fn invoke(&self, event: &Value) -> (Result<Value, String>, Duration) {
         let Ok(_permit) = self.permits.acquire().await else {
             return (Err("the pool is closed".into()), Duration::ZERO);
         };
-        let Some(i) = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
-            return (Err("no free sandbox".into()), Duration::ZERO);
+        let started = Instant::now();
+        let free = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let i = match free {
+            Some(i) => i,
+            // A permit and no free sandbox: fewer are started than may run.
+            None => match Self::sandbox(&self.spec).await {
+                Ok(f) => {
+                    let mut all = self.sandboxes.lock().unwrap_or_else(|p| p.into_inner());
+                    all.push(f);
+                    all.len() - 1
+                }
+                Err(e) => return (Err(e), started.elapsed()),
+            },
         };
         // The sandbox goes back to the free list however this ends: when a
         // caller gives up (Graph drops a notification POST after 3 s), its
         // handler is dropped here, and a sandbox lost that way was never
         // used again (every later request found none free).
         let _back = FreeOnDrop { free: &self.free, i };
-        let started = Instant::now();
-        let out = self.sandboxes[i].invoke(event).await.map_err(|e| e.to_string());
+        let sandbox = self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())[i].clone();
+        let out = sandbox.invoke(event).await.map_err(|e| e.to_string());
         (out, started.elapsed())
     }
 }
@@ -382,6 +417,48 @@ struct Shared {
     bad_signatures: AtomicUsize,
     /// Invocations behind the front that failed (answered 500).
     front_errors: AtomicUsize,
+    /// Dispatch's event source: its pollers and how it scales them.
+    pollers: Pollers,
+}
+
+/// Lambda's SQS event source for dispatch scales its pollers: five batches
+/// at a time at first, and while messages are still available up to 300
+/// more a minute (one every 200 ms here), to at most `most`. Here it does
+/// not scale back down.
+struct Pollers {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    most: usize,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    last_added: Mutex<Instant>,
+}
+
+impl Pollers {
+    /// Lambda's first five.
+    const FIRST: usize = 5;
+    /// 300 a minute.
+    const EVERY: Duration = Duration::from_millis(200);
+
+    fn running(&self) -> usize {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Adds a poller, when the scaling rate and the most allow one.
+    fn add(&self, shared: &Arc<Shared>) {
+        let mut last = self.last_added.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if tasks.len() >= self.most || (tasks.len() >= Self::FIRST && last.elapsed() < Self::EVERY) {
+            return;
+        }
+        *last = Instant::now();
+        tasks.push(tokio::spawn(dispatch_poller(shared.clone())));
+    }
+
+    fn stop(&self) {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
 }
 
 impl Shared {
@@ -482,9 +559,12 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     StatusCode::OK
 }
 
-/// Lambda's SQS event source for dispatch, one poller per sandbox: receive
-/// up to 10, hand them over, delete what succeeded.
-async fn dispatch_poller(shared: Arc<Shared>, sqs: aws_sdk_sqs::Client, queue_url: String) {
+/// One poller of Lambda's SQS event source for dispatch: receive up to 10,
+/// hand them over, delete what succeeded. A full batch means messages are
+/// still waiting, so the event source scales out.
+async fn dispatch_poller(shared: Arc<Shared>) {
+    let sqs = shared.pollers.sqs.clone();
+    let queue_url = shared.pollers.queue_url.clone();
     let arn = format!(
         "arn:aws:sqs:us-east-1:123456789012:{}",
         queue_url.rsplit('/').next().unwrap_or("queue")
@@ -505,6 +585,9 @@ async fn dispatch_poller(shared: Arc<Shared>, sqs: aws_sdk_sqs::Client, queue_ur
         let messages = out.messages.unwrap_or_default();
         if messages.is_empty() {
             continue;
+        }
+        if messages.len() == 10 {
+            shared.pollers.add(&shared);
         }
         let records: Vec<Value> = messages.iter().map(|m| crate::sqs_record(m, &arn)).collect();
         let answer = shared
@@ -751,6 +834,9 @@ pub async fn run(opts: FleetOptions, progress: impl Fn(&str)) -> Result<FleetRes
     let mut demo_opts = Options::for_tests(opts.bin_dir.clone());
     demo_opts.public_url = Some(front_url.clone());
     demo_opts.log_dir = Some(opts.work_dir.join("logs"));
+    // A storm reads and writes the table for every mail: in moto's one
+    // process with the queue, the figures would measure moto's queueing.
+    demo_opts.separate_dynamodb = true;
     // The harness invokes the scheduled run itself.
     demo_opts.renew_every = Duration::from_secs(30 * 24 * 3600);
     let demo = Demo::start(demo_opts).await.map_err(err("the local stack"))?;
@@ -777,13 +863,17 @@ pub async fn run(opts: FleetOptions, progress: impl Fn(&str)) -> Result<FleetRes
     };
     let mut pools = HashMap::new();
     for name in ["connections", "oauth-callback", "mail-webhook", "mail-dispatch"] {
-        pools.insert(name, Pool::start(name, spec(name), opts.sandboxes).await?);
+        pools.insert(
+            name,
+            Pool::start(name, spec(name), opts.sandboxes, opts.max_sandboxes).await?,
+        );
     }
     // One sandbox for the schedule, as EventBridge invokes one at a time.
     pools.insert(
         "schedule",
-        Pool::start("connections", spec("connections"), 1).await?,
+        Pool::start("connections", spec("connections"), 1, 1).await?,
     );
+    let sdk = demo.aws.sdk_config().await;
     let shared = Arc::new(Shared {
         pools,
         phase: AtomicUsize::new(0),
@@ -792,8 +882,14 @@ pub async fn run(opts: FleetOptions, progress: impl Fn(&str)) -> Result<FleetRes
         received: Mutex::new(HashMap::new()),
         bad_signatures: AtomicUsize::new(0),
         front_errors: AtomicUsize::new(0),
+        pollers: Pollers {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            queue_url: demo.resources.queue_url.clone(),
+            most: opts.max_sandboxes.max(Pollers::FIRST),
+            tasks: Mutex::new(Vec::new()),
+            last_added: Mutex::new(Instant::now()),
+        },
     });
-    let sdk = demo.aws.sdk_config().await;
     let key = aws_sdk_secretsmanager::Client::new(&sdk)
         .get_secret_value()
         .secret_id("relay365/event-signing-key")
@@ -813,19 +909,12 @@ pub async fn run(opts: FleetOptions, progress: impl Fn(&str)) -> Result<FleetRes
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let mut tasks = vec![server];
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    for _ in 0..opts.sandboxes.max(1) {
-        tasks.push(tokio::spawn(dispatch_poller(
-            shared.clone(),
-            sqs.clone(),
-            demo.resources.queue_url.clone(),
-        )));
+    for _ in 0..Pollers::FIRST {
+        shared.pollers.add(&shared);
     }
     let result = measure(&opts, &demo, sim, &shared, &front_url, template, &progress).await;
-    for t in tasks {
-        t.abort();
-    }
+    server.abort();
+    shared.pollers.stop();
     result
 }
 
@@ -1136,6 +1225,13 @@ async fn measure(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    results.sandboxes_started = shared
+        .pools
+        .iter()
+        .filter(|(key, _)| **key != "schedule")
+        .map(|(_, pool)| (pool.name.to_string(), pool.started()))
+        .collect();
+    results.pollers = shared.pollers.running();
     progress(&format!(
         "storm: {} of {} delivered, {} doubled",
         results.delivered, results.mails, results.doubled

@@ -212,12 +212,19 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
     let _ = writeln!(
         s,
         "Measured by `make bench-fleet` (`{command}`; `demo/src/fleet.rs`) on {}: the release \
-         binaries under the local Runtime API, each HTTP function and dispatch in {} sandboxes, \
-         moto behind its counting proxy, the Microsoft simulator adding {} ms to every Graph \
+         binaries under the local Runtime API, each HTTP function starting with {} sandboxes and \
+         scaling out to {} as Lambda does (it started {}), dispatch invoked by an SQS event \
+         source scaling as Lambda's does (5 pollers, one more per 200 ms while batches come \
+         full, here up to {}; it reached {}), \
+         moto behind its counting proxy (DynamoDB in a moto process of its own), the Microsoft simulator adding {} ms to every Graph \
          request. {} mailboxes in {} tenant(s): {} app-only (admin consent each) and {} delegated \
          (a browser sign-in each), each with one mail subscription.\n",
         crate::coldpath::machine(),
         opts.sandboxes,
+        opts.max_sandboxes,
+        scale_out(r),
+        opts.max_sandboxes.max(5),
+        r.pollers,
         opts.graph_latency.as_millis(),
         opts.mailboxes,
         opts.tenants,
@@ -303,6 +310,32 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
             "no"
         }
     );
+    // A run inside its Timeout can still have failed work: its report's
+    // `failed` names each piece, and the run is not a success.
+    let failed: Vec<String> = r
+        .runs
+        .iter()
+        .chain(r.ordinary.iter())
+        .filter_map(|x| x.report.as_ref().ok())
+        .filter_map(|v| v["failed"].as_array())
+        .flatten()
+        .map(|f| f.as_str().map_or_else(|| f.to_string(), str::to_string))
+        .collect();
+    if failed.is_empty() {
+        let _ = writeln!(s, "- work the runs reported failed: **none**");
+    } else {
+        let _ = writeln!(
+            s,
+            "- work the runs reported failed: **{}** (so the run is not a success), first: {}",
+            failed.len(),
+            failed
+                .iter()
+                .take(3)
+                .map(|f| format!("`{}`", f.replace(['|', '`'], "/")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let _ = writeln!(
         s,
         "- due subscriptions renewed at Graph (a later expiry, or recreated): **{} of {}**",
@@ -799,6 +832,18 @@ pub fn scale_section(points: &[ScalePoint], timeout_s: u64, target: usize) -> St
     s
 }
 
+/// "mail-webhook 12, oauth-callback 4, …": the sandboxes each pool started.
+fn scale_out(r: &FleetResults) -> String {
+    if r.sandboxes_started.is_empty() {
+        return "no figures".into();
+    }
+    r.sandboxes_started
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -843,5 +888,30 @@ mod tests {
         let p = point(3000, 140.5, 30.25);
         assert_eq!(ScalePoint::from_json(&p.to_json()), Some(p));
         assert_eq!(ScalePoint::from_json(&serde_json::json!({"mailboxes": 3})), None);
+    }
+
+    #[test]
+    fn a_run_with_failed_work_says_so_beside_its_time() {
+        use crate::fleet::ScheduledRun;
+        let opts = FleetOptions::new("bin".into());
+        let run = |failed: serde_json::Value| ScheduledRun {
+            duration: std::time::Duration::from_secs(12),
+            report: Ok(serde_json::json!({"renewed": 3, "swept": 3, "failed": failed})),
+        };
+        let mut r = FleetResults {
+            runs: vec![run(serde_json::json!([]))],
+            ..FleetResults::default()
+        };
+        assert!(report(&r, &opts, "x").contains("- work the runs reported failed: **none**"));
+        r.runs
+            .push(run(serde_json::json!(["renew conn#support: Graph answered 500"])));
+        let text = report(&r, &opts, "x");
+        assert!(
+            text.contains(
+                "- work the runs reported failed: **1** (so the run is not a success), first: \
+                 `renew conn#support: Graph answered 500`"
+            ),
+            "{text}"
+        );
     }
 }

@@ -138,6 +138,9 @@ pub struct Options {
     /// the template deploys them (`RELAY365_TOKEN_KEY_ID`); off, each
     /// token is a Secrets Manager secret, as earlier versions kept them.
     pub seal_tokens: bool,
+    /// DynamoDB in a moto of its own (for load: each moto serves one
+    /// request at a time).
+    pub separate_dynamodb: bool,
 }
 
 impl Options {
@@ -160,6 +163,7 @@ impl Options {
             retry_after_seconds: 10,
             fixed_deadline_ms: None,
             seal_tokens: true,
+            separate_dynamodb: false,
         }
     }
 }
@@ -264,7 +268,11 @@ impl Demo {
                 return Err(DemoError::MissingBinary(path.display().to_string()));
             }
         }
-        let aws = Aws::start().await;
+        let aws = if opts.separate_dynamodb {
+            Aws::start_split().await
+        } else {
+            Aws::start().await
+        };
         let sdk = aws.sdk_config().await;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.api_port))
             .await

@@ -49,6 +49,7 @@ fn options() -> Options {
         retry_after_seconds: 10,
         fixed_deadline_ms: None,
         seal_tokens: true,
+        separate_dynamodb: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {

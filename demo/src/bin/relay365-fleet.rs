@@ -42,9 +42,12 @@ struct Args {
     /// Admin-API connects in flight at once.
     #[arg(long, default_value_t = 8)]
     connect_concurrency: usize,
-    /// Sandboxes of each HTTP function and of dispatch.
+    /// Sandboxes each HTTP function starts with.
     #[arg(long, default_value_t = 4)]
     sandboxes: usize,
+    /// How far each HTTP function, and dispatch's event source, scale out.
+    #[arg(long, default_value_t = 32)]
+    max_sandboxes: usize,
     /// Mails per second across the fleet during the storm.
     #[arg(long, default_value_t = 20.0)]
     storm_rate: f64,
@@ -85,6 +88,7 @@ async fn main() {
     opts.graph_latency = Duration::from_millis(args.graph_latency_ms);
     opts.connect_concurrency = args.connect_concurrency.max(1);
     opts.sandboxes = args.sandboxes.max(1);
+    opts.max_sandboxes = args.max_sandboxes.max(opts.sandboxes);
     opts.storm_rate = args.storm_rate;
     opts.storm_seconds = args.storm_seconds;
     opts.max_runs = args.max_runs.max(1);
@@ -92,13 +96,14 @@ async fn main() {
     opts.work_dir = absolute(args.work_dir);
     let command = format!(
         "relay365-fleet --mailboxes {} --delegated {} --tenants {} --graph-latency-ms {} \
-         --connect-concurrency {} --sandboxes {} --storm-rate {} --storm-seconds {}",
+         --connect-concurrency {} --sandboxes {} --max-sandboxes {} --storm-rate {} --storm-seconds {}",
         opts.mailboxes,
         opts.delegated,
         opts.tenants,
         args.graph_latency_ms,
         opts.connect_concurrency,
         opts.sandboxes,
+        opts.max_sandboxes,
         opts.storm_rate,
         opts.storm_seconds
     );

@@ -984,11 +984,25 @@ async fn handshake(url: &str, token: &str) -> bool {
     status_ok && ct_ok && body.as_ref() == token.as_bytes()
 }
 
-/// POSTs a notification collection, retrying like Graph (here: quickly, a bounded number of times).
+/// How long Graph keeps resending a notification that got no 2xx within
+/// 3 s before it discards it ("for up to 4 hours").
+const RESEND_FOR: Duration = Duration::from_secs(4 * 3600);
+
+/// The wait before resend `attempt` (0-based). Graph documents that it
+/// resends, not how often: the simulator starts quickly (so a test sees a
+/// retry at once) and backs off exponentially to a minute, so a receiver
+/// that is down or slow is not kept busy by the resends themselves.
+fn resend_after(attempt: u32) -> Duration {
+    Duration::from_millis(150u64.saturating_mul(1u64 << attempt.min(16))).min(Duration::from_secs(60))
+}
+
+/// POSTs a notification collection, resending like Graph until it gets a
+/// 2xx or [`RESEND_FOR`] has passed.
 pub(crate) fn send_notifications(state: Shared, url: String, payload: Value, copies: u32) {
     tokio::spawn(async move {
         for _ in 0..copies {
-            for attempt in 0..20 {
+            let first = std::time::Instant::now();
+            for attempt in 0.. {
                 let Ok(req) = hyper::Request::post(url.as_str())
                     .header(header::CONTENT_TYPE, "application/json")
                     .body(http_body_util::Full::new(Bytes::from(payload.to_string())))
@@ -1017,10 +1031,10 @@ pub(crate) fn send_notifications(state: Shared, url: String, payload: Value, cop
                         });
                     }
                 }
-                if (200..300).contains(&status) {
+                if (200..300).contains(&status) || first.elapsed() >= RESEND_FOR {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(150 + 50 * attempt)).await;
+                tokio::time::sleep(resend_after(attempt)).await;
             }
         }
     });

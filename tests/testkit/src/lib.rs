@@ -34,6 +34,7 @@ struct ProxyState {
 /// A moto server behind a counting proxy. Dropping it stops both.
 pub struct Aws {
     _moto: tokio::process::Child,
+    _dynamodb_moto: Option<tokio::process::Child>,
     proxy: SocketAddr,
     state: Arc<ProxyState>,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -159,52 +160,93 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Starts one `moto_server` on a free port; returns it and its URL once it answers.
+async fn start_moto() -> (tokio::process::Child, String) {
+    let port = free_port();
+    let binary = moto_binary();
+    // moto's server (werkzeug) writes a response's headers and body in two
+    // segments with Nagle's algorithm on, so every answer waits for the
+    // client's delayed ACK (40 ms on Linux). Run it with TCP_NODELAY,
+    // through the Python next to it, when there is one.
+    let python = std::path::Path::new(&binary).with_file_name("python");
+    let mut command = if python.exists() {
+        let mut c = tokio::process::Command::new(python);
+        c.args(["-c", MOTO_LAUNCHER]);
+        c
+    } else {
+        tokio::process::Command::new(&binary)
+    };
+    let moto = command
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start moto_server");
+    let moto_url = format!("http://127.0.0.1:{port}");
+    let probe: Client<_, http_body_util::Empty<axum::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(r) = probe.get(format!("{moto_url}/moto-api/").parse().unwrap()).await
+            && r.status().is_success()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "moto_server did not start on port {port}");
+    (moto, moto_url)
+}
+
+/// Where the proxy sends each request.
+struct Upstreams {
+    /// Every service not named below.
+    default: String,
+    /// DynamoDB's own moto, when it has one.
+    dynamodb: Option<String>,
+}
+
+impl Upstreams {
+    fn for_operation(&self, op: &str) -> &str {
+        match &self.dynamodb {
+            Some(url) if op.starts_with("DynamoDB_") => url,
+            _ => &self.default,
+        }
+    }
+}
+
 impl Aws {
     /// Starts moto and the proxy; returns once moto answers.
     pub async fn start() -> Self {
-        let port = free_port();
-        let binary = moto_binary();
-        // moto's server (werkzeug) writes a response's headers and body in two
-        // segments with Nagle's algorithm on, so every answer waits for the
-        // client's delayed ACK (40 ms on Linux). Run it with TCP_NODELAY,
-        // through the Python next to it, when there is one.
-        let python = std::path::Path::new(&binary).with_file_name("python");
-        let mut command = if python.exists() {
-            let mut c = tokio::process::Command::new(python);
-            c.args(["-c", MOTO_LAUNCHER]);
-            c
-        } else {
-            tokio::process::Command::new(&binary)
-        };
-        let moto = command
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start moto_server");
-        let moto_url = format!("http://127.0.0.1:{port}");
-        let probe: Client<_, http_body_util::Empty<axum::body::Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let mut ready = false;
-        for _ in 0..200 {
-            if let Ok(r) = probe.get(format!("{moto_url}/moto-api/").parse().unwrap()).await
-                && r.status().is_success()
-            {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(ready, "moto_server did not start on port {port}");
+        Self::start_with(false).await
+    }
 
+    /// Like [`Aws::start`], with DynamoDB in a moto of its own: moto serves
+    /// one request at a time per process, and a load test whose every
+    /// notification reads and writes the table and the queue would measure
+    /// moto's queueing. The two share no state the functions use.
+    pub async fn start_split() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(separate_dynamodb: bool) -> Self {
+        let (moto, default) = start_moto().await;
+        let (dynamodb_moto, dynamodb) = if separate_dynamodb {
+            let (child, url) = start_moto().await;
+            (Some(child), Some(url))
+        } else {
+            (None, None)
+        };
         let state = Arc::new(ProxyState::default());
         let app = axum::Router::new()
             .fallback(forward)
-            .with_state((state.clone(), moto_url));
+            .with_state((state.clone(), Arc::new(Upstreams { default, dynamodb })));
         let (proxy, tx) = serve(app).await;
         Self {
             _moto: moto,
+            _dynamodb_moto: dynamodb_moto,
             proxy,
             state,
             _stop: tx,
@@ -266,7 +308,10 @@ pub async fn sdk_config(url: &str) -> aws_config::SdkConfig {
         .await
 }
 
-async fn forward(State((state, moto)): State<(Arc<ProxyState>, String)>, req: Request) -> Response {
+async fn forward(
+    State((state, upstreams)): State<(Arc<ProxyState>, Arc<Upstreams>)>,
+    req: Request,
+) -> Response {
     let target = req
         .headers()
         .get("x-amz-target")
@@ -281,6 +326,7 @@ async fn forward(State((state, moto)): State<(Arc<ProxyState>, String)>, req: Re
     } else {
         target
     };
+    let moto = upstreams.for_operation(&op).to_string();
     *state.counts.lock().unwrap().entry(op).or_default() += 1;
     if state.down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response();

@@ -8,10 +8,18 @@
 - A DynamoDB transaction keeps a copy of the items it touches to roll back
   to, instead of a deep copy of each whole table: with thousands of
   connections the copy made every transaction slower than the one before.
+- DynamoDB and SQS requests are served one at a time, as the services are
+  atomic per request. moto's server runs each request on its own thread,
+  and its backends check and then change: two concurrent ReceiveMessage
+  calls could both take one FIFO message group (or the same message), and
+  two conditional writes could both pass their condition. A long poll
+  gives SQS's lock up while it waits.
 """
 import copy
+import functools
 import socketserver
 import sys
+import threading
 
 socketserver.StreamRequestHandler.disable_nagle_algorithm = True
 
@@ -86,6 +94,45 @@ def transact_write_items(self, transact_items):
 
 
 dynamodb_models.DynamoDBBackend.transact_write_items = transact_write_items
+
+
+def _one_at_a_time(cls, lock):
+    """Every public method of a backend class runs under `lock`."""
+
+    def locked(method):
+        @functools.wraps(method)
+        def run(*args, **kwargs):
+            with lock:
+                return method(*args, **kwargs)
+
+        return run
+
+    for name, value in list(vars(cls).items()):
+        if name.startswith("_") or not callable(value) or isinstance(value, (staticmethod, classmethod, type)):
+            continue
+        setattr(cls, name, locked(value))
+
+
+_one_at_a_time(dynamodb_models.DynamoDBBackend, threading.RLock())
+
+import moto.sqs.models as sqs_models
+
+_sqs_lock = threading.RLock()
+_one_at_a_time(sqs_models.SQSBackend, _sqs_lock)
+_wait_for_messages = sqs_models.Queue.wait_for_messages
+
+
+def wait_for_messages(self, timeout):
+    if not _sqs_lock._is_owned():
+        return _wait_for_messages(self, timeout)
+    held = _sqs_lock._release_save()
+    try:
+        return _wait_for_messages(self, timeout)
+    finally:
+        _sqs_lock._acquire_restore(held)
+
+
+sqs_models.Queue.wait_for_messages = wait_for_messages
 
 from moto.server import main
 
