@@ -117,9 +117,22 @@ fn options() -> Options {
     opts
 }
 
+/// How each step's curl signs its call: SigV4 with the demo's key.
+const SIGN: &str = "--aws-sigv4 aws:amz:us-east-1:execute-api --user demo:demo";
+
+/// What `make demo` prints once the stack is up: where everything is, then
+/// the steps of a walk through it.
 fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
+    let (mut out, mailbox) = where_everything_is(demo, opts, started);
+    out += &mail_steps(demo, &mailbox);
+    out += &connect_steps(demo, opts);
+    out += "Ctrl-C stops everything.\n";
+    out
+}
+
+/// The table of endpoints, and the mailbox the steps use.
+fn where_everything_is(demo: &Demo, opts: &Options, started: Instant) -> (String, String) {
     let api = &demo.api_url;
-    let sign = "--aws-sigv4 aws:amz:us-east-1:execute-api --user demo:demo";
     let logs = opts
         .log_dir
         .as_ref()
@@ -154,14 +167,21 @@ fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
     if demo.public_url != demo.api_url {
         out += &format!("  public URL             {}\n", demo.public_url);
     }
+    (out, mailbox)
+}
+
+/// Steps 1 to 4: connect the mailbox, get its mail as events, reply.
+fn mail_steps(demo: &Demo, mailbox: &str) -> String {
+    let api = &demo.api_url;
+    let mut out = String::new();
     out += &format!(
         "\n1. Create a connection for the mailbox (routes with IAM auth need a SigV4 signature; the demo's key is demo:demo):\n\n\
-         \x20 $ curl -sS {api}/connections {sign} \\\n\
+         \x20 $ curl -sS {api}/connections {SIGN} \\\n\
          \x20     -H 'content-type: application/json' \\\n\
          \x20     -d '{{\"id\":\"support\",\"auth\":\"delegated\",\"scopes\":[\"Mail.ReadOnly\",\"Mail.Send\"],\"mailbox\":\"{mailbox}\",\"subscriptions\":[{{\"resource\":\"mail\"}}]}}'\n\n\
          2. Open the \"connect_url\" of the answer in a browser and accept the consent page.\n\
          \x20  The connection turns \"active\" and a mail subscription is created (Graph validates the webhook first):\n\n\
-         \x20 $ curl -sS {api}/connections/support {sign}\n\n"
+         \x20 $ curl -sS {api}/connections/support {SIGN}\n\n"
     );
     match &demo.sim {
         Some(sim) => {
@@ -181,15 +201,9 @@ fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
             );
         }
     }
-    let cli = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("relay365")))
-        .filter(|p| p.is_file())
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "relay365".into());
     out += &format!(
         "4. Reply with one curl line:\n\n\
-         \x20 $ curl -sS {api}/mail/send {sign} \\\n\
+         \x20 $ curl -sS {api}/mail/send {SIGN} \\\n\
          \x20     -H 'content-type: application/json' \\\n\
          \x20     -d '{{\"connection_id\":\"support\",\"to\":[\"customer@example.org\"],\"subject\":\"Re: Where is my order?\",\"body\":{{\"text\":\"It ships today.\"}}}}'\n\n"
     );
@@ -200,6 +214,19 @@ fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
             sim.url()
         );
     }
+    out
+}
+
+/// Step 5, Amazon Connect tasks, and the operator CLI on this stack.
+fn connect_steps(demo: &Demo, opts: &Options) -> String {
+    let api = &demo.api_url;
+    let cli = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("relay365")))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "relay365".into());
+    let mut out = String::new();
     let task_target = format!("connect-task:{DEMO_CONNECT_INSTANCE_ID}/{DEMO_CONNECT_FLOW_ID}");
     out += &format!(
         "5. Turn the mailbox's new mail into Amazon Connect tasks as well (a second flow on the mailbox;\n\
@@ -235,7 +262,6 @@ fn walkthrough(demo: &Demo, opts: &Options, started: Instant) -> String {
          \x20 {cli} list          {cli} show support\n\
          \x20 {cli} doctor        {cli} events tail\n\n"
     );
-    out += "Ctrl-C stops everything.\n";
     out
 }
 

@@ -1,0 +1,94 @@
+//! The run: one stack for the whole benchmark, then, for each memory size,
+//! every mode, runtime, repetition and path in turn, each a new cold start.
+
+use std::collections::BTreeMap;
+
+use super::bench::Bench;
+use super::report::ms;
+use super::sample::Sample;
+use super::{BenchOptions, Mode, PathKind, Runtime};
+use crate::cgroup::{CpuShare, lambda_share};
+
+/// Samples by (memory size, mode, path, runtime).
+pub type Samples = BTreeMap<(u32, Mode, PathKind, Runtime), Vec<Sample>>;
+
+/// What a run measured.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// The samples.
+    pub samples: Samples,
+    /// Why CPU shares could not be applied, when they could not (every
+    /// figure is then at the machine's full speed, and the report says so).
+    pub unthrottled: Option<String>,
+    /// How long the local servers take to answer one call, measured from
+    /// the harness over plain HTTP: (what, median milliseconds).
+    pub server_latency: Vec<(&'static str, f64)>,
+}
+
+/// Runs every sample and returns them.
+///
+/// # Errors
+/// A sentence saying which step failed (a binary missing, the stack not
+/// starting, a path answering wrongly).
+pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> Result<Results, String> {
+    let bench = Bench::start(opts).await?;
+    progress("stack ready, mailbox connected, TLS fronts up");
+    let mut results = Results {
+        server_latency: bench.server_latency().await,
+        ..Results::default()
+    };
+    for &mb in &bench.opts.memory_sizes {
+        let share = match CpuShare::create(&format!("bench-{mb}"), lambda_share(mb)) {
+            Ok(s) => Some(s),
+            Err(why) => {
+                progress(&format!("{why}: measuring at full speed"));
+                results.unthrottled = Some(why);
+                None
+            }
+        };
+        measure_memory_size(&bench, mb, share.as_ref(), &progress, &mut results.samples).await?;
+    }
+    Ok(results)
+}
+
+/// Every sample at one memory size: both modes when its CPU share applies
+/// (only the phase-modelled one when it does not), each runtime, `reps`
+/// rounds of every path.
+async fn measure_memory_size(
+    bench: &Bench,
+    mb: u32,
+    share: Option<&CpuShare>,
+    progress: &impl Fn(&str),
+    samples: &mut Samples,
+) -> Result<(), String> {
+    let runtimes: &[Runtime] = if bench.opts.rust_only {
+        &[Runtime::Rust]
+    } else {
+        &[Runtime::Rust, Runtime::Python]
+    };
+    let modes: &[Mode] = if share.is_some() {
+        &[Mode::Phased, Mode::Throttled]
+    } else {
+        &[Mode::Phased]
+    };
+    for &mode in modes {
+        for &runtime in runtimes {
+            for rep in 0..bench.opts.reps {
+                for &path in &bench.opts.paths {
+                    let sample = bench
+                        .sample(path, runtime, mode, mb, share)
+                        .await
+                        .map_err(|e| format!("{} ({runtime:?}, {mb} MB, {mode:?}): {e}", path.label()))?;
+                    progress(&format!(
+                        "{mb} MB {mode:?} {runtime:?} #{rep} {}: init {:.1} ms, first {:.1} ms",
+                        path.label(),
+                        ms(sample.init),
+                        ms(sample.first)
+                    ));
+                    samples.entry((mb, mode, path, runtime)).or_default().push(sample);
+                }
+            }
+        }
+    }
+    Ok(())
+}
