@@ -22,12 +22,11 @@
 //!
 //! A retry of the same event sends the same request: the staged objects are
 //! kept, and their URLs are signed as of the object's `Last-Modified`, so
-//! Connect recognises its `ClientToken`. An object staged more than
-//! [`STAGED_FRESH`] ago is staged again, so its URL is valid for at least
-//! [`PRESIGN_VALIDITY`] less that. A retry whose URLs differ (restaged, or
-//! signed with rotated credentials) gets `IdempotencyException` from
-//! Connect, which means the earlier try started the contact: the event
-//! counts as delivered.
+//! Connect recognises its `ClientToken` (the staging, with [`STAGED_FRESH`]
+//! and [`PRESIGN_VALIDITY`], is in `connect/staging.rs`). A retry whose URLs
+//! differ (restaged, or signed with rotated credentials) gets
+//! `IdempotencyException` from Connect, which means the earlier try started
+//! the contact: the event counts as delivered.
 
 use aws_sdk_connect::error::ProvideErrorMetadata;
 use aws_sdk_connect::types::{
