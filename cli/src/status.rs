@@ -151,11 +151,30 @@ async fn local_figures(stack: &Stack) -> Result<Figures, CliError> {
 
 /// The same figures from CloudWatch.
 async fn aws_figures(stack: &Stack) -> Result<Figures, CliError> {
-    use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
     let cw = aws_sdk_cloudwatch::Client::new(&stack.sdk);
     let end = aws_sdk_cloudwatch::primitives::DateTime::from_millis(now_ms() as i64);
     let start =
         aws_sdk_cloudwatch::primitives::DateTime::from_millis(now_ms().saturating_sub(HOUR_MS) as i64);
+    let out = cw
+        .get_metric_data()
+        .start_time(start)
+        .end_time(end)
+        .set_metric_data_queries(Some(metric_queries()))
+        .send()
+        .await
+        .map_err(|e| {
+            CliError::Aws(format!(
+                "CloudWatch GetMetricData: {}",
+                aws_sdk_cloudwatch::error::DisplayErrorContext(e)
+            ))
+        })?;
+    Ok(figures_from_results(out.metric_data_results()))
+}
+
+/// The metrics [`aws_figures`] asks CloudWatch for, each under the id
+/// [`figures_from_results`] reads it by.
+fn metric_queries() -> Vec<aws_sdk_cloudwatch::types::MetricDataQuery> {
+    use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
     let query = |id: &str, name: &str, dims: &[(&str, &str)], stat: &str, period: i32| {
         let metric = Metric::builder()
             .namespace("relay365")
@@ -178,7 +197,7 @@ async fn aws_figures(stack: &Stack) -> Result<Figures, CliError> {
             .build()
     };
     let dispatch = ("function", "mail-dispatch");
-    let queries = vec![
+    vec![
         query(
             "d_https",
             "EventsDelivered",
@@ -244,26 +263,17 @@ async fn aws_figures(stack: &Stack) -> Result<Figures, CliError> {
             "p99",
             3600,
         ),
-    ];
-    let out = cw
-        .get_metric_data()
-        .start_time(start)
-        .end_time(end)
-        .set_metric_data_queries(Some(queries))
-        .send()
-        .await
-        .map_err(|e| {
-            CliError::Aws(format!(
-                "CloudWatch GetMetricData: {}",
-                aws_sdk_cloudwatch::error::DisplayErrorContext(e)
-            ))
-        })?;
+    ]
+}
+
+/// The figures of the last hour from CloudWatch's answer to [`metric_queries`].
+fn figures_from_results(results: &[aws_sdk_cloudwatch::types::MetricDataResult]) -> Figures {
     let mut f = Figures {
         delivered_per_minute: vec![0.0; 60],
         ..Figures::default()
     };
     let from = now_ms().saturating_sub(HOUR_MS);
-    for r in out.metric_data_results() {
+    for r in results {
         let vals = r.values();
         let total: f64 = vals.iter().sum();
         match r.id().unwrap_or_default() {
@@ -284,7 +294,7 @@ async fn aws_figures(stack: &Stack) -> Result<Figures, CliError> {
             _ => {}
         }
     }
-    Ok(f)
+    f
 }
 
 /// The queues' depths (what waits, what dead-lettered).

@@ -312,27 +312,7 @@ pub async fn step(
             }
         }
     }
-    let mut records = Vec::new();
-    for item in found {
-        if paths::item_id(&item.id).is_err() {
-            continue;
-        }
-        if older_than_watermark(sub, item.received.as_deref()) {
-            continue;
-        }
-        if s.state
-            .is_delivered(&conn.id, &sub.ledger_key(&item.ledger_key))
-            .await?
-        {
-            continue;
-        }
-        let mut n = QueuedNotification::for_subscription(&conn.id, &sub.id);
-        n.flow = Some(sub.key.clone());
-        n.change_type = Some(item.change_type);
-        n.resource_id = Some(item.id);
-        n.version = item.version;
-        records.push(n);
-    }
+    let mut records = unsent(s, conn, sub, found).await?;
     out.queued = records.len();
     crate::metrics::recovered(out.queued);
     let catching_up = sub.catching_up.is_some();
@@ -360,6 +340,59 @@ pub async fn step(
     if !records.is_empty() {
         queue.send(&records).await?;
     }
+    record_step(s, conn, sub, end, &mut out).await?;
+    Ok(out)
+}
+
+/// The flow's records for the `found` items it was never sent: those with
+/// a Graph id, newer than the watermark and missing from the flow's ledger.
+///
+/// # Errors
+/// [`CatchUpError`] when the ledger cannot be read.
+async fn unsent(
+    s: &Services,
+    conn: &Connection,
+    sub: &Subscription,
+    found: Vec<Found>,
+) -> Result<Vec<QueuedNotification>, CatchUpError> {
+    let mut records = Vec::new();
+    for item in found {
+        if paths::item_id(&item.id).is_err() {
+            continue;
+        }
+        if older_than_watermark(sub, item.received.as_deref()) {
+            continue;
+        }
+        if s.state
+            .is_delivered(&conn.id, &sub.ledger_key(&item.ledger_key))
+            .await?
+        {
+            continue;
+        }
+        let mut n = QueuedNotification::for_subscription(&conn.id, &sub.id);
+        n.flow = Some(sub.key.clone());
+        n.change_type = Some(item.change_type);
+        n.resource_id = Some(item.id);
+        n.version = item.version;
+        records.push(n);
+    }
+    Ok(records)
+}
+
+/// Records a step in the flow once its items are queued: at the end, the
+/// new link (`end`), the next sweep and the count recovered; before the
+/// end, the count only.
+///
+/// # Errors
+/// [`CatchUpError`] when the state table fails.
+async fn record_step(
+    s: &Services,
+    conn: &Connection,
+    sub: &Subscription,
+    end: Option<String>,
+    out: &mut Stepped,
+) -> Result<(), CatchUpError> {
+    let catching_up = sub.catching_up.is_some();
     if let Some(delta) = end {
         let mut change = SubscriptionChange::new()
             .delta_link(&delta)
@@ -381,7 +414,7 @@ pub async fn step(
             s.state.update_subscription(&conn.id, &sub.key, change).await?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A flow swept at `swept` is next due for the scheduled run at its next

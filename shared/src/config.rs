@@ -119,6 +119,64 @@ fn host_override(name: &'static str, raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// `RELAY365_SECRET_STORE`: Secrets Manager (`aws`, the default) or a
+/// folder of files (`file:DIR`, local runs).
+fn secret_store(raw: Option<String>) -> Result<StoreKind, ConfigError> {
+    match raw.as_deref() {
+        None | Some("aws") => Ok(StoreKind::Aws),
+        Some(v) => match v.strip_prefix("file:") {
+            Some(dir) if !dir.is_empty() => Ok(StoreKind::File(PathBuf::from(dir))),
+            _ => Err(ConfigError {
+                name: "RELAY365_SECRET_STORE",
+                message: format!("{v:?}: use aws or file:DIR"),
+            }),
+        },
+    }
+}
+
+/// The local test certificate authority ([`crate::https::LOCAL_CA_SETTING`])
+/// is honoured only in a local run, and must be a readable file there.
+fn check_local_ca(file: Option<String>, local: bool) -> Result<(), ConfigError> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    let message = if !local {
+        "is honoured only in a local run (RELAY365_LOCAL=1): remove it; deployed functions trust the public roots only".to_string()
+    } else if std::fs::metadata(&file).is_err() {
+        format!("{file:?} cannot be read: give the PEM file of the local test certificate authority")
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError {
+        name: crate::https::LOCAL_CA_SETTING,
+        message,
+    })
+}
+
+/// A setting in whole seconds within `range`, when set; `hint` ends the
+/// error's words.
+fn seconds(
+    name: &'static str,
+    get: impl Fn(&str) -> Option<String>,
+    range: std::ops::RangeInclusive<u64>,
+    hint: &str,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    let Some(raw) = get(name) else {
+        return Ok(None);
+    };
+    match raw.parse::<u64>() {
+        Ok(secs) if range.contains(&secs) => Ok(Some(std::time::Duration::from_secs(secs))),
+        _ => Err(ConfigError {
+            name,
+            message: format!(
+                "{raw:?} is not a number of seconds from {} to {}{hint}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
+}
+
 /// `RELAY365_ALLOWED_SENDERS`: comma-separated addresses or `*@domain`.
 fn parse_senders(raw: &str) -> Result<Vec<String>, ConfigError> {
     raw.split(',')
@@ -215,33 +273,8 @@ impl Config {
                 })
             })
             .transpose()?;
-        let secret_store = match get("RELAY365_SECRET_STORE").as_deref() {
-            None | Some("aws") => StoreKind::Aws,
-            Some(v) => match v.strip_prefix("file:") {
-                Some(dir) if !dir.is_empty() => StoreKind::File(PathBuf::from(dir)),
-                _ => {
-                    return Err(ConfigError {
-                        name: "RELAY365_SECRET_STORE",
-                        message: format!("{v:?}: use aws or file:DIR"),
-                    });
-                }
-            },
-        };
-        if let Some(file) = get(crate::https::LOCAL_CA_SETTING) {
-            let message = if !local {
-                "is honoured only in a local run (RELAY365_LOCAL=1): remove it; deployed functions trust the public roots only".to_string()
-            } else if std::fs::metadata(&file).is_err() {
-                format!("{file:?} cannot be read: give the PEM file of the local test certificate authority")
-            } else {
-                String::new()
-            };
-            if !message.is_empty() {
-                return Err(ConfigError {
-                    name: crate::https::LOCAL_CA_SETTING,
-                    message,
-                });
-            }
-        }
+        let secret_store = secret_store(get("RELAY365_SECRET_STORE"))?;
+        check_local_ca(get(crate::https::LOCAL_CA_SETTING), local)?;
         let secret_prefix = get("RELAY365_SECRET_PREFIX").unwrap_or_else(|| "relay365/".into());
         let token_key_id = token_key_id(get("RELAY365_TOKEN_KEY_ID"))?;
         Ok(Self {
@@ -269,45 +302,16 @@ impl Config {
                 Some(raw) => parse_senders(&raw)?,
             },
             local,
-            secret_ttl: match get("RELAY365_SECRET_TTL_SECONDS") {
-                None => std::time::Duration::from_secs(300),
-                Some(raw) => match raw.parse::<u64>() {
-                    Ok(secs) if secs <= 300 => std::time::Duration::from_secs(secs),
-                    _ => {
-                        return Err(ConfigError {
-                            name: "RELAY365_SECRET_TTL_SECONDS",
-                            message: format!("{raw:?} is not a number of seconds from 0 to 300"),
-                        });
-                    }
-                },
-            },
-            first_retry: match get("RELAY365_FIRST_RETRY_SECONDS") {
-                None => None,
-                Some(raw) => match raw.parse::<u64>() {
-                    Ok(secs) if (1..=300).contains(&secs) => Some(std::time::Duration::from_secs(secs)),
-                    _ => {
-                        return Err(ConfigError {
-                            name: "RELAY365_FIRST_RETRY_SECONDS",
-                            message: format!("{raw:?} is not a number of seconds from 1 to 300"),
-                        });
-                    }
-                },
-            },
-            function_timeout: match get("RELAY365_FUNCTION_TIMEOUT_SECONDS") {
-                None => None,
-                Some(raw) => match raw.parse::<u64>() {
-                    // Lambda's own range: 1 s to 15 minutes.
-                    Ok(secs) if (1..=900).contains(&secs) => Some(std::time::Duration::from_secs(secs)),
-                    _ => {
-                        return Err(ConfigError {
-                            name: "RELAY365_FUNCTION_TIMEOUT_SECONDS",
-                            message: format!(
-                                "{raw:?} is not a number of seconds from 1 to 900: give the function's Timeout"
-                            ),
-                        });
-                    }
-                },
-            },
+            secret_ttl: seconds("RELAY365_SECRET_TTL_SECONDS", get, 0..=300, "")?
+                .unwrap_or(std::time::Duration::from_secs(300)),
+            first_retry: seconds("RELAY365_FIRST_RETRY_SECONDS", get, 1..=300, "")?,
+            // Lambda's own range: 1 s to 15 minutes.
+            function_timeout: seconds(
+                "RELAY365_FUNCTION_TIMEOUT_SECONDS",
+                get,
+                1..=900,
+                ": give the function's Timeout",
+            )?,
         })
     }
 

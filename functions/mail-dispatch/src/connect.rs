@@ -26,6 +26,8 @@
 //! retried too, with words that say what to fix, shown as the
 //! subscription's `last_delivery_error`; nothing is lost.
 
+use std::collections::HashMap;
+
 use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_connect::types::{Reference, ReferenceType};
 use relay365::aws::store::ConversationContact;
@@ -36,6 +38,7 @@ use crate::dispatcher::Dispatcher;
 
 pub mod email;
 pub mod reply;
+mod staging;
 
 /// The longest task name Connect accepts (`Name`, in characters).
 pub const NAME_MAX: usize = 1024;
@@ -85,7 +88,7 @@ pub(crate) async fn deliver_task(
     let conversation = Conversation::of(d, to, instance_id, event).await?;
     let related = conversation.related.clone();
     let task = TaskFields::of(event);
-    let mut req = d
+    let req = d
         .connect
         .get()
         .await
@@ -96,18 +99,13 @@ pub(crate) async fn deliver_task(
         .client_token(client_token(event_id, &to.flow))
         .set_description(task.description)
         .set_related_contact_id(related.clone());
-    for (name, value, kind) in task.references {
-        let reference = Reference::builder()
-            .value(value)
-            .r#type(kind)
-            .build()
-            .map_err(|e| Delivery::Retry(format!("a task reference could not be built: {e}")))?;
-        req = req.references(name, reference);
-    }
-    for (key, value) in task.attributes {
-        req = req.attributes(key, value);
-    }
-    match req.send().await {
+    let data = contact_data(task.references, task.attributes, "a task reference")?;
+    match req
+        .set_references(data.references)
+        .set_attributes(data.attributes)
+        .send()
+        .await
+    {
         Ok(out) => {
             let contact_id = out.contact_id().unwrap_or_default();
             tracing::info!(event = %event_id, contact = %contact_id, related = related.is_some(), "Amazon Connect task started");
@@ -278,6 +276,46 @@ impl TaskFields {
             attributes,
         }
     }
+}
+
+/// A contact's `References` and `Attributes` as Connect's start-contact
+/// requests take them: `None` when there are none, as a request that never
+/// set them sends.
+pub(crate) struct ContactData {
+    /// `References`.
+    pub(crate) references: Option<HashMap<String, Reference>>,
+    /// `Attributes`.
+    pub(crate) attributes: Option<HashMap<String, String>>,
+}
+
+/// Builds a contact's `References` and `Attributes` from a task's (tasks and
+/// email contacts carry the same ones; email contacts add attributes of their
+/// own). `what` names a reference in the error.
+///
+/// # Errors
+/// [`Delivery::Retry`] when a reference cannot be built.
+pub(crate) fn contact_data(
+    references: Vec<(&'static str, String, ReferenceType)>,
+    attributes: impl IntoIterator<Item = (&'static str, String)>,
+    what: &str,
+) -> Result<ContactData, Delivery> {
+    let references = references
+        .into_iter()
+        .map(|(name, value, kind)| {
+            let reference = Reference::builder()
+                .value(value)
+                .r#type(kind)
+                .build()
+                .map_err(|e| Delivery::Retry(format!("{what} could not be built: {e}")))?;
+            Ok((name.to_string(), reference))
+        })
+        .collect::<Result<HashMap<_, _>, Delivery>>()?;
+    let attributes: HashMap<String, String> =
+        attributes.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    Ok(ContactData {
+        references: (!references.is_empty()).then_some(references),
+        attributes: (!attributes.is_empty()).then_some(attributes),
+    })
 }
 
 /// The first `max` characters of `s` (never splitting a character).

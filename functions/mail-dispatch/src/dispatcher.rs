@@ -109,21 +109,15 @@ impl Dispatcher {
                 message: "is required by mail-dispatch; the SAM template sets it".into(),
             }));
         };
-        let raw = services
-            .store
-            .get(&id)
-            .await?
-            .ok_or(StartupError::Missing(id.clone(), "the template generates it"))?;
-        let events =
-            EventSigner::from_secret(&Sensitive::new(raw.clone())).map_err(StartupError::SigningKey)?;
-        let events = SecretValue::new(
-            events,
-            &raw,
+        let events = SecretValue::load(
             services.store.clone(),
             &id,
             services.config.secret_ttl,
             |raw| EventSigner::from_secret(&Sensitive::new(raw)).map_err(|e| e.to_string()),
-        );
+            |raw| EventSigner::from_secret(&Sensitive::new(raw)).map_err(StartupError::SigningKey),
+        )
+        .await?
+        .ok_or(StartupError::Missing(id.clone(), "the template generates it"))?;
         Ok(Self::with_events(services, events))
     }
 

@@ -42,6 +42,7 @@ use relay365::aws::store::SubscriptionChange;
 use relay365::microsoft::tokens::TokenError;
 use relay365::model::connection::{Connection, Status, Subscription};
 use relay365::model::scopes::Resource;
+use relay365::model::sensitive::Sensitive;
 use relay365::model::target::Target;
 use relay365::services::Services;
 use relay365::{catchup, subscriptions};
@@ -292,29 +293,57 @@ async fn process(
             return retry(e);
         }
     };
-    let outcome = if let Some(step) = &n.catch_up {
+    let outcome = act(d, n, &conn, &flows, &destinations, &token, until).await;
+    // The record read for this batch is stale once a catch-up step, a
+    // renewal or a recreation moved it, or its target is gone.
+    let moved = matches!(
+        n.lifecycle_event,
+        Some(LifecycleEvent::ReauthorizationRequired | LifecycleEvent::SubscriptionRemoved)
+    );
+    if n.catch_up.is_some() || moved || outcome == Outcome::TargetGone {
         cache.remove(&conn.id);
-        catch_up(d, &conn, &first, &token, step, until).await
+    }
+    outcome
+}
+
+/// Does what the notification asks for the connection's `flows` (a
+/// catch-up step, a lifecycle event, or new items), with a token already
+/// obtained; a record that is not delivered notes the time, and why, on
+/// each flow.
+async fn act(
+    d: &Dispatcher,
+    n: &QueuedNotification,
+    conn: &Connection,
+    flows: &[Subscription],
+    destinations: &[(Subscription, Destination)],
+    token: &Sensitive,
+    until: Instant,
+) -> Outcome {
+    let s = &d.services;
+    // The caller has flows to act for; none is nothing to do.
+    let Some(first) = flows.first() else {
+        return Outcome::Done;
+    };
+    let outcome = if let Some(step) = &n.catch_up {
+        catch_up(d, conn, first, token, step, until).await
     } else {
         match n.lifecycle_event {
             Some(LifecycleEvent::ReauthorizationRequired) => {
-                cache.remove(&conn.id);
-                match subscriptions::renew_or_recreate(s, &conn, &first, &token).await {
+                match subscriptions::renew_or_recreate(s, conn, first, token).await {
                     // Recreated: what came in the gap is caught up.
-                    Ok(true) => start_catch_up(d, &conn, &flows).await,
+                    Ok(true) => start_catch_up(d, conn, flows).await,
                     r => sub_outcome(r.map(|_| ())),
                 }
             }
             Some(LifecycleEvent::SubscriptionRemoved) => {
-                cache.remove(&conn.id);
                 // The flows keep their delta links, so the catch-up starts
                 // where each left off, not at the new subscription's start.
-                if let Err(e) = subscriptions::create(s, &conn, &first, &token).await {
+                if let Err(e) = subscriptions::create(s, conn, first, token).await {
                     return sub_outcome(Err(e));
                 }
-                start_catch_up(d, &conn, &flows).await
+                start_catch_up(d, conn, flows).await
             }
-            Some(LifecycleEvent::Missed) => start_catch_up(d, &conn, &flows).await,
+            Some(LifecycleEvent::Missed) => start_catch_up(d, conn, flows).await,
             Some(LifecycleEvent::Unknown) => {
                 tracing::warn!("unknown lifecycle event ignored");
                 Outcome::Done
@@ -324,17 +353,14 @@ async fn process(
                     return Outcome::Done;
                 };
                 match first.resource {
-                    Resource::Mail => items::deliver_message(d, &conn, &destinations, &token, item).await,
+                    Resource::Mail => items::deliver_message(d, conn, destinations, token, item).await,
                     Resource::Calendar => {
-                        items::deliver_calendar(d, &conn, &destinations, &token, item, n).await
+                        items::deliver_calendar(d, conn, destinations, token, item, n).await
                     }
                 }
             }
         }
     };
-    if outcome == Outcome::TargetGone {
-        cache.remove(&conn.id);
-    }
     if outcome != Outcome::Delivered {
         let now = time::OffsetDateTime::now_utc();
         let mut seen = SubscriptionChange::new().last_notification_at(now);
@@ -342,7 +368,7 @@ async fn process(
         if let Outcome::Retry(why) = &outcome {
             seen = seen.last_delivery_error(Some(why), now);
         }
-        for sub in &flows {
+        for sub in flows {
             if let Err(e) = s
                 .state
                 .update_subscription(&conn.id, &sub.key, seen.clone())

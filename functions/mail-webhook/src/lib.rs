@@ -213,43 +213,7 @@ pub async fn handle(req: Request, w: &Webhook) -> HttpResponse {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let total = collection.value.len();
-    let mut genuine = Vec::with_capacity(total);
-    for item in collection.value {
-        let Some(connection_id) = item
-            .client_state
-            .as_deref()
-            .and_then(|cs| signer.verify_client_state(cs))
-        else {
-            continue;
-        };
-        // A genuine clientState with an id that is not Graph's is forged too:
-        // it must never become a path at Graph.
-        let (resource_id, version) = match item.resource_data {
-            Some(d) => (d.id, d.etag),
-            None => (None, None),
-        };
-        if resource_id
-            .as_deref()
-            .is_some_and(|id| relay365::microsoft::paths::item_id(id).is_err())
-        {
-            continue;
-        }
-        genuine.push(QueuedNotification {
-            connection_id: connection_id.to_string(),
-            subscription_id: item.subscription_id,
-            change_type: item
-                .change_type
-                .as_deref()
-                .and_then(relay365::aws::queue::ChangeType::parse),
-            resource: item.resource,
-            resource_id,
-            version,
-            lifecycle_event: item.lifecycle_event,
-            received_at: received_at.clone(),
-            flow: None,
-            catch_up: None,
-        });
-    }
+    let genuine = genuine(&signer, collection.value, &received_at);
     let forged = total - genuine.len();
     if forged > 0 {
         // A metric filter on this line counts forged notifications.
@@ -280,6 +244,49 @@ pub async fn handle(req: Request, w: &Webhook) -> HttpResponse {
             )
         }
     }
+}
+
+/// The notifications whose `clientState` verifies and whose item id is
+/// Graph's, as queue records; the others are forged and left out.
+fn genuine(signer: &Signer, items: Vec<Item>, received_at: &str) -> Vec<QueuedNotification> {
+    let mut genuine = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(connection_id) = item
+            .client_state
+            .as_deref()
+            .and_then(|cs| signer.verify_client_state(cs))
+        else {
+            continue;
+        };
+        // A genuine clientState with an id that is not Graph's is forged too:
+        // it must never become a path at Graph.
+        let (resource_id, version) = match item.resource_data {
+            Some(d) => (d.id, d.etag),
+            None => (None, None),
+        };
+        if resource_id
+            .as_deref()
+            .is_some_and(|id| relay365::microsoft::paths::item_id(id).is_err())
+        {
+            continue;
+        }
+        genuine.push(QueuedNotification {
+            connection_id: connection_id.to_string(),
+            subscription_id: item.subscription_id,
+            change_type: item
+                .change_type
+                .as_deref()
+                .and_then(relay365::aws::queue::ChangeType::parse),
+            resource: item.resource,
+            resource_id,
+            version,
+            lifecycle_event: item.lifecycle_event,
+            received_at: received_at.to_string(),
+            flow: None,
+            catch_up: None,
+        });
+    }
+    genuine
 }
 
 /// Any invocation: an API Gateway event, answered in API Gateway's shape.

@@ -22,23 +22,22 @@
 //!
 //! A retry of the same event sends the same request: the staged objects are
 //! kept, and their URLs are signed as of the object's `Last-Modified`, so
-//! Connect recognises its `ClientToken`. An object staged more than
-//! [`STAGED_FRESH`] ago is staged again, so its URL is valid for at least
-//! [`PRESIGN_VALIDITY`] less that. A retry whose URLs differ (restaged, or
-//! signed with rotated credentials) gets `IdempotencyException` from
-//! Connect, which means the earlier try started the contact: the event
-//! counts as delivered.
-
-use std::time::{Duration, SystemTime};
+//! Connect recognises its `ClientToken` (the staging, with [`STAGED_FRESH`]
+//! and [`PRESIGN_VALIDITY`], is in `connect/staging.rs`). A retry whose URLs
+//! differ (restaged, or signed with rotated credentials) gets
+//! `IdempotencyException` from Connect, which means the earlier try started
+//! the contact: the event counts as delivered.
 
 use aws_sdk_connect::error::ProvideErrorMetadata;
 use aws_sdk_connect::types::{
-    EmailAddressInfo, EmailAttachment, EmailHeaderType, InboundAdditionalRecipients, InboundEmailContent,
-    InboundMessageSourceType, InboundRawMessage, Reference,
+    EmailAddressInfo, EmailHeaderType, InboundAdditionalRecipients, InboundEmailContent,
+    InboundMessageSourceType, InboundRawMessage,
 };
 use serde_json::Value;
 
-use super::{Conversation, TaskFields, client_token, cut, refusal};
+use super::staging::stage_attachments;
+pub use super::staging::{PRESIGN_VALIDITY, STAGED_FRESH};
+use super::{Conversation, TaskFields, client_token, contact_data, cut, refusal};
 use crate::deliver::{Delivery, Destination, MailSource};
 use crate::dispatcher::Dispatcher;
 
@@ -62,13 +61,6 @@ pub const BODY_MAX: usize = 5_242_880;
 pub const HEADER_VALUE_MAX: usize = 20_000;
 /// The longest email address Connect takes.
 const ADDRESS_MAX: usize = 255;
-/// The longest file name Connect takes.
-const FILE_NAME_MAX: usize = 256;
-/// A staged object older than this is staged again before its URL is signed.
-pub const STAGED_FRESH: Duration = Duration::from_secs(1800);
-/// How long a presigned URL is valid from its signing time (the object's
-/// `Last-Modified`): at least half an hour after it is sent to Connect.
-pub const PRESIGN_VALIDITY: Duration = Duration::from_secs(3600);
 
 /// A `connect-email:` target.
 #[derive(Debug, Clone, Copy)]
@@ -285,30 +277,6 @@ fn description(left_out: &[(String, String)], more_recipients: usize, web_link: 
     Some(cut(text.trim_end(), super::DESCRIPTION_MAX))
 }
 
-/// A file name Connect and S3 take: control characters and `/` dropped,
-/// at most [`FILE_NAME_MAX`] characters (the extension kept).
-fn safe_file_name(name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .map(|c| {
-            if c.is_control() || c == '/' || c == '\\' {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if clean.chars().count() <= FILE_NAME_MAX {
-        return clean;
-    }
-    match clean.rsplit_once('.') {
-        Some((stem, ext)) if ext.chars().count() < 16 => {
-            format!("{}.{ext}", cut(stem, FILE_NAME_MAX - ext.chars().count() - 1))
-        }
-        _ => cut(&clean, FILE_NAME_MAX),
-    }
-}
-
 /// Starts the email contact for one event (or records a non-mail event as done).
 ///
 /// # Errors
@@ -344,70 +312,13 @@ pub(crate) async fn deliver_email(
     };
     let threading = threading_headers(mail["internet_message_id"].as_str().unwrap_or_default(), &headers);
     let mut plan = plan_attachments(&listed);
-    let mut attachments = Vec::new();
-    if !plan.passed.is_empty()
-        && let Some(src) = source
-    {
-        match d.services.config.attachments_bucket.clone() {
-            Some(bucket) => {
-                let passed = std::mem::take(&mut plan.passed);
-                for (n, a) in passed.iter().enumerate() {
-                    match stage(d, src, &bucket, event, n, a).await? {
-                        Ok(url) => attachments.push(
-                            EmailAttachment::builder()
-                                .file_name(safe_file_name(&a.name))
-                                .s3_url(url)
-                                .build()
-                                .map_err(|e| {
-                                    Delivery::Retry(format!("an attachment could not be built: {e}"))
-                                })?,
-                        ),
-                        Err(why) => plan.left_out.push((a.name.clone(), why)),
-                    }
-                }
-            }
-            None => {
-                tracing::warn!(event = %event_id, "RELAY365_ATTACHMENTS_BUCKET is not set: attachments are named in the contact's description only");
-                for a in std::mem::take(&mut plan.passed) {
-                    plan.left_out
-                        .push((a.name, "this deployment has no attachments bucket".to_string()));
-                }
-            }
-        }
-    }
+    let attachments = stage_attachments(d, source, event, &mut plan).await?;
     let (recipients, more) = additional_recipients(mail, target.address);
     let web_link = mail["web_link"].as_str().unwrap_or_default();
     let task = TaskFields::of(event);
     let subject = cut(mail["subject"].as_str().unwrap_or_default().trim(), SUBJECT_MAX);
-    let body = &mail["body"];
-    let content = body["content"].as_str().unwrap_or_default();
-    let (content, content_type) = if content.trim().is_empty() {
-        let preview = mail["body_preview"].as_str().unwrap_or_default().trim();
-        (
-            if preview.is_empty() { "(no text)" } else { preview }.to_string(),
-            "text/plain",
-        )
-    } else if body["content_type"].as_str() == Some("html") {
-        (cut(content, BODY_MAX), "text/html")
-    } else {
-        (cut(content, BODY_MAX), "text/plain")
-    };
-    let mut raw = InboundRawMessage::builder()
-        .subject(subject.clone())
-        .body(content)
-        .content_type(content_type);
-    for (kind, value) in threading {
-        raw = raw.headers(kind, value);
-    }
-    let raw = raw
-        .build()
-        .map_err(|e| Delivery::Retry(format!("the email message could not be built: {e}")))?;
-    let message = InboundEmailContent::builder()
-        .message_source_type(InboundMessageSourceType::Raw)
-        .raw_message(raw)
-        .build()
-        .map_err(|e| Delivery::Retry(format!("the email message could not be built: {e}")))?;
-    let mut req = d
+    let message = message(mail, &subject, threading)?;
+    let req = d
         .connect
         .get()
         .await
@@ -423,22 +334,20 @@ pub(crate) async fn deliver_email(
         .set_additional_recipients(recipients)
         .set_related_contact_id(related.clone())
         .set_attachments((!attachments.is_empty()).then_some(attachments));
-    for (name, value, kind) in task.references {
-        // Email contacts take URL, NUMBER, STRING and DATE references.
-        let reference = Reference::builder()
-            .value(value)
-            .r#type(kind)
-            .build()
-            .map_err(|e| Delivery::Retry(format!("a reference could not be built: {e}")))?;
-        req = req.references(name, reference);
-    }
-    for (key, value) in task.attributes {
-        req = req.attributes(key, value);
-    }
-    if !subject.is_empty() {
-        req = req.attributes("subject", subject);
-    }
-    match req.send().await {
+    // Email contacts take URL, NUMBER, STRING and DATE references, so a
+    // task's go as they are; the reply path reads the `subject` attribute.
+    let subject = (!subject.is_empty()).then_some(("subject", subject));
+    let data = contact_data(
+        task.references,
+        task.attributes.into_iter().chain(subject),
+        "a reference",
+    )?;
+    match req
+        .set_references(data.references)
+        .set_attributes(data.attributes)
+        .send()
+        .await
+    {
         Ok(out) => {
             let contact_id = out.contact_id().unwrap_or_default();
             tracing::info!(event = %event_id, contact = %contact_id, related = related.is_some(), left_out = plan.left_out.len(), "Amazon Connect email contact started");
@@ -458,6 +367,46 @@ pub(crate) async fn deliver_email(
             target.instance_id,
         ))),
     }
+}
+
+/// The contact's `RawMessage`: the subject, the body as Graph gave it
+/// (the preview, or "(no text)", when it is empty) and the threading headers.
+///
+/// # Errors
+/// [`Delivery::Retry`] when the message cannot be built.
+fn message(
+    mail: &Value,
+    subject: &str,
+    threading: Vec<(EmailHeaderType, String)>,
+) -> Result<InboundEmailContent, Delivery> {
+    let body = &mail["body"];
+    let content = body["content"].as_str().unwrap_or_default();
+    let (content, content_type) = if content.trim().is_empty() {
+        let preview = mail["body_preview"].as_str().unwrap_or_default().trim();
+        (
+            if preview.is_empty() { "(no text)" } else { preview }.to_string(),
+            "text/plain",
+        )
+    } else if body["content_type"].as_str() == Some("html") {
+        (cut(content, BODY_MAX), "text/html")
+    } else {
+        (cut(content, BODY_MAX), "text/plain")
+    };
+    let mut raw = InboundRawMessage::builder()
+        .subject(subject)
+        .body(content)
+        .content_type(content_type);
+    for (kind, value) in threading {
+        raw = raw.headers(kind, value);
+    }
+    let raw = raw
+        .build()
+        .map_err(|e| Delivery::Retry(format!("the email message could not be built: {e}")))?;
+    InboundEmailContent::builder()
+        .message_source_type(InboundMessageSourceType::Raw)
+        .raw_message(raw)
+        .build()
+        .map_err(|e| Delivery::Retry(format!("the email message could not be built: {e}")))
 }
 
 /// The mail's `internetMessageHeaders` and its attachments as Graph lists
@@ -507,28 +456,9 @@ async fn read_extras(
     Ok((headers, listed))
 }
 
-/// When the object at `key` was staged (its `Last-Modified`), if it is there.
-///
-/// # Errors
-/// [`Delivery::Retry`] when the bucket cannot be read.
-async fn staged_at(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<SystemTime>, Delivery> {
-    match s3.head_object().bucket(bucket).key(key).send().await {
-        Ok(head) => Ok(Some(
-            head.last_modified()
-                .and_then(|t| SystemTime::try_from(*t).ok())
-                .unwrap_or_else(SystemTime::now),
-        )),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-        Err(e) => Err(Delivery::Retry(format!(
-            "the attachments bucket {bucket} could not be read: {}",
-            e.code().unwrap_or("unreachable")
-        ))),
-    }
-}
-
 /// A Graph failure while reading the mail: retried (with a fresh token
 /// after a 401, whose cached token went bad before its time).
-async fn graph_failed(
+pub(super) async fn graph_failed(
     d: &Dispatcher,
     src: MailSource<'_>,
     what: &str,
@@ -538,84 +468,6 @@ async fn graph_failed(
         d.services.tokens.invalidate(&src.conn.id).await;
     }
     Delivery::Retry(format!("Microsoft Graph: {what} could not be read: {e}"))
-}
-
-/// Puts one attachment into the bucket (unless an earlier try did) and
-/// returns its presigned URL, or why it cannot be passed.
-///
-/// # Errors
-/// [`Delivery::Retry`] when Graph or S3 fail in a way that passes.
-async fn stage(
-    d: &Dispatcher,
-    src: MailSource<'_>,
-    bucket: &str,
-    event: &Value,
-    n: usize,
-    a: &Listed,
-) -> Result<Result<String, String>, Delivery> {
-    let s3 = d.s3.get().await;
-    let key = format!(
-        "connect/{}/{}/{n}-{}",
-        event["connection_id"].as_str().unwrap_or_default(),
-        event["id"].as_str().unwrap_or_default(),
-        safe_file_name(&a.name)
-    );
-    let mut staged = staged_at(s3, bucket, &key).await?;
-    if staged.is_none_or(|at| SystemTime::now().duration_since(at).unwrap_or_default() > STAGED_FRESH) {
-        let Ok(id) = relay365::microsoft::paths::item_id(&a.id) else {
-            return Ok(Err("its id is not Graph's".into()));
-        };
-        let path = format!("{}/attachments/{id}/$value", src.base);
-        let cap = ATTACHMENT_BYTES_MAX as usize + 1;
-        let got = match d.services.graph.get_capped(&path, src.token, cap).await {
-            Ok(g) => g,
-            Err(e) if e.status() == Some(404) => return Ok(Err("removed from the mail".into())),
-            Err(e) => return Err(graph_failed(d, src, "an attachment", e).await),
-        };
-        if got.len > ATTACHMENT_BYTES_MAX {
-            return Ok(Err(format!(
-                "over Amazon Connect's {} MB per file",
-                ATTACHMENT_BYTES_MAX / (1024 * 1024)
-            )));
-        }
-        if !got.complete {
-            return Err(Delivery::Retry(format!(
-                "Microsoft Graph: attachment {} arrived incomplete",
-                a.name
-            )));
-        }
-        s3.put_object()
-            .bucket(bucket)
-            .key(&key)
-            .body(got.head.into())
-            .send()
-            .await
-            .map_err(|e| {
-                Delivery::Retry(format!(
-                    "the attachments bucket {bucket} refused an attachment: {}",
-                    e.code().unwrap_or("unreachable")
-                ))
-            })?;
-        staged = staged_at(s3, bucket, &key).await?;
-    }
-    let Some(signed_at) = staged else {
-        return Err(Delivery::Retry(format!(
-            "the attachments bucket {bucket} does not show an attachment just put there"
-        )));
-    };
-    let presigning = aws_sdk_s3::presigning::PresigningConfig::builder()
-        .start_time(signed_at)
-        .expires_in(PRESIGN_VALIDITY)
-        .build()
-        .map_err(|e| Delivery::Retry(format!("an attachment URL could not be signed: {e}")))?;
-    let signed = s3
-        .get_object()
-        .bucket(bucket)
-        .key(&key)
-        .presigned(presigning)
-        .await
-        .map_err(|e| Delivery::Retry(format!("an attachment URL could not be signed: {e}")))?;
-    Ok(Ok(signed.uri().to_string()))
 }
 
 #[cfg(test)]
@@ -713,14 +565,5 @@ mod tests {
         assert!(d.contains("11 more recipients"), "{d}");
         assert!(d.ends_with("https://x/y"), "{d}");
         assert_eq!(description(&[], 0, "https://x"), None);
-    }
-
-    #[test]
-    fn file_names_fit_connect_and_urls_outlive_a_restage() {
-        assert!(PRESIGN_VALIDITY >= STAGED_FRESH * 2);
-        assert_eq!(safe_file_name("a/b\u{7}.pdf"), "a_b_.pdf");
-        let long = safe_file_name(&format!("{}.pdf", "x".repeat(400)));
-        assert_eq!(long.chars().count(), FILE_NAME_MAX);
-        assert!(long.ends_with(".pdf"));
     }
 }
