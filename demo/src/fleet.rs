@@ -607,18 +607,26 @@ async fn dispatch_poller(shared: Arc<Shared>) {
                 .filter_map(|m| m.message_id().map(str::to_string))
                 .collect(),
         };
-        for m in &messages {
-            if m.message_id().is_some_and(|id| failed.contains(id)) {
-                continue;
-            }
-            if let Some(handle) = m.receipt_handle() {
-                let _ = sqs
-                    .delete_message()
-                    .queue_url(&queue_url)
-                    .receipt_handle(handle)
-                    .send()
-                    .await;
-            }
+        // Deleted in one request, as Lambda's event source deletes a batch.
+        let done: Vec<aws_sdk_sqs::types::DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .filter(|m| !m.message_id().is_some_and(|id| failed.contains(id)))
+            .enumerate()
+            .filter_map(|(i, m)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !done.is_empty() {
+            let _ = sqs
+                .delete_message_batch()
+                .queue_url(&queue_url)
+                .set_entries(Some(done))
+                .send()
+                .await;
         }
     }
 }
