@@ -29,7 +29,7 @@ release:
 ## the demo's own tests and the system tests that run the demo stack.
 E2E_RELEASE_TESTS := package(relay365-demo) | (package(relay365-system-tests) & (binary(binaries) | binary(demo_connect) | binary(large_mail)))
 e2e-release: venv nextest release build-tests
-	RELAY365_BIN_DIR=$(TARGET_DIR)/release cargo nextest run -p relay365-demo -p relay365-system-tests --locked --no-fail-fast -E '$(E2E_RELEASE_TESTS)'
+	RELAY365_BIN_DIR=$(TARGET_DIR)/release cargo nextest run --workspace --locked --no-fail-fast -E '$(E2E_RELEASE_TESTS)'
 
 ## The Python tools tests need (moto's AWS server), in a project-local virtualenv.
 venv: $(STAMP)
