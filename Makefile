@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-v1
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$(PATH)
 export RELAY365_MOTO_SERVER := $(CURDIR)/$(VENV)/bin/moto_server
 
-.PHONY: test tests e2e venv unit fmt clippy deny demo cli bench bench-fleet check-template lint-template build-venv release e2e-release cold-check nextest fuzz chaos
+.PHONY: test tests e2e venv unit fmt clippy deny demo cli bench bench-fleet check-template lint-template build-venv release e2e-release cold-check nextest fuzz chaos build-tests
 
 FUNCTIONS := connections oauth-callback mail-webhook mail-dispatch send-mail
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -16,18 +16,20 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 RELEASE_BUILD := cargo build --release --locked $(addprefix -p ,$(FUNCTIONS))
 
 ## Everything CI checks: formatting, lints, every test. The binary end-to-end
-## tests run on the debug builds of the five functions here (cargo builds them
-## for the functions' own integration tests anyway); `make e2e-release` runs
-## them on the release binaries, which would add about 12 minutes of build.
+## tests run on the debug builds of the five functions here (build-tests builds
+## them with the tests, on the same compiled dependencies); `make e2e-release`
+## runs them on the release binaries, which would add about 12 minutes of build.
 test: venv fmt clippy tests lint-template deny
 
 ## The five functions as they deploy (release profile), for the demo, the benchmarks and e2e-release.
 release:
 	$(RELEASE_BUILD)
 
-## The binary end-to-end tests and the walk-through on the release binaries.
-e2e-release: venv nextest release
-	RELAY365_BIN_DIR=$(TARGET_DIR)/release cargo nextest run -p relay365-demo --locked --no-fail-fast
+## The binary end-to-end tests and the walk-through on the release binaries:
+## the demo's own tests and the system tests that run the demo stack.
+E2E_RELEASE_TESTS := package(relay365-demo) | (package(relay365-system-tests) & (binary(binaries) | binary(demo_connect) | binary(large_mail)))
+e2e-release: venv nextest release build-tests
+	RELAY365_BIN_DIR=$(TARGET_DIR)/release cargo nextest run --workspace --locked --no-fail-fast -E '$(E2E_RELEASE_TESTS)'
 
 ## The Python tools tests need (moto's AWS server), in a project-local virtualenv.
 venv: $(STAMP)
@@ -46,8 +48,14 @@ clippy:
 nextest:
 	@command -v cargo-nextest >/dev/null || cargo install --locked --root $(CURDIR)/.tools cargo-nextest@0.9.143
 
+## The debug build of every binary and every test. The system tests
+## (tests/system) run the functions' binaries (RELAY365_BIN_DIR) and the
+## `relay365` CLI from it; cargo builds no binary of another crate for a test.
+build-tests:
+	cargo build --workspace --bins --tests --locked
+
 ## Every test: the unit layer and the end-to-end tests (moto, the simulator, the binaries).
-tests: venv nextest
+tests: venv nextest build-tests
 	RELAY365_BIN_DIR=$(TARGET_DIR)/debug cargo nextest run --workspace --locked --no-fail-fast
 
 ## The unit layer alone: the tests inside each crate's src/, on fixtures
@@ -55,8 +63,8 @@ tests: venv nextest
 unit: nextest
 	cargo nextest run --workspace --lib --locked --no-fail-fast
 
-## The end-to-end tests alone (each crate's tests/ folder).
-e2e: venv nextest
+## The end-to-end tests alone (each crate's tests/ folder, and tests/system).
+e2e: venv nextest build-tests
 	RELAY365_BIN_DIR=$(TARGET_DIR)/debug cargo nextest run --workspace --tests --locked --no-fail-fast -E 'kind(test)'
 
 SAM_ENV := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test SAM_CLI_TELEMETRY=0
@@ -139,7 +147,7 @@ cli:
 ## mailboxes through every fault at once (make test runs it with 48).
 CHAOS_MAILS ?= 400
 chaos: venv nextest
-	RELAY365_CHAOS_MAILS=$(CHAOS_MAILS) cargo nextest run -p mail-dispatch --test pipeline --locked --no-capture -E 'test(chaos)'
+	RELAY365_CHAOS_MAILS=$(CHAOS_MAILS) cargo nextest run -p relay365-system-tests --test pipeline --locked --no-capture -E 'test(chaos)'
 
 ## Coverage-guided fuzzing (libFuzzer through cargo-fuzz) of every parser of
 ## outside input, FUZZ_SECONDS per target (default 60), seeds from

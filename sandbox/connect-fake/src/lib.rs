@@ -1,4 +1,4 @@
-//! A strict local fake of the Amazon Connect API, for relay365's tests.
+//! A strict local fake of the Amazon Connect API, for relay365's tests and demo.
 //!
 //! relay365 turns new mail into Amazon Connect contacts (`StartTaskContact`,
 //! `StartEmailContact`), checks a deployment's Connect settings

@@ -8,9 +8,9 @@
 //! figures are printed (`--nocapture`) for RELIABILITY.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod demo_common;
 
-use common::*;
+use demo_common::*;
 use relay365_demo::{Demo, Options};
 use serde_json::{Value, json};
 

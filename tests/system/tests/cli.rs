@@ -17,7 +17,24 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 fn bin_dir() -> PathBuf {
     std::env::var_os("RELAY365_BIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug"))
+}
+
+/// The `relay365` binary of this build: in the folder above this test
+/// binary's `deps/`, where `cargo build --workspace --bins` puts it.
+fn cli_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in a profile's deps/ folder")
+        .join("relay365");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: build the binaries first (cargo build --workspace --bins --tests)",
+        bin.display()
+    );
+    bin
 }
 
 struct Dir(PathBuf);
@@ -49,7 +66,7 @@ struct Out {
 }
 
 fn command(dir: &Dir, args: &[&str]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay365"));
+    let mut c = tokio::process::Command::new(cli_binary());
     c.arg("--local")
         .args(args)
         .env("RELAY365_DEMO_STACK", dir.0.join("stack.json"))

@@ -5,11 +5,11 @@
 //! are the binaries `sam build` packages, started the way Lambda starts them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod demo_common;
 
 use std::time::Duration;
 
-use common::*;
+use demo_common::*;
 use relay365::model::sensitive::Sensitive;
 use relay365::web::signing::Signer;
 use relay365_demo::apigw::{self, HttpRequest, ROUTES};
@@ -601,7 +601,8 @@ async fn api_gateway_events_have_the_fields_aws_sends() {
 
 #[test]
 fn the_demo_routes_are_the_templates() {
-    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).unwrap();
     // Each route block: RouteKey, AuthorizationType and the integration's function.
     let mut declared = Vec::new();
     let blocks: Vec<&str> = template.split("Type: AWS::ApiGatewayV2::Route").skip(1).collect();

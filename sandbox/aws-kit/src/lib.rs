@@ -1,4 +1,5 @@
-//! Test helpers shared by every crate's integration tests.
+//! The AWS side of the local sandbox (`sandbox/aws-kit`), shared by the demo
+//! and every crate's integration tests.
 //!
 //! * [`Aws`] starts a real moto server (the AWS API emulator, installed into
 //!   `.venv` by `make test`) on a free loopback port, behind a small HTTP

@@ -8,9 +8,9 @@
 //! stack may use.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod demo_common;
 
-use common::*;
+use demo_common::*;
 use relay365_demo::{DEMO_CONNECT_FLOW_ID, DEMO_CONNECT_INSTANCE_ID, DEMO_USER, Demo, Options};
 use serde_json::{Value, json};
 
