@@ -926,6 +926,51 @@ pub async fn run(opts: FleetOptions, progress: impl Fn(&str)) -> Result<FleetRes
     result
 }
 
+/// What every phase works on: the options, the running stack and the
+/// harness's shared state.
+struct Bench<'a> {
+    opts: &'a FleetOptions,
+    demo: &'a Demo,
+    sim: &'a graph_sim::Sim,
+    shared: &'a Arc<Shared>,
+    progress: &'a dyn Fn(&str),
+}
+
+impl Bench<'_> {
+    /// Every count so far: AWS requests at moto's proxy, Graph and token
+    /// requests at the simulator.
+    fn snapshot(&self) -> PhaseCounts {
+        let stats = self.sim.stats();
+        PhaseCounts {
+            aws: self.demo.aws.counts().into_iter().collect(),
+            graph: stats.graph_requests,
+            token: stats.token_requests,
+        }
+    }
+}
+
+/// What a phase added to the counts.
+fn diff(before: &PhaseCounts, after: &PhaseCounts) -> PhaseCounts {
+    let mut aws = BTreeMap::new();
+    for (k, v) in &after.aws {
+        let d = v.saturating_sub(before.aws.get(k).copied().unwrap_or(0));
+        if d > 0 {
+            aws.insert(k.clone(), d);
+        }
+    }
+    PhaseCounts {
+        aws,
+        graph: after.graph.saturating_sub(before.graph),
+        token: after.token.saturating_sub(before.token),
+    }
+}
+
+/// Connecting queues nothing, but a sweep recovers what it finds: dispatch
+/// drains before the next phase.
+async fn wait_idle() {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
 /// The four phases, on a running stack.
 async fn measure(
     opts: &FleetOptions,
@@ -965,36 +1010,40 @@ async fn measure(
         delegated,
         ..FleetResults::default()
     };
-    let snapshot = || {
-        let stats = sim.stats();
-        PhaseCounts {
-            aws: demo.aws.counts().into_iter().collect(),
-            graph: stats.graph_requests,
-            token: stats.token_requests,
-        }
+    let b = Bench {
+        opts,
+        demo,
+        sim,
+        shared,
+        progress,
     };
-    let diff = |before: &PhaseCounts, after: &PhaseCounts| {
-        let mut aws = BTreeMap::new();
-        for (k, v) in &after.aws {
-            let d = v.saturating_sub(before.aws.get(k).copied().unwrap_or(0));
-            if d > 0 {
-                aws.insert(k.clone(), d);
-            }
-        }
-        PhaseCounts {
-            aws,
-            graph: after.graph.saturating_sub(before.graph),
-            token: after.token.saturating_sub(before.token),
-        }
-    };
+    connect_all(&b, &mut results, &mailboxes, &tenants, &target).await?;
+    renew_all(&b, &mut results).await?;
+    ordinary_run(&b, &mut results).await?;
+    storm(&b, &mut results, &mailboxes).await?;
+    Ok(results)
+}
 
+/// 1. Connects every mailbox through the admin API, `connect_concurrency` at a time.
+async fn connect_all(
+    b: &Bench<'_>,
+    results: &mut FleetResults,
+    mailboxes: &[Mailbox],
+    tenants: &[String],
+    target: &str,
+) -> Result<(), String> {
+    let opts = b.opts;
+    let sim = b.sim;
+    let shared = b.shared;
+    let progress = b.progress;
     // 1. Connect.
     shared.phase.store(0, Ordering::SeqCst);
     sim.set_recording(true);
-    let before = snapshot();
+    let before = b.snapshot();
     progress(&format!(
-        "connecting {} mailboxes ({delegated} delegated) in {} tenant(s), {} at a time",
+        "connecting {} mailboxes ({} delegated) in {} tenant(s), {} at a time",
         mailboxes.len(),
+        results.delegated,
         tenants.len(),
         opts.connect_concurrency
     ));
@@ -1002,8 +1051,8 @@ async fn measure(
     let http = relay365::https::client_for(true).map_err(|e| e.to_string())?;
     let gate = Arc::new(tokio::sync::Semaphore::new(opts.connect_concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
-    for m in mailboxes.clone() {
-        let (shared, http, gate, target) = (shared.clone(), http.clone(), gate.clone(), target.clone());
+    for m in mailboxes.iter().cloned() {
+        let (shared, http, gate, target) = (shared.clone(), http.clone(), gate.clone(), target.to_string());
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
             let out = connect(&shared, &http, &m, &target).await;
@@ -1032,7 +1081,7 @@ async fn measure(
     results.connect_wall = started.elapsed();
     results.subscriptions = sim.subscriptions().len();
     results.connect_writes = write_rates(&sim.take_recording().subscription_writes);
-    results.counts.push(diff(&before, &snapshot()));
+    results.counts.push(diff(&before, &b.snapshot()));
     progress(&format!(
         "connected {} of {} in {:.1} s; {} subscriptions at Graph",
         results.connected,
@@ -1040,17 +1089,18 @@ async fn measure(
         results.connect_wall.as_secs_f64(),
         results.subscriptions
     ));
+    Ok(())
+}
 
-    // Each flow delivers to the harness's receiver (the flow target).
-    let wait_idle = || async {
-        // Connecting queues nothing, but a sweep recovers what it finds:
-        // let dispatch drain before the next phase.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
-
+/// 2. Renews everything and sweeps everything, run after run, until a report leaves nothing.
+async fn renew_all(b: &Bench<'_>, results: &mut FleetResults) -> Result<(), String> {
+    let opts = b.opts;
+    let sim = b.sim;
+    let shared = b.shared;
+    let progress = b.progress;
     // 2. Renew everything and sweep everything, run after run.
     shared.phase.store(1, Ordering::SeqCst);
-    let before = snapshot();
+    let before = b.snapshot();
     let expiries: HashMap<String, (String, time::OffsetDateTime)> = sim
         .subscriptions()
         .into_iter()
@@ -1111,11 +1161,18 @@ async fn measure(
         .count();
     results.renew_writes = write_rates(&sim.take_recording().subscription_writes);
     wait_idle().await;
-    results.counts.push(diff(&before, &snapshot()));
+    results.counts.push(diff(&before, &b.snapshot()));
+    Ok(())
+}
 
+/// 3. An ordinary run: the sweep every run does, nothing due.
+async fn ordinary_run(b: &Bench<'_>, results: &mut FleetResults) -> Result<(), String> {
+    let sim = b.sim;
+    let shared = b.shared;
+    let progress = b.progress;
     // 3. An ordinary run: the sweep every run does, nothing due.
     shared.phase.store(2, Ordering::SeqCst);
-    let before = snapshot();
+    let before = b.snapshot();
     let (report, duration) = shared
         .pools
         .get("schedule")
@@ -1133,13 +1190,21 @@ async fn measure(
     ));
     results.ordinary = Some(ScheduledRun { duration, report });
     wait_idle().await;
-    results.counts.push(diff(&before, &snapshot()));
+    results.counts.push(diff(&before, &b.snapshot()));
     let _ = sim.take_recording();
+    Ok(())
+}
 
+/// 4. The storm: mail at a fixed rate in random mailboxes, every delivery recorded.
+async fn storm(b: &Bench<'_>, results: &mut FleetResults, mailboxes: &[Mailbox]) -> Result<(), String> {
+    let opts = b.opts;
+    let sim = b.sim;
+    let shared = b.shared;
+    let progress = b.progress;
     // 4. The storm.
     shared.phase.store(3, Ordering::SeqCst);
     shared.received.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    let before = snapshot();
+    let before = b.snapshot();
     let total = (opts.storm_rate * opts.storm_seconds).round().max(0.0) as usize;
     progress(&format!(
         "storm: {total} mails at {} per second over {} mailboxes",
@@ -1204,7 +1269,7 @@ async fn measure(
     // Late doubles would show within a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let recording = sim.take_recording();
-    results.counts.push(diff(&before, &snapshot()));
+    results.counts.push(diff(&before, &b.snapshot()));
     let received = shared.received.lock().unwrap_or_else(|p| p.into_inner()).clone();
     results.delivered = expected.iter().filter(|id| received.contains_key(*id)).count();
     results.doubled = received.values().filter(|v| v.len() > 1).count();
@@ -1244,7 +1309,7 @@ async fn measure(
         "storm: {} of {} delivered, {} doubled",
         results.delivered, results.mails, results.doubled
     ));
-    Ok(results)
+    Ok(())
 }
 
 fn record_schedule(shared: &Shared, duration: Duration) {

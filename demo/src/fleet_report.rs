@@ -203,11 +203,19 @@ pub fn report_with_scale(
 
 fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String {
     let mut s = String::new();
-    let n = opts.mailboxes.max(1) as f64;
-    let t = &r.template;
-    let arch = t.architecture.as_str();
-    let p = prices(arch);
-    let timeout = t.timeout.get("connections").copied().unwrap_or(0);
+    what_ran(&mut s, r, opts, command);
+    connecting(&mut s, r, opts);
+    scheduled_runs(&mut s, r, opts);
+    storm(&mut s, r, opts);
+    requests_per_phase(&mut s, r);
+    let m = months(r, opts);
+    a_mailboxs_month(&mut s, r, opts, &m);
+    cost_at_scale(&mut s, r, opts, &m);
+    s
+}
+
+/// The section's heading and what the run was.
+fn what_ran(s: &mut String, r: &FleetResults, opts: &FleetOptions, command: &str) {
     let _ = writeln!(s, "## Fleet: {} mailboxes\n", opts.mailboxes);
     let _ = writeln!(
         s,
@@ -231,7 +239,10 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
         opts.mailboxes - r.delegated,
         r.delegated
     );
+}
 
+/// 1. Connecting the fleet and the subscription writes it made.
+fn connecting(s: &mut String, r: &FleetResults, opts: &FleetOptions) {
     // 1. Connect.
     let _ = writeln!(s, "### Connecting\n");
     let _ = writeln!(s, "| | |\n|---|---|");
@@ -258,7 +269,11 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
     );
     let _ = writeln!(s, "{}", rates_row("connect", &r.connect_writes));
     let _ = writeln!(s, "{}", rates_row("renew and sweep", &r.renew_writes));
+}
 
+/// 2. The scheduled runs until nothing was left.
+fn scheduled_runs(s: &mut String, r: &FleetResults, opts: &FleetOptions) {
+    let timeout = r.template.timeout.get("connections").copied().unwrap_or(0);
     // 2. Scheduled runs.
     let _ = writeln!(
         s,
@@ -352,7 +367,10 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
         "- subscriptions swept (sum of the reports' `swept`): **{swept} of {}**",
         r.subscriptions
     );
+}
 
+/// 3. The notification storm.
+fn storm(s: &mut String, r: &FleetResults, opts: &FleetOptions) {
     // 3. Storm.
     let _ = writeln!(
         s,
@@ -400,7 +418,10 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
             format!(" ({}; Graph retries each)", by.join(", "))
         }
     );
+}
 
+/// 4. Every request counted, per phase.
+fn requests_per_phase(s: &mut String, r: &FleetResults) {
     // 4. Counts per phase.
     let _ = writeln!(
         s,
@@ -434,7 +455,23 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
             .collect();
         let _ = writeln!(s, "| {f} invocations | {} |", line.join(" | "));
     }
+}
 
+/// A mailbox's month: per ordinary run, per renewal, per mail, and their sum.
+#[derive(Debug, Clone, Copy)]
+struct Months {
+    per_run: Month,
+    per_renewal: Month,
+    per_mail: Month,
+    month: Month,
+    runs_per_month: f64,
+    renewals_per_month: f64,
+    mails_per_month: f64,
+}
+
+/// 5. The month per mailbox, from the phases' counts.
+fn months(r: &FleetResults, opts: &FleetOptions) -> Months {
+    let n = opts.mailboxes.max(1) as f64;
     // 5. The month per mailbox.
     let runs_per_month = 30.0 * 24.0 * 60.0 / opts.schedule_minutes.max(1.0);
     let renewals_per_month = 5.0;
@@ -536,6 +573,30 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
             + renewals_per_month * per_renewal.graph
             + mails_per_month * per_mail.graph,
     };
+    Months {
+        per_run,
+        per_renewal,
+        per_mail,
+        month,
+        runs_per_month,
+        renewals_per_month,
+        mails_per_month,
+    }
+}
+
+/// 5. The table of a mailbox's month.
+fn a_mailboxs_month(s: &mut String, r: &FleetResults, opts: &FleetOptions, m: &Months) {
+    let t = &r.template;
+    let arch = r.template.architecture.as_str();
+    let Months {
+        per_run,
+        per_renewal,
+        per_mail,
+        month,
+        runs_per_month,
+        renewals_per_month,
+        mails_per_month,
+    } = *m;
     let mem: Vec<String> = t.memory.iter().map(|(k, v)| format!("{k} {v} MB")).collect();
     let _ = writeln!(
         s,
@@ -573,6 +634,13 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
             num(f(&month))
         );
     }
+}
+
+/// 6. What the month costs at 10, 1,000 and 10,000 mailboxes.
+fn cost_at_scale(s: &mut String, r: &FleetResults, opts: &FleetOptions, m: &Months) {
+    let n = opts.mailboxes.max(1) as f64;
+    let p = prices(&r.template.architecture);
+    let Months { month, .. } = *m;
     let share = r.delegated as f64 / n;
     let _ = writeln!(
         s,
@@ -675,7 +743,6 @@ fn report_of_run(r: &FleetResults, opts: &FleetOptions, command: &str) -> String
         s,
         "\nThe app secret, signing key and event signing secret (3 × $0.40) and the CloudWatch logs and metrics are the same at every N and left out."
     );
-    s
 }
 
 /// One size the fleet benchmark ran at, as the extrapolation to 10,000
