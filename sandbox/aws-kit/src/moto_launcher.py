@@ -8,6 +8,10 @@
 - A DynamoDB transaction keeps a copy of the items it touches to roll back
   to, instead of a deep copy of each whole table: with thousands of
   connections the copy made every transaction slower than the one before.
+- A Query on the table (not an index) looks at its partition only: moto
+  sorts every item of the table for each one (78 ms on a 6,000-item
+  table, against 4 ms for a GetItem), so a fleet's every read by partition
+  grew with the fleet.
 - DynamoDB and SQS requests are served one at a time, as the services are
   atomic per request. moto's server runs each request on its own thread,
   and its backends check and then change: two concurrent ReceiveMessage
@@ -94,6 +98,28 @@ def transact_write_items(self, transact_items):
 
 
 dynamodb_models.DynamoDBBackend.transact_write_items = transact_write_items
+
+_table_query = Table.query
+
+
+def table_query(self, hash_key, *args, **kwargs):
+    index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+    if index_name is not None or hash_key is None:
+        return _table_query(self, hash_key, *args, **kwargs)
+    # The same query, on a table of this partition only (requests on the
+    # table are served one at a time, so nothing sees the swap).
+    everything = self.items
+    partition = type(everything)(dict) if hasattr(everything, "default_factory") else {}
+    if hash_key in everything:
+        partition[hash_key] = everything[hash_key]
+    self.items = partition
+    try:
+        return _table_query(self, hash_key, *args, **kwargs)
+    finally:
+        self.items = everything
+
+
+Table.query = table_query
 
 
 def _one_at_a_time(cls, lock):
