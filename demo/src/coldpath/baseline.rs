@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 
 use super::bench::Bench;
-use super::{BenchOptions, PathKind, Runtime, err};
+use super::fail::err;
+use super::options::{BenchOptions, PathKind, Runtime};
 use crate::{DEMO_CLIENT_ID, DEMO_TENANT};
 
 impl PathKind {

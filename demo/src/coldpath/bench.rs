@@ -9,14 +9,12 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::events::http_event;
-use super::report::{ms, stats};
-use super::{BenchOptions, PathKind, Runtime, err};
+use super::api::{CONNECTION, http_event};
+use super::fail::err;
+use super::figures::{ms, stats};
+use super::options::{BenchOptions, PathKind, Runtime};
 use crate::tls::{TestCa, Timeline, TlsProxy, socket_of};
 use crate::{DEMO_ACCESS_KEY_ID, DEMO_TENANT, Demo, Options};
-
-/// The bench connection's id: every path but the callback uses it.
-pub(super) const CONNECTION: &str = "bench";
 
 /// The whole benchmark: the stack, the TLS fronts and the state both runtimes use.
 pub(super) struct Bench {

@@ -7,10 +7,11 @@
 
 use serde_json::{Value, json};
 
-use super::bench::{Bench, CONNECTION};
-use super::{PathKind, Runtime, err};
+use super::api::{CONNECTION, http_event};
+use super::bench::Bench;
+use super::fail::err;
+use super::options::{PathKind, Runtime};
 use crate::DEMO_USER;
-use crate::apigw::{self, HttpRequest};
 
 impl Bench {
     /// An event for `path`, made fresh: each invocation gets its own mail,
@@ -125,33 +126,6 @@ impl Bench {
             None,
         ))
     }
-}
-
-/// An API Gateway (2.0) event for a request to the stack's public API.
-/// `iam`: the access key of a SigV4-signed caller, for the IAM routes.
-pub(super) fn http_event(
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    iam: Option<&str>,
-) -> Value {
-    let req = HttpRequest {
-        method: method.into(),
-        path: path.into(),
-        query: query.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_vec(),
-        source_ip: "203.0.113.9".into(),
-    };
-    let (route, params) = apigw::find(method, path)
-        .map(|(r, p)| (r.key(), p))
-        .unwrap_or_else(|| ("$default".into(), Vec::new()));
-    apigw::event(&route, &params, &req, iam, "relay.example")
 }
 
 /// Whether an answer is the one a user expects from the path.

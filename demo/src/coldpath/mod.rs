@@ -21,34 +21,40 @@
 //!   invocation, a second (warm) one, reads the peak RSS, and records every
 //!   TLS handshake the process made, so a slow path shows where its time went.
 //!
-//! The harness, file by file, in the order a run uses it:
+//! The harness, file by file, from the bottom floor up (each file uses only
+//! those before it in this list):
 //!
 //! - `options`: what a run is asked for ([`BenchOptions`]) and the
 //!   dimensions a sample is filed under ([`Runtime`], [`Mode`], [`PathKind`]);
-//! - `runner`: [`run`], one stack for the whole run, then every memory size,
-//!   mode, runtime, repetition and path in turn, into [`Results`];
+//! - `fail`: how a failed step reads, what was being done and why it failed;
+//! - `figures`: milliseconds ([`ms`]) and the median and worst of a set;
+//! - `records`: what a run records, one cold start ([`Sample`]) and all of
+//!   them with the conditions they ran under ([`Results`]);
+//! - `api`: the bench connection's id and the API Gateway events requests to
+//!   the stack's public API arrive as;
 //! - `bench`: the standing parts set up once (the stack with a connected
 //!   mailbox, the TLS fronts, a queue per runtime, the samples' environment);
 //! - `events`: each measured path's fresh event, and the answer it must get;
-//! - `sample`: one cold start and a warm invocation, timed and checked
-//!   ([`Sample`]);
 //! - `baseline`: where the Python baseline runs differently;
+//! - `sample`: one cold start and a warm invocation, timed and checked;
+//! - `runner`: [`run`], one stack for the whole run, then every memory size,
+//!   mode, runtime, repetition and path in turn, into [`Results`];
 //! - `report`: the Markdown section ([`report`]) and its figures.
 
+mod api;
 mod baseline;
 mod bench;
 mod events;
+mod fail;
+mod figures;
 mod options;
+mod records;
 mod report;
 mod runner;
 mod sample;
 
+pub use figures::ms;
 pub use options::{BenchOptions, Mode, PathKind, Runtime};
-pub use report::{PRICE_PER_GB_SECOND, PRICE_PER_REQUEST, machine, ms, report};
-pub use runner::{Results, Samples, run};
-pub use sample::Sample;
-
-/// A failed step's error: what was being done, and why it failed.
-fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
-    move |e| format!("{what}: {e}")
-}
+pub use records::{Results, Sample, Samples};
+pub use report::{PRICE_PER_GB_SECOND, PRICE_PER_REQUEST, machine, report};
+pub use runner::run;

@@ -1,13 +1,12 @@
 //! The report: the Markdown section `make bench` puts into BENCHMARKS.md,
 //! one table per memory size, then where the time goes, the targets and the
-//! cost at each size, with the figures' helpers (medians, cells, prices).
+//! cost at each size, with the figures' helpers (cells, prices).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use super::runner::Results;
-use super::sample::Sample;
-use super::{BenchOptions, Mode, PathKind, Runtime};
+use super::figures::{ms, stats};
+use super::options::{BenchOptions, Mode, PathKind, Runtime};
+use super::records::{Results, Sample};
 use crate::cgroup::lambda_share;
 
 /// The Markdown section `make bench` puts into BENCHMARKS.md.
@@ -252,30 +251,10 @@ fn cost_table(out: &mut Vec<String>, results: &Results, opts: &BenchOptions) {
     }
 }
 
-/// Milliseconds, for printing.
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// Lambda's price for arm64 in us-east-1: per GB-second, and per request.
 pub const PRICE_PER_GB_SECOND: f64 = 0.000_013_333_4;
 /// Per request.
 pub const PRICE_PER_REQUEST: f64 = 0.000_000_2;
-
-/// Median and worst of some figures.
-pub(super) fn stats(v: impl Iterator<Item = f64>) -> (f64, f64) {
-    let mut v: Vec<f64> = v.collect();
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
-    (mid, v[v.len() - 1])
-}
 
 /// `12.3 ms (15.0)`: median, worst in parentheses.
 fn cell((median, worst): (f64, f64)) -> String {

@@ -1,29 +1,11 @@
 //! The run: one stack for the whole benchmark, then, for each memory size,
 //! every mode, runtime, repetition and path in turn, each a new cold start.
 
-use std::collections::BTreeMap;
-
 use super::bench::Bench;
-use super::report::ms;
-use super::sample::Sample;
-use super::{BenchOptions, Mode, PathKind, Runtime};
+use super::figures::ms;
+use super::options::{BenchOptions, Mode, Runtime};
+use super::records::{Results, Samples};
 use crate::cgroup::{CpuShare, lambda_share};
-
-/// Samples by (memory size, mode, path, runtime).
-pub type Samples = BTreeMap<(u32, Mode, PathKind, Runtime), Vec<Sample>>;
-
-/// What a run measured.
-#[derive(Debug, Default)]
-pub struct Results {
-    /// The samples.
-    pub samples: Samples,
-    /// Why CPU shares could not be applied, when they could not (every
-    /// figure is then at the machine's full speed, and the report says so).
-    pub unthrottled: Option<String>,
-    /// How long the local servers take to answer one call, measured from
-    /// the harness over plain HTTP: (what, median milliseconds).
-    pub server_latency: Vec<(&'static str, f64)>,
-}
 
 /// Runs every sample and returns them.
 ///

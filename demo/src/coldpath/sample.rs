@@ -9,40 +9,11 @@ use std::time::{Duration, Instant};
 use super::baseline;
 use super::bench::Bench;
 use super::events::check;
-use super::{Mode, PathKind, Runtime, err};
+use super::fail::err;
+use super::options::{Mode, PathKind, Runtime};
+use super::records::Sample;
 use crate::cgroup::CpuShare;
 use crate::runtime::{CpuPlacement, Function, Spec};
-
-/// One cold start and what followed.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    /// Process start to the first `GET /next`.
-    pub init: Duration,
-    /// The first invocation, handed over to answered.
-    pub first: Duration,
-    /// The second invocation in the same process.
-    pub warm: Duration,
-    /// Peak resident memory (VmHWM), bytes.
-    pub peak_rss: u64,
-    /// CPU time the process used during init (all its threads).
-    pub init_cpu: Duration,
-    /// CPU time it used during the first invocation.
-    pub first_cpu: Duration,
-    /// The calls the first invocation made: AWS operations as moto counted
-    /// them, and Microsoft's token and Graph requests as the simulator did.
-    pub first_calls: BTreeMap<String, u32>,
-    /// TLS handshakes during init: (service, accepted to finished).
-    pub init_handshakes: Vec<(&'static str, Duration)>,
-    /// TLS handshakes during the first invocation.
-    pub first_handshakes: Vec<(&'static str, Duration)>,
-}
-
-impl Sample {
-    /// What the caller of a cold start waits: init, then the first invocation.
-    pub fn cold(&self) -> Duration {
-        self.init + self.first
-    }
-}
 
 impl Bench {
     /// One cold start of `path` by `runtime` at the share of `mb` MB, and a

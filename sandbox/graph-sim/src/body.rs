@@ -14,49 +14,8 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::graph::{message_json, select};
-use crate::state::{Mailbox, Message};
-
-/// A body serialised once: the JSON string of its HTML and its preview.
-#[derive(Clone)]
-pub(crate) struct Served {
-    /// `"<html>…"`: the content as a JSON string, quotes included.
-    content: Bytes,
-    /// Graph's `bodyPreview`: the first 255 characters of text.
-    pub(crate) preview: String,
-}
-
-impl Served {
-    fn of(html: &str) -> Self {
-        Self {
-            content: Bytes::from(serde_json::to_vec(html).unwrap_or_default()),
-            preview: preview(html),
-        }
-    }
-}
-
-/// The first 255 characters of text outside tags (stops there, so a long
-/// body costs nothing more).
-fn preview(html: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    let mut n = 0;
-    for c in html.chars() {
-        match c {
-            '<' => inside = true,
-            '>' => inside = false,
-            c if !inside => {
-                out.push(c);
-                n += 1;
-                if n == 255 {
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
+use crate::reply::{message_json, select};
+use crate::state::{Mailbox, Message, Served};
 
 /// The serialised body of a message of this mailbox, made on first use.
 pub(crate) fn served(mailbox: &mut Mailbox, message: usize) -> Option<Served> {

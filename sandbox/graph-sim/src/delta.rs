@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::graph::{event_json, graph_error, ok_json};
+use crate::reply::{event_json, graph_error, ok_json};
 use crate::state::{DeltaLink, DeltaScope, Message, State};
 
 /// Graph's page size for message delta when the client states no

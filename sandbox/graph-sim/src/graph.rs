@@ -18,7 +18,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::identity::bearer;
-use crate::state::{Access, Event, Lifecycle, Message, SimSubscription, State, Subject};
+use crate::reply::{event_json, graph_error, ok_json, select};
+use crate::state::{Access, Lifecycle, Message, SimSubscription, State, Subject};
 
 type Shared = Arc<Mutex<State>>;
 
@@ -35,29 +36,6 @@ pub(crate) fn routes() -> Router<Shared> {
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let id = uuid::Uuid::new_v4().to_string();
-    let body = json!({"error": {"code": code, "message": message, "innerError": {"request-id": id, "date": "2026-11-22T00:00:00"}}});
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::HeaderName::from_static("request-id"), id.as_str()),
-        ],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-pub(crate) fn ok_json(status: StatusCode, v: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
-    )
-        .into_response()
 }
 
 fn mailbox_key(path: &str, headers: &HeaderMap) -> Option<String> {
@@ -164,63 +142,6 @@ fn decode(seg: &str) -> String {
         .unwrap_or_default()
 }
 
-fn recipient((name, address): &(String, String)) -> Value {
-    json!({"emailAddress": {"name": name, "address": address}})
-}
-
-/// A message's properties but its body (which [`crate::body`] serves).
-pub(crate) fn message_json(m: &Message, upn: &str, preview: &str) -> Value {
-    json!({
-        "@odata.etag": format!("W/\"{}\"", m.seq),
-        "id": m.id,
-        "internetMessageId": m.internet_message_id,
-        "conversationId": m.conversation_id,
-        "subject": m.subject,
-        "from": recipient(&m.from),
-        "sender": recipient(&m.from),
-        "toRecipients": m.to.iter().map(recipient).collect::<Vec<_>>(),
-        "ccRecipients": m.cc.iter().map(recipient).collect::<Vec<_>>(),
-        "receivedDateTime": m.received,
-        "bodyPreview": preview,
-        "hasAttachments": !m.attachments.is_empty(),
-        "parentFolderId": m.folder,
-        "isRead": false,
-        "isDraft": m.is_draft,
-        "internetMessageHeaders": internet_headers(m),
-        "webLink": format!("https://outlook.office365.com/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem&mailbox={upn}", m.id),
-    })
-}
-
-/// A message's `internetMessageHeaders`: the ones every message has, then
-/// its own (`In-Reply-To`, `References`, …). Graph returns them only when
-/// `$select` names them.
-fn internet_headers(m: &Message) -> Value {
-    let list = |people: &[(String, String)]| {
-        people
-            .iter()
-            .map(|(name, address)| format!("{name} <{address}>"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut headers = vec![
-        ("Message-ID".to_string(), m.internet_message_id.clone()),
-        ("From".to_string(), list(std::slice::from_ref(&m.from))),
-        ("To".to_string(), list(&m.to)),
-        ("Subject".to_string(), m.subject.clone()),
-        ("Date".to_string(), m.received.clone()),
-    ];
-    if !m.cc.is_empty() {
-        headers.push(("Cc".to_string(), list(&m.cc)));
-    }
-    headers.extend(m.headers.iter().cloned());
-    Value::Array(
-        headers
-            .into_iter()
-            .map(|(name, value)| json!({"name": name, "value": value}))
-            .collect(),
-    )
-}
-
 /// The bytes of a message's `index`-th attachment: those it was given, else
 /// its size in bytes made from its name.
 fn attachment_bytes(m: &Message, index: usize) -> Vec<u8> {
@@ -233,40 +154,6 @@ fn attachment_bytes(m: &Message, index: usize) -> Vec<u8> {
         .cycle()
         .take(*size as usize)
         .collect()
-}
-
-pub(crate) fn event_json(e: &Event) -> Value {
-    json!({
-        "@odata.etag": format!("W/\"{}\"", e.change_key),
-        "changeKey": e.change_key,
-        "id": e.id,
-        "subject": e.subject,
-        "organizer": recipient(&e.organizer),
-        "attendees": e.attendees.iter().map(|a| json!({"type": "required", "status": {"response": "none"}, "emailAddress": {"name": a.0, "address": a.1}})).collect::<Vec<_>>(),
-        "start": {"dateTime": e.start, "timeZone": e.time_zone},
-        "end": {"dateTime": e.end, "timeZone": e.time_zone},
-        "location": {"displayName": e.location},
-        "onlineMeeting": e.online_meeting_url.as_ref().map(|u| json!({"joinUrl": u})),
-        "isCancelled": e.is_cancelled,
-    })
-}
-
-pub(crate) fn select(v: Value, query: &[(String, String)]) -> Value {
-    let Some((_, sel)) = query.iter().find(|(k, _)| k == "$select") else {
-        // Returned only on applying $select (Graph's message resource).
-        let mut v = v;
-        if let Value::Object(map) = &mut v {
-            map.remove("internetMessageHeaders");
-        }
-        return v;
-    };
-    let wanted: Vec<&str> = sel.split(',').map(str::trim).collect();
-    let Value::Object(map) = v else { return v };
-    Value::Object(
-        map.into_iter()
-            .filter(|(k, _)| k == "id" || k.starts_with('@') || wanted.contains(&k.as_str()))
-            .collect(),
-    )
 }
 
 /// Which mailbox a request addresses, checked against the token.
@@ -1038,10 +925,6 @@ pub(crate) fn send_notifications(state: Shared, url: String, payload: Value, cop
             }
         }
     });
-}
-
-pub(crate) fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
 }
 
 /// Notifies every matching subscription of a change.

@@ -24,6 +24,7 @@ mod graph;
 mod identity;
 mod list;
 mod mail;
+mod reply;
 mod state;
 
 use std::collections::HashMap;
@@ -587,7 +588,7 @@ pub(crate) fn deliver(state: &Arc<Mutex<State>>, upn: &str, mut message: Message
             message.conversation_id = format!("AAQkAD{}", uuid::Uuid::new_v4().simple());
         }
         if message.received.is_empty() {
-            message.received = graph::now_rfc3339();
+            message.received = reply::now_rfc3339();
         }
         if message.folder.is_empty() {
             message.folder = "inbox".into();

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::body::{Pieces, served};
-use crate::graph::{graph_error, ok_json};
+use crate::reply::{graph_error, ok_json};
 use crate::state::{Message, State};
 
 /// `$top` must lie in 1..=1000 (user-list-messages: "Use $top to customize

@@ -15,12 +15,12 @@
 //! '…' and ep/value eq '…')`, with Graph's rules: the id compares with case
 //! in its name, the value without. Drafts can be read (`isDraft`) and deleted.
 //!
-//! Faults a test can ask for ([`SendFaults`]): the next send refused with a
-//! status, or accepted and carried out with its answer held back (a client
-//! that gives up first sees a timeout for a mail that went out).
+//! Faults a test can ask for ([`SendFaults`](crate::state::SendFaults)):
+//! the next send refused with a status, or accepted and carried out with its
+//! answer held back (a client that gives up first sees a timeout for a mail
+//! that went out).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::graph::graph_error;
+use crate::reply::graph_error;
 use crate::state::{Draft, Message, SentMail, State, Upload};
 
 type Shared = Arc<Mutex<State>>;
@@ -314,7 +314,7 @@ pub(crate) fn create_in_folder(state: &Shared, mailbox: &str, folder: &str, body
         to: sent.to.iter().map(|a| (a.clone(), a.clone())).collect(),
         cc: sent.cc.iter().map(|a| (a.clone(), a.clone())).collect(),
         body_html: html,
-        received: crate::graph::now_rfc3339(),
+        received: crate::reply::now_rfc3339(),
         folder: folder.to_string(),
         seq,
         changed_seq: seq,
@@ -324,7 +324,7 @@ pub(crate) fn create_in_folder(state: &Shared, mailbox: &str, folder: &str, body
     };
     let mbox = st.mailboxes.entry(mailbox.to_ascii_lowercase()).or_default();
     crate::body::keep(mbox, &kept.id, &kept.body_html);
-    let answer = crate::graph::message_json(&kept, mailbox, "");
+    let answer = crate::reply::message_json(&kept, mailbox, "");
     mbox.messages.push(kept);
     ok(StatusCode::CREATED, answer)
 }
@@ -699,16 +699,6 @@ pub(crate) fn reply(state: &Shared, mailbox: &str, original: &str, body: &Bytes)
     }
 }
 
-/// What the next sends (`sendMail`, `reply`, a draft's `send`) do instead of
-/// answering at once; each is used once.
-#[derive(Debug, Default)]
-pub(crate) struct SendFaults {
-    /// The next send is refused with (status, code, message), and nothing is sent.
-    pub(crate) refuse_next: Option<(u16, String, String)>,
-    /// The next send that is accepted is carried out, then its answer waits this long.
-    pub(crate) stall_next_answer: Option<Duration>,
-}
-
 /// Whether a mailbox route (after `/users/{u}` or `/me`) sends mail.
 pub(crate) fn is_send(method: &str, rest: &[&str]) -> bool {
     method == "POST"
@@ -856,7 +846,7 @@ fn extended_properties(message: &Value) -> Result<Vec<(String, String)>, Respons
 /// arrive in simulated users' inboxes (delivered by [`arrive`] once the
 /// state is unlocked).
 fn accept(st: &mut State, sent: SentMail, id: Option<String>) -> Vec<(String, Message)> {
-    let now = crate::graph::now_rfc3339();
+    let now = crate::reply::now_rfc3339();
     let internet_message_id = format!("<{}@sim.example>", uuid::Uuid::new_v4().simple());
     let conversation_id = format!("AAQkAD{}", uuid::Uuid::new_v4().simple());
     let html = if sent.content_type == "html" {
@@ -1195,7 +1185,7 @@ pub(crate) fn list_by_property(
             })
         })
         .take(top)
-        .map(|m| crate::graph::select(crate::graph::message_json(m, upn, ""), query))
+        .map(|m| crate::reply::select(crate::reply::message_json(m, upn, ""), query))
         .collect();
     Some(ok(StatusCode::OK, json!({"value": value_list})))
 }

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+
 /// An app registration.
 #[derive(Debug, Clone, Default)]
 pub struct App {
@@ -239,7 +241,59 @@ pub(crate) struct Mailbox {
     /// Deleted events (id, the change's sequence number), for calendar delta.
     pub(crate) removed_events: Vec<(String, u64)>,
     /// Message bodies serialised once, by message id.
-    pub(crate) bodies: HashMap<String, crate::body::Served>,
+    pub(crate) bodies: HashMap<String, Served>,
+}
+
+/// A body serialised once: the JSON string of its HTML and its preview.
+#[derive(Clone)]
+pub(crate) struct Served {
+    /// `"<html>…"`: the content as a JSON string, quotes included.
+    pub(crate) content: Bytes,
+    /// Graph's `bodyPreview`: the first 255 characters of text.
+    pub(crate) preview: String,
+}
+
+impl Served {
+    /// `html` serialised, with its preview.
+    pub(crate) fn of(html: &str) -> Self {
+        Self {
+            content: Bytes::from(serde_json::to_vec(html).unwrap_or_default()),
+            preview: preview(html),
+        }
+    }
+}
+
+/// The first 255 characters of text outside tags (stops there, so a long
+/// body costs nothing more).
+fn preview(html: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    let mut n = 0;
+    for c in html.chars() {
+        match c {
+            '<' => inside = true,
+            '>' => inside = false,
+            c if !inside => {
+                out.push(c);
+                n += 1;
+                if n == 255 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What the next sends (`sendMail`, `reply`, a draft's `send`) do instead of
+/// answering at once; each is used once.
+#[derive(Debug, Default)]
+pub(crate) struct SendFaults {
+    /// The next send is refused with (status, code, message), and nothing is sent.
+    pub(crate) refuse_next: Option<(u16, String, String)>,
+    /// The next send that is accepted is carried out, then its answer waits this long.
+    pub(crate) stall_next_answer: Option<Duration>,
 }
 
 /// What the simulator logs while recording ([`crate::Sim::set_recording`]).
@@ -419,8 +473,8 @@ pub(crate) struct State {
     /// Verified domains given explicitly (domain, tenant), besides the
     /// domains of the users' UPNs.
     pub(crate) domains: Vec<(String, String)>,
-    /// What the next sends do instead of answering at once ([`crate::mail::SendFaults`]).
-    pub(crate) send_faults: crate::mail::SendFaults,
+    /// What the next sends do instead of answering at once ([`SendFaults`]).
+    pub(crate) send_faults: SendFaults,
 }
 
 /// A user's `mail` and `proxyAddresses`, when a test sets them (by default
@@ -475,7 +529,7 @@ impl State {
             message_delta_available: true,
             profiles: HashMap::new(),
             domains: Vec::new(),
-            send_faults: crate::mail::SendFaults::default(),
+            send_faults: SendFaults::default(),
         }
     }
 
