@@ -17,7 +17,7 @@ use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_connect::types::{EmailAddressSearchCriteria, StringComparisonType, StringCondition};
 use relay365::model::target::{CONNECT_EMAIL_PREFIX, CONNECT_TASK_PREFIX, Target};
 
-use crate::doctor::{Check, fail, pass};
+use crate::check::{Check, fail, pass};
 use crate::error::chain;
 use crate::stack::Stack;
 

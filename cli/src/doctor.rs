@@ -26,40 +26,14 @@ use serde_json::{Value, json};
 
 use crate::amazon_connect;
 use crate::api::Api;
+use crate::check::{fail, pass};
 use crate::dlq;
 use crate::error::{CliError, chain};
 use crate::stack::Stack;
 use crate::subscriptions::subscription_health;
 use crate::ui::{self, Mode, s};
 
-/// One check's outcome.
-#[derive(Debug, Clone)]
-pub struct Check {
-    /// Whether it passed.
-    pub ok: bool,
-    /// What was checked and what was found.
-    pub text: String,
-    /// What to do, when it failed.
-    pub fix: Option<String>,
-}
-
-/// A check that passed.
-pub(crate) fn pass(text: impl Into<String>) -> Check {
-    Check {
-        ok: true,
-        text: text.into(),
-        fix: None,
-    }
-}
-
-/// A check that failed, with what to do.
-pub(crate) fn fail(text: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check {
-        ok: false,
-        text: text.into(),
-        fix: Some(fix.into()),
-    }
-}
+pub use crate::check::Check;
 
 /// The outputs the CLI and the set-up steps rely on.
 const OUTPUTS: [&str; 8] = [

@@ -8,6 +8,7 @@
 
 pub mod amazon_connect;
 pub mod api;
+pub mod check;
 pub mod connect;
 pub mod dlq;
 pub mod doctor;

@@ -32,17 +32,20 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::aws::queue::{CatchUpStep, ChangeType, Queue, QueueError, QueuedNotification};
 use crate::aws::store::{DELIVERY_TTL_DAYS, StoreError, SubscriptionChange};
+use crate::delta;
 use crate::microsoft::graph::GraphError;
 use crate::microsoft::paths;
 use crate::model::connection::{Connection, Subscription};
 use crate::model::scopes::Resource;
 use crate::model::sensitive::Sensitive;
 use crate::services::Services;
-use crate::{delta, subscriptions};
 
 /// A flow swept more recently than this is left for a later scheduled run
 /// (unless the run sweeps all).
 pub const SWEEP_AGE: time::Duration = time::Duration::minutes(10);
+
+/// A subscription expiring within this is renewed by the scheduled run.
+pub const RENEW_WITHIN: time::Duration = time::Duration::days(1);
 
 /// Delta pages one step reads at most.
 pub const PAGES_PER_STEP: usize = 4;
@@ -420,7 +423,7 @@ async fn record_step(
 /// A flow swept at `swept` is next due for the scheduled run at its next
 /// sweep or its renewal, whichever comes first.
 pub fn next_due(sub: &Subscription, swept: OffsetDateTime) -> OffsetDateTime {
-    let renewal = sub.expires_at.map_or(swept, |e| e - subscriptions::RENEW_WITHIN);
+    let renewal = sub.expires_at.map_or(swept, |e| e - RENEW_WITHIN);
     renewal.min(swept + SWEEP_AGE)
 }
 

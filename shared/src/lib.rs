@@ -24,12 +24,13 @@
 //! - [`lambda`]: the invocation's deadline as the runtime passes it.
 //! - [`services`]: what a function builds once per container from all of the
 //!   above; [`delta`]: where a flow's delta query starts and walking one to
-//!   its end; [`subscriptions`]: creating, renewing and recreating Graph
-//!   subscriptions on top of them; [`catchup`]: the one bounded walk of a
-//!   flow's delta query that queues what it was never sent; [`sweep`]: the
-//!   reconciliation sweep that runs it for a flow; [`schedule`]: the
-//!   scheduled run that finds the flows that are due and does their work
-//!   within the invocation's time and Graph's write limits.
+//!   its end; [`catchup`]: the one bounded walk of a flow's delta query that
+//!   queues what it was never sent; [`subscriptions`]: creating, renewing
+//!   and recreating Graph subscriptions on top of them (a recreate starts a
+//!   catch-up); [`sweep`]: the reconciliation sweep that runs the catch-up
+//!   for a flow; [`schedule`]: the scheduled run that finds the flows that
+//!   are due and does their work within the invocation's time and Graph's
+//!   write limits.
 
 pub mod aws;
 pub mod catchup;

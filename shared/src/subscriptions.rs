@@ -21,6 +21,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::aws::queue::Queue;
 use crate::aws::store::{StoreError, SubscriptionChange};
+use crate::catchup;
 use crate::delta::{
     calendar_delta, calendar_delta_start, delta, delta_start, list_start, lists_instead_of_delta,
 };
@@ -32,11 +33,10 @@ use crate::model::scopes::Resource;
 use crate::model::sensitive::Sensitive;
 use crate::services::Services;
 
+pub use crate::catchup::RENEW_WITHIN;
+
 /// The lifetime asked for, just under Graph's 10,080-minute maximum for Outlook resources.
 pub const LIFETIME_MINUTES: i64 = 10_070;
-
-/// A subscription expiring within this is renewed by the scheduled run.
-pub const RENEW_WITHIN: time::Duration = time::Duration::days(1);
 
 /// The change types a subscription asks for: new mail only; every calendar change.
 pub fn change_types(resource: Resource) -> &'static str {
@@ -400,7 +400,7 @@ pub async fn recreate(
     if let Some(queue) = queue {
         let mut flows = siblings(conn, sub);
         flows.push(sub);
-        if let Err(e) = crate::catchup::start(queue, conn, &flows, false).await {
+        if let Err(e) = catchup::start(queue, conn, &flows, false).await {
             // The next sweep covers the gap from the same stored links.
             tracing::warn!(connection = %conn.id, error = %e, "could not queue the catch-up after a recreate; the sweep will");
         }

@@ -33,7 +33,7 @@ use aws_sdk_connect::types::{Reference, ReferenceType};
 use relay365::aws::store::ConversationContact;
 use serde_json::Value;
 
-use crate::deliver::{Delivery, Destination, TARGET_TIMEOUT};
+use crate::destination::{Delivery, Destination, MailSource};
 use crate::dispatcher::Dispatcher;
 
 pub mod email;
@@ -51,18 +51,18 @@ pub const CLIENT_TOKEN_MAX: usize = 500;
 /// How much of an HTML body is read to find the description's text.
 const HTML_SCAN_MAX: usize = 256 * 1024;
 
-/// The Connect client of a container: the SDK configuration's, with a
-/// deadline that fits a record's delivery share ([`TARGET_TIMEOUT`]).
-pub(crate) fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_connect::Client {
-    // The deployment's AWS timeouts, with the whole call cut to the target's share.
-    let timeouts = relay365::aws::sdk::timeouts()
-        .to_builder()
-        .operation_timeout(TARGET_TIMEOUT)
-        .build();
-    let config = aws_sdk_connect::config::Builder::from(sdk)
-        .timeout_config(timeouts)
-        .build();
-    aws_sdk_connect::Client::from_conf(config)
+/// A Graph failure while reading the mail: retried (with a fresh token
+/// after a 401, whose cached token went bad before its time).
+pub(crate) async fn graph_failed(
+    d: &Dispatcher,
+    src: MailSource<'_>,
+    what: &str,
+    e: relay365::microsoft::graph::GraphError,
+) -> Delivery {
+    if e.status() == Some(401) {
+        d.services.tokens.invalidate(&src.conn.id).await;
+    }
+    Delivery::Retry(format!("Microsoft Graph: {what} could not be read: {e}"))
 }
 
 /// Starts the task for one event (or records a non-mail event as done).

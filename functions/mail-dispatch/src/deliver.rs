@@ -7,66 +7,16 @@
 //! queue with its alarm rather than being lost; only 410 Gone, the
 //! receiver's own way of saying "stop", ends delivery to that target.
 
-use std::time::Duration;
-
 use relay365::model::target::Target;
 use serde_json::Value;
 
+use crate::connect::deliver_task;
+use crate::connect::email::{EmailTarget, deliver_email};
+use crate::destination::MailSource;
 use crate::dispatcher::Dispatcher;
 use crate::fit::{AFTER_413_LIMIT, EVENTBRIDGE_DETAIL_LIMIT, WEBHOOK_LIMIT, fit};
 
-/// How long a target may take to answer one event.
-pub const TARGET_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why an event was not delivered.
-#[derive(Debug)]
-pub enum Delivery {
-    /// Try again later: 5xx, 429, a timeout, the network, or a 4xx that a
-    /// person must fix at the receiver (the words say which).
-    Retry(String),
-    /// The receiver answered 410 Gone: it wants no more events.
-    Gone(String),
-}
-
-/// Where one event goes, and which attempt this is (the queue record's
-/// receive count, sent as `Relay365-Delivery-Attempt`).
-#[derive(Debug, Clone)]
-pub struct Destination {
-    /// The target.
-    pub target: Target,
-    /// The key of the flow (subscription) the event goes to.
-    pub flow: String,
-    /// 1 for the first delivery, more for retries.
-    pub attempt: u32,
-    /// The invocation's X-Ray trace header, passed on to an HTTPS target as
-    /// `X-Amzn-Trace-Id` so one mail can be followed from webhook to target.
-    pub trace: Option<String>,
-}
-
-impl Destination {
-    /// The kind of target, as the metrics' `target` dimension names it.
-    pub fn kind(&self) -> &'static str {
-        match self.target {
-            Target::Webhook(_) => "https",
-            Target::EventBridge(_) => "eventbridge",
-            Target::ConnectTask { .. } => "connect-task",
-            Target::ConnectEmail { .. } => "connect-email",
-        }
-    }
-}
-
-/// Where a new mail can be read again, for targets that carry more of it
-/// than the event does (an Amazon Connect email contact takes the mail's
-/// threading headers and its attachments' bytes).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MailSource<'a> {
-    /// The mailbox's connection.
-    pub(crate) conn: &'a relay365::model::connection::Connection,
-    /// A Graph token for it.
-    pub(crate) token: &'a relay365::Sensitive,
-    /// The message's Graph path (`/me/messages/{id}`).
-    pub(crate) base: &'a str,
-}
+pub use crate::destination::{Delivery, Destination, TARGET_TIMEOUT};
 
 /// Delivers one event to a target.
 ///
@@ -113,19 +63,19 @@ pub(crate) async fn deliver_from(
             }
         }
         Target::ConnectTask { instance_id, flow_id } => {
-            crate::connect::deliver_task(d, to, instance_id, flow_id, event).await
+            deliver_task(d, to, instance_id, flow_id, event).await
         }
         Target::ConnectEmail {
             instance_id,
             flow_id,
             address,
         } => {
-            let target = crate::connect::email::EmailTarget {
+            let target = EmailTarget {
                 instance_id,
                 flow_id,
                 address,
             };
-            crate::connect::email::deliver_email(d, to, &target, event, source).await
+            deliver_email(d, to, &target, event, source).await
         }
     }
 }

@@ -8,6 +8,8 @@ use relay365::aws::secret_value::SecretValue;
 use relay365::services::{Services, StartupError};
 use relay365::web::signing::EventSigner;
 
+use crate::destination::TARGET_TIMEOUT;
+
 /// The dispatcher's dependencies.
 pub struct Dispatcher {
     /// Shared services.
@@ -60,7 +62,7 @@ impl Dispatcher {
             services,
             events,
             eventbridge: relay365::aws::sdk::LazyClient::new(aws_sdk_eventbridge::Client::new),
-            connect: relay365::aws::sdk::LazyClient::new(crate::connect::client),
+            connect: relay365::aws::sdk::LazyClient::new(connect_client),
             s3: relay365::aws::sdk::LazyClient::new(aws_sdk_s3::Client::new),
             queue,
             first_retry,
@@ -128,4 +130,18 @@ impl Dispatcher {
     pub async fn from_env() -> Result<Self, StartupError> {
         Self::load(Services::from_env().await?).await
     }
+}
+
+/// The Connect client of a container: the SDK configuration's, with a
+/// deadline that fits a record's delivery share ([`TARGET_TIMEOUT`]).
+fn connect_client(sdk: &aws_config::SdkConfig) -> aws_sdk_connect::Client {
+    // The deployment's AWS timeouts, with the whole call cut to the target's share.
+    let timeouts = relay365::aws::sdk::timeouts()
+        .to_builder()
+        .operation_timeout(TARGET_TIMEOUT)
+        .build();
+    let config = aws_sdk_connect::config::Builder::from(sdk)
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_connect::Client::from_conf(config)
 }

@@ -11,7 +11,8 @@ use relay365::microsoft::paths;
 use relay365::model::connection::{Connection, Subscription};
 use serde_json::Value;
 
-use crate::deliver::{Delivery, Destination, MailSource, deliver_from};
+use crate::deliver::deliver_from;
+use crate::destination::{Delivery, Destination, MailSource};
 use crate::dispatcher::Dispatcher;
 use crate::normalise;
 use relay365::microsoft::graph::GraphError;

@@ -24,6 +24,7 @@
 mod batch;
 pub mod connect;
 pub mod deliver;
+mod destination;
 mod dispatcher;
 mod fetch;
 pub mod fit;

@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use zeroize::Zeroizing;
 
+use crate::aws::aead;
 use crate::aws::sdk::LazyClient;
 
 /// The encryption context of a KMS call: names and values KMS binds to the
@@ -258,15 +259,17 @@ impl DataKeys for MemoryDataKeys {
         aws_lc_rs::rand::fill(plaintext.as_mut_slice()).map_err(|_| KeyError::Unavailable {
             detail: "no randomness".into(),
         })?;
-        let encrypted = crate::aws::sealed::seal_bytes(&self.master, &context_bytes(context), &plaintext)
-            .map_err(|_| KeyError::Unavailable {
-                detail: "the local key could not seal".into(),
+        let encrypted =
+            aead::seal_bytes(&self.master, &context_bytes(context), &plaintext).map_err(|_| {
+                KeyError::Unavailable {
+                    detail: "the local key could not seal".into(),
+                }
             })?;
         Ok(DataKey { plaintext, encrypted })
     }
 
     async fn decrypt(&self, encrypted: &[u8], context: &Context) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        crate::aws::sealed::open_bytes(&self.master, &context_bytes(context), encrypted)
+        aead::open_bytes(&self.master, &context_bytes(context), encrypted)
             .map(Zeroizing::new)
             .map_err(|_| KeyError::Rejected)
     }

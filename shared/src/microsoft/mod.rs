@@ -11,4 +11,5 @@ pub mod graph;
 pub mod pacing;
 pub mod paths;
 pub mod sealed_tokens;
+mod stored_token;
 pub mod tokens;

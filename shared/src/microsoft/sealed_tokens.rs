@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use crate::aws::kms::{CachingDataKeys, Context, DataKeys, KeyCachePolicy, KeyError};
 use crate::aws::sealed::{self, OpenError};
 use crate::aws::store::{SealedTokenItem, Store, StoreError, TokenWrite};
-use crate::microsoft::tokens::StoredToken;
+use crate::microsoft::stored_token::StoredToken;
 use crate::model::sensitive::Sensitive;
 
 /// The encryption context key naming what a data key protects; the key

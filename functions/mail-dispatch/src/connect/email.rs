@@ -22,11 +22,11 @@
 //!
 //! A retry of the same event sends the same request: the staged objects are
 //! kept, and their URLs are signed as of the object's `Last-Modified`, so
-//! Connect recognises its `ClientToken` (the staging, with [`STAGED_FRESH`]
-//! and [`PRESIGN_VALIDITY`], is in `connect/staging.rs`). A retry whose URLs
-//! differ (restaged, or signed with rotated credentials) gets
-//! `IdempotencyException` from Connect, which means the earlier try started
-//! the contact: the event counts as delivered.
+//! Connect recognises its `ClientToken` (which attachments fit, and their
+//! staging with [`STAGED_FRESH`] and [`PRESIGN_VALIDITY`], are in
+//! `connect/staging.rs`). A retry whose URLs differ (restaged, or signed
+//! with rotated credentials) gets `IdempotencyException` from Connect, which
+//! means the earlier try started the contact: the event counts as delivered.
 
 use aws_sdk_connect::error::ProvideErrorMetadata;
 use aws_sdk_connect::types::{
@@ -36,21 +36,14 @@ use aws_sdk_connect::types::{
 use serde_json::Value;
 
 use super::staging::stage_attachments;
-pub use super::staging::{PRESIGN_VALIDITY, STAGED_FRESH};
-use super::{Conversation, TaskFields, client_token, contact_data, cut, refusal};
-use crate::deliver::{Delivery, Destination, MailSource};
+pub use super::staging::{
+    ATTACHMENT_BYTES_MAX, ATTACHMENT_EXTENSIONS, ATTACHMENTS_MAX, AttachmentPlan, Listed, PRESIGN_VALIDITY,
+    STAGED_FRESH, extension_allowed, plan_attachments,
+};
+use super::{Conversation, TaskFields, client_token, contact_data, cut, graph_failed, refusal};
+use crate::destination::{Delivery, Destination, MailSource};
 use crate::dispatcher::Dispatcher;
 
-/// Files an email contact may carry (the feature specifications: 10 file
-/// attachments per email).
-pub const ATTACHMENTS_MAX: usize = 10;
-/// The largest file an email contact may carry (20 MB per attachment).
-pub const ATTACHMENT_BYTES_MAX: u64 = 20 * 1024 * 1024;
-/// The file types Connect supports for email attachments.
-pub const ATTACHMENT_EXTENSIONS: [&str; 18] = [
-    "csv", "doc", "docx", "heic", "jfif", "jpeg", "jpg", "mov", "mp4", "pdf", "png", "ppt", "pptx", "rtf",
-    "txt", "wav", "xls", "xlsx",
-];
 /// To and Cc addresses besides the destination (50 recipients in all).
 pub const ADDITIONAL_RECIPIENTS_MAX: usize = 49;
 /// The longest subject (`InboundRawMessage.Subject`).
@@ -80,65 +73,6 @@ impl EmailTarget<'_> {
             self.instance_id, self.flow_id, self.address
         )
     }
-}
-
-/// One attachment of a mail, as Graph lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    /// Graph's attachment id.
-    pub id: String,
-    /// The file name.
-    pub name: String,
-    /// Its size as Graph reports it.
-    pub size: u64,
-    /// A file (`#microsoft.graph.fileAttachment`), not an item or a link.
-    pub is_file: bool,
-}
-
-/// Which attachments go to Connect and which are only named.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AttachmentPlan {
-    /// Passed as presigned URLs.
-    pub passed: Vec<Listed>,
-    /// Named in the description: the file name and why it was left out.
-    pub left_out: Vec<(String, String)>,
-}
-
-/// Sorts a mail's attachments into those Connect takes (in the mail's
-/// order, up to [`ATTACHMENTS_MAX`]) and those it would refuse.
-pub fn plan_attachments(listed: &[Listed]) -> AttachmentPlan {
-    let mut plan = AttachmentPlan::default();
-    for a in listed {
-        let why = if !a.is_file {
-            Some("not a file (an attached item or a link)".to_string())
-        } else if !extension_allowed(&a.name) {
-            Some("a file type Amazon Connect does not take".to_string())
-        } else if a.size > ATTACHMENT_BYTES_MAX {
-            Some(format!(
-                "{} MB, over Amazon Connect's {} MB per file",
-                a.size.div_ceil(1024 * 1024),
-                ATTACHMENT_BYTES_MAX / (1024 * 1024)
-            ))
-        } else if plan.passed.len() >= ATTACHMENTS_MAX {
-            Some(format!(
-                "more than Amazon Connect's {ATTACHMENTS_MAX} files per email"
-            ))
-        } else {
-            None
-        };
-        match why {
-            Some(why) => plan.left_out.push((a.name.clone(), why)),
-            None => plan.passed.push(a.clone()),
-        }
-    }
-    plan
-}
-
-/// Whether Connect takes a file of this name (by its extension).
-pub fn extension_allowed(name: &str) -> bool {
-    name.rsplit_once('.')
-        .map(|(_, ext)| ext.to_ascii_lowercase())
-        .is_some_and(|ext| ATTACHMENT_EXTENSIONS.contains(&ext.as_str()))
 }
 
 /// The threading headers of a mail: `MESSAGE_ID` (its `internetMessageId`,
@@ -456,66 +390,10 @@ async fn read_extras(
     Ok((headers, listed))
 }
 
-/// A Graph failure while reading the mail: retried (with a fresh token
-/// after a 401, whose cached token went bad before its time).
-pub(super) async fn graph_failed(
-    d: &Dispatcher,
-    src: MailSource<'_>,
-    what: &str,
-    e: relay365::microsoft::graph::GraphError,
-) -> Delivery {
-    if e.status() == Some(401) {
-        d.services.tokens.invalidate(&src.conn.id).await;
-    }
-    Delivery::Retry(format!("Microsoft Graph: {what} could not be read: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn file(name: &str, size: u64) -> Listed {
-        Listed {
-            id: format!("id-{name}"),
-            name: name.into(),
-            size,
-            is_file: true,
-        }
-    }
-
-    #[test]
-    fn attachments_over_connect_s_limits_are_named_not_passed() {
-        let mut listed = vec![
-            file("invoice.pdf", 10_000),
-            file("huge.pdf", ATTACHMENT_BYTES_MAX + 1),
-            file("run.exe", 10),
-            Listed {
-                is_file: false,
-                ..file("forwarded.eml", 10)
-            },
-        ];
-        for i in 0..11 {
-            listed.push(file(&format!("photo{i}.JPG"), 100));
-        }
-        let plan = plan_attachments(&listed);
-        assert_eq!(plan.passed.len(), ATTACHMENTS_MAX);
-        assert_eq!(plan.passed[0].name, "invoice.pdf");
-        let names: Vec<&str> = plan.left_out.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "huge.pdf",
-                "run.exe",
-                "forwarded.eml",
-                "photo9.JPG",
-                "photo10.JPG"
-            ]
-        );
-        assert!(plan.left_out[0].1.contains("20 MB"), "{:?}", plan.left_out[0]);
-        assert!(plan.left_out[1].1.contains("file type"));
-        assert!(plan.left_out[3].1.contains("10 files"));
-    }
 
     #[test]
     fn threading_headers_come_from_graph_s_headers() {

@@ -327,7 +327,7 @@ async fn read_message(d: &Dispatcher, reply: &ReplyEvent) -> Result<(String, boo
         .services
         .http
         .get(url)
-        .timeout(crate::deliver::TARGET_TIMEOUT)
+        .timeout(crate::destination::TARGET_TIMEOUT)
         .send()
         .await
         .map_err(|e| ReplyError::Message(format!("the download failed: {}", without_url(&e))))?;

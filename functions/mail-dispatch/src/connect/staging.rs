@@ -1,7 +1,8 @@
 //! Staging of an email contact's attachments: Connect takes attachments
-//! only as URLs, so each file that fits its limits is copied from Graph into
-//! the attachments bucket under `connect/{connection}/{event id}/` and passed
-//! as a presigned GET URL.
+//! only as URLs, so each file that fits its limits ([`plan_attachments`]
+//! sorts a mail's attachments by them) is copied from Graph into the
+//! attachments bucket under `connect/{connection}/{event id}/` and passed as
+//! a presigned GET URL.
 //!
 //! A retry of the same event must send the same request for Connect to
 //! recognise its `ClientToken`: the staged objects are kept, and their URLs
@@ -15,10 +16,20 @@ use aws_sdk_connect::types::EmailAttachment;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use serde_json::Value;
 
-use super::cut;
-use super::email::{ATTACHMENT_BYTES_MAX, AttachmentPlan, Listed, graph_failed};
-use crate::deliver::{Delivery, MailSource};
+use super::{cut, graph_failed};
+use crate::destination::{Delivery, MailSource};
 use crate::dispatcher::Dispatcher;
+
+/// Files an email contact may carry (the feature specifications: 10 file
+/// attachments per email).
+pub const ATTACHMENTS_MAX: usize = 10;
+/// The largest file an email contact may carry (20 MB per attachment).
+pub const ATTACHMENT_BYTES_MAX: u64 = 20 * 1024 * 1024;
+/// The file types Connect supports for email attachments.
+pub const ATTACHMENT_EXTENSIONS: [&str; 18] = [
+    "csv", "doc", "docx", "heic", "jfif", "jpeg", "jpg", "mov", "mp4", "pdf", "png", "ppt", "pptx", "rtf",
+    "txt", "wav", "xls", "xlsx",
+];
 
 /// A staged object older than this is staged again before its URL is signed.
 pub const STAGED_FRESH: Duration = Duration::from_secs(1800);
@@ -27,6 +38,65 @@ pub const STAGED_FRESH: Duration = Duration::from_secs(1800);
 pub const PRESIGN_VALIDITY: Duration = Duration::from_secs(3600);
 /// The longest file name Connect takes.
 const FILE_NAME_MAX: usize = 256;
+
+/// One attachment of a mail, as Graph lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Graph's attachment id.
+    pub id: String,
+    /// The file name.
+    pub name: String,
+    /// Its size as Graph reports it.
+    pub size: u64,
+    /// A file (`#microsoft.graph.fileAttachment`), not an item or a link.
+    pub is_file: bool,
+}
+
+/// Which attachments go to Connect and which are only named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachmentPlan {
+    /// Passed as presigned URLs.
+    pub passed: Vec<Listed>,
+    /// Named in the description: the file name and why it was left out.
+    pub left_out: Vec<(String, String)>,
+}
+
+/// Sorts a mail's attachments into those Connect takes (in the mail's
+/// order, up to [`ATTACHMENTS_MAX`]) and those it would refuse.
+pub fn plan_attachments(listed: &[Listed]) -> AttachmentPlan {
+    let mut plan = AttachmentPlan::default();
+    for a in listed {
+        let why = if !a.is_file {
+            Some("not a file (an attached item or a link)".to_string())
+        } else if !extension_allowed(&a.name) {
+            Some("a file type Amazon Connect does not take".to_string())
+        } else if a.size > ATTACHMENT_BYTES_MAX {
+            Some(format!(
+                "{} MB, over Amazon Connect's {} MB per file",
+                a.size.div_ceil(1024 * 1024),
+                ATTACHMENT_BYTES_MAX / (1024 * 1024)
+            ))
+        } else if plan.passed.len() >= ATTACHMENTS_MAX {
+            Some(format!(
+                "more than Amazon Connect's {ATTACHMENTS_MAX} files per email"
+            ))
+        } else {
+            None
+        };
+        match why {
+            Some(why) => plan.left_out.push((a.name.clone(), why)),
+            None => plan.passed.push(a.clone()),
+        }
+    }
+    plan
+}
+
+/// Whether Connect takes a file of this name (by its extension).
+pub fn extension_allowed(name: &str) -> bool {
+    name.rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .is_some_and(|ext| ATTACHMENT_EXTENSIONS.contains(&ext.as_str()))
+}
 
 /// Stages the attachments `plan` passes and returns them as Connect takes
 /// them; one that cannot be passed, or all of them when the deployment has
@@ -199,6 +269,48 @@ fn safe_file_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(name: &str, size: u64) -> Listed {
+        Listed {
+            id: format!("id-{name}"),
+            name: name.into(),
+            size,
+            is_file: true,
+        }
+    }
+
+    #[test]
+    fn attachments_over_connect_s_limits_are_named_not_passed() {
+        let mut listed = vec![
+            file("invoice.pdf", 10_000),
+            file("huge.pdf", ATTACHMENT_BYTES_MAX + 1),
+            file("run.exe", 10),
+            Listed {
+                is_file: false,
+                ..file("forwarded.eml", 10)
+            },
+        ];
+        for i in 0..11 {
+            listed.push(file(&format!("photo{i}.JPG"), 100));
+        }
+        let plan = plan_attachments(&listed);
+        assert_eq!(plan.passed.len(), ATTACHMENTS_MAX);
+        assert_eq!(plan.passed[0].name, "invoice.pdf");
+        let names: Vec<&str> = plan.left_out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "huge.pdf",
+                "run.exe",
+                "forwarded.eml",
+                "photo9.JPG",
+                "photo10.JPG"
+            ]
+        );
+        assert!(plan.left_out[0].1.contains("20 MB"), "{:?}", plan.left_out[0]);
+        assert!(plan.left_out[1].1.contains("file type"));
+        assert!(plan.left_out[3].1.contains("10 files"));
+    }
 
     #[test]
     fn file_names_fit_connect_and_urls_outlive_a_restage() {

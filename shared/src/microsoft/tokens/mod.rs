@@ -52,11 +52,11 @@ use crate::aws::store::StoreError;
 use crate::microsoft::sealed_tokens::SealError;
 use crate::model::sensitive::Sensitive;
 
+pub use crate::microsoft::stored_token::StoredToken;
 pub use answer::{classify, token_answer};
 pub use client::{AuthorizeOptions, TokenClient};
 pub use credentials::AppCredentials;
 pub use provider::TokenProvider;
-pub use refresh_store::StoredToken;
 
 /// Why no token could be had. Each variant says what to do.
 #[derive(Debug, thiserror::Error)]

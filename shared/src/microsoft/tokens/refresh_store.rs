@@ -5,7 +5,6 @@
 //! conditionally), and a token secret left by an earlier version is moved
 //! into the state table when tokens are sealed.
 
-use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::provider::Slot;
@@ -13,18 +12,9 @@ use super::{ClassifyMessage, TokenError, TokenProvider};
 use crate::aws::secrets::{SecretError, new_request_token};
 use crate::aws::store::{ConnectionChange, StoreError, TokenWrite};
 use crate::microsoft::sealed_tokens::{SealError, SealedTokens};
+use crate::microsoft::stored_token::StoredToken;
 use crate::model::connection::Connection;
 use crate::model::sensitive::Sensitive;
-
-/// A delegated connection's token secret: the refresh token and the sign-in
-/// generation it belongs to.
-#[derive(Debug, Clone, serde::Serialize, Deserialize)]
-pub struct StoredToken {
-    /// The newest refresh token written.
-    pub refresh_token: Sensitive,
-    /// The sign-in it comes from (the connection record's `generation`).
-    pub generation: u64,
-}
 
 impl TokenProvider {
     /// Stores the refresh token of a new sign-in under `generation` (the
