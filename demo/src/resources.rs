@@ -98,13 +98,68 @@ async fn create_secrets(
 
 /// The notifications queue (FIFO) and its dead-letter queue: (queue, DLQ) URLs.
 async fn create_notification_queues(sqs: &aws_sdk_sqs::Client) -> Result<(String, String), DemoError> {
-    let dlq_url = sqs
-        .create_queue()
-        .queue_name("relay365-dlq.fifo")
-        .attributes(QueueAttributeName::FifoQueue, "true")
+    // The template's visibility timeout: 6× dispatch's timeout. A shorter
+    // one hands a record that an invocation still works on to a second
+    // invocation, which delivers it again. Dispatch makes a failed record
+    // visible again after its own backoff (`RELAY365_FIRST_RETRY_SECONDS`,
+    // short in the demo so a person sees it happen).
+    let queues = QueuePair {
+        name: "relay365-notifications.fifo",
+        dlq_name: "relay365-dlq.fifo",
+        fifo: true,
+        visibility_seconds: NOTIFICATION_VISIBILITY_SECONDS,
+        max_receive_count: 5,
+        what: "the notifications queue",
+    };
+    create_queue_pair(sqs, &queues).await
+}
+
+/// Sends too large for one API request (the template's DeferredSendQueue)
+/// and their dead-letter queue: (queue, DLQ) URLs.
+async fn create_deferred_queues(sqs: &aws_sdk_sqs::Client) -> Result<(String, String), DemoError> {
+    let queues = QueuePair {
+        name: "relay365-deferred-sends",
+        dlq_name: "relay365-deferred-sends-dlq",
+        fifo: false,
+        visibility_seconds: 960,
+        max_receive_count: 3,
+        what: "the deferred-send queue",
+    };
+    create_queue_pair(sqs, &queues).await
+}
+
+/// A queue and the dead-letter queue its records end in, as the template
+/// declares them.
+struct QueuePair<'a> {
+    /// The queue's name (ending in `.fifo` for a FIFO queue).
+    name: &'a str,
+    /// Its dead-letter queue's name.
+    dlq_name: &'a str,
+    /// Both are FIFO queues.
+    fifo: bool,
+    /// The queue's visibility timeout.
+    visibility_seconds: u32,
+    /// Receives before a record moves to the dead-letter queue.
+    max_receive_count: u32,
+    /// What the queue is, for a set-up error.
+    what: &'a str,
+}
+
+/// Creates the dead-letter queue, then the queue that redrives to it:
+/// (queue, DLQ) URLs.
+async fn create_queue_pair(
+    sqs: &aws_sdk_sqs::Client,
+    q: &QueuePair<'_>,
+) -> Result<(String, String), DemoError> {
+    let what_dlq = format!("{}'s dead-letter queue", q.what);
+    let fifo = |req: aws_sdk_sqs::operation::create_queue::builders::CreateQueueFluentBuilder| match q.fifo {
+        true => req.attributes(QueueAttributeName::FifoQueue, "true"),
+        false => req,
+    };
+    let dlq_url = fifo(sqs.create_queue().queue_name(q.dlq_name))
         .send()
         .await
-        .map_err(setup("the dead-letter queue"))?
+        .map_err(setup(&what_dlq))?
         .queue_url
         .unwrap_or_default();
     let dlq_arn = sqs
@@ -113,64 +168,23 @@ async fn create_notification_queues(sqs: &aws_sdk_sqs::Client) -> Result<(String
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(setup("the dead-letter queue's ARN"))?
+        .map_err(setup(&what_dlq))?
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .unwrap_or_default();
-    // The template's visibility timeout: 6× dispatch's timeout. A shorter
-    // one hands a record that an invocation still works on to a second
-    // invocation, which delivers it again. Dispatch makes a failed record
-    // visible again after its own backoff (`RELAY365_FIRST_RETRY_SECONDS`,
-    // short in the demo so a person sees it happen).
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("relay365-notifications.fifo")
-        .attributes(QueueAttributeName::FifoQueue, "true")
+    let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": q.max_receive_count});
+    let queue_url = fifo(sqs.create_queue().queue_name(q.name))
         .attributes(
             QueueAttributeName::VisibilityTimeout,
-            NOTIFICATION_VISIBILITY_SECONDS.to_string(),
+            q.visibility_seconds.to_string(),
         )
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).to_string(),
-        )
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .send()
         .await
-        .map_err(setup("the notifications queue"))?
+        .map_err(setup(q.what))?
         .queue_url
         .unwrap_or_default();
     Ok((queue_url, dlq_url))
-}
-
-/// Sends too large for one API request (the template's DeferredSendQueue)
-/// and their dead-letter queue: (queue, DLQ) URLs.
-async fn create_deferred_queues(sqs: &aws_sdk_sqs::Client) -> Result<(String, String), DemoError> {
-    let deferred_dlq = sqs
-        .create_queue()
-        .queue_name("relay365-deferred-sends-dlq")
-        .send()
-        .await
-        .map_err(setup("the deferred-send dead-letter queue"))?
-        .queue_url
-        .unwrap_or_default();
-    let deferred_dlq_arn = format!(
-        "arn:aws:sqs:us-east-1:123456789012:{}",
-        deferred_dlq.rsplit('/').next().unwrap_or_default()
-    );
-    let deferred_url = sqs
-        .create_queue()
-        .queue_name("relay365-deferred-sends")
-        .attributes(QueueAttributeName::VisibilityTimeout, "960")
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": deferred_dlq_arn, "maxReceiveCount": 3}).to_string(),
-        )
-        .send()
-        .await
-        .map_err(setup("the deferred-send queue"))?
-        .queue_url
-        .unwrap_or_default();
-    Ok((deferred_url, deferred_dlq))
 }
 
 #[cfg(test)]

@@ -27,20 +27,22 @@ pub(crate) struct DeltaPage {
 }
 
 /// Runs a delta query from `start` (a first request or a stored link) to its
-/// end: every item of every page, and the link the next round starts from.
+/// end: what `keep` makes of every item of every page (the items it turns
+/// down left out), and the link the next round starts from.
 ///
 /// # Errors
 /// [`GraphError`], or a decode error when a page has neither link.
-async fn delta_pages(
+async fn delta_pages<T>(
     s: &Services,
     token: &Sensitive,
     start: &str,
-) -> Result<(Vec<serde_json::Value>, String), GraphError> {
+    keep: impl Fn(&serde_json::Value) -> Option<T>,
+) -> Result<(Vec<T>, String), GraphError> {
     let mut items = Vec::new();
     let mut next = start.to_string();
     for _ in 0..1000 {
         let page: DeltaPage = s.graph.get_json(&next, token).await?;
-        items.extend(page.value);
+        items.extend(page.value.iter().filter_map(&keep));
         match (page.next, page.delta) {
             (Some(n), _) => next = n,
             (None, Some(d)) => return Ok((items, d)),
@@ -64,13 +66,11 @@ pub async fn delta(
     token: &Sensitive,
     start: &str,
 ) -> Result<(Vec<String>, String), GraphError> {
-    let (items, link) = delta_pages(s, token, start).await?;
-    let ids = items
-        .iter()
-        .filter(|v| v.get("@removed").is_none())
-        .filter_map(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
-        .collect();
-    Ok((ids, link))
+    delta_pages(s, token, start, |v| match v.get("@removed") {
+        Some(_) => None,
+        None => v.get("id")?.as_str().map(str::to_string),
+    })
+    .await
 }
 
 /// One change a calendar's delta query reports.
@@ -131,18 +131,14 @@ pub async fn calendar_delta(
     token: &Sensitive,
     start: &str,
 ) -> Result<(Vec<CalendarChange>, String), GraphError> {
-    let (items, link) = delta_pages(s, token, start).await?;
-    let changes = items
-        .iter()
-        .filter_map(|v| {
-            Some(CalendarChange {
-                id: v.get("id")?.as_str()?.to_string(),
-                change_key: v.get("changeKey").and_then(|c| c.as_str()).map(str::to_string),
-                removed: v.get("@removed").is_some(),
-            })
+    delta_pages(s, token, start, |v| {
+        Some(CalendarChange {
+            id: v.get("id")?.as_str()?.to_string(),
+            change_key: v.get("changeKey").and_then(|c| c.as_str()).map(str::to_string),
+            removed: v.get("@removed").is_some(),
         })
-        .collect();
-    Ok((changes, link))
+    })
+    .await
 }
 
 /// The first request of a folder's delta query: new mail received at or

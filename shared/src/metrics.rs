@@ -103,17 +103,17 @@ fn describe() {
 }
 
 /// Writes what the invocation recorded to standard output (the function's
-/// log), with the Lambda request id and the X-Ray trace id as properties.
+/// log), with the invocation's Lambda request id and X-Ray trace id as
+/// properties.
 pub fn flush(
     collector: Option<&'static metrics_cloudwatch_embedded::Collector>,
-    request_id: &str,
-    trace_id: Option<&str>,
+    invocation: &lambda_http::Context,
 ) {
     let Some(c) = collector else {
         return;
     };
-    c.set_property("requestId", request_id.to_string());
-    match trace_id {
+    c.set_property("requestId", invocation.request_id.clone());
+    match invocation.xray_trace_id.as_deref() {
         Some(t) => c.set_property("traceId", t.to_string()),
         None => c.remove_property("traceId"),
     };

@@ -71,13 +71,7 @@ pub struct Services {
     pub pacer: Arc<crate::microsoft::pacing::WritePacer>,
 }
 
-impl std::fmt::Debug for Services {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Services")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(Services { config });
 
 /// Builds the secret store the settings name.
 ///

@@ -23,11 +23,7 @@ async fn main() -> Result<(), Error> {
                 timeout,
             );
             let answer = connections::handle_event_until(event.payload, services, queue, deadline).await;
-            relay365::metrics::flush(
-                metrics,
-                &event.context.request_id,
-                event.context.xray_trace_id.as_deref(),
-            );
+            relay365::metrics::flush(metrics, &event.context);
             Ok::<_, Error>(answer)
         },
     ))

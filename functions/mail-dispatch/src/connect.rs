@@ -65,6 +65,20 @@ pub(crate) async fn graph_failed(
     Delivery::Retry(format!("Microsoft Graph: {what} could not be read: {e}"))
 }
 
+/// True when `event` is new mail. Amazon Connect targets take new mail only;
+/// any other event is logged here and recorded as delivered by the caller.
+pub(crate) fn is_new_mail(event: &Value, target_kind: &str) -> bool {
+    if event["type"].as_str() == Some("mail.received") {
+        return true;
+    }
+    tracing::info!(
+        event = %event["id"].as_str().unwrap_or_default(),
+        kind = event["type"].as_str().unwrap_or_default(),
+        "a {target_kind} target takes new mail only; this event is not sent and is recorded as delivered"
+    );
+    false
+}
+
 /// Starts the task for one event (or records a non-mail event as done).
 ///
 /// # Errors
@@ -76,15 +90,10 @@ pub(crate) async fn deliver_task(
     flow_id: &str,
     event: &Value,
 ) -> Result<(), Delivery> {
-    let event_id = event["id"].as_str().unwrap_or_default();
-    if event["type"].as_str() != Some("mail.received") {
-        tracing::info!(
-            event = %event_id,
-            kind = event["type"].as_str().unwrap_or_default(),
-            "a connect-task target takes new mail only; this event is not sent and is recorded as delivered"
-        );
+    if !is_new_mail(event, "connect-task") {
         return Ok(());
     }
+    let event_id = event["id"].as_str().unwrap_or_default();
     let conversation = Conversation::of(d, to, instance_id, event).await?;
     let related = conversation.related.clone();
     let task = TaskFields::of(event);

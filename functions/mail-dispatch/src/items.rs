@@ -67,18 +67,51 @@ pub(crate) async fn already_delivered(
     }
 }
 
-/// Delivers an event and, once the target took it, records it.
-#[allow(clippy::too_many_arguments)]
+/// One item's event, ready for its flows: the item's key (each flow's ledger
+/// key is made from it), the event, when the mail arrived, and where a target
+/// that needs the mail itself reads it.
+#[derive(Clone, Copy)]
+struct Ready<'a> {
+    item_key: &'a str,
+    event: &'a Value,
+    received: Option<&'a str>,
+    source: Option<MailSource<'a>>,
+}
+
+/// Delivers the event to every flow that has not had it. A flow that failed
+/// is retried with the record; those that took the event are in their
+/// ledgers and are not sent it again.
+async fn deliver_to_flows(
+    d: &Dispatcher,
+    conn: &Connection,
+    pending: Vec<&Flow>,
+    ready: Ready<'_>,
+) -> Outcome {
+    let mut outcome = Outcome::Done;
+    for (sub, target) in pending {
+        let one = deliver_and_record(d, conn, sub, target, ready).await;
+        if matches!(one, Outcome::Retry(_)) {
+            return one;
+        }
+        outcome = worse(outcome, one);
+    }
+    outcome
+}
+
+/// Delivers an event to one flow and, once the target took it, records it.
 async fn deliver_and_record(
     d: &Dispatcher,
     conn: &Connection,
     sub: &Subscription,
     target: &Destination,
-    ledger_key: &str,
-    event: &Value,
-    received: Option<&str>,
-    source: Option<MailSource<'_>>,
+    ready: Ready<'_>,
 ) -> Outcome {
+    let Ready {
+        item_key,
+        event,
+        received,
+        source,
+    } = ready;
     match deliver_from(d, target, event, source).await {
         Ok(()) => {
             let since_arrival = received
@@ -87,7 +120,7 @@ async fn deliver_and_record(
                 })
                 .and_then(|r| (time::OffsetDateTime::now_utc() - r).try_into().ok());
             relay365::metrics::delivered(target.kind(), since_arrival);
-            delivered(d, conn, sub, ledger_key, event, received).await;
+            delivered(d, conn, sub, &sub.ledger_key(item_key), event, received).await;
             Outcome::Delivered
         }
         Err(Delivery::Gone(why)) => {
@@ -248,27 +281,13 @@ pub(crate) async fn deliver_message(
         token,
         base: &base,
     };
-    let mut outcome = Outcome::Done;
-    for (sub, target) in pending {
-        let one = deliver_and_record(
-            d,
-            conn,
-            sub,
-            target,
-            &sub.ledger_key(id),
-            &event,
-            received,
-            Some(source),
-        )
-        .await;
-        // A flow that failed is retried with the record; those that took the
-        // event are in their ledgers and are not sent it again.
-        if matches!(one, Outcome::Retry(_)) {
-            return one;
-        }
-        outcome = worse(outcome, one);
-    }
-    outcome
+    let ready = Ready {
+        item_key: id,
+        event: &event,
+        received,
+        source: Some(source),
+    };
+    deliver_to_flows(d, conn, pending, ready).await
 }
 
 pub(crate) async fn deliver_calendar(
@@ -317,23 +336,11 @@ pub(crate) async fn deliver_calendar(
     };
     let event = normalise::calendar_event(conn, change, id, item.as_ref(), version);
     tracing::Span::current().record("event", event["id"].as_str().unwrap_or_default());
-    let mut outcome = Outcome::Done;
-    for (sub, target) in pending {
-        let one = deliver_and_record(
-            d,
-            conn,
-            sub,
-            target,
-            &sub.ledger_key(&item_key),
-            &event,
-            None,
-            None,
-        )
-        .await;
-        if matches!(one, Outcome::Retry(_)) {
-            return one;
-        }
-        outcome = worse(outcome, one);
-    }
-    outcome
+    let ready = Ready {
+        item_key: &item_key,
+        event: &event,
+        received: None,
+        source: None,
+    };
+    deliver_to_flows(d, conn, pending, ready).await
 }

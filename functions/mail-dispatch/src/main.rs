@@ -25,7 +25,7 @@ async fn main() -> Result<(), Error> {
             // An EventBridge event: an error makes Lambda's asynchronous
             // retries bring it back.
             let filed = mail_dispatch::connect::reply::file_reply(dispatcher, &event.payload).await;
-            relay365::metrics::flush(metrics, &event.context.request_id, trace.as_deref());
+            relay365::metrics::flush(metrics, &event.context);
             return match filed {
                 Ok(outcome) => {
                     tracing::info!(?outcome, "contact event handled");
@@ -41,7 +41,7 @@ async fn main() -> Result<(), Error> {
         let deadline =
             mail_dispatch::invocation_deadline(event.context.deadline, std::time::SystemTime::now(), timeout);
         let answer = mail_dispatch::handle_traced(batch, dispatcher, Some(deadline), trace.as_deref()).await;
-        relay365::metrics::flush(metrics, &event.context.request_id, trace.as_deref());
+        relay365::metrics::flush(metrics, &event.context);
         Ok::<_, Error>(serde_json::to_value(answer)?)
     }))
     .await

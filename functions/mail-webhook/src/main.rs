@@ -17,11 +17,7 @@ async fn main() -> Result<(), Error> {
     run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let answer = mail_webhook::handle_event(event.payload, webhook).await;
-            relay365::metrics::flush(
-                metrics,
-                &event.context.request_id,
-                event.context.xray_trace_id.as_deref(),
-            );
+            relay365::metrics::flush(metrics, &event.context);
             Ok::<_, Error>(answer)
         },
     ))

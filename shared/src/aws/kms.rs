@@ -82,11 +82,7 @@ pub struct DataKey {
     pub encrypted: Vec<u8>,
 }
 
-impl std::fmt::Debug for DataKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataKey").finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(DataKey {});
 
 /// Where data keys come from: KMS, or memory in tests.
 #[async_trait]
@@ -113,13 +109,7 @@ pub struct KmsDataKeys {
     key_id: String,
 }
 
-impl std::fmt::Debug for KmsDataKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KmsDataKeys")
-            .field("key_id", &self.key_id)
-            .finish()
-    }
-}
+crate::debug_showing!(KmsDataKeys { key_id });
 
 impl KmsDataKeys {
     /// Data keys of the KMS key `key_id` (id, alias or ARN).
@@ -226,11 +216,7 @@ pub struct MemoryDataKeys {
     master: Zeroizing<Vec<u8>>,
 }
 
-impl std::fmt::Debug for MemoryDataKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryDataKeys").finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(MemoryDataKeys {});
 
 impl Default for MemoryDataKeys {
     fn default() -> Self {
@@ -368,13 +354,7 @@ pub struct CachingDataKeys {
     entries: Mutex<HashMap<EntryKey, KeyEntry>>,
 }
 
-impl std::fmt::Debug for CachingDataKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachingDataKeys")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(CachingDataKeys { policy });
 
 impl CachingDataKeys {
     /// Caches the data keys of `inner` under `policy`.

@@ -33,11 +33,7 @@ pub struct Envelope {
     pub ciphertext: Vec<u8>,
 }
 
-impl std::fmt::Debug for Envelope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Envelope").finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(Envelope {});
 
 /// Why a sealed value could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

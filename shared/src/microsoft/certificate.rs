@@ -41,13 +41,7 @@ pub struct Certificate {
     x5t_s256: String,
 }
 
-impl std::fmt::Debug for Certificate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Certificate")
-            .field("x5t#S256", &self.x5t_s256)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(Certificate { x5t_s256 });
 
 impl Certificate {
     /// Opens a base64-encoded PFX with its password.

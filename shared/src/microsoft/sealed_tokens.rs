@@ -106,13 +106,7 @@ pub struct SealedTokens {
     cache: Mutex<HashMap<String, Cached>>,
 }
 
-impl std::fmt::Debug for SealedTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SealedTokens")
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(SealedTokens { ttl });
 
 impl SealedTokens {
     /// Sealed tokens in `state`, with data keys from `keys` cached under the

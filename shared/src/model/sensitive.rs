@@ -7,6 +7,25 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Implements `Debug` for a struct by showing only the named fields and
+/// printing `..` for the rest.
+///
+/// The structs that hold keys, tokens or SDK clients use it: what `{:?}`
+/// shows of them is chosen field by field, so a field added later stays out
+/// of log lines until someone names it here.
+#[macro_export]
+macro_rules! debug_showing {
+    ($ty:ident { $($field:ident),* $(,)? }) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 /// A secret string whose formatting is redacted.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(transparent)]

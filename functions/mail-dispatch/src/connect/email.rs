@@ -222,15 +222,10 @@ pub(crate) async fn deliver_email(
     event: &Value,
     source: Option<MailSource<'_>>,
 ) -> Result<(), Delivery> {
-    let event_id = event["id"].as_str().unwrap_or_default();
-    if event["type"].as_str() != Some("mail.received") {
-        tracing::info!(
-            event = %event_id,
-            kind = event["type"].as_str().unwrap_or_default(),
-            "a connect-email target takes new mail only; this event is not sent and is recorded as delivered"
-        );
+    if !super::is_new_mail(event, "connect-email") {
         return Ok(());
     }
+    let event_id = event["id"].as_str().unwrap_or_default();
     let mail = &event["mail"];
     let Some(from) = address_info(&mail["from"]) else {
         return Err(Delivery::Retry(format!(

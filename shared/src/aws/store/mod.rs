@@ -153,11 +153,7 @@ pub struct Store {
     table: Arc<dyn Table>,
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(Store {});
 
 fn conn_pk(id: &str) -> String {
     format!("conn#{id}")

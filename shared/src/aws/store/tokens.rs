@@ -24,14 +24,10 @@ pub struct SealedTokenItem {
     pub envelope: crate::aws::sealed::Envelope,
 }
 
-impl std::fmt::Debug for SealedTokenItem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SealedTokenItem")
-            .field("generation", &self.generation)
-            .field("written_at", &self.written_at)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(SealedTokenItem {
+    generation,
+    written_at
+});
 
 /// The condition a sealed token write needs, so two containers never undo
 /// each other's write.

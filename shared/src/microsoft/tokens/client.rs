@@ -57,13 +57,7 @@ pub struct TokenClient {
     app: Arc<SecretValue<AppCredentials>>,
 }
 
-impl std::fmt::Debug for TokenClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenClient")
-            .field("login_base", &self.login_base)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(TokenClient { login_base });
 
 impl TokenClient {
     /// A client for the login host `login_base` (`https://login.microsoftonline.com`, or an override).

@@ -43,13 +43,7 @@ pub struct TokenProvider {
     pub(super) sealed: Option<SealedTokens>,
 }
 
-impl std::fmt::Debug for TokenProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenProvider")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_showing!(TokenProvider { prefix });
 
 impl TokenProvider {
     /// A provider with token secrets under `prefix` in `secrets` and
