@@ -318,11 +318,7 @@ fn ms(v: Option<f64>) -> String {
 /// The screen, from the connections the API listed and the figures.
 pub fn render(stack_name: &str, conns: &Value, f: &Figures) -> String {
     let mut out = String::new();
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default();
+    let now = relay365::model::rfc3339(time::OffsetDateTime::now_utc());
     out += &format!("relay365 status: {stack_name}    {now}\n\n");
     out += &format!(
         "events, last hour   [{}] {} delivered, {} retried, {} recovered, {} paused, {} sign-ins lost\n",

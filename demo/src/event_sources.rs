@@ -68,16 +68,13 @@ pub(crate) async fn renew(functions: &HashMap<&'static str, Function>) -> Result
 
 /// EventBridge's scheduled event, as the renewal rule sends it.
 pub fn scheduled_event() -> Value {
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     json!({
         "version": "0",
         "id": uuid::Uuid::new_v4().to_string(),
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": "123456789012",
-        "time": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "time": relay365::model::rfc3339(time::OffsetDateTime::now_utc()),
         "region": "us-east-1",
         "resources": ["arn:aws:events:us-east-1:123456789012:rule/relay365-renewal"],
         "detail": {}
@@ -156,26 +153,31 @@ async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str, batch: i32) -> Opti
 }
 
 /// Invokes the consumer with the batch and returns the ids of the messages
-/// that failed: those `batchItemFailures` names, or all when the invocation
-/// itself failed.
+/// that failed.
 async fn hand_over(consumer: &Function, messages: &[Message], queue_arn: &str) -> Vec<String> {
     let records: Vec<Value> = messages.iter().map(|m| sqs_record(m, queue_arn)).collect();
-    match consumer.invoke(&json!({ "Records": records })).await {
+    let answer = consumer.invoke(&json!({ "Records": records })).await;
+    if let Err(e) = &answer {
+        eprintln!("{e}");
+    }
+    failed_ids(&answer, messages)
+}
+
+/// The ids of a batch's messages that failed: those the consumer's answer
+/// names in `batchItemFailures`, or all of them when the invocation itself
+/// failed (Lambda's event source treats a failed invocation so).
+pub(crate) fn failed_ids<C: FromIterator<String>, E>(answer: &Result<Value, E>, messages: &[Message]) -> C {
+    match answer {
         Ok(resp) => resp["batchItemFailures"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Err(e) => {
-            eprintln!("{e}");
-            messages
-                .iter()
-                .filter_map(|m| m.message_id().map(str::to_string))
-                .collect()
-        }
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+            .collect(),
+        Err(_) => messages
+            .iter()
+            .filter_map(|m| m.message_id().map(str::to_string))
+            .collect(),
     }
 }
 

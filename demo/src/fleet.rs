@@ -593,20 +593,7 @@ async fn dispatch_poller(shared: Arc<Shared>) {
         let answer = shared
             .invoke("mail-dispatch", &json!({ "Records": records }), messages.len())
             .await;
-        let failed: HashSet<String> = match answer {
-            Ok(resp) => resp["batchItemFailures"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => messages
-                .iter()
-                .filter_map(|m| m.message_id().map(str::to_string))
-                .collect(),
-        };
+        let failed: HashSet<String> = crate::event_sources::failed_ids(&answer, &messages);
         // Deleted in one request, as Lambda's event source deletes a batch.
         let done: Vec<aws_sdk_sqs::types::DeleteMessageBatchRequestEntry> = messages
             .iter()

@@ -602,25 +602,16 @@ fn months(r: &FleetResults, opts: &FleetOptions) -> Months {
 fn a_mailboxs_month(s: &mut String, r: &FleetResults, opts: &FleetOptions, m: &Months) {
     let t = &r.template;
     let arch = r.template.architecture.as_str();
-    let Months {
-        per_run,
-        per_renewal,
-        per_mail,
-        month,
-        runs_per_month,
-        renewals_per_month,
-        mails_per_month,
-    } = *m;
     let mem: Vec<String> = t.memory.iter().map(|(k, v)| format!("{k} {v} MB")).collect();
     let _ = writeln!(
         s,
         "\n### A mailbox's month\n\nAssumptions: the schedule runs every {} minutes ({} runs a month), each an ordinary run as measured above (per mailbox: the ordinary run's counts ÷ {}); each subscription is renewed {} times a month (Graph's 7-day lifetime for mail, renewed in its last day), each renewal costing what the renew-all phase cost beyond the ordinary run; {} mails per mailbox per day ({} a month), each costing what the storm cost per mail. Lambda: {arch} (template.yaml), {}; GB-s = measured wall time × memory. DynamoDB: one RRU per read request and one WRU per write request (items ≤ 1 KB, reads ≤ 4 KB, keys-only index pages; strongly consistent reads, so no half units), a transaction twice, a batch once; a sealed refresh token's item is about 2.3 KB, 3 WRU, so each token write is undercounted by 2 WRU ($0.00000125; docs/architecture.md prices it exactly). SQS: sends and deletes as counted, plus one receive per dispatch batch (the event source's empty long polls are a fixed cost of the queue, left out). API Gateway: one request per notification.\n",
         opts.schedule_minutes,
-        num(runs_per_month),
+        num(m.runs_per_month),
         opts.mailboxes,
-        renewals_per_month,
+        m.renewals_per_month,
         opts.mails_per_day,
-        num(mails_per_month),
+        num(m.mails_per_month),
         mem.join(", ")
     );
     let _ = writeln!(
@@ -642,10 +633,10 @@ fn a_mailboxs_month(s: &mut String, r: &FleetResults, opts: &FleetOptions, m: &M
         let _ = writeln!(
             s,
             "| {name} | {} | {} | {} | {} |",
-            num(f(&per_run)),
-            num(f(&per_renewal)),
-            num(f(&per_mail)),
-            num(f(&month))
+            num(f(&m.per_run)),
+            num(f(&m.per_renewal)),
+            num(f(&m.per_mail)),
+            num(f(&m.month))
         );
     }
 }

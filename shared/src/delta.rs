@@ -6,11 +6,11 @@
 
 use serde::Deserialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::microsoft::graph::GraphError;
 use crate::microsoft::paths::graph_resource;
 use crate::model::connection::{Connection, Subscription};
+use crate::model::rfc3339;
 use crate::model::scopes::Resource;
 use crate::model::sensitive::Sensitive;
 use crate::services::Services;
@@ -108,17 +108,11 @@ pub const CALENDAR_WINDOW_DAYS: i64 = 365;
 /// events starting between `from` and `from` + [`CALENDAR_WINDOW_DAYS`]
 /// (Graph's calendar delta needs a window and keeps it in its links).
 pub fn calendar_delta_start(conn: &Connection, from: OffsetDateTime) -> String {
-    let fmt = |t: OffsetDateTime| {
-        t.replace_nanosecond(0)
-            .unwrap_or(t)
-            .format(&Rfc3339)
-            .unwrap_or_default()
-    };
     format!(
         "{}/calendarView/delta?startDateTime={}&endDateTime={}",
         crate::microsoft::paths::owner(conn),
-        fmt(from),
-        fmt(from + time::Duration::days(CALENDAR_WINDOW_DAYS))
+        rfc3339(from),
+        rfc3339(from + time::Duration::days(CALENDAR_WINDOW_DAYS))
     )
 }
 
@@ -146,11 +140,7 @@ pub async fn calendar_delta(
 /// returns), ids and received times only (the time lets a catch-up tell a
 /// new mail from an old one the ledger forgot).
 pub fn delta_start(conn: &Connection, sub: &Subscription, since: OffsetDateTime) -> String {
-    let since = since
-        .replace_nanosecond(0)
-        .unwrap_or(since)
-        .format(&Rfc3339)
-        .unwrap_or_default();
+    let since = rfc3339(since);
     format!(
         "{}/delta?changeType=created&$select=id,receivedDateTime&$filter=receivedDateTime%20ge%20{since}",
         graph_resource(conn, sub)
@@ -169,11 +159,7 @@ pub fn lists_instead_of_delta(conn: &Connection, sub: &Subscription) -> bool {
 /// a delta link where message delta does not exist; the ledger drops what
 /// the boundary repeats.
 pub fn list_start(conn: &Connection, sub: &Subscription, since: OffsetDateTime) -> String {
-    let since = since
-        .replace_nanosecond(0)
-        .unwrap_or(since)
-        .format(&Rfc3339)
-        .unwrap_or_default();
+    let since = rfc3339(since);
     format!(
         "{}?$filter=receivedDateTime%20ge%20{since}&$orderby=receivedDateTime%20asc&$select=id,receivedDateTime&$top=50",
         graph_resource(conn, sub)

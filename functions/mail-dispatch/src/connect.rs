@@ -97,6 +97,7 @@ pub(crate) async fn deliver_task(
     let conversation = Conversation::of(d, to, instance_id, event).await?;
     let related = conversation.related.clone();
     let task = TaskFields::of(event);
+    let data = contact_data(task.references, task.attributes, "a task reference")?;
     let req = d
         .connect
         .get()
@@ -107,18 +108,12 @@ pub(crate) async fn deliver_task(
         .name(task.name)
         .client_token(client_token(event_id, &to.flow))
         .set_description(task.description)
-        .set_related_contact_id(related.clone());
-    let data = contact_data(task.references, task.attributes, "a task reference")?;
-    match req
+        .set_related_contact_id(related)
         .set_references(data.references)
-        .set_attributes(data.attributes)
-        .send()
-        .await
-    {
+        .set_attributes(data.attributes);
+    match req.send().await {
         Ok(out) => {
-            let contact_id = out.contact_id().unwrap_or_default();
-            tracing::info!(event = %event_id, contact = %contact_id, related = related.is_some(), "Amazon Connect task started");
-            conversation.remember(d, contact_id).await;
+            conversation.started(d, out.contact_id(), "task").await;
             Ok(())
         }
         Err(e) => Err(Delivery::Retry(refusal(
@@ -184,9 +179,13 @@ impl<'a> Conversation<'a> {
         })
     }
 
-    /// Remembers `contact_id` as the conversation's first contact when there
-    /// was none; a failure is logged (later mail starts unrelated contacts).
-    pub(crate) async fn remember(&self, d: &Dispatcher, contact_id: &str) {
+    /// Logs the contact Amazon Connect started for the event (`what`: a task,
+    /// an email contact), and remembers it as the conversation's first
+    /// contact when there was none; a failure to remember is logged (later
+    /// mail starts unrelated contacts).
+    pub(crate) async fn started(&self, d: &Dispatcher, contact_id: Option<&str>, what: &str) {
+        let contact_id = contact_id.unwrap_or_default();
+        tracing::info!(event = %self.event_id, contact = %contact_id, related = self.related.is_some(), "Amazon Connect {what} started");
         if self.earlier.is_some() || self.conversation.is_empty() || contact_id.is_empty() {
             return;
         }

@@ -11,3 +11,13 @@ pub mod notification;
 pub mod scopes;
 pub mod sensitive;
 pub mod target;
+
+/// A time as Graph and the state table spell it: RFC 3339 in UTC, to the
+/// second (Graph's `$filter` and delta windows take no fractions; stored
+/// times compare as strings).
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

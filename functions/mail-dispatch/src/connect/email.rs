@@ -247,6 +247,14 @@ pub(crate) async fn deliver_email(
     let task = TaskFields::of(event);
     let subject = cut(mail["subject"].as_str().unwrap_or_default().trim(), SUBJECT_MAX);
     let message = message(mail, &subject, threading)?;
+    // Email contacts take URL, NUMBER, STRING and DATE references, so a
+    // task's go as they are; the reply path reads the `subject` attribute.
+    let subject_attribute = (!subject.is_empty()).then_some(("subject", subject));
+    let data = contact_data(
+        task.references,
+        task.attributes.into_iter().chain(subject_attribute),
+        "a reference",
+    )?;
     let req = d
         .connect
         .get()
@@ -261,26 +269,16 @@ pub(crate) async fn deliver_email(
         .client_token(client_token(event_id, &to.flow))
         .set_description(description(&plan.left_out, more, web_link))
         .set_additional_recipients(recipients)
-        .set_related_contact_id(related.clone())
-        .set_attachments((!attachments.is_empty()).then_some(attachments));
-    // Email contacts take URL, NUMBER, STRING and DATE references, so a
-    // task's go as they are; the reply path reads the `subject` attribute.
-    let subject = (!subject.is_empty()).then_some(("subject", subject));
-    let data = contact_data(
-        task.references,
-        task.attributes.into_iter().chain(subject),
-        "a reference",
-    )?;
-    match req
+        .set_related_contact_id(related)
+        .set_attachments((!attachments.is_empty()).then_some(attachments))
         .set_references(data.references)
-        .set_attributes(data.attributes)
-        .send()
-        .await
-    {
+        .set_attributes(data.attributes);
+    if !plan.left_out.is_empty() {
+        tracing::info!(event = %event_id, left_out = plan.left_out.len(), "attachments Amazon Connect does not take are named in the contact's description");
+    }
+    match req.send().await {
         Ok(out) => {
-            let contact_id = out.contact_id().unwrap_or_default();
-            tracing::info!(event = %event_id, contact = %contact_id, related = related.is_some(), left_out = plan.left_out.len(), "Amazon Connect email contact started");
-            conversation.remember(d, contact_id).await;
+            conversation.started(d, out.contact_id(), "email contact").await;
             Ok(())
         }
         Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("IdempotencyException") => {

@@ -51,6 +51,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::model::connection::{Connection, Subscription};
+use crate::model::rfc3339;
 
 pub use changes::{ConnectionChange, SubscriptionChange};
 pub use ledger::{CONVERSATION_CONTACT_TTL_DAYS, Claim, ConversationContact};
@@ -135,13 +136,6 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable { .. } | StoreError::Conflict { .. })
     }
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.replace_nanosecond(0)
-        .unwrap_or(at)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
