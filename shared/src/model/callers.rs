@@ -298,52 +298,36 @@ mod tests {
     #[test]
     fn roles_match_themselves_and_their_sessions() {
         let role = format!("arn:aws:iam::{ACCT}:role/billing");
-        assert!(matches(&role, &role));
-        assert!(matches(
-            &role,
-            &format!("arn:aws:sts::{ACCT}:assumed-role/billing/i-0abc")
-        ));
-        assert!(!matches(
-            &role,
-            &format!("arn:aws:sts::{ACCT}:assumed-role/billing-x/s")
-        ));
-        assert!(!matches(
-            &role,
-            "arn:aws:sts::999999999999:assumed-role/billing/s"
-        ));
-        assert!(!matches(
-            &role,
-            &format!("arn:aws-cn:sts::{ACCT}:assumed-role/billing/s")
-        ));
-        assert!(!matches(
-            &role,
-            &format!("arn:aws:sts::{ACCT}:assumed-role/billing/")
-        ));
-        assert!(!matches(
-            &role,
-            &format!("arn:aws:sts::{ACCT}:assumed-role/billing/a/b")
-        ));
         let path = format!("arn:aws:iam::{ACCT}:role/team/billing");
-        assert!(matches(
-            &path,
-            &format!("arn:aws:sts::{ACCT}:assumed-role/billing/s")
-        ));
         let wild = format!("arn:aws:iam::{ACCT}:role/billing-*");
-        assert!(matches(
-            &wild,
-            &format!("arn:aws:sts::{ACCT}:assumed-role/billing-eu/s")
-        ));
-        assert!(!matches(
-            &wild,
-            &format!("arn:aws:sts::{ACCT}:assumed-role/ceo/s")
-        ));
         // A user pattern never matches a session.
         let user = format!("arn:aws:iam::{ACCT}:user/*");
-        assert!(matches(&user, &format!("arn:aws:iam::{ACCT}:user/ann")));
-        assert!(!matches(
-            &user,
-            &format!("arn:aws:sts::{ACCT}:assumed-role/ann/s")
-        ));
+        let session = |role_and_session: &str| format!("arn:aws:sts::{ACCT}:assumed-role/{role_and_session}");
+        let cases = [
+            (&role, role.clone(), true),
+            (&role, session("billing/i-0abc"), true),
+            (&role, session("billing-x/s"), false),
+            (
+                &role,
+                "arn:aws:sts::999999999999:assumed-role/billing/s".into(),
+                false,
+            ),
+            (
+                &role,
+                format!("arn:aws-cn:sts::{ACCT}:assumed-role/billing/s"),
+                false,
+            ),
+            (&role, session("billing/"), false),
+            (&role, session("billing/a/b"), false),
+            (&path, session("billing/s"), true),
+            (&wild, session("billing-eu/s"), true),
+            (&wild, session("ceo/s"), false),
+            (&user, format!("arn:aws:iam::{ACCT}:user/ann"), true),
+            (&user, session("ann/s"), false),
+        ];
+        for (pattern, caller, expected) in cases {
+            assert_eq!(matches(pattern, &caller), expected, "{pattern} against {caller}");
+        }
     }
 
     #[test]

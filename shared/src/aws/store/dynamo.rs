@@ -109,6 +109,24 @@ impl Expr {
     }
 }
 
+/// Runs a query page by page and hands each item to `keep`, until the pages
+/// end or `keep` answers `false`: the one paginated loop of every query.
+async fn each_item(
+    req: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    mut keep: impl FnMut(HashMap<String, AttributeValue>) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let mut pages = req.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| map_sdk(&e))?;
+        for item in page.items.unwrap_or_default() {
+            if !keep(item)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 impl DynamoTable {
     async fn client(&self) -> &aws_sdk_dynamodb::Client {
         self.client.get().await
@@ -165,19 +183,17 @@ impl Table for DynamoTable {
             req.key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
         };
-        let mut pages = req.into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_sdk(&e))?;
-            for item in page.items.unwrap_or_default() {
-                items.push(from_av(item)?);
-            }
-        }
+        each_item(req, |item| {
+            items.push(from_av(item)?);
+            Ok(true)
+        })
+        .await?;
         Ok(items)
     }
 
     async fn keys_of_kind(&self, kind: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
-        let mut pages = self
+        let req = self
             .client()
             .await
             .query()
@@ -186,23 +202,20 @@ impl Table for DynamoTable {
             .key_condition_expression("#kind = :kind")
             .expression_attribute_names("#kind", "kind")
             .expression_attribute_values(":kind", AttributeValue::S(kind.into()))
-            .projection_expression("pk")
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_sdk(&e))?;
-            for item in page.items.unwrap_or_default() {
-                if let Some(AttributeValue::S(pk)) = item.get("pk") {
-                    keys.push(pk.clone());
-                }
+            .projection_expression("pk");
+        each_item(req, |mut item| {
+            if let Some(AttributeValue::S(pk)) = item.remove("pk") {
+                keys.push(pk);
             }
-        }
+            Ok(true)
+        })
+        .await?;
         Ok(keys)
     }
 
     async fn due(&self, kind: &str, until: &str, limit: usize) -> Result<Vec<Item>, StoreError> {
         let mut due = Vec::new();
-        let mut pages = self
+        let req = self
             .client()
             .await
             .query()
@@ -213,18 +226,12 @@ impl Table for DynamoTable {
             .expression_attribute_names("#due", "due_at")
             .expression_attribute_values(":kind", AttributeValue::S(kind.into()))
             .expression_attribute_values(":until", AttributeValue::S(until.into()))
-            .projection_expression("pk, sk, #due")
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_sdk(&e))?;
-            for item in page.items.unwrap_or_default() {
-                due.push(from_av(item)?);
-                if due.len() >= limit {
-                    return Ok(due);
-                }
-            }
-        }
+            .projection_expression("pk, sk, #due");
+        each_item(req, |item| {
+            due.push(from_av(item)?);
+            Ok(due.len() < limit)
+        })
+        .await?;
         Ok(due)
     }
 

@@ -119,17 +119,25 @@ impl TokenClient {
         Ok(client)
     }
 
+    /// The form parameters that authenticate the app with its certificate
+    /// (a signed client assertion, made fresh for each request); none for a
+    /// secret, which the OAuth client sends itself.
     fn assertion(
         &self,
         app: &AppCredentials,
         tenant: &str,
         credential: Credential<'_>,
-    ) -> Result<Option<String>, TokenError> {
+    ) -> Result<Vec<(&'static str, String)>, TokenError> {
         match credential {
-            Credential::Secret(_) => Ok(None),
+            Credential::Secret(_) => Ok(Vec::new()),
             Credential::Certificate(cert) => cert
                 .client_assertion(&app.client_id, &self.token_url(tenant), OffsetDateTime::now_utc())
-                .map(Some)
+                .map(|a| {
+                    vec![
+                        ("client_assertion_type", CLIENT_ASSERTION_TYPE.to_string()),
+                        ("client_assertion", a),
+                    ]
+                })
                 .map_err(|e| TokenError::Misconfigured(e.to_string())),
         }
     }
@@ -192,10 +200,8 @@ impl TokenClient {
             .exchange_code(AuthorizationCode::new(code.expose().to_string()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose().to_string()))
             .add_extra_param("scope", scope_param.to_string());
-        if let Some(a) = self.assertion(&app, tenant, cred)? {
-            req = req
-                .add_extra_param("client_assertion_type", CLIENT_ASSERTION_TYPE)
-                .add_extra_param("client_assertion", a);
+        for (name, value) in self.assertion(&app, tenant, cred)? {
+            req = req.add_extra_param(name, value);
         }
         finish(req.request_async(&self.http).await, false)
     }
@@ -217,10 +223,8 @@ impl TokenClient {
         let mut req = client
             .exchange_refresh_token(&rt)
             .add_scopes(scope_param.split(' ').map(|s| Scope::new(s.to_string())));
-        if let Some(a) = self.assertion(&app, tenant, cred)? {
-            req = req
-                .add_extra_param("client_assertion_type", CLIENT_ASSERTION_TYPE)
-                .add_extra_param("client_assertion", a);
+        for (name, value) in self.assertion(&app, tenant, cred)? {
+            req = req.add_extra_param(name, value);
         }
         finish(req.request_async(&self.http).await, false)
     }
@@ -241,10 +245,8 @@ impl TokenClient {
         let mut req = client
             .exchange_client_credentials()
             .add_scope(Scope::new(scopes::app_only_scope(cloud)));
-        if let Some(a) = self.assertion(&app, tenant, cred)? {
-            req = req
-                .add_extra_param("client_assertion_type", CLIENT_ASSERTION_TYPE)
-                .add_extra_param("client_assertion", a);
+        for (name, value) in self.assertion(&app, tenant, cred)? {
+            req = req.add_extra_param(name, value);
         }
         finish(req.request_async(&self.http).await, true)
     }
