@@ -21,6 +21,7 @@ use relay365::aws::secret_value::SecretValue;
 use relay365::microsoft::tokens::{AppCredentials, TokenClient, TokenError};
 use relay365::model::auth::AuthMode;
 use relay365::model::scopes::FeatureScope;
+use relay365::model::sensitive::Sensitive;
 use relay365::web::signing::{EventSigner, Signer};
 use serde_json::{Value, json};
 
@@ -341,37 +342,42 @@ async fn handshake(http: &reqwest::Client, url: &str, what: &str) -> Check {
 }
 
 async fn signing_keys(stack: &Stack) -> Vec<Check> {
-    let mut out = Vec::new();
-    match stack.secret("SigningKey", None).await {
-        Ok((id, raw)) => out.push(match Signer::new(&raw) {
-            Ok(signer) => pass(format!("signing key {id} present (key id {})", signer.key_id())),
-            Err(e) => fail(
-                format!("signing key {id}: {e}"),
-                "rotate it: `infra/rotate-signing-key.sh`",
-            ),
-        }),
-        Err(e) => out.push(fail(
-            format!("signing key: {e}"),
-            "run `sam deploy`: the template creates it",
-        )),
-    }
-    match stack
+    let signing = stack.secret("SigningKey", None).await;
+    let event = stack
         .secret("EventSigningSecret", Some("EventSigningSecretArn"))
-        .await
-    {
-        Ok((id, raw)) => out.push(match EventSigner::from_secret(&raw) {
-            Ok(_) => pass(format!("event signing secret {id} present")),
-            Err(e) => fail(
-                format!("event signing secret {id}: {e}"),
-                "rotate it: `infra/rotate-signing-key.sh --event-key`",
-            ),
+        .await;
+    vec![
+        key_check("signing key", signing, "", |raw| {
+            Signer::new(raw).map(|s| format!(" (key id {})", s.key_id()))
         }),
-        Err(e) => out.push(fail(
-            format!("event signing secret: {e}"),
+        key_check("event signing secret", event, " --event-key", |raw| {
+            EventSigner::from_secret(raw).map(|_| String::new())
+        }),
+    ]
+}
+
+/// A signing secret's check: present and readable by `parse` (which says
+/// what to add to the line), or what to run to fix it (`rotate_flag`: the
+/// rotation script's option for this secret).
+fn key_check<E: std::fmt::Display>(
+    what: &str,
+    read: Result<(String, Sensitive), CliError>,
+    rotate_flag: &str,
+    parse: impl FnOnce(&Sensitive) -> Result<String, E>,
+) -> Check {
+    match read {
+        Ok((id, raw)) => match parse(&raw) {
+            Ok(more) => pass(format!("{what} {id} present{more}")),
+            Err(e) => fail(
+                format!("{what} {id}: {e}"),
+                format!("rotate it: `infra/rotate-signing-key.sh{rotate_flag}`"),
+            ),
+        },
+        Err(e) => fail(
+            format!("{what}: {e}"),
             "run `sam deploy`: the template creates it",
-        )),
+        ),
     }
-    out
 }
 
 fn connection_checks(all: &Value) -> Vec<Check> {

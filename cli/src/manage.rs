@@ -219,26 +219,12 @@ pub async fn subscribe(stack: &Stack, args: &SubscribeArgs, mode: Mode) -> Resul
     match mode {
         Mode::Json => ui::json(&sub),
         Mode::Human => {
-            let line = match subscription_health(&sub) {
-                Ok(ok) => ui::check_line(
-                    true,
-                    &format!(
-                        "{} subscription {} added: {ok}",
-                        s(&sub, "resource"),
-                        s(&sub, "key")
-                    ),
-                    None,
-                ),
-                Err(e) => ui::check_line(
-                    true,
-                    &format!(
-                        "{} subscription {} added ({e}: it is created once the connection is active)",
-                        s(&sub, "resource"),
-                        s(&sub, "key")
-                    ),
-                    None,
-                ),
+            let added = format!("{} subscription {} added", s(&sub, "resource"), s(&sub, "key"));
+            let text = match subscription_health(&sub) {
+                Ok(ok) => format!("{added}: {ok}"),
+                Err(e) => format!("{added} ({e}: it is created once the connection is active)"),
             };
+            let line = ui::check_line(true, &text, None);
             println!("{line}");
         }
     }

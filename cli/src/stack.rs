@@ -275,13 +275,7 @@ impl Stack {
     /// # Errors
     /// [`CliError::MissingOutput`] naming it.
     pub fn output(&self, key: &str) -> Result<&str, CliError> {
-        self.outputs
-            .get(key)
-            .map(String::as_str)
-            .ok_or_else(|| CliError::MissingOutput {
-                stack: self.name.clone(),
-                what: format!("output {key}"),
-            })
+        self.lookup(&self.outputs, "output", key)
     }
 
     /// A resource's physical id by its logical id in `template.yaml`.
@@ -289,12 +283,22 @@ impl Stack {
     /// # Errors
     /// [`CliError::MissingOutput`] naming it.
     pub fn resource(&self, logical: &str) -> Result<&str, CliError> {
-        self.resources
-            .get(logical)
+        self.lookup(&self.resources, "resource", logical)
+    }
+
+    /// `key` in one of the stack's maps, or the error that names the stack
+    /// and what is missing from it.
+    fn lookup<'a>(
+        &self,
+        map: &'a BTreeMap<String, String>,
+        kind: &str,
+        key: &str,
+    ) -> Result<&'a str, CliError> {
+        map.get(key)
             .map(String::as_str)
             .ok_or_else(|| CliError::MissingOutput {
                 stack: self.name.clone(),
-                what: format!("resource {logical}"),
+                what: format!("{kind} {key}"),
             })
     }
 

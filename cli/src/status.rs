@@ -171,99 +171,64 @@ async fn aws_figures(stack: &Stack) -> Result<Figures, CliError> {
     Ok(figures_from_results(out.metric_data_results()))
 }
 
+/// The dimension every dispatch metric carries.
+const DISPATCH: (&str, &str) = ("function", "mail-dispatch");
+
+/// What [`metric_queries`] asks for: the id [`figures_from_results`] reads
+/// it by, the metric, its dimensions, the statistic and the period (one
+/// minute for the sparkline, an hour for the totals).
+type QuerySpec = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    i32,
+);
+
+// A table reads best one query a line.
+#[rustfmt::skip]
+const QUERIES: [QuerySpec; 11] = [
+    ("d_https", "EventsDelivered", &[DISPATCH, ("target", "https")], "Sum", 60),
+    ("d_eb", "EventsDelivered", &[DISPATCH, ("target", "eventbridge")], "Sum", 60),
+    ("r_https", "EventsRetried", &[DISPATCH, ("target", "https")], "Sum", 3600),
+    ("r_eb", "EventsRetried", &[DISPATCH, ("target", "eventbridge")], "Sum", 3600),
+    ("rec_c", "SweepRecovered", &[("function", "connections")], "Sum", 3600),
+    ("rec_d", "SweepRecovered", &[DISPATCH], "Sum", 3600),
+    ("p_t", "FlowsPaused", &[DISPATCH, ("outcome", "target")], "Sum", 3600),
+    ("p_o", "FlowsPaused", &[("function", "connections"), ("outcome", "operator")], "Sum", 3600),
+    ("reauth", "ReauthRequired", &[DISPATCH], "Sum", 3600),
+    ("p50", "EndToEndLatency", &[DISPATCH, ("target", "https")], "p50", 3600),
+    ("p99", "EndToEndLatency", &[DISPATCH, ("target", "https")], "p99", 3600),
+];
+
 /// The metrics [`aws_figures`] asks CloudWatch for, each under the id
 /// [`figures_from_results`] reads it by.
 fn metric_queries() -> Vec<aws_sdk_cloudwatch::types::MetricDataQuery> {
     use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-    let query = |id: &str, name: &str, dims: &[(&str, &str)], stat: &str, period: i32| {
-        let metric = Metric::builder()
-            .namespace("relay365")
-            .metric_name(name)
-            .set_dimensions(Some(
-                dims.iter()
-                    .map(|(k, v)| Dimension::builder().name(*k).value(*v).build())
-                    .collect(),
-            ))
-            .build();
-        MetricDataQuery::builder()
-            .id(id)
-            .metric_stat(
-                MetricStat::builder()
-                    .metric(metric)
-                    .period(period)
-                    .stat(stat)
-                    .build(),
-            )
-            .build()
-    };
-    let dispatch = ("function", "mail-dispatch");
-    vec![
-        query(
-            "d_https",
-            "EventsDelivered",
-            &[dispatch, ("target", "https")],
-            "Sum",
-            60,
-        ),
-        query(
-            "d_eb",
-            "EventsDelivered",
-            &[dispatch, ("target", "eventbridge")],
-            "Sum",
-            60,
-        ),
-        query(
-            "r_https",
-            "EventsRetried",
-            &[dispatch, ("target", "https")],
-            "Sum",
-            3600,
-        ),
-        query(
-            "r_eb",
-            "EventsRetried",
-            &[dispatch, ("target", "eventbridge")],
-            "Sum",
-            3600,
-        ),
-        query(
-            "rec_c",
-            "SweepRecovered",
-            &[("function", "connections")],
-            "Sum",
-            3600,
-        ),
-        query("rec_d", "SweepRecovered", &[dispatch], "Sum", 3600),
-        query(
-            "p_t",
-            "FlowsPaused",
-            &[dispatch, ("outcome", "target")],
-            "Sum",
-            3600,
-        ),
-        query(
-            "p_o",
-            "FlowsPaused",
-            &[("function", "connections"), ("outcome", "operator")],
-            "Sum",
-            3600,
-        ),
-        query("reauth", "ReauthRequired", &[dispatch], "Sum", 3600),
-        query(
-            "p50",
-            "EndToEndLatency",
-            &[dispatch, ("target", "https")],
-            "p50",
-            3600,
-        ),
-        query(
-            "p99",
-            "EndToEndLatency",
-            &[dispatch, ("target", "https")],
-            "p99",
-            3600,
-        ),
-    ]
+    QUERIES
+        .iter()
+        .map(|&(id, name, dims, stat, period)| {
+            let metric = Metric::builder()
+                .namespace("relay365")
+                .metric_name(name)
+                .set_dimensions(Some(
+                    dims.iter()
+                        .map(|(k, v)| Dimension::builder().name(*k).value(*v).build())
+                        .collect(),
+                ))
+                .build();
+            MetricDataQuery::builder()
+                .id(id)
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(metric)
+                        .period(period)
+                        .stat(stat)
+                        .build(),
+                )
+                .build()
+        })
+        .collect()
 }
 
 /// The figures of the last hour from CloudWatch's answer to [`metric_queries`].

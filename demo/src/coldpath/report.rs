@@ -214,32 +214,15 @@ fn cost_table(out: &mut Vec<String>, results: &Results, opts: &BenchOptions) {
     out.push("| memory | webhook cold first notification | dispatch cold first event | warm webhook + dispatch | cost per million notifications |".into());
     out.push("|---|---|---|---|---|".into());
     for &mb in &opts.memory_sizes {
-        let wh = stats(
-            results
-                .of(mb, Mode::Phased, PathKind::Notification, Runtime::Rust)
-                .iter()
-                .map(|s| ms(s.cold())),
-        );
-        let dp = stats(
-            results
-                .of(mb, Mode::Phased, PathKind::Dispatch, Runtime::Rust)
-                .iter()
-                .map(|s| ms(s.cold())),
-        );
-        let warm_wh = stats(
-            results
-                .of(mb, Mode::Phased, PathKind::Notification, Runtime::Rust)
-                .iter()
-                .map(|s| ms(s.warm)),
-        )
-        .0;
-        let warm_dp = stats(
-            results
-                .of(mb, Mode::Phased, PathKind::Dispatch, Runtime::Rust)
-                .iter()
-                .map(|s| ms(s.warm)),
-        )
-        .0;
+        // The phased Rust samples of one path at this memory size, as `f`
+        // reads them.
+        let of = |path, f: fn(&Sample) -> f64| {
+            stats(results.of(mb, Mode::Phased, path, Runtime::Rust).iter().map(f))
+        };
+        let wh = of(PathKind::Notification, |s| ms(s.cold()));
+        let dp = of(PathKind::Dispatch, |s| ms(s.cold()));
+        let warm_wh = of(PathKind::Notification, |s| ms(s.warm)).0;
+        let warm_dp = of(PathKind::Dispatch, |s| ms(s.warm)).0;
         let billed_s = (warm_wh.ceil() + warm_dp.ceil()) / 1000.0;
         let cost = 1e6 * (2.0 * PRICE_PER_REQUEST + billed_s * f64::from(mb) / 1024.0 * PRICE_PER_GB_SECOND);
         out.push(format!(
