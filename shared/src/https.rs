@@ -120,3 +120,20 @@ pub fn client_with_timeout(local: bool, timeout: Duration) -> Result<reqwest::Cl
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     client_for(false)
 }
+
+/// Sends `req` and reads its whole answer: the status and the body, or a few
+/// words for a person saying why there is none ("timed out", "connection
+/// failed", "the answer was cut off"). The words never carry the URL or
+/// anything the request held, so a caller may put them in its error.
+///
+/// # Errors
+/// The words above, when no whole answer came.
+pub async fn send_and_read(req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), &'static str> {
+    let resp = req.send().await.map_err(|e| match e.is_timeout() {
+        true => "timed out",
+        false => "connection failed",
+    })?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.map_err(|_| "the answer was cut off")?;
+    Ok((status, body.to_vec()))
+}

@@ -106,21 +106,9 @@ async fn discover(s: &Services, conn: &Connection, domain: &str) -> Result<Strin
         "{}/{domain}/v2.0/.well-known/openid-configuration",
         s.config.login_base(conn.cloud)
     );
-    let resp = s.http.get(&url).send().await.map_err(|e| {
-        Refusal::Discovery(
-            if e.is_timeout() {
-                "timed out"
-            } else {
-                "connection failed"
-            }
-            .into(),
-        )
-    })?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .bytes()
+    let (status, body) = relay365::https::send_and_read(s.http.get(&url))
         .await
-        .map_err(|_| Refusal::Discovery("the answer was cut off".into()))?;
+        .map_err(|why| Refusal::Discovery(why.into()))?;
     match status {
         200 => claims::tenant_from_discovery(&body).map_err(|e| Refusal::Discovery(e.to_string())),
         // Entra's answer for a domain no organisation verified: 400 invalid_tenant, AADSTS90002.

@@ -37,7 +37,9 @@ use relay365::web::signing::SignError;
 use serde::{Deserialize, Serialize};
 
 use crate::pages::{Flow, PageError, explained, page, public_url};
-use crate::record::{create_subscriptions, load, note_error, save, save_unless_beaten, spend_nonce};
+use crate::record::{
+    create_subscriptions, go_to_microsoft, load, note_error, save_unless_beaten, spend_nonce,
+};
 
 /// Signing purpose of the `state` sent to Microsoft by the start step.
 const CONSENT_STATE: &str = "admin-consent-bound-state";
@@ -126,23 +128,7 @@ async fn start(link: &str, s: &Services) -> Result<HttpResponse, PageError> {
             conn.tenant_id, conn.id
         )));
     }
-    // A newer start replaces the nonce: only the latest consent can complete.
-    save(
-        s,
-        &conn.id,
-        ConnectionChange::new().pending_auth_nonce(Some(&nonce)),
-    )
-    .await?;
-    tracing::info!(connection = %conn.id, "admin consent started");
-    Ok(api::redirect(
-        &url,
-        &[api::set_cookie(
-            links::OAUTH_COOKIE,
-            &cookie,
-            "/oauth",
-            links::SIGN_IN_TTL_SECS,
-        )],
-    ))
+    go_to_microsoft(s, &conn.id, &nonce, "admin consent", &url, &cookie).await
 }
 
 /// Microsoft's redirect back.

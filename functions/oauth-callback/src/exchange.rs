@@ -94,25 +94,14 @@ pub(crate) async fn exchange_code(
             ));
         }
     }
-    let resp = s
+    let req = s
         .http
         .post(&token_url)
         .header("accept", "application/json")
-        .form(&form)
-        .send()
+        .form(&form);
+    let (status, body) = relay365::https::send_and_read(req)
         .await
-        .map_err(|e| {
-            TokenError::Unavailable(if e.is_timeout() {
-                "timed out".into()
-            } else {
-                "connection failed".into()
-            })
-        })?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|_| TokenError::Unavailable("the answer was cut off".into()))?;
+        .map_err(|why| TokenError::Unavailable(why.into()))?;
     let tokens = token_answer(status, &body, false)?;
     let id_token = serde_json::from_slice::<IdTokenField>(&body)
         .ok()

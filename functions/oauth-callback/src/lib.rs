@@ -28,7 +28,7 @@ mod record;
 
 use lambda_http::Request;
 use pages::{Flow, PageError, explained, page, public_url};
-use record::{create_subscriptions, load, note_error, save};
+use record::{create_subscriptions, load, note_error};
 use relay365::Sensitive;
 use relay365::aws::store::ConnectionChange;
 use relay365::microsoft::claims::IdClaims;
@@ -98,23 +98,7 @@ async fn start(req: &Request, s: &Services) -> Result<HttpResponse, PageError> {
         .map_err(|e| PageError::NotConfigured(e.to_string()))?;
     // The verifier goes only into the encrypted cookie; the URL carries its challenge.
     let cookie = links::sign_in_cookie(&*s.signer().await, &conn.id, &nonce, verifier.secret());
-    // A newer start replaces the nonce: only the latest sign-in can complete.
-    save(
-        s,
-        &conn.id,
-        ConnectionChange::new().pending_auth_nonce(Some(&nonce)),
-    )
-    .await?;
-    tracing::info!(connection = %conn.id, "sign-in started");
-    Ok(api::redirect(
-        url.as_str(),
-        &[api::set_cookie(
-            links::OAUTH_COOKIE,
-            &cookie,
-            "/oauth",
-            links::SIGN_IN_TTL_SECS,
-        )],
-    ))
+    record::go_to_microsoft(s, &conn.id, &nonce, "sign-in", url.as_str(), &cookie).await
 }
 
 /// The hints passed on to Microsoft's sign-in page: the mailbox as login

@@ -7,6 +7,8 @@ use relay365::microsoft::tokens::TokenError;
 use relay365::model::connection::Connection;
 use relay365::services::Services;
 use relay365::subscriptions;
+use relay365::web::links;
+use relay365::web::response::{self as api, HttpResponse};
 
 use crate::pages::{Flow, PageError};
 
@@ -45,14 +47,7 @@ pub(crate) async fn save(s: &Services, id: &str, change: ConnectionChange) -> Re
 /// [`PageError::SaveFailed`] when the record cannot be written.
 pub(crate) async fn spend_nonce(s: &Services, id: &str, nonce: &str, flow: Flow) -> Result<(), PageError> {
     let change = ConnectionChange::new().pending_auth_nonce(None).if_nonce(nonce);
-    match s.state.update_connection(id, change).await {
-        Ok(()) => Ok(()),
-        Err(StoreError::Conflict { .. }) => Err(PageError::AlreadyUsed(flow)),
-        Err(e) => {
-            tracing::warn!(connection = id, error = %e, "could not spend the sign-in state");
-            Err(PageError::SaveFailed)
-        }
-    }
+    save_unless(s, id, change, PageError::AlreadyUsed(flow)).await
 }
 
 /// Writes a completed sign-in or consent, conditional on the generation it
@@ -67,14 +62,58 @@ pub(crate) async fn save_unless_beaten(
     change: ConnectionChange,
     flow: Flow,
 ) -> Result<(), PageError> {
+    save_unless(s, id, change, PageError::Beaten(flow)).await
+}
+
+/// Writes a conditional change: `conflict` when its condition failed,
+/// [`PageError::SaveFailed`] when the record cannot be written.
+async fn save_unless(
+    s: &Services,
+    id: &str,
+    change: ConnectionChange,
+    conflict: PageError,
+) -> Result<(), PageError> {
     match s.state.update_connection(id, change).await {
         Ok(()) => Ok(()),
-        Err(StoreError::Conflict { .. }) => Err(PageError::Beaten(flow)),
+        Err(StoreError::Conflict { .. }) => Err(conflict),
         Err(e) => {
             tracing::warn!(connection = id, error = %e, "could not store a connection");
             Err(PageError::SaveFailed)
         }
     }
+}
+
+/// Sends the browser to Microsoft to sign in or consent (`what` names it in
+/// the log), once the start's nonce is stored: a newer start replaces the
+/// nonce, so only the latest one can complete. The cookie holds what the
+/// callback must find again (the PKCE verifier goes only there).
+///
+/// # Errors
+/// [`PageError::SaveFailed`] when the nonce cannot be stored.
+pub(crate) async fn go_to_microsoft(
+    s: &Services,
+    conn_id: &str,
+    nonce: &str,
+    what: &str,
+    url: &str,
+    cookie: &str,
+) -> Result<HttpResponse, PageError> {
+    save(
+        s,
+        conn_id,
+        ConnectionChange::new().pending_auth_nonce(Some(nonce)),
+    )
+    .await?;
+    tracing::info!(connection = %conn_id, "{what} started");
+    Ok(api::redirect(
+        url,
+        &[api::set_cookie(
+            links::OAUTH_COOKIE,
+            cookie,
+            "/oauth",
+            links::SIGN_IN_TTL_SECS,
+        )],
+    ))
 }
 
 /// Records why a sign-in failed; the page already says it, so a failed write is only logged.
