@@ -221,6 +221,20 @@ impl Config {
         Self::from_map(&std::env::vars().collect())
     }
 
+    /// Reads settings from name and value pairs (a test's, a tool's); a
+    /// later pair overrides an earlier one of the same name.
+    ///
+    /// # Errors
+    /// The first setting that is missing or invalid, with its fix.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::from_map(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     /// Reads settings from a map (the environment, or a test's).
     ///
     /// # Errors

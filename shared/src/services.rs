@@ -214,15 +214,11 @@ impl Services {
         app_secret: &str,
         signing_key: &str,
     ) -> Result<Self, StartupError> {
-        let mut vars: std::collections::HashMap<String, String> = [
+        let defaults = [
             ("RELAY365_APP_SECRET_ID", "relay365/app"),
             ("RELAY365_SIGNING_KEY_SECRET_ID", "relay365/signing-key"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let config = Config::from_map(&vars)?;
+        ];
+        let config = Config::from_pairs(&[&defaults[..], env].concat())?;
         let store = Arc::new(crate::aws::secrets::MemorySecretStore::with(&[
             (config.app_secret_id.as_str(), app_secret),
             (config.signing_key_secret_id.as_str(), signing_key),

@@ -203,17 +203,12 @@ mod tests {
     }
 
     fn config(allowed: Option<&str>) -> relay365::Config {
-        let mut env: std::collections::HashMap<String, String> = [
+        let mut env = vec![
             ("RELAY365_APP_SECRET_ID", "a"),
             ("RELAY365_SIGNING_KEY_SECRET_ID", "k"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        if let Some(a) = allowed {
-            env.insert("RELAY365_ALLOWED_SENDERS".into(), a.into());
-        }
-        relay365::Config::from_map(&env).unwrap()
+        ];
+        env.extend(allowed.map(|a| ("RELAY365_ALLOWED_SENDERS", a)));
+        relay365::Config::from_pairs(&env).unwrap()
     }
 
     fn from(f: &str) -> SendRequest {

@@ -237,12 +237,8 @@ fn attachment(i: usize, v: &Value, bucket: Option<&str>, connection_id: &str) ->
             "{field}: unknown field `{k}`; use name, content_type, and content_base64 or s3"
         )));
     }
-    let name = o
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let text_of = |key: &str, default: &'static str| o.get(key).and_then(Value::as_str).unwrap_or(default);
+    let name = text_of("name", "").trim().to_string();
     if name.is_empty()
         || name.chars().count() > 255
         || name.chars().any(|c| c.is_control() || c == '/' || c == '\\')
@@ -253,11 +249,7 @@ fn attachment(i: usize, v: &Value, bucket: Option<&str>, connection_id: &str) ->
             "{field}.name must be a file name of 1 to 255 characters without / or \\"
         )));
     }
-    let content_type = o
-        .get("content_type")
-        .and_then(Value::as_str)
-        .unwrap_or("application/octet-stream")
-        .to_string();
+    let content_type = text_of("content_type", "application/octet-stream").to_string();
     let mime_ok = content_type.split_once('/').is_some_and(|(t, s)| {
         let tok = |x: &str| {
             !x.is_empty()

@@ -116,26 +116,22 @@ mod tests {
         assert!(!sealed.ciphertext.windows(9).any(|w| w == b"the value"));
         let opened = open(&keys, &context("a"), b"aad-a", &sealed).await.unwrap();
         assert_eq!(opened.as_slice(), b"the value");
-        assert_eq!(
-            open(&keys, &context("b"), b"aad-a", &sealed).await,
-            Err(OpenError::Rejected)
-        );
-        assert_eq!(
-            open(&keys, &context("a"), b"aad-b", &sealed).await,
-            Err(OpenError::Rejected)
-        );
         let mut changed = sealed.clone();
         changed.ciphertext[0] ^= 1;
-        assert_eq!(
-            open(&keys, &context("a"), b"aad-a", &changed).await,
-            Err(OpenError::Rejected)
-        );
         let mut short = sealed.clone();
         short.nonce.truncate(3);
-        assert_eq!(
-            open(&keys, &context("a"), b"aad-a", &short).await,
-            Err(OpenError::Rejected)
-        );
+        for (what, ctx, aad, envelope) in [
+            ("another context", "b", &b"aad-a"[..], &sealed),
+            ("other associated data", "a", b"aad-b", &sealed),
+            ("a changed ciphertext", "a", b"aad-a", &changed),
+            ("a short nonce", "a", b"aad-a", &short),
+        ] {
+            assert_eq!(
+                open(&keys, &context(ctx), aad, envelope).await,
+                Err(OpenError::Rejected),
+                "{what}"
+            );
+        }
         assert!(!format!("{sealed:?}").contains(&format!("{:?}", sealed.ciphertext)));
     }
 
@@ -166,13 +162,12 @@ mod tests {
         }
         assert_eq!(inner.counts(), (1, 0));
         // Still bound to its context and associated data.
-        assert_eq!(
-            open(&keys, &context("b"), b"x", &one).await,
-            Err(OpenError::Rejected)
-        );
-        assert_eq!(
-            open(&keys, &context("a"), b"y", &one).await,
-            Err(OpenError::Rejected)
-        );
+        for (ctx, aad) in [("b", b"x"), ("a", b"y")] {
+            assert_eq!(
+                open(&keys, &context(ctx), aad, &one).await,
+                Err(OpenError::Rejected),
+                "{ctx}"
+            );
+        }
     }
 }

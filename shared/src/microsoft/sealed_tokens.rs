@@ -310,6 +310,22 @@ mod tests {
         )
     }
 
+    /// Copies `item` to connection b, as a table reader could, and reads b:
+    /// it does not open, with the error that says to connect b again.
+    async fn copied_to_b(state: &Store, v: &SealedTokens, item: &SealedTokenItem) -> SealError {
+        state
+            .put_sealed_token("b", item, TokenWrite::IfAbsent)
+            .await
+            .unwrap();
+        let err = v.read("b", 0, true).await.unwrap_err();
+        assert!(
+            matches!(err, SealError::Unopenable { ref id } if id == "b"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("connect the mailbox again"), "{err}");
+        err
+    }
+
     #[tokio::test]
     async fn a_token_round_trips_and_an_item_copied_to_another_connection_does_not_open() {
         let state = Store::memory();
@@ -324,17 +340,8 @@ mod tests {
             ("rt-secret-value", 3)
         );
         // Copied to connection b, as a table reader could.
-        state
-            .put_sealed_token("b", &item, TokenWrite::IfAbsent)
-            .await
-            .unwrap();
-        let err = v.read("b", 0, true).await.unwrap_err();
-        assert!(
-            matches!(err, SealError::Unopenable { ref id } if id == "b"),
-            "{err:?}"
-        );
+        let err = copied_to_b(&state, &v, &item).await;
         assert!(!err.is_retryable());
-        assert!(err.to_string().contains("connect the mailbox again"), "{err}");
         // Another generation's label on the same envelope does not open either.
         let mut relabelled = item.clone();
         relabelled.generation = 4;
@@ -410,15 +417,7 @@ mod tests {
         assert_eq!(keys.counts(), (1, 0), "opened from the cache");
         // Copied to b and opened as b: the cache has nothing under b's
         // context, KMS is asked and refuses.
-        state
-            .put_sealed_token("b", &item, TokenWrite::IfAbsent)
-            .await
-            .unwrap();
-        let err = v.read("b", 0, true).await.unwrap_err();
-        assert!(
-            matches!(err, SealError::Unopenable { ref id } if id == "b"),
-            "{err:?}"
-        );
+        let err = copied_to_b(&state, &v, &item).await;
         assert_eq!(keys.counts(), (1, 1));
         // Also when b has a key of its own cached.
         v.write("b", &t("b-token", 2), TokenWrite::SignIn).await.unwrap();

@@ -281,22 +281,21 @@ mod conversation_contact_tests {
             Some(first.clone())
         );
         // Another instance, flow, conversation or connection knows nothing of it.
-        assert_eq!(
-            store.conversation_contact("a", "f", "conv", "j").await.unwrap(),
-            None
-        );
-        assert_eq!(
-            store.conversation_contact("a", "g", "conv", "i").await.unwrap(),
-            None
-        );
-        assert_eq!(
-            store.conversation_contact("a", "f", "other", "i").await.unwrap(),
-            None
-        );
-        assert_eq!(
-            store.conversation_contact("b", "f", "conv", "i").await.unwrap(),
-            None
-        );
+        for (id, flow, conversation, instance) in [
+            ("a", "f", "conv", "j"),
+            ("a", "g", "conv", "i"),
+            ("a", "f", "other", "i"),
+            ("b", "f", "conv", "i"),
+        ] {
+            assert_eq!(
+                store
+                    .conversation_contact(id, flow, conversation, instance)
+                    .await
+                    .unwrap(),
+                None,
+                "{id} {flow} {conversation} {instance}"
+            );
+        }
         // A very long conversation id still has a key.
         let long = "c".repeat(2000);
         assert!(
