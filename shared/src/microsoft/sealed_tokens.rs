@@ -310,6 +310,17 @@ mod tests {
         )
     }
 
+    /// A vault whose KMS requests are counted: (generate, decrypt).
+    fn counted(state: &Store) -> (Arc<crate::aws::kms::CountingDataKeys>, SealedTokens) {
+        let keys = Arc::new(crate::aws::kms::CountingDataKeys::default());
+        let v = SealedTokens::new(keys.clone(), state.clone(), Duration::from_secs(300));
+        (keys, v)
+    }
+
+    fn t(refresh_token: &str, generation: u64) -> StoredToken {
+        SealedTokens::stored(&Sensitive::new(refresh_token), generation)
+    }
+
     /// Copies `item` to connection b, as a table reader could, and reads b:
     /// it does not open, with the error that says to connect b again.
     async fn copied_to_b(state: &Store, v: &SealedTokens, item: &SealedTokenItem) -> SealError {
@@ -353,11 +364,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_container_reuses_its_data_key_per_connection_and_opens_its_own_items_without_kms() {
-        use crate::aws::kms::CountingDataKeys;
         let state = Store::memory();
-        let keys = Arc::new(CountingDataKeys::default());
-        let v = SealedTokens::new(keys.clone(), state.clone(), Duration::from_secs(300));
-        let t = |rt: &str, g| SealedTokens::stored(&Sensitive::new(rt), g);
+        let (keys, v) = counted(&state);
         v.write("a", &t("one", 1), TokenWrite::SignIn).await.unwrap();
         assert_eq!(keys.counts(), (1, 0));
         let first = state.sealed_token("a").await.unwrap().unwrap();
@@ -400,11 +408,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_cached_key_does_not_open_an_item_copied_to_another_connection() {
-        use crate::aws::kms::CountingDataKeys;
         let state = Store::memory();
-        let keys = Arc::new(CountingDataKeys::default());
-        let v = SealedTokens::new(keys.clone(), state.clone(), Duration::from_secs(300));
-        let t = |rt: &str, g| SealedTokens::stored(&Sensitive::new(rt), g);
+        let (keys, v) = counted(&state);
         // The container holds connection a's data key (it just sealed a's token).
         v.write("a", &t("a-secret-token", 1), TokenWrite::SignIn)
             .await
@@ -417,7 +422,7 @@ mod tests {
         assert_eq!(keys.counts(), (1, 0), "opened from the cache");
         // Copied to b and opened as b: the cache has nothing under b's
         // context, KMS is asked and refuses.
-        let err = copied_to_b(&state, &v, &item).await;
+        copied_to_b(&state, &v, &item).await;
         assert_eq!(keys.counts(), (1, 1));
         // Also when b has a key of its own cached.
         v.write("b", &t("b-token", 2), TokenWrite::SignIn).await.unwrap();
