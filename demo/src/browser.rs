@@ -30,8 +30,18 @@ pub fn location(resp: &reqwest::Response) -> String {
 pub async fn sign_in(connect_url: &str) -> Result<(u16, String), String> {
     let (callback, jar) = authorize(connect_url).await?;
     let http = relay365::https::client_for(true).map_err(|e| e.to_string())?;
+    come_back(&http, &callback, &jar).await
+}
+
+/// The last step of a sign-in: the browser opens the `callback` Microsoft
+/// sent it to, with the cookie `jar` it kept. Returns the callback's status
+/// and page.
+///
+/// # Errors
+/// As [`sign_in`].
+pub async fn come_back(http: &reqwest::Client, callback: &str, jar: &str) -> Result<(u16, String), String> {
     let done = http
-        .get(&callback)
+        .get(callback)
         .header("cookie", jar)
         .send()
         .await

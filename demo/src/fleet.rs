@@ -689,14 +689,7 @@ async fn browse(http: &reqwest::Client, link: &str, sign_in_as: Option<&str>) ->
         return Err(format!("Microsoft answered {status}: {}", truncate(&page, 200)));
     }
     let back = crate::browser::location(&ms);
-    let done = http
-        .get(&back)
-        .header("cookie", jar)
-        .send()
-        .await
-        .map_err(|e| format!("GET {back}: {e}"))?;
-    let status = done.status();
-    let page = done.text().await.unwrap_or_default();
+    let (status, page) = crate::browser::come_back(http, &back, &jar).await?;
     if status != 200 {
         return Err(format!(
             "the callback answered {status}: {}",

@@ -128,6 +128,24 @@ async fn each_item(
 }
 
 impl DynamoTable {
+    /// A query of one of the indexes keyed by `kind`, for the items of
+    /// `kind` that `condition` (on `#kind = :kind`) selects.
+    async fn kind_query(
+        &self,
+        index: &str,
+        condition: &str,
+        kind: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client()
+            .await
+            .query()
+            .table_name(&self.name)
+            .index_name(index)
+            .key_condition_expression(condition)
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(":kind", AttributeValue::S(kind.into()))
+    }
+
     async fn client(&self) -> &aws_sdk_dynamodb::Client {
         self.client.get().await
     }
@@ -194,14 +212,8 @@ impl Table for DynamoTable {
     async fn keys_of_kind(&self, kind: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let req = self
-            .client()
+            .kind_query(KIND_INDEX, "#kind = :kind", kind)
             .await
-            .query()
-            .table_name(&self.name)
-            .index_name(KIND_INDEX)
-            .key_condition_expression("#kind = :kind")
-            .expression_attribute_names("#kind", "kind")
-            .expression_attribute_values(":kind", AttributeValue::S(kind.into()))
             .projection_expression("pk");
         each_item(req, |mut item| {
             if let Some(AttributeValue::S(pk)) = item.remove("pk") {
@@ -216,15 +228,9 @@ impl Table for DynamoTable {
     async fn due(&self, kind: &str, until: &str, limit: usize) -> Result<Vec<Item>, StoreError> {
         let mut due = Vec::new();
         let req = self
-            .client()
+            .kind_query(DUE_INDEX, "#kind = :kind AND #due <= :until", kind)
             .await
-            .query()
-            .table_name(&self.name)
-            .index_name(DUE_INDEX)
-            .key_condition_expression("#kind = :kind AND #due <= :until")
-            .expression_attribute_names("#kind", "kind")
             .expression_attribute_names("#due", "due_at")
-            .expression_attribute_values(":kind", AttributeValue::S(kind.into()))
             .expression_attribute_values(":until", AttributeValue::S(until.into()))
             .projection_expression("pk, sk, #due");
         each_item(req, |item| {
