@@ -1,6 +1,8 @@
 //! What the send-mail end-to-end tests share: a stack (moto, the Microsoft
-//! simulator) with an attachments bucket, connections made through the real
-//! admin API and sign-in, and API Gateway events from a chosen IAM caller.
+//! simulator) with an attachments bucket and, when asked, a deferred-send
+//! queue; connections made through the real admin API and sign-in; and
+//! `POST /mail/send` as a plain HTTP request or as API Gateway's event from a
+//! chosen IAM caller.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
