@@ -65,16 +65,26 @@ put("connect_parameters", "connect-html.json", json.dumps({
     "connection_id": "support", "to": "ann@example.com", "cc": "bo@example.com", "subject": "Hi",
     "body_html": "<b>x</b>", "importance": "low", "from": "desk@contoso.com"}).encode())
 
-for i, (route, q, c) in enumerate([
+
+def put_lines(target, prefix, cases):
+    """Seeds in the framing of the HTTP targets: a selector byte (a route, a
+    method), then two texts split at the first newline (a query and a cookie,
+    a path and a body)."""
+    for i, (selector, first, second) in enumerate(cases):
+        put(target, f"{prefix}-{i}", bytes([selector]) + f"{first}\n{second}".encode())
+
+
+# oauth_callback: the route, the query, the cookie.
+put_lines("oauth_callback", "page", [
     (0, "link=eyJhbGciOi.x.y&prompt=login&domain_hint=contoso.com", ""),
     (1, "code=0.AAAA&state=abc.def&session_state=x", "relay365_oauth=abc.def"),
     (1, "error=access_denied&error_description=AADSTS65004%3a+User+declined+to+consent.&state=abc.def", "relay365_oauth=x"),
     (2, "admin_consent=True&tenant=contoso.onmicrosoft.com&state=abc.def", ""),
     (2, "error=consent_required&error_description=AADSTS65001%3a+x&state=abc", ""),
-]):
-    put("oauth_callback", f"page-{i}", bytes([route]) + f"{q}\n{c}".encode())
+])
 
-for i, (m, path, body) in enumerate([
+# connections_event: the method, the path, the body.
+put_lines("connections_event", "route", [
     (1, "/connections", '{"mailbox":"support@contoso.com","auth":"delegated","scopes":["Mail.Read","Mail.Send"],"subscriptions":[{"resource":"mail","folder":"inbox"}],"target":"https://flows.example.com/in"}'),
     (1, "/connections", '{"mailbox":"support@contoso.com","auth":"app_secret","scopes":["Mail.Read"]}'),
     (0, "/connections", ""),
@@ -82,8 +92,7 @@ for i, (m, path, body) in enumerate([
     (1, "/connections/c1/subscriptions", '{"resource":"calendar","target":"https://flows.example.com/cal"}'),
     (1, "/connections/c1/resubscribe", ""),
     (2, "/connections/c1", ""),
-]):
-    put("connections_event", f"route-{i}", bytes([m]) + f"{path}\n{body}".encode())
+])
 
 for i, v in enumerate(["2", "2.128", "0", "Wed, 21 Oct 2026 07:28:00 GMT", "Sun, 06 Nov 1994 08:49:37 GMT", " 30 "]):
     put("retry_after", f"v-{i}", v.encode())

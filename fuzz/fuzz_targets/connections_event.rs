@@ -6,10 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use relay365_fuzz::*;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&m, rest)) = data.split_first() else {
-        return;
-    };
-    let Ok(rest) = std::str::from_utf8(rest) else {
+    let Some((m, rest)) = selector_and_text(data) else {
         return;
     };
     let (path, body) = rest.split_once('\n').unwrap_or((rest, ""));

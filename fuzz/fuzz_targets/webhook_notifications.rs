@@ -7,10 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use relay365_fuzz::*;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&route, rest)) = data.split_first() else {
-        return;
-    };
-    let Ok(body) = std::str::from_utf8(rest) else {
+    let Some((route, body)) = selector_and_text(data) else {
         return;
     };
     let cs = client_state();

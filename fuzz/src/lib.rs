@@ -64,6 +64,14 @@ pub fn webhook() -> &'static mail_webhook::Webhook {
     })
 }
 
+/// A fuzz input as the HTTP targets read it: the first byte, which picks a
+/// variant (a route, a method), and the rest as text. `None` for an empty
+/// input or one that is not UTF-8, which API Gateway never hands over.
+pub fn selector_and_text(data: &[u8]) -> Option<(u8, &str)> {
+    let (&first, rest) = data.split_first()?;
+    Some((first, std::str::from_utf8(rest).ok()?))
+}
+
 /// An API Gateway HTTP API (2.0) event for `method path?query` with `body`.
 pub fn http_event(
     method: &str,

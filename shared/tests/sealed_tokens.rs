@@ -14,7 +14,7 @@ use common::*;
 use relay365::Sensitive;
 use relay365::aws::kms::{Context, DataKey, DataKeys, KeyError, KmsDataKeys};
 use relay365::aws::sdk::LazyClient;
-use relay365::aws::store::{ConnectionChange, Store, TokenWrite};
+use relay365::aws::store::{ConnectionChange, SealedTokenItem, Store, TokenWrite};
 use relay365::microsoft::sealed_tokens::{self, SealError, SealedTokens};
 use relay365::microsoft::tokens::{TokenError, TokenProvider};
 use relay365::model::connection::{AuthMode, Status};
@@ -51,10 +51,46 @@ async fn connect_sealed(w: &World, keys: Arc<KmsDataKeys>, id: &str) -> Sensitiv
         .unwrap();
     let mut seed = active(id, AuthMode::Delegated, None);
     seed.conn.generation = 1;
-    seed.conn.token_written_at =
-        Some((time::OffsetDateTime::now_utc() - time::Duration::minutes(11)).unix_timestamp());
+    seed.conn.token_written_at = Some(minutes_ago(11));
     w.state.create_connection(&seed.conn).await.unwrap();
     rt
+}
+
+/// A world with a KMS key and connection `support` connected with a sealed
+/// token (see [`connect_sealed`]); the refresh token of its sign-in.
+async fn sealed_world() -> (World, Arc<KmsDataKeys>, Sensitive) {
+    let w = World::start().await;
+    let keys = kms_keys(&w).await;
+    let rt = connect_sealed(&w, keys.clone(), "support").await;
+    (w, keys, rt)
+}
+
+/// Copies a sealed item into connection `to`'s partition, as a hand edit of
+/// the table could.
+async fn copy_item(w: &World, item: &SealedTokenItem, to: &str) {
+    w.state
+        .put_sealed_token(to, item, TokenWrite::IfAbsent)
+        .await
+        .unwrap();
+}
+
+/// Copies `item` to connection `to` and checks that `vault` cannot open it
+/// there (the encryption context names the connection); the error.
+async fn copy_is_unopenable(w: &World, vault: &SealedTokens, item: &SealedTokenItem, to: &str) -> SealError {
+    copy_item(w, item, to).await;
+    let err = vault.read(to, 0, true).await.unwrap_err();
+    assert!(
+        matches!(err, SealError::Unopenable { ref id } if id == to),
+        "{err:?}"
+    );
+    err
+}
+
+/// Another container's sign-in of `support` at generation 2 (sealed by
+/// `provider`), then the record's `change` as oauth-callback makes it.
+async fn sign_in_lands(provider: &TokenProvider, state: &Store, rt: &Sensitive, change: ConnectionChange) {
+    provider.store_sign_in("support", rt, 2).await.unwrap();
+    state.update_connection("support", change).await.unwrap();
 }
 
 /// The sealed token of a connection as the table holds it, opened with `keys`.
@@ -95,15 +131,7 @@ async fn kms_seals_and_opens_and_refuses_another_connections_context() {
     let item = w.state.sealed_token("a").await.unwrap().unwrap();
     let opened = vault.open("a", &item).await.unwrap();
     assert_eq!(opened.refresh_token.expose(), "rt-sealed-secret-value");
-    w.state
-        .put_sealed_token("b", &item, TokenWrite::IfAbsent)
-        .await
-        .unwrap();
-    let err = vault.read("b", 0, true).await.unwrap_err();
-    assert!(
-        matches!(err, SealError::Unopenable { ref id } if id == "b"),
-        "{err:?}"
-    );
+    let err = copy_is_unopenable(&w, &vault, &item, "b").await;
     assert!(!err.to_string().contains("rt-sealed-secret-value"));
     // The raw item holds nothing readable.
     let raw = format!("{:?}", w.state.sealed_token("a").await.unwrap());
@@ -113,9 +141,7 @@ async fn kms_seals_and_opens_and_refuses_another_connections_context() {
 
 #[tokio::test]
 async fn rotation_writes_the_sealed_token_at_most_every_ten_minutes() {
-    let w = World::start().await;
-    let keys = kms_keys(&w).await;
-    let rt0 = connect_sealed(&w, keys.clone(), "support").await;
+    let (w, keys, rt0) = sealed_world().await;
     let provider = sealed_provider(&w, keys.clone());
     assert_eq!(w.aws.count("TrentService.GenerateDataKey"), 1, "the sign-in");
 
@@ -134,24 +160,20 @@ async fn rotation_writes_the_sealed_token_at_most_every_ten_minutes() {
 
     // An hour later the next refresh uses the newest token, but the last
     // write is recent: no second write.
-    w.sim.expire_access_tokens();
-    provider.invalidate("support").await;
-    provider.token_for("support").await.unwrap();
-    assert_eq!(w.sim.stats().by_grant["refresh_token"], 2);
-    assert_eq!(
-        w.aws.count("TrentService.GenerateDataKey"),
-        1,
-        "no write within ten minutes (the token below is still the first rotated one)"
-    );
+    w.second_refresh_writes_nothing(
+        &provider,
+        "support",
+        "TrentService.GenerateDataKey",
+        "no write within ten minutes (the token below is still the first rotated one)",
+    )
+    .await;
     assert_eq!(stored_sealed(&w, keys.clone(), "support").await.unwrap().0, rt1);
 
     // Another container opens the item once and keeps it in memory.
     let other = sealed_provider(&w, keys.clone());
     let decrypts = w.aws.count("TrentService.Decrypt");
     other.token_for("support").await.unwrap();
-    other.invalidate("support").await;
-    w.sim.expire_access_tokens();
-    other.token_for("support").await.unwrap();
+    w.refresh_an_hour_later(&other, "support").await;
     assert_eq!(w.aws.count("TrentService.Decrypt"), decrypts + 1);
     // Nothing of it touched Secrets Manager but the one look for an old secret at sign-in.
     let secret_calls: u32 = w
@@ -166,9 +188,7 @@ async fn rotation_writes_the_sealed_token_at_most_every_ten_minutes() {
 
 #[tokio::test]
 async fn a_newer_sign_in_is_used_at_once_and_never_undone() {
-    let w = World::start().await;
-    let keys = kms_keys(&w).await;
-    connect_sealed(&w, keys.clone(), "support").await;
+    let (w, keys, _) = sealed_world().await;
     let a = sealed_provider(&w, keys.clone());
     a.token_for("support").await.unwrap();
 
@@ -176,11 +196,8 @@ async fn a_newer_sign_in_is_used_at_once_and_never_undone() {
     let b = sealed_provider(&w, keys.clone());
     let again = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
     let rt2 = again.refresh_token.unwrap();
-    b.store_sign_in("support", &rt2, 2).await.unwrap();
-    w.state
-        .update_connection("support", ConnectionChange::new().generation(2).if_generation(1))
-        .await
-        .unwrap();
+    let change = ConnectionChange::new().generation(2).if_generation(1);
+    sign_in_lands(&b, &w.state, &rt2, change).await;
     // A sign-in of an older generation, late, changes nothing.
     b.store_sign_in("support", &Sensitive::new("late-old-sign-in"), 1)
         .await
@@ -210,14 +227,14 @@ struct SignInDuringRotation {
 impl DataKeys for SignInDuringRotation {
     async fn generate(&self, context: &Context) -> Result<DataKey, KeyError> {
         if self.armed.swap(false, Ordering::SeqCst) {
-            self.other
-                .store_sign_in("support", &Sensitive::new("the-new-sign-in"), 2)
-                .await
-                .unwrap();
-            self.state
-                .update_connection("support", ConnectionChange::new().generation(2))
-                .await
-                .unwrap();
+            let rt = Sensitive::new("the-new-sign-in");
+            sign_in_lands(
+                &self.other,
+                &self.state,
+                &rt,
+                ConnectionChange::new().generation(2),
+            )
+            .await;
         }
         self.inner.generate(context).await
     }
@@ -233,9 +250,7 @@ impl DataKeys for SignInDuringRotation {
 
 #[tokio::test]
 async fn a_rotated_token_that_lands_after_a_new_sign_in_never_undoes_it() {
-    let w = World::start().await;
-    let keys = kms_keys(&w).await;
-    connect_sealed(&w, keys.clone(), "support").await;
+    let (w, keys, _) = sealed_world().await;
     let racing = Arc::new(SignInDuringRotation {
         inner: keys.clone(),
         other: sealed_provider(&w, keys.clone()),
@@ -265,9 +280,7 @@ async fn a_rotated_token_that_lands_after_a_new_sign_in_never_undoes_it() {
 
 #[tokio::test]
 async fn two_rotated_writes_in_one_container_make_one_data_key() {
-    let w = World::start().await;
-    let keys = kms_keys(&w).await;
-    connect_sealed(&w, keys.clone(), "support").await;
+    let (w, keys, _) = sealed_world().await;
     let generated = w.aws.count("TrentService.GenerateDataKey");
     let decrypted = w.aws.count("TrentService.Decrypt");
     // A container that has not read the item (so it holds no key for it).
@@ -305,15 +318,7 @@ async fn two_rotated_writes_in_one_container_make_one_data_key() {
 
     // The cache keeps the context binding: this container holds support's
     // key, and support's item copied to another connection still fails.
-    w.state
-        .put_sealed_token("sales", &two, TokenWrite::IfAbsent)
-        .await
-        .unwrap();
-    let err = vault.read("sales", 0, true).await.unwrap_err();
-    assert!(
-        matches!(err, SealError::Unopenable { ref id } if id == "sales"),
-        "{err:?}"
-    );
+    copy_is_unopenable(&w, &vault, &two, "sales").await;
     assert_eq!(
         w.aws.count("TrentService.Decrypt"),
         decrypted + 2,
@@ -323,9 +328,7 @@ async fn two_rotated_writes_in_one_container_make_one_data_key() {
 
 #[tokio::test]
 async fn invalid_grant_reads_the_sealed_token_again_then_asks_for_a_sign_in() {
-    let w = World::start().await;
-    let keys = kms_keys(&w).await;
-    connect_sealed(&w, keys.clone(), "support").await;
+    let (w, keys, _) = sealed_world().await;
     let a = sealed_provider(&w, keys.clone());
     let stale = w.get_connection("support").await;
     a.token_for("support").await.unwrap();
@@ -335,13 +338,8 @@ async fn invalid_grant_reads_the_sealed_token_again_then_asks_for_a_sign_in() {
     w.sim.revoke_refresh_tokens(UPN, 50173);
     let b = sealed_provider(&w, keys.clone());
     let again = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
-    b.store_sign_in("support", again.refresh_token.as_ref().unwrap(), 2)
-        .await
-        .unwrap();
-    w.state
-        .update_connection("support", ConnectionChange::new().generation(2))
-        .await
-        .unwrap();
+    let rt2 = again.refresh_token.unwrap();
+    sign_in_lands(&b, &w.state, &rt2, ConnectionChange::new().generation(2)).await;
     a.invalidate("support").await;
     w.sim.expire_access_tokens();
     a.access_token(&stale).await.unwrap();
@@ -352,30 +350,18 @@ async fn invalid_grant_reads_the_sealed_token_again_then_asks_for_a_sign_in() {
     a.invalidate("support").await;
     let err = a.token_for("support").await.unwrap_err();
     assert!(matches!(err, TokenError::ReauthRequired { .. }), "{err:?}");
-    let stored = w.get_connection("support").await;
-    assert_eq!(stored.status, Status::ReauthRequired);
-    let before = w.sim.stats().token_requests;
-    assert!(matches!(
-        a.token_for("support").await,
-        Err(TokenError::ReauthRequired { .. })
-    ));
-    assert_eq!(w.sim.stats().token_requests, before);
+    w.assert_grant_stays_dead(&a, "support").await;
 }
 
 #[tokio::test]
 async fn an_item_copied_to_another_connection_asks_that_connection_for_a_sign_in() {
-    let w = World::start().await;
-    let keys = kms_keys(&w).await;
-    connect_sealed(&w, keys.clone(), "support").await;
+    let (w, keys, _) = sealed_world().await;
     let provider = sealed_provider(&w, keys.clone());
     let mut other = active("sales", AuthMode::Delegated, None);
     other.conn.generation = 1;
     w.state.create_connection(&other.conn).await.unwrap();
     let item = w.state.sealed_token("support").await.unwrap().unwrap();
-    w.state
-        .put_sealed_token("sales", &item, TokenWrite::IfAbsent)
-        .await
-        .unwrap();
+    copy_item(&w, &item, "sales").await;
 
     let logs = LogCapture::start();
     let err = provider.token_for("sales").await.unwrap_err();
@@ -400,11 +386,8 @@ async fn an_old_token_secret_moves_into_the_table_on_first_use() {
     let w = World::start().await;
     let keys = kms_keys(&w).await;
     // A connection as the earlier version left it: its token in a secret.
-    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
+    let first = w.connect("support", Some(minutes_ago(0))).await;
     let rt0 = first.refresh_token.unwrap();
-    let mut seed = active("support", AuthMode::Delegated, Some(&rt0));
-    seed.conn.token_written_at = Some(time::OffsetDateTime::now_utc().unix_timestamp());
-    w.put_connection(&seed).await;
     assert!(w.stored_refresh("support").await.is_some());
 
     let provider = sealed_provider(&w, keys.clone());

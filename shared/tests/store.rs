@@ -3,6 +3,9 @@
 //! DynamoDB's semantics; and concurrent writers that must not undo each other.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/damaged_item.rs"]
+mod damaged_item;
+
 use std::sync::Arc;
 
 use relay365::Cloud;
@@ -17,18 +20,20 @@ const TABLE: &str = "relay365-state";
 async fn dynamo(aws: &Aws) -> Store {
     let sdk = aws.sdk_config().await;
     relay365_testkit::create_state_table(&sdk, TABLE).await.unwrap();
-    // Each call is its own client, as each Lambda container has its own.
-    Store::dynamo(
-        Arc::new(LazyClient::ready(aws_sdk_dynamodb::Client::new(&sdk))),
-        TABLE.into(),
-    )
+    another_container(aws).await
 }
 
+/// A store on the state table with a client of its own, as each Lambda
+/// container has its own.
 async fn another_container(aws: &Aws) -> Store {
+    on_table(aws, TABLE).await
+}
+
+async fn on_table(aws: &Aws, table: &str) -> Store {
     let sdk = aws.sdk_config().await;
     Store::dynamo(
         Arc::new(LazyClient::ready(aws_sdk_dynamodb::Client::new(&sdk))),
-        TABLE.into(),
+        table.into(),
     )
 }
 
@@ -136,24 +141,14 @@ async fn semantics(store: &Store) {
         )
         .await
         .unwrap();
-    store
-        .record_delivery(
-            "support",
-            &key,
-            SubscriptionChange::new().last_delivery_at(time::OffsetDateTime::now_utc()),
-            Some("2026-11-22T18:00:00Z"),
-        )
-        .await
-        .unwrap();
-    store
-        .record_delivery(
-            "support",
-            &key,
-            SubscriptionChange::new().last_delivery_at(time::OffsetDateTime::now_utc()),
-            Some("2026-11-22T17:00:00Z"),
-        )
-        .await
-        .unwrap();
+    // The newer delivery first, then an older one that must not move it back.
+    for watermark in ["2026-11-22T18:00:00Z", "2026-11-22T17:00:00Z"] {
+        let change = SubscriptionChange::new().last_delivery_at(time::OffsetDateTime::now_utc());
+        store
+            .record_delivery("support", &key, change, Some(watermark))
+            .await
+            .unwrap();
+    }
     let sub = store
         .require("support")
         .await
@@ -346,18 +341,8 @@ async fn a_damaged_item_is_named_and_does_not_hide_the_others() {
     let aws = Aws::start().await;
     let store = dynamo(&aws).await;
     store.create_connection(&connection("good", 1)).await.unwrap();
-    use aws_sdk_dynamodb::types::AttributeValue as A;
     let ddb = aws_sdk_dynamodb::Client::new(&aws.sdk_config().await);
-    ddb.put_item()
-        .table_name(TABLE)
-        .item("pk", A::S("conn#broken".into()))
-        .item("sk", A::S("conn".into()))
-        .item("kind", A::S("connection".into()))
-        .item("id", A::S("broken".into()))
-        .item("auth", A::S("carrier_pigeon".into()))
-        .send()
-        .await
-        .unwrap();
+    damaged_item::put_damaged_connection(&ddb, TABLE).await;
     let err = store.connection("broken").await.unwrap_err();
     let words = err.to_string();
     assert!(matches!(err, StoreError::Damaged { .. }), "{words}");
@@ -377,12 +362,7 @@ async fn an_unreachable_table_is_a_retryable_error_that_says_so() {
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("retry"), "{err}");
     aws.set_down(false);
-    let missing = Store::dynamo(
-        Arc::new(LazyClient::ready(aws_sdk_dynamodb::Client::new(
-            &aws.sdk_config().await,
-        ))),
-        "no-such-table".into(),
-    );
+    let missing = on_table(&aws, "no-such-table").await;
     let err = missing.connection("support").await.unwrap_err();
     assert!(matches!(err, StoreError::Misconfigured { .. }), "{err}");
     assert!(err.to_string().contains("RELAY365_STATE_TABLE"), "{err}");

@@ -7,10 +7,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::pfx::make_pfx;
 use common::*;
 use relay365::aws::secrets::SecretStore as _;
 use relay365::microsoft::tokens::{AppCredentials, AuthorizeOptions, TokenError};
-use relay365::model::connection::{AuthMode, Status};
+use relay365::model::connection::AuthMode;
 use relay365::model::scopes::{self, FeatureScope};
 use relay365::{Cloud, Sensitive};
 use relay365_testkit::LogCapture;
@@ -40,16 +41,7 @@ async fn pkce_authorization_code_exchange_gives_a_refresh_token_once() {
     let code = w.follow_authorize(url.as_str()).await.unwrap();
     // A wrong verifier is refused, as Microsoft does (and burns the code).
     let wrong = Sensitive::new("x".repeat(43));
-    let err = client
-        .exchange_code(
-            "organizations",
-            &Sensitive::new(code.clone()),
-            &wrong,
-            REDIRECT,
-            &scope,
-        )
-        .await
-        .unwrap_err();
+    let err = exchange(&client, code, &wrong, &scope).await.unwrap_err();
     assert!(
         err.to_string().contains("AADSTS501481") || matches!(err, TokenError::ReauthRequired { .. }),
         "{err}"
@@ -57,16 +49,7 @@ async fn pkce_authorization_code_exchange_gives_a_refresh_token_once() {
 
     let code = w.follow_authorize(url.as_str()).await.unwrap();
     let verifier = Sensitive::new(verifier.secret().clone());
-    let tokens = client
-        .exchange_code(
-            "organizations",
-            &Sensitive::new(code.clone()),
-            &verifier,
-            REDIRECT,
-            &scope,
-        )
-        .await
-        .unwrap();
+    let tokens = exchange(&client, code.clone(), &verifier, &scope).await.unwrap();
     assert!(
         tokens.refresh_token.is_some(),
         "offline_access was asked, so a refresh token comes back"
@@ -78,17 +61,7 @@ async fn pkce_authorization_code_exchange_gives_a_refresh_token_once() {
     );
 
     // Codes are single use.
-    match client
-        .exchange_code(
-            "organizations",
-            &Sensitive::new(code),
-            &verifier,
-            REDIRECT,
-            &scope,
-        )
-        .await
-        .unwrap_err()
-    {
+    match exchange(&client, code, &verifier, &scope).await.unwrap_err() {
         TokenError::ReauthRequired { code, reason } => {
             assert_eq!(code.as_deref(), Some("AADSTS54005"));
             assert!(reason.contains("already used"), "{reason}");
@@ -105,12 +78,11 @@ async fn pkce_authorization_code_exchange_gives_a_refresh_token_once() {
 #[tokio::test]
 async fn refresh_rotates_and_writes_back_at_most_every_ten_minutes() {
     let w = World::start().await;
-    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
-    let rt0 = first.refresh_token.clone().unwrap();
-    let mut conn = active("support", AuthMode::Delegated, Some(&rt0));
-    conn.conn.token_written_at =
-        Some((time::OffsetDateTime::now_utc() - time::Duration::minutes(11)).unix_timestamp());
-    w.put_connection(&conn).await;
+    let rt0 = w
+        .connect("support", Some(minutes_ago(11)))
+        .await
+        .refresh_token
+        .unwrap();
 
     let provider = w.provider(w.secret_app());
     provider.token_for("support").await.unwrap();
@@ -120,28 +92,20 @@ async fn refresh_rotates_and_writes_back_at_most_every_ten_minutes() {
 
     // An hour later (access token expired) the next refresh uses the newest
     // token, but the last write is recent: no second write.
-    w.sim.expire_access_tokens();
-    provider.invalidate("support").await;
-    provider.token_for("support").await.unwrap();
-    assert_eq!(w.sim.stats().by_grant["refresh_token"], 2);
-    assert_eq!(
-        w.aws.count("secretsmanager.PutSecretValue"),
-        1,
-        "no write-back within ten minutes"
-    );
+    w.second_refresh_writes_nothing(
+        &provider,
+        "support",
+        "secretsmanager.PutSecretValue",
+        "no write-back within ten minutes",
+    )
+    .await;
     assert_eq!(w.stored_refresh("support").await.unwrap(), rt1);
 }
 
 #[tokio::test]
 async fn cached_tokens_call_neither_secrets_manager_nor_the_token_endpoint() {
     let w = World::start().await;
-    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
-    w.put_connection(&active(
-        "support",
-        AuthMode::Delegated,
-        first.refresh_token.as_ref(),
-    ))
-    .await;
+    w.connect("support", None).await;
     let provider = w.provider(w.secret_app());
     let token_calls = w.sim.stats().token_requests;
     let gets = w.aws.count("secretsmanager.GetSecretValue");
@@ -163,13 +127,7 @@ async fn cached_tokens_call_neither_secrets_manager_nor_the_token_endpoint() {
 #[tokio::test]
 async fn concurrent_callers_share_one_refresh() {
     let w = World::start().await;
-    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
-    w.put_connection(&active(
-        "support",
-        AuthMode::Delegated,
-        first.refresh_token.as_ref(),
-    ))
-    .await;
+    w.connect("support", None).await;
     let provider = Arc::new(w.provider(w.secret_app()));
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..10 {
@@ -210,28 +168,6 @@ async fn client_credentials_with_a_secret() {
         "{err}"
     );
     assert!(err.to_string().contains("Value (not its Secret ID)"), "{err}");
-}
-
-/// A self-signed RSA certificate in a password-protected PFX, made fresh for the test.
-fn make_pfx(password: &str) -> (String, Vec<u8>) {
-    use base64::Engine;
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["relay365-test".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let chain = p12_keystore::PrivateKeyChain::new(
-        vec![1u8, 2, 3, 4],
-        p12_keystore::PrivateKey::from_der(&key.serialize_der()).unwrap(),
-        [p12_keystore::Certificate::from_der(cert.der()).unwrap()],
-    );
-    let mut ks = p12_keystore::KeyStore::new();
-    ks.add_entry("relay365", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
-    let pfx = ks.writer(password).write().unwrap();
-    (
-        base64::engine::general_purpose::STANDARD.encode(pfx),
-        cert.der().to_vec(),
-    )
 }
 
 #[tokio::test]
@@ -276,13 +212,7 @@ async fn client_credentials_with_a_certificate_assertion() {
 #[tokio::test]
 async fn invalid_grant_requires_reauthorisation_and_stops_using_the_refresh_token() {
     let w = World::start().await;
-    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
-    w.put_connection(&active(
-        "support",
-        AuthMode::Delegated,
-        first.refresh_token.as_ref(),
-    ))
-    .await;
+    w.connect("support", None).await;
     w.sim.revoke_refresh_tokens(UPN, 50173);
     let provider = w.provider(w.secret_app());
     match provider.token_for("support").await.unwrap_err() {
@@ -293,25 +223,15 @@ async fn invalid_grant_requires_reauthorisation_and_stops_using_the_refresh_toke
         }
         other => panic!("{other:?}"),
     }
-    let stored = w.get_connection("support").await;
-    assert_eq!(stored.status, Status::ReauthRequired);
-    assert!(stored.last_error.unwrap().contains("password"));
-
     // No more calls to Microsoft for a dead grant.
-    let before = w.sim.stats().token_requests;
-    assert!(matches!(
-        provider.token_for("support").await,
-        Err(TokenError::ReauthRequired { .. })
-    ));
-    assert_eq!(w.sim.stats().token_requests, before);
+    let stored = w.assert_grant_stays_dead(&provider, "support").await;
+    assert!(stored.last_error.unwrap().contains("password"));
 }
 
 #[tokio::test]
 async fn inactivity_expiry_is_explained() {
     let w = World::start().await;
-    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
-    w.put_connection(&active("idle", AuthMode::Delegated, first.refresh_token.as_ref()))
-        .await;
+    w.connect("idle", None).await;
     w.sim.revoke_refresh_tokens(UPN, 700082);
     let err = w.provider(w.secret_app()).token_for("idle").await.unwrap_err();
     assert!(err.to_string().contains("long time without use"), "{err}");
@@ -382,22 +302,14 @@ async fn no_secret_reaches_a_log_line_or_an_error_message() {
     let (pfx_b64, cert_der) = make_pfx("pfx-pass-word-42");
     let mut errors: Vec<String> = Vec::new();
 
-    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
-    w.put_connection(&active(
-        "support",
-        AuthMode::Delegated,
-        first.refresh_token.as_ref(),
-    ))
-    .await;
+    let first = w.connect("support", None).await;
     w.put_connection(&active("app", AuthMode::AppSecret, None)).await;
     w.put_connection(&active("cert", AuthMode::AppCertificate, None))
         .await;
     let provider = w.provider(w.secret_app());
     provider.token_for("support").await.unwrap();
     provider.token_for("app").await.unwrap();
-    w.sim.expire_access_tokens();
-    provider.invalidate("support").await;
-    provider.token_for("support").await.unwrap();
+    w.refresh_an_hour_later(&provider, "support").await;
     w.sim.throttle_graph(2, Some("0.01"));
     let graph =
         relay365::microsoft::graph::GraphClient::new(w.http.clone(), &w.sim.url(), Default::default());
@@ -544,12 +456,7 @@ impl relay365::aws::secrets::SecretStore for SignInDuringRotation {
 #[tokio::test]
 async fn a_rotated_token_that_lands_after_a_new_sign_in_never_undoes_it() {
     let w = World::start().await;
-    let first = w.sign_in(&w.token_client(w.secret_app()), &FEATURES).await;
-    let rt0 = first.refresh_token.clone().unwrap();
-    let mut conn = active("support", AuthMode::Delegated, Some(&rt0));
-    conn.conn.token_written_at =
-        Some((time::OffsetDateTime::now_utc() - time::Duration::minutes(11)).unix_timestamp());
-    w.put_connection(&conn).await;
+    w.connect("support", Some(minutes_ago(11))).await;
     let racing = Arc::new(SignInDuringRotation {
         inner: w.store.clone(),
         state: w.state.clone(),

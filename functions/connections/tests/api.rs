@@ -2,8 +2,37 @@
 //! moto (the secret store) and the Microsoft simulator.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../shared/tests/common/damaged_item.rs"]
+mod damaged_item;
+
 use relay365_harness::*;
 use serde_json::json;
+
+/// `POST /connections` with `body`: (status, answer).
+async fn create(s: &Stack, body: serde_json::Value) -> (u16, serde_json::Value) {
+    call(s, "POST", "/connections", Some(body)).await
+}
+
+/// [`create`] that must succeed: the answer.
+async fn create_ok(s: &Stack, body: serde_json::Value) -> serde_json::Value {
+    let (status, v) = create(s, body).await;
+    assert_eq!(status, 201, "{v}");
+    v
+}
+
+/// Creates a delegated connection `id` that only sends.
+async fn create_sending(s: &Stack, id: &str) {
+    create_ok(s, json!({"id": id, "auth": "delegated", "scopes": ["Mail.Send"]})).await;
+}
+
+/// `DELETE /connections/{id}`: the response itself, as a 204 has no body.
+async fn delete(s: &Stack, id: &str) -> lambda_http::Response<lambda_http::Body> {
+    connections::handle(
+        request("DELETE", &format!("/connections/{id}"), None, &[]),
+        &s.services,
+    )
+    .await
+}
 
 async fn call(
     s: &Stack,
@@ -19,17 +48,14 @@ async fn call(
 #[tokio::test]
 async fn delegated_connection_is_created_pending_with_a_connect_link() {
     let s = Stack::start().await;
-    let (status, v) = call(
+    let v = create_ok(
         &s,
-        "POST",
-        "/connections",
-        Some(json!({
+        json!({
             "id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly", "Mail.Send"], "mailbox": UPN,
             "subscriptions": [{"resource": "mail", "target": "https://flow.example/hook"}]
-        })),
+        }),
     )
     .await;
-    assert_eq!(status, 201, "{v}");
     assert_eq!(v["id"], "support");
     assert_eq!(v["status"], "pending_consent");
     assert_eq!(v["auth"], "delegated");
@@ -52,11 +78,9 @@ async fn delegated_connection_is_created_pending_with_a_connect_link() {
     assert_eq!(status, 200);
     assert_eq!(v["connections"].as_array().unwrap().len(), 1);
 
-    let (status, v) = call(
+    let (status, v) = create(
         &s,
-        "POST",
-        "/connections",
-        Some(json!({"id": "support", "auth": "delegated", "scopes": ["Mail.Send"]})),
+        json!({"id": "support", "auth": "delegated", "scopes": ["Mail.Send"]}),
     )
     .await;
     assert_eq!(status, 409, "{v}");
@@ -66,17 +90,14 @@ async fn delegated_connection_is_created_pending_with_a_connect_link() {
 #[tokio::test]
 async fn app_only_connection_gets_an_admin_consent_url() {
     let s = Stack::start().await;
-    let (status, v) = call(
+    let v = create_ok(
         &s,
-        "POST",
-        "/connections",
-        Some(json!({
+        json!({
             "id": "fabrikam", "auth": "app_secret", "scopes": ["Mail.ReadOnly"],
             "mailbox": SHARED_UPN, "tenant_id": CUSTOMER_TENANT
-        })),
+        }),
     )
     .await;
-    assert_eq!(status, 201, "{v}");
     // The link starts in oauth-callback, which binds the browser before
     // it sends the administrator on to Microsoft.
     let url = url::Url::parse(v["admin_consent_url"].as_str().unwrap()).unwrap();
@@ -91,15 +112,8 @@ async fn app_only_connection_gets_an_admin_consent_url() {
 #[tokio::test]
 async fn delete_removes_the_connection() {
     let s = Stack::start().await;
-    let (status, _) = call(
-        &s,
-        "POST",
-        "/connections",
-        Some(json!({"id": "gone", "auth": "delegated", "scopes": ["Mail.Send"]})),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let resp = connections::handle(request("DELETE", "/connections/gone", None, &[]), &s.services).await;
+    create_sending(&s, "gone").await;
+    let resp = delete(&s, "gone").await;
     assert_eq!(resp.status(), 204);
     assert!(s.stored("gone").await.is_none());
     let (status, v) = call(&s, "GET", "/connections/gone", None).await;
@@ -203,7 +217,7 @@ async fn impossible_requests_are_refused_with_the_reason() {
         ),
     ];
     for (body, want, words) in cases {
-        let (status, v) = call(&s, "POST", "/connections", Some(body.clone())).await;
+        let (status, v) = create(&s, body.clone()).await;
         assert_eq!(status, want, "{body} -> {v}");
         assert_eq!(v["error"]["code"], "invalid_request", "{body} -> {v}");
         let msg = v["error"]["message"].as_str().unwrap();
@@ -289,27 +303,10 @@ async fn malformed_requests_get_4xx_json_errors() {
 #[tokio::test]
 async fn a_damaged_record_is_named_with_its_fix_and_the_others_are_served() {
     let s = Stack::start().await;
-    let (status, _) = call(
-        &s,
-        "POST",
-        "/connections",
-        Some(json!({"id": "good", "auth": "delegated", "scopes": ["Mail.Send"]})),
-    )
-    .await;
-    assert_eq!(status, 201);
+    create_sending(&s, "good").await;
     // An item of the wrong shape: written by hand, or by a future version.
-    use aws_sdk_dynamodb::types::AttributeValue as A;
-    aws_sdk_dynamodb::Client::new(&s.aws.sdk_config().await)
-        .put_item()
-        .table_name(STATE_TABLE)
-        .item("pk", A::S("conn#broken".into()))
-        .item("sk", A::S("conn".into()))
-        .item("kind", A::S("connection".into()))
-        .item("id", A::S("broken".into()))
-        .item("auth", A::S("carrier_pigeon".into()))
-        .send()
-        .await
-        .unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&s.aws.sdk_config().await);
+    damaged_item::put_damaged_connection(&ddb, STATE_TABLE).await;
     let (status, v) = call(&s, "GET", "/connections/broken", None).await;
     assert_eq!(status, 500, "{v}");
     assert_eq!(v["error"]["code"], "damaged_record");
@@ -332,7 +329,7 @@ async fn a_damaged_record_is_named_with_its_fix_and_the_others_are_served() {
     assert_eq!(report["failed"][0]["connection"], "broken", "{report}");
 
     // And the fix the message names works.
-    let resp = connections::handle(request("DELETE", "/connections/broken", None, &[]), &s.services).await;
+    let resp = delete(&s, "broken").await;
     assert_eq!(resp.status(), 204, "{}", body_text(&resp));
     let (_, v) = call(&s, "GET", "/connections", None).await;
     assert!(v.get("unreadable").is_none(), "{v}");
@@ -346,14 +343,10 @@ async fn targets_on_private_or_metadata_addresses_are_refused_with_the_reason() 
         "https://10.0.0.1/",
         "https://[fd00::1]/",
     ] {
-        let (status, v) = call(
+        let (status, v) = create(
             &s,
-            "POST",
-            "/connections",
-            Some(
-                json!({"id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly"],
+            json!({"id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly"],
                         "subscriptions": [{"resource": "mail", "target": target}]}),
-            ),
         )
         .await;
         assert_eq!(status, 400, "{target}: {v}");

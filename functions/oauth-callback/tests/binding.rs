@@ -4,6 +4,9 @@
 //! link usable for the right person.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{assert_says, assert_stored, create, through_microsoft};
 use graph_sim::{AuthorizeOutcome, User};
 use relay365::model::connection::Status;
 use relay365_harness::*;
@@ -13,39 +16,27 @@ use serde_json::json;
 const OTHER_TENANT: &str = "0badc0de-0000-4000-8000-00000000e7e0";
 const EVE: &str = "eve@fabrikam-labs.com";
 
-async fn create(s: &Stack, body: serde_json::Value) -> serde_json::Value {
-    let resp = connections::handle(
-        request("POST", "/connections", Some(&body.to_string()), &[]),
-        &s.services,
-    )
-    .await;
-    assert_eq!(resp.status(), 201, "{}", body_text(&resp));
-    body_json(&resp)
-}
-
-async fn get(s: &Stack, path: &str, cookies: &[&str]) -> lambda_http::Response<lambda_http::Body> {
-    oauth_callback::handle(request("GET", path, None, cookies), &s.services).await
-}
-
 /// The whole delegated flow as `upn`; returns the callback's (status, page).
 async fn connect_as(s: &Stack, connect_url: &str, upn: &str) -> (u16, String) {
     s.sim
         .set_authorize_outcome(AuthorizeOutcome::ConsentAs(upn.into()));
-    let resp = get(s, &path_and_query(connect_url), &[]).await;
-    assert_eq!(resp.status(), 302, "{}", body_text(&resp));
-    let cookie = cookies(&resp).remove(0);
-    let back = s.follow(&location(&resp)).await;
-    let done = get(s, &path_and_query(&back), &[&cookie]).await;
+    let (done, _) = through_microsoft(s, &path_and_query(connect_url)).await;
     (done.status().as_u16(), body_text(&done))
 }
 
+/// The whole flow as `upn`, who is not the mailbox's own account: refused
+/// with a page that says `words`. The page.
+async fn refused_as(s: &Stack, link: &str, upn: &str, words: &str) -> String {
+    let (status, page) = connect_as(s, link, upn).await;
+    assert_says((status, &page), 403, words);
+    page
+}
+
 async fn current_link(s: &Stack, id: &str) -> String {
-    let r = connections::handle(
-        request("GET", &format!("/connections/{id}"), None, &[]),
-        &s.services,
-    )
-    .await;
-    body_json(&r)["connect_url"].as_str().unwrap().to_string()
+    common::connection(s, id).await.1["connect_url"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn user(id: &str, upn: &str, tenant: &str) -> User {
@@ -74,18 +65,12 @@ async fn a_user_of_another_organisation_whose_mail_is_the_mailbox_cannot_connect
     .await;
     let link = v["connect_url"].as_str().unwrap().to_string();
 
-    let (status, page) = connect_as(&s, &link, EVE).await;
-    assert_eq!(status, 403, "{page}");
-    assert!(
-        page.contains(&format!(
-            "This link connects {UPN}, a mailbox of organisation {TENANT}, but you signed in as {EVE} of organisation {OTHER_TENANT}."
-        )),
-        "{page}"
+    let words = format!(
+        "This link connects {UPN}, a mailbox of organisation {TENANT}, but you signed in as {EVE} of organisation {OTHER_TENANT}."
     );
+    let page = refused_as(&s, &link, EVE, &words).await;
     assert!(page.contains("Nothing was stored"), "{page}");
-    let stored = s.stored("support").await.unwrap();
-    assert_eq!(stored.status, Status::PendingConsent);
-    assert_eq!(stored.generation, 0);
+    let stored = assert_stored(&s, "support", Status::PendingConsent, 0).await;
     assert_eq!((stored.tid.as_deref(), stored.oid.as_deref()), (None, None));
     assert!(
         s.stored_refresh_token("support").await.is_none(),
@@ -139,18 +124,12 @@ async fn another_user_of_the_same_organisation_cannot_take_over_a_connected_mail
         &["SMTP:bob@contoso.com", "smtp:ann@contoso.com"],
     );
     let link = current_link(&s, "support").await;
-    let (status, page) = connect_as(&s, &link, "bob@contoso.com").await;
-    assert_eq!(status, 403, "{page}");
-    assert!(
-        page.contains(&format!(
-            "{UPN} was connected by another account of organisation {TENANT}; you signed in as bob@contoso.com."
-        )),
-        "{page}"
+    let words = format!(
+        "{UPN} was connected by another account of organisation {TENANT}; you signed in as bob@contoso.com."
     );
+    let page = refused_as(&s, &link, "bob@contoso.com", &words).await;
     assert!(page.contains("keeps working"), "{page}");
-    let stored = s.stored("support").await.unwrap();
-    assert_eq!(stored.status, Status::Active);
-    assert_eq!(stored.generation, 1);
+    let stored = assert_stored(&s, "support", Status::Active, 1).await;
     assert_eq!(stored.oid.as_deref(), Some("u-ann"));
     assert_eq!(s.stored_refresh_token("support").await.unwrap(), before);
     s.services.tokens.invalidate("support").await;
@@ -181,14 +160,13 @@ async fn a_proxy_address_signs_in_and_mail_alone_does_not() {
     .await;
     let link = v["connect_url"].as_str().unwrap().to_string();
 
-    let (status, page) = connect_as(&s, &link, "bob@contoso.com").await;
-    assert_eq!(status, 403, "{page}");
-    assert!(
-        page.contains(&format!(
-            "This link connects {shared}, but you signed in as bob@contoso.com."
-        )),
-        "{page}"
-    );
+    refused_as(
+        &s,
+        &link,
+        "bob@contoso.com",
+        &format!("This link connects {shared}, but you signed in as bob@contoso.com."),
+    )
+    .await;
     assert!(s.stored_refresh_token("desk").await.is_none());
 
     let (status, page) = connect_as(&s, &link, UPN).await;
@@ -212,10 +190,10 @@ async fn a_mailbox_in_a_domain_no_organisation_owns_is_refused() {
     )
     .await;
     let (status, page) = connect_as(&s, v["connect_url"].as_str().unwrap(), UPN).await;
-    assert_eq!(status, 400, "{page}");
-    assert!(
-        page.contains("Microsoft knows no organisation that owns the domain nobody-owns-this.example"),
-        "{page}"
+    assert_says(
+        (status, &page),
+        400,
+        "Microsoft knows no organisation that owns the domain nobody-owns-this.example",
     );
     assert_eq!(s.stored("lost").await.unwrap().status, Status::PendingConsent);
     assert!(s.stored_refresh_token("lost").await.is_none());

@@ -3,26 +3,19 @@
 //! the browser that started it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{assert_page, assert_says, get, start, through_microsoft};
 use relay365::model::connection::Status;
 use relay365_harness::*;
 use serde_json::json;
-
-async fn get(s: &Stack, path: &str, cookies: &[&str]) -> lambda_http::Response<lambda_http::Body> {
-    oauth_callback::handle(request("GET", path, None, cookies), &s.services).await
-}
 
 /// An app-only connection for Fabrikam's shared mailbox; returns the link of
 /// its start step (`/oauth/admin-consent?link=…`).
 async fn create(s: &Stack, scopes: serde_json::Value) -> String {
     let body = json!({"id": "fabrikam", "auth": "app_secret", "scopes": scopes, "mailbox": SHARED_UPN,
         "tenant_id": CUSTOMER_TENANT});
-    let resp = connections::handle(
-        request("POST", "/connections", Some(&body.to_string()), &[]),
-        &s.services,
-    )
-    .await;
-    assert_eq!(resp.status(), 201, "{}", body_text(&resp));
-    let link = body_json(&resp)["admin_consent_url"]
+    let link = common::create(s, body).await["admin_consent_url"]
         .as_str()
         .unwrap()
         .to_string();
@@ -33,22 +26,9 @@ async fn create(s: &Stack, scopes: serde_json::Value) -> String {
     path_and_query(&link)
 }
 
-/// Opens the start step in a browser: (Microsoft's URL, the cookie set).
-async fn start(s: &Stack, link: &str) -> (String, String) {
-    let resp = get(s, link, &[]).await;
-    assert_eq!(resp.status(), 302, "{}", body_text(&resp));
-    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
-    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/oauth"] {
-        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
-    }
-    (location(&resp), cookies(&resp).remove(0))
-}
-
 /// The whole consent in one browser: (status, page).
 async fn consent(s: &Stack, link: &str) -> (u16, String) {
-    let (microsoft, cookie) = start(s, link).await;
-    let back = s.follow(&microsoft).await;
-    let resp = get(s, &path_and_query(&back), &[&cookie]).await;
+    let (resp, _) = through_microsoft(s, link).await;
     (resp.status().as_u16(), body_text(&resp))
 }
 
@@ -61,10 +41,10 @@ async fn admin_consent_without_the_application_permissions_is_refused_until_they
     // permission: Entra still issues an app-only token, with no roles.
     s.sim.set_granted_roles(&[]);
     let (status, page) = consent(&s, &link).await;
-    assert_eq!(status, 403, "{page}");
-    assert!(
-        page.contains("does not include the application permissions Mail.Read, Mail.Send, which connection fabrikam needs"),
-        "{page}"
+    assert_says(
+        (status, &page),
+        403,
+        "does not include the application permissions Mail.Read, Mail.Send, which connection fabrikam needs",
     );
     assert!(page.contains("API permissions"), "{page}");
     assert!(page.contains("Grant admin consent"), "{page}");
@@ -75,18 +55,17 @@ async fn admin_consent_without_the_application_permissions_is_refused_until_they
     // Half of it granted: the page names what is still missing.
     s.sim.set_granted_roles(&["Mail.Send"]);
     let (status, page) = consent(&s, &link).await;
-    assert_eq!(status, 403, "{page}");
-    assert!(page.contains("application permission Mail.Read,"), "{page}");
+    assert_says((status, &page), 403, "application permission Mail.Read,");
     assert!(!page.contains("Mail.Send,"), "{page}");
     assert_eq!(s.stored("fabrikam").await.unwrap().status, Status::PendingConsent);
 
     // Granted (Mail.ReadWrite covers Mail.Read): the same link now works.
     s.sim.set_granted_roles(&["Mail.ReadWrite", "Mail.Send"]);
     let (status, page) = consent(&s, &link).await;
-    assert_eq!(status, 200, "{page}");
-    assert!(
-        page.contains("Connection fabrikam for support@fabrikam.com is active"),
-        "{page}"
+    assert_says(
+        (status, &page),
+        200,
+        "Connection fabrikam for support@fabrikam.com is active",
     );
     let stored = s.stored("fabrikam").await.unwrap();
     assert_eq!(stored.status, Status::Active);
@@ -107,21 +86,17 @@ async fn a_consent_link_works_once_and_only_in_the_browser_that_started_it() {
 
     // B's redirect without a cookie, or with A's cookie: another browser.
     for cookies in [vec![], vec![cookie_a.as_str()]] {
-        let resp = get(&s, &back_b, &cookies).await;
-        assert_eq!(resp.status(), 400);
-        assert!(
-            body_text(&resp).contains("Finish in the same browser"),
-            "{}",
-            body_text(&resp)
+        assert_page(
+            &get(&s, &back_b, &cookies).await,
+            400,
+            "Finish in the same browser",
         );
     }
     // A's own redirect: a newer consent was started since.
-    let resp = get(&s, &back_a, &[&cookie_a]).await;
-    assert_eq!(resp.status(), 400);
-    assert!(
-        body_text(&resp).contains("newer one was started"),
-        "{}",
-        body_text(&resp)
+    assert_page(
+        &get(&s, &back_a, &[&cookie_a]).await,
+        400,
+        "newer one was started",
     );
     assert_eq!(s.stored("fabrikam").await.unwrap().status, Status::PendingConsent);
 
@@ -131,20 +106,8 @@ async fn a_consent_link_works_once_and_only_in_the_browser_that_started_it() {
     assert_eq!(s.stored("fabrikam").await.unwrap().status, Status::Active);
 
     // Replayed, or the link opened a second time: refused.
-    let replay = get(&s, &back_b, &[&cookie_b]).await;
-    assert_eq!(replay.status(), 400);
-    assert!(
-        body_text(&replay).contains("already completed"),
-        "{}",
-        body_text(&replay)
-    );
-    let again = get(&s, &link, &[]).await;
-    assert_eq!(again.status(), 400);
-    assert!(
-        body_text(&again).contains("Consent link already used"),
-        "{}",
-        body_text(&again)
-    );
+    assert_page(&get(&s, &back_b, &[&cookie_b]).await, 400, "already completed");
+    assert_page(&get(&s, &link, &[]).await, 400, "Consent link already used");
     // Microsoft's redirect for the link as POST /connections gave it (its
     // state is the link itself) goes through the start step, spent as well.
     let legacy = link.replace("?link=", "?admin_consent=True&tenant=x&state=");

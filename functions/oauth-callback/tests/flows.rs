@@ -3,34 +3,30 @@
 //! moto keeps the records. Assertions are on what a person reads.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+#[path = "../../../shared/tests/common/pfx.rs"]
+mod pfx;
+
+use common::{assert_page, assert_stored, create, get, through_microsoft};
 use graph_sim::AuthorizeOutcome;
 use relay365::model::connection::Status;
 use relay365_harness::*;
 use serde_json::json;
 
-async fn create(s: &Stack, body: serde_json::Value) -> serde_json::Value {
-    let resp = connections::handle(
-        request("POST", "/connections", Some(&body.to_string()), &[]),
-        &s.services,
+/// Creates a delegated connection `id` that reads mail: its connect link.
+async fn create_reader(s: &Stack, id: &str) -> String {
+    let v = create(
+        s,
+        json!({"id": id, "auth": "delegated", "scopes": ["Mail.ReadOnly"]}),
     )
     .await;
-    assert_eq!(resp.status(), 201, "{}", body_text(&resp));
-    body_json(&resp)
-}
-
-async fn get(s: &Stack, path: &str, cookies: &[&str]) -> lambda_http::Response<lambda_http::Body> {
-    oauth_callback::handle(request("GET", path, None, cookies), &s.services).await
+    v["connect_url"].as_str().unwrap().to_string()
 }
 
 /// Opens the connect link: returns Microsoft's authorize URL and the cookie set.
 async fn start(s: &Stack, connect_url: &str) -> (String, String) {
-    let resp = get(s, &path_and_query(connect_url), &[]).await;
-    assert_eq!(resp.status(), 302, "{}", body_text(&resp));
-    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
-    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/oauth"] {
-        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
-    }
-    (location(&resp), cookies(&resp).remove(0))
+    common::start(s, &path_and_query(connect_url)).await
 }
 
 /// The whole delegated flow; returns the callback's response.
@@ -48,18 +44,11 @@ async fn connect(s: &Stack, connect_url: &str) -> lambda_http::Response<lambda_h
 /// binds the browser and sends it to Microsoft; returns the final page and
 /// the cookie of the start.
 async fn consent(s: &Stack, consent_url: &str) -> (lambda_http::Response<lambda_http::Body>, String) {
-    let start = consent_url.to_string();
     assert!(
-        start.starts_with("https://relay.example/oauth/admin-consent?link="),
-        "{start}"
+        consent_url.starts_with("https://relay.example/oauth/admin-consent?link="),
+        "{consent_url}"
     );
-    let (microsoft, cookie) = {
-        let r = get(s, &path_and_query(&start), &[]).await;
-        assert_eq!(r.status(), 302, "{}", body_text(&r));
-        (location(&r), cookies(&r).remove(0))
-    };
-    let back = s.follow(&microsoft).await;
-    (get(s, &path_and_query(&back), &[&cookie]).await, cookie)
+    through_microsoft(s, &path_and_query(consent_url)).await
 }
 
 #[tokio::test]
@@ -88,11 +77,10 @@ async fn delegated_connect_end_to_end() {
     assert!(!q.contains_key("code_verifier"));
 
     let resp = connect(&s, connect_url).await;
-    let page = body_text(&resp);
-    assert_eq!(resp.status(), 200, "{page}");
-    assert!(
-        page.contains("ann@contoso.com is connected to relay365 as connection support"),
-        "{page}"
+    assert_page(
+        &resp,
+        200,
+        "ann@contoso.com is connected to relay365 as connection support",
     );
     let stored = s.stored("support").await.unwrap();
     assert_eq!(stored.status, Status::Active);
@@ -138,11 +126,10 @@ async fn app_only_flow(s: &Stack, auth: &str) {
     let consent_url = v["admin_consent_url"].as_str().unwrap();
     assert!(!s.sim.is_consented(CLIENT_ID, CUSTOMER_TENANT));
     let (resp, _) = consent(s, consent_url).await;
-    let page = body_text(&resp);
-    assert_eq!(resp.status(), 200, "{page}");
-    assert!(
-        page.contains("Connection fabrikam for support@fabrikam.com is active"),
-        "{page}"
+    assert_page(
+        &resp,
+        200,
+        "Connection fabrikam for support@fabrikam.com is active",
     );
     assert_eq!(s.stored("fabrikam").await.unwrap().status, Status::Active);
     assert!(
@@ -170,22 +157,9 @@ async fn app_only_with_a_client_secret() {
 
 #[tokio::test]
 async fn app_only_with_a_certificate() {
-    use base64::Engine;
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["relay365".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let chain = p12_keystore::PrivateKeyChain::new(
-        vec![7u8],
-        p12_keystore::PrivateKey::from_der(&key.serialize_der()).unwrap(),
-        [p12_keystore::Certificate::from_der(cert.der()).unwrap()],
-    );
-    let mut ks = p12_keystore::KeyStore::new();
-    ks.add_entry("relay365", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
-    let pfx = base64::engine::general_purpose::STANDARD.encode(ks.writer("pw").write().unwrap());
+    let (pfx, cert_der) = pfx::make_pfx("pw");
     let s = Stack::start_with(Options {
-        certificate: Some((cert.der().to_vec(), json!({"pfx_base64": pfx, "password": "pw"}))),
+        certificate: Some((cert_der, json!({"pfx_base64": pfx, "password": "pw"}))),
         ..Default::default()
     })
     .await;
@@ -214,9 +188,7 @@ async fn admin_consent_is_proven_not_trusted() {
         url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()
     );
     let resp = get(&s, &forged, &[&cookie]).await;
-    let page = body_text(&resp);
-    assert_eq!(resp.status(), 400, "{page}");
-    assert!(page.contains("not found in this tenant"), "{page}");
+    assert_page(&resp, 400, "not found in this tenant");
     assert_eq!(s.stored("fabrikam").await.unwrap().status, Status::PendingConsent);
 
     // Microsoft can report admin_consent=True with an error: the error wins.
@@ -235,12 +207,10 @@ async fn admin_consent_is_proven_not_trusted() {
         back.contains("admin_consent=True") && back.contains("error=consent_required"),
         "{back}"
     );
-    let resp = get(&s, &path_and_query(&back), &[&cookie]).await;
-    assert_eq!(resp.status(), 400);
-    assert!(
-        body_text(&resp).contains("consent was declined"),
-        "{}",
-        body_text(&resp)
+    assert_page(
+        &get(&s, &path_and_query(&back), &[&cookie]).await,
+        400,
+        "consent was declined",
     );
 }
 
@@ -258,8 +228,7 @@ async fn reconnect_after_invalid_grant_keeps_id_and_subscriptions() {
     s.sim.revoke_refresh_tokens(UPN, 50173);
     s.services.tokens.invalidate("support").await;
     assert!(s.services.tokens.token_for("support").await.is_err());
-    let api =
-        body_json(&connections::handle(request("GET", "/connections/support", None, &[]), &s.services).await);
+    let (_, api) = common::connection(&s, "support").await;
     assert_eq!(api["status"], "reauth_required");
     assert!(api["last_error"].as_str().unwrap().contains("password"), "{api}");
 
@@ -280,12 +249,7 @@ async fn reconnect_after_invalid_grant_keeps_id_and_subscriptions() {
 #[tokio::test]
 async fn each_microsoft_error_has_its_explanation_page() {
     let s = Stack::start().await;
-    let v = create(
-        &s,
-        json!({"id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly"]}),
-    )
-    .await;
-    let connect_url = v["connect_url"].as_str().unwrap().to_string();
+    let connect_url = create_reader(&s, "support").await;
     let cases: [(&str, u32, &str); 14] = [
         ("invalid_request", 50011, "https://relay.example/oauth/callback"),
         ("unauthorized_client", 700016, "not found in this tenant"),
@@ -329,35 +293,19 @@ async fn each_microsoft_error_has_its_explanation_page() {
     // A failed code exchange (wrong client secret) is explained too.
     s.sim
         .fail_next_token("invalid_client", 7000215, "Invalid client secret provided.");
-    let resp = connect(&s, &connect_url).await;
-    assert_eq!(resp.status(), 400);
-    assert!(
-        body_text(&resp).contains("client secret is wrong"),
-        "{}",
-        body_text(&resp)
-    );
+    assert_page(&connect(&s, &connect_url).await, 400, "client secret is wrong");
 }
 
 #[tokio::test]
 async fn forged_expired_replayed_and_cookieless_states_are_refused() {
     let s = Stack::start().await;
-    let a = create(
-        &s,
-        json!({"id": "alpha", "auth": "delegated", "scopes": ["Mail.ReadOnly"]}),
-    )
-    .await;
-    let b = create(
-        &s,
-        json!({"id": "beta", "auth": "delegated", "scopes": ["Mail.ReadOnly"]}),
-    )
-    .await;
-    let (authorize, cookie) = start(&s, a["connect_url"].as_str().unwrap()).await;
+    let a = create_reader(&s, "alpha").await;
+    let b = create_reader(&s, "beta").await;
+    let (authorize, cookie) = start(&s, &a).await;
     let back = path_and_query(&s.follow(&authorize).await);
 
     // No cookie: another browser.
-    let resp = get(&s, &back, &[]).await;
-    assert_eq!(resp.status(), 400);
-    assert!(body_text(&resp).contains("same browser"));
+    assert_page(&get(&s, &back, &[]).await, 400, "same browser");
     // A forged state.
     let forged = back.replace("state=", "state=x");
     assert!(body_text(&get(&s, &forged, &[&cookie]).await).contains("not valid"));
@@ -373,30 +321,20 @@ async fn forged_expired_replayed_and_cookieless_states_are_refused() {
     let resp = get(&s, &format!("/oauth/callback?code=x&state={expired}"), &[&cookie]).await;
     assert!(body_text(&resp).contains("has expired"), "{}", body_text(&resp));
     // beta's cookie with alpha's state: the flows don't mix.
-    let (_, beta_cookie) = start(&s, b["connect_url"].as_str().unwrap()).await;
-    let resp = get(&s, &back, &[&beta_cookie]).await;
-    assert_eq!(resp.status(), 400);
-    assert!(body_text(&resp).contains("same browser"));
+    let (_, beta_cookie) = start(&s, &b).await;
+    assert_page(&get(&s, &back, &[&beta_cookie]).await, 400, "same browser");
     // A link for one connection cannot be turned into one for another.
-    let link_a = a["connect_url"].as_str().unwrap().split("link=").nth(1).unwrap();
+    let link_a = a.split("link=").nth(1).unwrap();
     let (payload, sig) = link_a.split_once('.').unwrap();
-    let link_b = b["connect_url"].as_str().unwrap().split("link=").nth(1).unwrap();
+    let link_b = b.split("link=").nth(1).unwrap();
     let mixed = format!("/oauth/start?link={}.{sig}", link_b.split_once('.').unwrap().0);
     assert_ne!(payload, link_b.split_once('.').unwrap().0);
-    let resp = get(&s, &mixed, &[]).await;
-    assert_eq!(resp.status(), 400);
-    assert!(body_text(&resp).contains("not valid"));
+    assert_page(&get(&s, &mixed, &[]).await, 400, "not valid");
 
     // The genuine callback works once; the replay is refused.
     let ok = get(&s, &back, &[&cookie]).await;
     assert_eq!(ok.status(), 200, "{}", body_text(&ok));
-    let replay = get(&s, &back, &[&cookie]).await;
-    assert_eq!(replay.status(), 400);
-    assert!(
-        body_text(&replay).contains("already completed"),
-        "{}",
-        body_text(&replay)
-    );
+    assert_page(&get(&s, &back, &[&cookie]).await, 400, "already completed");
     assert!(
         s.stored_refresh_token("beta").await.is_none(),
         "a refused sign-in stores no token"
@@ -463,18 +401,13 @@ async fn signing_in_as_someone_else_is_refused_and_nothing_is_stored() {
     s.sim
         .set_authorize_outcome(AuthorizeOutcome::ConsentAs("eve@contoso.com".into()));
     let resp = connect(&s, &link).await;
-    let page = body_text(&resp);
-    assert_eq!(resp.status(), 403, "{page}");
-    assert!(
-        page.contains(&format!(
-            "This link connects {UPN}, but you signed in as eve@contoso.com"
-        )),
-        "{page}"
+    let page = assert_page(
+        &resp,
+        403,
+        &format!("This link connects {UPN}, but you signed in as eve@contoso.com"),
     );
     assert!(page.contains("Sign out of Microsoft"), "{page}");
-    let stored = s.stored("support").await.unwrap();
-    assert_eq!(stored.status, Status::PendingConsent, "the record changed");
-    assert_eq!(stored.generation, 0);
+    assert_stored(&s, "support", Status::PendingConsent, 0).await;
     assert!(
         s.stored_refresh_token("support").await.is_none(),
         "Eve's token was stored"
@@ -488,15 +421,10 @@ async fn signing_in_as_someone_else_is_refused_and_nothing_is_stored() {
 
     // A link that completed a sign-in is spent.
     let again = get(&s, &path_and_query(&link), &[]).await;
-    let page = body_text(&again);
-    assert_eq!(again.status(), 400, "{page}");
-    assert!(page.contains("Connect link already used"), "{page}");
+    let page = assert_page(&again, 400, "Connect link already used");
     assert!(page.contains("GET /connections/"), "{page}");
     // The connection's current link works (a reconnect).
-    let (status, fresh) = {
-        let r = connections::handle(request("GET", "/connections/support", None, &[]), &s.services).await;
-        (r.status(), body_json(&r))
-    };
+    let (status, fresh) = common::connection(&s, "support").await;
     assert_eq!(status, 200);
     let (_, _) = start(&s, fresh["connect_url"].as_str().unwrap()).await;
 }

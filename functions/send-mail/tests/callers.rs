@@ -6,9 +6,11 @@
 
 mod common;
 
-use common::{ACCOUNT, BUCKET, World};
+use common::{ACCOUNT, BUCKET, World, error_message};
 use serde_json::{Value, json};
 
+/// An IAM user with the send route, named in no connection's `allowed_callers`.
+const ANN: &str = "arn:aws:iam::123456789012:user/ann";
 const INSTANCE: &str = "arn:aws:connect:us-east-1:123456789012:instance/9308c2a1-9bc6-4cea-8290-6c0b4a6d38fa";
 
 fn mail(connection: &str) -> Value {
@@ -32,7 +34,7 @@ async fn only_allowed_callers_send_from_a_connection() {
     let (status, v) = w.post_as(&intruder, &mail("ceo"), &[]).await;
     assert_eq!(status, 403, "{v}");
     assert_eq!(v["error"]["code"], "caller_not_allowed");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = error_message(&v);
     assert!(
         msg.contains(&intruder) && msg.contains("allowed_callers"),
         "{msg}"
@@ -122,27 +124,15 @@ async fn attachments_by_reference_stay_under_the_connection_s_prefix() {
         m["attachments"] = json!([{"name": "invoice.pdf", "content_type": "application/pdf", "s3": {"bucket": BUCKET, "key": k}}]);
         m
     };
-    let (status, v) = w
-        .post_as(
-            "arn:aws:iam::123456789012:user/ann",
-            &with_key("billing/invoice.pdf"),
-            &[],
-        )
-        .await;
+    let (status, v) = w.post_as(ANN, &with_key("billing/invoice.pdf"), &[]).await;
     assert_eq!(status, 400, "{v}");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = error_message(&v);
     assert!(
         msg.contains("key prefix support/") && msg.contains("attachments[0].s3.key"),
         "{msg}"
     );
     assert!(w.stack.sim.sent().is_empty());
-    let (status, v) = w
-        .post_as(
-            "arn:aws:iam::123456789012:user/ann",
-            &with_key("support/invoice.pdf"),
-            &[],
-        )
-        .await;
+    let (status, v) = w.post_as(ANN, &with_key("support/invoice.pdf"), &[]).await;
     assert_eq!(status, 202, "{v}");
     assert_eq!(w.stack.sim.sent()[0].attachments[0].2, b"%PDF-1.7 our file");
 }
@@ -191,6 +181,6 @@ async fn a_contact_flow_sends_to_at_most_connect_max_recipients() {
     many["to"] = json!(twelve);
     w.delegated("open", json!(["Mail.Send"]), json!({})).await;
     many["connection_id"] = "open".into();
-    let (status, v) = w.post_as("arn:aws:iam::123456789012:user/ann", &many, &[]).await;
+    let (status, v) = w.post_as(ANN, &many, &[]).await;
     assert_eq!(status, 202, "{v}");
 }

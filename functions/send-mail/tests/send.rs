@@ -3,142 +3,21 @@
 //! DynamoDB), with API Gateway v2 events and Amazon Connect events.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
 
 use base64::Engine;
+use common::{BUCKET, World, error_message};
 use relay365_harness::*;
-use send_mail::Sender;
-use send_mail::idempotency::StateKeys;
 use serde_json::{Value, json};
 
-const BUCKET: &str = "relay365-attachments";
 const SHARED: &str = "helpdesk@contoso.com";
 
-struct World {
-    stack: Stack,
-    s3: aws_sdk_s3::Client,
-    /// The deferred-send queue, when the world has one.
-    deferred: Option<Fifo>,
-}
-
-impl World {
-    async fn start() -> Self {
-        let stack = Stack::start_with(Options {
-            env: vec![
-                ("RELAY365_ATTACHMENTS_BUCKET", BUCKET.into()),
-                // The shared mailbox app-only connections may send as.
-                ("RELAY365_ALLOWED_SENDERS", SHARED.into()),
-            ],
-            ..Default::default()
-        })
-        .await;
-        stack.sim.add_user(graph_sim::User {
-            id: "u-help".into(),
-            upn: SHARED.into(),
-            display_name: "Helpdesk".into(),
-            tenant: TENANT.into(),
-        });
-        let sdk = stack.aws.sdk_config().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
-        s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-        Self {
-            stack,
-            s3,
-            deferred: None,
-        }
-    }
-
-    /// A world whose large sends go through the deferred-send queue.
-    async fn with_deferred() -> Self {
-        let mut w = Self::start().await;
-        w.deferred = Some(Fifo::standard(&w.stack.aws, "relay365-deferred-sends", 3).await);
-        w
-    }
-
-    fn sender(&self) -> Sender<'_> {
-        Sender {
-            services: &self.stack.services,
-            s3: Some(relay365::aws::sdk::LazyClient::ready(self.s3.clone())),
-            idempotency: Some(Arc::new(StateKeys::new(self.stack.services.state.clone()))),
-            deferred: self.deferred.as_ref().map(|q| {
-                Arc::new(send_mail::deferred::SqsDeferred::with_client(
-                    q.client.clone(),
-                    q.url.clone(),
-                )) as Arc<dyn send_mail::deferred::Deferred>
-            }),
-        }
-    }
-
-    /// A delegated connection, signed in through the real flow.
-    async fn delegated(&self, id: &str, scopes: Value) {
-        let body = json!({"id": id, "auth": "delegated", "scopes": scopes});
-        let resp = connections::handle(
-            request("POST", "/connections", Some(&body.to_string()), &[]),
-            &self.stack.services,
-        )
-        .await;
-        let link = body_json(&resp)["connect_url"].as_str().unwrap().to_string();
-        let start = oauth_start(&self.stack, &link).await;
-        assert_eq!(start.0, 200, "{}", start.1);
-    }
-
-    /// An app-only connection in the app's home tenant (consented there).
-    async fn app_only(&self, id: &str, mailbox: &str) {
-        let body = json!({"id": id, "auth": "app_secret", "scopes": ["Mail.Send"], "mailbox": mailbox, "tenant_id": TENANT});
-        let resp = connections::handle(
-            request("POST", "/connections", Some(&body.to_string()), &[]),
-            &self.stack.services,
-        )
-        .await;
-        assert_eq!(resp.status(), 201);
-        self.stack
-            .services
-            .state
-            .update_connection(
-                id,
-                relay365::aws::store::ConnectionChange::new().status(relay365::Status::Active),
-            )
-            .await
-            .unwrap();
-    }
-
-    async fn post(&self, body: &Value) -> (u16, Value, Option<String>) {
-        self.post_with(body, &[]).await
-    }
-
-    async fn post_with(&self, body: &Value, headers: &[(&str, &str)]) -> (u16, Value, Option<String>) {
-        let mut h = vec![("content-type", "application/json")];
-        h.extend_from_slice(headers);
-        let req = request_with_headers("POST", "/mail/send", Some(&body.to_string()), &[], &h);
-        let resp = send_mail::handle_http(req, &self.sender()).await;
-        let retry = resp
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_string());
-        (resp.status().as_u16(), body_json(&resp), retry)
-    }
-}
-
-/// The connect flow through oauth-callback's handlers is not a dependency here;
-/// drive it through the sim directly with the same steps a browser takes.
-async fn oauth_start(stack: &Stack, link: &str) -> (u16, String) {
-    let start = oauth_callback_like(stack, &path_and_query(link), &[]).await;
-    let cookie = cookies(&start).remove(0);
-    let back = stack.follow(&location(&start)).await;
-    let done = oauth_callback_like(stack, &path_and_query(&back), &[&cookie]).await;
-    (done.status().as_u16(), body_text(&done))
-}
-
-async fn oauth_callback_like(
-    stack: &Stack,
-    path: &str,
-    cookies: &[&str],
-) -> lambda_http::Response<lambda_http::Body> {
-    oauth_callback::handle(request("GET", path, None, cookies), &stack.services).await
+/// A world with the shared mailbox `SHARED`, which app-only connections may
+/// send as.
+async fn world() -> World {
+    let w = World::start_with(vec![("RELAY365_ALLOWED_SENDERS", SHARED.into())]).await;
+    w.add_user(SHARED);
+    w
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -153,8 +32,8 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 
 #[tokio::test]
 async fn text_and_html_to_several_recipients() {
-    let w = World::start().await;
-    w.delegated("support", json!(["Mail.Send"])).await;
+    let w = world().await;
+    w.delegated("support", json!(["Mail.Send"]), json!({})).await;
     let (status, v, _) = w.post(&json!({
         "connection_id": "support",
         "to": ["bo@example.com", {"name": "Cy Lee", "address": "cy@example.com"}],
@@ -186,14 +65,14 @@ async fn text_and_html_to_several_recipients() {
 
 #[tokio::test]
 async fn send_as_a_shared_mailbox_allowed_and_denied() {
-    let w = World::start().await;
-    w.delegated("support", json!(["Mail.Send", "Mail.Send.Shared"]))
+    let w = world().await;
+    w.delegated("support", json!(["Mail.Send", "Mail.Send.Shared"]), json!({}))
         .await;
     let req = json!({"connection_id": "support", "from": SHARED, "to": ["bo@example.com"], "subject": "From the helpdesk", "body": {"text": "Hello"}});
     let (status, v, _) = w.post(&req).await;
     assert_eq!(status, 403, "{v}");
     assert_eq!(v["error"]["code"], "send_as_denied");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = error_message(&v);
     assert!(
         msg.contains("Send As") && msg.contains(SHARED) && msg.contains("Mail.Send.Shared"),
         "{msg}"
@@ -204,17 +83,12 @@ async fn send_as_a_shared_mailbox_allowed_and_denied() {
     assert_eq!(w.stack.sim.sent()[0].from.as_deref(), Some(SHARED));
 
     // Without the Mail.Send.Shared scope it is refused before Microsoft is asked.
-    w.delegated("plain", json!(["Mail.Send"])).await;
+    w.delegated("plain", json!(["Mail.Send"]), json!({})).await;
     let mut req = req.clone();
     req["connection_id"] = "plain".into();
     let (status, v, _) = w.post(&req).await;
     assert_eq!(status, 403);
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Mail.Send.Shared")
-    );
+    assert!(error_message(&v).contains("Mail.Send.Shared"));
 
     // App-only sends through the shared mailbox itself with application Mail.Send.
     w.app_only("app", UPN).await;
@@ -230,20 +104,15 @@ async fn send_as_a_shared_mailbox_allowed_and_denied() {
     let (status, v, _) = w.post(&req).await;
     assert_eq!(status, 403, "{v}");
     assert_eq!(v["error"]["code"], "send_as_not_allowed");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("RELAY365_ALLOWED_SENDERS"),
-        "{v}"
-    );
+    assert!(error_message(&v).contains("RELAY365_ALLOWED_SENDERS"), "{v}");
     assert_eq!(w.stack.sim.sent().len(), sent, "nothing reached Microsoft");
 }
 
 #[tokio::test]
 async fn reply_in_the_thread() {
-    let w = World::start().await;
-    w.delegated("support", json!(["Mail.Send", "Mail.Draft"])).await;
+    let w = world().await;
+    w.delegated("support", json!(["Mail.Send", "Mail.Draft"]), json!({}))
+        .await;
     let original = w.stack.sim.deliver_message(
         UPN,
         graph_sim::Message {
@@ -278,17 +147,12 @@ async fn reply_in_the_thread() {
 
 #[tokio::test]
 async fn big_attachments_go_through_upload_sessions_and_arrive_intact() {
-    let w = World::start().await;
-    w.delegated("support", json!(["Mail.Send", "Mail.Draft"])).await;
+    let w = world().await;
+    w.delegated("support", json!(["Mail.Send", "Mail.Draft"]), json!({}))
+        .await;
     let inline = pattern(3_500_000, 1);
     let big = pattern(20 * 1024 * 1024, 2);
-    w.s3.put_object()
-        .bucket(BUCKET)
-        .key("support/contacts/c-1/recording.wav")
-        .body(big.clone().into())
-        .send()
-        .await
-        .unwrap();
+    w.put("support/contacts/c-1/recording.wav", big.clone()).await;
     let small = pattern(1000, 3);
     let (status, v, _) = w.post(&json!({
         "connection_id": "support", "to": ["bo@example.com"], "subject": "Files", "body": {"text": "See attached"},
@@ -337,8 +201,8 @@ async fn big_attachments_go_through_upload_sessions_and_arrive_intact() {
 
 #[tokio::test]
 async fn amazon_connect_event_gets_a_flat_answer() {
-    let w = World::start().await;
-    w.delegated("support", json!(["Mail.Send"])).await;
+    let w = world().await;
+    w.delegated("support", json!(["Mail.Send"]), json!({})).await;
     let event = json!({
         "Name": "ContactFlowEvent",
         "Details": {
@@ -368,8 +232,8 @@ async fn amazon_connect_event_gets_a_flat_answer() {
 
 #[tokio::test]
 async fn an_idempotent_retry_sends_once() {
-    let w = World::start().await;
-    w.delegated("support", json!(["Mail.Send"])).await;
+    let w = world().await;
+    w.delegated("support", json!(["Mail.Send"]), json!({})).await;
     let req = json!({"connection_id": "support", "to": ["bo@example.com"], "subject": "once", "body": {"text": "x"}});
     let (s1, v1, _) = w.post_with(&req, &[("idempotency-key", "case-4411-ack")]).await;
     let (s2, v2, _) = w.post_with(&req, &[("idempotency-key", "case-4411-ack")]).await;
@@ -400,8 +264,8 @@ async fn an_idempotent_retry_sends_once() {
 
 #[tokio::test]
 async fn each_error_has_its_status_and_words() {
-    let w = World::start().await;
-    w.delegated("support", json!(["Mail.Send"])).await;
+    let w = world().await;
+    w.delegated("support", json!(["Mail.Send"]), json!({})).await;
     let base = |c: &str| json!({"connection_id": c, "to": ["bo@example.com"], "subject": "s", "body": {"text": "x"}});
     // 404 unknown connection
     let (status, v, _) = w.post(&base("nobody")).await;
@@ -423,10 +287,10 @@ async fn each_error_has_its_status_and_words() {
         (409, Some("connection_pending"))
     );
     // 403 no send permission on the connection
-    w.delegated("reader", json!(["Mail.ReadOnly"])).await;
+    w.delegated("reader", json!(["Mail.ReadOnly"]), json!({})).await;
     let (status, v, _) = w.post(&base("reader")).await;
     assert_eq!(status, 403);
-    assert!(v["error"]["message"].as_str().unwrap().contains("Mail.Send"));
+    assert!(error_message(&v).contains("Mail.Send"));
     // 429 passed through with Retry-After
     w.stack.sim.throttle_graph(100, Some("30"));
     let (status, v, retry) = w.post(&base("support")).await;
@@ -450,13 +314,7 @@ async fn each_error_has_its_status_and_words() {
         (status, v["error"]["code"].as_str()),
         (409, Some("reauth_required"))
     );
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("/oauth/start?link="),
-        "{v}"
-    );
+    assert!(error_message(&v).contains("/oauth/start?link="), "{v}");
     // 502 when Microsoft refuses the app itself
     w.app_only("app", UPN).await;
     w.stack.sim.fail_next_token(
@@ -466,15 +324,15 @@ async fn each_error_has_its_status_and_words() {
     );
     let (status, v, _) = w.post(&base("app")).await;
     assert_eq!(status, 502, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("expired"));
+    assert!(error_message(&v).contains("expired"));
     assert!(w.stack.sim.sent().is_empty());
 }
 
 /// Thirty-odd malformed requests: each a 4xx that names the problem, none a panic.
 #[tokio::test]
 async fn malformed_requests_are_refused_naming_the_field() {
-    let w = World::start().await;
-    w.delegated("support", json!(["Mail.Send"])).await;
+    let w = world().await;
+    w.delegated("support", json!(["Mail.Send"]), json!({})).await;
     let ok =
         json!({"connection_id": "support", "to": ["bo@example.com"], "subject": "s", "body": {"text": "x"}});
     let with = |k: &str, v: Value| {
@@ -615,16 +473,11 @@ async fn malformed_requests_are_refused_naming_the_field() {
 
 #[tokio::test]
 async fn a_send_too_large_for_api_gateway_is_accepted_at_once_and_its_result_learnt_with_its_key() {
-    let w = World::with_deferred().await;
-    w.delegated("support", json!(["Mail.Send", "Mail.Draft"])).await;
+    let w = world().await.with_deferred().await;
+    w.delegated("support", json!(["Mail.Send", "Mail.Draft"]), json!({}))
+        .await;
     let big = pattern(21 * 1024 * 1024, 7);
-    w.s3.put_object()
-        .bucket(BUCKET)
-        .key("support/calls/long.wav")
-        .body(big.clone().into())
-        .send()
-        .await
-        .unwrap();
+    w.put("support/calls/long.wav", big.clone()).await;
     let mail = json!({
         "connection_id": "support", "to": ["bo@example.com"], "subject": "The call", "body": {"text": "Attached"},
         "attachments": [{"name": "long.wav", "content_type": "audio/wav", "s3": {"bucket": BUCKET, "key": "support/calls/long.wav"}}]

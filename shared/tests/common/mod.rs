@@ -2,13 +2,17 @@
 //! the Graph simulator, and the shared crate wired to both over HTTP.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub(crate) mod pfx;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use graph_sim::{App, Sim, User};
 use relay365::aws::secrets::{AwsSecretStore, CachedSecretStore, SecretStore};
 use relay365::aws::store::Store;
-use relay365::microsoft::tokens::{AppCredentials, AuthorizeOptions, TokenClient, TokenProvider, TokenSet};
+use relay365::microsoft::tokens::{
+    AppCredentials, AuthorizeOptions, TokenClient, TokenError, TokenProvider, TokenSet,
+};
 use relay365::model::connection::{AuthMode, Connection, Status};
 use relay365::model::scopes::{self, FeatureScope};
 use relay365::{Cloud, Sensitive};
@@ -117,16 +121,48 @@ impl World {
             )
             .unwrap();
         let code = self.follow_authorize(url.as_str()).await.expect("a code");
-        client
-            .exchange_code(
-                "organizations",
-                &Sensitive::new(code),
-                &Sensitive::new(verifier.secret().clone()),
-                REDIRECT,
-                &scope,
-            )
+        exchange(client, code, &Sensitive::new(verifier.secret().clone()), &scope)
             .await
             .unwrap()
+    }
+
+    /// Signs in against the simulator and stores an active delegated
+    /// connection `id` holding the refresh token of the sign-in; when
+    /// `token_written_at` is given, the record says the token was written then.
+    pub(crate) async fn connect(&self, id: &str, token_written_at: Option<i64>) -> TokenSet {
+        let tokens = self
+            .sign_in(&self.token_client(self.secret_app()), &FEATURES)
+            .await;
+        let mut seed = active(id, AuthMode::Delegated, tokens.refresh_token.as_ref());
+        if token_written_at.is_some() {
+            seed.conn.token_written_at = token_written_at;
+        }
+        self.put_connection(&seed).await;
+        tokens
+    }
+
+    /// An hour later: the simulator's access tokens have expired and
+    /// `provider` has forgotten the one it held, so its next token for `id`
+    /// comes from a refresh.
+    pub(crate) async fn refresh_an_hour_later(&self, provider: &TokenProvider, id: &str) {
+        self.sim.expire_access_tokens();
+        provider.invalidate(id).await;
+        provider.token_for(id).await.unwrap();
+    }
+
+    /// The second refresh of `id`, an hour after the first: it uses the
+    /// newest token, but the last write was recent, so the AWS operation that
+    /// writes the token (`write_op`) is still counted once.
+    pub(crate) async fn second_refresh_writes_nothing(
+        &self,
+        provider: &TokenProvider,
+        id: &str,
+        write_op: &str,
+        why: &str,
+    ) {
+        self.refresh_an_hour_later(provider, id).await;
+        assert_eq!(self.sim.stats().by_grant["refresh_token"], 2);
+        assert_eq!(self.aws.count(write_op), 1, "{why}");
     }
 
     /// GETs an authorize URL and returns the `code` of the redirect.
@@ -160,6 +196,20 @@ impl World {
         self.state.create_connection(&conn).await.unwrap();
     }
 
+    /// Checks a connection whose grant died: its record asks for a sign-in,
+    /// and `provider` no longer calls Microsoft for it. The record.
+    pub(crate) async fn assert_grant_stays_dead(&self, provider: &TokenProvider, id: &str) -> Connection {
+        let stored = self.get_connection(id).await;
+        assert_eq!(stored.status, Status::ReauthRequired);
+        let before = self.sim.stats().token_requests;
+        assert!(matches!(
+            provider.token_for(id).await,
+            Err(TokenError::ReauthRequired { .. })
+        ));
+        assert_eq!(self.sim.stats().token_requests, before);
+        stored
+    }
+
     /// What is really stored for a connection.
     pub(crate) async fn get_connection(&self, id: &str) -> Connection {
         self.state.connection(id).await.unwrap().unwrap()
@@ -191,4 +241,22 @@ pub(crate) fn active(id: &str, auth: AuthMode, refresh: Option<&Sensitive>) -> S
         conn: c,
         refresh: refresh.cloned(),
     }
+}
+
+/// The PKCE code exchange at the organizations endpoint: `code` with
+/// `verifier`, for `scope`, redirected to [`REDIRECT`].
+pub(crate) async fn exchange(
+    client: &TokenClient,
+    code: String,
+    verifier: &Sensitive,
+    scope: &str,
+) -> Result<TokenSet, TokenError> {
+    client
+        .exchange_code("organizations", &Sensitive::new(code), verifier, REDIRECT, scope)
+        .await
+}
+
+/// The Unix time `minutes` minutes before now.
+pub(crate) fn minutes_ago(minutes: i64) -> i64 {
+    (time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes)).unix_timestamp()
 }

@@ -1,6 +1,8 @@
 //! What the send-mail end-to-end tests share: a stack (moto, the Microsoft
-//! simulator) with an attachments bucket, connections made through the real
-//! admin API and sign-in, and API Gateway events from a chosen IAM caller.
+//! simulator) with an attachments bucket and, when asked, a deferred-send
+//! queue; connections made through the real admin API and sign-in; and
+//! `POST /mail/send` as a plain HTTP request or as API Gateway's event from a
+//! chosen IAM caller.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
@@ -13,15 +15,29 @@ use serde_json::{Value, json};
 pub const BUCKET: &str = "relay365-attachments";
 pub const ACCOUNT: &str = "123456789012";
 
+/// The message of an error answer, which a caller reads.
+pub fn error_message(v: &Value) -> &str {
+    v["error"]["message"].as_str().unwrap()
+}
+
 pub struct World {
     pub stack: Stack,
     pub s3: aws_sdk_s3::Client,
+    /// The deferred-send queue, when the world has one.
+    pub deferred: Option<Fifo>,
 }
 
 impl World {
     pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// A world with the settings `env` besides the attachments bucket's.
+    pub async fn start_with(env: Vec<(&'static str, String)>) -> Self {
+        let mut all = vec![("RELAY365_ATTACHMENTS_BUCKET", BUCKET.into())];
+        all.extend(env);
         let stack = Stack::start_with(Options {
-            env: vec![("RELAY365_ATTACHMENTS_BUCKET", BUCKET.into())],
+            env: all,
             ..Default::default()
         })
         .await;
@@ -32,7 +48,17 @@ impl World {
                 .build(),
         );
         s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-        Self { stack, s3 }
+        Self {
+            stack,
+            s3,
+            deferred: None,
+        }
+    }
+
+    /// This world with a deferred-send queue, which large sends go through.
+    pub async fn with_deferred(mut self) -> Self {
+        self.deferred = Some(Fifo::standard(&self.stack.aws, "relay365-deferred-sends", 3).await);
+        self
     }
 
     /// Adds a simulated user (a mailbox mail can arrive in).
@@ -50,7 +76,12 @@ impl World {
             services: &self.stack.services,
             s3: Some(relay365::aws::sdk::LazyClient::ready(self.s3.clone())),
             idempotency: Some(Arc::new(StateKeys::new(self.stack.services.state.clone()))),
-            deferred: None,
+            deferred: self.deferred.as_ref().map(|q| {
+                Arc::new(send_mail::deferred::SqsDeferred::with_client(
+                    q.client.clone(),
+                    q.url.clone(),
+                )) as Arc<dyn send_mail::deferred::Deferred>
+            }),
         }
     }
 
@@ -85,6 +116,41 @@ impl World {
 
     async fn oauth(&self, path: &str, cookies: &[&str]) -> lambda_http::Response<lambda_http::Body> {
         oauth_callback::handle(request("GET", path, None, cookies), &self.stack.services).await
+    }
+
+    /// An app-only connection in the app's home tenant, for `mailbox`, made
+    /// active (consented there).
+    pub async fn app_only(&self, id: &str, mailbox: &str) {
+        let body = json!({"id": id, "auth": "app_secret", "scopes": ["Mail.Send"], "mailbox": mailbox, "tenant_id": TENANT});
+        let (status, v) = self.create(&body).await;
+        assert_eq!(status, 201, "{v}");
+        self.stack
+            .services
+            .state
+            .update_connection(
+                id,
+                relay365::aws::store::ConnectionChange::new().status(relay365::Status::Active),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// `POST /mail/send` through the HTTP handler: (status, answer, Retry-After).
+    pub async fn post(&self, body: &Value) -> (u16, Value, Option<String>) {
+        self.post_with(body, &[]).await
+    }
+
+    /// [`Self::post`] with these headers besides the JSON content type.
+    pub async fn post_with(&self, body: &Value, headers: &[(&str, &str)]) -> (u16, Value, Option<String>) {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        let req = request_with_headers("POST", "/mail/send", Some(&body.to_string()), &[], &h);
+        let resp = send_mail::handle_http(req, &self.sender()).await;
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        (resp.status().as_u16(), body_json(&resp), retry)
     }
 
     /// `POST /mail/send` as API Gateway hands it over when `caller` (an IAM
