@@ -302,27 +302,14 @@ mod tests {
     //! The webhook on the payloads Graph and API Gateway send (fixtures in
     //! `tests/fixtures`), with the signer loaded and an in-memory queue: no
     //! server, no AWS.
-    use std::sync::Mutex;
-
-    use relay365::aws::queue::QueueError;
+    use relay365::aws::queue::MemoryQueue;
 
     use super::*;
 
     const KEY: &str = "unit-test-signing-key-0123456789abcdef0123456789";
 
-    #[derive(Default)]
-    struct Recorded(Mutex<Vec<QueuedNotification>>);
-
-    #[async_trait::async_trait]
-    impl Queue for Recorded {
-        async fn send(&self, items: &[QueuedNotification]) -> Result<(), QueueError> {
-            self.0.lock().unwrap().extend_from_slice(items);
-            Ok(())
-        }
-    }
-
-    fn webhook() -> (Webhook, Arc<Recorded>) {
-        let queue = Arc::new(Recorded::default());
+    fn webhook() -> (Webhook, Arc<MemoryQueue>) {
+        let queue = Arc::new(MemoryQueue::default());
         let signer = Signer::new(&Sensitive::new(KEY)).unwrap();
         (Webhook::with_signer(signer, queue.clone()), queue)
     }
@@ -360,7 +347,7 @@ mod tests {
             text,
             "Validation: Testing client application reachability for subscription Request-Id: 0a1b2c3d"
         );
-        assert!(queue.0.lock().unwrap().is_empty());
+        assert!(queue.sent().is_empty());
     }
 
     #[tokio::test]
@@ -396,7 +383,7 @@ mod tests {
             let (w, queue) = webhook();
             let resp = handle(notification(&with_client_state(fixture, state.expose())), &w).await;
             assert_eq!(resp.status(), 202, "{fixture}");
-            let queued = queue.0.lock().unwrap().clone();
+            let queued = queue.sent();
             assert_eq!(queued.len(), want, "{fixture}");
             assert!(queued.iter().all(|n| n.connection_id == "support"));
             assert!(queued.iter().all(|n| !n.subscription_id.is_empty()));
@@ -404,14 +391,14 @@ mod tests {
         let (w, queue) = webhook();
         let created = include_str!("../../../tests/fixtures/graph/notification-created.json");
         handle(notification(&with_client_state(created, state.expose())), &w).await;
-        let n = queue.0.lock().unwrap()[0].clone();
+        let n = queue.sent()[0].clone();
         assert_eq!(n.resource_id.as_deref(), Some("AAMkAGUwNjQ4ZjIxAAA="));
         assert_eq!(n.change_type, Some(relay365::aws::queue::ChangeType::Created));
         let (w, queue) = webhook();
         let missed = include_str!("../../../tests/fixtures/graph/lifecycle-missed.json");
         handle(notification(&with_client_state(missed, state.expose())), &w).await;
         assert_eq!(
-            queue.0.lock().unwrap()[0].lifecycle_event,
+            queue.sent()[0].lifecycle_event,
             Some(relay365::aws::queue::LifecycleEvent::Missed)
         );
     }
@@ -428,7 +415,7 @@ mod tests {
             assert!(body.contains(id));
             let resp = handle(notification(&body), &w).await;
             assert_eq!(resp.status(), 202);
-            assert!(queue.0.lock().unwrap().is_empty(), "{id} was queued");
+            assert!(queue.sent().is_empty(), "{id} was queued");
         }
     }
 
@@ -439,9 +426,6 @@ mod tests {
         let forged = with_client_state(created, "support.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
         let resp = handle(notification(&forged), &w).await;
         assert!(resp.status().is_success() || resp.status().is_client_error());
-        assert!(
-            queue.0.lock().unwrap().is_empty(),
-            "a forged notification was queued"
-        );
+        assert!(queue.sent().is_empty(), "a forged notification was queued");
     }
 }

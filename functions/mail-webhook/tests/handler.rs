@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use mail_webhook::Webhook;
 use relay365::Sensitive;
-use relay365::aws::queue::{Queue, QueueError, QueuedNotification, SqsQueue};
+use relay365::aws::queue::{MemoryQueue, Queue, QueuedNotification, SqsQueue};
 use relay365::aws::secrets::AwsSecretStore;
 use relay365::web::signing::Signer;
 use relay365_harness::{body_json, body_text, request, request_with_headers};
@@ -57,24 +57,13 @@ async fn handshake_is_answered_with_nothing_reachable() {
     assert_eq!(resp.status(), 503);
 }
 
-#[derive(Default)]
-struct Recording(Mutex<Vec<QueuedNotification>>);
-
-#[async_trait::async_trait]
-impl Queue for Recording {
-    async fn send(&self, items: &[QueuedNotification]) -> Result<(), QueueError> {
-        self.0.lock().unwrap().extend_from_slice(items);
-        Ok(())
-    }
-}
-
 fn signer() -> Signer {
     Signer::new(&Sensitive::new(relay365_harness::SIGNING_KEY)).unwrap()
 }
 
 #[tokio::test]
 async fn only_genuine_items_are_queued_and_forged_ones_are_dropped() {
-    let q = Arc::new(Recording::default());
+    let q = Arc::new(MemoryQueue::default());
     let w = Webhook::with_signer(signer(), q.clone());
     let good = signer().client_state("support");
     let body = serde_json::json!({"value": [
@@ -89,7 +78,7 @@ async fn only_genuine_items_are_queued_and_forged_ones_are_dropped() {
     )
     .await;
     assert_eq!(resp.status(), 202);
-    let queued = q.0.lock().unwrap().clone();
+    let queued = q.sent();
     assert_eq!(queued.len(), 2);
     assert_eq!(queued[0].connection_id, "support");
     assert_eq!(queued[0].resource_id.as_deref(), Some("m1"));
@@ -101,12 +90,12 @@ async fn only_genuine_items_are_queued_and_forged_ones_are_dropped() {
     let forged = r#"{"value":[{"subscriptionId":"s","clientState":"support.AAAA","changeType":"created"}]}"#;
     let resp = mail_webhook::handle(request("POST", "/notifications", Some(forged), &[]), &w).await;
     assert_eq!(resp.status(), 202);
-    assert_eq!(q.0.lock().unwrap().len(), 2);
+    assert_eq!(q.sent().len(), 2);
 }
 
 #[tokio::test]
 async fn malformed_input_gets_4xx() {
-    let w = Webhook::with_signer(signer(), Arc::new(Recording::default()));
+    let w = Webhook::with_signer(signer(), Arc::new(MemoryQueue::default()));
     for body in [
         "",
         "{",

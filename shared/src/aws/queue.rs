@@ -75,6 +75,31 @@ pub trait Queue: Send + Sync {
     }
 }
 
+/// [`Queue`] in memory: keeps what it is sent, for tests and local tools.
+#[derive(Debug, Default)]
+pub struct MemoryQueue(std::sync::Mutex<Vec<QueuedNotification>>);
+
+impl MemoryQueue {
+    /// Everything sent so far, in order.
+    pub fn sent(&self) -> Vec<QueuedNotification> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn send(&self, items: &[QueuedNotification]) -> Result<(), QueueError> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(items);
+        Ok(())
+    }
+}
+
 /// [`Queue`] on an SQS FIFO queue.
 #[derive(Debug)]
 pub struct SqsQueue {
