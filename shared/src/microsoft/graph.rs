@@ -176,6 +176,16 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
     )
 }
 
+/// One request as [`GraphClient::send`] and [`GraphClient::get_streamed`]
+/// hand it to the retry loop, which sends it again as it is.
+struct Call<'a> {
+    method: reqwest::Method,
+    path: &'a str,
+    token: &'a Sensitive,
+    body: Option<&'a serde_json::Value>,
+    extra_headers: &'a [(&'static str, String)],
+}
+
 /// A Graph client for one Graph host.
 #[derive(Debug, Clone)]
 pub struct GraphClient {
@@ -260,7 +270,14 @@ impl GraphClient {
         body: Option<&serde_json::Value>,
         extra_headers: &[(&'static str, String)],
     ) -> Result<GraphResponse, GraphError> {
-        let resp = self.respond(method, path, token, body, extra_headers).await?;
+        let call = Call {
+            method,
+            path,
+            token,
+            body,
+            extra_headers,
+        };
+        let resp = self.respond(call).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let request_id = request_id_of(&headers);
@@ -286,14 +303,14 @@ impl GraphClient {
     /// Each attempt's timeout covers its body too (reqwest applies a
     /// request's timeout "until the response body has finished"), so whoever
     /// reads the body is bounded by the same attempt timeout.
-    async fn respond(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &Sensitive,
-        body: Option<&serde_json::Value>,
-        extra_headers: &[(&'static str, String)],
-    ) -> Result<reqwest::Response, GraphError> {
+    async fn respond(&self, call: Call<'_>) -> Result<reqwest::Response, GraphError> {
+        let Call {
+            method,
+            path,
+            token,
+            body,
+            extra_headers,
+        } = call;
         let url = self.url(path)?;
         let started = Instant::now();
         let mut attempt = 0u32;
@@ -389,7 +406,14 @@ impl GraphClient {
         token: &Sensitive,
         mut on_chunk: F,
     ) -> Result<Streamed, GraphError> {
-        let mut resp = self.respond(reqwest::Method::GET, path, token, None, &[]).await?;
+        let call = Call {
+            method: reqwest::Method::GET,
+            path,
+            token,
+            body: None,
+            extra_headers: &[],
+        };
+        let mut resp = self.respond(call).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         if !(200..300).contains(&status) {
