@@ -64,6 +64,19 @@ impl Stack {
         Self::start_with(Options::default()).await
     }
 
+    /// An S3 client on the stack's moto (path-style, as moto serves it),
+    /// with `bucket` created in it.
+    pub async fn s3_with_bucket(&self, bucket: &str) -> aws_sdk_s3::Client {
+        let sdk = self.aws.sdk_config().await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+        s3
+    }
+
     pub async fn start_with(opts: Options) -> Self {
         let aws = Aws::start().await;
         // The simulator answers as the deployment's cloud's Graph does

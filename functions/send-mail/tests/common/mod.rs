@@ -41,13 +41,7 @@ impl World {
             ..Default::default()
         })
         .await;
-        let sdk = stack.aws.sdk_config().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
-        s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+        let s3 = stack.s3_with_bucket(BUCKET).await;
         Self {
             stack,
             s3,
