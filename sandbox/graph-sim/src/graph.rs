@@ -45,6 +45,17 @@ fn mailbox_key(path: &str, headers: &HeaderMap) -> Option<String> {
     }
 }
 
+/// Graph's `429`, with `Retry-After` when it names a wait.
+fn too_many_requests(code: &str, message: &str, retry_after: Option<&str>) -> Response {
+    let mut resp = graph_error(StatusCode::TOO_MANY_REQUESTS, code, message);
+    if let Some(ra) = retry_after
+        && let Ok(v) = header::HeaderValue::from_str(ra)
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
 /// Counts Graph requests, answers 429 while a throttle is set, and enforces
 /// Outlook's four concurrent requests per app and mailbox.
 pub(crate) async fn count_and_throttle(
@@ -66,31 +77,22 @@ pub(crate) async fn count_and_throttle(
             }
             st.stats.throttled += 1;
             drop(st);
-            let mut resp = graph_error(
-                StatusCode::TOO_MANY_REQUESTS,
+            return too_many_requests(
                 "TooManyRequests",
                 "Please retry again later.",
+                retry_after.as_deref(),
             );
-            if let Some(ra) = retry_after
-                && let Ok(v) = header::HeaderValue::from_str(&ra)
-            {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return resp;
         }
         if let Some(k) = &key {
             let n = st.in_flight.entry(k.clone()).or_default();
             if *n >= 4 {
                 st.stats.throttled += 1;
                 drop(st);
-                let mut resp = graph_error(
-                    StatusCode::TOO_MANY_REQUESTS,
+                return too_many_requests(
                     "ApplicationThrottled",
                     "Application is over its MailboxConcurrency limit.",
+                    Some("1"),
                 );
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                return resp;
             }
             *n += 1;
             let busy = st.in_flight.values().filter(|n| **n > 0).count() as u32;
@@ -456,15 +458,11 @@ fn subscription_write_refused(state: &Shared, access: &Access) -> Option<Respons
         st.stats.subscription_writes_refused += 1;
         st.stats.throttled += 1;
         drop(st);
-        let mut resp = graph_error(
-            StatusCode::TOO_MANY_REQUESTS,
+        return Some(too_many_requests(
             "TooManyRequests",
             "The application has exceeded the subscription write limit. Please retry again later.",
-        );
-        if let Ok(v) = header::HeaderValue::from_str(&wait.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return Some(resp);
+            Some(&wait.to_string()),
+        ));
     }
     let tenant = access.tenant.clone();
     st.stats.subscription_writes.push((now, tenant));

@@ -89,12 +89,7 @@ async fn openid_configuration(AxState(state): AxState<Shared>, Path(tenant): Pat
         "cloud_graph_host_name": "graph.windows.net",
         "msgraph_host": "graph.microsoft.com",
     });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        body.to_string(),
-    )
-        .into_response()
+    aad_json(StatusCode::OK, &body)
 }
 
 /// `GET /v1.0/me`: the signed-in user's profile as Graph answers it: the
@@ -204,6 +199,11 @@ fn aad_error(status: StatusCode, error: &str, code: u32, message: &str) -> Respo
         "correlation_id": trace.to_string(),
         "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
     });
+    aad_json(status, &body)
+}
+
+/// A JSON answer of the identity platform (`charset=utf-8`, as Entra sends it).
+fn aad_json(status: StatusCode, body: &serde_json::Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -896,6 +896,24 @@ fn token_response(
         .into_response()
 }
 
+/// The token endpoint's `400 invalid_grant`: the code or refresh token
+/// cannot be redeemed.
+fn invalid_grant(code: u32, message: &str) -> Response {
+    aad_error(StatusCode::BAD_REQUEST, "invalid_grant", code, message)
+}
+
+/// The tokens of a signed-in user (a refresh token too when `offline_access`
+/// is among the scopes).
+fn user_tokens(st: &mut State, client_id: &str, upn: &str, tenant: &str, scopes: &[String]) -> Response {
+    token_response(
+        st,
+        Subject::User(upn.to_string()),
+        tenant,
+        scopes,
+        Some((client_id, upn)),
+    )
+}
+
 fn normalized(st: &State, raw: &str) -> Vec<String> {
     raw.split(' ')
         .filter(|s| !s.is_empty())
@@ -906,51 +924,36 @@ fn normalized(st: &State, raw: &str) -> Vec<String> {
 fn redeem_code(st: &mut State, client_id: &str, form: &TokenForm) -> Response {
     let code_value = form.code.clone().unwrap_or_default();
     let Some(code) = st.codes.get_mut(&code_value) else {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             9002313,
             "Invalid request. Request is malformed or invalid. The code is not valid.",
         );
     };
     if code.used {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             54005,
             "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
         );
     }
     code.used = true;
     if code.issued.elapsed() > Duration::from_secs(600) {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             70008,
             "The provided authorization code or refresh token has expired due to inactivity.",
         );
     }
     if code.client_id != client_id {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            70000,
-            "The provided grant was issued to another client.",
-        );
+        return invalid_grant(70000, "The provided grant was issued to another client.");
     }
     if form.redirect_uri.as_deref() != Some(code.redirect_uri.as_str()) {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             500112,
             "The reply address does not match the reply address provided when requesting Authorization code.",
         );
     }
     if let Some((challenge, method)) = &code.challenge {
         let Some(verifier) = &form.code_verifier else {
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
+            return invalid_grant(
                 501481,
                 "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
             );
@@ -964,38 +967,26 @@ fn redeem_code(st: &mut State, client_id: &str, form: &TokenForm) -> Response {
             verifier.clone()
         };
         if &computed != challenge || verifier.len() < 43 || verifier.len() > 128 {
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
+            return invalid_grant(
                 501481,
                 "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
             );
         }
     } else if form.code_verifier.is_some() {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             501481,
             "A code_verifier was sent but no code_challenge was supplied in the authorization request.",
         );
     }
     let (upn, tenant, scopes) = (code.upn.clone(), code.tenant.clone(), code.scopes.clone());
     let scopes: Vec<String> = scopes.iter().map(|s| st.normalize_scope(s)).collect();
-    token_response(
-        st,
-        Subject::User(upn.clone()),
-        &tenant,
-        &scopes,
-        Some((client_id, &upn)),
-    )
+    user_tokens(st, client_id, &upn, &tenant, &scopes)
 }
 
 fn redeem_refresh(st: &mut State, client_id: &str, form: &TokenForm) -> Response {
     let rt_value = form.refresh_token.clone().unwrap_or_default();
     let Some(rt) = st.refresh_tokens.get(&rt_value) else {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             70000,
             "The provided value for the input parameter 'refresh_token' or 'assertion' is not valid.",
         );
@@ -1012,15 +1003,10 @@ fn redeem_refresh(st: &mut State, client_id: &str, form: &TokenForm) -> Response
             70008 => "The provided authorization code or refresh token has expired due to inactivity.",
             _ => "The refresh token has been revoked.",
         };
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", code, message);
+        return invalid_grant(code, message);
     }
     if rt.client_id != client_id {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            70000,
-            "The refresh token was issued to a different client.",
-        );
+        return invalid_grant(70000, "The refresh token was issued to a different client.");
     }
     let granted = rt.scopes.clone();
     let (upn, tenant) = (rt.upn.clone(), rt.tenant.clone());
@@ -1033,9 +1019,7 @@ fn redeem_refresh(st: &mut State, client_id: &str, form: &TokenForm) -> Response
         .iter()
         .find(|s| !granted.contains(s) && !OIDC.contains(&s.as_str()))
     {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             65001,
             &format!(
                 "The user or administrator has not consented to use the application with ID '{client_id}' for scope '{extra}'. Send an interactive authorization request for this user and resource."
@@ -1047,13 +1031,7 @@ fn redeem_refresh(st: &mut State, client_id: &str, form: &TokenForm) -> Response
     if !scopes.iter().any(|s| s == "offline_access") && granted.iter().any(|s| s == "offline_access") {
         scopes.push("offline_access".into());
     }
-    token_response(
-        st,
-        Subject::User(upn.clone()),
-        &tenant,
-        &scopes,
-        Some((client_id, &upn)),
-    )
+    user_tokens(st, client_id, &upn, &tenant, &scopes)
 }
 
 fn client_credentials(st: &mut State, client_id: &str, tenant: &str, form: &TokenForm) -> Response {
@@ -1089,12 +1067,7 @@ fn client_credentials(st: &mut State, client_id: &str, tenant: &str, form: &Toke
     }
     let access = st.issue_access(Subject::App(client_id.to_string()), tenant);
     let body = serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": access});
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        body.to_string(),
-    )
-        .into_response()
+    aad_json(StatusCode::OK, &body)
 }
 
 async fn admin_consent(

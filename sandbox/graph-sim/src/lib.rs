@@ -271,10 +271,7 @@ impl Sim {
     fn change_message(&self, upn: &str, id: &str, change: impl FnOnce(&mut Message, u64)) {
         self.with(|s| {
             let seq = s.next_seq();
-            let message = s
-                .mailbox_mut(upn)
-                .and_then(|b| b.messages.iter_mut().find(|m| m.id == id));
-            if let Some(m) = message {
+            if let Some(m) = s.message_mut(upn, id) {
                 change(m, seq);
             }
         });
@@ -325,10 +322,7 @@ impl Sim {
     pub fn update_event(&self, upn: &str, id: &str, change: impl FnOnce(&mut Event)) {
         self.with(|s| {
             let seq = s.next_seq();
-            let event = s
-                .mailbox_mut(upn)
-                .and_then(|m| m.events.iter_mut().find(|e| e.id == id));
-            if let Some(e) = event {
+            if let Some(e) = s.event_mut(upn, id) {
                 change(e);
                 e.change_key = new_change_key();
                 e.changed_seq = seq;

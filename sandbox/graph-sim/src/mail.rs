@@ -231,6 +231,11 @@ pub(crate) fn create_draft(state: &Shared, mailbox: &str, body: &Bytes) -> Respo
     if let Err(r) = to_sent(&st, mailbox, &message, Vec::new(), false) {
         return r;
     }
+    new_draft(&mut st, mailbox, message, None)
+}
+
+/// Keeps `message` as a new draft of `mailbox` and answers Graph's `201`.
+fn new_draft(st: &mut State, mailbox: &str, message: Value, in_reply_to: Option<String>) -> Response {
     let id = format!("AAMkDraft{}", uuid::Uuid::new_v4().simple());
     st.drafts.insert(
         id.clone(),
@@ -238,7 +243,7 @@ pub(crate) fn create_draft(state: &Shared, mailbox: &str, body: &Bytes) -> Respo
             mailbox: mailbox.to_string(),
             message,
             attachments: Vec::new(),
-            in_reply_to: None,
+            in_reply_to,
         },
     );
     ok(StatusCode::CREATED, json!({"id": id, "isDraft": true}))
@@ -349,7 +354,6 @@ pub(crate) fn create_reply(state: &Shared, mailbox: &str, original: &str, body: 
         .find(|x| x.id == original)
         .map(|m| (m.from.1.clone(), m.subject.clone()))
         .unwrap_or_default();
-    let id = format!("AAMkDraft{}", uuid::Uuid::new_v4().simple());
     let mut message = json!({"subject": format!("RE: {}", from.1), "toRecipients": [{"emailAddress": {"address": from.0}}], "body": {"contentType": "HTML", "content": ""}});
     if !properties.is_empty() {
         message["singleValueExtendedProperties"] = properties
@@ -357,16 +361,7 @@ pub(crate) fn create_reply(state: &Shared, mailbox: &str, original: &str, body: 
             .map(|(i, v)| json!({"id": i, "value": v}))
             .collect();
     }
-    st.drafts.insert(
-        id.clone(),
-        Draft {
-            mailbox: mailbox.to_string(),
-            message,
-            attachments: Vec::new(),
-            in_reply_to: Some(original.to_string()),
-        },
-    );
-    ok(StatusCode::CREATED, json!({"id": id, "isDraft": true}))
+    new_draft(&mut st, mailbox, message, Some(original.to_string()))
 }
 
 /// The draft `id` when it is `mailbox`'s.
@@ -911,17 +906,12 @@ pub(crate) fn delete_message(state: &Shared, mailbox: &str, id: &str) -> Respons
         st.uploads.retain(|_, u| u.draft != id);
         return StatusCode::NO_CONTENT.into_response();
     }
-    st.seq += 1;
-    let seq = st.seq;
-    let moved = st
-        .mailboxes
-        .get_mut(&mailbox.to_ascii_lowercase())
-        .and_then(|m| m.messages.iter_mut().find(|m| m.id == id))
-        .map(|m| {
-            m.folder = "deleteditems".into();
-            m.seq = seq;
-            m.changed_seq = seq;
-        });
+    let seq = st.next_seq();
+    let moved = st.message_mut(mailbox, id).map(|m| {
+        m.folder = "deleteditems".into();
+        m.seq = seq;
+        m.changed_seq = seq;
+    });
     match moved {
         Some(()) => StatusCode::NO_CONTENT.into_response(),
         None => item_not_found(),

@@ -572,6 +572,16 @@ impl State {
         self.mailboxes.get_mut(&upn.to_ascii_lowercase())
     }
 
+    /// Message `id` of `upn`'s mailbox.
+    pub(crate) fn message_mut(&mut self, upn: &str, id: &str) -> Option<&mut Message> {
+        self.mailbox_mut(upn)?.messages.iter_mut().find(|m| m.id == id)
+    }
+
+    /// Event `id` of `upn`'s calendar.
+    pub(crate) fn event_mut(&mut self, upn: &str, id: &str) -> Option<&mut Event> {
+        self.mailbox_mut(upn)?.events.iter_mut().find(|e| e.id == id)
+    }
+
     pub(crate) fn user(&self, upn: &str) -> Option<&User> {
         self.users.iter().find(|u| u.upn.eq_ignore_ascii_case(upn))
     }
