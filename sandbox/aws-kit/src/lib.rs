@@ -445,29 +445,23 @@ pub async fn create_state_table(sdk: &aws_config::SdkConfig, name: &str) -> Resu
             .build()
             .map_err(|e| err(&e))
     };
+    // Both indexes list the items of a kind, keys only, ordered by `range`.
+    let by_kind = |index: &str, range: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(index)
+            .key_schema(key("kind", KeyType::Hash)?)
+            .key_schema(key(range, KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| err(&e))
+    };
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
-    let index = GlobalSecondaryIndex::builder()
-        .index_name("kind-index")
-        .key_schema(key("kind", KeyType::Hash)?)
-        .key_schema(key("pk", KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
-        )
-        .build()
-        .map_err(|e| err(&e))?;
-    let due = GlobalSecondaryIndex::builder()
-        .index_name("due-index")
-        .key_schema(key("kind", KeyType::Hash)?)
-        .key_schema(key("due_at", KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
-        )
-        .build()
-        .map_err(|e| err(&e))?;
+    let index = by_kind("kind-index", "pk")?;
+    let due = by_kind("due-index", "due_at")?;
     ddb.create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)

@@ -960,10 +960,37 @@ fn check_email(inner: &Inner, body: &[u8]) -> Result<Start, ApiError> {
             display_name: None,
         },
     )?;
-    let message = req
-        .email_message
-        .as_ref()
-        .ok_or_else(|| bad("1 validation error detected: Value null at 'emailMessage' failed to satisfy constraint: Member must not be null".into()))?;
+    check_email_message(req.email_message.as_ref())?;
+    check_recipients(req.additional_recipients.as_ref())?;
+    check_email_fields(&req)?;
+    let attachments = req.attachments.clone().unwrap_or_default();
+    let store = inner.store();
+    let inst = instance(&store, instance_id)?;
+    let quota = inst.limits.clone();
+    check_attachment_quota(&quota, &attachments)?;
+    let flow_id = email_flow(inst, &req, instance_id, destination)?;
+    flow_of(inst, &flow_id)?;
+    if let Some(id) = &req.related_contact_id {
+        related_exists(&store, instance_id, id)?;
+    }
+    let start = Start {
+        operation: Operation::StartEmailContact,
+        instance_id: instance_id.to_string(),
+        flow_id,
+        related: req.related_contact_id.clone(),
+        client_token: req.client_token.clone(),
+        attachments,
+        max_bytes: Some(quota.max_bytes),
+        request,
+    };
+    Ok(start)
+}
+
+/// `EmailMessage`: a raw message with a subject, a body of a text type and
+/// only the headers Connect knows.
+fn check_email_message(message: Option<&model::EmailMessage>) -> Result<(), ApiError> {
+    let bad = ApiError::invalid_request;
+    let message = message.ok_or_else(|| bad("1 validation error detected: Value null at 'emailMessage' failed to satisfy constraint: Member must not be null".into()))?;
     if message.message_source_type.as_deref() != Some("RAW") {
         return Err(bad("EmailMessage.MessageSourceType must be RAW".into()));
     }
@@ -1007,8 +1034,15 @@ fn check_email(inner: &Inner, body: &[u8]) -> Result<Start, ApiError> {
             bad,
         )?;
     }
+    Ok(())
+}
+
+/// `AdditionalRecipients`: valid addresses, at most
+/// [`limits::RECIPIENTS_MAX`] with the destination.
+fn check_recipients(more: Option<&model::AdditionalRecipients>) -> Result<(), ApiError> {
+    let bad = ApiError::invalid_request;
     let mut recipients = 1;
-    if let Some(more) = &req.additional_recipients {
+    if let Some(more) = more {
         for (field, list) in [
             ("toAddresses", &more.to_addresses),
             ("ccAddresses", &more.cc_addresses),
@@ -1031,6 +1065,12 @@ fn check_email(inner: &Inner, body: &[u8]) -> Result<Start, ApiError> {
             limits::RECIPIENTS_MAX
         )));
     }
+    Ok(())
+}
+
+/// The optional fields of an email contact, each within its constraints.
+fn check_email_fields(req: &model::StartEmailContact) -> Result<(), ApiError> {
+    let bad = ApiError::invalid_request;
     if let Some(n) = &req.name {
         model::length("name", n, 0, limits::NAME_MAX, bad)?;
     }
@@ -1049,16 +1089,21 @@ fn check_email(inner: &Inner, body: &[u8]) -> Result<Start, ApiError> {
     if let Some(id) = &req.related_contact_id {
         model::length("relatedContactId", id, 1, limits::CONTACT_ID_MAX, bad)?;
     }
-    let attachments = req.attachments.clone().unwrap_or_default();
     if req.attachments.as_ref().is_some_and(Vec::is_empty) {
         return Err(bad("Attachments must hold at least one file when given".into()));
     }
-    for a in &attachments {
+    for a in req.attachments.iter().flatten() {
         model::attachment_shape(a, bad)?;
     }
-    let store = inner.store();
-    let inst = instance(&store, instance_id)?;
-    let quota = inst.limits.clone();
+    Ok(())
+}
+
+/// The instance's attachment quotas: how many files, of which types.
+fn check_attachment_quota(
+    quota: &AttachmentLimits,
+    attachments: &[model::Attachment],
+) -> Result<(), ApiError> {
+    let bad = ApiError::invalid_request;
     if attachments.len() > quota.max_count {
         return Err(bad(format!(
             "An email has at most {} attachments; {} were given",
@@ -1066,7 +1111,7 @@ fn check_email(inner: &Inner, body: &[u8]) -> Result<Start, ApiError> {
             attachments.len()
         )));
     }
-    for a in &attachments {
+    for a in attachments {
         match extension(&a.file_name) {
             Some(ext) if quota.extensions.contains(&ext) => {}
             _ => {
@@ -1078,6 +1123,18 @@ fn check_email(inner: &Inner, body: &[u8]) -> Result<Start, ApiError> {
             }
         }
     }
+    Ok(())
+}
+
+/// The flow an email contact runs: the one given, else the destination
+/// address's inbound flow. The destination must be an address of the instance.
+fn email_flow(
+    inst: &Instance,
+    req: &model::StartEmailContact,
+    instance_id: &str,
+    destination: &str,
+) -> Result<String, ApiError> {
+    let bad = ApiError::invalid_request;
     let Some(dest) = inst
         .emails
         .values()
@@ -1087,33 +1144,16 @@ fn check_email(inner: &Inner, body: &[u8]) -> Result<Start, ApiError> {
             "Email address {destination} not found in instance {instance_id}"
         )));
     };
-    let flow_id = match (&req.contact_flow_id, &dest.flow_id) {
+    match (&req.contact_flow_id, &dest.flow_id) {
         (Some(f), _) => {
             model::length("contactFlowId", f, 0, limits::CONTACT_FLOW_ID_MAX, bad)?;
-            f.clone()
+            Ok(f.clone())
         }
-        (None, Some(f)) => f.clone(),
-        (None, None) => {
-            return Err(bad(format!(
-                "No ContactFlowId given and email address {destination} has no inbound flow"
-            )));
-        }
-    };
-    flow_of(inst, &flow_id)?;
-    if let Some(id) = &req.related_contact_id {
-        related_exists(&store, instance_id, id)?;
+        (None, Some(f)) => Ok(f.clone()),
+        (None, None) => Err(bad(format!(
+            "No ContactFlowId given and email address {destination} has no inbound flow"
+        ))),
     }
-    let start = Start {
-        operation: Operation::StartEmailContact,
-        instance_id: instance_id.to_string(),
-        flow_id,
-        related: req.related_contact_id.clone(),
-        client_token: req.client_token.clone(),
-        attachments,
-        max_bytes: Some(quota.max_bytes),
-        request,
-    };
-    Ok(start)
 }
 
 /// The host a request reached the fake at (its own URL, for download links).

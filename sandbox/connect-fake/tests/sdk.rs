@@ -6,7 +6,15 @@
 
 use std::time::Duration;
 
+use aws_sdk_connect::config::http::HttpResponse;
 use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_connect::operation::get_attached_file::builders::GetAttachedFileFluentBuilder;
+use aws_sdk_connect::operation::get_contact_attributes::builders::GetContactAttributesFluentBuilder;
+use aws_sdk_connect::operation::list_contact_references::builders::ListContactReferencesFluentBuilder;
+use aws_sdk_connect::operation::start_email_contact::StartEmailContactError;
+use aws_sdk_connect::operation::start_email_contact::StartEmailContactOutput;
+use aws_sdk_connect::operation::start_email_contact::builders::StartEmailContactFluentBuilder;
+use aws_sdk_connect::operation::start_task_contact::builders::StartTaskContactFluentBuilder;
 use aws_sdk_connect::types::{
     EmailAddressInfo, EmailAttachment, EmailHeaderType, InboundEmailContent, InboundMessageSourceType,
     InboundRawMessage, Reference, ReferenceType,
@@ -25,8 +33,11 @@ async fn fake() -> Fake {
     fake
 }
 
-async fn client(fake: &Fake) -> aws_sdk_connect::Client {
-    aws_sdk_connect::Client::new(&relay365_testkit::sdk_config(&fake.url()).await)
+/// The fake and a client of it with the test credentials.
+async fn started() -> (Fake, aws_sdk_connect::Client) {
+    let fake = fake().await;
+    let client = aws_sdk_connect::Client::new(&relay365_testkit::sdk_config(&fake.url()).await);
+    (fake, client)
 }
 
 /// A client signing with other credentials.
@@ -41,7 +52,7 @@ async fn client_with(fake: &Fake, key: &str, secret: &str) -> aws_sdk_connect::C
 
 /// The error code of a refused call.
 fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
-    result: Result<T, SdkError<E, aws_sdk_connect::config::http::HttpResponse>>,
+    result: Result<T, SdkError<E, HttpResponse>>,
 ) -> String {
     let err = result.expect_err("the call must be refused");
     err.as_service_error()
@@ -50,9 +61,7 @@ fn code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
         .unwrap_or_else(|| panic!("no service error: {err:?}"))
 }
 
-fn task(
-    client: &aws_sdk_connect::Client,
-) -> aws_sdk_connect::operation::start_task_contact::builders::StartTaskContactFluentBuilder {
+fn task(client: &aws_sdk_connect::Client) -> StartTaskContactFluentBuilder {
     client
         .start_task_contact()
         .instance_id(INSTANCE)
@@ -73,8 +82,7 @@ fn task(
 
 #[tokio::test]
 async fn a_valid_task_is_started_and_recorded() {
-    let fake = fake().await;
-    let client = client(&fake).await;
+    let (fake, client) = started().await;
     let out = task(&client).client_token("evt_1").send().await.unwrap();
     let id = out.contact_id().unwrap().to_string();
     let contacts = fake.contacts();
@@ -101,8 +109,7 @@ async fn a_valid_task_is_started_and_recorded() {
 
 #[tokio::test]
 async fn the_same_client_token_gives_the_same_contact() {
-    let fake = fake().await;
-    let client = client(&fake).await;
+    let (fake, client) = started().await;
     let first = task(&client).client_token("evt_7").send().await.unwrap();
     let second = task(&client).client_token("evt_7").send().await.unwrap();
     assert_eq!(first.contact_id(), second.contact_id());
@@ -116,8 +123,7 @@ async fn the_same_client_token_gives_the_same_contact() {
 
 #[tokio::test]
 async fn task_fields_are_held_to_the_reference_s_constraints() {
-    let fake = fake().await;
-    let client = client(&fake).await;
+    let (fake, client) = started().await;
     let no_name = client
         .start_task_contact()
         .instance_id(INSTANCE)
@@ -217,8 +223,7 @@ async fn a_bad_signature_is_refused_before_anything_else() {
 
 #[tokio::test]
 async fn throttling_and_server_errors_are_injected_and_retries_stay_idempotent() {
-    let fake = fake().await;
-    let client = client(&fake).await; // two attempts
+    let (fake, client) = started().await; // two attempts
     fake.throttle_next(5);
     let throttled = task(&client).send().await;
     let err = throttled.expect_err("throttled");
@@ -241,39 +246,29 @@ async fn throttling_and_server_errors_are_injected_and_retries_stay_idempotent()
 
 #[tokio::test]
 async fn describe_calls_answer_what_the_sdk_parses() {
-    let fake = fake().await;
-    let client = client(&fake).await;
-    let instance = client
-        .describe_instance()
-        .instance_id(INSTANCE)
-        .send()
-        .await
-        .unwrap();
+    let (_fake, client) = started().await;
+    let describe_instance = |id: &str| client.describe_instance().instance_id(id);
+    let describe_flow = |id: &str| {
+        client
+            .describe_contact_flow()
+            .instance_id(INSTANCE)
+            .contact_flow_id(id)
+    };
+    let instance = describe_instance(INSTANCE).send().await.unwrap();
     let instance = instance.instance().unwrap();
     assert_eq!(instance.id(), Some(INSTANCE));
     assert!(instance.arn().unwrap().ends_with(&format!("instance/{INSTANCE}")));
     assert_eq!(instance.instance_status().unwrap().as_str(), "ACTIVE");
     assert!(instance.created_time().is_some());
 
-    let flow = client
-        .describe_contact_flow()
-        .instance_id(INSTANCE)
-        .contact_flow_id(FLOW)
-        .send()
-        .await
-        .unwrap();
+    let flow = describe_flow(FLOW).send().await.unwrap();
     let flow = flow.contact_flow().unwrap();
     assert_eq!(flow.name(), Some("relay365 inbound"));
     assert_eq!(flow.r#type().unwrap().as_str(), "CONTACT_FLOW");
 
-    let missing = client
-        .describe_contact_flow()
-        .instance_id(INSTANCE)
-        .contact_flow_id("missing")
-        .send()
-        .await;
+    let missing = describe_flow("missing").send().await;
     assert_eq!(code(missing), "ResourceNotFoundException");
-    let missing = client.describe_instance().instance_id("missing").send().await;
+    let missing = describe_instance("missing").send().await;
     assert_eq!(code(missing), "ResourceNotFoundException");
 
     let address = client
@@ -306,36 +301,49 @@ async fn describe_calls_answer_what_the_sdk_parses() {
     assert_eq!(found.email_addresses()[0].email_address_id(), Some("email-1"));
 }
 
-fn email(
-    client: &aws_sdk_connect::Client,
-) -> aws_sdk_connect::operation::start_email_contact::builders::StartEmailContactFluentBuilder {
+fn email(client: &aws_sdk_connect::Client) -> StartEmailContactFluentBuilder {
     client
         .start_email_contact()
         .instance_id(INSTANCE)
         .contact_flow_id(FLOW)
-        .from_email_address(
-            EmailAddressInfo::builder()
-                .email_address("ann@example.com")
-                .display_name("Ann")
-                .build()
-                .unwrap(),
-        )
+        .from_email_address(address("ann@example.com", Some("Ann")))
         .destination_email_address(QUEUE_ADDRESS)
-        .email_message(
-            InboundEmailContent::builder()
-                .message_source_type(InboundMessageSourceType::Raw)
-                .raw_message(
-                    InboundRawMessage::builder()
-                        .subject("Order 4411")
-                        .body("<p>Where is my order?</p>")
-                        .content_type("text/html")
-                        .headers(EmailHeaderType::MessageId, "<m1@example.com>")
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
+        .email_message(raw_content(
+            "Order 4411",
+            "<p>Where is my order?</p>",
+            "text/html",
+            Some("<m1@example.com>"),
+        ))
+}
+
+/// An email address, with a display name when one is given.
+fn address(email: impl Into<String>, display_name: Option<&str>) -> EmailAddressInfo {
+    EmailAddressInfo::builder()
+        .email_address(email)
+        .set_display_name(display_name.map(str::to_string))
+        .build()
+        .unwrap()
+}
+
+/// A raw inbound message, with a Message-ID header when one is given.
+fn raw_content(
+    subject: impl Into<String>,
+    body: &str,
+    content_type: &str,
+    message_id: Option<&str>,
+) -> InboundEmailContent {
+    let mut raw = InboundRawMessage::builder()
+        .subject(subject)
+        .body(body)
+        .content_type(content_type);
+    if let Some(id) = message_id {
+        raw = raw.headers(EmailHeaderType::MessageId, id);
+    }
+    InboundEmailContent::builder()
+        .message_source_type(InboundMessageSourceType::Raw)
+        .raw_message(raw.build().unwrap())
+        .build()
+        .unwrap()
 }
 
 /// moto S3 with a bucket; presigned GET URLs of objects put in it.
@@ -387,10 +395,21 @@ fn attachment(name: &str, url: &str) -> EmailAttachment {
         .unwrap()
 }
 
+/// The standard email with one attachment, put in the bucket under
+/// `support/x/` first.
+async fn email_with_file(
+    client: &aws_sdk_connect::Client,
+    bucket: &Bucket,
+    name: &str,
+    bytes: &[u8],
+) -> Result<StartEmailContactOutput, SdkError<StartEmailContactError, HttpResponse>> {
+    let url = bucket.presigned(&format!("support/x/{name}"), bytes).await;
+    email(client).attachments(attachment(name, &url)).send().await
+}
+
 #[tokio::test]
 async fn an_email_contact_downloads_its_attachments() {
-    let fake = fake().await;
-    let client = client(&fake).await;
+    let (fake, client) = started().await;
     let bucket = Bucket::start().await;
     let pdf = bucket
         .presigned("support/evt_1/invoice.pdf", b"%PDF-1.7 invoice")
@@ -439,8 +458,7 @@ async fn an_email_contact_downloads_its_attachments() {
 
 #[tokio::test]
 async fn email_attachments_are_held_to_connect_s_quotas() {
-    let fake = fake().await;
-    let client = client(&fake).await;
+    let (fake, client) = started().await;
     let bucket = Bucket::start().await;
 
     let mut eleven = email(&client);
@@ -457,11 +475,7 @@ async fn email_attachments_are_held_to_connect_s_quotas() {
     );
     assert!(fake.refused()[0].reason.contains("at most 10 attachments"));
 
-    let exe = bucket.presigned("support/x/run.exe", b"MZ").await;
-    let wrong_type = email(&client)
-        .attachments(attachment("run.exe", &exe))
-        .send()
-        .await;
+    let wrong_type = email_with_file(&client, &bucket, "run.exe", b"MZ").await;
     assert_eq!(code(wrong_type), "InvalidRequestException");
     assert!(fake.refused()[1].reason.contains("supported file type"));
 
@@ -472,17 +486,10 @@ async fn email_attachments_are_held_to_connect_s_quotas() {
             ..AttachmentLimits::default()
         },
     );
-    let big = bucket.presigned("support/x/big.pdf", &[7u8; 1025]).await;
-    let too_large = email(&client)
-        .attachments(attachment("big.pdf", &big))
-        .send()
-        .await;
+    let too_large = email_with_file(&client, &bucket, "big.pdf", &[7u8; 1025]).await;
     assert_eq!(code(too_large), "InvalidRequestException");
     assert!(fake.refused()[2].reason.contains("maximum file size"));
-    let fits = bucket.presigned("support/x/fits.pdf", &[7u8; 1024]).await;
-    email(&client)
-        .attachments(attachment("fits.pdf", &fits))
-        .send()
+    email_with_file(&client, &bucket, "fits.pdf", &[7u8; 1024])
         .await
         .unwrap();
 
@@ -501,8 +508,7 @@ async fn email_attachments_are_held_to_connect_s_quotas() {
 
 #[tokio::test]
 async fn email_fields_are_held_to_the_reference_s_constraints() {
-    let fake = fake().await;
-    let client = client(&fake).await;
+    let (fake, client) = started().await;
     let not_ours = email(&client)
         .destination_email_address("help@elsewhere.com")
         .send()
@@ -510,31 +516,13 @@ async fn email_fields_are_held_to_the_reference_s_constraints() {
     assert_eq!(code(not_ours), "ResourceNotFoundException");
 
     let bad_from = email(&client)
-        .from_email_address(
-            EmailAddressInfo::builder()
-                .email_address("not-an-address")
-                .build()
-                .unwrap(),
-        )
+        .from_email_address(address("not-an-address", None))
         .send()
         .await;
     assert_eq!(code(bad_from), "InvalidRequestException");
 
     let long_subject = email(&client)
-        .email_message(
-            InboundEmailContent::builder()
-                .message_source_type(InboundMessageSourceType::Raw)
-                .raw_message(
-                    InboundRawMessage::builder()
-                        .subject("s".repeat(999))
-                        .body("b")
-                        .content_type("text/plain")
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
+        .email_message(raw_content("s".repeat(999), "b", "text/plain", None))
         .send()
         .await;
     assert_eq!(code(long_subject), "InvalidRequestException");
@@ -542,12 +530,7 @@ async fn email_fields_are_held_to_the_reference_s_constraints() {
     // The destination and 49 more recipients at most.
     let recipients = |n: usize| {
         let to: Vec<EmailAddressInfo> = (0..n)
-            .map(|i| {
-                EmailAddressInfo::builder()
-                    .email_address(format!("r{i}@example.com"))
-                    .build()
-                    .unwrap()
-            })
+            .map(|i| address(format!("r{i}@example.com"), None))
             .collect();
         aws_sdk_connect::types::InboundAdditionalRecipients::builder()
             .set_to_addresses(Some(to))
@@ -564,27 +547,9 @@ async fn email_fields_are_held_to_the_reference_s_constraints() {
     let no_flow = client
         .start_email_contact()
         .instance_id(INSTANCE)
-        .from_email_address(
-            EmailAddressInfo::builder()
-                .email_address("ann@example.com")
-                .build()
-                .unwrap(),
-        )
+        .from_email_address(address("ann@example.com", None))
         .destination_email_address(QUEUE_ADDRESS)
-        .email_message(
-            InboundEmailContent::builder()
-                .message_source_type(InboundMessageSourceType::Raw)
-                .raw_message(
-                    InboundRawMessage::builder()
-                        .subject("s")
-                        .body("b")
-                        .content_type("text/plain")
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
+        .email_message(raw_content("s", "b", "text/plain", None))
         .send()
         .await;
     assert_eq!(code(no_flow), "InvalidRequestException");
@@ -601,28 +566,20 @@ async fn email_fields_are_held_to_the_reference_s_constraints() {
 
 #[tokio::test]
 async fn an_agent_reply_is_sent_in_the_thread_and_read_back_as_connect_documents_it() {
-    let fake = fake().await;
-    let client = client(&fake).await;
+    let (fake, client) = started().await;
     let inbound = email(&client)
         .attributes("connection_id", "support")
         .send()
         .await
-        .unwrap()
-        .contact_id()
-        .unwrap()
-        .to_string();
+        .unwrap();
+    let inbound = inbound.contact_id().unwrap().to_string();
     // Connect sends only from the instance's addresses, and answers only email contacts.
     let refused = fake
         .agent_reply(INSTANCE, &inbound, "agent@elsewhere.example", "<p>x</p>")
         .unwrap_err();
     assert_eq!(refused.kind, "InvalidRequestException");
-    let task_id = task(&client)
-        .send()
-        .await
-        .unwrap()
-        .contact_id()
-        .unwrap()
-        .to_string();
+    let task_id = task(&client).send().await.unwrap();
+    let task_id = task_id.contact_id().unwrap().to_string();
     assert_eq!(
         fake.agent_reply(INSTANCE, &task_id, QUEUE_ADDRESS, "<p>x</p>")
             .unwrap_err()
@@ -646,13 +603,7 @@ async fn an_agent_reply_is_sent_in_the_thread_and_read_back_as_connect_documents
 
     // The inbound contact's attributes, also through the reply.
     for id in [&inbound, &reply.contact_id] {
-        let attrs = client
-            .get_contact_attributes()
-            .instance_id(INSTANCE)
-            .initial_contact_id(id)
-            .send()
-            .await
-            .unwrap();
+        let attrs = attributes(&client, id).send().await.unwrap();
         assert_eq!(
             attrs
                 .attributes()
@@ -663,22 +614,11 @@ async fn an_agent_reply_is_sent_in_the_thread_and_read_back_as_connect_documents
         );
     }
     assert_eq!(
-        code(
-            client
-                .get_contact_attributes()
-                .instance_id(INSTANCE)
-                .initial_contact_id("no-such-contact")
-                .send()
-                .await
-        ),
+        code(attributes(&client, "no-such-contact").send().await),
         "ResourceNotFoundException"
     );
     // The reply's EMAIL_MESSAGE reference, then its file.
-    let refs = client
-        .list_contact_references()
-        .instance_id(INSTANCE)
-        .contact_id(&reply.contact_id)
-        .reference_types(ReferenceType::EmailMessage)
+    let refs = references(&client, &reply.contact_id, ReferenceType::EmailMessage)
         .send()
         .await
         .unwrap();
@@ -694,11 +634,7 @@ async fn an_agent_reply_is_sent_in_the_thread_and_read_back_as_connect_documents
         connect_fake::ACCOUNT_ID,
         reply.contact_id
     );
-    let file = client
-        .get_attached_file()
-        .instance_id(INSTANCE)
-        .file_id(file_id)
-        .associated_resource_arn(&contact_arn)
+    let file = attached_file(&client, file_id, &contact_arn)
         .send()
         .await
         .unwrap();
@@ -707,55 +643,14 @@ async fn an_agent_reply_is_sent_in_the_thread_and_read_back_as_connect_documents
     assert_eq!(body, "<p>Shipped today.</p>");
     // What Connect refuses: another contact's file, an expiry out of range,
     // a reference type that does not exist, an unknown contact.
-    assert_eq!(
-        code(
-            client
-                .get_attached_file()
-                .instance_id(INSTANCE)
-                .file_id(file_id)
-                .associated_resource_arn(format!("{contact_arn}x"))
-                .send()
-                .await
-        ),
-        "ResourceNotFoundException"
-    );
-    assert_eq!(
-        code(
-            client
-                .get_attached_file()
-                .instance_id(INSTANCE)
-                .file_id(file_id)
-                .associated_resource_arn(&contact_arn)
-                .url_expiry_in_seconds(301)
-                .send()
-                .await
-        ),
-        "InvalidRequestException"
-    );
-    assert_eq!(
-        code(
-            client
-                .list_contact_references()
-                .instance_id(INSTANCE)
-                .contact_id(&reply.contact_id)
-                .reference_types(ReferenceType::from("NOT_A_TYPE"))
-                .send()
-                .await
-        ),
-        "InvalidParameterException"
-    );
-    assert_eq!(
-        code(
-            client
-                .list_contact_references()
-                .instance_id(INSTANCE)
-                .contact_id("no-such-contact")
-                .reference_types(ReferenceType::Url)
-                .send()
-                .await
-        ),
-        "ResourceNotFoundException"
-    );
+    let other_file = attached_file(&client, file_id, format!("{contact_arn}x"));
+    assert_eq!(code(other_file.send().await), "ResourceNotFoundException");
+    let long_expiry = attached_file(&client, file_id, &contact_arn).url_expiry_in_seconds(301);
+    assert_eq!(code(long_expiry.send().await), "InvalidRequestException");
+    let no_such_type = references(&client, &reply.contact_id, ReferenceType::from("NOT_A_TYPE"));
+    assert_eq!(code(no_such_type.send().await), "InvalidParameterException");
+    let no_such_contact = references(&client, "no-such-contact", ReferenceType::Url);
+    assert_eq!(code(no_such_contact.send().await), "ResourceNotFoundException");
     // A download URL is the file's own: a wrong one is refused.
     let wrong = format!("{}x", url);
     assert_eq!(reqwest::get(wrong).await.unwrap().status(), 403);
@@ -770,4 +665,35 @@ async fn an_agent_reply_is_sent_in_the_thread_and_read_back_as_connect_documents
             Some(Operation::ListContactReferences),
         ]
     );
+}
+
+fn attributes(client: &aws_sdk_connect::Client, contact_id: &str) -> GetContactAttributesFluentBuilder {
+    client
+        .get_contact_attributes()
+        .instance_id(INSTANCE)
+        .initial_contact_id(contact_id)
+}
+
+fn references(
+    client: &aws_sdk_connect::Client,
+    contact_id: &str,
+    reference_type: ReferenceType,
+) -> ListContactReferencesFluentBuilder {
+    client
+        .list_contact_references()
+        .instance_id(INSTANCE)
+        .contact_id(contact_id)
+        .reference_types(reference_type)
+}
+
+fn attached_file(
+    client: &aws_sdk_connect::Client,
+    file_id: &str,
+    contact_arn: impl Into<String>,
+) -> GetAttachedFileFluentBuilder {
+    client
+        .get_attached_file()
+        .instance_id(INSTANCE)
+        .file_id(file_id)
+        .associated_resource_arn(contact_arn)
 }

@@ -4,8 +4,6 @@
 //! mailboxes sent, expire Graph's delta state. Nothing here exists at Microsoft; everything Graph does
 //! stays under `/v1.0/`.
 
-use std::sync::{Arc, Mutex};
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
@@ -16,9 +14,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::state::{Message, State};
-
-type Shared = Arc<Mutex<State>>;
+use crate::state::{Message, Shared, lock};
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -29,10 +25,7 @@ pub(crate) fn routes() -> Router<Shared> {
 
 /// Graph's delta state expires ([`crate::Sim::expire_delta_links`]).
 async fn expire_delta(AxState(state): AxState<Shared>) -> Response {
-    state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .expire_delta_links();
+    lock(&state).expire_delta_links();
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -65,11 +58,7 @@ struct Incoming {
 }
 
 async fn deliver(AxState(state): AxState<Shared>, Path(upn): Path<String>, body: Bytes) -> Response {
-    let known = state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .user(&upn)
-        .is_some();
+    let known = lock(&state).user(&upn).is_some();
     if !known {
         return reply(
             StatusCode::NOT_FOUND,
@@ -102,7 +91,7 @@ async fn deliver(AxState(state): AxState<Shared>, Path(upn): Path<String>, body:
 }
 
 async fn sent(AxState(state): AxState<Shared>, Path(upn): Path<String>) -> Response {
-    let st = state.lock().unwrap_or_else(|p| p.into_inner());
+    let st = lock(&state);
     let out: Vec<serde_json::Value> = st
         .sent
         .iter()

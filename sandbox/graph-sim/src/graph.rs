@@ -4,7 +4,7 @@
 //! lifetime limits, `clientState` at most 128 characters) and change
 //! notifications delivered over HTTP with retries, as Graph does.
 
-use std::sync::{Arc, Mutex};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,10 +18,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::identity::bearer;
-use crate::reply::{event_json, graph_error, ok_json, select};
-use crate::state::{Access, Lifecycle, Message, SimSubscription, State, Subject};
-
-type Shared = Arc<Mutex<State>>;
+use crate::reply::{event_json, graph_error, item_not_found, ok_json, select};
+use crate::state::{Access, Lifecycle, Mailbox, Message, Shared, SimSubscription, State, Subject, lock};
 
 /// Graph's maximum lifetime for Outlook subscriptions without resource data.
 const MAX_LIFETIME_MINUTES: i64 = 10_080;
@@ -32,10 +30,6 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/upload/{session}", axum::routing::put(upload))
         // Graph answers 413 itself above 4 MB; let bodies reach the handlers to see it.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
-}
-
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn mailbox_key(path: &str, headers: &HeaderMap) -> Option<String> {
@@ -49,6 +43,17 @@ fn mailbox_key(path: &str, headers: &HeaderMap) -> Option<String> {
             .map(|t| format!("me:{t}")),
         _ => None,
     }
+}
+
+/// Graph's `429`, with `Retry-After` when it names a wait.
+fn too_many_requests(code: &str, message: &str, retry_after: Option<&str>) -> Response {
+    let mut resp = graph_error(StatusCode::TOO_MANY_REQUESTS, code, message);
+    if let Some(ra) = retry_after
+        && let Ok(v) = header::HeaderValue::from_str(ra)
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 /// Counts Graph requests, answers 429 while a throttle is set, and enforces
@@ -72,31 +77,22 @@ pub(crate) async fn count_and_throttle(
             }
             st.stats.throttled += 1;
             drop(st);
-            let mut resp = graph_error(
-                StatusCode::TOO_MANY_REQUESTS,
+            return too_many_requests(
                 "TooManyRequests",
                 "Please retry again later.",
+                retry_after.as_deref(),
             );
-            if let Some(ra) = retry_after
-                && let Ok(v) = header::HeaderValue::from_str(&ra)
-            {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return resp;
         }
         if let Some(k) = &key {
             let n = st.in_flight.entry(k.clone()).or_default();
             if *n >= 4 {
                 st.stats.throttled += 1;
                 drop(st);
-                let mut resp = graph_error(
-                    StatusCode::TOO_MANY_REQUESTS,
+                return too_many_requests(
                     "ApplicationThrottled",
                     "Application is over its MailboxConcurrency limit.",
+                    Some("1"),
                 );
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                return resp;
             }
             *n += 1;
             let busy = st.in_flight.values().filter(|n| **n > 0).count() as u32;
@@ -236,120 +232,88 @@ async fn upload(
     crate::mail::upload(&state, &session, &query, &headers, &body)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn mailbox_route(
+/// A mailbox path's owner (`me` is `None`) and what follows it.
+fn mailbox_segments<'a, 'b>(segs: &'a [&'b str]) -> Option<(Option<&'b str>, &'a [&'b str])> {
+    match segs {
+        ["me", rest @ ..] => Some((None, rest)),
+        ["users", u, rest @ ..] => Some((Some(*u), rest)),
+        _ => None,
+    }
+}
+
+/// The folder named in `mailFolders('Name')` form, without case.
+fn quoted_folder(seg: &str) -> String {
+    seg.trim_start_matches("mailFolders('")
+        .trim_end_matches("')")
+        .to_ascii_lowercase()
+}
+
+/// The folder a path is scoped to (without case) and what follows it.
+fn folder_scope<'a, 'b>(rest: &'a [&'b str]) -> (Option<String>, &'a [&'b str]) {
+    match rest {
+        [f, rest @ ..] if f.starts_with("mailFolders('") => (Some(quoted_folder(f)), rest),
+        ["mailFolders", f, rest @ ..] => (Some(f.to_ascii_lowercase()), rest),
+        rest => (None, rest),
+    }
+}
+
+/// The requests that write to a mailbox (sending, drafts, attachments),
+/// with the scripted refusal of a send first; `None` for any other.
+async fn mail_write(
     state: &Shared,
-    access: &Access,
+    upn: &str,
     method: &str,
-    segs: &[&str],
-    query: &[(String, String)],
-    headers: &HeaderMap,
+    rest: &[&str],
     body: &Bytes,
-) -> Response {
-    let (user, rest): (Option<&str>, &[&str]) = match segs {
-        ["me", rest @ ..] => (None, rest),
-        ["users", u, rest @ ..] => (Some(*u), rest),
-        _ => {
-            return graph_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "Resource not found for the segment.",
-            );
-        }
-    };
-    let upn = {
-        let st = lock(state);
-        match resolve_mailbox(&st, access, user) {
-            Ok(u) => u,
-            Err(r) => return r,
-        }
-    };
+) -> Option<Response> {
     if crate::mail::is_send(method, rest)
         && let Some(r) = crate::mail::refusal(state)
     {
-        return r;
+        return Some(r);
     }
-    match (method, rest) {
-        ("POST", ["sendMail"]) => {
-            return crate::mail::answer(state, crate::mail::send_mail(state, &upn, body)).await;
-        }
-        ("DELETE", ["messages", id]) => return crate::mail::delete_message(state, &upn, id),
-        ("POST", ["messages"]) => return crate::mail::create_draft(state, &upn, body),
+    let answer = match (method, rest) {
+        ("POST", ["sendMail"]) => crate::mail::answer(state, crate::mail::send_mail(state, upn, body)).await,
+        ("DELETE", ["messages", id]) => crate::mail::delete_message(state, upn, id),
+        ("POST", ["messages"]) => crate::mail::create_draft(state, upn, body),
         ("POST", ["mailFolders", folder, "messages"]) => {
-            return crate::mail::create_in_folder(state, &upn, &folder.to_ascii_lowercase(), body);
+            crate::mail::create_in_folder(state, upn, &folder.to_ascii_lowercase(), body)
         }
-        ("PATCH", ["messages", id]) => return crate::mail::update_draft(state, &upn, id, body),
-        ("POST", ["messages", id, "attachments"]) => {
-            return crate::mail::add_attachment(state, &upn, id, body);
-        }
+        ("PATCH", ["messages", id]) => crate::mail::update_draft(state, upn, id, body),
+        ("POST", ["messages", id, "attachments"]) => crate::mail::add_attachment(state, upn, id, body),
         ("POST", ["messages", id, "attachments", "createUploadSession"]) => {
-            return crate::mail::create_upload_session(state, &upn, id, body);
+            crate::mail::create_upload_session(state, upn, id, body)
         }
         ("POST", ["messages", id, "send"]) => {
-            return crate::mail::answer(state, crate::mail::send_draft(state, &upn, id)).await;
+            crate::mail::answer(state, crate::mail::send_draft(state, upn, id)).await
         }
         ("POST", ["messages", id, "reply"]) => {
-            return crate::mail::answer(state, crate::mail::reply(state, &upn, id, body)).await;
+            crate::mail::answer(state, crate::mail::reply(state, upn, id, body)).await
         }
-        ("POST", ["messages", id, "createReply"]) => {
-            return crate::mail::create_reply(state, &upn, id, body);
-        }
-        _ => {}
-    }
-    let (folder, rest): (Option<String>, &[&str]) = match rest {
-        [f, rest @ ..] if f.starts_with("mailFolders('") => (
-            Some(
-                f.trim_start_matches("mailFolders('")
-                    .trim_end_matches("')")
-                    .to_ascii_lowercase(),
-            ),
-            rest,
-        ),
-        ["mailFolders", f, rest @ ..] => (Some(f.to_ascii_lowercase()), rest),
-        rest => (None, rest),
+        ("POST", ["messages", id, "createReply"]) => crate::mail::create_reply(state, upn, id, body),
+        _ => return None,
     };
-    let mut st = lock(state);
-    if method == "GET"
-        && let ["messages", id] = rest
-        && let Some(r) = crate::mail::get_draft(&st, &upn, id)
-    {
-        return r;
+    Some(answer)
+}
+
+/// `GET messages/{id}`: the message with its body as Graph serves it.
+fn get_message(mut st: MutexGuard<'_, State>, upn: &str, id: &str, query: &[(String, String)]) -> Response {
+    let mut pieces = crate::body::Pieces::default();
+    let found = st.mailboxes.get_mut(&upn.to_ascii_lowercase()).and_then(|mbox| {
+        let at = mbox.messages.iter().position(|x| x.id == id)?;
+        let served = crate::body::served(mbox, at)?;
+        pieces.message(&mbox.messages[at], upn, &served, query);
+        Some(())
+    });
+    drop(st);
+    match found {
+        Some(()) => pieces.respond(),
+        None => item_not_found(),
     }
-    match (method, rest) {
-        ("GET", ["messages", "delta"]) => {
-            let folder = folder.as_deref().unwrap_or("inbox");
-            return crate::delta::messages(&mut st, &upn, folder, user, query, headers);
-        }
-        ("GET", ["calendarView", "delta"]) => {
-            return crate::delta::calendar(&mut st, &upn, user, query, headers);
-        }
-        ("GET", ["messages"]) => {
-            if let Some(r) = crate::mail::list_by_property(&st, &upn, folder.as_deref(), query) {
-                return r;
-            }
-            return crate::list::messages(&mut st, &upn, folder.as_deref(), user, query);
-        }
-        ("GET", ["messages", id]) => {
-            let mut pieces = crate::body::Pieces::default();
-            let found = st.mailboxes.get_mut(&upn.to_ascii_lowercase()).and_then(|mbox| {
-                let at = mbox.messages.iter().position(|x| x.id == *id)?;
-                let served = crate::body::served(mbox, at)?;
-                pieces.message(&mbox.messages[at], &upn, &served, query);
-                Some(())
-            });
-            drop(st);
-            return match found {
-                Some(()) => pieces.respond(),
-                None => graph_error(
-                    StatusCode::NOT_FOUND,
-                    "ErrorItemNotFound",
-                    "The specified object was not found in the store.",
-                ),
-            };
-        }
-        _ => {}
-    }
-    let mbox = st.mailboxes.get(&upn.to_ascii_lowercase());
+}
+
+/// The reads of one item of a mailbox: a message's attachments, an
+/// attachment's bytes, an event; any other request is Graph's 400.
+fn get_item(mbox: Option<&Mailbox>, method: &str, rest: &[&str], query: &[(String, String)]) -> Response {
     match (method, rest) {
         ("GET", ["messages", id, "attachments"]) => {
             match mbox.and_then(|m| m.messages.iter().find(|x| x.id == *id)) {
@@ -357,11 +321,7 @@ async fn mailbox_route(
                     StatusCode::OK,
                     json!({"value": m.attachments.iter().enumerate().map(|(i, a)| json!({"@odata.type": "#microsoft.graph.fileAttachment", "id": format!("att{i}"), "name": a.0, "contentType": a.1, "size": a.2, "isInline": false})).collect::<Vec<_>>()}),
                 ),
-                None => graph_error(
-                    StatusCode::NOT_FOUND,
-                    "ErrorItemNotFound",
-                    "The specified object was not found in the store.",
-                ),
+                None => item_not_found(),
             }
         }
         ("GET", ["messages", id, "attachments", aid, "$value"]) => {
@@ -377,26 +337,68 @@ async fn mailbox_route(
                     [(header::CONTENT_TYPE, content_type)],
                     bytes,
                 )),
-                None => graph_error(
-                    StatusCode::NOT_FOUND,
-                    "ErrorItemNotFound",
-                    "The specified object was not found in the store.",
-                ),
+                None => item_not_found(),
             }
         }
         ("GET", ["events", id]) => match mbox.and_then(|m| m.events.iter().find(|x| x.id == *id)) {
             Some(e) => ok_json(StatusCode::OK, select(event_json(e), query)),
-            None => graph_error(
-                StatusCode::NOT_FOUND,
-                "ErrorItemNotFound",
-                "The specified object was not found in the store.",
-            ),
+            None => item_not_found(),
         },
         _ => graph_error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             &format!("Unsupported request {method} /{}", rest.join("/")),
         ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn mailbox_route(
+    state: &Shared,
+    access: &Access,
+    method: &str,
+    segs: &[&str],
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let Some((user, rest)) = mailbox_segments(segs) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Resource not found for the segment.",
+        );
+    };
+    let upn = {
+        let st = lock(state);
+        match resolve_mailbox(&st, access, user) {
+            Ok(u) => u,
+            Err(r) => return r,
+        }
+    };
+    if let Some(answer) = mail_write(state, &upn, method, rest, body).await {
+        return answer;
+    }
+    let (folder, rest) = folder_scope(rest);
+    let folder = folder.as_deref();
+    let mut st = lock(state);
+    if method == "GET"
+        && let ["messages", id] = rest
+        && let Some(r) = crate::mail::get_draft(&st, &upn, id)
+    {
+        return r;
+    }
+    match (method, rest) {
+        ("GET", ["messages", "delta"]) => {
+            crate::delta::messages(&mut st, &upn, folder.unwrap_or("inbox"), user, query, headers)
+        }
+        ("GET", ["calendarView", "delta"]) => crate::delta::calendar(&mut st, &upn, user, query, headers),
+        ("GET", ["messages"]) => match crate::mail::list_by_property(&st, &upn, folder, query) {
+            Some(r) => r,
+            None => crate::list::messages(&mut st, &upn, folder, user, query),
+        },
+        ("GET", ["messages", id]) => get_message(st, &upn, id, query),
+        _ => get_item(st.mailboxes.get(&upn.to_ascii_lowercase()), method, rest, query),
     }
 }
 
@@ -456,28 +458,92 @@ fn subscription_write_refused(state: &Shared, access: &Access) -> Option<Respons
         st.stats.subscription_writes_refused += 1;
         st.stats.throttled += 1;
         drop(st);
-        let mut resp = graph_error(
-            StatusCode::TOO_MANY_REQUESTS,
+        return Some(too_many_requests(
             "TooManyRequests",
             "The application has exceeded the subscription write limit. Please retry again later.",
-        );
-        if let Ok(v) = header::HeaderValue::from_str(&wait.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return Some(resp);
+            Some(&wait.to_string()),
+        ));
     }
     let tenant = access.tenant.clone();
     st.stats.subscription_writes.push((now, tenant));
     None
 }
 
-async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> Response {
+/// A subscription's lifetime as Graph allows it: a future time at most
+/// [`MAX_LIFETIME_MINUTES`] away. `unreadable` is the message for a missing
+/// or unparsable `expirationDateTime`.
+#[allow(clippy::result_large_err)]
+fn subscription_expiry(exp: Option<&str>, unreadable: &str) -> Result<OffsetDateTime, Response> {
+    let Some(expires) = exp.and_then(|e| OffsetDateTime::parse(e, &Rfc3339).ok()) else {
+        return Err(graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", unreadable));
+    };
+    let now = OffsetDateTime::now_utc();
+    if expires <= now || expires > now + time::Duration::minutes(MAX_LIFETIME_MINUTES) {
+        return Err(graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            &format!("Subscription expiration can only be {MAX_LIFETIME_MINUTES} minutes in the future."),
+        ));
+    }
+    Ok(expires)
+}
+
+/// A subscription's resource: whose mailbox (`None` for `/me`), events or
+/// messages, and the folder of the messages (empty for all).
+#[allow(clippy::result_large_err)]
+fn subscription_resource(resource: &str) -> Result<(Option<String>, bool, String), Response> {
+    let segs: Vec<String> = resource
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| canonical_segment(&decode(s)))
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let Some((user, rest)) = mailbox_segments(&segs) else {
+        return Err(graph_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "Unsupported resource.",
+        ));
+    };
+    let (events, folder) = match rest {
+        ["messages"] => (false, String::new()),
+        [f, "messages"] if f.starts_with("mailFolders('") => (false, quoted_folder(f)),
+        ["mailFolders", f, "messages"] => (false, f.to_ascii_lowercase()),
+        ["events"] => (true, String::new()),
+        _ => {
+            return Err(graph_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "Unsupported resource for change notifications.",
+            ));
+        }
+    };
+    Ok((user.map(str::to_string), events, folder))
+}
+
+/// A subscription create's body, checked as Graph checks it.
+struct NewSubscription {
+    change_types: Vec<String>,
+    url: String,
+    lifecycle: Option<String>,
+    client_state: Option<String>,
+    resource: String,
+    expires: OffsetDateTime,
+    /// Whose mailbox: `None` for `/me`.
+    user: Option<String>,
+    events: bool,
+    folder: String,
+}
+
+#[allow(clippy::result_large_err)]
+fn new_subscription(body: &Bytes) -> Result<NewSubscription, Response> {
+    let invalid = |message: &str| Err(graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", message));
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return graph_error(
+        return Err(graph_error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "Invalid JSON in the request body.",
-        );
+        ));
     };
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let (Some(change), Some(url), Some(resource), Some(exp)) = (
@@ -486,91 +552,77 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         s("resource"),
         s("expirationDateTime"),
     ) else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            "changeType, notificationUrl, resource and expirationDateTime are required.",
-        );
+        return invalid("changeType, notificationUrl, resource and expirationDateTime are required.");
     };
     let lifecycle = s("lifecycleNotificationUrl");
     if !url_ok(&url) || lifecycle.as_deref().is_some_and(|l| !url_ok(l)) {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
+        return invalid(
             "The notification URL must be HTTPS (the simulator also delivers to http://127.0.0.1 and localhost).",
         );
     }
     let client_state = s("clientState");
     if client_state.as_deref().is_some_and(|c| c.len() > 128) {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            "clientState can be at most 128 characters.",
-        );
+        return invalid("clientState can be at most 128 characters.");
     }
     let change_types: Vec<String> = change.split(',').map(|c| c.trim().to_string()).collect();
     if change_types
         .iter()
         .any(|c| !matches!(c.as_str(), "created" | "updated" | "deleted"))
     {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            "changeType must be created, updated, deleted or a comma-separated list of them.",
-        );
+        return invalid("changeType must be created, updated, deleted or a comma-separated list of them.");
     }
-    let Ok(expires) = OffsetDateTime::parse(&exp, &Rfc3339) else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            "expirationDateTime is not a valid date.",
+    let expires = subscription_expiry(Some(&exp), "expirationDateTime is not a valid date.")?;
+    let (user, events, folder) = subscription_resource(&resource)?;
+    Ok(NewSubscription {
+        change_types,
+        url,
+        lifecycle,
+        client_state,
+        resource,
+        expires,
+        user,
+        events,
+        folder,
+    })
+}
+
+/// The validation handshake, on each URL in turn; the first that fails is
+/// Graph's `ValidationError`.
+async fn validate_urls(state: &Shared, urls: &[&String]) -> Option<Response> {
+    for u in urls {
+        let token = format!(
+            "Validation: Testing client application reachability for subscription Request-Id: {} +&%=",
+            uuid::Uuid::new_v4()
         );
-    };
-    let now = OffsetDateTime::now_utc();
-    if expires <= now || expires > now + time::Duration::minutes(MAX_LIFETIME_MINUTES) {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            &format!("Subscription expiration can only be {MAX_LIFETIME_MINUTES} minutes in the future."),
-        );
-    }
-    // Parse the resource: /me or /users/{x}, then messages (optionally in a folder) or events.
-    let segs: Vec<String> = resource
-        .trim_start_matches('/')
-        .split('/')
-        .map(|s| canonical_segment(&decode(s)))
-        .collect();
-    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let (user, rest): (Option<&str>, &[&str]) = match segs.as_slice() {
-        ["me", rest @ ..] => (None, rest),
-        ["users", u, rest @ ..] => (Some(*u), rest),
-        _ => return graph_error(StatusCode::BAD_REQUEST, "InvalidRequest", "Unsupported resource."),
-    };
-    let (events, folder) = match rest {
-        ["messages"] => (false, String::new()),
-        [f, "messages"] if f.starts_with("mailFolders('") => (
-            false,
-            f.trim_start_matches("mailFolders('")
-                .trim_end_matches("')")
-                .to_ascii_lowercase(),
-        ),
-        ["mailFolders", f, "messages"] => (false, f.to_ascii_lowercase()),
-        ["events"] => (true, String::new()),
-        _ => {
-            return graph_error(
+        let ok = handshake(u, &token).await;
+        let mut st = lock(state);
+        st.stats.handshakes.0 += 1;
+        if ok {
+            st.stats.handshakes.1 += 1;
+        } else {
+            return Some(graph_error(
                 StatusCode::BAD_REQUEST,
-                "InvalidRequest",
-                "Unsupported resource for change notifications.",
-            );
+                "ValidationError",
+                "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.",
+            ));
         }
+    }
+    None
+}
+
+async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> Response {
+    let new = match new_subscription(body) {
+        Ok(new) => new,
+        Err(answer) => return answer,
     };
     let (mailbox, app_id) = {
         let mut st = lock(state);
-        let found = match resolve_mailbox(&st, access, user) {
+        let found = match resolve_mailbox(&st, access, new.user.as_deref()) {
             Ok(m) => (m, app_of(access, &st)),
             Err(r) => return r,
         };
-        if let Some(r) = refuse_duplicate(&mut st, &found.1, &change_types, (&found.0, events, &folder)) {
+        let combination = (found.0.as_str(), new.events, new.folder.as_str());
+        if let Some(r) = refuse_duplicate(&mut st, &found.1, &new.change_types, combination) {
             return r;
         }
         found
@@ -579,32 +631,15 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         return refused;
     }
     // The validation handshake, on both URLs, before the subscription exists.
-    let mut urls = vec![url.clone()];
-    if let Some(l) = &lifecycle {
-        urls.push(l.clone());
-    }
-    for u in urls {
-        let token = format!(
-            "Validation: Testing client application reachability for subscription Request-Id: {} +&%=",
-            uuid::Uuid::new_v4()
-        );
-        let ok = handshake(&u, &token).await;
-        let mut st = lock(state);
-        st.stats.handshakes.0 += 1;
-        if ok {
-            st.stats.handshakes.1 += 1;
-        } else {
-            return graph_error(
-                StatusCode::BAD_REQUEST,
-                "ValidationError",
-                "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.",
-            );
-        }
+    let urls: Vec<&String> = std::iter::once(&new.url).chain(&new.lifecycle).collect();
+    if let Some(failed) = validate_urls(state, &urls).await {
+        return failed;
     }
     let mut st = lock(state);
     // Checked again: another create of the same combination may have
     // finished during the handshake.
-    if let Some(r) = refuse_duplicate(&mut st, &app_id, &change_types, (&mailbox, events, &folder)) {
+    let combination = (mailbox.as_str(), new.events, new.folder.as_str());
+    if let Some(r) = refuse_duplicate(&mut st, &app_id, &new.change_types, combination) {
         return r;
     }
     *st.stats.subscription_calls.entry("create".into()).or_default() += 1;
@@ -614,14 +649,14 @@ async fn create_subscription(state: &Shared, access: &Access, body: &Bytes) -> R
         app_id,
         tenant: access.tenant.clone(),
         mailbox,
-        events,
-        folder,
-        change_types,
-        notification_url: url,
-        lifecycle_url: lifecycle,
-        client_state,
-        resource,
-        expires,
+        events: new.events,
+        folder: new.folder,
+        change_types: new.change_types,
+        notification_url: new.url,
+        lifecycle_url: new.lifecycle,
+        client_state: new.client_state,
+        resource: new.resource,
+        expires: new.expires,
     };
     let body = sub_json(&sub);
     st.subscriptions.insert(sub.id.clone(), sub);
@@ -755,21 +790,10 @@ fn renew_subscription(state: &Shared, access: &Access, id: &str, body: &Bytes) -
             .and_then(|x| x.as_str())
             .map(str::to_string)
     });
-    let Some(expires) = exp.and_then(|e| OffsetDateTime::parse(&e, &Rfc3339).ok()) else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            "expirationDateTime is required.",
-        );
+    let expires = match subscription_expiry(exp.as_deref(), "expirationDateTime is required.") {
+        Ok(expires) => expires,
+        Err(answer) => return answer,
     };
-    let now = OffsetDateTime::now_utc();
-    if expires <= now || expires > now + time::Duration::minutes(MAX_LIFETIME_MINUTES) {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            &format!("Subscription expiration can only be {MAX_LIFETIME_MINUTES} minutes in the future."),
-        );
-    }
     let mut st = lock(state);
     *st.stats.subscription_calls.entry("renew".into()).or_default() += 1;
     record_write_of(&mut st, "renew", access, id);

@@ -1,6 +1,5 @@
 //! Microsoft identity platform v2: authorize, token and admin consent.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -14,9 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::Deserialize;
 use std::collections::HashMap;
 
-use crate::state::{Access, AuthorizeOutcome, Code, Refresh, State, Subject};
-
-type Shared = Arc<Mutex<State>>;
+use crate::state::{Access, AuthorizeOutcome, Code, Refresh, Shared, State, Subject, User, lock};
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -92,12 +89,7 @@ async fn openid_configuration(AxState(state): AxState<Shared>, Path(tenant): Pat
         "cloud_graph_host_name": "graph.windows.net",
         "msgraph_host": "graph.microsoft.com",
     });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        body.to_string(),
-    )
-        .into_response()
+    aad_json(StatusCode::OK, &body)
 }
 
 /// `GET /v1.0/me`: the signed-in user's profile as Graph answers it: the
@@ -187,10 +179,6 @@ async fn me_profile(
         .into_response()
 }
 
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 const OIDC: [&str; 4] = ["offline_access", "openid", "email", "profile"];
 
 /// Microsoft's token-endpoint error JSON.
@@ -211,6 +199,11 @@ fn aad_error(status: StatusCode, error: &str, code: u32, message: &str) -> Respo
         "correlation_id": trace.to_string(),
         "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
     });
+    aad_json(status, &body)
+}
+
+/// A JSON answer of the identity platform (`charset=utf-8`, as Entra sends it).
+fn aad_json(status: StatusCode, body: &serde_json::Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -308,6 +301,223 @@ fn known_tenant(st: &State, tenant: &str) -> bool {
     matches!(tenant, "common" | "organizations") || st.resolve_tenant(tenant).is_some()
 }
 
+/// Where the authorize and admin-consent endpoints send the browser back:
+/// the app's registered redirect URI, with the request's `state` echoed.
+struct Redirect {
+    uri: String,
+    state: String,
+}
+
+impl Redirect {
+    /// Back to the app with an OAuth error.
+    fn error(&self, error: &str, description: &str) -> Response {
+        self.error_after(&[], error, description)
+    }
+
+    /// Back to the app with an OAuth error, after the parameters `first`.
+    fn error_after(&self, first: &[(&str, &str)], error: &str, description: &str) -> Response {
+        let mut params = first.to_vec();
+        params.extend([
+            ("error", error),
+            ("error_description", description),
+            ("state", self.state.as_str()),
+        ]);
+        redirect_with(&self.uri, &params)
+    }
+
+    /// Back to the app with an OAuth error whose description is an AADSTS message.
+    fn aadsts(&self, error: &str, code: u32, message: &str) -> Response {
+        self.error(error, &format!("AADSTS{code}: {message}"))
+    }
+}
+
+/// A scripted error outcome's description: the message, after its AADSTS
+/// number unless that is 0.
+fn outcome_description(aadsts: u32, message: String) -> String {
+    if aadsts == 0 {
+        message
+    } else {
+        format!("AADSTS{aadsts}: {message}")
+    }
+}
+
+/// The app named by `client_id` and where to send the browser back. An
+/// unknown app or an unregistered redirect URI gets Microsoft's own error
+/// page, never a redirect; `name_app` puts the app's id in the AADSTS50011
+/// message, as the authorize endpoint does and the admin-consent one does not.
+#[allow(clippy::result_large_err)]
+fn registered_redirect(
+    st: &State,
+    q: &HashMap<String, String>,
+    name_app: bool,
+) -> Result<(crate::state::App, Redirect), Response> {
+    let param = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let Some(app) = st.app(param("client_id")).cloned() else {
+        return Err(error_page(
+            700016,
+            &format!(
+                "Application with identifier '{}' was not found in the directory.",
+                param("client_id")
+            ),
+        ));
+    };
+    let uri = param("redirect_uri").to_string();
+    if !app.redirect_uris.contains(&uri) {
+        let whose = if name_app {
+            format!(" '{}'", app.client_id)
+        } else {
+            String::new()
+        };
+        return Err(error_page(
+            50011,
+            &format!(
+                "The redirect URI '{uri}' specified in the request does not match the redirect URIs configured for the application{whose}."
+            ),
+        ));
+    }
+    let state = param("state").to_string();
+    Ok((app, Redirect { uri, state }))
+}
+
+/// What a valid authorize request asks for.
+struct AuthorizeRequest {
+    scopes: Vec<String>,
+    /// The PKCE challenge and its method.
+    challenge: Option<(String, String)>,
+}
+
+/// An authorize request's OAuth parameters, checked in Microsoft's order; a
+/// bad one is the (error, AADSTS number, message) sent back to the app.
+fn authorize_request(
+    st: &State,
+    q: &HashMap<String, String>,
+) -> Result<AuthorizeRequest, (&'static str, u32, String)> {
+    let param = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    if param("response_type") != "code" {
+        return Err((
+            "unsupported_response_type",
+            700054,
+            "response_type 'code' is required.".into(),
+        ));
+    }
+    if !matches!(param("response_mode"), "" | "query") {
+        return Err((
+            "invalid_request",
+            900144,
+            "Only response_mode=query is supported by this simulator.".into(),
+        ));
+    }
+    let scopes: Vec<String> = param("scope")
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if scopes.is_empty() {
+        return Err((
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'scope'.".into(),
+        ));
+    }
+    if let Some(bad) = scopes
+        .iter()
+        .find(|s| s.starts_with("https://") && !s.starts_with(&format!("{}/", st.graph_root)))
+    {
+        return Err((
+            "invalid_resource",
+            500011,
+            format!("The resource principal named {bad} was not found in the tenant."),
+        ));
+    }
+    let challenge = match (q.get("code_challenge"), param("code_challenge_method")) {
+        (None, "") => None,
+        (Some(c), "S256") if c.len() == 43 => Some((c.clone(), "S256".to_string())),
+        (Some(c), "plain") => Some((c.clone(), "plain".to_string())),
+        _ => {
+            return Err((
+                "invalid_request",
+                501491,
+                "Invalid size of Code_Challenge parameter or unsupported code_challenge_method.".into(),
+            ));
+        }
+    };
+    Ok(AuthorizeRequest { scopes, challenge })
+}
+
+/// In a browser (the demo), a consent page comes first; its buttons come
+/// back to the authorize endpoint with `sim_consent` and the user chosen.
+/// `None`: sign-in goes on.
+fn interactive_consent(
+    st: &mut State,
+    app: &crate::state::App,
+    tenant: &str,
+    q: &HashMap<String, String>,
+    scopes: &[String],
+    redirect: &Redirect,
+) -> Option<Response> {
+    if !st.interactive_consent {
+        return None;
+    }
+    match q.get("sim_consent").map(String::as_str) {
+        None => Some(consent_page(st, app, tenant, q, scopes)),
+        Some("accept") => {
+            if let Some(upn) = q.get("sim_user").filter(|u| !u.is_empty()) {
+                st.authorize_outcome = AuthorizeOutcome::ConsentAs(upn.clone());
+            }
+            None
+        }
+        Some(_) => Some(redirect.aadsts(
+            "access_denied",
+            65004,
+            "User declined to consent to access the app.",
+        )),
+    }
+}
+
+/// Who signs in: the scripted outcome (taken), a user of the directory who
+/// belongs to the tenant the request names.
+#[allow(clippy::result_large_err)]
+fn signed_in_user(st: &mut State, tenant: &str, redirect: &Redirect) -> Result<User, Response> {
+    let no_user = || {
+        redirect.aadsts(
+            "invalid_request",
+            50034,
+            "The user account does not exist in this directory.",
+        )
+    };
+    let upn = match std::mem::take(&mut st.authorize_outcome) {
+        AuthorizeOutcome::Error {
+            error,
+            aadsts,
+            message,
+            ..
+        } => return Err(redirect.error(&error, &outcome_description(aadsts, message))),
+        AuthorizeOutcome::ConsentAs(upn) => upn,
+        AuthorizeOutcome::Consent => match st
+            .users
+            .iter()
+            .find(|u| tenant == "common" || tenant == "organizations" || u.tenant == tenant)
+        {
+            Some(u) => u.upn.clone(),
+            None => return Err(no_user()),
+        },
+    };
+    let Some(user) = st.user(&upn).cloned() else {
+        return Err(no_user());
+    };
+    if tenant != "common"
+        && tenant != "organizations"
+        && st.resolve_tenant(tenant).as_deref() != Some(user.tenant.as_str())
+    {
+        return Err(redirect.aadsts(
+            "access_denied",
+            90072,
+            "The user account does not exist in the tenant and cannot access the application.",
+        ));
+    }
+    Ok(user)
+}
+
 async fn authorize(
     AxState(state): AxState<Shared>,
     Path(tenant): Path<String>,
@@ -315,7 +525,6 @@ async fn authorize(
 ) -> Response {
     let mut st = lock(&state);
     st.stats.authorize_requests += 1;
-    let param = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
     if !known_tenant(&st, &tenant) {
         return error_page(
             90002,
@@ -324,177 +533,40 @@ async fn authorize(
             ),
         );
     }
-    let Some(app) = st.app(param("client_id")).cloned() else {
-        return error_page(
-            700016,
-            &format!(
-                "Application with identifier '{}' was not found in the directory.",
-                param("client_id")
-            ),
-        );
+    let (app, redirect) = match registered_redirect(&st, &q, true) {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    let redirect_uri = param("redirect_uri").to_string();
-    if !app.redirect_uris.contains(&redirect_uri) {
-        return error_page(
-            50011,
-            &format!(
-                "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{}'.",
-                app.client_id
-            ),
-        );
-    }
-    let state_param = param("state").to_string();
-    let fail = |error: &str, code: u32, msg: &str| {
-        redirect_with(
-            &redirect_uri,
-            &[
-                ("error", error),
-                ("error_description", &format!("AADSTS{code}: {msg}")),
-                ("state", &state_param),
-            ],
-        )
+    let request = match authorize_request(&st, &q) {
+        Ok(request) => request,
+        Err((error, code, message)) => return redirect.aadsts(error, code, &message),
     };
-    if param("response_type") != "code" {
-        return fail(
-            "unsupported_response_type",
-            700054,
-            "response_type 'code' is required.",
-        );
+    if let Some(answer) = interactive_consent(&mut st, &app, &tenant, &q, &request.scopes, &redirect) {
+        return answer;
     }
-    if !matches!(param("response_mode"), "" | "query") {
-        return fail(
-            "invalid_request",
-            900144,
-            "Only response_mode=query is supported by this simulator.",
-        );
-    }
-    let scopes: Vec<String> = param("scope")
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if scopes.is_empty() {
-        return fail(
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'scope'.",
-        );
-    }
-    if let Some(bad) = scopes
-        .iter()
-        .find(|s| s.starts_with("https://") && !s.starts_with(&format!("{}/", st.graph_root)))
-    {
-        return fail(
-            "invalid_resource",
-            500011,
-            &format!("The resource principal named {bad} was not found in the tenant."),
-        );
-    }
-    let challenge = match (q.get("code_challenge"), param("code_challenge_method")) {
-        (None, "") => None,
-        (Some(c), "S256") if c.len() == 43 => Some((c.clone(), "S256".to_string())),
-        (Some(c), "plain") => Some((c.clone(), "plain".to_string())),
-        _ => {
-            return fail(
-                "invalid_request",
-                501491,
-                "Invalid size of Code_Challenge parameter or unsupported code_challenge_method.",
-            );
-        }
+    let user = match signed_in_user(&mut st, &tenant, &redirect) {
+        Ok(user) => user,
+        Err(answer) => return answer,
     };
-    // In a browser (the demo), show a consent page first; its buttons come
-    // back here with `sim_consent` and the user chosen.
-    if st.interactive_consent {
-        match q.get("sim_consent").map(String::as_str) {
-            None => return consent_page(&st, &app, &tenant, &q, &scopes),
-            Some("accept") => {
-                if let Some(upn) = q.get("sim_user").filter(|u| !u.is_empty()) {
-                    st.authorize_outcome = AuthorizeOutcome::ConsentAs(upn.clone());
-                }
-            }
-            Some(_) => {
-                return fail(
-                    "access_denied",
-                    65004,
-                    "User declined to consent to access the app.",
-                );
-            }
-        }
-    }
-    let outcome = std::mem::take(&mut st.authorize_outcome);
-    let upn = match outcome {
-        AuthorizeOutcome::Error {
-            error,
-            aadsts,
-            message,
-            ..
-        } => {
-            let description = if aadsts == 0 {
-                message
-            } else {
-                format!("AADSTS{aadsts}: {message}")
-            };
-            return redirect_with(
-                &redirect_uri,
-                &[
-                    ("error", &error),
-                    ("error_description", &description),
-                    ("state", &state_param),
-                ],
-            );
-        }
-        AuthorizeOutcome::ConsentAs(upn) => upn,
-        AuthorizeOutcome::Consent => match st
-            .users
-            .iter()
-            .find(|u| tenant == "common" || tenant == "organizations" || u.tenant == tenant)
-        {
-            Some(u) => u.upn.clone(),
-            None => {
-                return fail(
-                    "invalid_request",
-                    50034,
-                    "The user account does not exist in this directory.",
-                );
-            }
-        },
-    };
-    let Some(user) = st.user(&upn).cloned() else {
-        return fail(
-            "invalid_request",
-            50034,
-            "The user account does not exist in this directory.",
-        );
-    };
-    if tenant != "common"
-        && tenant != "organizations"
-        && st.resolve_tenant(&tenant).as_deref() != Some(user.tenant.as_str())
-    {
-        return fail(
-            "access_denied",
-            90072,
-            "The user account does not exist in the tenant and cannot access the application.",
-        );
-    }
     let code = format!("sim-code-{}", uuid::Uuid::new_v4().simple());
     st.codes.insert(
         code.clone(),
         Code {
             client_id: app.client_id.clone(),
-            redirect_uri: redirect_uri.clone(),
+            redirect_uri: redirect.uri.clone(),
             upn: user.upn.clone(),
             tenant: user.tenant.clone(),
-            scopes,
-            challenge,
+            scopes: request.scopes,
+            challenge: request.challenge,
             issued: Instant::now(),
             used: false,
         },
     );
     redirect_with(
-        &redirect_uri,
+        &redirect.uri,
         &[
             ("code", &code),
-            ("state", &state_param),
+            ("state", &redirect.state),
             ("session_state", "sim-session"),
         ],
     )
@@ -514,14 +586,20 @@ struct TokenForm {
     scope: Option<String>,
 }
 
-async fn token(
-    AxState(state): AxState<Shared>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut st = lock(&state);
-    st.stats.token_requests += 1;
+/// Microsoft's answer to a token request without a grant type (also what a
+/// body that is not a form gets).
+fn missing_grant_type() -> Response {
+    aad_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        900144,
+        "The request body must contain the following parameter: 'grant_type'.",
+    )
+}
+
+/// The token request's form body; it must be sent as a form.
+#[allow(clippy::result_large_err)]
+fn token_form(headers: &HeaderMap, body: &[u8]) -> Result<TokenForm, Response> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -530,20 +608,87 @@ async fn token(
         .to_ascii_lowercase()
         .starts_with("application/x-www-form-urlencoded")
     {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'grant_type'.",
-        );
+        return Err(missing_grant_type());
     }
-    let Ok(form) = serde_urlencoded::from_bytes::<TokenForm>(&body) else {
-        return aad_error(
+    serde_urlencoded::from_bytes::<TokenForm>(body).map_err(|_| {
+        aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             9002313,
             "Invalid request. Request is malformed or invalid.",
-        );
+        )
+    })
+}
+
+/// Client authentication: exactly one of a secret or a signed assertion.
+#[allow(clippy::result_large_err)]
+fn authenticate_client(
+    st: &mut State,
+    app: &crate::state::App,
+    tenant: &str,
+    form: &TokenForm,
+) -> Result<(), Response> {
+    let token_url = format!("{}/{tenant}/oauth2/v2.0/token", st.base_url);
+    let invalid_client = |code: u32, message: &str| {
+        Err(aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            code,
+            message,
+        ))
+    };
+    match (&form.client_secret, &form.client_assertion) {
+        (Some(_), Some(_)) => Err(aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90015,
+            "Requested query string is too long or both client_secret and client_assertion were sent.",
+        )),
+        (None, None) => invalid_client(
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ),
+        (Some(secret), None) if st.expired_secrets.contains(secret) => invalid_client(
+            7000222,
+            &format!(
+                "The provided client secret keys for app '{}' are expired. Visit the Azure portal to create new keys for your app.",
+                app.client_id
+            ),
+        ),
+        (Some(secret), None) if app.client_secret.as_deref() != Some(secret.as_str()) => invalid_client(
+            7000215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+        ),
+        (Some(_), None) => Ok(()),
+        (None, Some(_))
+            if form.client_assertion_type.as_deref()
+                != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer") =>
+        {
+            Err(aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                700027,
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+            ))
+        }
+        (None, Some(assertion)) => match verify_assertion(st, app, assertion, &token_url) {
+            Ok(()) => Ok(()),
+            Err((code, msg)) => invalid_client(code, &msg),
+        },
+    }
+}
+
+async fn token(
+    AxState(state): AxState<Shared>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut st = lock(&state);
+    st.stats.token_requests += 1;
+    let form = match token_form(&headers, &body) {
+        Ok(form) => form,
+        Err(answer) => return answer,
     };
     let grant = form.grant_type.clone().unwrap_or_default();
     *st.stats.by_grant.entry(grant.clone()).or_default() += 1;
@@ -574,72 +719,14 @@ async fn token(
             &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
         );
     };
-    // Client authentication: exactly one of secret or assertion.
-    let token_url = format!("{}/{tenant}/oauth2/v2.0/token", st.base_url);
-    match (&form.client_secret, &form.client_assertion) {
-        (Some(_), Some(_)) => {
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                90015,
-                "Requested query string is too long or both client_secret and client_assertion were sent.",
-            );
-        }
-        (None, None) => {
-            return aad_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                7000218,
-                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-            );
-        }
-        (Some(secret), None) => {
-            if st.expired_secrets.contains(secret) {
-                return aad_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    7000222,
-                    &format!(
-                        "The provided client secret keys for app '{}' are expired. Visit the Azure portal to create new keys for your app.",
-                        app.client_id
-                    ),
-                );
-            }
-            if app.client_secret.as_deref() != Some(secret.as_str()) {
-                return aad_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    7000215,
-                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
-                );
-            }
-        }
-        (None, Some(assertion)) => {
-            if form.client_assertion_type.as_deref()
-                != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
-            {
-                return aad_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    700027,
-                    "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
-                );
-            }
-            if let Err((code, msg)) = verify_assertion(&mut st, &app, assertion, &token_url) {
-                return aad_error(StatusCode::UNAUTHORIZED, "invalid_client", code, &msg);
-            }
-        }
+    if let Err(answer) = authenticate_client(&mut st, &app, &tenant, &form) {
+        return answer;
     }
     match grant.as_str() {
         "authorization_code" => redeem_code(&mut st, &app.client_id, &form),
         "refresh_token" => redeem_refresh(&mut st, &app.client_id, &form),
         "client_credentials" => client_credentials(&mut st, &app.client_id, &tenant, &form),
-        "" => aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'grant_type'.",
-        ),
+        "" => missing_grant_type(),
         other => aad_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -809,6 +896,24 @@ fn token_response(
         .into_response()
 }
 
+/// The token endpoint's `400 invalid_grant`: the code or refresh token
+/// cannot be redeemed.
+fn invalid_grant(code: u32, message: &str) -> Response {
+    aad_error(StatusCode::BAD_REQUEST, "invalid_grant", code, message)
+}
+
+/// The tokens of a signed-in user (a refresh token too when `offline_access`
+/// is among the scopes).
+fn user_tokens(st: &mut State, client_id: &str, upn: &str, tenant: &str, scopes: &[String]) -> Response {
+    token_response(
+        st,
+        Subject::User(upn.to_string()),
+        tenant,
+        scopes,
+        Some((client_id, upn)),
+    )
+}
+
 fn normalized(st: &State, raw: &str) -> Vec<String> {
     raw.split(' ')
         .filter(|s| !s.is_empty())
@@ -819,51 +924,36 @@ fn normalized(st: &State, raw: &str) -> Vec<String> {
 fn redeem_code(st: &mut State, client_id: &str, form: &TokenForm) -> Response {
     let code_value = form.code.clone().unwrap_or_default();
     let Some(code) = st.codes.get_mut(&code_value) else {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             9002313,
             "Invalid request. Request is malformed or invalid. The code is not valid.",
         );
     };
     if code.used {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             54005,
             "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
         );
     }
     code.used = true;
     if code.issued.elapsed() > Duration::from_secs(600) {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             70008,
             "The provided authorization code or refresh token has expired due to inactivity.",
         );
     }
     if code.client_id != client_id {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            70000,
-            "The provided grant was issued to another client.",
-        );
+        return invalid_grant(70000, "The provided grant was issued to another client.");
     }
     if form.redirect_uri.as_deref() != Some(code.redirect_uri.as_str()) {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             500112,
             "The reply address does not match the reply address provided when requesting Authorization code.",
         );
     }
     if let Some((challenge, method)) = &code.challenge {
         let Some(verifier) = &form.code_verifier else {
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
+            return invalid_grant(
                 501481,
                 "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
             );
@@ -877,38 +967,26 @@ fn redeem_code(st: &mut State, client_id: &str, form: &TokenForm) -> Response {
             verifier.clone()
         };
         if &computed != challenge || verifier.len() < 43 || verifier.len() > 128 {
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
+            return invalid_grant(
                 501481,
                 "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
             );
         }
     } else if form.code_verifier.is_some() {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             501481,
             "A code_verifier was sent but no code_challenge was supplied in the authorization request.",
         );
     }
     let (upn, tenant, scopes) = (code.upn.clone(), code.tenant.clone(), code.scopes.clone());
     let scopes: Vec<String> = scopes.iter().map(|s| st.normalize_scope(s)).collect();
-    token_response(
-        st,
-        Subject::User(upn.clone()),
-        &tenant,
-        &scopes,
-        Some((client_id, &upn)),
-    )
+    user_tokens(st, client_id, &upn, &tenant, &scopes)
 }
 
 fn redeem_refresh(st: &mut State, client_id: &str, form: &TokenForm) -> Response {
     let rt_value = form.refresh_token.clone().unwrap_or_default();
     let Some(rt) = st.refresh_tokens.get(&rt_value) else {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             70000,
             "The provided value for the input parameter 'refresh_token' or 'assertion' is not valid.",
         );
@@ -925,15 +1003,10 @@ fn redeem_refresh(st: &mut State, client_id: &str, form: &TokenForm) -> Response
             70008 => "The provided authorization code or refresh token has expired due to inactivity.",
             _ => "The refresh token has been revoked.",
         };
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", code, message);
+        return invalid_grant(code, message);
     }
     if rt.client_id != client_id {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            70000,
-            "The refresh token was issued to a different client.",
-        );
+        return invalid_grant(70000, "The refresh token was issued to a different client.");
     }
     let granted = rt.scopes.clone();
     let (upn, tenant) = (rt.upn.clone(), rt.tenant.clone());
@@ -946,9 +1019,7 @@ fn redeem_refresh(st: &mut State, client_id: &str, form: &TokenForm) -> Response
         .iter()
         .find(|s| !granted.contains(s) && !OIDC.contains(&s.as_str()))
     {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
+        return invalid_grant(
             65001,
             &format!(
                 "The user or administrator has not consented to use the application with ID '{client_id}' for scope '{extra}'. Send an interactive authorization request for this user and resource."
@@ -960,13 +1031,7 @@ fn redeem_refresh(st: &mut State, client_id: &str, form: &TokenForm) -> Response
     if !scopes.iter().any(|s| s == "offline_access") && granted.iter().any(|s| s == "offline_access") {
         scopes.push("offline_access".into());
     }
-    token_response(
-        st,
-        Subject::User(upn.clone()),
-        &tenant,
-        &scopes,
-        Some((client_id, &upn)),
-    )
+    user_tokens(st, client_id, &upn, &tenant, &scopes)
 }
 
 fn client_credentials(st: &mut State, client_id: &str, tenant: &str, form: &TokenForm) -> Response {
@@ -1002,12 +1067,7 @@ fn client_credentials(st: &mut State, client_id: &str, tenant: &str, form: &Toke
     }
     let access = st.issue_access(Subject::App(client_id.to_string()), tenant);
     let body = serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": access});
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        body.to_string(),
-    )
-        .into_response()
+    aad_json(StatusCode::OK, &body)
 }
 
 async fn admin_consent(
@@ -1017,7 +1077,6 @@ async fn admin_consent(
 ) -> Response {
     let mut st = lock(&state);
     st.stats.admin_consent_requests += 1;
-    let param = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
     if tenant == "common" {
         return error_page(
             90009,
@@ -1027,39 +1086,17 @@ async fn admin_consent(
     if !known_tenant(&st, &tenant) {
         return error_page(90002, &format!("Tenant '{tenant}' not found."));
     }
-    let Some(app) = st.app(param("client_id")).cloned() else {
-        return error_page(
-            700016,
-            &format!(
-                "Application with identifier '{}' was not found in the directory.",
-                param("client_id")
-            ),
-        );
+    let (app, redirect) = match registered_redirect(&st, &q, false) {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    let redirect_uri = param("redirect_uri").to_string();
-    if !app.redirect_uris.contains(&redirect_uri) {
-        return error_page(
-            50011,
-            &format!(
-                "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application."
-            ),
-        );
-    }
-    let state_param = param("state").to_string();
     let expected = format!("{}/.default", st.graph_root);
-    if param("scope") != expected {
-        return redirect_with(
-            &redirect_uri,
-            &[
-                ("error", "invalid_request"),
-                (
-                    "error_description",
-                    &format!(
-                        "AADSTS70011: The provided value for the input parameter 'scope' is not valid. Use {expected}."
-                    ),
-                ),
-                ("state", &state_param),
-            ],
+    if q.get("scope").map(String::as_str).unwrap_or("") != expected {
+        return redirect.error(
+            "invalid_request",
+            &format!(
+                "AADSTS70011: The provided value for the input parameter 'scope' is not valid. Use {expected}."
+            ),
         );
     }
     match std::mem::take(&mut st.admin_consent_outcome) {
@@ -1069,20 +1106,12 @@ async fn admin_consent(
             message,
             admin_consent_flag,
         } => {
-            let description = if aadsts == 0 {
-                message
+            let first: &[(&str, &str)] = if admin_consent_flag {
+                &[("admin_consent", "True")]
             } else {
-                format!("AADSTS{aadsts}: {message}")
+                &[]
             };
-            let mut params = vec![
-                ("error", error.as_str()),
-                ("error_description", description.as_str()),
-                ("state", state_param.as_str()),
-            ];
-            if admin_consent_flag {
-                params.insert(0, ("admin_consent", "True"));
-            }
-            redirect_with(&redirect_uri, &params)
+            redirect.error_after(first, &error, &outcome_description(aadsts, message))
         }
         outcome => {
             let consenting_tenant = match (&outcome, tenant.as_str()) {
@@ -1099,12 +1128,12 @@ async fn admin_consent(
             st.consents
                 .insert((app.client_id.clone(), consenting_tenant.clone()));
             redirect_with(
-                &redirect_uri,
+                &redirect.uri,
                 &[
                     ("admin_consent", "True"),
                     ("tenant", &consenting_tenant),
                     ("scope", &expected),
-                    ("state", &state_param),
+                    ("state", &redirect.state),
                 ],
             )
         }

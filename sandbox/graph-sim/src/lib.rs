@@ -31,15 +31,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use state::State;
 pub use state::{
     App, AuthorizeOutcome, DEFAULT_ROLES, Event, Lifecycle, Message, NotificationPost, Recording, SentMail,
     Stats, SubscriptionWrite, User,
 };
+use state::{Shared, State, lock};
 
 /// A running simulator. Dropping it stops the server.
 pub struct Sim {
-    state: Arc<Mutex<State>>,
+    state: Shared,
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -114,7 +114,7 @@ impl Sim {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = lock(&self.state);
         f(&mut guard)
     }
 
@@ -270,13 +270,8 @@ impl Sim {
     /// Applies a change to a message under the next sequence number.
     fn change_message(&self, upn: &str, id: &str, change: impl FnOnce(&mut Message, u64)) {
         self.with(|s| {
-            s.seq += 1;
-            let seq = s.seq;
-            if let Some(m) = s
-                .mailboxes
-                .get_mut(&upn.to_ascii_lowercase())
-                .and_then(|b| b.messages.iter_mut().find(|m| m.id == id))
-            {
+            let seq = s.next_seq();
+            if let Some(m) = s.message_mut(upn, id) {
                 change(m, seq);
             }
         });
@@ -326,13 +321,8 @@ impl Sim {
     /// Changes a calendar event and notifies `updated`.
     pub fn update_event(&self, upn: &str, id: &str, change: impl FnOnce(&mut Event)) {
         self.with(|s| {
-            s.seq += 1;
-            let seq = s.seq;
-            if let Some(e) = s
-                .mailboxes
-                .get_mut(&upn.to_ascii_lowercase())
-                .and_then(|m| m.events.iter_mut().find(|e| e.id == id))
-            {
+            let seq = s.next_seq();
+            if let Some(e) = s.event_mut(upn, id) {
                 change(e);
                 e.change_key = new_change_key();
                 e.changed_seq = seq;
@@ -344,9 +334,8 @@ impl Sim {
     /// Deletes a calendar event and notifies `deleted`.
     pub fn delete_event(&self, upn: &str, id: &str) {
         self.with(|s| {
-            s.seq += 1;
-            let seq = s.seq;
-            if let Some(m) = s.mailboxes.get_mut(&upn.to_ascii_lowercase()) {
+            let seq = s.next_seq();
+            if let Some(m) = s.mailbox_mut(upn) {
                 m.events.retain(|e| e.id != id);
                 m.removed_events.push((id.to_string(), seq));
             }
@@ -572,9 +561,9 @@ impl Sim {
 
 /// Puts `message` in `upn`'s mailbox and notifies its subscriptions (the
 /// body of [`Sim::deliver_message`], shared with the `/_sim` control routes).
-pub(crate) fn deliver(state: &Arc<Mutex<State>>, upn: &str, mut message: Message) -> String {
+pub(crate) fn deliver(state: &Shared, upn: &str, mut message: Message) -> String {
     let (id, folder) = {
-        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(state);
         s.seq += 1;
         message.seq = s.seq;
         message.changed_seq = s.seq;

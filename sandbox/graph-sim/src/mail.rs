@@ -20,26 +20,18 @@
 //! answer held back (a client that gives up first sees a timeout for a mail
 //! that went out).
 
-use std::sync::{Arc, Mutex};
-
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::reply::graph_error;
-use crate::state::{Draft, Message, SentMail, State, Upload};
-
-type Shared = Arc<Mutex<State>>;
+use crate::reply::{graph_error, item_not_found};
+use crate::state::{Draft, Message, SentMail, Shared, State, Upload, lock};
 
 /// Graph's practical request limit.
 pub(crate) const MAX_REQUEST: usize = 4 * 1024 * 1024;
 const MAX_CHUNK: usize = 4 * 1024 * 1024;
-
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn ok(status: StatusCode, v: Value) -> Response {
     (
@@ -239,6 +231,11 @@ pub(crate) fn create_draft(state: &Shared, mailbox: &str, body: &Bytes) -> Respo
     if let Err(r) = to_sent(&st, mailbox, &message, Vec::new(), false) {
         return r;
     }
+    new_draft(&mut st, mailbox, message, None)
+}
+
+/// Keeps `message` as a new draft of `mailbox` and answers Graph's `201`.
+fn new_draft(st: &mut State, mailbox: &str, message: Value, in_reply_to: Option<String>) -> Response {
     let id = format!("AAMkDraft{}", uuid::Uuid::new_v4().simple());
     st.drafts.insert(
         id.clone(),
@@ -246,7 +243,7 @@ pub(crate) fn create_draft(state: &Shared, mailbox: &str, body: &Bytes) -> Respo
             mailbox: mailbox.to_string(),
             message,
             attachments: Vec::new(),
-            in_reply_to: None,
+            in_reply_to,
         },
     );
     ok(StatusCode::CREATED, json!({"id": id, "isDraft": true}))
@@ -349,11 +346,7 @@ pub(crate) fn create_reply(state: &Shared, mailbox: &str, original: &str, body: 
         .get(&mailbox.to_ascii_lowercase())
         .is_some_and(|m| m.messages.iter().any(|x| x.id == original));
     if !exists {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "ErrorItemNotFound",
-            "The specified object was not found in the store.",
-        );
+        return item_not_found();
     }
     let from = st.mailboxes[&mailbox.to_ascii_lowercase()]
         .messages
@@ -361,7 +354,6 @@ pub(crate) fn create_reply(state: &Shared, mailbox: &str, original: &str, body: 
         .find(|x| x.id == original)
         .map(|m| (m.from.1.clone(), m.subject.clone()))
         .unwrap_or_default();
-    let id = format!("AAMkDraft{}", uuid::Uuid::new_v4().simple());
     let mut message = json!({"subject": format!("RE: {}", from.1), "toRecipients": [{"emailAddress": {"address": from.0}}], "body": {"contentType": "HTML", "content": ""}});
     if !properties.is_empty() {
         message["singleValueExtendedProperties"] = properties
@@ -369,89 +361,85 @@ pub(crate) fn create_reply(state: &Shared, mailbox: &str, original: &str, body: 
             .map(|(i, v)| json!({"id": i, "value": v}))
             .collect();
     }
-    st.drafts.insert(
-        id.clone(),
-        Draft {
-            mailbox: mailbox.to_string(),
-            message,
-            attachments: Vec::new(),
-            in_reply_to: Some(original.to_string()),
-        },
-    );
-    ok(StatusCode::CREATED, json!({"id": id, "isDraft": true}))
+    new_draft(&mut st, mailbox, message, Some(original.to_string()))
+}
+
+/// The draft `id` when it is `mailbox`'s.
+fn draft_of<'a>(st: &'a mut State, mailbox: &str, id: &str) -> Option<&'a mut Draft> {
+    st.drafts
+        .get_mut(id)
+        .filter(|d| d.mailbox.eq_ignore_ascii_case(mailbox))
+}
+
+/// A write to one of `mailbox`'s drafts: the JSON body, read by `parse`
+/// (a bad body is refused before the draft is looked up), then `edit`
+/// applied to the draft.
+fn edit_draft<T>(
+    state: &Shared,
+    mailbox: &str,
+    id: &str,
+    body: &Bytes,
+    parse: impl FnOnce(&Value) -> Result<T, Response>,
+    edit: impl FnOnce(&mut Draft, &Value, T) -> Response,
+) -> Response {
+    let v = match json_body(body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let parsed = match parse(&v) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let mut st = lock(state);
+    let Some(d) = draft_of(&mut st, mailbox, id) else {
+        return item_not_found();
+    };
+    edit(d, &v, parsed)
 }
 
 pub(crate) fn update_draft(state: &Shared, mailbox: &str, id: &str, body: &Bytes) -> Response {
-    let patch = match json_body(body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let added = match extended_properties(&patch) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let mut st = lock(state);
-    let Some(d) = st
-        .drafts
-        .get_mut(id)
-        .filter(|d| d.mailbox.eq_ignore_ascii_case(mailbox))
-    else {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "ErrorItemNotFound",
-            "The specified object was not found in the store.",
-        );
-    };
-    // Extended properties are added or replaced one by one, as Graph's PATCH does.
-    let mut properties = extended_properties(&d.message).unwrap_or_default();
-    for (pid, v) in added {
-        let key = property_key(&pid);
-        properties.retain(|(other, _)| property_key(other) != key);
-        properties.push((pid, v));
-    }
-    if let (Some(m), Some(p)) = (d.message.as_object_mut(), patch.as_object()) {
-        for (k, v) in p {
-            m.insert(k.clone(), v.clone());
-        }
-        if !properties.is_empty() {
-            m.insert(
-                "singleValueExtendedProperties".into(),
-                properties
-                    .iter()
-                    .map(|(i, v)| json!({"id": i, "value": v}))
-                    .collect(),
-            );
-        }
-    }
-    ok(StatusCode::OK, json!({"id": id}))
+    edit_draft(
+        state,
+        mailbox,
+        id,
+        body,
+        extended_properties,
+        |d, patch, added| {
+            // Extended properties are added or replaced one by one, as Graph's PATCH does.
+            let mut properties = extended_properties(&d.message).unwrap_or_default();
+            for (pid, v) in added {
+                let key = property_key(&pid);
+                properties.retain(|(other, _)| property_key(other) != key);
+                properties.push((pid, v));
+            }
+            if let (Some(m), Some(p)) = (d.message.as_object_mut(), patch.as_object()) {
+                for (k, v) in p {
+                    m.insert(k.clone(), v.clone());
+                }
+                if !properties.is_empty() {
+                    m.insert(
+                        "singleValueExtendedProperties".into(),
+                        properties
+                            .iter()
+                            .map(|(i, v)| json!({"id": i, "value": v}))
+                            .collect(),
+                    );
+                }
+            }
+            ok(StatusCode::OK, json!({"id": id}))
+        },
+    )
 }
 
 pub(crate) fn add_attachment(state: &Shared, mailbox: &str, id: &str, body: &Bytes) -> Response {
-    let a = match json_body(body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let parsed = match file_attachments(&json!({"attachments": [a]})) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let mut st = lock(state);
-    let Some(d) = st
-        .drafts
-        .get_mut(id)
-        .filter(|d| d.mailbox.eq_ignore_ascii_case(mailbox))
-    else {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "ErrorItemNotFound",
-            "The specified object was not found in the store.",
-        );
-    };
-    d.attachments.extend(parsed);
-    ok(
-        StatusCode::CREATED,
-        json!({"id": uuid::Uuid::new_v4().to_string()}),
-    )
+    let one = |a: &Value| file_attachments(&json!({"attachments": [a]}));
+    edit_draft(state, mailbox, id, body, one, |d, _, parsed| {
+        d.attachments.extend(parsed);
+        ok(
+            StatusCode::CREATED,
+            json!({"id": uuid::Uuid::new_v4().to_string()}),
+        )
+    })
 }
 
 pub(crate) fn create_upload_session(state: &Shared, mailbox: &str, id: &str, body: &Bytes) -> Response {
@@ -482,16 +470,8 @@ pub(crate) fn create_upload_session(state: &Shared, mailbox: &str, id: &str, bod
         );
     }
     let mut st = lock(state);
-    if !st
-        .drafts
-        .get(id)
-        .is_some_and(|d| d.mailbox.eq_ignore_ascii_case(mailbox))
-    {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "ErrorItemNotFound",
-            "The specified object was not found in the store.",
-        );
+    if draft_of(&mut st, mailbox, id).is_none() {
+        return item_not_found();
     }
     let session = uuid::Uuid::new_v4().simple().to_string();
     let token = format!("sim-upload-{}", uuid::Uuid::new_v4().simple());
@@ -626,17 +606,8 @@ pub(crate) fn upload(
 
 pub(crate) fn send_draft(state: &Shared, mailbox: &str, id: &str) -> Response {
     let mut st = lock(state);
-    let Some(d) = st
-        .drafts
-        .get(id)
-        .filter(|d| d.mailbox.eq_ignore_ascii_case(mailbox))
-        .cloned()
-    else {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "ErrorItemNotFound",
-            "The specified object was not found in the store.",
-        );
+    let Some(d) = draft_of(&mut st, mailbox, id).cloned() else {
+        return item_not_found();
     };
     match to_sent(&st, mailbox, &d.message, d.attachments.clone(), true) {
         Ok(mut sent) => {
@@ -671,11 +642,7 @@ pub(crate) fn reply(state: &Shared, mailbox: &str, original: &str, body: &Bytes)
         .and_then(|m| m.messages.iter().find(|x| x.id == original))
         .cloned()
     else {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "ErrorItemNotFound",
-            "The specified object was not found in the store.",
-        );
+        return item_not_found();
     };
     let mut message = v.get("message").cloned().unwrap_or_else(|| json!({}));
     if message.get("toRecipients").is_none() {
@@ -939,24 +906,15 @@ pub(crate) fn delete_message(state: &Shared, mailbox: &str, id: &str) -> Respons
         st.uploads.retain(|_, u| u.draft != id);
         return StatusCode::NO_CONTENT.into_response();
     }
-    st.seq += 1;
-    let seq = st.seq;
-    let moved = st
-        .mailboxes
-        .get_mut(&mailbox.to_ascii_lowercase())
-        .and_then(|m| m.messages.iter_mut().find(|m| m.id == id))
-        .map(|m| {
-            m.folder = "deleteditems".into();
-            m.seq = seq;
-            m.changed_seq = seq;
-        });
+    let seq = st.next_seq();
+    let moved = st.message_mut(mailbox, id).map(|m| {
+        m.folder = "deleteditems".into();
+        m.seq = seq;
+        m.changed_seq = seq;
+    });
     match moved {
         Some(()) => StatusCode::NO_CONTENT.into_response(),
-        None => graph_error(
-            StatusCode::NOT_FOUND,
-            "ErrorItemNotFound",
-            "The specified object was not found in the store.",
-        ),
+        None => item_not_found(),
     }
 }
 

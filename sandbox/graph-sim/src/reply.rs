@@ -28,6 +28,15 @@ pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Resp
         .into_response()
 }
 
+/// Graph's `404 ErrorItemNotFound` for an item the mailbox does not hold.
+pub(crate) fn item_not_found() -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "ErrorItemNotFound",
+        "The specified object was not found in the store.",
+    )
+}
+
 /// A JSON answer with `status`.
 pub(crate) fn ok_json(status: StatusCode, v: Value) -> Response {
     (

@@ -2,6 +2,7 @@
 //! what the next request should do, and counters.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -413,6 +414,16 @@ pub(crate) struct Access {
     pub(crate) expires: Instant,
 }
 
+/// The simulator's memory as its routes and the [`crate::Sim`] handle share it.
+pub(crate) type Shared = Arc<Mutex<State>>;
+
+/// The memory, locked. A request that panicked while holding the lock
+/// leaves it poisoned; the simulator goes on with the memory as it was, as
+/// one failed request must not fail every later one.
+pub(crate) fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub(crate) struct State {
     pub(crate) base_url: String,
     /// The base URL discovery documents advertise, when callers reach the
@@ -547,6 +558,28 @@ impl State {
     pub(crate) fn consented(&self, client_id: &str, tenant: &str) -> bool {
         self.consents
             .contains(&(client_id.to_string(), tenant.to_string()))
+    }
+
+    /// The next number of the simulator's change order (messages and
+    /// events share it, as delta reads changes after a number).
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// `upn`'s mailbox, when it has one.
+    pub(crate) fn mailbox_mut(&mut self, upn: &str) -> Option<&mut Mailbox> {
+        self.mailboxes.get_mut(&upn.to_ascii_lowercase())
+    }
+
+    /// Message `id` of `upn`'s mailbox.
+    pub(crate) fn message_mut(&mut self, upn: &str, id: &str) -> Option<&mut Message> {
+        self.mailbox_mut(upn)?.messages.iter_mut().find(|m| m.id == id)
+    }
+
+    /// Event `id` of `upn`'s calendar.
+    pub(crate) fn event_mut(&mut self, upn: &str, id: &str) -> Option<&mut Event> {
+        self.mailbox_mut(upn)?.events.iter_mut().find(|e| e.id == id)
     }
 
     pub(crate) fn user(&self, upn: &str) -> Option<&User> {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{UPN, app_token, client, graph, sim, webhook};
+use common::{UPN, app_token, client, graph, graph_get, sim, webhook};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -171,24 +171,17 @@ fn sizes<T>(pages: &[Vec<T>]) -> Vec<usize> {
 #[tokio::test]
 async fn message_delta_pages_ten_by_default_and_as_maxpagesize_asks() {
     let (sim, token, since) = inbox_of(25).await;
-    let (pages, _) = walk(&sim, &token, &first_delta(&since), &[]).await;
-    assert_eq!(sizes(&pages), [10, 10, 5]);
-    let (pages, _) = walk(
-        &sim,
-        &token,
-        &first_delta(&since),
-        &[("prefer", "odata.maxpagesize=4")],
-    )
-    .await;
-    assert_eq!(sizes(&pages), [4, 4, 4, 4, 4, 4, 1]);
-    let (pages, _) = walk(
-        &sim,
-        &token,
-        &first_delta(&since),
-        &[("prefer", "odata.maxpagesize=100")],
-    )
-    .await;
-    assert_eq!(sizes(&pages), [25]);
+    // (the Prefer header sent, the page sizes of the round)
+    let cases = [
+        (None, &[10, 10, 5][..]),
+        (Some("odata.maxpagesize=4"), &[4, 4, 4, 4, 4, 4, 1]),
+        (Some("odata.maxpagesize=100"), &[25]),
+    ];
+    for (prefer, expected) in cases {
+        let header: Vec<(&str, &str)> = prefer.map(|p| ("prefer", p)).into_iter().collect();
+        let (pages, _) = walk(&sim, &token, &first_delta(&since), &header).await;
+        assert_eq!(sizes(&pages), expected, "prefer {prefer:?}");
+    }
 }
 
 #[tokio::test]
@@ -217,7 +210,7 @@ async fn a_nextlink_resumed_later_finishes_the_round_and_the_deltalink_brings_wh
 }
 
 async fn assert_gone(sim: &graph_sim::Sim, token: &str, link: &str) {
-    let (status, err) = graph(sim, token, Method::GET, link, &[], None).await;
+    let (status, err) = graph_get(sim, token, link).await;
     assert_eq!(status, 410, "{link}: {err}");
     assert_eq!(err["error"]["code"], "syncStateNotFound");
     assert!(
@@ -333,7 +326,7 @@ async fn list_all(sim: &graph_sim::Sim, token: &str, start: &str) -> Vec<Vec<(St
     let mut pages = Vec::new();
     let mut next = Some(start.to_string());
     while let Some(url) = next {
-        let (status, page) = graph(sim, token, Method::GET, &url, &[], None).await;
+        let (status, page) = graph_get(sim, token, &url).await;
         assert_eq!(status, 200, "{url}: {page}");
         pages.push(
             page["value"]
@@ -391,17 +384,10 @@ async fn messages_list_by_received_time_in_pages() {
     assert_eq!(listed, expected);
 
     // Both bounds, the default page of 10, and every folder of the mailbox.
-    let (_, all) = graph(
-        &sim,
-        &token,
-        Method::GET,
-        &format!(
-            "/users/{UPN}/messages?$filter=receivedDateTime%20ge%202026-12-01T10:03:00Z%20and%20receivedDateTime%20lt%202026-12-01T10:05:00Z&$select=id"
-        ),
-        &[],
-        None,
-    )
-    .await;
+    let both_bounds = format!(
+        "/users/{UPN}/messages?$filter=receivedDateTime%20ge%202026-12-01T10:03:00Z%20and%20receivedDateTime%20lt%202026-12-01T10:05:00Z&$select=id"
+    );
+    let (_, all) = graph_get(&sim, &token, &both_bounds).await;
     assert_eq!(all["value"].as_array().unwrap().len(), 3, "{all}");
     assert!(all.get("@odata.nextLink").is_none());
 }
@@ -458,21 +444,13 @@ async fn filters_graph_refuses_are_refused_in_its_words() {
         ),
     ];
     for (q, status, code, message) in cases {
-        let (got, err) = graph(&sim, &token, Method::GET, &format!("{inbox}?{q}"), &[], None).await;
+        let (got, err) = graph_get(&sim, &token, &format!("{inbox}?{q}")).await;
         assert_eq!(got, status, "{q}: {err}");
         assert_eq!(err["error"]["code"], code, "{q}: {err}");
         assert_eq!(err["error"]["message"], message, "{q}: {err}");
     }
     // Accepted by Graph, not evaluated by the simulator: said, never ignored.
-    let (got, err) = graph(
-        &sim,
-        &token,
-        Method::GET,
-        &format!("{inbox}?$filter=isRead%20eq%20false"),
-        &[],
-        None,
-    )
-    .await;
+    let (got, err) = graph_get(&sim, &token, &format!("{inbox}?$filter=isRead%20eq%20false")).await;
     assert_eq!(got, 501, "{err}");
 }
 
@@ -486,24 +464,17 @@ async fn without_message_delta_the_folder_is_listed_and_calendar_delta_still_wor
         first_delta("2026-12-01T10:00:00Z"),
         format!("/users/{UPN}/mailFolders('inbox')/messages/delta"),
     ] {
-        let (status, err) = graph(&sim, &token, Method::GET, &url, &[], None).await;
+        let (status, err) = graph_get(&sim, &token, &url).await;
         assert_eq!(status, 400, "{err}");
         assert_eq!(err["error"]["code"], "ErrorInvalidIdMalformed");
         assert_eq!(err["error"]["message"], "Id is malformed.");
     }
     assert_eq!(sim.stats().message_delta_refused, 2);
 
-    let (status, list) = graph(
-        &sim,
-        &token,
-        Method::GET,
-        &format!(
-            "/users/{UPN}/mailFolders/inbox/messages?$filter=receivedDateTime%20ge%202026-12-01T10:00:00Z&$orderby=receivedDateTime%20asc&$select=id&$top=100"
-        ),
-        &[],
-        None,
-    )
-    .await;
+    let oldest_first = format!(
+        "/users/{UPN}/mailFolders/inbox/messages?$filter=receivedDateTime%20ge%202026-12-01T10:00:00Z&$orderby=receivedDateTime%20asc&$select=id&$top=100"
+    );
+    let (status, list) = graph_get(&sim, &token, &oldest_first).await;
     assert_eq!(status, 200);
     let listed: Vec<&str> = list["value"]
         .as_array()
@@ -587,13 +558,10 @@ async fn a_body_of_tens_of_megabytes_is_served_whole_with_or_without_other_prope
     assert!(m.get("body").is_none(), "{m}");
 
     // Listed, the body comes the same way.
-    let (status, list) = graph(
+    let (status, list) = graph_get(
         &sim,
         &token,
-        Method::GET,
         &format!("/users/{UPN}/mailFolders/inbox/messages?$select=id,body&$top=1"),
-        &[],
-        None,
     )
     .await;
     assert_eq!(status, 200);
@@ -662,17 +630,9 @@ async fn internet_headers_come_only_with_select_and_attachments_with_their_bytes
         },
     );
     let message = format!("/users/{UPN}/messages/{id}");
-    let (_, plain) = graph(&sim, &token, Method::GET, &message, &[], None).await;
+    let (_, plain) = graph_get(&sim, &token, &message).await;
     assert!(plain.get("internetMessageHeaders").is_none(), "{plain}");
-    let (_, selected) = graph(
-        &sim,
-        &token,
-        Method::GET,
-        &format!("{message}?$select=internetMessageHeaders"),
-        &[],
-        None,
-    )
-    .await;
+    let (_, selected) = graph_get(&sim, &token, &format!("{message}?$select=internetMessageHeaders")).await;
     let headers = selected["internetMessageHeaders"].as_array().unwrap();
     let value = |n: &str| {
         headers
@@ -682,15 +642,7 @@ async fn internet_headers_come_only_with_select_and_attachments_with_their_bytes
     };
     assert_eq!(value("Message-ID").as_deref(), Some("<m2@example.com>"));
     assert_eq!(value("In-Reply-To").as_deref(), Some("<m1@example.com>"));
-    let (_, list) = graph(
-        &sim,
-        &token,
-        Method::GET,
-        &format!("{message}/attachments"),
-        &[],
-        None,
-    )
-    .await;
+    let (_, list) = graph_get(&sim, &token, &format!("{message}/attachments")).await;
     let ids: Vec<String> = list["value"]
         .as_array()
         .unwrap()

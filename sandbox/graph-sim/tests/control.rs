@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{CLIENT, REDIRECT, TENANT, client, get_json, sim, token};
+use common::{CLIENT, REDIRECT, TENANT, claims, client, code_of, discovery_url, get_json, sim, token};
 use graph_sim::Sim;
 use serde_json::{Value, json};
 
@@ -80,27 +80,41 @@ async fn mail_can_be_delivered_and_sent_mail_read_over_http() {
             .body(body)
             .send()
     };
-    let unknown = post(
-        "nobody@contoso.com",
-        json!({"from": "a@b.c", "subject": "s"}).to_string(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(unknown.status(), 404);
-    let bad = post("ann@contoso.com", "{\"subject\": 1}".into()).await.unwrap();
-    assert_eq!(bad.status(), 400);
-    let err: Value = bad.json().await.unwrap();
-    assert!(
-        err["error"]["message"].as_str().unwrap().contains("\"from\""),
-        "{err}"
-    );
-    let not_an_address = post(
-        "ann@contoso.com",
-        json!({"from": "nobody", "subject": "s"}).to_string(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(not_an_address.status(), 400);
+    // Refused: (case, mailbox, body, status, what the error message names).
+    let refused = [
+        (
+            "unknown mailbox",
+            "nobody@contoso.com",
+            json!({"from": "a@b.c", "subject": "s"}).to_string(),
+            404,
+            None,
+        ),
+        (
+            "no from",
+            "ann@contoso.com",
+            "{\"subject\": 1}".to_string(),
+            400,
+            Some("\"from\""),
+        ),
+        (
+            "from not an address",
+            "ann@contoso.com",
+            json!({"from": "nobody", "subject": "s"}).to_string(),
+            400,
+            None,
+        ),
+    ];
+    for (case, upn, body, status, names) in refused {
+        let resp = post(upn, body).await.unwrap();
+        assert_eq!(resp.status(), status, "{case}");
+        if let Some(names) = names {
+            let err: Value = resp.json().await.unwrap();
+            assert!(
+                err["error"]["message"].as_str().unwrap().contains(names),
+                "{case}: {err}"
+            );
+        }
+    }
 
     let ok = post(
         "ann@contoso.com",
@@ -127,11 +141,7 @@ async fn discovery_and_id_tokens_carry_what_libraries_read() {
     let sim = sim().await;
     sim.set_interactive_consent(false);
     sim.set_advertised_url("https://127.0.0.1:4443/");
-    let doc = get_json(format!(
-        "{}/{TENANT}/v2.0/.well-known/openid-configuration",
-        sim.url()
-    ))
-    .await;
+    let doc = get_json(discovery_url(&sim, TENANT)).await;
     assert_eq!(
         doc["token_endpoint"],
         format!("https://127.0.0.1:4443/{TENANT}/oauth2/v2.0/token")
@@ -142,15 +152,7 @@ async fn discovery_and_id_tokens_carry_what_libraries_read() {
     );
 
     let url = authorize(&sim, &[]).replace("offline_access+Mail.Read", "offline_access+openid+Mail.Read");
-    let resp = client().get(url).send().await.unwrap();
-    assert_eq!(resp.status(), 302);
-    let back = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
-    let code = back
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .to_string();
+    let code = code_of(&client().get(url).send().await.unwrap());
     let token = token(
         &sim,
         &[
@@ -164,14 +166,7 @@ async fn discovery_and_id_tokens_carry_what_libraries_read() {
     )
     .await;
     let id_token = token["id_token"].as_str().unwrap_or_else(|| panic!("{token}"));
-    let payload = id_token.split('.').nth(1).unwrap();
-    use base64::Engine;
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = claims(id_token);
     for claim in ["sub", "oid", "tid", "aud", "iss", "exp", "preferred_username"] {
         assert!(!claims[claim].is_null(), "{claim} missing from {claims}");
     }

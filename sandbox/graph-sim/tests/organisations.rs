@@ -6,8 +6,9 @@
 
 mod common;
 
-use base64::Engine;
-use common::{CLIENT, REDIRECT, TENANT, UPN, client, get_json, sim};
+use common::{
+    CLIENT, REDIRECT, TENANT, UPN, claims, client, code_of, discovery_url, get_json, sim, token_at,
+};
 use graph_sim::{AuthorizeOutcome, Sim, User};
 use serde_json::Value;
 
@@ -32,41 +33,20 @@ async fn sign_in(sim: &Sim, upn: &str) -> Value {
         .append_pair("response_type", "code")
         .append_pair("redirect_uri", REDIRECT)
         .append_pair("scope", "offline_access openid profile User.Read");
-    let resp = client().get(url).send().await.unwrap();
-    assert_eq!(resp.status(), 302);
-    let back = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
-    let code = back
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .to_string();
-    client()
-        .post(format!("{}/organizations/oauth2/v2.0/token", sim.url()))
-        .form(&[
+    let code = code_of(&client().get(url).send().await.unwrap());
+    token_at(
+        sim,
+        "organizations",
+        &[
             ("grant_type", "authorization_code"),
             ("client_id", CLIENT),
             ("client_secret", "s"),
             ("code", &code),
             ("redirect_uri", REDIRECT),
             ("scope", "offline_access openid profile User.Read"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
+        ],
     )
-    .unwrap()
+    .await
 }
 
 async fn me(sim: &Sim, token: &str, query: &str) -> (u16, Value) {
@@ -90,11 +70,7 @@ async fn a_domains_discovery_document_names_the_tenant_that_verified_it() {
         (TENANT, TENANT),
         ("fabrikam-labs.com", OTHER_TENANT),
     ] {
-        let doc = get_json(format!(
-            "{}/{name}/v2.0/.well-known/openid-configuration",
-            sim.url()
-        ))
-        .await;
+        let doc = get_json(discovery_url(&sim, name)).await;
         assert_eq!(
             doc["issuer"],
             format!("https://login.microsoftonline.com/{tenant}/v2.0"),
@@ -106,19 +82,12 @@ async fn a_domains_discovery_document_names_the_tenant_that_verified_it() {
         );
     }
     // The multi-tenant documents name a template.
-    let doc = get_json(format!(
-        "{}/organizations/v2.0/.well-known/openid-configuration",
-        sim.url()
-    ))
-    .await;
+    let doc = get_json(discovery_url(&sim, "organizations")).await;
     assert_eq!(doc["issuer"], "https://login.microsoftonline.com/{tenantid}/v2.0");
 
     // A domain no organisation verified: Entra's 400 invalid_tenant, AADSTS90002.
     let resp = client()
-        .get(format!(
-            "{}/nobody-owns-this.example/v2.0/.well-known/openid-configuration",
-            sim.url()
-        ))
+        .get(discovery_url(&sim, "nobody-owns-this.example"))
         .send()
         .await
         .unwrap();
@@ -206,11 +175,7 @@ async fn a_tenant_named_by_domain_shows_one_tenant_id_everywhere() {
     let tid = id["tid"].as_str().unwrap().to_string();
     assert!(uuid_like(&tid), "{tid}");
     assert_eq!(id["iss"], format!("https://login.microsoftonline.com/{tid}/v2.0"));
-    let doc = get_json(format!(
-        "{}/demo.onmicrosoft.com/v2.0/.well-known/openid-configuration",
-        sim.url()
-    ))
-    .await;
+    let doc = get_json(discovery_url(&sim, "demo.onmicrosoft.com")).await;
     assert_eq!(
         doc["issuer"],
         format!("https://login.microsoftonline.com/{tid}/v2.0")

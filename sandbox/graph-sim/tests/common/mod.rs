@@ -48,8 +48,14 @@ pub(crate) async fn get_json(url: String) -> Value {
 
 /// A token request to the tenant's token endpoint, answered as JSON.
 pub(crate) async fn token(sim: &Sim, form: &[(&str, &str)]) -> Value {
+    token_at(sim, TENANT, form).await
+}
+
+/// A token request to the token endpoint of `tenant` (an id, a domain or
+/// `organizations`), answered as JSON.
+pub(crate) async fn token_at(sim: &Sim, tenant: &str, form: &[(&str, &str)]) -> Value {
     client()
-        .post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.url()))
+        .post(format!("{}/{tenant}/oauth2/v2.0/token", sim.url()))
         .form(form)
         .send()
         .await
@@ -57,6 +63,36 @@ pub(crate) async fn token(sim: &Sim, form: &[(&str, &str)]) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// The URL of the OpenID discovery document of `tenant` (an id, a domain
+/// or a multi-tenant name).
+pub(crate) fn discovery_url(sim: &Sim, tenant: &str) -> String {
+    format!("{}/{tenant}/v2.0/.well-known/openid-configuration", sim.url())
+}
+
+/// The authorization code in the redirect an authorize request answered
+/// with (a `302` to the app's redirect URI).
+pub(crate) fn code_of(redirect: &reqwest::Response) -> String {
+    assert_eq!(redirect.status(), 302);
+    let back = url::Url::parse(redirect.headers()["location"].to_str().unwrap()).unwrap();
+    back.query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .to_string()
+}
+
+/// The claims of a JWT (the ID token), unverified.
+pub(crate) fn claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// An app-only access token for the app (client credentials).
@@ -102,6 +138,11 @@ pub(crate) async fn graph(
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A Graph `GET` with the token and no other header: (status, JSON body or Null).
+pub(crate) async fn graph_get(sim: &Sim, token: &str, path_or_url: &str) -> (u16, Value) {
+    graph(sim, token, reqwest::Method::GET, path_or_url, &[], None).await
 }
 
 /// A notification URL on 127.0.0.1 that answers the validation handshake
