@@ -4,6 +4,8 @@
 //! browser step of a sign-in is played by the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod demo_common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -90,8 +92,11 @@ async fn run(dir: &Dir, args: &[&str]) -> Out {
     }
 }
 
+/// The lines of a running command's stream.
+type Lines = tokio::sync::mpsc::UnboundedReceiver<String>;
+
 /// Lines of a running command's stream, as they come.
-fn lines<R: AsyncRead + Unpin + Send + 'static>(r: R) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+fn lines<R: AsyncRead + Unpin + Send + 'static>(r: R) -> Lines {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut l = BufReader::new(r).lines();
@@ -102,11 +107,28 @@ fn lines<R: AsyncRead + Unpin + Send + 'static>(r: R) -> tokio::sync::mpsc::Unbo
     rx
 }
 
-async fn line_matching(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    seen: &mut String,
-    f: impl Fn(&str) -> bool,
-) -> String {
+/// The lines `rx` has received so far, each added to `into`.
+fn drain(rx: &mut Lines, into: &mut String) {
+    while let Ok(l) = rx.try_recv() {
+        into.push_str(&l);
+        into.push('\n');
+    }
+}
+
+/// `relay365 {args}` started, with the lines of its stdout and its stderr
+/// as they come.
+fn spawn(dir: &Dir, args: &[&str]) -> (tokio::process::Child, Lines, Lines) {
+    let mut child = command(dir, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    (child, out, err)
+}
+
+async fn line_matching(rx: &mut Lines, seen: &mut String, f: impl Fn(&str) -> bool) -> String {
     let found = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(l) = rx.recv().await {
             seen.push_str(&l);
@@ -126,13 +148,7 @@ async fn line_matching(
 
 /// `relay365 connect` with the browser step played here; returns its output.
 async fn connect(dir: &Dir, args: &[&str]) -> Out {
-    let mut child = command(dir, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = lines(child.stdout.take().unwrap());
-    let mut err = lines(child.stderr.take().unwrap());
+    let (mut child, mut out, mut err) = spawn(dir, args);
     let mut seen = String::new();
     let link = line_matching(&mut out, &mut seen, |l| l.trim_start().starts_with("http")).await;
     let (status, page) = relay365_demo::browser::sign_in(link.trim()).await.unwrap();
@@ -141,15 +157,9 @@ async fn connect(dir: &Dir, args: &[&str]) -> Out {
         .await
         .expect("connect returns once active")
         .unwrap();
-    while let Ok(l) = out.try_recv() {
-        seen.push_str(&l);
-        seen.push('\n');
-    }
+    drain(&mut out, &mut seen);
     let mut stderr = String::new();
-    while let Ok(l) = err.try_recv() {
-        stderr.push_str(&l);
-        stderr.push('\n');
-    }
+    drain(&mut err, &mut stderr);
     Out {
         code: status.code().unwrap_or(-1),
         stdout: seen,
@@ -183,6 +193,16 @@ fn write(dir: &Dir, name: &str, bytes: &[u8]) -> PathBuf {
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// `relay365 events verify` of the event body in the file `body` with the
+/// signature header `signature`.
+async fn verify(dir: &Dir, signature: &str, body: &Path) -> Out {
+    run(
+        dir,
+        &["events", "verify", "--signature", signature, "--body", path(body)],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -371,11 +391,7 @@ async fn every_command_works_against_the_demo_stack() {
     assert_eq!(v["figures"]["delivered"], 1.0, "{v}");
     let body = write(&dir, "event.json", &got.body);
     let header = got.signature.clone().unwrap();
-    let out = run(
-        &dir,
-        &["events", "verify", "--signature", &header, "--body", path(&body)],
-    )
-    .await;
+    let out = verify(&dir, &header, &body).await;
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stdout
@@ -386,33 +402,11 @@ async fn every_command_works_against_the_demo_stack() {
     let mut changed = got.body.clone();
     changed.extend_from_slice(b" ");
     let forged_body = write(&dir, "forged.json", &changed);
-    let out = run(
-        &dir,
-        &[
-            "events",
-            "verify",
-            "--signature",
-            &header,
-            "--body",
-            path(&forged_body),
-        ],
-    )
-    .await;
+    let out = verify(&dir, &header, &forged_body).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stdout.contains("✘ not genuine"), "{}", out.stdout);
     let forged_header = format!("{},v1={}", header.split(',').next().unwrap(), "0".repeat(64));
-    let out = run(
-        &dir,
-        &[
-            "events",
-            "verify",
-            "--signature",
-            &forged_header,
-            "--body",
-            path(&body),
-        ],
-    )
-    .await;
+    let out = verify(&dir, &forged_header, &body).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
 
     // send with a 5 MiB attachment: uploaded to the bucket, sent by reference.
@@ -534,16 +528,10 @@ async fn every_command_works_against_the_demo_stack() {
         doctor.stdout
     );
 
-    let mut tail = command(
+    let (mut tail, mut tail_out, mut tail_err) = spawn(
         &dir,
         &["events", "tail", "--port", &port.to_string(), "--count", "1"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut tail_out = lines(tail.stdout.take().unwrap());
-    let mut tail_err = lines(tail.stderr.take().unwrap());
+    );
     let mut seen = String::new();
     line_matching(&mut tail_err, &mut seen, |l| {
         l.starts_with("Listening on http://127.0.0.1:")
@@ -567,10 +555,7 @@ async fn every_command_works_against_the_demo_stack() {
         .expect("tail stops after --count")
         .unwrap();
     assert!(status.success());
-    while let Ok(l) = tail_out.try_recv() {
-        printed.push_str(&l);
-        printed.push('\n');
-    }
+    drain(&mut tail_out, &mut printed);
     everything += &printed;
     assert!(printed.contains("Second question"), "{printed}");
     assert!(eventually_async(10, || async { dlq_depth(&demo).await == 0 }).await);
@@ -714,35 +699,21 @@ async fn doctor_names_the_fix_for_each_broken_part() {
 
     let out = run(&dir, &["doctor"]).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
-    let fix_after = |failure: &str| -> String {
-        let at = out
-            .stdout
-            .find(failure)
-            .unwrap_or_else(|| panic!("{failure:?} not in:\n{}", out.stdout));
-        let line_start = out.stdout[..at].rfind('\n').map_or(0, |i| i + 1);
-        assert!(
-            out.stdout[line_start..].starts_with('✘'),
-            "{failure:?} is not a ✘ line:\n{}",
-            out.stdout
-        );
-        let rest = &out.stdout[at..];
-        let next = rest.lines().nth(1).unwrap_or("");
-        assert!(
-            next.trim_start().starts_with('→'),
-            "no fix under {failure:?}:\n{}",
-            out.stdout
-        );
-        next.to_string()
-    };
-    assert!(fix_after("no app-only token").contains("infra/register-app.sh --client-secret"));
+    assert_fixes(
+        &out.stdout,
+        &[
+            ("no app-only token", "infra/register-app.sh --client-secret"),
+            (
+                format!("notification URL {public}/notifications is unreachable").as_str(),
+                "from the internet",
+            ),
+            (
+                "connection support (support@demo.example) needs a new sign-in",
+                "signs in again",
+            ),
+        ],
+    );
     assert!(out.stdout.contains("AADSTS7000215"), "{}", out.stdout);
-    assert!(
-        fix_after(&format!("notification URL {public}/notifications is unreachable"))
-            .contains("from the internet")
-    );
-    assert!(
-        fix_after("connection support (support@demo.example) needs a new sign-in").contains("signs in again")
-    );
     assert!(
         out.stdout.contains("checks failed: each ✘ says what to do"),
         "{}",
@@ -815,6 +786,15 @@ fn failed_with_fix(stdout: &str, failure: &str) -> String {
     fix.to_string()
 }
 
+/// For each `(failure, fix)`: `stdout` has the ✘ line naming `failure`,
+/// and the `→` line under it says `fix`.
+fn assert_fixes(stdout: &str, cases: &[(&str, &str)]) {
+    for (failure, fix) in cases {
+        let said = failed_with_fix(stdout, failure);
+        assert!(said.contains(fix), "{failure:?}: {fix:?} not in {said:?}");
+    }
+}
+
 /// Sets one parameter of the demo's stack file, as `sam deploy
 /// --parameter-overrides` would change a deployed stack's.
 fn set_parameter(dir: &Dir, key: &str, value: &str) {
@@ -829,7 +809,6 @@ async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
     use relay365_demo::{DEMO_CONNECT_FLOW_ID as FLOW, DEMO_CONNECT_INSTANCE_ID as INSTANCE};
     let dir = Dir::new();
     let demo = start(&dir, None).await;
-    let sim = demo.sim.as_ref().unwrap();
     let task = format!("connect-task:{INSTANCE}/{FLOW}");
 
     // A malformed Connect target is a usage error naming the shape, before anything is sent.
@@ -872,20 +851,7 @@ async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
     )
     .await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    sim.deliver_message(
-        DEMO_USER,
-        graph_sim::Message {
-            from: ("Customer".into(), "customer@example.org".into()),
-            subject: "Refund for order 1234".into(),
-            body_html: "<p>Please refund the broken kettle.</p>".into(),
-            ..Default::default()
-        },
-    );
-    assert!(
-        relay365_testkit::eventually(60, || !demo.connect.contacts().is_empty()).await,
-        "no task started; refused: {:?}",
-        demo.connect.refused()
-    );
+    demo_common::refund_mail_reaches_connect(&demo).await;
     let contacts = demo.connect.contacts();
     assert_eq!(contacts.len(), 1, "{contacts:#?}");
     assert_eq!(contacts[0].contact_flow_id, FLOW);
@@ -921,35 +887,28 @@ async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
     }
     let out = run(&dir, &["doctor"]).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(
-        failed_with_fix(
-            &out.stdout,
-            &format!("contact flow no-such-flow of instance {INSTANCE}")
-        )
-        .contains("published flow of type Contact flow (inbound)")
+    assert_fixes(
+        &out.stdout,
+        &[
+            (
+                format!("contact flow no-such-flow of instance {INSTANCE}").as_str(),
+                "published flow of type Contact flow (inbound)",
+            ),
+            (
+                "contact flow whisper-1 (agent whisper) is of type AGENT_WHISPER",
+                "Contact flow (inbound)",
+            ),
+            (
+                "mail-dispatch may not start tasks in instance other-instance",
+                "--parameter-overrides ConnectInstanceId=other-instance",
+            ),
+            (
+                "Connect instance other-instance: ResourceNotFoundException",
+                "last part of the instance ARN",
+            ),
+        ],
     );
     assert!(out.stdout.contains("ResourceNotFoundException"), "{}", out.stdout);
-    assert!(
-        failed_with_fix(
-            &out.stdout,
-            "contact flow whisper-1 (agent whisper) is of type AGENT_WHISPER"
-        )
-        .contains("Contact flow (inbound)")
-    );
-    assert!(
-        failed_with_fix(
-            &out.stdout,
-            "mail-dispatch may not start tasks in instance other-instance"
-        )
-        .contains("--parameter-overrides ConnectInstanceId=other-instance")
-    );
-    assert!(
-        failed_with_fix(
-            &out.stdout,
-            "Connect instance other-instance: ResourceNotFoundException"
-        )
-        .contains("last part of the instance ARN")
-    );
 
     // connect-email: through the stack's DefaultTarget (subscriptions without a target):
     // the instance's address passes, another address fails with the fix, and so
@@ -983,16 +942,18 @@ async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
     );
     set_parameter(&dir, "ConnectEmailAddress", "");
     let out = run(&dir, &["doctor"]).await;
-    assert!(
-        failed_with_fix(
-            &out.stdout,
-            &format!("email address sales@demo.example is not an address of instance {INSTANCE}")
-        )
-        .contains("Channels → Email addresses")
-    );
-    assert!(
-        failed_with_fix(&out.stdout, "mail-dispatch may not start email contacts")
-            .contains("ConnectEmailAddress=sales@demo.example")
+    assert_fixes(
+        &out.stdout,
+        &[
+            (
+                format!("email address sales@demo.example is not an address of instance {INSTANCE}").as_str(),
+                "Channels → Email addresses",
+            ),
+            (
+                "mail-dispatch may not start email contacts",
+                "ConnectEmailAddress=sales@demo.example",
+            ),
+        ],
     );
 
     // --json says the same for scripts.
