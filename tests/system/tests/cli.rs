@@ -67,6 +67,14 @@ struct Out {
     stderr: String,
 }
 
+impl Out {
+    /// The command exited 0 and its stdout says each of `parts`.
+    fn assert_ok_saying(&self, parts: &[&str]) {
+        assert_eq!(self.code, 0, "{}{}", self.stdout, self.stderr);
+        assert_says(&self.stdout, parts);
+    }
+}
+
 fn command(dir: &Dir, args: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(cli_binary());
     c.arg("--local")
@@ -314,16 +322,15 @@ async fn every_command_works_against_the_demo_stack() {
     assert_eq!(json["connections"][0]["id"], "support");
     let out = run(&dir, &["show", "support"]).await;
     everything += &out.stdout;
-    assert!(out.stdout.contains("status       active"), "{}", out.stdout);
-    assert!(
-        out.stdout.contains("mail subscription") && out.stdout.contains("✔ ok, expires"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("signing key") && out.stdout.contains("current"),
-        "{}",
-        out.stdout
+    assert_says(
+        &out.stdout,
+        &[
+            "status       active",
+            "mail subscription",
+            "✔ ok, expires",
+            "signing key",
+            "current",
+        ],
     );
     let out = run(&dir, &["show", "nobody"]).await;
     assert_eq!(out.code, 1);
@@ -338,24 +345,21 @@ async fn every_command_works_against_the_demo_stack() {
     everything += &out.stdout;
     assert_eq!(out.code, 0, "{}", out.stdout);
     assert!(!out.stdout.contains('✘'), "{}", out.stdout);
-    for expected in [
-        "✔ stack relay365-demo",
-        "answers signed requests",
-        "app-only token in",
-        "roles Mail.Read",
-        "notification URL",
-        "answers Graph's validation handshake",
-        "signing key relay365/signing-key present",
-        "event signing secret relay365/event-signing-key present",
-        "connection support (support@demo.example) is active",
-        "no notifications in the dead-letter queue",
-    ] {
-        assert!(
-            out.stdout.contains(expected),
-            "{expected:?} not in:\n{}",
-            out.stdout
-        );
-    }
+    assert_says(
+        &out.stdout,
+        &[
+            "✔ stack relay365-demo",
+            "answers signed requests",
+            "app-only token in",
+            "roles Mail.Read",
+            "notification URL",
+            "answers Graph's validation handshake",
+            "signing key relay365/signing-key present",
+            "event signing secret relay365/event-signing-key present",
+            "connection support (support@demo.example) is active",
+            "no notifications in the dead-letter queue",
+        ],
+    );
 
     // A mail arrives; events verify accepts its real body and header, and refuses a forgery.
     sim.deliver_message(
@@ -392,13 +396,7 @@ async fn every_command_works_against_the_demo_stack() {
     let body = write(&dir, "event.json", &got.body);
     let header = got.signature.clone().unwrap();
     let out = verify(&dir, &header, &body).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout
-            .contains("✔ genuine: signed by this stack's event signing key"),
-        "{}",
-        out.stdout
-    );
+    out.assert_ok_saying(&["✔ genuine: signed by this stack's event signing key"]);
     let mut changed = got.body.clone();
     changed.extend_from_slice(b" ");
     let forged_body = write(&dir, "forged.json", &changed);
@@ -426,12 +424,7 @@ async fn every_command_works_against_the_demo_stack() {
     ];
     let out = run(&dir, &send).await;
     everything += &out.stdout;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout.contains("✔ sent (idempotency key cli-"),
-        "{}",
-        out.stdout
-    );
+    out.assert_ok_saying(&["✔ sent (idempotency key cli-"]);
     let sent = sim.sent();
     let mail = sent.last().unwrap();
     assert_eq!(mail.subject, "Your recording");
@@ -462,8 +455,7 @@ async fn every_command_works_against_the_demo_stack() {
         .trim_end_matches([')', '\n'])
         .to_string();
     let again = run(&dir, &[&send[..], &["--idempotency-key", &key]].concat()).await;
-    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
-    assert!(again.stdout.contains("already sent earlier"), "{}", again.stdout);
+    again.assert_ok_saying(&["already sent earlier"]);
     assert_eq!(sim.sent().len(), sent.len());
 
     // subscribe the calendar with a target that is down: its notification
@@ -472,12 +464,7 @@ async fn every_command_works_against_the_demo_stack() {
     let port = free_port();
     let target = format!("http://127.0.0.1:{port}/");
     let out = run(&dir, &["subscribe", "support", "calendar", "--target", &target]).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout.contains("✔ calendar subscription") && out.stdout.contains("added: ok"),
-        "{}",
-        out.stdout
-    );
+    out.assert_ok_saying(&["✔ calendar subscription", "added: ok"]);
     sim.create_event(
         DEMO_USER,
         graph_sim::Event {
@@ -506,18 +493,15 @@ async fn every_command_works_against_the_demo_stack() {
     let out = run(&dir, &["dlq"]).await;
     everything += &out.stdout;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stdout
-            .contains("1 notifications wait in the dead-letter queue"),
-        "{}",
-        out.stdout
+    assert_says(
+        &out.stdout,
+        &[
+            "1 notifications wait in the dead-letter queue",
+            "Last delivery errors:",
+            "support",
+            "relay365 dlq redrive",
+        ],
     );
-    assert!(
-        out.stdout.contains("Last delivery errors:") && out.stdout.contains("support"),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("relay365 dlq redrive"), "{}", out.stdout);
     let doctor = run(&dir, &["doctor"]).await;
     assert_eq!(doctor.code, 1);
     assert!(
@@ -538,12 +522,7 @@ async fn every_command_works_against_the_demo_stack() {
     })
     .await;
     let out = run(&dir, &["dlq", "redrive"]).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout.contains("✔ 1 notifications moved back"),
-        "{}",
-        out.stdout
-    );
+    out.assert_ok_saying(&["✔ 1 notifications moved back"]);
     let mut printed = String::new();
     let first = line_matching(&mut tail_out, &mut printed, |l| l.starts_with("── ")).await;
     assert!(
@@ -572,26 +551,18 @@ async fn every_command_works_against_the_demo_stack() {
         assert!(out.stderr.contains(&key), "{}", out.stderr);
     }
     let out = run(&dir, &["pause", "support", &key]).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("paused: nothing is sent"), "{}", out.stdout);
+    out.assert_ok_saying(&["paused: nothing is sent"]);
     let out = run(&dir, &["show", "support"]).await;
     assert!(out.stdout.contains("paused since"), "{}", out.stdout);
     let out = run(&dir, &["resume", "support", &key]).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("resumed"), "{}", out.stdout);
+    out.assert_ok_saying(&["resumed"]);
     let out = run(&dir, &["pause", "support", "no-such-key"]).await;
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("GET /connections/support"), "{}", out.stderr);
 
     // resubscribe, then disconnect (which asks first).
     let out = run(&dir, &["resubscribe", "support"]).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout
-            .contains("✔ every subscription of support created again"),
-        "{}",
-        out.stdout
-    );
+    out.assert_ok_saying(&["✔ every subscription of support created again"]);
     let out = run(&dir, &["disconnect", "support"]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("add --yes"), "{}", out.stderr);
@@ -786,6 +757,13 @@ fn failed_with_fix(stdout: &str, failure: &str) -> String {
     fix.to_string()
 }
 
+/// `text` (a command's output) says each of `parts`.
+fn assert_says(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} not in:\n{text}");
+    }
+}
+
 /// For each `(failure, fix)`: `stdout` has the ✘ line naming `failure`,
 /// and the `→` line under it says `fix`.
 fn assert_fixes(stdout: &str, cases: &[(&str, &str)]) {
@@ -859,18 +837,15 @@ async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
 
     // doctor: every Connect target's permission, instance and flow pass.
     let out = run(&dir, &["doctor"]).await;
-    for expected in [
-        format!("✔ {task} (support mail "),
-        format!("the stack lets mail-dispatch start tasks in instance {INSTANCE}"),
-        format!("✔ Connect instance {INSTANCE} ("),
-        format!("✔ contact flow {FLOW} (relay365 demo inbound) is a published inbound flow"),
-    ] {
-        assert!(
-            out.stdout.contains(&expected),
-            "{expected:?} not in:\n{}",
-            out.stdout
-        );
-    }
+    assert_says(
+        &out.stdout,
+        &[
+            format!("✔ {task} (support mail ").as_str(),
+            format!("the stack lets mail-dispatch start tasks in instance {INSTANCE}").as_str(),
+            format!("✔ Connect instance {INSTANCE} (").as_str(),
+            format!("✔ contact flow {FLOW} (relay365 demo inbound) is a published inbound flow").as_str(),
+        ],
+    );
     assert!(!out.stdout.contains("✘"), "{}", out.stdout);
     assert_eq!(out.code, 0, "{}", out.stdout);
 
