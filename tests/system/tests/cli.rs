@@ -4,6 +4,8 @@
 //! browser step of a sign-in is played by the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod demo_common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -65,6 +67,14 @@ struct Out {
     stderr: String,
 }
 
+impl Out {
+    /// The command exited 0 and its stdout says each of `parts`.
+    fn assert_ok_saying(&self, parts: &[&str]) {
+        assert_eq!(self.code, 0, "{}{}", self.stdout, self.stderr);
+        assert_says(&self.stdout, parts);
+    }
+}
+
 fn command(dir: &Dir, args: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(cli_binary());
     c.arg("--local")
@@ -90,8 +100,11 @@ async fn run(dir: &Dir, args: &[&str]) -> Out {
     }
 }
 
+/// The lines of a running command's stream.
+type Lines = tokio::sync::mpsc::UnboundedReceiver<String>;
+
 /// Lines of a running command's stream, as they come.
-fn lines<R: AsyncRead + Unpin + Send + 'static>(r: R) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+fn lines<R: AsyncRead + Unpin + Send + 'static>(r: R) -> Lines {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut l = BufReader::new(r).lines();
@@ -102,11 +115,28 @@ fn lines<R: AsyncRead + Unpin + Send + 'static>(r: R) -> tokio::sync::mpsc::Unbo
     rx
 }
 
-async fn line_matching(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    seen: &mut String,
-    f: impl Fn(&str) -> bool,
-) -> String {
+/// The lines `rx` has received so far, each added to `into`.
+fn drain(rx: &mut Lines, into: &mut String) {
+    while let Ok(l) = rx.try_recv() {
+        into.push_str(&l);
+        into.push('\n');
+    }
+}
+
+/// `relay365 {args}` started, with the lines of its stdout and its stderr
+/// as they come.
+fn spawn(dir: &Dir, args: &[&str]) -> (tokio::process::Child, Lines, Lines) {
+    let mut child = command(dir, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    (child, out, err)
+}
+
+async fn line_matching(rx: &mut Lines, seen: &mut String, f: impl Fn(&str) -> bool) -> String {
     let found = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(l) = rx.recv().await {
             seen.push_str(&l);
@@ -126,13 +156,7 @@ async fn line_matching(
 
 /// `relay365 connect` with the browser step played here; returns its output.
 async fn connect(dir: &Dir, args: &[&str]) -> Out {
-    let mut child = command(dir, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = lines(child.stdout.take().unwrap());
-    let mut err = lines(child.stderr.take().unwrap());
+    let (mut child, mut out, mut err) = spawn(dir, args);
     let mut seen = String::new();
     let link = line_matching(&mut out, &mut seen, |l| l.trim_start().starts_with("http")).await;
     let (status, page) = relay365_demo::browser::sign_in(link.trim()).await.unwrap();
@@ -141,15 +165,9 @@ async fn connect(dir: &Dir, args: &[&str]) -> Out {
         .await
         .expect("connect returns once active")
         .unwrap();
-    while let Ok(l) = out.try_recv() {
-        seen.push_str(&l);
-        seen.push('\n');
-    }
+    drain(&mut out, &mut seen);
     let mut stderr = String::new();
-    while let Ok(l) = err.try_recv() {
-        stderr.push_str(&l);
-        stderr.push('\n');
-    }
+    drain(&mut err, &mut stderr);
     Out {
         code: status.code().unwrap_or(-1),
         stdout: seen,
@@ -183,6 +201,16 @@ fn write(dir: &Dir, name: &str, bytes: &[u8]) -> PathBuf {
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// `relay365 events verify` of the event body in the file `body` with the
+/// signature header `signature`.
+async fn verify(dir: &Dir, signature: &str, body: &Path) -> Out {
+    run(
+        dir,
+        &["events", "verify", "--signature", signature, "--body", path(body)],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -294,16 +322,15 @@ async fn every_command_works_against_the_demo_stack() {
     assert_eq!(json["connections"][0]["id"], "support");
     let out = run(&dir, &["show", "support"]).await;
     everything += &out.stdout;
-    assert!(out.stdout.contains("status       active"), "{}", out.stdout);
-    assert!(
-        out.stdout.contains("mail subscription") && out.stdout.contains("✔ ok, expires"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("signing key") && out.stdout.contains("current"),
-        "{}",
-        out.stdout
+    assert_says(
+        &out.stdout,
+        &[
+            "status       active",
+            "mail subscription",
+            "✔ ok, expires",
+            "signing key",
+            "current",
+        ],
     );
     let out = run(&dir, &["show", "nobody"]).await;
     assert_eq!(out.code, 1);
@@ -318,24 +345,21 @@ async fn every_command_works_against_the_demo_stack() {
     everything += &out.stdout;
     assert_eq!(out.code, 0, "{}", out.stdout);
     assert!(!out.stdout.contains('✘'), "{}", out.stdout);
-    for expected in [
-        "✔ stack relay365-demo",
-        "answers signed requests",
-        "app-only token in",
-        "roles Mail.Read",
-        "notification URL",
-        "answers Graph's validation handshake",
-        "signing key relay365/signing-key present",
-        "event signing secret relay365/event-signing-key present",
-        "connection support (support@demo.example) is active",
-        "no notifications in the dead-letter queue",
-    ] {
-        assert!(
-            out.stdout.contains(expected),
-            "{expected:?} not in:\n{}",
-            out.stdout
-        );
-    }
+    assert_says(
+        &out.stdout,
+        &[
+            "✔ stack relay365-demo",
+            "answers signed requests",
+            "app-only token in",
+            "roles Mail.Read",
+            "notification URL",
+            "answers Graph's validation handshake",
+            "signing key relay365/signing-key present",
+            "event signing secret relay365/event-signing-key present",
+            "connection support (support@demo.example) is active",
+            "no notifications in the dead-letter queue",
+        ],
+    );
 
     // A mail arrives; events verify accepts its real body and header, and refuses a forgery.
     sim.deliver_message(
@@ -371,48 +395,16 @@ async fn every_command_works_against_the_demo_stack() {
     assert_eq!(v["figures"]["delivered"], 1.0, "{v}");
     let body = write(&dir, "event.json", &got.body);
     let header = got.signature.clone().unwrap();
-    let out = run(
-        &dir,
-        &["events", "verify", "--signature", &header, "--body", path(&body)],
-    )
-    .await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout
-            .contains("✔ genuine: signed by this stack's event signing key"),
-        "{}",
-        out.stdout
-    );
+    let out = verify(&dir, &header, &body).await;
+    out.assert_ok_saying(&["✔ genuine: signed by this stack's event signing key"]);
     let mut changed = got.body.clone();
     changed.extend_from_slice(b" ");
     let forged_body = write(&dir, "forged.json", &changed);
-    let out = run(
-        &dir,
-        &[
-            "events",
-            "verify",
-            "--signature",
-            &header,
-            "--body",
-            path(&forged_body),
-        ],
-    )
-    .await;
+    let out = verify(&dir, &header, &forged_body).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stdout.contains("✘ not genuine"), "{}", out.stdout);
     let forged_header = format!("{},v1={}", header.split(',').next().unwrap(), "0".repeat(64));
-    let out = run(
-        &dir,
-        &[
-            "events",
-            "verify",
-            "--signature",
-            &forged_header,
-            "--body",
-            path(&body),
-        ],
-    )
-    .await;
+    let out = verify(&dir, &forged_header, &body).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
 
     // send with a 5 MiB attachment: uploaded to the bucket, sent by reference.
@@ -432,12 +424,7 @@ async fn every_command_works_against_the_demo_stack() {
     ];
     let out = run(&dir, &send).await;
     everything += &out.stdout;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout.contains("✔ sent (idempotency key cli-"),
-        "{}",
-        out.stdout
-    );
+    out.assert_ok_saying(&["✔ sent (idempotency key cli-"]);
     let sent = sim.sent();
     let mail = sent.last().unwrap();
     assert_eq!(mail.subject, "Your recording");
@@ -468,8 +455,7 @@ async fn every_command_works_against_the_demo_stack() {
         .trim_end_matches([')', '\n'])
         .to_string();
     let again = run(&dir, &[&send[..], &["--idempotency-key", &key]].concat()).await;
-    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
-    assert!(again.stdout.contains("already sent earlier"), "{}", again.stdout);
+    again.assert_ok_saying(&["already sent earlier"]);
     assert_eq!(sim.sent().len(), sent.len());
 
     // subscribe the calendar with a target that is down: its notification
@@ -478,12 +464,7 @@ async fn every_command_works_against_the_demo_stack() {
     let port = free_port();
     let target = format!("http://127.0.0.1:{port}/");
     let out = run(&dir, &["subscribe", "support", "calendar", "--target", &target]).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout.contains("✔ calendar subscription") && out.stdout.contains("added: ok"),
-        "{}",
-        out.stdout
-    );
+    out.assert_ok_saying(&["✔ calendar subscription", "added: ok"]);
     sim.create_event(
         DEMO_USER,
         graph_sim::Event {
@@ -512,18 +493,15 @@ async fn every_command_works_against_the_demo_stack() {
     let out = run(&dir, &["dlq"]).await;
     everything += &out.stdout;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stdout
-            .contains("1 notifications wait in the dead-letter queue"),
-        "{}",
-        out.stdout
+    assert_says(
+        &out.stdout,
+        &[
+            "1 notifications wait in the dead-letter queue",
+            "Last delivery errors:",
+            "support",
+            "relay365 dlq redrive",
+        ],
     );
-    assert!(
-        out.stdout.contains("Last delivery errors:") && out.stdout.contains("support"),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("relay365 dlq redrive"), "{}", out.stdout);
     let doctor = run(&dir, &["doctor"]).await;
     assert_eq!(doctor.code, 1);
     assert!(
@@ -534,28 +512,17 @@ async fn every_command_works_against_the_demo_stack() {
         doctor.stdout
     );
 
-    let mut tail = command(
+    let (mut tail, mut tail_out, mut tail_err) = spawn(
         &dir,
         &["events", "tail", "--port", &port.to_string(), "--count", "1"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut tail_out = lines(tail.stdout.take().unwrap());
-    let mut tail_err = lines(tail.stderr.take().unwrap());
+    );
     let mut seen = String::new();
     line_matching(&mut tail_err, &mut seen, |l| {
         l.starts_with("Listening on http://127.0.0.1:")
     })
     .await;
     let out = run(&dir, &["dlq", "redrive"]).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout.contains("✔ 1 notifications moved back"),
-        "{}",
-        out.stdout
-    );
+    out.assert_ok_saying(&["✔ 1 notifications moved back"]);
     let mut printed = String::new();
     let first = line_matching(&mut tail_out, &mut printed, |l| l.starts_with("── ")).await;
     assert!(
@@ -567,10 +534,7 @@ async fn every_command_works_against_the_demo_stack() {
         .expect("tail stops after --count")
         .unwrap();
     assert!(status.success());
-    while let Ok(l) = tail_out.try_recv() {
-        printed.push_str(&l);
-        printed.push('\n');
-    }
+    drain(&mut tail_out, &mut printed);
     everything += &printed;
     assert!(printed.contains("Second question"), "{printed}");
     assert!(eventually_async(10, || async { dlq_depth(&demo).await == 0 }).await);
@@ -587,26 +551,18 @@ async fn every_command_works_against_the_demo_stack() {
         assert!(out.stderr.contains(&key), "{}", out.stderr);
     }
     let out = run(&dir, &["pause", "support", &key]).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("paused: nothing is sent"), "{}", out.stdout);
+    out.assert_ok_saying(&["paused: nothing is sent"]);
     let out = run(&dir, &["show", "support"]).await;
     assert!(out.stdout.contains("paused since"), "{}", out.stdout);
     let out = run(&dir, &["resume", "support", &key]).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("resumed"), "{}", out.stdout);
+    out.assert_ok_saying(&["resumed"]);
     let out = run(&dir, &["pause", "support", "no-such-key"]).await;
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("GET /connections/support"), "{}", out.stderr);
 
     // resubscribe, then disconnect (which asks first).
     let out = run(&dir, &["resubscribe", "support"]).await;
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout
-            .contains("✔ every subscription of support created again"),
-        "{}",
-        out.stdout
-    );
+    out.assert_ok_saying(&["✔ every subscription of support created again"]);
     let out = run(&dir, &["disconnect", "support"]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("add --yes"), "{}", out.stderr);
@@ -714,35 +670,21 @@ async fn doctor_names_the_fix_for_each_broken_part() {
 
     let out = run(&dir, &["doctor"]).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
-    let fix_after = |failure: &str| -> String {
-        let at = out
-            .stdout
-            .find(failure)
-            .unwrap_or_else(|| panic!("{failure:?} not in:\n{}", out.stdout));
-        let line_start = out.stdout[..at].rfind('\n').map_or(0, |i| i + 1);
-        assert!(
-            out.stdout[line_start..].starts_with('✘'),
-            "{failure:?} is not a ✘ line:\n{}",
-            out.stdout
-        );
-        let rest = &out.stdout[at..];
-        let next = rest.lines().nth(1).unwrap_or("");
-        assert!(
-            next.trim_start().starts_with('→'),
-            "no fix under {failure:?}:\n{}",
-            out.stdout
-        );
-        next.to_string()
-    };
-    assert!(fix_after("no app-only token").contains("infra/register-app.sh --client-secret"));
+    assert_fixes(
+        &out.stdout,
+        &[
+            ("no app-only token", "infra/register-app.sh --client-secret"),
+            (
+                format!("notification URL {public}/notifications is unreachable").as_str(),
+                "from the internet",
+            ),
+            (
+                "connection support (support@demo.example) needs a new sign-in",
+                "signs in again",
+            ),
+        ],
+    );
     assert!(out.stdout.contains("AADSTS7000215"), "{}", out.stdout);
-    assert!(
-        fix_after(&format!("notification URL {public}/notifications is unreachable"))
-            .contains("from the internet")
-    );
-    assert!(
-        fix_after("connection support (support@demo.example) needs a new sign-in").contains("signs in again")
-    );
     assert!(
         out.stdout.contains("checks failed: each ✘ says what to do"),
         "{}",
@@ -815,6 +757,22 @@ fn failed_with_fix(stdout: &str, failure: &str) -> String {
     fix.to_string()
 }
 
+/// `text` (a command's output) says each of `parts`.
+fn assert_says(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} not in:\n{text}");
+    }
+}
+
+/// For each `(failure, fix)`: `stdout` has the ✘ line naming `failure`,
+/// and the `→` line under it says `fix`.
+fn assert_fixes(stdout: &str, cases: &[(&str, &str)]) {
+    for (failure, fix) in cases {
+        let said = failed_with_fix(stdout, failure);
+        assert!(said.contains(fix), "{failure:?}: {fix:?} not in {said:?}");
+    }
+}
+
 /// Sets one parameter of the demo's stack file, as `sam deploy
 /// --parameter-overrides` would change a deployed stack's.
 fn set_parameter(dir: &Dir, key: &str, value: &str) {
@@ -829,7 +787,6 @@ async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
     use relay365_demo::{DEMO_CONNECT_FLOW_ID as FLOW, DEMO_CONNECT_INSTANCE_ID as INSTANCE};
     let dir = Dir::new();
     let demo = start(&dir, None).await;
-    let sim = demo.sim.as_ref().unwrap();
     let task = format!("connect-task:{INSTANCE}/{FLOW}");
 
     // A malformed Connect target is a usage error naming the shape, before anything is sent.
@@ -872,20 +829,7 @@ async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
     )
     .await;
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    sim.deliver_message(
-        DEMO_USER,
-        graph_sim::Message {
-            from: ("Customer".into(), "customer@example.org".into()),
-            subject: "Refund for order 1234".into(),
-            body_html: "<p>Please refund the broken kettle.</p>".into(),
-            ..Default::default()
-        },
-    );
-    assert!(
-        relay365_testkit::eventually(60, || !demo.connect.contacts().is_empty()).await,
-        "no task started; refused: {:?}",
-        demo.connect.refused()
-    );
+    demo_common::refund_mail_reaches_connect(&demo).await;
     let contacts = demo.connect.contacts();
     assert_eq!(contacts.len(), 1, "{contacts:#?}");
     assert_eq!(contacts[0].contact_flow_id, FLOW);
@@ -893,18 +837,15 @@ async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
 
     // doctor: every Connect target's permission, instance and flow pass.
     let out = run(&dir, &["doctor"]).await;
-    for expected in [
-        format!("✔ {task} (support mail "),
-        format!("the stack lets mail-dispatch start tasks in instance {INSTANCE}"),
-        format!("✔ Connect instance {INSTANCE} ("),
-        format!("✔ contact flow {FLOW} (relay365 demo inbound) is a published inbound flow"),
-    ] {
-        assert!(
-            out.stdout.contains(&expected),
-            "{expected:?} not in:\n{}",
-            out.stdout
-        );
-    }
+    assert_says(
+        &out.stdout,
+        &[
+            format!("✔ {task} (support mail ").as_str(),
+            format!("the stack lets mail-dispatch start tasks in instance {INSTANCE}").as_str(),
+            format!("✔ Connect instance {INSTANCE} (").as_str(),
+            format!("✔ contact flow {FLOW} (relay365 demo inbound) is a published inbound flow").as_str(),
+        ],
+    );
     assert!(!out.stdout.contains("✘"), "{}", out.stdout);
     assert_eq!(out.code, 0, "{}", out.stdout);
 
@@ -921,35 +862,28 @@ async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
     }
     let out = run(&dir, &["doctor"]).await;
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(
-        failed_with_fix(
-            &out.stdout,
-            &format!("contact flow no-such-flow of instance {INSTANCE}")
-        )
-        .contains("published flow of type Contact flow (inbound)")
+    assert_fixes(
+        &out.stdout,
+        &[
+            (
+                format!("contact flow no-such-flow of instance {INSTANCE}").as_str(),
+                "published flow of type Contact flow (inbound)",
+            ),
+            (
+                "contact flow whisper-1 (agent whisper) is of type AGENT_WHISPER",
+                "Contact flow (inbound)",
+            ),
+            (
+                "mail-dispatch may not start tasks in instance other-instance",
+                "--parameter-overrides ConnectInstanceId=other-instance",
+            ),
+            (
+                "Connect instance other-instance: ResourceNotFoundException",
+                "last part of the instance ARN",
+            ),
+        ],
     );
     assert!(out.stdout.contains("ResourceNotFoundException"), "{}", out.stdout);
-    assert!(
-        failed_with_fix(
-            &out.stdout,
-            "contact flow whisper-1 (agent whisper) is of type AGENT_WHISPER"
-        )
-        .contains("Contact flow (inbound)")
-    );
-    assert!(
-        failed_with_fix(
-            &out.stdout,
-            "mail-dispatch may not start tasks in instance other-instance"
-        )
-        .contains("--parameter-overrides ConnectInstanceId=other-instance")
-    );
-    assert!(
-        failed_with_fix(
-            &out.stdout,
-            "Connect instance other-instance: ResourceNotFoundException"
-        )
-        .contains("last part of the instance ARN")
-    );
 
     // connect-email: through the stack's DefaultTarget (subscriptions without a target):
     // the instance's address passes, another address fails with the fix, and so
@@ -983,16 +917,18 @@ async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
     );
     set_parameter(&dir, "ConnectEmailAddress", "");
     let out = run(&dir, &["doctor"]).await;
-    assert!(
-        failed_with_fix(
-            &out.stdout,
-            &format!("email address sales@demo.example is not an address of instance {INSTANCE}")
-        )
-        .contains("Channels → Email addresses")
-    );
-    assert!(
-        failed_with_fix(&out.stdout, "mail-dispatch may not start email contacts")
-            .contains("ConnectEmailAddress=sales@demo.example")
+    assert_fixes(
+        &out.stdout,
+        &[
+            (
+                format!("email address sales@demo.example is not an address of instance {INSTANCE}").as_str(),
+                "Channels → Email addresses",
+            ),
+            (
+                "mail-dispatch may not start email contacts",
+                "ConnectEmailAddress=sales@demo.example",
+            ),
+        ],
     );
 
     // --json says the same for scripts.

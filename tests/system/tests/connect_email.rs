@@ -10,19 +10,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+mod connect_common;
 
-use std::sync::{Arc, Mutex};
-
-use connect_fake::Fake;
+use connect_common::{FLOW, INSTANCE, Pipe, Setup};
 use graph_sim::Message;
-use mail_dispatch::Dispatcher;
 use mail_dispatch::connect::reply::{Filed, REPLY_PROPERTY, file_reply};
-use relay365::aws::queue::SqsQueue;
 use relay365_harness::*;
 use serde_json::{Value, json};
 
-const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
-const FLOW: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 const BUCKET: &str = "relay365-attachments";
 
 /// The mailbox's own address is an email address of the instance.
@@ -30,114 +25,27 @@ fn email_target() -> String {
     format!("connect-email:{INSTANCE}/{FLOW}/{UPN}")
 }
 
-struct Pipe {
-    stack: Arc<Stack>,
-    fifo: Fifo,
-    _gateway: Gateway,
-    dispatcher: Dispatcher,
-    fake: Fake,
+/// The pipeline to the instance's email flow, staging attachments in
+/// [`BUCKET`].
+async fn pipe() -> Pipe {
+    Pipe::start(Setup {
+        flow_name: "relay365 email",
+        bucket: Some(BUCKET),
+        mailbox_address: true,
+    })
+    .await
 }
 
-impl Pipe {
-    async fn start() -> Self {
-        let gateway = Gateway::start().await;
-        let stack = Arc::new(
-            Stack::start_with(Options {
-                public_url: Some(gateway.url.clone()),
-                env: vec![("RELAY365_ATTACHMENTS_BUCKET", BUCKET.to_string())],
-                ..Default::default()
-            })
-            .await,
-        );
-        let fifo = Fifo::create(&stack.aws, 5).await;
-        let queue = Arc::new(SqsQueue::new(fifo.client.clone(), fifo.url.clone()));
-        common::serve_front(&gateway, &stack, &queue);
-        let sdk = stack.aws.sdk_config().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
-        s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-        let fake = Fake::start().await;
-        fake.add_instance(INSTANCE);
-        fake.add_flow(INSTANCE, FLOW, "relay365 email");
-        fake.add_email_address(INSTANCE, "email-support", UPN, Some(FLOW));
-        let connect = aws_sdk_connect::Client::new(&relay365_testkit::sdk_config(&fake.url()).await);
-        let dispatcher = Dispatcher::load(stack.container().await)
-            .await
-            .unwrap()
-            .with_queue(queue)
-            .with_first_retry(std::time::Duration::from_secs(1))
-            .with_connect(connect)
-            .with_s3(s3);
-        Self {
-            stack,
-            fifo,
-            _gateway: gateway,
-            dispatcher,
-            fake,
-        }
-    }
-
-    /// Creates the delegated connection `support` (reading mail, and writing
-    /// the copies of replies) with these flows and signs in.
-    async fn connect(&self, subs: Value, scopes: Value) {
-        let body = json!({"id": "support", "auth": "delegated", "scopes": scopes, "subscriptions": subs});
-        let resp = connections::handle(
-            request("POST", "/connections", Some(&body.to_string()), &[]),
-            &self.stack.services,
-        )
-        .await;
-        assert_eq!(resp.status(), 201, "{}", body_text(&resp));
-        let link = body_json(&resp)["connect_url"].as_str().unwrap().to_string();
-        let start = oauth_callback::handle(
-            request("GET", &path_and_query(&link), None, &[]),
-            &self.stack.services,
-        )
-        .await;
-        let cookie = cookies(&start).remove(0);
-        let back = self.stack.follow(&location(&start)).await;
-        let done = oauth_callback::handle(
-            request("GET", &path_and_query(&back), None, &[&cookie]),
-            &self.stack.services,
-        )
-        .await;
-        assert_eq!(done.status(), 200, "{}", body_text(&done));
-    }
-
-    async fn connect_mail(&self) {
-        self.connect(
-            json!([{"resource": "mail", "target": email_target()}]),
-            json!(["Mail.ReadWrite"]),
-        )
-        .await;
-    }
-
-    /// Runs the event source until `n` contacts were started (or a while
-    /// passed), then a little longer, so anything extra would show.
-    async fn pump_until_contacts(&self, n: usize) -> Vec<connect_fake::Contact> {
-        for _ in 0..100 {
-            self.fifo
-                .pump(|e| mail_dispatch::handle(e, &self.dispatcher))
-                .await;
-            if self.fake.contacts().len() >= n {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        for _ in 0..5 {
-            self.fifo
-                .pump(|e| mail_dispatch::handle(e, &self.dispatcher))
-                .await;
-            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
-        }
-        self.fake.contacts()
-    }
-
-    async fn flow(&self) -> relay365::model::connection::Subscription {
-        self.stack.stored("support").await.unwrap().subscriptions[0].clone()
-    }
+/// [`pipe`], signed in (reading mail, and writing the copies of replies)
+/// with a mail flow to [`email_target`].
+async fn start() -> Pipe {
+    let p = pipe().await;
+    p.connect(
+        json!([{"resource": "mail", "target": email_target()}]),
+        json!(["Mail.ReadWrite"]),
+    )
+    .await;
+    p
 }
 
 /// A customer's reply in an existing thread, with a Cc.
@@ -175,8 +83,7 @@ const SCAN_SIZE: u64 = 21 * 1024 * 1024;
 
 #[tokio::test]
 async fn a_mail_with_three_attachments_becomes_one_email_contact_with_two_files_and_the_third_named() {
-    let p = Pipe::start().await;
-    p.connect_mail().await;
+    let p = start().await;
     let mut m = mail("Order 4411 is late", "AAQkconv-e1");
     m.attachments = vec![
         (
@@ -255,10 +162,7 @@ async fn a_mail_with_three_attachments_becomes_one_email_contact_with_two_files_
 
 #[tokio::test]
 async fn a_duplicate_notification_and_a_redelivery_after_a_crash_start_no_second_email_contact() {
-    let p = Pipe::start().await;
-    p.connect_mail().await;
-    let key = p.flow().await.key;
-    p.stack.sim.set_duplicate_notifications(true);
+    let p = start().await;
     let mut m = mail("twice", "AAQkconv-e2");
     m.attachments = vec![(
         "invoice.pdf".into(),
@@ -266,78 +170,12 @@ async fn a_duplicate_notification_and_a_redelivery_after_a_crash_start_no_second
         INVOICE.len() as u64,
     )];
     m.attachment_bytes = vec![INVOICE.to_vec()];
-    let id = p.stack.sim.deliver_message(UPN, m);
-    assert!(
-        eventually(5, || p
-            .stack
-            .sim
-            .stats()
-            .notification_statuses
-            .iter()
-            .filter(|s| **s == 202)
-            .count()
-            >= 2)
-        .await
-    );
-    p.stack.sim.set_duplicate_notifications(false);
-    let kept = Mutex::new(None);
-    for _ in 0..50 {
-        p.fifo
-            .pump(|e| {
-                kept.lock().unwrap().get_or_insert_with(|| e.clone());
-                mail_dispatch::handle(e, &p.dispatcher)
-            })
-            .await;
-        if !p.fake.contacts().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let contacts = p.pump_until_contacts(2).await;
-    assert_eq!(
-        contacts.len(),
-        1,
-        "Graph sent it twice; one contact: {contacts:?}"
-    );
-    let first = contacts[0].contact_id.clone();
-
-    // A crash after Connect started the contact and before the ledger held
-    // it: the ledger entry is gone, and the same record comes back.
-    let dynamo = aws_sdk_dynamodb::Client::new(&p.stack.aws.sdk_config().await);
-    let gone = dynamo
-        .delete_item()
-        .table_name(STATE_TABLE)
-        .key(
-            "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S("conn#support".into()),
-        )
-        .key(
-            "sk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("dlv#f#{key}#{id}")),
-        )
-        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-        .send()
-        .await
-        .unwrap();
-    assert!(gone.attributes().is_some(), "the ledger held the delivery");
-    let record = kept.lock().unwrap().take().expect("a record was dispatched");
-    let again = mail_dispatch::handle(record, &p.dispatcher).await;
-    assert!(again.batch_item_failures.is_empty(), "{again:?}");
-    let contacts = p.fake.contacts();
-    assert_eq!(
-        contacts.len(),
-        1,
-        "the retry found its contact by its ClientToken"
-    );
-    assert_eq!(contacts[0].contact_id, first);
-    assert!(p.fake.refused().is_empty(), "{:?}", p.fake.refused());
-    assert!(p.flow().await.last_delivery_error.is_none());
+    p.duplicate_and_crash_start_one(m, "contact").await;
 }
 
 #[tokio::test]
 async fn the_agent_s_reply_reaches_the_customer_in_the_thread_and_sent_items_holds_it_once() {
-    let p = Pipe::start().await;
-    p.connect_mail().await;
+    let p = start().await;
     let m = mail("Order 4411 is late", "AAQkconv-e3");
     let internet_message_id = m.internet_message_id.clone();
     p.stack.sim.deliver_message(UPN, m);
@@ -396,23 +234,11 @@ async fn the_agent_s_reply_reaches_the_customer_in_the_thread_and_sent_items_hol
 
     // A crash after the copy was made and before the ledger held it: the
     // event comes back, Sent Items is searched, and no second copy is made.
-    let dynamo = aws_sdk_dynamodb::Client::new(&p.stack.aws.sdk_config().await);
-    let gone = dynamo
-        .delete_item()
-        .table_name(STATE_TABLE)
-        .key(
-            "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S("conn#support".into()),
-        )
-        .key(
-            "sk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("dlv#reply#{}", reply.contact_id)),
-        )
-        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-        .send()
-        .await
-        .unwrap();
-    assert!(gone.attributes().is_some(), "the ledger held the reply");
+    assert!(
+        p.forget_ledger_entry(&format!("dlv#reply#{}", reply.contact_id))
+            .await,
+        "the ledger held the reply"
+    );
     assert_eq!(
         file_reply(&p.dispatcher, &reply.event).await.unwrap(),
         Filed::AlreadyFiled
@@ -423,8 +249,7 @@ async fn the_agent_s_reply_reaches_the_customer_in_the_thread_and_sent_items_hol
 
 #[tokio::test]
 async fn events_that_are_not_an_agent_s_sent_email_reply_file_nothing() {
-    let p = Pipe::start().await;
-    p.connect_mail().await;
+    let p = start().await;
     p.stack.sim.deliver_message(UPN, mail("Hello", "AAQkconv-e4"));
     let contacts = p.pump_until_contacts(1).await;
     let reply = p
@@ -461,128 +286,61 @@ async fn events_that_are_not_an_agent_s_sent_email_reply_file_nothing() {
 
 #[tokio::test]
 async fn an_unknown_address_says_so_on_the_subscription_and_the_kept_mail_arrives_once_it_exists() {
-    let p = Pipe::start().await;
+    let p = pipe().await;
     let address = "help@contoso.com";
-    let target = format!("connect-email:{INSTANCE}/{FLOW}/{address}");
-    p.connect(
-        json!([{"resource": "mail", "target": target}]),
+    p.unknown_target_keeps_the_mail(
+        &format!("connect-email:{INSTANCE}/{FLOW}/{address}"),
         json!(["Mail.ReadWrite"]),
+        mail("waiting", "AAQkconv-e5"),
+        &[address, "email address one of the instance's"],
+        |fake| fake.add_email_address(INSTANCE, "email-help", address, Some(FLOW)),
     )
     .await;
-    p.stack.sim.deliver_message(UPN, mail("waiting", "AAQkconv-e5"));
-    let mut error = None;
-    for _ in 0..50 {
-        p.fifo.pump(|e| mail_dispatch::handle(e, &p.dispatcher)).await;
-        error = p.flow().await.last_delivery_error;
-        if error.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let error = error.expect("the subscription says why nothing arrives");
-    assert!(error.contains(address), "{error}");
-    assert!(error.contains("email address one of the instance's"), "{error}");
-    assert!(p.fake.contacts().is_empty());
-    assert!(
-        p.fake
-            .refused()
-            .iter()
-            .all(|r| r.error == "ResourceNotFoundException")
-    );
-    p.fake
-        .add_email_address(INSTANCE, "email-help", address, Some(FLOW));
-    let contacts = p.pump_until_contacts(1).await;
-    assert_eq!(contacts.len(), 1, "{contacts:?}");
-    assert_eq!(p.flow().await.last_delivery_error, None);
-    assert_eq!(p.fifo.dead_letters().await, 0);
 }
 
 #[tokio::test]
 async fn throttling_is_retried_and_ends_in_exactly_one_email_contact() {
-    let p = Pipe::start().await;
-    p.connect_mail().await;
-    p.fake.throttle_next(3);
-    p.stack.sim.deliver_message(UPN, mail("throttled", "AAQkconv-e6"));
-    let contacts = p.pump_until_contacts(1).await;
-    assert_eq!(contacts.len(), 1, "{contacts:?}");
-    let refused = p.fake.refused();
-    assert_eq!(refused.len(), 3, "{refused:?}");
-    assert!(refused.iter().all(|r| r.error == "ThrottlingException"));
-    assert_eq!(p.flow().await.last_delivery_error, None);
+    let p = start().await;
+    p.throttled_thrice_starts_one(mail("throttled", "AAQkconv-e6"))
+        .await;
 }
 
 #[tokio::test]
 async fn the_admin_api_refuses_malformed_email_targets_and_calendar_flows_to_them() {
-    let p = Pipe::start().await;
+    let p = pipe().await;
     p.connect(
         json!([{"resource": "mail", "target": email_target()}]),
         json!(["Mail.ReadWrite", "Calendar.ReadOnly"]),
     )
     .await;
-    let add = |body: Value| {
-        let services = &p.stack.services;
-        async move {
-            let resp = connections::handle(
-                request(
-                    "POST",
-                    "/connections/support/subscriptions",
-                    Some(&body.to_string()),
-                    &[],
-                ),
-                services,
-            )
-            .await;
-            (resp.status().as_u16(), body_text(&resp))
-        }
-    };
-    for (bad, words) in [
-        (
-            format!("connect-email:{INSTANCE}/{FLOW}"),
-            "connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}",
-        ),
-        (
-            format!("connect-email:{INSTANCE}/{FLOW}/support"),
-            "is not an address",
-        ),
-    ] {
-        let (status, text) = add(json!({"resource": "mail", "target": bad})).await;
-        assert_eq!(status, 400, "{bad}: {text}");
-        assert!(text.contains(words), "{bad}: {text}");
-    }
-    let (status, text) = add(json!({"resource": "calendar", "target": email_target()})).await;
-    assert_eq!(status, 400, "{text}");
-    assert!(text.contains("calendar changes cannot go there"), "{text}");
-    assert!(p.fake.contacts().is_empty());
-    assert!(p.fake.refused().is_empty());
+    p.admin_refuses(
+        &[
+            (
+                format!("connect-email:{INSTANCE}/{FLOW}"),
+                "connect-email:{instance-id}/{contact-flow-id}/{connect-email-address}",
+            ),
+            (
+                format!("connect-email:{INSTANCE}/{FLOW}/support"),
+                "is not an address",
+            ),
+        ],
+        &email_target(),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_customer_s_next_mail_in_the_conversation_is_related_to_the_first_contact() {
-    let p = Pipe::start().await;
-    p.connect_mail().await;
-    p.stack
-        .sim
-        .deliver_message(UPN, mail("Order 4411 is late", "AAQkconv-e7"));
-    assert_eq!(p.pump_until_contacts(1).await.len(), 1);
-    p.stack
-        .sim
-        .deliver_message(UPN, mail("RE: Order 4411 is late", "AAQkconv-e7"));
-    p.stack
-        .sim
-        .deliver_message(UPN, mail("Another matter", "AAQkconv-e8"));
-    let contacts = p.pump_until_contacts(3).await;
-    assert_eq!(contacts.len(), 3, "{contacts:?}");
-    let by_subject = |s: &str| {
-        contacts
-            .iter()
-            .find(|c| field(c, "/EmailMessage/RawMessage/Subject") == s)
-            .unwrap()
-    };
-    let first = by_subject("Order 4411 is late").contact_id.clone();
-    assert_eq!(
-        by_subject("RE: Order 4411 is late").related_contact_id.as_deref(),
-        Some(first.as_str())
-    );
-    assert_eq!(by_subject("Another matter").related_contact_id, None);
-    assert!(p.fake.refused().is_empty(), "{:?}", p.fake.refused());
+    let p = start().await;
+    p.later_mails_relate(
+        mail("Order 4411 is late", "AAQkconv-e7"),
+        vec![
+            mail("RE: Order 4411 is late", "AAQkconv-e7"),
+            mail("Another matter", "AAQkconv-e8"),
+        ],
+        |c| field(c, "/EmailMessage/RawMessage/Subject"),
+        &["RE: Order 4411 is late"],
+        &["Another matter"],
+    )
+    .await;
 }

@@ -52,20 +52,7 @@ async fn a_mail_becomes_a_task_in_the_demo_s_amazon_connect() {
     let (status, page) = sign_in(conn["connect_url"].as_str().unwrap()).await;
     assert!(status == 200 && page.contains("is connected"), "{status} {page}");
 
-    let id = demo.sim.as_ref().unwrap().deliver_message(
-        DEMO_USER,
-        graph_sim::Message {
-            from: ("Customer".into(), "customer@example.org".into()),
-            subject: "Refund for order 1234".into(),
-            body_html: "<p>Please refund the broken kettle.</p>".into(),
-            ..Default::default()
-        },
-    );
-    assert!(
-        eventually(60, || !demo.connect.contacts().is_empty()).await,
-        "no task reached the local Connect; it refused: {:?}",
-        demo.connect.refused()
-    );
+    let id = refund_mail_reaches_connect(&demo).await;
     // The other flow got the event as before.
     assert!(
         eventually(30, || demo

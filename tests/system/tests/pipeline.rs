@@ -44,54 +44,25 @@ impl Pipe {
     }
 
     async fn start_full(env: Vec<(&'static str, String)>, as_template: bool) -> Self {
-        let gateway = Gateway::start().await;
-        let stack = Arc::new(
-            Stack::start_with(Options {
-                public_url: Some(gateway.url.clone()),
-                env,
-                ..Default::default()
-            })
-            .await,
-        );
-        let fifo = if as_template {
-            Fifo::as_template(&stack.aws, 36).await
-        } else {
-            Fifo::create(&stack.aws, 5).await
-        };
-        let receiver = Receiver::start().await;
-        let queue = Arc::new(SqsQueue::new(fifo.client.clone(), fifo.url.clone()));
-        let webhook = common::serve_front(&gateway, &stack, &queue);
-        // Dispatch runs in its own "container": its own services and caches.
+        let front = common::Front::start(env, as_template).await;
         // Retries here wait a second, doubling; the queue's own visibility
         // timeout is 1 s. `retries_come_in_seconds_...` runs the real times.
-        let mut dispatcher = Dispatcher::load(stack.container().await)
-            .await
-            .unwrap()
-            .with_queue(queue);
-        if !as_template {
-            dispatcher = dispatcher.with_first_retry(std::time::Duration::from_secs(1));
-        }
+        let dispatcher = front.dispatcher(as_template).await;
         Self {
-            queue: Arc::new(SqsQueue::new(fifo.client.clone(), fifo.url.clone())),
-            stack,
-            webhook,
-            _gateway: gateway,
-            fifo,
-            receiver,
+            receiver: Receiver::start().await,
             dispatcher,
+            queue: front.queue(),
+            stack: front.stack,
+            webhook: front.webhook,
+            _gateway: front.gateway,
+            fifo: front.fifo,
         }
     }
 
     /// Creates a delegated connection with subscriptions and connects it.
     async fn connect(&self, subs: serde_json::Value, scopes: serde_json::Value) -> String {
         let body = json!({"id": "support", "auth": "delegated", "scopes": scopes, "subscriptions": subs});
-        let resp = connections::handle(
-            request("POST", "/connections", Some(&body.to_string()), &[]),
-            &self.stack.services,
-        )
-        .await;
-        assert_eq!(resp.status(), 201, "{}", body_text(&resp));
-        let link = body_json(&resp)["connect_url"].as_str().unwrap().to_string();
+        let link = common::create_connection(&self.stack, &body, "connect_url").await;
         self.sign_in(&link).await;
         let stored = self.stack.stored("support").await.unwrap();
         assert!(
@@ -102,28 +73,56 @@ impl Pipe {
         stored.subscriptions[0].id.clone()
     }
 
-    /// A person opens the connect link and signs in (oauth-callback in the stack's container).
-    async fn sign_in(&self, link: &str) {
-        let (status, page) = self.sign_in_page(link).await;
-        assert_eq!(status, 200, "{page}");
-        assert!(!page.contains("could not be created"), "{page}");
+    /// [`Pipe::connect`] with a flow of each of `resources` (`mail`,
+    /// `calendar`) to the receiver, reading them; returns the first one's
+    /// subscription id.
+    async fn connect_receiver(&self, resources: &[&str]) -> String {
+        let subs: Vec<_> = resources
+            .iter()
+            .map(|r| json!({"resource": r, "target": self.receiver.url}))
+            .collect();
+        let scopes: Vec<_> = resources
+            .iter()
+            .map(|r| match *r {
+                "mail" => "Mail.ReadOnly",
+                _ => "Calendar.ReadOnly",
+            })
+            .collect();
+        self.connect(json!(subs), json!(scopes)).await
     }
 
-    /// The page a person sees after signing in through the connect link.
-    async fn sign_in_page(&self, link: &str) -> (u16, String) {
-        let start = oauth_callback::handle(
-            request("GET", &path_and_query(link), None, &[]),
-            &self.stack.services,
-        )
-        .await;
-        let cookie = cookies(&start).remove(0);
-        let back = self.stack.follow(&location(&start)).await;
-        let done = oauth_callback::handle(
-            request("GET", &path_and_query(&back), None, &[&cookie]),
-            &self.stack.services,
-        )
-        .await;
-        (done.status().as_u16(), body_text(&done))
+    /// [`Pipe::connect_receiver`] with one mail flow.
+    async fn connect_mail(&self) -> String {
+        self.connect_receiver(&["mail"]).await
+    }
+
+    /// Creates the delegated connection `id` reading mail, with one flow to
+    /// the receiver; returns its connect link.
+    async fn create_mail_connection(&self, id: &str) -> String {
+        let body = json!({"id": id, "auth": "delegated", "scopes": ["Mail.ReadOnly"],
+            "subscriptions": [{"resource": "mail", "target": self.receiver.url}]});
+        common::create_connection(&self.stack, &body, "connect_url").await
+    }
+
+    /// Mails with these subjects arrive in the inbox, one after another.
+    fn deliver<S: AsRef<str>>(&self, subjects: impl IntoIterator<Item = S>) {
+        for s in subjects {
+            self.stack.sim.deliver_message(UPN, mail(s.as_ref()));
+        }
+    }
+
+    /// Like [`Pipe::deliver`], with Graph announcing none of them.
+    fn deliver_unannounced<S: AsRef<str>>(&self, subjects: impl IntoIterator<Item = S>) {
+        self.stack.sim.set_drop_notifications(true);
+        self.deliver(subjects);
+        self.stack.sim.set_drop_notifications(false);
+    }
+
+    /// A person opens the connect link and signs in (oauth-callback in the stack's container).
+    async fn sign_in(&self, link: &str) {
+        let (status, page) = common::sign_in_page(&self.stack, link).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(!page.contains("could not be created"), "{page}");
     }
 
     /// `k` app-only connections `desk0`… for mailboxes `desk0@contoso.com`…,
@@ -139,32 +138,10 @@ impl Pipe {
             });
             let body = json!({"id": format!("desk{i}"), "auth": "app_secret", "scopes": ["Mail.ReadOnly"], "mailbox": upn,
                 "tenant_id": TENANT, "subscriptions": [{"resource": "mail", "target": self.receiver.url}]});
-            let resp = connections::handle(
-                request("POST", "/connections", Some(&body.to_string()), &[]),
-                &self.stack.services,
-            )
-            .await;
-            assert_eq!(resp.status(), 201, "{}", body_text(&resp));
-            // The administrator opens the link: its start binds the browser,
-            // Microsoft asks and sends them back.
-            let link = body_json(&resp)["admin_consent_url"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            let start = oauth_callback::handle(
-                request("GET", &path_and_query(&link), None, &[]),
-                &self.stack.services,
-            )
-            .await;
-            assert_eq!(start.status(), 302, "{}", body_text(&start));
-            let cookie = cookies(&start).remove(0);
-            let back = self.stack.follow(&location(&start)).await;
-            let done = oauth_callback::handle(
-                request("GET", &path_and_query(&back), None, &[&cookie]),
-                &self.stack.services,
-            )
-            .await;
-            assert_eq!(done.status(), 200, "{}", body_text(&done));
+            // The administrator opens the link.
+            let link = common::create_connection(&self.stack, &body, "admin_consent_url").await;
+            let (status, page) = common::sign_in_page(&self.stack, &link).await;
+            assert_eq!(status, 200, "{page}");
         }
         mailboxes
     }
@@ -201,6 +178,28 @@ impl Pipe {
                 }
             })
             .await
+    }
+
+    /// Two receives of the event source, each followed by a wait past the
+    /// queue's visibility timeout (a record that failed is back for the next).
+    async fn pump_twice_a_retry_apart(&self) {
+        for _ in 0..2 {
+            self.fifo
+                .pump(|e| mail_dispatch::handle(e, &self.dispatcher))
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
+    }
+
+    /// How many refresh-token grants Microsoft's token endpoint has answered.
+    fn refreshes(&self) -> u32 {
+        self.stack
+            .sim
+            .stats()
+            .by_grant
+            .get("refresh_token")
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Runs the event source for a while (past one visibility timeout) and returns what arrived.
@@ -267,6 +266,46 @@ impl Pipe {
         connections::handle_event_with(event, &self.stack.container().await, Some(self.queue.as_ref())).await
     }
 
+    /// A mail with this subject arrives and is delivered, the first event
+    /// the receiver gets. Returns the mail's id.
+    async fn first_mail_arrives(&self, subject: &str) -> String {
+        let id = self.stack.sim.deliver_message(UPN, mail(subject));
+        assert_eq!(self.pump_until(1).await.len(), 1);
+        id
+    }
+
+    /// A mail with this subject arrives and is delivered as the receiver's
+    /// `n`th event, the last one there.
+    async fn mail_arrives_as(&self, n: usize, subject: &str) {
+        self.stack.sim.deliver_message(UPN, mail(subject));
+        let events = self.pump_until(n).await;
+        assert_eq!(events.len(), n, "{events:?}");
+        assert_eq!(events[n - 1].json()["mail"]["subject"], subject);
+    }
+
+    /// A last mail with this subject arrives: the receiver gets it (within
+    /// `rounds` receives) and, once the queue settled, holds the mails `all`,
+    /// each once, in that order.
+    async fn last_mail_completes(&self, subject: &str, rounds: usize, all: &[&str], why: &str) {
+        self.stack.sim.deliver_message(UPN, mail(subject));
+        assert!(self.pump_until_received(rounds, all.len()).await, "{why}");
+        assert_eq!(subjects(&self.settle().await), all, "{why}");
+    }
+
+    /// Microsoft revokes `support`'s grant as unused for too long
+    /// (AADSTS700082), and dispatch's cached access token is gone.
+    async fn grant_unused_too_long(&self) {
+        self.stack.sim.revoke_refresh_tokens(UPN, 700082);
+        self.dispatcher.services.tokens.invalidate("support").await;
+    }
+
+    /// Runs the event source until the receiver has `n` events (at most
+    /// `rounds` receives); whether it has.
+    async fn pump_until_received(&self, rounds: usize, n: usize) -> bool {
+        self.pump_while(rounds, || self.receiver.events().len() >= n)
+            .await
+    }
+
     /// Runs the event source until `done()` holds (at most `rounds` receives).
     async fn pump_while(&self, rounds: usize, done: impl Fn() -> bool) -> bool {
         for _ in 0..rounds {
@@ -287,23 +326,7 @@ impl Pipe {
 
     /// Runs the event source until `n` events arrived (or a few seconds passed), then a little longer.
     async fn pump_until(&self, n: usize) -> Vec<Received> {
-        for _ in 0..100 {
-            self.fifo
-                .pump(|e| mail_dispatch::handle(e, &self.dispatcher))
-                .await;
-            if self.receiver.events().len() >= n {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        // Anything extra would show up now.
-        for _ in 0..5 {
-            self.fifo
-                .pump(|e| mail_dispatch::handle(e, &self.dispatcher))
-                .await;
-            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
-        }
-        self.receiver.events()
+        common::pump_until(&self.fifo, &self.dispatcher, n, || self.receiver.events()).await
     }
 }
 
@@ -341,11 +364,7 @@ fn check_signature(r: &Received) {
 #[tokio::test]
 async fn new_mail_becomes_one_signed_event() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     assert_eq!(
         p.stack.sim.stats().handshakes,
         (2, 2),
@@ -391,23 +410,14 @@ async fn new_mail_becomes_one_signed_event() {
 #[tokio::test]
 async fn calendar_changes_become_events() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "calendar", "target": p.receiver.url}]),
-        json!(["Calendar.ReadOnly"]),
-    )
-    .await;
+    p.connect_receiver(&["calendar"]).await;
     let id = p.stack.sim.create_event(
         UPN,
         Event {
-            subject: "Callback with Bo".into(),
-            organizer: ("Ann".into(), UPN.into()),
             attendees: vec![("Bo".into(), "bo@example.com".into())],
-            start: "2026-11-23T09:00:00.0000000".into(),
-            end: "2026-11-23T09:30:00.0000000".into(),
-            time_zone: "UTC".into(),
             location: "Phone".into(),
             online_meeting_url: Some("https://teams.microsoft.com/l/meetup-join/x".into()),
-            ..Default::default()
+            ..callback("Callback with Bo")
         },
     );
     let events = p.pump_until(1).await;
@@ -446,26 +456,10 @@ async fn calendar_changes_become_events() {
 #[tokio::test]
 async fn duplicate_notifications_deliver_one_event_and_forged_ones_none() {
     let p = Pipe::start().await;
-    let sub = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
+    let sub = p.connect_mail().await;
     p.stack.sim.set_duplicate_notifications(true);
     p.stack.sim.deliver_message(UPN, mail("twice"));
-    assert!(
-        eventually(5, || p
-            .stack
-            .sim
-            .stats()
-            .notification_statuses
-            .iter()
-            .filter(|s| **s == 202)
-            .count()
-            >= 2)
-        .await
-    );
+    assert!(common::accepted_twice(&p.stack).await);
     let events = p.pump_until(1).await;
     assert_eq!(events.len(), 1, "Graph sent it twice; the flow gets it once");
 
@@ -488,11 +482,7 @@ async fn duplicate_notifications_deliver_one_event_and_forged_ones_none() {
 #[tokio::test]
 async fn queue_outage_answers_5xx_and_the_retried_notification_is_delivered() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     p.stack.aws.set_down(true);
     p.stack.sim.deliver_message(UPN, mail("during the outage"));
     assert!(
@@ -512,11 +502,7 @@ async fn queue_outage_answers_5xx_and_the_retried_notification_is_delivered() {
 #[tokio::test]
 async fn a_failing_flow_gets_the_event_once_it_recovers() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     p.receiver.fail_next(2);
     p.stack.sim.deliver_message(UPN, mail("retry me"));
     let events = p.pump_until(1).await;
@@ -527,27 +513,13 @@ async fn a_failing_flow_gets_the_event_once_it_recovers() {
 #[tokio::test]
 async fn missed_notifications_are_resynced_without_duplicates() {
     let p = Pipe::start().await;
-    let sub = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
-    p.stack.sim.deliver_message(UPN, mail("A: notified"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
-    p.stack.sim.set_drop_notifications(true);
-    for s in ["B: missed", "C: missed", "D: missed", "E: missed"] {
-        p.stack.sim.deliver_message(UPN, mail(s));
-    }
-    p.stack.sim.set_drop_notifications(false);
+    let sub = p.connect_mail().await;
+    p.first_mail_arrives("A: notified").await;
+    p.deliver_unannounced(["B: missed", "C: missed", "D: missed", "E: missed"]);
     assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
     let events = p.pump_until(5).await;
-    let subjects: Vec<String> = events
-        .iter()
-        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
-        .collect();
     assert_eq!(
-        subjects,
+        subjects(&events),
         ["A: notified", "B: missed", "C: missed", "D: missed", "E: missed"],
         "each once, in order"
     );
@@ -559,12 +531,7 @@ async fn missed_notifications_are_resynced_without_duplicates() {
 #[tokio::test]
 async fn removed_subscription_is_recreated_and_reauthorization_renews() {
     let p = Pipe::start().await;
-    let sub = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
+    let sub = p.connect_mail().await;
     assert!(
         p.stack
             .sim
@@ -596,7 +563,7 @@ async fn removed_subscription_is_recreated_and_reauthorization_renews() {
 #[tokio::test]
 async fn scheduled_run_renews_expiring_and_recreates_lost_subscriptions() {
     let p = Pipe::start().await;
-    let sub = p.connect(json!([{"resource": "mail", "target": p.receiver.url}, {"resource": "calendar", "target": p.receiver.url}]), json!(["Mail.ReadOnly", "Calendar.ReadOnly"])).await;
+    let sub = p.connect_receiver(&["mail", "calendar"]).await;
     // Our record says the mail subscription expires in two hours; Graph lost the calendar one.
     let conn = p.stack.stored("support").await.unwrap();
     p.stack
@@ -643,13 +610,8 @@ async fn scheduled_run_renews_expiring_and_recreates_lost_subscriptions() {
 #[tokio::test]
 async fn revoked_grant_sends_one_reauth_event() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
-    p.stack.sim.revoke_refresh_tokens(UPN, 700082);
-    p.dispatcher.services.tokens.invalidate("support").await;
+    p.connect_mail().await;
+    p.grant_unused_too_long().await;
     p.stack.sim.deliver_message(UPN, mail("after revocation 1"));
     p.stack.sim.deliver_message(UPN, mail("after revocation 2"));
     let events = p.pump_until(1).await;
@@ -672,15 +634,10 @@ async fn revoked_grant_sends_one_reauth_event() {
 #[tokio::test]
 async fn a_reconnect_in_one_container_wins_over_the_old_token_another_holds() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     // Container B (dispatch) refreshes and keeps the rotated token in memory.
     p.stack.sim.expire_access_tokens();
-    p.stack.sim.deliver_message(UPN, mail("before the reset"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
+    p.first_mail_arrives("before the reset").await;
     let (_, first_generation) = p.stack.stored_refresh_token("support").await.unwrap();
 
     // A password reset revokes every grant; the person reconnects in container A.
@@ -701,10 +658,7 @@ async fn a_reconnect_in_one_container_wins_over_the_old_token_another_holds() {
     );
 
     // B fetches the next mail with the new grant, not the revoked token it holds.
-    p.stack.sim.deliver_message(UPN, mail("after the reconnect"));
-    let events = p.pump_until(2).await;
-    assert_eq!(events.len(), 2, "{events:?}");
-    assert_eq!(events[1].json()["mail"]["subject"], "after the reconnect");
+    p.mail_arrives_as(2, "after the reconnect").await;
     assert_eq!(
         p.stack.sim.stats().revoked_refresh_uses,
         0,
@@ -717,12 +671,7 @@ async fn a_reconnect_in_one_container_wins_over_the_old_token_another_holds() {
 #[tokio::test]
 async fn renewal_in_one_container_and_dispatch_in_another_keep_both_writes() {
     let p = Pipe::start().await;
-    let old = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
+    let old = p.connect_mail().await;
     // A mail is queued for the subscription, then Graph loses it.
     p.stack.sim.deliver_message(UPN, mail("in flight"));
     assert!(eventually(5, || p.stack.sim.stats().notification_statuses.contains(&202)).await);
@@ -769,47 +718,29 @@ async fn renewal_in_one_container_and_dispatch_in_another_keep_both_writes() {
     );
 
     // A notification for the new subscription is delivered.
-    p.stack.sim.deliver_message(UPN, mail("to the new subscription"));
-    let events = p.pump_until(2).await;
-    assert_eq!(events.len(), 2, "{events:?}");
-    assert_eq!(events[1].json()["mail"]["subject"], "to the new subscription");
+    p.mail_arrives_as(2, "to the new subscription").await;
 }
 
 #[tokio::test]
 async fn a_sign_in_is_seen_at_once_by_every_other_container() {
     let p = Pipe::start().await;
-    let body = json!({"id": "support", "auth": "delegated", "scopes": ["Mail.ReadOnly"],
-                      "subscriptions": [{"resource": "mail", "target": p.receiver.url}]});
-    let created = connections::handle(
-        request("POST", "/connections", Some(&body.to_string()), &[]),
-        &p.stack.services,
-    )
-    .await;
+    let link = p.create_mail_connection("support").await;
     // Container B serves the admin API and has read the pending record already.
     let b = p.stack.container().await;
     let before = connections::handle(request("GET", "/connections/support", None, &[]), &b).await;
     assert_eq!(body_json(&before)["status"], "pending_consent");
     // The sign-in completes in container A...
-    p.sign_in(body_json(&created)["connect_url"].as_str().unwrap())
-        .await;
+    p.sign_in(&link).await;
     // ...B shows it at once, and dispatch (container C) delivers the next mail.
     let after = connections::handle(request("GET", "/connections/support", None, &[]), &b).await;
     assert_eq!(body_json(&after)["status"], "active", "{}", body_text(&after));
-    p.stack.sim.deliver_message(UPN, mail("first"));
-    let events = p.pump_until(1).await;
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].json()["mail"]["subject"], "first");
+    p.mail_arrives_as(1, "first").await;
 }
 
 #[tokio::test]
 async fn a_thousand_mails_write_no_secret() {
     let p = Pipe::start().await;
-    let sub = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
+    let sub = p.connect_mail().await;
     let writes_before = p.stack.aws.count("secretsmanager.PutSecretValue");
     let creates_before = p.stack.aws.count("secretsmanager.CreateSecret");
     // Dispatch takes the notifications as the queue would hand them over, in batches of 10.
@@ -850,26 +781,17 @@ async fn a_thousand_mails_write_no_secret() {
         "delivering mail created a secret"
     );
     // Each mail is in the ledger once.
-    let mut ids: Vec<String> = p
-        .receiver
-        .events()
-        .iter()
-        .map(|e| e.json()["mail"]["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 1000, "a mail was delivered twice");
+    assert_eq!(
+        distinct(mail_ids(&p.receiver.events())).len(),
+        1000,
+        "a mail was delivered twice"
+    );
 }
 
 #[tokio::test]
 async fn resubscribe_recreates_every_subscription_and_keeps_delivering() {
     let p = Pipe::start().await;
-    let old = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
+    let old = p.connect_mail().await;
     let resp = connections::handle(
         request("POST", "/connections/support/resubscribe", Some("{}"), &[]),
         &p.stack.container().await,
@@ -881,31 +803,14 @@ async fn resubscribe_recreates_every_subscription_and_keeps_delivering() {
     assert_ne!(new, old);
     let at_graph: Vec<String> = p.stack.sim.subscriptions().into_iter().map(|s| s.0).collect();
     assert_eq!(at_graph, vec![new], "the old subscription is deleted at Graph");
-    p.stack.sim.deliver_message(UPN, mail("after resubscribe"));
-    let events = p.pump_until(1).await;
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].json()["mail"]["subject"], "after resubscribe");
+    p.mail_arrives_as(1, "after resubscribe").await;
 }
 
 #[tokio::test]
 async fn two_quick_edits_of_an_event_are_two_events() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "calendar", "target": p.receiver.url}]),
-        json!(["Calendar.ReadOnly"]),
-    )
-    .await;
-    let id = p.stack.sim.create_event(
-        UPN,
-        Event {
-            subject: "Callback".into(),
-            organizer: ("Ann".into(), UPN.into()),
-            start: "2026-11-23T09:00:00.0000000".into(),
-            end: "2026-11-23T09:30:00.0000000".into(),
-            time_zone: "UTC".into(),
-            ..Default::default()
-        },
-    );
+    p.connect_receiver(&["calendar"]).await;
+    let id = p.stack.sim.create_event(UPN, callback("Callback"));
     assert_eq!(p.pump_until(1).await.len(), 1);
     // Two edits before dispatch runs: within SQS's 5-minute deduplication window.
     p.stack
@@ -937,17 +842,10 @@ async fn a_signing_key_rotation_loses_no_notification_and_ends_on_the_new_key() 
     // Containers re-read secrets on every use here, so the test need not wait
     // out the five minutes a deployment allows a warm container.
     let p = Pipe::start_with(vec![("RELAY365_SECRET_TTL_SECONDS", "0".into())]).await;
-    let old_sub = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
+    let old_sub = p.connect_mail().await;
     let get = || async { view(&p.stack.services, "/connections/support").await };
     assert_eq!(get().await["subscriptions"][0]["signing_key"], "current");
-    for i in 0..5 {
-        p.stack.sim.deliver_message(UPN, mail(&format!("before {i}")));
-    }
+    p.deliver((0..5).map(|i| format!("before {i}")));
     assert_eq!(p.pump_until(5).await.len(), 5);
 
     let until = time::OffsetDateTime::now_utc().unix_timestamp() + 6;
@@ -958,9 +856,7 @@ async fn a_signing_key_rotation_loses_no_notification_and_ends_on_the_new_key() 
         "the API shows which subscriptions still use the old key"
     );
     // Mail keeps flowing on the old subscription (its clientState has the old key).
-    for i in 0..5 {
-        p.stack.sim.deliver_message(UPN, mail(&format!("during {i}")));
-    }
+    p.deliver((0..5).map(|i| format!("during {i}")));
     assert_eq!(
         p.pump_until(10).await.len(),
         10,
@@ -981,16 +877,9 @@ async fn a_signing_key_rotation_loses_no_notification_and_ends_on_the_new_key() 
         vec![new_sub.clone()],
         "the old-key subscription is deleted at Graph"
     );
-    for i in 0..5 {
-        p.stack.sim.deliver_message(UPN, mail(&format!("after {i}")));
-    }
+    p.deliver((0..5).map(|i| format!("after {i}")));
     let events = p.pump_until(15).await;
-    let mut subjects: Vec<String> = events
-        .iter()
-        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
-        .collect();
-    subjects.sort();
-    subjects.dedup();
+    let subjects = distinct(subjects(&events));
     assert_eq!(subjects.len(), 15, "every mail once: {subjects:?}");
     assert_eq!(events.len(), 15, "no mail twice");
 
@@ -1038,13 +927,8 @@ fn verifies_with(r: &Received, key: &str) -> bool {
 #[tokio::test]
 async fn during_an_event_key_rotation_receivers_with_either_key_verify_every_event() {
     let p = Pipe::start_with(vec![("RELAY365_SECRET_TTL_SECONDS", "0".into())]).await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
-    p.stack.sim.deliver_message(UPN, mail("before"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
+    p.connect_mail().await;
+    p.first_mail_arrives("before").await;
     // The overlap: the new key first, the old one kept; dispatch is warm.
     let new_key = "rotated-event-signing-key-0123456789abcdef0123456789";
     let overlap = json!({"keys": [new_key, EVENT_SIGNING_KEY]}).to_string();
@@ -1054,9 +938,7 @@ async fn during_an_event_key_rotation_receivers_with_either_key_verify_every_eve
         .put("relay365/event-signing-key", &overlap, &token)
         .await
         .unwrap();
-    for i in 0..3 {
-        p.stack.sim.deliver_message(UPN, mail(&format!("overlap {i}")));
-    }
+    p.deliver((0..3).map(|i| format!("overlap {i}")));
     let events = p.pump_until(4).await;
     assert_eq!(events.len(), 4);
     for e in &events[1..] {
@@ -1087,18 +969,11 @@ async fn during_an_event_key_rotation_receivers_with_either_key_verify_every_eve
 #[tokio::test]
 async fn a_receiver_that_refuses_with_401_gets_the_event_once_it_is_fixed() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     // A receiver with the wrong key answers 401, then its owner fixes it.
     p.receiver.fail_next_with(1_000, 401);
     p.stack.sim.deliver_message(UPN, mail("wrong key at first"));
-    for _ in 0..2 {
-        p.fifo.pump(|e| mail_dispatch::handle(e, &p.dispatcher)).await;
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    }
+    p.pump_twice_a_retry_apart().await;
     let get = || async { view(&p.stack.services, "/connections/support").await };
     let view = get().await;
     let why = view["subscriptions"][0]["last_delivery_error"]
@@ -1135,11 +1010,7 @@ async fn a_receiver_that_refuses_with_401_gets_the_event_once_it_is_fixed() {
 #[tokio::test]
 async fn an_expired_client_secret_keeps_notifications_until_the_new_secret_is_written() {
     let p = Pipe::start_with(vec![("RELAY365_SECRET_TTL_SECONDS", "0".into())]).await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     // The secret passes its end date; the operator makes a new one in the portal.
     let new_secret = "harness~new~client~secret~43";
     p.stack.sim.expire_client_secret(CLIENT_SECRET);
@@ -1147,22 +1018,9 @@ async fn an_expired_client_secret_keeps_notifications_until_the_new_secret_is_wr
     p.stack
         .sim
         .deliver_message(UPN, mail("during the expired secret"));
-    for _ in 0..2 {
-        p.fifo.pump(|e| mail_dispatch::handle(e, &p.dispatcher)).await;
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    }
+    p.pump_twice_a_retry_apart().await;
     assert!(p.receiver.events().is_empty());
-    assert!(
-        p.stack
-            .sim
-            .stats()
-            .by_grant
-            .get("refresh_token")
-            .copied()
-            .unwrap_or(0)
-            >= 2,
-        "dispatch kept asking"
-    );
+    assert!(p.refreshes() >= 2, "dispatch kept asking");
     // What infra/set-app-secret.sh does; no function is redeployed.
     let app = json!({"client_id": CLIENT_ID, "tenant_id": TENANT, "client_secret": new_secret}).to_string();
     let token = relay365::aws::secrets::new_request_token();
@@ -1180,48 +1038,23 @@ async fn an_expired_client_secret_keeps_notifications_until_the_new_secret_is_wr
 #[tokio::test]
 async fn a_graph_401_drops_the_cached_token_and_the_retry_delivers() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
-    p.stack.sim.deliver_message(UPN, mail("with the cached token"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
-    let refreshes = p
-        .stack
-        .sim
-        .stats()
-        .by_grant
-        .get("refresh_token")
-        .copied()
-        .unwrap_or(0);
+    p.connect_mail().await;
+    p.first_mail_arrives("with the cached token").await;
+    let refreshes = p.refreshes();
     // The access tokens dispatch holds stop working before their expiry.
     p.stack.sim.expire_access_tokens();
     p.stack.sim.deliver_message(UPN, mail("after the 401"));
     let events = p.pump_until(2).await;
     assert_eq!(events.len(), 2, "retried with a fresh token, not dropped");
     assert_eq!(events[1].json()["mail"]["subject"], "after the 401");
-    assert!(
-        p.stack
-            .sim
-            .stats()
-            .by_grant
-            .get("refresh_token")
-            .copied()
-            .unwrap_or(0)
-            > refreshes
-    );
+    assert!(p.refreshes() > refreshes);
     assert_eq!(p.fifo.dead_letters().await, 0);
 }
 
 #[tokio::test]
 async fn a_resubscribe_that_runs_out_of_time_is_finished_by_the_renewal_run() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}, {"resource": "calendar", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly", "Calendar.ReadOnly"]),
-    )
-    .await;
+    p.connect_receiver(&["mail", "calendar"]).await;
     let services = p.stack.container().await;
     let conn = p.stack.stored("support").await.unwrap();
     let token = services.tokens.access_token(&conn).await.unwrap();
@@ -1244,8 +1077,7 @@ async fn a_resubscribe_that_runs_out_of_time_is_finished_by_the_renewal_run() {
         2,
         "the old ones are deleted at Graph"
     );
-    p.stack.sim.deliver_message(UPN, mail("after the resubscribe"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
+    p.first_mail_arrives("after the resubscribe").await;
 }
 
 #[tokio::test]
@@ -1254,12 +1086,7 @@ async fn a_mailbox_of_50000_mails_connects_on_a_one_page_baseline_and_a_resync_s
     p.stack.sim.fill_inbox(UPN, 50_000);
     let before = p.stack.sim.stats().graph_requests;
     // The sign-in page (connect asserts it answered 200 and the ids are recorded).
-    let sub = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
+    let sub = p.connect_mail().await;
     let used = p.stack.sim.stats().graph_requests - before;
     assert!(
         used <= 4,
@@ -1271,18 +1098,11 @@ async fn a_mailbox_of_50000_mails_connects_on_a_one_page_baseline_and_a_resync_s
         "the baseline is stored"
     );
     // Graph drops two notifications; the `missed` resync finds exactly those.
-    p.stack.sim.set_drop_notifications(true);
-    p.stack.sim.deliver_message(UPN, mail("new 1"));
-    p.stack.sim.deliver_message(UPN, mail("new 2"));
-    p.stack.sim.set_drop_notifications(false);
+    p.deliver_unannounced(["new 1", "new 2"]);
     assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
     let events = p.pump_until(2).await;
-    let subjects: Vec<String> = events
-        .iter()
-        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
-        .collect();
     assert_eq!(
-        subjects,
+        subjects(&events),
         ["new 1", "new 2"],
         "none of the 50,000 old mails is sent as new"
     );
@@ -1344,20 +1164,13 @@ async fn graph_forgetting_30_percent_of_notifications_loses_no_mail() {
     assert_eq!(p.pump_until(140).await.len(), 140, "what Graph announced arrives");
 
     // One scheduled run: the sweep finds exactly what Graph forgot.
-    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
-    let report =
-        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    let report = p.schedule(false).await;
     assert_eq!(report["swept"], 5, "{report}");
     assert_eq!(report["recovered"], 60, "{report}");
     let events = p.pump_until(200).await;
-    let mut ids: Vec<String> = events
-        .iter()
-        .map(|e| e.json()["mail"]["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = mail_ids(&events);
     assert_eq!(ids.len(), 200, "every mail once");
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 200, "no mail twice");
+    assert_eq!(distinct(ids).len(), 200, "no mail twice");
     // The health of each subscription shows what had to be recovered.
     let mut recovered = 0;
     for i in 0..5 {
@@ -1367,16 +1180,13 @@ async fn graph_forgetting_30_percent_of_notifications_loses_no_mail() {
     }
     assert_eq!(recovered, 60);
     // A second run right away has nothing due; one that sweeps all finds nothing new.
-    let again =
-        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    let again = p.schedule(false).await;
     assert_eq!(
         (again["swept"].as_u64(), again["recovered"].as_u64()),
         (Some(0), Some(0)),
         "{again}"
     );
-    let mut all = scheduled_event();
-    all["detail"] = json!({"sweep": "all"});
-    let again = connections::handle_event_with(all, &p.stack.container().await, Some(&queue)).await;
+    let again = p.schedule(true).await;
     assert_eq!(
         (again["swept"].as_u64(), again["recovered"].as_u64()),
         (Some(5), Some(0)),
@@ -1388,15 +1198,9 @@ async fn graph_forgetting_30_percent_of_notifications_loses_no_mail() {
 #[tokio::test]
 async fn a_target_taking_8_seconds_per_event_gets_a_batch_of_10_once_each_within_the_queue_s_limits() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     p.receiver.set_delay(std::time::Duration::from_secs(8));
-    for i in 0..10 {
-        p.stack.sim.deliver_message(UPN, mail(&format!("slow {i}")));
-    }
+    p.deliver((0..10).map(|i| format!("slow {i}")));
     // Each receive is one invocation with the template's 90-second timeout.
     let mut invocations = 0;
     for _ in 0..40 {
@@ -1410,16 +1214,11 @@ async fn a_target_taking_8_seconds_per_event_gets_a_batch_of_10_once_each_within
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let events = p.receiver.events();
-    let mut subjects: Vec<String> = events
-        .iter()
-        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
-        .collect();
+    let subjects = subjects(&events);
     assert_eq!(subjects.len(), 10, "{subjects:?}");
     // Order is SQS FIFO's guarantee; moto hands a redelivered record back
     // behind later ones of its group, so only "once each" is checked here.
-    subjects.sort();
-    subjects.dedup();
-    assert_eq!(subjects.len(), 10, "a mail was delivered twice");
+    assert_eq!(distinct(subjects).len(), 10, "a mail was delivered twice");
     assert!(invocations <= 3, "{invocations} invocations");
     let attempts: Vec<u32> = events
         .iter()
@@ -1435,11 +1234,7 @@ async fn a_target_taking_8_seconds_per_event_gets_a_batch_of_10_once_each_within
 #[tokio::test]
 async fn a_300_kb_mail_reaches_an_https_target_whole_and_a_target_answering_413_gets_it_truncated() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     let html = format!(
         "<html><body>{}</body></html>",
         "<p>a long newsletter line</p>\n".repeat(11_000)
@@ -1560,16 +1355,9 @@ async fn a_300_kb_mail_reaches_an_eventbridge_target_as_a_truncated_event() {
 #[tokio::test]
 async fn mail_that_arrived_while_a_connection_needed_a_new_sign_in_is_delivered_after_the_reconnect() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
-    p.stack.sim.revoke_refresh_tokens(UPN, 700082);
-    p.dispatcher.services.tokens.invalidate("support").await;
-    for i in 0..10 {
-        p.stack.sim.deliver_message(UPN, mail(&format!("while away {i}")));
-    }
+    p.connect_mail().await;
+    p.grant_unused_too_long().await;
+    p.deliver((0..10).map(|i| format!("while away {i}")));
     let events = p.pump_until(1).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].json()["type"], "connection.reauth_required");
@@ -1578,17 +1366,10 @@ async fn mail_that_arrived_while_a_connection_needed_a_new_sign_in_is_delivered_
     let link = events[0].json()["connect_url"].as_str().unwrap().to_string();
     p.sign_in(&link).await;
     // The next scheduled run's sweep fills the gap from the kept delta link.
-    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
-    let report =
-        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    let report = p.schedule(false).await;
     assert_eq!(report["recovered"], 10, "{report}");
     let events = p.pump_until(11).await;
-    let mut subjects: Vec<String> = events[1..]
-        .iter()
-        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
-        .collect();
-    subjects.sort();
-    subjects.dedup();
+    let subjects = distinct(subjects(&events[1..]));
     assert_eq!(subjects.len(), 10, "each once: {subjects:?}");
     assert_eq!(events.len(), 11);
 }
@@ -1596,31 +1377,18 @@ async fn mail_that_arrived_while_a_connection_needed_a_new_sign_in_is_delivered_
 #[tokio::test]
 async fn mail_that_arrived_while_graph_had_lost_the_subscription_is_delivered_by_the_next_run() {
     let p = Pipe::start().await;
-    let sub = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
-    p.stack.sim.deliver_message(UPN, mail("before"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
+    let sub = p.connect_mail().await;
+    p.first_mail_arrives("before").await;
     // Graph loses the subscription without a word; mail keeps arriving.
     p.stack.sim.remove_subscription_silently(&sub);
-    for i in 0..3 {
-        p.stack.sim.deliver_message(UPN, mail(&format!("gap {i}")));
-    }
+    p.deliver((0..3).map(|i| format!("gap {i}")));
     assert_eq!(p.settle().await.len(), 1, "Graph announced nothing");
-    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
-    let report =
-        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    let report = p.schedule(false).await;
     assert_eq!(report["recreated"], 1, "{report}");
     assert_eq!(report["recovered"], 3, "{report}");
     p.stack.sim.deliver_message(UPN, mail("after"));
     let events = p.pump_until(5).await;
-    let mut subjects: Vec<String> = events
-        .iter()
-        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
-        .collect();
+    let mut subjects = subjects(&events);
     subjects.sort();
     assert_eq!(
         subjects,
@@ -1629,48 +1397,21 @@ async fn mail_that_arrived_while_graph_had_lost_the_subscription_is_delivered_by
     );
 }
 
-/// Messages in a queue, visible or not (without receiving, which would hide them).
+/// Messages in a queue, visible or not (without receiving, which would
+/// hide them), counted as `relay365 dlq` counts them.
 async fn queued(p: &Pipe, url: &str) -> usize {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = p
-        .fifo
-        .client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    let attrs = out.attributes().unwrap();
-    [
-        A::ApproximateNumberOfMessages,
-        A::ApproximateNumberOfMessagesNotVisible,
-    ]
-    .iter()
-    .map(|a| attrs[a].parse::<usize>().unwrap())
-    .sum()
+    let n = relay365_cli::dlq::waiting(&p.fifo.client, url).await.unwrap();
+    usize::try_from(n).unwrap()
 }
 
 #[tokio::test]
 async fn dead_letters_moved_back_once_the_target_is_fixed_are_delivered_once_each() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
-    p.stack
-        .sim
-        .deliver_message(UPN, mail("delivered before the outage"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
+    p.connect_mail().await;
+    p.first_mail_arrives("delivered before the outage").await;
     // The flow's endpoint is down for good: every record ends in the dead-letter queue.
     p.receiver.fail_next(1_000_000);
-    for i in 0..3 {
-        p.stack
-            .sim
-            .deliver_message(UPN, mail(&format!("during the outage {i}")));
-    }
+    p.deliver((0..3).map(|i| format!("during the outage {i}")));
     // Five receives each, apart by the retry times (1, 2, 4, 8 s here); a
     // bound, not a measure: on a loaded machine it takes longer.
     for _ in 0..400 {
@@ -1689,49 +1430,16 @@ async fn dead_letters_moved_back_once_the_target_is_fixed_are_delivered_once_eac
     // Fixed; infra/replay-dead-letters.sh has SQS move them back (moto has no
     // move task, so the test moves them the same way: same body and group).
     p.receiver.fail_next(0);
-    let out = p
-        .fifo
-        .client
-        .receive_message()
-        .queue_url(&p.fifo.dlq_url)
-        .max_number_of_messages(10)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-        .send()
-        .await
-        .unwrap();
+    let out = receive_dead_letters(&p).await;
     assert_eq!(out.messages().len(), 3);
-    for m in out.messages() {
-        let group =
-            m.attributes().unwrap()[&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId].clone();
-        p.fifo
-            .client
-            .send_message()
-            .queue_url(&p.fifo.url)
-            .message_body(m.body().unwrap())
-            .message_group_id(group)
-            .message_deduplication_id(m.message_id().unwrap())
-            .send()
-            .await
-            .unwrap();
-        p.fifo
-            .client
-            .delete_message()
-            .queue_url(&p.fifo.dlq_url)
-            .receipt_handle(m.receipt_handle().unwrap())
-            .send()
-            .await
-            .unwrap();
-    }
+    move_back(&p, out.messages()).await;
     // The one delivered before is moved back too: the ledger keeps it single.
     p.stack.sim.send_lifecycle(
         &p.stack.stored("support").await.unwrap().subscriptions[0].id,
         Lifecycle::Missed,
     );
     let events = p.pump_until(4).await;
-    let mut subjects: Vec<String> = events
-        .iter()
-        .map(|e| e.json()["mail"]["subject"].as_str().unwrap().to_string())
-        .collect();
+    let mut subjects = subjects(&events);
     subjects.sort();
     assert_eq!(
         subjects,
@@ -1748,16 +1456,10 @@ async fn dead_letters_moved_back_once_the_target_is_fixed_are_delivered_once_eac
 #[tokio::test]
 async fn a_lost_grant_noticed_first_by_the_renewal_run_reaches_the_flow_exactly_once() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     p.stack.sim.revoke_refresh_tokens(UPN, 50173);
     // The scheduled run, in a fresh container, is the first to need a token.
-    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
-    let report =
-        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    let report = p.schedule(false).await;
     assert_eq!(
         p.stack.stored("support").await.unwrap().status,
         relay365::Status::ReauthRequired
@@ -1769,8 +1471,7 @@ async fn a_lost_grant_noticed_first_by_the_renewal_run_reaches_the_flow_exactly_
     assert!(events[0].json()["connect_url"].is_string());
     // Mail keeps arriving and runs keep coming: the flow is not told again.
     p.stack.sim.deliver_message(UPN, mail("while it needs a sign-in"));
-    let again =
-        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    let again = p.schedule(false).await;
     assert_eq!(again["reminded"], 0, "{again}");
     assert_eq!(
         p.settle().await.len(),
@@ -1783,14 +1484,8 @@ async fn a_lost_grant_noticed_first_by_the_renewal_run_reaches_the_flow_exactly_
 async fn edited_and_moved_in_mails_are_never_sent_as_new() {
     let p = Pipe::start().await;
     p.stack.sim.fill_folder(UPN, "archive", 3);
-    let sub = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
-    let fresh = p.stack.sim.deliver_message(UPN, mail("fresh"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
+    let sub = p.connect_mail().await;
+    let fresh = p.first_mail_arrives("fresh").await;
     // Someone reads the new mail and drags an old one from the archive in;
     // Graph announces the moved one as created in the inbox.
     p.stack.sim.update_message(UPN, &fresh);
@@ -1798,12 +1493,21 @@ async fn edited_and_moved_in_mails_are_never_sent_as_new() {
     assert_eq!(p.settle().await.len(), 1, "the moved-in mail is not new mail");
     // Neither a resync nor a sweep sees either as new.
     assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
-    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
-    let mut all = scheduled_event();
-    all["detail"] = json!({"sweep": "all"});
-    let report = connections::handle_event_with(all, &p.stack.container().await, Some(&queue)).await;
+    let report = p.schedule(true).await;
     assert_eq!(report["recovered"], 0, "{report}");
     assert_eq!(p.settle().await.len(), 1);
+}
+
+/// A half-hour call Ann organizes, on 23 November 2026 at 09:00 UTC.
+fn callback(subject: &str) -> Event {
+    Event {
+        subject: subject.into(),
+        organizer: ("Ann".into(), UPN.into()),
+        start: "2026-11-23T09:00:00.0000000".into(),
+        end: "2026-11-23T09:30:00.0000000".into(),
+        time_zone: "UTC".into(),
+        ..Default::default()
+    }
 }
 
 /// A calendar event starting `days` from now, local time in UTC.
@@ -1831,12 +1535,7 @@ fn meeting(subject: &str, days: i64) -> Event {
 #[tokio::test]
 async fn a_calendar_missed_resyncs_and_the_sweep_finds_calendar_changes_graph_forgot() {
     let p = Pipe::start().await;
-    let sub = p
-        .connect(
-            json!([{"resource": "calendar", "target": p.receiver.url}]),
-            json!(["Calendar.ReadOnly"]),
-        )
-        .await;
+    let sub = p.connect_receiver(&["calendar"]).await;
     assert!(
         p.stack.stored("support").await.unwrap().subscriptions[0]
             .delta_link
@@ -1891,10 +1590,7 @@ async fn a_calendar_missed_resyncs_and_the_sweep_finds_calendar_changes_graph_fo
     p.stack.sim.set_drop_notifications(false);
     let announced = p.stack.sim.create_event(UPN, meeting("Review", 5));
     assert_eq!(p.pump_until(3).await.len(), 3);
-    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
-    let mut all = scheduled_event();
-    all["detail"] = json!({"sweep": "all"});
-    let report = connections::handle_event_with(all, &p.stack.container().await, Some(&queue)).await;
+    let report = p.schedule(true).await;
     assert_eq!(report["recovered"], 1, "{report}");
     let events = p.pump_until(4).await;
     assert_eq!(events.len(), 4, "the announced event is not sent twice");
@@ -1904,48 +1600,57 @@ async fn a_calendar_missed_resyncs_and_the_sweep_finds_calendar_changes_graph_fo
     assert!(events.iter().any(|e| e.json()["event"]["id"] == announced));
 }
 
-/// Moves every dead letter back to the queue, as `infra/replay-dead-letters.sh`
-/// has SQS do (same body and message group). Returns how many.
-async fn replay_dead_letters(p: &Pipe) -> usize {
-    let mut moved = 0;
-    loop {
-        let out = p
-            .fifo
+/// Up to ten dead letters, received from the dead-letter queue.
+async fn receive_dead_letters(p: &Pipe) -> aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput {
+    p.fifo
+        .client
+        .receive_message()
+        .queue_url(&p.fifo.dlq_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Moves `messages` received from the dead-letter queue back to the queue,
+/// as `infra/replay-dead-letters.sh` has SQS do (same body and message
+/// group; moto has no move task).
+async fn move_back(p: &Pipe, messages: &[aws_sdk_sqs::types::Message]) {
+    for m in messages {
+        let group =
+            m.attributes().unwrap()[&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId].clone();
+        p.fifo
             .client
-            .receive_message()
-            .queue_url(&p.fifo.dlq_url)
-            .max_number_of_messages(10)
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send_message()
+            .queue_url(&p.fifo.url)
+            .message_body(m.body().unwrap())
+            .message_group_id(group)
+            .message_deduplication_id(m.message_id().unwrap())
             .send()
             .await
             .unwrap();
+        p.fifo
+            .client
+            .delete_message()
+            .queue_url(&p.fifo.dlq_url)
+            .receipt_handle(m.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Moves every dead letter back to the queue. Returns how many.
+async fn replay_dead_letters(p: &Pipe) -> usize {
+    let mut moved = 0;
+    loop {
+        let out = receive_dead_letters(p).await;
         if out.messages().is_empty() {
             return moved;
         }
-        for m in out.messages() {
-            let group = m.attributes().unwrap()
-                [&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId]
-                .clone();
-            p.fifo
-                .client
-                .send_message()
-                .queue_url(&p.fifo.url)
-                .message_body(m.body().unwrap())
-                .message_group_id(group)
-                .message_deduplication_id(m.message_id().unwrap())
-                .send()
-                .await
-                .unwrap();
-            p.fifo
-                .client
-                .delete_message()
-                .queue_url(&p.fifo.dlq_url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            moved += 1;
-        }
+        move_back(p, out.messages()).await;
+        moved += out.messages().len();
     }
 }
 
@@ -2102,9 +1807,6 @@ async fn chaos_loses_no_mail_and_sends_none_under_two_event_ids() {
     p.receiver.set_delay(std::time::Duration::ZERO);
     // After the storm: the schedule sweeps, the dead letters are replayed,
     // and the queue is drained (bounded).
-    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
-    let mut all = scheduled_event();
-    all["detail"] = json!({"sweep": "all"});
     let mut replayed = 0;
     let delivered = |events: &[Received]| {
         let mut ids: Vec<String> = events
@@ -2117,7 +1819,7 @@ async fn chaos_loses_no_mail_and_sends_none_under_two_event_ids() {
     };
     for round in 0..(40 + total / 4) {
         if round % 10 == 0 {
-            connections::handle_event_with(all.clone(), &p.stack.container().await, Some(&queue)).await;
+            p.schedule(true).await;
             replayed += replay_dead_letters(&p).await;
         }
         p.pump_killing_at(std::time::Duration::from_secs(90)).await;
@@ -2207,9 +1909,7 @@ async fn a_lost_grant_noticed_first_by_send_mail_reaches_the_flow_exactly_once()
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].json()["type"], "connection.reauth_required");
     // The next run has nothing to remind.
-    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
-    let run =
-        connections::handle_event_with(scheduled_event(), &p.stack.container().await, Some(&queue)).await;
+    let run = p.schedule(false).await;
     assert_eq!(run["reminded"], 0, "{run}");
     assert_eq!(
         p.settle().await.len(),
@@ -2218,6 +1918,22 @@ async fn a_lost_grant_noticed_first_by_send_mail_reaches_the_flow_exactly_once()
     );
 }
 
+/// The ids of the mails of `events`.
+fn mail_ids(events: &[Received]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e.json()["mail"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `v` sorted, each value once.
+fn distinct(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The subjects of the mails of `events` (empty for an event of no mail).
 fn subjects(events: &[Received]) -> Vec<String> {
     events
         .iter()
@@ -2251,9 +1967,7 @@ async fn two_flows_on_one_inbox_share_one_graph_subscription_and_each_gets_every
     p.add_flow("support", &third.url).await;
     assert_eq!(p.stack.sim.subscriptions().len(), 1);
     p.stack.sim.set_duplicate_notifications(true);
-    for i in 0..4 {
-        p.stack.sim.deliver_message(UPN, mail(&format!("mail {i}")));
-    }
+    p.deliver((0..4).map(|i| format!("mail {i}")));
     let all_have =
         || p.receiver.events().len() >= 4 && second.events().len() >= 4 && third.events().len() >= 4;
     assert!(p.pump_while(200, all_have).await);
@@ -2279,18 +1993,10 @@ async fn two_flows_on_one_inbox_share_one_graph_subscription_and_each_gets_every
 async fn resubscribe_and_a_key_rotation_end_with_one_graph_subscription_per_resource_and_deliver_the_unannounced_mail_once()
  {
     let p = Pipe::start_with(vec![("RELAY365_SECRET_TTL_SECONDS", "0".into())]).await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}, {"resource": "calendar", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly", "Calendar.ReadOnly"]),
-    )
-    .await;
+    p.connect_receiver(&["mail", "calendar"]).await;
     assert_eq!(p.stack.sim.subscriptions().len(), 2);
     // A mail whose notification Graph dropped just before the resubscribe.
-    p.stack.sim.set_drop_notifications(true);
-    p.stack
-        .sim
-        .deliver_message(UPN, mail("unannounced before resubscribe"));
-    p.stack.sim.set_drop_notifications(false);
+    p.deliver_unannounced(["unannounced before resubscribe"]);
     let (status, body) = p.admin("POST", "/connections/support/resubscribe").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -2304,11 +2010,7 @@ async fn resubscribe_and_a_key_rotation_end_with_one_graph_subscription_per_reso
 
     // A signing-key rotation: the scheduled run recreates both, old first.
     p.rotate_signing_key(60).await;
-    p.stack.sim.set_drop_notifications(true);
-    p.stack
-        .sim
-        .deliver_message(UPN, mail("unannounced before rotation"));
-    p.stack.sim.set_drop_notifications(false);
+    p.deliver_unannounced(["unannounced before rotation"]);
     let report = p.schedule(false).await;
     assert_eq!(report["rekeyed"], 2, "{report}");
     assert_eq!(
@@ -2317,17 +2019,18 @@ async fn resubscribe_and_a_key_rotation_end_with_one_graph_subscription_per_reso
         "{:?}",
         p.stack.sim.subscriptions()
     );
-    assert!(p.pump_while(100, || p.receiver.events().len() >= 2).await);
-    p.stack.sim.deliver_message(UPN, mail("after rotation"));
-    assert!(p.pump_while(100, || p.receiver.events().len() >= 3).await);
-    assert_eq!(
-        subjects(&p.settle().await),
-        [
+    assert!(p.pump_until_received(100, 2).await);
+    p.last_mail_completes(
+        "after rotation",
+        100,
+        &[
             "unannounced before resubscribe",
             "unannounced before rotation",
-            "after rotation"
-        ]
-    );
+            "after rotation",
+        ],
+        "every mail once, in order",
+    )
+    .await;
     assert_eq!(p.stack.sim.stats().subscription_conflicts, 0);
 }
 
@@ -2335,17 +2038,8 @@ async fn resubscribe_and_a_key_rotation_end_with_one_graph_subscription_per_reso
 #[tokio::test]
 async fn a_missed_with_200_undelivered_mails_and_a_slow_target_delivers_each_once_in_bounded_invocations() {
     let p = Pipe::start().await;
-    let sub = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
-    p.stack.sim.set_drop_notifications(true);
-    for i in 0..200 {
-        p.stack.sim.deliver_message(UPN, mail(&format!("missed {i:03}")));
-    }
-    p.stack.sim.set_drop_notifications(false);
+    let sub = p.connect_mail().await;
+    p.deliver_unannounced((0..200).map(|i| format!("missed {i:03}")));
     p.receiver.set_delay(std::time::Duration::from_secs(1));
     assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
     // Each invocation is told it has 45 s (a short Lambda timeout) and is
@@ -2365,26 +2059,20 @@ async fn a_missed_with_200_undelivered_mails_and_a_slow_target_delivers_each_onc
         }
     }
     let events = p.receiver.events();
-    let mut ids: Vec<String> = events
+    let ids: Vec<String> = events
         .iter()
         .map(|e| e.json()["id"].as_str().unwrap().to_string())
         .collect();
     let want: Vec<String> = (0..200).map(|i| format!("missed {i:03}")).collect();
     assert_eq!(subjects(&events), want, "every mail once, in order");
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 200, "no event id twice");
+    assert_eq!(distinct(ids).len(), 200, "no event id twice");
     assert_eq!(overran, 0, "an invocation outlived its deadline");
 }
 
 #[tokio::test]
 async fn with_the_template_s_visibility_timeout_one_503_delays_the_mailbox_by_seconds() {
     let p = Pipe::as_template().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     p.receiver.fail_next_with(1, 503);
     for i in 0..3 {
         p.stack.sim.deliver_message(UPN, mail(&format!("mail {i}")));
@@ -2395,7 +2083,7 @@ async fn with_the_template_s_visibility_timeout_one_503_delays_the_mailbox_by_se
     let started = std::time::Instant::now();
     // At most a minute of polling: far inside the 540 s the queue would
     // hold the failed record and the two behind it.
-    let arrived = p.pump_while(600, || p.receiver.events().len() >= 3).await;
+    let arrived = p.pump_until_received(600, 3).await;
     let waited = started.elapsed();
     assert!(
         arrived,
@@ -2420,21 +2108,12 @@ async fn with_the_template_s_visibility_timeout_one_503_delays_the_mailbox_by_se
 #[tokio::test]
 async fn a_410_pauses_the_flow_and_a_resume_delivers_everything_once_in_order() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
-    p.stack.sim.deliver_message(UPN, mail("first"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
+    p.connect_mail().await;
+    p.first_mail_arrives("first").await;
     p.receiver.fail_next_with(1, 410);
     p.stack.sim.deliver_message(UPN, mail("refused with 410"));
     p.stack.sim.deliver_message(UPN, mail("while paused 1"));
-    p.stack.sim.set_drop_notifications(true);
-    p.stack
-        .sim
-        .deliver_message(UPN, mail("while paused, unannounced"));
-    p.stack.sim.set_drop_notifications(false);
+    p.deliver_unannounced(["while paused, unannounced"]);
     p.stack.sim.deliver_message(UPN, mail("while paused 2"));
     p.settle().await;
     assert_eq!(
@@ -2467,20 +2146,20 @@ async fn a_410_pauses_the_flow_and_a_resume_delivers_everything_once_in_order() 
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "active", "{body}");
-    p.stack.sim.deliver_message(UPN, mail("after resume"));
-    assert!(p.pump_while(200, || p.receiver.events().len() >= 6).await);
-    assert_eq!(
-        subjects(&p.settle().await),
-        [
+    p.last_mail_completes(
+        "after resume",
+        200,
+        &[
             "first",
             "refused with 410",
             "while paused 1",
             "while paused, unannounced",
             "while paused 2",
-            "after resume"
+            "after resume",
         ],
-        "everything once, in order"
-    );
+        "everything once, in order",
+    )
+    .await;
     let seen = view(&p.stack.services, "/connections/support").await;
     assert!(seen["subscriptions"][0]["catching_up"].is_null(), "{seen}");
 }
@@ -2488,11 +2167,7 @@ async fn a_410_pauses_the_flow_and_a_resume_delivers_everything_once_in_order() 
 #[tokio::test]
 async fn an_operator_pause_sends_nothing_and_the_resume_delivers_all_of_it() {
     let p = Pipe::start().await;
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
+    p.connect_mail().await;
     let key = p.stack.stored("support").await.unwrap().subscriptions[0]
         .key
         .clone();
@@ -2534,7 +2209,7 @@ async fn an_operator_pause_sends_nothing_and_the_resume_delivers_all_of_it() {
         .await;
     assert_eq!(status, 200);
     let n = sent.len();
-    assert!(p.pump_while(300, || p.receiver.events().len() >= n).await);
+    assert!(p.pump_until_received(300, n).await);
     assert_eq!(subjects(&p.settle().await), sent);
 }
 
@@ -2543,25 +2218,19 @@ async fn an_expired_delta_link_is_replaced_and_the_sweep_and_missed_recover_once
     let p = Pipe::start().await;
     // Mail older than the subscription is never sent.
     p.stack.sim.fill_inbox(UPN, 30);
-    let sub = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
-    p.stack.sim.deliver_message(UPN, mail("announced"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
+    let sub = p.connect_mail().await;
+    p.first_mail_arrives("announced").await;
     p.stack.sim.set_drop_notifications(true);
     p.stack.sim.deliver_message(UPN, mail("unannounced 1"));
     p.stack.sim.expire_delta_links();
     let report = p.schedule(true).await;
     assert_eq!(report["recovered"], 1, "{report}");
-    assert!(p.pump_while(100, || p.receiver.events().len() >= 2).await);
+    assert!(p.pump_until_received(100, 2).await);
     p.stack.sim.deliver_message(UPN, mail("unannounced 2"));
     p.stack.sim.expire_delta_links();
     p.stack.sim.set_drop_notifications(false);
     assert!(p.stack.sim.send_lifecycle(&sub, Lifecycle::Missed));
-    assert!(p.pump_while(100, || p.receiver.events().len() >= 3).await);
+    assert!(p.pump_until_received(100, 3).await);
     p.schedule(true).await;
     assert_eq!(
         subjects(&p.settle().await),
@@ -2578,22 +2247,13 @@ async fn without_message_delta_the_sweep_lists_the_folder_and_recovers_once() {
     let p = Pipe::start_with(vec![("RELAY365_CLOUD", "china".into())]).await;
     p.stack.sim.set_message_delta_available(false);
     p.stack.sim.fill_inbox(UPN, 12);
-    p.connect(
-        json!([{"resource": "mail", "target": p.receiver.url}]),
-        json!(["Mail.ReadOnly"]),
-    )
-    .await;
-    p.stack.sim.deliver_message(UPN, mail("announced"));
-    assert_eq!(p.pump_until(1).await.len(), 1);
+    p.connect_mail().await;
+    p.first_mail_arrives("announced").await;
     p.stack.sim.set_drop_notifications(true);
-    for i in 0..3 {
-        p.stack
-            .sim
-            .deliver_message(UPN, mail(&format!("unannounced {i}")));
-    }
+    p.deliver((0..3).map(|i| format!("unannounced {i}")));
     let report = p.schedule(true).await;
     assert_eq!(report["recovered"], 3, "{report}");
-    assert!(p.pump_while(100, || p.receiver.events().len() >= 4).await);
+    assert!(p.pump_until_received(100, 4).await);
     p.schedule(true).await;
     assert_eq!(
         subjects(&p.settle().await),
@@ -2609,22 +2269,9 @@ async fn without_message_delta_the_sweep_lists_the_folder_and_recovers_once() {
 #[tokio::test]
 async fn a_second_connection_on_the_same_inbox_never_takes_the_first_one_s_subscription() {
     let p = Pipe::start().await;
-    let first = p
-        .connect(
-            json!([{"resource": "mail", "target": p.receiver.url}]),
-            json!(["Mail.ReadOnly"]),
-        )
-        .await;
-    let body = json!({"id": "second", "auth": "delegated", "scopes": ["Mail.ReadOnly"],
-        "subscriptions": [{"resource": "mail", "target": p.receiver.url}]});
-    let resp = connections::handle(
-        request("POST", "/connections", Some(&body.to_string()), &[]),
-        &p.stack.services,
-    )
-    .await;
-    assert_eq!(resp.status(), 201, "{}", body_text(&resp));
-    let link = body_json(&resp)["connect_url"].as_str().unwrap().to_string();
-    let (_, page) = p.sign_in_page(&link).await;
+    let first = p.connect_mail().await;
+    let link = p.create_mail_connection("second").await;
+    let (_, page) = common::sign_in_page(&p.stack, &link).await;
     assert!(page.contains("connection support already watches"), "{page}");
     let second = view(&p.stack.services, "/connections/second").await;
     let why = second["subscriptions"][0]["last_error"]
@@ -2659,7 +2306,6 @@ async fn a_fleet_run_keeps_graphs_write_limit_and_leaves_the_rest_to_the_next_ru
     use relay365::microsoft::pacing::WritePacer;
     let p = Pipe::start().await;
     let desks = p.desks(24).await;
-    let queue = SqsQueue::new(p.fifo.client.clone(), p.fifo.url.clone());
     let window = std::time::Duration::from_secs(2);
     let mut run_container = p.stack.container().await;
     run_container.pacer = Arc::new(WritePacer::new(5, 100, window));
@@ -2667,7 +2313,7 @@ async fn a_fleet_run_keeps_graphs_write_limit_and_leaves_the_rest_to_the_next_ru
         let mut event = scheduled_event();
         event["detail"] = detail;
         let c = &run_container;
-        let q = &queue;
+        let q = p.queue.as_ref();
         async move {
             connections::handle_event_until(
                 event,

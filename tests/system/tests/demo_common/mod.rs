@@ -1,20 +1,16 @@
-//! What the binary end-to-end tests share: where the release binaries are,
-//! a browser-like client, and the sign-in a person does.
+//! What the binary end-to-end tests share: the demo's own test helpers
+//! (where the release binaries are, a browser-like client, the sign-in a
+//! person does), signing as the CLI signs, and the source files of the
+//! crates this build compiled.
 #![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 use std::path::PathBuf;
 
-/// The release binaries (`make test` builds them first): `RELAY365_BIN_DIR`,
-/// else `$CARGO_TARGET_DIR/release`, else the workspace's `target/release`.
-pub fn bin_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("RELAY365_BIN_DIR") {
-        return PathBuf::from(d);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("release")
-}
+// The demo's tests find the binaries and sign in as these do: one copy.
+#[path = "../../../../demo/tests/common/mod.rs"]
+mod demo_tests;
+
+pub use demo_tests::*;
 
 /// The headers that sign a request to the demo's API with the demo's key,
 /// as the `relay365` CLI signs (the front verifies the signature).
@@ -44,16 +40,26 @@ pub fn signed_with(
     .unwrap()
 }
 
-pub fn http() -> reqwest::Client {
-    relay365::https::client().unwrap()
+/// A customer's mail asking for a refund arrives at the demo's mailbox, and
+/// (within a minute) the demo's local Amazon Connect has started a contact
+/// for it. Returns the mail's id.
+pub async fn refund_mail_reaches_connect(demo: &relay365_demo::Demo) -> String {
+    let id = demo.sim.as_ref().unwrap().deliver_message(
+        relay365_demo::DEMO_USER,
+        graph_sim::Message {
+            from: ("Customer".into(), "customer@example.org".into()),
+            subject: "Refund for order 1234".into(),
+            body_html: "<p>Please refund the broken kettle.</p>".into(),
+            ..Default::default()
+        },
+    );
+    assert!(
+        eventually(60, || !demo.connect.contacts().is_empty()).await,
+        "no task reached the local Connect; it refused: {:?}",
+        demo.connect.refused()
+    );
+    id
 }
-
-/// [`relay365_demo::browser::sign_in`], which must get to the callback.
-pub async fn sign_in(connect_url: &str) -> (u16, String) {
-    relay365_demo::browser::sign_in(connect_url).await.unwrap()
-}
-
-pub use relay365_testkit::eventually;
 
 /// A file from the source of a crate this build compiled, e.g.
 /// `dependency_file("aws_lambda_events", "src/fixtures/x.json")`.
@@ -85,8 +91,7 @@ pub fn dependency_file(krate: &str, file: &str) -> PathBuf {
 
 /// The version of `krate` in the workspace's Cargo.lock.
 fn locked_version(krate: &str) -> Option<String> {
-    let lock =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock")).ok()?;
+    let lock = std::fs::read_to_string(workspace_root().join("Cargo.lock")).ok()?;
     let needle = format!("name = \"{krate}\"\nversion = \"");
     let at = lock.find(&needle)? + needle.len();
     Some(lock[at..].split('"').next()?.to_string())
