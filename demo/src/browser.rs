@@ -59,21 +59,31 @@ pub async fn come_back(http: &reqwest::Client, callback: &str, jar: &str) -> Res
 /// As [`sign_in`].
 pub async fn authorize(connect_url: &str) -> Result<(String, String), String> {
     let http = relay365::https::client_for(true).map_err(|e| e.to_string())?;
+    let (jar, to_microsoft) = open_link(&http, connect_url).await?;
+    let callback = consent(&http, to_microsoft).await?;
+    Ok((callback, jar))
+}
+
+/// The first step of a sign-in or consent: the browser opens a connect or
+/// admin-consent `link`, which must send it on to Microsoft. Returns the
+/// cookie it now holds (for a Cookie header) and where it is sent.
+///
+/// # Errors
+/// As [`sign_in`].
+pub async fn open_link(http: &reqwest::Client, link: &str) -> Result<(String, String), String> {
     let start = http
-        .get(connect_url)
+        .get(link)
         .send()
         .await
-        .map_err(|e| format!("GET {connect_url}: {e}"))?;
+        .map_err(|e| format!("GET {link}: {e}"))?;
     if start.status() != 302 {
         return Err(format!(
-            "the connect link answered {}: {}",
+            "the link answered {}: {}",
             start.status(),
             start.text().await.unwrap_or_default()
         ));
     }
-    let jar = cookies(&start).join("; ");
-    let callback = consent(&http, location(&start)).await?;
-    Ok((callback, jar))
+    Ok((cookies(&start).join("; "), location(&start)))
 }
 
 /// Follows Microsoft's authorize page at `at` as [`crate::DEMO_USER`]

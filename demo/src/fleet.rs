@@ -653,25 +653,12 @@ fn tenant_id(t: usize) -> String {
     }
 }
 
-/// `name=value` of each Set-Cookie, joined for a Cookie header.
-fn cookie_jar(resp: &reqwest::Response) -> String {
-    crate::browser::cookies(resp).join("; ")
-}
-
 /// A browser's way through a connect or admin-consent link: open it
 /// (keeping the cookie), let Microsoft answer (as `upn`, for a sign-in),
 /// come back to the callback. Returns the callback's page.
 async fn browse(http: &reqwest::Client, link: &str, sign_in_as: Option<&str>) -> Result<String, String> {
-    let start = http
-        .get(link)
-        .send()
-        .await
-        .map_err(|e| format!("GET {link}: {e}"))?;
-    if start.status() != 302 {
-        return Err(format!("the link answered {}", start.status()));
-    }
-    let jar = cookie_jar(&start);
-    let mut at = url::Url::parse(&crate::browser::location(&start)).map_err(|e| e.to_string())?;
+    let (jar, to_microsoft) = crate::browser::open_link(http, link).await?;
+    let mut at = url::Url::parse(&to_microsoft).map_err(|e| e.to_string())?;
     if let Some(upn) = sign_in_as {
         // The simulator's consent page, answered at once: this user, Accept.
         at.query_pairs_mut()

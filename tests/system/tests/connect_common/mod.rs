@@ -67,10 +67,7 @@ impl Pipe {
         let connect = aws_sdk_connect::Client::new(&relay365_testkit::sdk_config(&fake.url()).await);
         let mut dispatcher = front.dispatcher(false).await.with_connect(connect);
         if let Some(bucket) = setup.bucket {
-            // moto's endpoint is an IP address: the SDK addresses buckets by path.
-            let s3 = aws_sdk_s3::Client::new(&front.stack.aws.sdk_config().await);
-            s3.create_bucket().bucket(bucket).send().await.unwrap();
-            dispatcher = dispatcher.with_s3(s3);
+            dispatcher = dispatcher.with_s3(front.stack.s3_with_bucket(bucket).await);
         }
         Self {
             stack: front.stack,
