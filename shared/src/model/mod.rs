@@ -12,9 +12,9 @@ pub mod scopes;
 pub mod sensitive;
 pub mod target;
 
-/// A time as Graph and the state table spell it: RFC 3339 in UTC, to the
-/// second (Graph's `$filter` and delta windows take no fractions; stored
-/// times compare as strings).
+/// A time as Graph and the state table spell it: RFC 3339 to the second, in
+/// the offset it is given (every caller passes UTC, so stored times compare
+/// as strings; Graph's `$filter` and delta windows take no fractions).
 pub fn rfc3339(at: time::OffsetDateTime) -> String {
     at.replace_nanosecond(0)
         .unwrap_or(at)
