@@ -16,14 +16,19 @@
   atomic per request. moto's server runs each request on its own thread,
   and its backends check and then change: two concurrent ReceiveMessage
   calls could both take one FIFO message group (or the same message), and
-  two conditional writes could both pass their condition. A long poll
-  gives SQS's lock up while it waits.
+  two conditional writes could both pass their condition.
+- A long poll is a series of single looks at the queue, each under SQS's
+  lock, with the lock free between them. moto's own long poll notes which
+  FIFO message groups are in flight once, before it waits, so a poll that
+  woke after another had taken a group could take that group's next
+  message too.
 """
 import copy
 import functools
 import socketserver
 import sys
 import threading
+import time
 
 socketserver.StreamRequestHandler.disable_nagle_algorithm = True
 
@@ -143,22 +148,29 @@ _one_at_a_time(dynamodb_models.DynamoDBBackend, threading.RLock())
 
 import moto.sqs.models as sqs_models
 
-_sqs_lock = threading.RLock()
-_one_at_a_time(sqs_models.SQSBackend, _sqs_lock)
-_wait_for_messages = sqs_models.Queue.wait_for_messages
+_one_at_a_time(sqs_models.SQSBackend, threading.RLock())
+_look_once = sqs_models.SQSBackend.receive_message
 
 
-def wait_for_messages(self, timeout):
-    if not _sqs_lock._is_owned():
-        return _wait_for_messages(self, timeout)
-    held = _sqs_lock._release_save()
-    try:
-        return _wait_for_messages(self, timeout)
-    finally:
-        _sqs_lock._acquire_restore(held)
+def receive_message(self, queue_name, count, wait_seconds_timeout, visibility_timeout, message_attribute_names=None):
+    """A long poll of at most `wait_seconds_timeout`: one locked look at the
+    queue (which reads the groups in flight afresh) at a time. Between looks
+    it waits for a new message, or briefly when the visible ones all belong
+    to groups in flight (moto's wait returns at once then)."""
+    deadline = time.monotonic() + (wait_seconds_timeout or 0)
+    while True:
+        got = _look_once(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+        left = deadline - time.monotonic()
+        if got or left <= 0:
+            return got
+        queue = self.get_queue(queue_name)
+        if queue.messages:
+            time.sleep(min(left, 0.02))
+        else:
+            queue.wait_for_messages(min(left, 1))
 
 
-sqs_models.Queue.wait_for_messages = wait_for_messages
+sqs_models.SQSBackend.receive_message = receive_message
 
 from moto.server import main
 

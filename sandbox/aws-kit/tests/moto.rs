@@ -1,7 +1,9 @@
 //! The moto the tests run keeps DynamoDB's transaction contract: its
 //! launcher replaces moto's whole-table rollback copy with one of the
 //! touched items, so a cancelled transaction must still leave every item as
-//! it was, and a committed one every change.
+//! it was, and a committed one every change. It also keeps SQS's FIFO
+//! contract under concurrent long polls: its launcher replaces moto's long
+//! poll, which could hand a group's next message to a second poller.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update};
@@ -119,4 +121,65 @@ async fn a_cancelled_transaction_leaves_every_item_as_it_was() {
             ("c".into(), None)
         ]
     );
+}
+
+#[tokio::test]
+async fn concurrent_long_polls_never_hold_one_fifo_group_twice() {
+    use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+    let aws = Aws::start().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws.sdk_config().await);
+    let url = sqs
+        .create_queue()
+        .queue_name("groups.fifo")
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let poll = || async {
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(1)
+            .wait_time_seconds(3)
+            .visibility_timeout(60)
+            .send()
+            .await
+            .unwrap();
+        out.messages.unwrap_or_default()
+    };
+    // Both polls wait on the empty queue when the group's two messages come.
+    let send = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let entry = |id: &str| {
+            SendMessageBatchRequestEntry::builder()
+                .id(id)
+                .message_body(id)
+                .message_group_id("g")
+                .message_deduplication_id(id)
+                .build()
+                .unwrap()
+        };
+        sqs.send_message_batch()
+            .queue_url(&url)
+            .entries(entry("first"))
+            .entries(entry("second"))
+            .send()
+            .await
+            .unwrap();
+    };
+    let (a, b, ()) = tokio::join!(poll(), poll(), send);
+    let bodies: Vec<String> = a.iter().chain(&b).filter_map(|m| m.body.clone()).collect();
+    assert_eq!(bodies, ["first"], "one message of the group at a time, the first");
+    // Once the first is deleted, the group's next message is handed out.
+    let handle = a.iter().chain(&b).find_map(|m| m.receipt_handle.clone()).unwrap();
+    sqs.delete_message()
+        .queue_url(&url)
+        .receipt_handle(handle)
+        .send()
+        .await
+        .unwrap();
+    let next: Vec<String> = poll().await.into_iter().filter_map(|m| m.body).collect();
+    assert_eq!(next, ["second"]);
 }
