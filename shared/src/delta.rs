@@ -26,26 +26,21 @@ pub(crate) struct DeltaPage {
     pub(crate) delta: Option<String>,
 }
 
-/// Runs a delta query from `start` (a first request or a stored link) to its
-/// end: what `keep` makes of every item of every page (the items it turns
-/// down left out), and the link the next round starts from.
+/// Walks a delta query from `start` (a first request or a stored link) to
+/// its end, at most 1,000 pages, and returns only the link the next round
+/// starts from: a new flow's baseline, whose items are neither kept nor sent
+/// (one page at a time is held).
 ///
 /// # Errors
-/// [`GraphError`], or a decode error when a page has neither link.
-async fn delta_pages<T>(
-    s: &Services,
-    token: &Sensitive,
-    start: &str,
-    keep: impl Fn(&serde_json::Value) -> Option<T>,
-) -> Result<(Vec<T>, String), GraphError> {
-    let mut items = Vec::new();
+/// [`GraphError`], or a decode error when a page has neither link or the
+/// query does not end.
+pub async fn end_link(s: &Services, token: &Sensitive, start: &str) -> Result<String, GraphError> {
     let mut next = start.to_string();
     for _ in 0..1000 {
         let page: DeltaPage = s.graph.get_json(&next, token).await?;
-        items.extend(page.value.iter().filter_map(&keep));
         match (page.next, page.delta) {
             (Some(n), _) => next = n,
-            (None, Some(d)) => return Ok((items, d)),
+            (None, Some(d)) => return Ok(d),
             (None, None) => {
                 return Err(GraphError::Decode(
                     "a delta page had neither nextLink nor deltaLink".into(),
@@ -54,23 +49,6 @@ async fn delta_pages<T>(
         }
     }
     Err(GraphError::Decode("the delta query did not end".into()))
-}
-
-/// A mail folder's delta query from `start` to its end: the ids of the
-/// messages it reports (removals left out) and the next link.
-///
-/// # Errors
-/// [`GraphError`].
-pub async fn delta(
-    s: &Services,
-    token: &Sensitive,
-    start: &str,
-) -> Result<(Vec<String>, String), GraphError> {
-    delta_pages(s, token, start, |v| match v.get("@removed") {
-        Some(_) => None,
-        None => v.get("id")?.as_str().map(str::to_string),
-    })
-    .await
 }
 
 /// One change a calendar's delta query reports.
@@ -114,25 +92,6 @@ pub fn calendar_delta_start(conn: &Connection, from: OffsetDateTime) -> String {
         rfc3339(from),
         rfc3339(from + time::Duration::days(CALENDAR_WINDOW_DAYS))
     )
-}
-
-/// A calendar's delta query from `start` to its end.
-///
-/// # Errors
-/// [`GraphError`].
-pub async fn calendar_delta(
-    s: &Services,
-    token: &Sensitive,
-    start: &str,
-) -> Result<(Vec<CalendarChange>, String), GraphError> {
-    delta_pages(s, token, start, |v| {
-        Some(CalendarChange {
-            id: v.get("id")?.as_str()?.to_string(),
-            change_key: v.get("changeKey").and_then(|c| c.as_str()).map(str::to_string),
-            removed: v.get("@removed").is_some(),
-        })
-    })
-    .await
 }
 
 /// The first request of a folder's delta query: new mail received at or

@@ -22,9 +22,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::aws::queue::Queue;
 use crate::aws::store::{StoreError, SubscriptionChange};
 use crate::catchup;
-use crate::delta::{
-    calendar_delta, calendar_delta_start, delta, delta_start, list_start, lists_instead_of_delta,
-};
+use crate::delta::{calendar_delta_start, delta_start, end_link, list_start, lists_instead_of_delta};
 use crate::microsoft::graph::GraphError;
 use crate::microsoft::pacing::Paced;
 use crate::microsoft::paths::graph_resource;
@@ -359,22 +357,20 @@ async fn baseline_link(
             list_start(conn, sub, now - time::Duration::minutes(1))
         }
         Resource::Mail => {
-            delta(
+            end_link(
                 s,
                 token,
                 &delta_start(conn, sub, now - time::Duration::minutes(1)),
             )
             .await?
-            .1
         }
         Resource::Calendar => {
-            calendar_delta(
+            end_link(
                 s,
                 token,
                 &calendar_delta_start(conn, now - time::Duration::days(1)),
             )
             .await?
-            .1
         }
     })
 }
