@@ -152,9 +152,12 @@ async fn create_queue_pair(
     q: &QueuePair<'_>,
 ) -> Result<(String, String), DemoError> {
     let what_dlq = format!("{}'s dead-letter queue", q.what);
-    let fifo = |req: aws_sdk_sqs::operation::create_queue::builders::CreateQueueFluentBuilder| match q.fifo {
-        true => req.attributes(QueueAttributeName::FifoQueue, "true"),
-        false => req,
+    let fifo = |req: aws_sdk_sqs::operation::create_queue::builders::CreateQueueFluentBuilder| {
+        if q.fifo {
+            req.attributes(QueueAttributeName::FifoQueue, "true")
+        } else {
+            req
+        }
     };
     let dlq_url = fifo(sqs.create_queue().queue_name(q.dlq_name))
         .send()

@@ -121,19 +121,34 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     client_for(false)
 }
 
-/// Sends `req` and reads its whole answer: the status and the body, or a few
-/// words for a person saying why there is none ("timed out", "connection
-/// failed", "the answer was cut off"). The words never carry the URL or
-/// anything the request held, so a caller may put them in its error.
+/// The most of an answer [`send_and_read`] keeps: far more than a token
+/// endpoint's or an OpenID discovery document's answer, far less than what
+/// would strain a function's memory.
+pub const ANSWER_MAX: usize = 1 << 20;
+
+/// Sends `req` and reads its whole answer, up to [`ANSWER_MAX`] bytes: the
+/// status and the body, or a few words for a person saying why there is
+/// none ("timed out", "connection failed", "the answer was cut off", "the
+/// answer was too large"). The words never carry the URL or anything the
+/// request held, so a caller may put them in its error.
 ///
 /// # Errors
 /// The words above, when no whole answer came.
 pub async fn send_and_read(req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), &'static str> {
-    let resp = req.send().await.map_err(|e| match e.is_timeout() {
-        true => "timed out",
-        false => "connection failed",
+    let mut resp = req.send().await.map_err(|e| {
+        if e.is_timeout() {
+            "timed out"
+        } else {
+            "connection failed"
+        }
     })?;
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(|_| "the answer was cut off")?;
-    Ok((status, body.to_vec()))
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|_| "the answer was cut off")? {
+        if body.len() + chunk.len() > ANSWER_MAX {
+            return Err("the answer was too large");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body))
 }
