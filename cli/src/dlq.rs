@@ -52,7 +52,8 @@ const QUEUES: [(&str, &str, &str); 2] = [
 /// How many messages wait in a queue (visible and in flight).
 ///
 /// # Errors
-/// When SQS refuses.
+/// When SQS refuses, or answers without either count (a count of 0 would
+/// say the dead-letter queue is empty when nobody knows).
 pub async fn waiting(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, CliError> {
     let attrs = sqs
         .get_queue_attributes()
@@ -64,9 +65,14 @@ pub async fn waiting(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64, CliErr
         .map_err(|e| aws_error(&format!("SQS GetQueueAttributes {url}"), e))?
         .attributes
         .unwrap_or_default();
-    let n = |k: &QueueAttributeName| attrs.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok(n(&QueueAttributeName::ApproximateNumberOfMessages)
-        + n(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+    let n = |k: QueueAttributeName| {
+        attrs
+            .get(&k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| CliError::Aws(format!("SQS GetQueueAttributes {url} answered without {k}")))
+    };
+    Ok(n(QueueAttributeName::ApproximateNumberOfMessages)?
+        + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?)
 }
 
 /// Subscriptions whose last delivery failed: (connection, subscription key, error, when).

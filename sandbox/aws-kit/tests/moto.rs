@@ -101,7 +101,19 @@ async fn a_cancelled_transaction_leaves_every_item_as_it_was() {
         .transact_items(missing)
         .send()
         .await;
-    assert!(cancelled.is_err(), "the failed condition cancels the transaction");
+    // Cancelled for the failed condition (the fourth item), not refused
+    // before anything was applied.
+    let err = cancelled.expect_err("the failed condition cancels the transaction");
+    let reasons: Vec<Option<&str>> = err
+        .as_service_error()
+        .and_then(|e| match e {
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                Some(c.cancellation_reasons().iter().map(|r| r.code()).collect())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("not a TransactionCanceledException: {err:?}"));
+    assert_eq!(reasons[3], Some("ConditionalCheckFailed"), "{reasons:?}");
     assert_eq!(
         items(&ddb).await,
         [("a".into(), Some("1".into())), ("b".into(), Some("1".into()))]

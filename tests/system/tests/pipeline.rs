@@ -1933,14 +1933,15 @@ fn distinct(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-/// The subjects of the mails of `events` (empty for an event of no mail).
+/// The subjects of the mails of `events`; an event of no mail fails the test.
 fn subjects(events: &[Received]) -> Vec<String> {
     events
         .iter()
         .map(|e| {
-            e.json()["mail"]["subject"]
-                .as_str()
-                .unwrap_or_default()
+            let event = e.json();
+            let subject = event["mail"]["subject"].as_str();
+            subject
+                .unwrap_or_else(|| panic!("an event of no mail: {event}"))
                 .to_string()
         })
         .collect()

@@ -5,9 +5,6 @@
 //! duplicate notification with a crash, throttling, a target Connect does
 //! not know yet, targets the admin API refuses), each told which kind of
 //! contact it counts.
-// Each suite uses its own part of this module.
-#![allow(dead_code)]
-
 use std::sync::{Arc, Mutex};
 
 use connect_fake::{Contact, Fake};
