@@ -26,7 +26,8 @@ release:
 	$(RELEASE_BUILD)
 
 ## The binary end-to-end tests and the walk-through on the release binaries:
-## the demo's own tests and the system tests that run the demo stack.
+## the demo's own tests and the system tests that run the demo stack, but
+## for the CLI's (cli.rs), which runs the debug relay365 binary.
 E2E_RELEASE_TESTS := package(relay365-demo) | (package(relay365-system-tests) & (binary(binaries) | binary(demo_connect) | binary(large_mail)))
 e2e-release: venv nextest release build-tests
 	RELAY365_BIN_DIR=$(TARGET_DIR)/release cargo nextest run --workspace --locked --no-fail-fast -E '$(E2E_RELEASE_TESTS)'
@@ -44,8 +45,8 @@ fmt:
 clippy:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## No file in shared/ or functions/ over 700 lines, no production function
-## over 120 (scripts/size_rule.py says how it counts and which lookup tables
+## No file in shared/src or functions/*/src over 700 lines, no production
+## function over 120 (scripts/size_rule.py says how it counts and which lookup tables
 ## are exempt).
 size-rule:
 	python3 scripts/size_rule.py
@@ -133,9 +134,9 @@ bench-fleet: venv
 ## The whole stack on this machine: moto, the Microsoft simulator, the five
 ## function binaries under a local Lambda Runtime API, an API Gateway front, the
 ## SQS event source, the renewal schedule and a flow receiver. Ctrl-C stops it all.
-## The functions are built with the dev profile (optimised dependencies, our
-## crates unoptimised: the same build `make test` uses, so either command makes
-## the other one fast); `make demo PROFILE=release` runs the deploy build instead.
+## The functions are built with the dev profile (unoptimised but for aws-lc's
+## crypto: the same build `make test` uses, so either command makes the other
+## one fast); `make demo PROFILE=release` runs the deploy build instead.
 ## DEMO_ARGS passes options (e.g. DEMO_ARGS="--verbose --api-port 8080").
 PROFILE ?= dev
 DEMO_BIN_DIR := $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
