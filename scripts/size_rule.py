@@ -101,19 +101,45 @@ def long_fns(path):
             elif ch in ")]":
                 parens -= 1
             elif ch == "{":
+                if pending is None and pending_test:
+                    # An impl, struct or trait under a test attribute: all
+                    # inside it is test code.
+                    pending = ("block", idx, True)
                 stack.append(pending)
-                pending = None
+                pending, pending_test = None, False
             elif ch == "}" and stack:
                 top = stack.pop()
-                if top is None or top[0] == "mod":
+                if top is None or top[0] in ("mod", "block"):
                     continue
                 in_test = top[2] or any(s is not None and s[2] for s in stack)
                 length = idx - top[1] + 1
                 if not in_test and length > FN_MAX:
                     found.append((length, top[1] + 1, top[0]))
             elif ch == ";" and parens == 0:
-                pending = None  # a fn without a body (a trait's)
+                # A fn without a body (a trait's), or an item that ends here
+                # (`#[cfg(test)] use …;`, `mod tests;`): a test attribute
+                # before it does not reach the next fn.
+                pending, pending_test = None, False
     return found
+
+
+def self_test():
+    """The two cases the brace matching must get right: a test attribute on
+    an item without a body stops there, and one on an impl covers all of
+    its fns."""
+    import tempfile
+
+    body = "\n".join(["    let _ = 1;"] * (FN_MAX + 5))
+    cases = {
+        f"#[cfg(test)]\nuse std::fmt;\n\npub fn big() {{\n{body}\n}}\n": ["big"],
+        f"#[cfg(test)]\nimpl Foo {{\n    fn a() {{}}\n    fn b() {{\n{body}\n    }}\n}}\n": [],
+    }
+    for text, want in cases.items():
+        with tempfile.NamedTemporaryFile("w", suffix=".rs", delete=False) as f:
+            f.write(text)
+        got = [name for _, _, name in long_fns(f.name)]
+        os.unlink(f.name)
+        assert got == want, f"size_rule.py miscounts: {got} instead of {want} on\n{text[:60]}"
 
 
 def rust_files(roots):
@@ -127,6 +153,7 @@ def rust_files(roots):
 
 
 def main():
+    self_test()
     over = False
     for path in sorted(rust_files(FILE_ROOTS)):
         n = sum(1 for _ in open(path, encoding="utf-8"))
