@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use serde_json::{Value, json};
 
 use crate::{Function, InvokeError, Resources};
@@ -18,29 +18,32 @@ use crate::{Function, InvokeError, Resources};
 type Functions = Arc<HashMap<&'static str, Function>>;
 
 /// The template's two SQS event source mappings: mail-dispatch takes the
-/// notifications in batches of 10, send-mail the deferred sends one at a time.
+/// notifications in batches of 10 (unless `dispatch` is off, for a harness
+/// that runs its own), send-mail the deferred sends one at a time.
 pub(crate) fn start_mappings(
     sdk: &aws_config::SdkConfig,
     resources: &Resources,
     functions: &Functions,
-) -> [tokio::task::JoinHandle<()>; 2] {
+    dispatch: bool,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    [
-        tokio::spawn(event_source(
-            sqs.clone(),
+    let mut tasks = vec![tokio::spawn(event_source(
+        sqs.clone(),
+        resources.deferred_url.clone(),
+        functions.clone(),
+        "send-mail",
+        1,
+    ))];
+    if dispatch {
+        tasks.push(tokio::spawn(event_source(
+            sqs,
             resources.queue_url.clone(),
             functions.clone(),
             "mail-dispatch",
             10,
-        )),
-        tokio::spawn(event_source(
-            sqs,
-            resources.deferred_url.clone(),
-            functions.clone(),
-            "send-mail",
-            1,
-        )),
-    ]
+        )));
+    }
+    tasks
 }
 
 /// The renewal rule: a scheduled run of `connections` every `every`, the
@@ -121,10 +124,7 @@ async fn event_source(
     let Some(consumer) = functions.get(function) else {
         return;
     };
-    let arn = format!(
-        "arn:aws:sqs:us-east-1:123456789012:{}",
-        queue_url.rsplit('/').next().unwrap_or("queue")
-    );
+    let arn = queue_arn(&queue_url);
     loop {
         let Some(messages) = receive(&sqs, &queue_url, batch).await else {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -138,8 +138,16 @@ async fn event_source(
     }
 }
 
+/// The ARN of the queue at `queue_url`, as the demo's account spells it.
+pub(crate) fn queue_arn(queue_url: &str) -> String {
+    format!(
+        "arn:aws:sqs:us-east-1:123456789012:{}",
+        queue_url.rsplit('/').next().unwrap_or("queue")
+    )
+}
+
 /// One long poll of up to `batch` messages (none when SQS fails).
-async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str, batch: i32) -> Option<Vec<Message>> {
+pub(crate) async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str, batch: i32) -> Option<Vec<Message>> {
     let out = sqs
         .receive_message()
         .queue_url(queue_url)
@@ -181,19 +189,33 @@ pub(crate) fn failed_ids<C: FromIterator<String>, E>(answer: &Result<Value, E>, 
     }
 }
 
-/// Deletes every message of the batch but the `failed` ones.
-async fn delete_all_but(sqs: &aws_sdk_sqs::Client, queue_url: &str, messages: &[Message], failed: &[String]) {
-    for m in messages {
-        if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
-            continue;
-        }
-        if let Some(handle) = m.receipt_handle() {
-            let _ = sqs
-                .delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(handle)
-                .send()
-                .await;
-        }
+/// Deletes every message of the batch but the `failed` ones, in one
+/// request, as Lambda's event source deletes a batch (a batch is at most 10,
+/// SQS's most per request).
+pub(crate) async fn delete_all_but(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: &[Message],
+    failed: &[String],
+) {
+    let done: Vec<DeleteMessageBatchRequestEntry> = messages
+        .iter()
+        .filter(|m| !failed.iter().any(|f| Some(f.as_str()) == m.message_id()))
+        .enumerate()
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle()?)
+                .build()
+                .ok()
+        })
+        .collect();
+    if !done.is_empty() {
+        let _ = sqs
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(done))
+            .send()
+            .await;
     }
 }

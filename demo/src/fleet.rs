@@ -43,6 +43,7 @@ use relay365::web::signing::EventSigner;
 use serde_json::{Value, json};
 
 use crate::apigw::{self, HttpRequest};
+use crate::event_sources;
 use crate::runtime::{Function, Spec};
 use crate::{DEMO_ACCESS_KEY_ID, DEMO_TENANT, Demo, Options};
 
@@ -565,24 +566,12 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
 async fn dispatch_poller(shared: Arc<Shared>) {
     let sqs = shared.pollers.sqs.clone();
     let queue_url = shared.pollers.queue_url.clone();
-    let arn = format!(
-        "arn:aws:sqs:us-east-1:123456789012:{}",
-        queue_url.rsplit('/').next().unwrap_or("queue")
-    );
+    let arn = event_sources::queue_arn(&queue_url);
     loop {
-        let Ok(out) = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-            .wait_time_seconds(1)
-            .send()
-            .await
-        else {
+        let Some(messages) = event_sources::receive(&sqs, &queue_url, 10).await else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
-        let messages = out.messages.unwrap_or_default();
         if messages.is_empty() {
             continue;
         }
@@ -593,28 +582,8 @@ async fn dispatch_poller(shared: Arc<Shared>) {
         let answer = shared
             .invoke("mail-dispatch", &json!({ "Records": records }), messages.len())
             .await;
-        let failed: HashSet<String> = crate::event_sources::failed_ids(&answer, &messages);
-        // Deleted in one request, as Lambda's event source deletes a batch.
-        let done: Vec<aws_sdk_sqs::types::DeleteMessageBatchRequestEntry> = messages
-            .iter()
-            .filter(|m| !m.message_id().is_some_and(|id| failed.contains(id)))
-            .enumerate()
-            .filter_map(|(i, m)| {
-                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle()?)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if !done.is_empty() {
-            let _ = sqs
-                .delete_message_batch()
-                .queue_url(&queue_url)
-                .set_entries(Some(done))
-                .send()
-                .await;
-        }
+        let failed: Vec<String> = event_sources::failed_ids(&answer, &messages);
+        event_sources::delete_all_but(&sqs, &queue_url, &messages, &failed).await;
     }
 }
 
@@ -812,6 +781,8 @@ pub async fn run(opts: FleetOptions, progress: impl Fn(&str)) -> Result<FleetRes
     // A storm reads and writes the table for every mail: in moto's one
     // process with the queue, the figures would measure moto's queueing.
     demo_opts.separate_dynamodb = true;
+    // The fleet's own pollers are dispatch's only event source.
+    demo_opts.dispatch_event_source = false;
     // The harness invokes the scheduled run itself.
     demo_opts.renew_every = Duration::from_secs(30 * 24 * 3600);
     let demo = Demo::start(demo_opts).await.map_err(err("the local stack"))?;

@@ -144,6 +144,10 @@ pub struct Options {
     /// DynamoDB in a moto of its own (for load: each moto serves one
     /// request at a time).
     pub separate_dynamodb: bool,
+    /// Run mail-dispatch's SQS event source; off when a harness runs its
+    /// own (the fleet's scales like Lambda's), so one consumer takes the
+    /// queue.
+    pub dispatch_event_source: bool,
 }
 
 impl Options {
@@ -167,6 +171,7 @@ impl Options {
             fixed_deadline_ms: None,
             seal_tokens: true,
             separate_dynamodb: false,
+            dispatch_event_source: true,
         }
     }
 }
@@ -270,7 +275,12 @@ impl Demo {
         let front = Front::new(connect.clone(), functions.clone(), metrics, &public_url);
         let (api_stop, api) = front::serve(listener, front);
         let mut tasks = vec![api];
-        tasks.extend(event_sources::start_mappings(&sdk, &resources, &functions));
+        tasks.extend(event_sources::start_mappings(
+            &sdk,
+            &resources,
+            &functions,
+            opts.dispatch_event_source,
+        ));
         if opts.print_events {
             tasks.push(tokio::spawn(connect::print_contacts(connect.clone())));
         }

@@ -50,6 +50,7 @@ fn options() -> Options {
         fixed_deadline_ms: None,
         seal_tokens: true,
         separate_dynamodb: false,
+        dispatch_event_source: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
