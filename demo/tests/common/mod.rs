@@ -6,16 +6,37 @@
 
 use std::path::{Path, PathBuf};
 
-/// The release binaries (`make test` builds them first): `RELAY365_BIN_DIR`,
-/// else `$CARGO_TARGET_DIR/release`, else the workspace's `target/release`.
+/// The function binaries: `RELAY365_BIN_DIR` (`make test` sets it to the
+/// debug ones `make build-tests` makes, `make e2e-release` to the release
+/// ones), else this build's own: the folder above this test binary's
+/// `deps/`, where `cargo build --workspace --bins` puts them.
 pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("RELAY365_BIN_DIR") {
         return PathBuf::from(d);
     }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target"));
-    target.join("release")
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .expect("the test binary is in a profile's deps/ folder")
+}
+
+/// A folder removed at the end of the test.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("relay365-e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 /// The workspace's folder: the nearest one above the crate that compiles

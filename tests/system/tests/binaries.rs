@@ -16,31 +16,12 @@ use relay365_demo::apigw::{self, HttpRequest, ROUTES};
 use relay365_demo::{Demo, Function, Options, Spec};
 use serde_json::{Value, json};
 
-async fn start() -> (Demo, tempdir::Dir) {
-    let logs = tempdir::Dir::new();
+async fn start() -> (Demo, TempDir) {
+    let logs = TempDir::new();
     let mut opts = Options::for_tests(bin_dir());
     opts.log_dir = Some(logs.path.clone());
     let demo = Demo::start(opts).await.expect("the stack starts");
     (demo, logs)
-}
-
-/// A folder removed at the end of the test.
-mod tempdir {
-    pub(crate) struct Dir {
-        pub(crate) path: std::path::PathBuf,
-    }
-    impl Dir {
-        pub(crate) fn new() -> Self {
-            let path = std::env::temp_dir().join(format!("relay365-e2e-{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&path).unwrap();
-            Self { path }
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
 }
 
 async fn api(demo: &Demo, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -351,7 +332,7 @@ async fn the_renewal_schedule_recreates_a_subscription_graph_lost() {
 /// works within its configured timeout, so mail still arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatch_delivers_under_a_deadline_in_the_past_as_cargo_lambda_watch_sends() {
-    let logs = tempdir::Dir::new();
+    let logs = TempDir::new();
     let mut opts = Options::for_tests(bin_dir());
     opts.log_dir = Some(logs.path.clone());
     opts.fixed_deadline_ms = Some(600_000);

@@ -10,17 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use demo_common::{TempDir, bin_dir};
 use relay365_demo::{DEMO_USER, Demo, Options};
 use relay365_testkit::{eventually_async, free_port};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-
-/// The function binaries: `RELAY365_BIN_DIR`, else this build's debug ones.
-fn bin_dir() -> PathBuf {
-    std::env::var_os("RELAY365_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug"))
-}
 
 /// The `relay365` binary of this build: in the folder above this test
 /// binary's `deps/`, where `cargo build --workspace --bins` puts it.
@@ -39,23 +33,9 @@ fn cli_binary() -> PathBuf {
     bin
 }
 
-struct Dir(PathBuf);
-impl Dir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("relay365-cli-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn start(dir: &Dir, public_url: Option<String>) -> Demo {
+async fn start(dir: &TempDir, public_url: Option<String>) -> Demo {
     let mut opts = Options::for_tests(bin_dir());
-    opts.stack_file = Some(dir.0.join("stack.json"));
+    opts.stack_file = Some(dir.path.join("stack.json"));
     opts.retry_after_seconds = 1;
     opts.public_url = public_url;
     Demo::start(opts).await.expect("the demo stack starts")
@@ -75,11 +55,11 @@ impl Out {
     }
 }
 
-fn command(dir: &Dir, args: &[&str]) -> tokio::process::Command {
+fn command(dir: &TempDir, args: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(cli_binary());
     c.arg("--local")
         .args(args)
-        .env("RELAY365_DEMO_STACK", dir.0.join("stack.json"))
+        .env("RELAY365_DEMO_STACK", dir.path.join("stack.json"))
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("RELAY365_STACK")
@@ -88,7 +68,7 @@ fn command(dir: &Dir, args: &[&str]) -> tokio::process::Command {
     c
 }
 
-async fn run(dir: &Dir, args: &[&str]) -> Out {
+async fn run(dir: &TempDir, args: &[&str]) -> Out {
     let out = tokio::time::timeout(Duration::from_secs(120), command(dir, args).output())
         .await
         .unwrap_or_else(|_| panic!("relay365 {args:?} did not finish"))
@@ -125,7 +105,7 @@ fn drain(rx: &mut Lines, into: &mut String) {
 
 /// `relay365 {args}` started, with the lines of its stdout and its stderr
 /// as they come.
-fn spawn(dir: &Dir, args: &[&str]) -> (tokio::process::Child, Lines, Lines) {
+fn spawn(dir: &TempDir, args: &[&str]) -> (tokio::process::Child, Lines, Lines) {
     let mut child = command(dir, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -155,11 +135,11 @@ async fn line_matching(rx: &mut Lines, seen: &mut String, f: impl Fn(&str) -> bo
 }
 
 /// `relay365 connect` with the browser step played here; returns its output.
-async fn connect(dir: &Dir, args: &[&str]) -> Out {
+async fn connect(dir: &TempDir, args: &[&str]) -> Out {
     let (mut child, mut out, mut err) = spawn(dir, args);
     let mut seen = String::new();
     let link = line_matching(&mut out, &mut seen, |l| l.trim_start().starts_with("http")).await;
-    let (status, page) = relay365_demo::browser::sign_in(link.trim()).await.unwrap();
+    let (status, page) = demo_common::sign_in(link.trim()).await;
     assert_eq!(status, 200, "{page}");
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
@@ -177,24 +157,13 @@ async fn connect(dir: &Dir, args: &[&str]) -> Out {
 
 async fn dlq_depth(demo: &Demo) -> u64 {
     let sqs = aws_sdk_sqs::Client::new(&demo.aws.sdk_config().await);
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&demo.resources.dlq_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
+    relay365_cli::dlq::waiting(&sqs, &demo.resources.dlq_url)
         .await
-        .unwrap();
-    attrs
-        .attributes
-        .unwrap_or_default()
-        .values()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .unwrap()
 }
 
-fn write(dir: &Dir, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.0.join(name);
+fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.path.join(name);
     std::fs::write(&p, bytes).unwrap();
     p
 }
@@ -205,7 +174,7 @@ fn path(p: &Path) -> &str {
 
 /// `relay365 events verify` of the event body in the file `body` with the
 /// signature header `signature`.
-async fn verify(dir: &Dir, signature: &str, body: &Path) -> Out {
+async fn verify(dir: &TempDir, signature: &str, body: &Path) -> Out {
     run(
         dir,
         &["events", "verify", "--signature", signature, "--body", path(body)],
@@ -215,7 +184,7 @@ async fn verify(dir: &Dir, signature: &str, body: &Path) -> Out {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_command_works_against_the_demo_stack() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let demo = start(&dir, None).await;
     let sim = demo.sim.as_ref().unwrap();
     let mut everything = String::new();
@@ -619,7 +588,7 @@ async fn doctor_names_the_fix_for_each_broken_part() {
             });
         }
     });
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let demo = start(&dir, Some(public.clone())).await;
     to.send(demo.api_url.trim_start_matches("http://").to_string())
         .unwrap();
@@ -706,7 +675,7 @@ async fn doctor_names_the_fix_for_each_broken_part() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_say_what_to_do() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     // No demo running and nothing pointing at AWS.
     let out = run(&dir, &["list"]).await;
     assert_eq!(out.code, 1);
@@ -714,7 +683,7 @@ async fn errors_say_what_to_do() {
 
     // A key API Gateway does not accept: the 403 names the permission and the API.
     let demo = start(&dir, None).await;
-    let file = dir.0.join("stack.json");
+    let file = dir.path.join("stack.json");
     let mut desc: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     desc["credentials"]["secret_access_key"] = "wrong".into();
     std::fs::write(&file, desc.to_string()).unwrap();
@@ -775,8 +744,8 @@ fn assert_fixes(stdout: &str, cases: &[(&str, &str)]) {
 
 /// Sets one parameter of the demo's stack file, as `sam deploy
 /// --parameter-overrides` would change a deployed stack's.
-fn set_parameter(dir: &Dir, key: &str, value: &str) {
-    let file = dir.0.join("stack.json");
+fn set_parameter(dir: &TempDir, key: &str, value: &str) {
+    let file = dir.path.join("stack.json");
     let mut desc: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     desc["parameters"][key] = value.into();
     std::fs::write(&file, desc.to_string()).unwrap();
@@ -785,7 +754,7 @@ fn set_parameter(dir: &Dir, key: &str, value: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn amazon_connect_targets_are_checked_and_doctor_explains_them() {
     use relay365_demo::{DEMO_CONNECT_FLOW_ID as FLOW, DEMO_CONNECT_INSTANCE_ID as INSTANCE};
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let demo = start(&dir, None).await;
     let task = format!("connect-task:{INSTANCE}/{FLOW}");
 

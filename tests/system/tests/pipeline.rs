@@ -14,6 +14,7 @@ use mail_dispatch::Dispatcher;
 use mail_webhook::Webhook;
 use relay365::aws::queue::SqsQueue;
 use relay365::aws::secrets::SecretStore;
+use relay365_demo::scheduled_event;
 use relay365_harness::*;
 use serde_json::json;
 
@@ -580,9 +581,7 @@ async fn scheduled_run_renews_expiring_and_recreates_lost_subscriptions() {
     let lost = conn.subscriptions[1].id.clone();
     p.stack.sim.remove_subscription_silently(&lost);
     let services = p.stack.container().await;
-    let schedule = json!({"version": "0", "id": "e", "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
-        "time": "2026-11-22T20:00:00Z", "region": "us-east-1", "resources": [], "detail": {}});
-    let report = connections::handle_event(schedule, &services).await;
+    let report = connections::handle_event(scheduled_event(), &services).await;
     assert_eq!(report["renewed"], 1, "{report}");
     assert_eq!(report["recreated"], 1, "{report}");
     assert_eq!(report["failed"], json!([]));
@@ -905,11 +904,6 @@ async fn a_signing_key_rotation_loses_no_notification_and_ends_on_the_new_key() 
         15,
         "the old key's clientState was accepted after the grace"
     );
-}
-
-fn scheduled_event() -> serde_json::Value {
-    json!({"version": "0", "id": "e", "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
-        "time": "2026-11-22T20:00:00Z", "region": "us-east-1", "resources": [], "detail": {}})
 }
 
 /// Whether any `v1=` of an event's signature verifies with `key` alone.
