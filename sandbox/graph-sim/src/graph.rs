@@ -908,15 +908,19 @@ fn resend_after(attempt: u32) -> Duration {
 }
 
 /// POSTs a notification collection, resending like Graph until it gets a
-/// 2xx or [`RESEND_FOR`] has passed.
+/// 2xx, [`RESEND_FOR`] has passed or the simulator is dropped.
 pub(crate) fn send_notifications(state: Shared, url: String, payload: Value, copies: u32) {
     tokio::spawn(async move {
+        let body = Bytes::from(payload.to_string());
         for _ in 0..copies {
             let first = std::time::Instant::now();
             for attempt in 0.. {
+                if lock(&state).stopped {
+                    return;
+                }
                 let Ok(req) = hyper::Request::post(url.as_str())
                     .header(header::CONTENT_TYPE, "application/json")
-                    .body(http_body_util::Full::new(Bytes::from(payload.to_string())))
+                    .body(http_body_util::Full::new(body.clone()))
                 else {
                     return;
                 };

@@ -595,6 +595,9 @@ pub(crate) fn deliver(state: &Shared, upn: &str, mut message: Message) -> String
 
 impl Drop for Sim {
     fn drop(&mut self) {
+        // Pending resends end at their next attempt (within a minute),
+        // not up to 4 hours later in a runtime that outlives the simulator.
+        lock(&self.state).stopped = true;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -486,6 +486,8 @@ pub(crate) struct State {
     pub(crate) domains: Vec<(String, String)>,
     /// What the next sends do instead of answering at once ([`SendFaults`]).
     pub(crate) send_faults: SendFaults,
+    /// The simulator was dropped: its pending notification resends stop.
+    pub(crate) stopped: bool,
 }
 
 /// A user's `mail` and `proxyAddresses`, when a test sets them (by default
@@ -541,6 +543,7 @@ impl State {
             profiles: HashMap::new(),
             domains: Vec::new(),
             send_faults: SendFaults::default(),
+            stopped: false,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Graph's contract as the simulator answers it over HTTP: one subscription
 //! per app, resource and change type; delta links that expire; page sizes;
-//! listing messages by received time; a cloud without message delta; and
-//! message bodies of tens of megabytes.
+//! listing messages by received time; a cloud without message delta;
+//! message bodies of tens of megabytes; and notifications resent while
+//! unanswered, until the simulator is dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -661,4 +662,76 @@ async fn internet_headers_come_only_with_select_and_attachments_with_their_bytes
     let (status, bytes) = raw(ids[1].clone()).await;
     assert_eq!((status, bytes.len()), (200, 5), "size bytes made from the name");
     assert_eq!(raw("att9".into()).await.0, 404);
+}
+
+#[tokio::test]
+async fn unanswered_notifications_are_resent_until_the_simulator_is_dropped() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A receiver that validates, then answers every notification 500.
+    let posts = Arc::new(AtomicUsize::new(0));
+    let counted = posts.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| {
+                let counted = counted.clone();
+                async move {
+                    match q.get("validationToken") {
+                        Some(t) => (axum::http::StatusCode::OK, t.clone()),
+                        None => {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::new())
+                        }
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let sim = sim().await;
+    let token = app_token(&sim).await;
+    let (status, sub) = graph(
+        &sim,
+        &token,
+        Method::POST,
+        "/subscriptions",
+        &[],
+        Some(subscription(INBOX, "created", &hook)),
+    )
+    .await;
+    assert_eq!(status, 201, "{sub}");
+    sim.deliver_message(UPN, mail("unanswered"));
+    // Resent: the first post and two more (150 ms, then 300 ms later).
+    assert!(
+        eventually(10, || posts.load(Ordering::SeqCst) >= 3).await,
+        "resent while unanswered"
+    );
+    drop(sim);
+    let at_drop = posts.load(Ordering::SeqCst);
+    // Left running, the next resends come 600 ms, 1.2 s and 2.4 s apart.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let after = posts.load(Ordering::SeqCst);
+    assert!(
+        after <= at_drop + 1,
+        "{} resends after the simulator was dropped",
+        after - at_drop
+    );
+}
+
+/// Polls `check` every 50 ms for up to `secs` seconds.
+async fn eventually(secs: u64, check: impl Fn() -> bool) -> bool {
+    for _ in 0..secs * 20 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    check()
 }
