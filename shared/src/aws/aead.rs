@@ -1,10 +1,12 @@
 //! AES-256-GCM with a random nonce, the one cipher of the crate's sealing.
 //!
-//! Two places seal bytes with it: the envelope of a sealed value
-//! ([`crate::aws::sealed`]), under a data key, and the in-memory key service
+//! Three places seal bytes with it: the envelope of a sealed value
+//! ([`crate::aws::sealed`]), under a data key; the in-memory key service
 //! ([`crate::aws::kms::MemoryDataKeys`]), which seals its data keys under a
-//! master key as KMS would. It lives apart from both so that the key service
-//! stays below the envelope that uses it.
+//! master key as KMS would; and the signer's private values
+//! ([`crate::web::signing::Signer::seal_private`], the OAuth cookie). It
+//! lives apart from all three so that the key service stays below the
+//! envelope that uses it.
 //!
 //! The cipher is aws-lc-rs's, the library already behind every TLS
 //! connection and signature of the functions. Errors carry nothing: a wrong

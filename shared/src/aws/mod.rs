@@ -2,7 +2,7 @@
 //! notification queue and KMS data keys for sealed tokens, each behind a
 //! small port with a local implementation for tests and runs without AWS.
 
-mod aead;
+pub(crate) mod aead;
 pub mod kms;
 pub mod queue;
 pub mod sdk;

@@ -200,35 +200,15 @@ impl Signer {
     /// from the signing key): for values the browser must carry but not read,
     /// such as the PKCE verifier in the OAuth cookie.
     pub fn seal_private<T: Serialize>(&self, purpose: &str, body: &T, expires_at_unix: i64) -> String {
-        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
         let json = serde_json::to_vec(&Envelope {
             exp: expires_at_unix,
             body,
         })
         .unwrap_or_default();
         let key_bytes = self.key(&format!("aead:{purpose}"));
-        let Ok(unbound) = UnboundKey::new(&AES_256_GCM, &key_bytes) else {
-            return String::new();
-        };
-        let key = LessSafeKey::new(unbound);
-        let mut nonce = [0u8; NONCE_LEN];
-        if aws_lc_rs::rand::fill(&mut nonce).is_err() {
-            return String::new();
-        }
-        let mut in_out = json;
-        if key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(purpose.as_bytes()),
-                &mut in_out,
-            )
-            .is_err()
-        {
-            return String::new();
-        }
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&in_out);
-        B64.encode(out)
+        crate::aws::aead::seal_bytes(&key_bytes, purpose.as_bytes(), &json)
+            .map(|sealed| B64.encode(sealed))
+            .unwrap_or_default()
     }
 
     /// Decrypts and checks a value made by [`Signer::seal_private`]; during
@@ -256,20 +236,15 @@ impl Signer {
         token: &str,
         now_unix: i64,
     ) -> Result<T, SignError> {
-        use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
         let raw = B64.decode(token).map_err(|_| SignError::Malformed)?;
-        if raw.len() < NONCE_LEN + 16 {
+        // A nonce and a tag at least: shorter is no sealed value at all.
+        if raw.len() < aws_lc_rs::aead::NONCE_LEN + 16 {
             return Err(SignError::Malformed);
         }
-        let (nonce, sealed) = raw.split_at(NONCE_LEN);
         let key_bytes = self.key(&format!("aead:{purpose}"));
-        let unbound = UnboundKey::new(&AES_256_GCM, &key_bytes).map_err(|_| SignError::Malformed)?;
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SignError::Malformed)?;
-        let mut in_out = sealed.to_vec();
-        let plain = LessSafeKey::new(unbound)
-            .open_in_place(nonce, Aad::from(purpose.as_bytes()), &mut in_out)
+        let plain = crate::aws::aead::open_bytes(&key_bytes, purpose.as_bytes(), &raw)
             .map_err(|_| SignError::BadSignature)?;
-        let env: Envelope<T> = serde_json::from_slice(plain).map_err(|_| SignError::Malformed)?;
+        let env: Envelope<T> = serde_json::from_slice(&plain).map_err(|_| SignError::Malformed)?;
         if env.exp <= now_unix {
             return Err(SignError::Expired);
         }
